@@ -1,0 +1,321 @@
+# cython: language_level=3
+"""Ascend Cast arithmetic shared by every kernel: bit views, exact decoders, and one rounding routine.
+
+Every narrowing conversion goes through `round_to_fmt`, so all kernels round the same way.
+Semantics (ARITHMETIC.md "General hardware facts", asc-devkit Cast.md / precision_conversion.md):
+  round modes  RM_RINT (nearest, ties to even), RM_ROUND (nearest, ties away from zero), RM_TRUNC,
+               RM_FLOOR, RM_CEIL, RM_ODD (round to odd / von Neumann).
+  saturate     overflow gives +-max finite; NaN stays NaN; +-inf becomes +-max.
+  no saturate  IEEE overflow: inf when the mode rounds away from zero in that direction, max finite
+               otherwise; float8_e4m3fn has no inf, so that case gives NaN (0x7F / 0xFF).
+The input is a double: every format here (fp32, fp16, bf16, fp8, e8m0) widens to double exactly,
+so narrowing from double is a single rounding, exactly as the hardware's one-step Cast.
+"""
+from libc.stdint cimport (uint8_t, uint16_t, uint32_t, uint64_t, int8_t, int16_t, int32_t, int64_t,
+                          INT32_MIN, INT32_MAX)
+from libc.math cimport ldexp, rint, round as c_round, trunc, floor, ceil, isnan, isinf
+
+cdef enum:
+    RM_RINT = 0
+    RM_ROUND = 1
+    RM_TRUNC = 2
+    RM_FLOOR = 3
+    RM_CEIL = 4
+    RM_ODD = 5
+
+# Floating formats (codes). Kept in sync with npusim/formats.py FORMAT_CODES.
+cdef enum:
+    F_FP32 = 0
+    F_FP16 = 1
+    F_BF16 = 2
+    F_E4M3 = 3     # float8_e4m3fn: no inf, NaN = S.1111.111, max 448
+    F_E5M2 = 4     # float8_e5m2: IEEE-like, max 57344
+    F_E8M0 = 5     # float8_e8m0fnu: unsigned power of two 2^(code-127), 0xFF = NaN
+
+
+# ---------------------------------------------------------------- bit views
+cdef inline uint32_t f32_bits(float x) noexcept nogil:
+    return (<uint32_t*>&x)[0]
+
+cdef inline float bits_f32(uint32_t u) noexcept nogil:
+    return (<float*>&u)[0]
+
+cdef inline uint64_t f64_bits(double x) noexcept nogil:
+    return (<uint64_t*>&x)[0]
+
+
+# ---------------------------------------------------------------- exact decoders
+cdef inline float half_to_f32(uint16_t h) noexcept nogil:
+    cdef uint32_t sign = (<uint32_t>(h & 0x8000)) << 16
+    cdef uint32_t e = (h >> 10) & 0x1F
+    cdef uint32_t m = h & 0x3FF
+    cdef float v
+    if e == 0:
+        v = ldexp(<double>m, -24)
+        return -v if sign else v
+    if e == 31:
+        return bits_f32(sign | 0x7F800000 | (m << 13))
+    return bits_f32(sign | ((e + 112) << 23) | (m << 13))
+
+cdef inline float bf16_to_f32(uint16_t b) noexcept nogil:
+    return bits_f32((<uint32_t>b) << 16)
+
+cdef inline float e4m3_to_f32(uint8_t c) noexcept nogil:
+    cdef int e = (c >> 3) & 0xF
+    cdef int m = c & 0x7
+    cdef double v
+    if e == 15 and m == 7:
+        return bits_f32(0x7FC00000 | ((<uint32_t>(c & 0x80)) << 24))
+    if e == 0:
+        v = ldexp(<double>m, -9)
+    else:
+        v = ldexp(<double>(8 + m), e - 10)
+    return <float>(-v if c & 0x80 else v)
+
+cdef inline float e5m2_to_f32(uint8_t c) noexcept nogil:
+    return half_to_f32((<uint16_t>c) << 8)
+
+cdef inline float e8m0_to_f32(uint8_t c) noexcept nogil:
+    if c == 0xFF:
+        return bits_f32(0x7FC00000)
+    return <float>ldexp(1.0, <int>c - 127)
+
+cdef inline double decode_fmt(uint32_t code, int fmt) noexcept nogil:
+    if fmt == F_FP32:
+        return bits_f32(code)
+    if fmt == F_FP16:
+        return half_to_f32(<uint16_t>code)
+    if fmt == F_BF16:
+        return bf16_to_f32(<uint16_t>code)
+    if fmt == F_E4M3:
+        return e4m3_to_f32(<uint8_t>code)
+    if fmt == F_E5M2:
+        return e5m2_to_f32(<uint8_t>code)
+    return e8m0_to_f32(<uint8_t>code)
+
+
+# ---------------------------------------------------------------- format parameters
+# mbits: stored mantissa bits; emin: exponent of the smallest normal; sign_shift: position of
+# the sign bit; max_code: largest finite magnitude code.
+cdef inline int fmt_mbits(int fmt) noexcept nogil:
+    if fmt == F_FP32: return 23
+    if fmt == F_FP16: return 10
+    if fmt == F_BF16: return 7
+    if fmt == F_E4M3: return 3
+    if fmt == F_E5M2: return 2
+    return 0
+
+cdef inline int fmt_emin(int fmt) noexcept nogil:
+    if fmt == F_FP32 or fmt == F_BF16: return -126
+    if fmt == F_FP16 or fmt == F_E5M2: return -14
+    if fmt == F_E4M3: return -6
+    return -127
+
+cdef inline int fmt_sign_shift(int fmt) noexcept nogil:
+    if fmt == F_FP32: return 31
+    if fmt == F_FP16 or fmt == F_BF16: return 15
+    return 7
+
+cdef inline uint32_t fmt_max_code(int fmt) noexcept nogil:
+    if fmt == F_FP32: return 0x7F7FFFFF
+    if fmt == F_FP16: return 0x7BFF
+    if fmt == F_BF16: return 0x7F7F
+    if fmt == F_E4M3: return 0x7E
+    if fmt == F_E5M2: return 0x7B
+    return 0xFE
+
+cdef inline uint32_t fmt_inf_code(int fmt) noexcept nogil:
+    # magnitude code of +inf; formats without inf return their NaN code
+    if fmt == F_FP32: return 0x7F800000
+    if fmt == F_FP16: return 0x7C00
+    if fmt == F_BF16: return 0x7F80
+    if fmt == F_E4M3: return 0x7F
+    if fmt == F_E5M2: return 0x7C
+    return 0xFF
+
+cdef inline uint32_t fmt_nan_code(int fmt) noexcept nogil:
+    if fmt == F_FP32: return 0x7FC00000
+    if fmt == F_FP16: return 0x7E00
+    if fmt == F_BF16: return 0x7FC0
+    if fmt == F_E4M3: return 0x7F
+    if fmt == F_E5M2: return 0x7E
+    return 0xFF
+
+
+# ---------------------------------------------------------------- rounding core
+cdef inline bint _round_up(uint64_t ipart, uint64_t rem, uint64_t half, bint neg, int mode) noexcept nogil:
+    """Whether the magnitude ipart (remainder rem out of 2*half) moves up by one unit."""
+    if rem == 0:
+        return False
+    if mode == RM_RINT:
+        return rem > half or (rem == half and (ipart & 1))
+    if mode == RM_ROUND:
+        return rem >= half
+    if mode == RM_FLOOR:
+        return neg
+    if mode == RM_CEIL:
+        return not neg
+    return False          # RM_TRUNC; RM_ODD handled by the caller
+
+cdef inline bint _overflow_to_inf(bint neg, int mode) noexcept nogil:
+    if mode == RM_RINT or mode == RM_ROUND:
+        return True
+    if mode == RM_FLOOR:
+        return neg
+    if mode == RM_CEIL:
+        return not neg
+    return False
+
+cdef inline uint32_t _e8m0_code(int e, uint64_t frac, int mode, bint sat) noexcept nogil:
+    """Positive value (1 + frac/2^52) * 2^e to a power of two. Ties go up (the implicit 1 is odd),
+    as ml_dtypes does; below 2^-127 clamps to code 0 (e8m0 has no zero)."""
+    cdef bint up = False
+    cdef int code
+    if frac != 0:
+        if mode == RM_RINT or mode == RM_ROUND:
+            up = frac >= ((<uint64_t>1) << 51)
+        elif mode == RM_CEIL:
+            up = True
+    code = e + 127 + (1 if up else 0)
+    if code < 0:
+        return 0
+    if code > 254:
+        return 0xFE if (sat or not _overflow_to_inf(False, mode)) else 0xFF
+    return <uint32_t>code
+
+cdef inline uint32_t round_to_fmt(double x, int fmt, int mode, bint sat) noexcept nogil:
+    """Code of x in `fmt`, one rounding with `mode`, saturating or not (see module docstring)."""
+    cdef uint64_t u = f64_bits(x)
+    cdef bint neg = (u >> 63) != 0
+    cdef uint32_t sbit = (<uint32_t>neg) << fmt_sign_shift(fmt)
+    cdef int mbits = fmt_mbits(fmt)
+    cdef int emin = fmt_emin(fmt)
+    cdef uint32_t max_code = fmt_max_code(fmt)
+    cdef int E = <int>((u >> 52) & 0x7FF)
+    cdef uint64_t m53 = u & ((<uint64_t>1 << 52) - 1)
+    cdef int e, q, shift
+    cdef uint64_t ipart, rem, half
+    cdef uint32_t code
+    if fmt == F_E8M0:
+        sbit = 0
+        if neg and not (E == 0 and m53 == 0):
+            return 0xFF                      # negative: not representable
+        if E == 0 and m53 == 0:
+            return 0xFF                      # zero: not representable (ml_dtypes convention)
+    if E == 0x7FF:
+        if m53 != 0:
+            return sbit | fmt_nan_code(fmt)
+        if sat:
+            return sbit | max_code
+        return sbit | fmt_inf_code(fmt)
+    if E == 0:
+        if m53 == 0:
+            return sbit                      # signed zero
+        e = -1074                            # double subnormal: value = m53 * 2^-1074
+        while (m53 >> 52) == 0:
+            m53 <<= 1
+            e -= 1
+        e += 52
+    else:
+        m53 |= (<uint64_t>1) << 52
+        e = E - 1023                         # value = m53 * 2^(e-52), m53 in [2^52, 2^53)
+    if fmt == F_E8M0:
+        return _e8m0_code(e, m53 - ((<uint64_t>1) << 52), mode, sat)
+    q = (e if e > emin else emin) - mbits    # exponent of one unit in the last place
+    shift = q - (e - 52)
+    if shift <= 0:
+        ipart = m53 << (-shift)              # exact (only when the target is wider here)
+        rem = 0
+        half = 1
+    elif shift > 60:
+        ipart = 0
+        rem = 1                              # non-zero, far below half a unit
+        half = (<uint64_t>1) << 62
+    else:
+        ipart = m53 >> shift
+        rem = m53 & ((<uint64_t>1 << shift) - 1)
+        half = (<uint64_t>1) << (shift - 1)
+    if mode == RM_ODD:
+        if rem != 0:
+            ipart |= 1
+    elif _round_up(ipart, rem, half, neg, mode):
+        ipart += 1
+    if ipart == 0:
+        return sbit
+    code = <uint32_t>((<uint64_t>((e if e > emin else emin) - emin) << mbits) + ipart)
+    if code > max_code:
+        if sat or not _overflow_to_inf(neg, mode):
+            return sbit | max_code
+        return sbit | fmt_inf_code(fmt)
+    return sbit | code
+
+
+# ---------------------------------------------------------------- convenient wrappers
+cdef inline float to_f32(double x, int mode) noexcept nogil:
+    """IEEE binary32 result of x with the given mode (non-saturating, as C float arithmetic)."""
+    return bits_f32(round_to_fmt(x, F_FP32, mode, False))
+
+cdef inline float f32_rne(double x) noexcept nogil:
+    """Round a double to fp32, ties to even (what a C float operation produces)."""
+    return <float>x
+
+cdef inline uint16_t f32_to_half(double x, int mode, bint sat) noexcept nogil:
+    return <uint16_t>round_to_fmt(x, F_FP16, mode, sat)
+
+cdef inline uint16_t f32_to_bf16(double x, int mode, bint sat) noexcept nogil:
+    return <uint16_t>round_to_fmt(x, F_BF16, mode, sat)
+
+cdef inline uint8_t f32_to_e4m3(double x, int mode, bint sat) noexcept nogil:
+    return <uint8_t>round_to_fmt(x, F_E4M3, mode, sat)
+
+cdef inline uint8_t f32_to_e5m2(double x, int mode, bint sat) noexcept nogil:
+    return <uint8_t>round_to_fmt(x, F_E5M2, mode, sat)
+
+cdef inline double half_round(double x) noexcept nogil:
+    """x rounded to fp16 (RNE, non-saturating) and widened back: emulates one fp16 vector op."""
+    return half_to_f32(<uint16_t>round_to_fmt(x, F_FP16, RM_RINT, False))
+
+
+# ---------------------------------------------------------------- float -> integer
+cdef inline double round_integral(double x, int mode) noexcept nogil:
+    """x rounded to an integral value (still a double) with an Ascend round mode."""
+    cdef double t
+    if mode == RM_RINT:
+        return rint(x)                       # default FP environment: ties to even
+    if mode == RM_ROUND:
+        return c_round(x)
+    if mode == RM_TRUNC:
+        return trunc(x)
+    if mode == RM_FLOOR:
+        return floor(x)
+    if mode == RM_CEIL:
+        return ceil(x)
+    t = trunc(x)                             # RM_ODD: truncate, then force odd if inexact
+    if t != x and (<int64_t>t) % 2 == 0:
+        t += -1.0 if x < 0 else 1.0
+    return t
+
+cdef inline int64_t to_int(double x, int mode, int64_t lo, int64_t hi, bint sat) noexcept nogil:
+    """float -> integer of range [lo, hi]. NaN gives 0 (undocumented on hardware; see README).
+    Saturating clamps (inf too); non-saturating wraps modulo the width (hi - lo + 1)."""
+    cdef double r
+    cdef int64_t v
+    cdef uint64_t width
+    if isnan(x):
+        return 0
+    r = round_integral(x, mode)
+    if sat or isinf(r) or r >= 9.2e18 or r <= -9.2e18:
+        if r <= <double>lo:
+            return lo
+        if r >= <double>hi:
+            return hi
+        return <int64_t>r
+    v = <int64_t>r
+    width = <uint64_t>(hi - lo) + 1
+    return lo + <int64_t>((<uint64_t>(v - lo)) % width)
+
+cdef inline int8_t to_int8(double x, int mode) noexcept nogil:
+    return <int8_t>to_int(x, mode, -128, 127, True)
+
+cdef inline int32_t to_int32(double x, int mode) noexcept nogil:
+    return <int32_t>to_int(x, mode, INT32_MIN, INT32_MAX, True)

@@ -1,0 +1,103 @@
+"""Benchmark harness: each case times an npusim kernel against a plain NumPy implementation of the
+same arithmetic (and a peer such as PyTorch or ml_dtypes when installed), all in one run, next to
+this machine's memory-copy bandwidth measured in the same run. Only ratios are meaningful on a
+shared, noisy machine.
+
+Cases live in the modules of this package (casts.py, one module per operator); each module calls
+`register(Case(...))` at import. `run()` imports every module and returns a pandas DataFrame.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+CASES: list["Case"] = []
+
+
+@dataclass
+class Case:
+    """One benchmark entry.
+
+    setup() -> state (inputs, built once); kernel(state) runs npusim; numpy(state) runs the plain
+    NumPy reference of the same arithmetic; peers: {name: fn(state)} for other implementations
+    (return None from a peer's setup check to skip it); nbytes: bytes read + written by one call,
+    used for GB/s and the fraction of copy bandwidth.
+    """
+    name: str
+    setup: Callable[[], object]
+    kernel: Callable[[object], object]
+    numpy: Callable[[object], object] | None
+    nbytes: int
+    peers: dict[str, Callable[[object], object]] = field(default_factory=dict)
+    group: str = "casts"
+
+
+def register(case: Case) -> Case:
+    CASES.append(case)
+    return case
+
+
+def load_cases() -> list[Case]:
+    if not CASES:
+        for mod in pkgutil.iter_modules(__path__):
+            importlib.import_module(f"{__name__}.{mod.name}")
+    return CASES
+
+
+def best_time(fn: Callable[[], object], repeat: int = 5, min_time: float = 0.2) -> float:
+    """Best wall time of fn() over `repeat` rounds (each round at least min_time/repeat seconds)."""
+    fn()  # warm up (page faults, thread pool start)
+    best = float("inf")
+    for _ in range(repeat):
+        n, t0 = 0, time.perf_counter()
+        while True:
+            fn()
+            n += 1
+            el = time.perf_counter() - t0
+            if el >= min_time / repeat:
+                break
+        best = min(best, el / n)
+    return best
+
+
+def copy_bandwidth(nbytes: int = 64 << 20) -> float:
+    """This machine's memory-copy bandwidth (bytes read + written per second), np.copyto on nbytes."""
+    src = np.ones(nbytes, dtype=np.uint8)
+    dst = np.empty_like(src)
+    t = best_time(lambda: np.copyto(dst, src))
+    return 2 * nbytes / t
+
+
+def run(select: str | None = None, repeat: int = 5) -> "pandas.DataFrame":
+    """Time every registered case (or those whose name contains `select`)."""
+    import pandas as pd
+    rows = []
+    bw = copy_bandwidth()
+    for case in load_cases():
+        if select and select not in case.name and select != case.group:
+            continue
+        state = case.setup()
+        t_k = best_time(lambda: case.kernel(state), repeat)
+        row = {"case": case.name, "group": case.group, "MB": case.nbytes / 1e6,
+               "npusim_ms": t_k * 1e3, "npusim_GBps": case.nbytes / t_k / 1e9,
+               "copy_fraction": (case.nbytes / t_k) / bw}
+        if case.numpy is not None:
+            t_n = best_time(lambda: case.numpy(state), repeat)
+            row["numpy_ms"] = t_n * 1e3
+            row["speedup_vs_numpy"] = t_n / t_k
+        for peer, fn in case.peers.items():
+            try:
+                t_p = best_time(lambda: fn(state), repeat)
+            except ImportError:
+                continue
+            row[f"{peer}_ms"] = t_p * 1e3
+            row[f"speedup_vs_{peer}"] = t_p / t_k
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    df.attrs["copy_GBps"] = bw / 1e9
+    return df

@@ -1,0 +1,40 @@
+"""Errors with aclnn status codes.
+
+Every invalid call raises AclnnError before anything is written. The message names the operator,
+the parameter, the rule broken and the product, so a user can act on it without reading our code.
+"""
+
+ACLNN_SUCCESS = 0
+ACLNN_ERR_PARAM_NULLPTR = 161001
+ACLNN_ERR_PARAM_INVALID = 161002
+
+
+class AclnnError(ValueError):
+    """An aclnn call rejected its arguments. `.status` is the aclnn status code."""
+
+    def __init__(self, message: str, status: int = ACLNN_ERR_PARAM_INVALID, *,
+                 op: str | None = None, param: str | None = None, product: str | None = None):
+        self.status = status
+        self.op = op
+        self.param = param
+        self.product = product
+        parts = []
+        if op:
+            parts.append(op)
+        if param:
+            parts.append(f"parameter '{param}'")
+        head = ": ".join([", ".join(parts)]) if parts else ""
+        where = f" (product {product})" if product else ""
+        text = f"{head}: {message}{where}" if head else f"{message}{where}"
+        super().__init__(f"[aclnn {status}] {text}")
+
+
+def invalid(op: str, param: str, rule: str, product: str | None = None) -> AclnnError:
+    """ACLNN_ERR_PARAM_INVALID (161002) for `param` of `op` breaking `rule`."""
+    return AclnnError(rule, ACLNN_ERR_PARAM_INVALID, op=op, param=param, product=product)
+
+
+def nullptr(op: str, param: str, product: str | None = None) -> AclnnError:
+    """ACLNN_ERR_PARAM_NULLPTR (161001): a required tensor is None."""
+    return AclnnError("is required but got None (nullptr)", ACLNN_ERR_PARAM_NULLPTR,
+                      op=op, param=param, product=product)

@@ -1,0 +1,175 @@
+"""Storage formats of the NPU and the Ascend Cast, on numpy arrays.
+
+Formats: fp32, fp16, bf16, int8, int16, int32, int4 (two per byte, or eight per int32 word),
+float8_e4m3fn, float8_e5m2, float8_e8m0 (biased exponent byte). Narrow floats are ml_dtypes
+arrays. Every rounding goes through the one Cython routine in kernels_pyx/ascend_cast.pxd.
+"""
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+
+from npusim._kernels import casts as _casts
+
+ROUND_MODES = {"rint": 0, "round": 1, "trunc": 2, "floor": 3, "ceil": 4, "odd": 5}
+
+float8_e4m3fn = np.dtype(ml_dtypes.float8_e4m3fn)
+float8_e5m2 = np.dtype(ml_dtypes.float8_e5m2)
+float8_e8m0 = np.dtype(ml_dtypes.float8_e8m0fnu)
+bfloat16 = np.dtype(ml_dtypes.bfloat16)
+int4 = np.dtype(ml_dtypes.int4)
+
+# kind codes shared with kernels_pyx/casts.pyx (floats: ascend_cast.pxd F_* codes)
+_KIND = {
+    np.dtype(np.float32): 0, np.dtype(np.float16): 1, bfloat16: 2,
+    float8_e4m3fn: 3, float8_e5m2: 4, float8_e8m0: 5,
+    np.dtype(np.float64): 10,
+    np.dtype(np.int8): 20, np.dtype(np.int16): 21, np.dtype(np.int32): 22, np.dtype(np.int64): 23,
+    np.dtype(np.uint8): 24, int4: 25, np.dtype(np.uint16): 26, np.dtype(np.uint32): 27,
+}
+
+_ALIASES = {
+    "fp32": "float32", "float": "float32", "float32": "float32",
+    "fp16": "float16", "half": "float16", "float16": "float16",
+    "bf16": "bfloat16", "bfloat16": "bfloat16",
+    "fp64": "float64", "double": "float64", "float64": "float64",
+    "int8": "int8", "int16": "int16", "int32": "int32", "int64": "int64", "uint8": "uint8",
+    "uint16": "uint16", "uint32": "uint32", "int4": "int4",
+    "float8_e4m3fn": "float8_e4m3fn", "e4m3fn": "float8_e4m3fn", "e4m3": "float8_e4m3fn", "fp8_e4m3": "float8_e4m3fn",
+    "float8_e5m2": "float8_e5m2", "e5m2": "float8_e5m2", "fp8_e5m2": "float8_e5m2",
+    "float8_e8m0": "float8_e8m0", "float8_e8m0fnu": "float8_e8m0", "e8m0": "float8_e8m0",
+}
+_BY_NAME = {
+    "float32": np.dtype(np.float32), "float16": np.dtype(np.float16), "bfloat16": bfloat16,
+    "float64": np.dtype(np.float64), "int8": np.dtype(np.int8), "int16": np.dtype(np.int16),
+    "int32": np.dtype(np.int32), "int64": np.dtype(np.int64), "uint8": np.dtype(np.uint8),
+    "uint16": np.dtype(np.uint16), "uint32": np.dtype(np.uint32), "int4": int4,
+    "float8_e4m3fn": float8_e4m3fn, "float8_e5m2": float8_e5m2, "float8_e8m0": float8_e8m0,
+}
+FP8_MAX = {float8_e4m3fn: 448.0, float8_e5m2: 57344.0}
+
+
+def as_dtype(dtype) -> np.dtype:
+    """A numpy dtype from a dtype, a type, or a name such as 'bf16', 'float8_e4m3fn', 'int4'."""
+    if isinstance(dtype, str):
+        key = dtype.strip().lower().removeprefix("torch.").removeprefix("np.")
+        if key in _ALIASES:
+            return _BY_NAME[_ALIASES[key]]
+        raise ValueError(f"unknown dtype name {dtype!r}; known: {sorted(_ALIASES)}")
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"not a dtype: {dtype!r}") from exc
+    return dt.newbyteorder("=") if dt.byteorder == ">" else dt
+
+
+def dtype_name(dtype) -> str:
+    """Canonical short name of a dtype ('float16', 'bfloat16', 'float8_e8m0', ...)."""
+    dt = as_dtype(dtype)
+    for name, d in _BY_NAME.items():
+        if d == dt:
+            return name
+    return dt.name
+
+
+def round_mode_code(round_mode: str) -> int:
+    try:
+        return ROUND_MODES[round_mode.lower()]
+    except (KeyError, AttributeError):
+        raise ValueError(f"round_mode must be one of {sorted(ROUND_MODES)}, got {round_mode!r}") from None
+
+
+def cast(x, dtype, round_mode: str = "rint", saturate: bool = True) -> np.ndarray:
+    """Ascend Cast of every element of `x` to `dtype`, one rounding with `round_mode`.
+
+    round_mode: 'rint' (nearest, ties to even), 'round' (nearest, ties away from zero), 'trunc',
+    'floor', 'ceil', 'odd' (round to odd). saturate=True: overflow and +-inf give +-max finite
+    (integers clamp); saturate=False: IEEE overflow (inf, or NaN for float8_e4m3fn which has no
+    inf; directed modes that round toward zero give max finite) and integers wrap. NaN stays NaN
+    in float targets and becomes 0 in integer targets. int4 results are ml_dtypes.int4 arrays
+    (one value per byte; see pack_int4 for the packed layouts).
+    """
+    src = np.asarray(x)
+    dst_dt = as_dtype(dtype)
+    mode = round_mode_code(round_mode)
+    if src.dtype == np.bool_:
+        src = src.astype(np.uint8)
+    if src.dtype.byteorder == ">":
+        src = src.astype(src.dtype.newbyteorder("="))
+    if src.dtype not in _KIND:
+        raise TypeError(f"cast: unsupported source dtype {src.dtype}")
+    if dst_dt not in _KIND:
+        raise TypeError(f"cast: unsupported target dtype {dst_dt}")
+    if src.dtype == int4:
+        src = src.astype(np.int8)
+    flat = np.ascontiguousarray(src).reshape(-1)
+    out = np.empty(flat.shape, dtype=np.int8 if dst_dt == int4 else dst_dt)
+    _casts.cast_buffer(flat.view(np.uint8), _KIND[flat.dtype], out.view(np.uint8), _KIND[out.dtype],
+                       flat.size, mode, bool(saturate))
+    if dst_dt == int4:
+        out = out.astype(int4)
+    return out.reshape(src.shape)
+
+
+def pack_int4(values, container: str = "uint8") -> np.ndarray:
+    """Pack int4 values ([-8, 7], last dim even; a multiple of 8 for 'int32') along the last axis.
+
+    container='uint8': element 2k in the low nibble of byte k, 2k+1 in the high nibble.
+    container='int32': word j holds elements 8j..8j+7, element 8j+i at bits 4i..4i+3
+    (the little-endian view of the uint8 packing, as torch_npu's quint4x2 / int32 outputs).
+    """
+    v = np.asarray(values)
+    if v.dtype == int4:
+        v = v.astype(np.int8)
+    if not np.issubdtype(v.dtype, np.integer):
+        raise TypeError(f"pack_int4: values must be integers, got {v.dtype}")
+    if v.ndim == 0:
+        raise ValueError("pack_int4: values must have at least one dimension")
+    if v.size and (v.min() < -8 or v.max() > 7):
+        raise ValueError("pack_int4: values must lie in [-8, 7]")
+    group = {"uint8": 2, "int32": 8}.get(container)
+    if group is None:
+        raise ValueError(f"pack_int4: container must be 'uint8' or 'int32', got {container!r}")
+    if v.shape[-1] % group:
+        raise ValueError(f"pack_int4: last dim {v.shape[-1]} must be a multiple of {group} for {container}")
+    nib = (v.astype(np.int16) & 0xF).astype(np.uint8)
+    packed = np.ascontiguousarray(nib[..., 0::2] | (nib[..., 1::2] << 4))
+    if container == "int32":
+        packed = packed.view("<i4").astype(np.int32)
+    return packed
+
+
+def unpack_int4(packed, container: str = "uint8", n: int | None = None) -> np.ndarray:
+    """Inverse of pack_int4: int8 values in [-8, 7]; `n` trims the last axis to n elements."""
+    p = np.asarray(packed)
+    if container == "uint8":
+        if p.dtype not in (np.uint8, np.int8):
+            raise TypeError(f"unpack_int4: uint8 container expects uint8/int8 data, got {p.dtype}")
+        b = p.view(np.uint8)
+    elif container == "int32":
+        if p.dtype not in (np.int32, np.uint32):
+            raise TypeError(f"unpack_int4: int32 container expects int32 data, got {p.dtype}")
+        b = np.ascontiguousarray(p).astype("<i4").view(np.uint8)
+    else:
+        raise ValueError(f"unpack_int4: container must be 'uint8' or 'int32', got {container!r}")
+    if b.ndim == 0:
+        raise ValueError("unpack_int4: packed must have at least one dimension")
+    lo = (b & 0xF).astype(np.int8)
+    hi = (b >> 4).astype(np.int8)
+    out = np.empty(b.shape[:-1] + (b.shape[-1] * 2,), dtype=np.int8)
+    out[..., 0::2] = lo
+    out[..., 1::2] = hi
+    out = np.where(out >= 8, out - 16, out).astype(np.int8)
+    if n is not None:
+        if n > out.shape[-1]:
+            raise ValueError(f"unpack_int4: n={n} exceeds the {out.shape[-1]} packed values")
+        out = out[..., :n]
+    return out
+
+
+def bits(x) -> np.ndarray:
+    """The raw bit patterns of an array as an unsigned integer array of the same itemsize."""
+    a = np.asarray(x)
+    if a.dtype == np.bool_:
+        return a.view(np.uint8)
+    return a.view({1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}[a.dtype.itemsize])

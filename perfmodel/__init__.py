@@ -1,0 +1,1 @@
+"""perfmodel: latency prediction for npusim's operators from their plans (in progress)."""

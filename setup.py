@@ -1,0 +1,69 @@
+"""Build the Cython kernels in kernels_pyx/ as extension modules npusim._kernels.<name>.
+
+Flags: -O3 for the CPU of the building machine (-march=native); set NPUSIM_PORTABLE=1 for
+portable wheels. -ffp-contract=off is essential: a fused multiply-add would round once where
+the NPU rounds twice and break bit-exactness. OpenMP is used when the compiler has it.
+NPUSIM_ONLY=name1,name2 builds only those kernels (handy while developing one kernel).
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+HERE = Path(__file__).parent
+KERNELS = HERE / "kernels_pyx"
+
+
+def _compiler_has_openmp() -> bool:
+    if os.environ.get("NPUSIM_NO_OPENMP"):
+        return False
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "t.c"
+        src.write_text("#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n")
+        cmd = [cc, "-fopenmp", str(src), "-o", str(Path(tmp) / "t")]
+        return subprocess.run(cmd, capture_output=True).returncode == 0
+
+
+def _extensions():
+    only = {n for n in os.environ.get("NPUSIM_ONLY", "").split(",") if n}
+    portable = os.environ.get("NPUSIM_PORTABLE", "") not in ("", "0")
+    openmp = _compiler_has_openmp()
+    cflags = ["-O3", "-ffp-contract=off", "-fno-strict-aliasing", "-Wno-unused-function"]
+    cflags.append("-mtune=generic" if portable else "-march=native")
+    lflags = []
+    if openmp:
+        cflags.append("-fopenmp")
+        lflags.append("-fopenmp")
+    print(f"npusim build: openmp={openmp} portable={portable}", file=sys.stderr)
+    exts = []
+    for pyx in sorted(KERNELS.glob("*.pyx")):
+        if only and pyx.stem not in only:
+            continue
+        exts.append(Extension(
+            f"npusim._kernels.{pyx.stem}",
+            [str(pyx.relative_to(HERE))],
+            include_dirs=[np.get_include(), str(KERNELS)],
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
+                           ("NPUSIM_OPENMP", "1" if openmp else "0")],
+            extra_compile_args=cflags,
+            extra_link_args=lflags,
+        ))
+    return cythonize(
+        exts,
+        include_path=[str(KERNELS)],
+        compiler_directives={"language_level": 3, "boundscheck": False, "wraparound": False,
+                             "cdivision": True, "initializedcheck": False},
+        quiet=True,
+    )
+
+
+setup(ext_modules=_extensions())
