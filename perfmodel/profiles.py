@@ -1,0 +1,440 @@
+"""Profiler ingestion: msprof `op_summary_*.csv` and torch_npu `kernel_details.csv` into one DataFrame.
+
+Both files and both header generations are read (HARDWARE.md section 6, after Ascend/msprof
+`docs/en/user_guide/profile_data_file_references.md` and `analysis/msconfig/prof_header_mapping.json`):
+
+* op_summary (msprof): `Op Name, OP Type, Task Type, Task Start Time(us), Task Duration(us), Block Num, ...`
+* kernel_details (torch_npu profiler): `Name, Type, Accelerator Core, Start Time(us), Duration(us), Block Dim, ...`
+* CANN <= 8.0 headers: `Block Dim` / `Mix Block Dim`, times without a unit suffix (`Task Duration`),
+  `aicore_time`, `total_cycles`, unprefixed pipe times on coupled chips (`vec_time`, `mac_time`, ...).
+
+A header without a unit is read in `unitless_unit` (microseconds unless told otherwise): the older
+CANN releases wrote either ns or us there, and the file itself does not say which.
+
+Rows the model cannot use (operators it does not cost, N/A or non-positive durations, malformed
+or missing shapes, ragged CSV lines) are skipped, counted by reason in `df.attrs["skipped"]` and
+listed in `df.attrs["skipped_rows"]`; reading never raises on row content.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from npusim.plan import TensorSpec
+
+__all__ = ["OP_TYPES", "PIPES", "read_profiles", "parse_shapes", "parse_dtypes", "to_predict_args",
+           "skipped_summary"]
+
+# Per-pipe time columns of the Prediction (perfmodel contract) and of the profile rows (pipe_<name>_us).
+PIPES = ("mte1", "mte2", "mte3", "vector", "cube", "fixpipe", "scalar")
+
+# Profiler OP Type (case-insensitive) -> perfmodel operator name. DynamicQuantV2 is the asymmetric
+# kernel on A2/A3 but also the symmetric one on Ascend 950 (ARITHMETIC.md 1.0): resolved per row
+# from the number of outputs (3 = y, scale, offset -> asymmetric).
+OP_TYPES = {
+    "dynamicquant": "npu_dynamic_quant",
+    "dynamicquantv2": "npu_dynamic_quant",
+    "indexercompressepilog": "indexer_compress_epilog",
+    "fakequantaffinecachemask": "fake_quantize_per_channel_affine_cachemask",
+    "fakequantperchannelaffinecachemask": "fake_quantize_per_channel_affine_cachemask",
+    "quantbatchmatmul": "npu_quant_matmul",
+    "quantbatchmatmulv3": "npu_quant_matmul",
+    "quantbatchmatmulv4": "npu_quant_matmul",
+    "moeinitroutingquant": "moe_init_routing_quant",
+    # generic operators the model also costs (calibration anchors)
+    "add": "add",
+    "matmul": "matmul",
+    "matmulv2": "matmul",
+    "matmulv3": "matmul",
+}
+
+# Canonical column <- header names (lower case, unit suffix removed, spaces -> '_').
+_COLUMNS = {
+    "op_name": ("op_name", "name"),
+    "op_type": ("op_type", "type"),
+    "task_type": ("task_type", "accelerator_core"),
+    "start": ("task_start_time", "start_time"),
+    "duration": ("task_duration", "duration"),
+    "wait": ("task_wait_time", "wait_time"),
+    "block_dim": ("block_num", "block_dim"),
+    "mix_block_dim": ("mix_block_num", "mix_block_dim"),
+    "input_shapes": ("input_shapes",),
+    "input_dtypes": ("input_data_types",),
+    "input_formats": ("input_formats",),
+    "output_shapes": ("output_shapes",),
+    "output_dtypes": ("output_data_types",),
+    "output_formats": ("output_formats",),
+    "aicore_time": ("aicore_time",),
+    "aiv_time": ("aiv_time",),
+}
+# Pipe <- header names. Where a mix task reports both the AIC and the AIV view of a pipe (mte2,
+# scalar) the larger is kept: the two core types run concurrently, the slower one bounds the task.
+_PIPE_COLUMNS = {
+    "mte1": ("aic_mte1_time", "mte1_time"),
+    "mte2": ("aic_mte2_time", "aiv_mte2_time", "mte2_time"),
+    "mte3": ("aiv_mte3_time", "mte3_time"),
+    "vector": ("aiv_vec_time", "vec_time"),
+    "cube": ("aic_mac_time", "mac_time"),
+    "fixpipe": ("aic_fixpipe_time", "fixpipe_time"),
+    "scalar": ("aic_scalar_time", "aiv_scalar_time", "scalar_time"),
+}
+_TIME_UNITS = {"us": 1.0, "ns": 1e-3, "ms": 1e3, "s": 1e6}
+_MISSING = {"", "n/a", "na", "nan", "none", "null", "-", "--"}
+
+# Profiler dtype spellings -> npusim.formats names.
+_DTYPES = {
+    "float": "float32", "float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
+    "half": "float16", "bf16": "bfloat16", "bfloat16": "bfloat16", "double": "float64", "float64": "float64",
+    "int8": "int8", "int16": "int16", "int32": "int32", "int64": "int64", "uint8": "uint8", "uint16": "uint16",
+    "uint32": "uint32", "uint64": "uint64", "int4": "int4", "bool": "bool",
+    "float8_e4m3fn": "float8_e4m3fn", "float8_e4m3": "float8_e4m3fn", "float8_e5m2": "float8_e5m2",
+    "float8_e8m0": "float8_e8m0", "float8_e8m0fnu": "float8_e8m0", "hifloat8": "hifloat8",
+}
+
+
+def _header_key(header: str) -> tuple[str, str | None]:
+    """('task_duration', 'us') from 'Task Duration(us)'; the unit is None when the header has none."""
+    h = header.strip().strip('"').strip()
+    unit = None
+    m = re.match(r"^(.*?)\s*\(([^)]*)\)\s*$", h)
+    if m:
+        h, unit = m.group(1), m.group(2).strip().lower()
+    return re.sub(r"[\s\-]+", "_", h.lower()), unit
+
+
+def _missing(v) -> bool:
+    return v is None or str(v).strip().strip('"').strip().lower() in _MISSING
+
+
+def _number(v) -> float:
+    """Float value of a cell; NaN when missing or not a number."""
+    if _missing(v):
+        return math.nan
+    try:
+        return float(str(v).strip().strip('"'))
+    except ValueError:
+        return math.nan
+
+
+def parse_shapes(text) -> list[tuple[int, ...]]:
+    """'8192,320;320,2560' -> [(8192, 320), (320, 2560)]. An empty entry is a scalar or absent input: ().
+
+    Raises ValueError on anything else (non-integer or negative dims, 'N/A')."""
+    if _missing(text):
+        raise ValueError("shapes missing")
+    shapes = []
+    for part in str(text).strip().strip('"').split(";"):
+        part = part.strip().strip('"').strip("[]() ")
+        if not part:
+            shapes.append(())
+            continue
+        dims = []
+        for d in part.split(","):
+            d = d.strip()
+            if not re.fullmatch(r"\d+", d):
+                raise ValueError(f"malformed shape {part!r}")
+            dims.append(int(d))
+        shapes.append(tuple(dims))
+    return shapes
+
+
+def parse_dtypes(text) -> list[str]:
+    """'DT_FLOAT16;INT8' -> ['float16', 'int8']; unknown spellings are kept in lower case."""
+    if _missing(text):
+        return []
+    out = []
+    for part in str(text).strip().strip('"').split(";"):
+        key = part.strip().strip('"').lower().removeprefix("dt_")
+        out.append(_DTYPES.get(key, key))
+    return out
+
+
+def _split(text) -> list[str]:
+    return [] if _missing(text) else [p.strip() for p in str(text).strip().strip('"').split(";")]
+
+
+def _expand(paths) -> list[Path]:
+    """Files named, plus op_summary_*.csv / kernel_details*.csv found under directories named."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(set(p.rglob("*op_summary*.csv")) | set(p.rglob("*kernel_details*.csv")))
+            files.extend(found)
+        else:
+            files.append(p)
+    return files
+
+
+def _op_of(op_type: str, n_outputs: int) -> str | None:
+    key = re.sub(r"[\s_]+", "", op_type.lower())
+    op = OP_TYPES.get(key)
+    if op == "npu_dynamic_quant" and key == "dynamicquantv2" and n_outputs >= 3:
+        return "npu_dynamic_quant_asymmetric"
+    return op
+
+
+def read_profiles(paths, *, unitless_unit: str = "us") -> pd.DataFrame:
+    """Read profiler CSVs (files, or directories searched for op_summary*/kernel_details* files).
+
+    Returns one row per usable task with columns: source, line, format ('op_summary' or
+    'kernel_details'), generation ('new': Block Num headers, 'old': Block Dim), op (perfmodel name),
+    op_type, op_name, task_type, duration_us, block_dim, mix_block_dim, input_shapes (list of tuples),
+    input_dtypes, input_formats, output_shapes, output_dtypes, aicore_time_us, and pipe_<pipe>_us for
+    the pipes in PIPES (NaN when the profile has no such column). `df.attrs['skipped']` counts the
+    unusable rows by reason, `df.attrs['skipped_rows']` lists them (source, line, op_type, reason),
+    `df.attrs['files']` the files read. A missing or unreadable file counts as skipped, not an error.
+    """
+    if unitless_unit not in _TIME_UNITS:
+        raise ValueError(f"unitless_unit must be one of {sorted(_TIME_UNITS)}, got {unitless_unit!r}")
+    rows, skipped_rows = [], []
+    files = _expand(paths)
+    for path in files:
+        try:
+            with open(path, newline="", encoding="utf-8-sig") as fh:
+                records = list(csv.reader(fh))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            skipped_rows.append({"source": str(path), "line": 0, "op_type": "", "reason": f"unreadable file: {exc}"})
+            continue
+        rows_, skipped_ = _read_records(str(path), records, _TIME_UNITS[unitless_unit])
+        rows.extend(rows_)
+        skipped_rows.extend(skipped_)
+    columns = ["source", "line", "format", "generation", "op", "op_type", "op_name", "task_type", "duration_us",
+               "block_dim", "mix_block_dim", "input_shapes", "input_dtypes", "input_formats", "output_shapes",
+               "output_dtypes", "aicore_time_us"] + [f"pipe_{p}_us" for p in PIPES]
+    df = pd.DataFrame(rows, columns=columns)
+    df.attrs["skipped"] = dict(Counter(r["reason"] for r in skipped_rows))
+    df.attrs["skipped_rows"] = skipped_rows
+    df.attrs["files"] = [str(f) for f in files]
+    return df
+
+
+def _read_records(source: str, records: list[list[str]], unitless_scale: float):
+    rows, skipped = [], []
+    if not records:
+        skipped.append({"source": source, "line": 0, "op_type": "", "reason": "empty file"})
+        return rows, skipped
+    header = records[0]
+    keys = [_header_key(h) for h in header]
+    index = {k: (i, unit) for i, (k, unit) in enumerate(keys)}
+
+    def find(names):
+        for n in names:
+            if n in index:
+                return index[n]
+        return None
+
+    cols = {name: find(names) for name, names in _COLUMNS.items()}
+    pipe_cols = {p: [index[n] for n in names if n in index] for p, names in _PIPE_COLUMNS.items()}
+    if cols["op_type"] is None or cols["duration"] is None:
+        skipped.append({"source": source, "line": 1, "op_type": "",
+                        "reason": "not a profiler CSV (no OP Type/Type or Duration column)"})
+        return rows, skipped
+    fmt = "op_summary" if "op_type" in index else "kernel_details"
+    generation = "new" if ("block_num" in index or "mix_block_num" in index) else "old"
+
+    def scale_of(unit):
+        return _TIME_UNITS.get(unit, unitless_scale) if unit is not None else unitless_scale
+
+    for lineno, rec in enumerate(records[1:], start=2):
+        if not rec or all(not c.strip() for c in rec):
+            continue
+        op_type = rec[cols["op_type"][0]].strip() if len(rec) > cols["op_type"][0] else ""
+
+        def skip(reason):
+            skipped.append({"source": source, "line": lineno, "op_type": op_type, "reason": reason})
+
+        if len(rec) != len(header):
+            skip(f"ragged line ({len(rec)} fields, header has {len(header)})")
+            continue
+
+        def cell(name):
+            c = cols[name]
+            return None if c is None else rec[c[0]]
+
+        def time_us(col):
+            return _number(rec[col[0]]) * scale_of(col[1])
+
+        out_dtypes = parse_dtypes(cell("output_dtypes"))
+        out_shapes_text = cell("output_shapes")
+        n_outputs = max(len(out_dtypes), len(_split(out_shapes_text)))
+        op = _op_of(op_type, n_outputs)
+        if op is None:
+            skip("operator not modelled")
+            continue
+        duration = time_us(cols["duration"])
+        if not (duration > 0):      # also catches NaN
+            skip("duration missing, N/A or not positive")
+            continue
+        try:
+            in_shapes = parse_shapes(cell("input_shapes"))
+        except ValueError as exc:
+            skip(f"input shapes: {exc}")
+            continue
+        try:
+            out_shapes = parse_shapes(out_shapes_text) if not _missing(out_shapes_text) else []
+        except ValueError as exc:
+            skip(f"output shapes: {exc}")
+            continue
+        row = {
+            "source": source, "line": lineno, "format": fmt, "generation": generation, "op": op,
+            "op_type": op_type, "op_name": (cell("op_name") or "").strip(),
+            "task_type": (cell("task_type") or "").strip(), "duration_us": duration,
+            "block_dim": _number(cell("block_dim")), "mix_block_dim": _number(cell("mix_block_dim")),
+            "input_shapes": in_shapes, "input_dtypes": parse_dtypes(cell("input_dtypes")),
+            "input_formats": _split(cell("input_formats")), "output_shapes": out_shapes,
+            "output_dtypes": out_dtypes,
+        }
+        core_time = [time_us(cols[c]) for c in ("aicore_time", "aiv_time") if cols[c] is not None]
+        core_time = [t for t in core_time if not math.isnan(t)]
+        row["aicore_time_us"] = max(core_time) if core_time else math.nan
+        for p, found in pipe_cols.items():
+            vals = [time_us(c) for c in found]
+            vals = [v for v in vals if not math.isnan(v)]
+            row[f"pipe_{p}_us"] = max(vals) if vals else math.nan
+        rows.append(row)
+    return rows, skipped
+
+
+def skipped_summary(df: pd.DataFrame) -> str:
+    """One line per skip reason with its count ('' when every row was usable)."""
+    skipped = df.attrs.get("skipped", {})
+    return "\n".join(f"  {n:6d}  {reason}" for reason, n in sorted(skipped.items(), key=lambda kv: -kv[1]))
+
+
+# ---------------------------------------------------------------------------------------------
+# profiler row -> perfmodel.predict keyword arguments
+
+def _specs(row) -> list[tuple[tuple, str]]:
+    shapes = list(row["input_shapes"])
+    dtypes = list(row["input_dtypes"]) + [""] * max(0, len(row["input_shapes"]) - len(row["input_dtypes"]))
+    return [(s, d) for s, d in zip(shapes, dtypes) if s != () or d]
+
+
+def _spec(shape, dtype) -> TensorSpec:
+    # uint64 quant scales carry the same bits as int64 ones (npu_trans_quant_param output)
+    return TensorSpec(shape, "int64" if dtype == "uint64" else dtype)
+
+
+_FLOATS = {"float16", "bfloat16", "float32"}
+
+
+def to_predict_args(row) -> dict:
+    """Keyword arguments for `perfmodel.predict(row['op'], product, **args)` from one profile row.
+
+    The profiler records shapes and dtypes but not every attribute; these are reconstructed:
+    dynamic quant: inputs told apart by dtype (float 1-D/2-D = smooth_scales, int = group_index),
+    dst_type from y's dtype (int4, or int32 = packed int4 -> 'int4'); fake quant: axis = the first
+    dimension whose size equals len(scale), quant range int8 [-128, 127] (latency does not depend
+    on it); quant matmul: K from x1, N from the output (so NZ or transposed weights give the same
+    x2 [K, N]), optional inputs by dtype/length, output_dtype from the output; moe routing:
+    active_num from the expanded_x rows, scale 1.0, offset 0.0; indexer epilog: tensors by dtype,
+    quant_mode from the scale dtype (float32 -> 1, float8_e8m0 -> 0). Raises ValueError (with the
+    reason) when the row does not determine the call.
+    """
+    op = row["op"]
+    specs = _specs(row)
+    if not specs:
+        raise ValueError("no input shapes")
+    outs = list(zip(row.get("output_shapes") or [], row.get("output_dtypes") or []))
+    try:
+        if op in ("npu_dynamic_quant", "npu_dynamic_quant_asymmetric"):
+            (xs, xd), rest = specs[0], specs[1:]
+            args = {"x": _spec(xs, xd)}
+            for s, d in rest:
+                if d in _FLOATS and "smooth_scales" not in args:
+                    args["smooth_scales"] = _spec(s, d)
+                elif d.startswith("int") and "group_index" not in args:
+                    args["group_index"] = _spec(s, d)
+            ydt = outs[0][1] if outs else "int8"
+            args["dst_type"] = "int4" if ydt in ("int4", "int32") else "int8"
+            return args
+        if op == "indexer_compress_epilog":
+            args, quant_mode = {}, 1
+            for s, d in specs:
+                if d in ("float8_e4m3fn", "float8_e5m2"):
+                    args["indexer_compress_cache"] = _spec(s, d)
+                elif d in ("float32", "float8_e8m0"):
+                    args["indexer_compress_scale"] = _spec(s, d)
+                    quant_mode = 1 if d == "float32" else 0
+                elif d in ("float16", "bfloat16"):
+                    args["x"] = _spec(s, d)
+                elif d.startswith("int"):
+                    args["slot_mapping"] = _spec(s, d)
+            missing = {"indexer_compress_cache", "indexer_compress_scale", "x", "slot_mapping"} - set(args)
+            if missing:
+                raise ValueError(f"cannot identify {sorted(missing)} from the input dtypes")
+            return {**args, "quant_mode": quant_mode, "round_scale": True}
+        if op == "fake_quantize_per_channel_affine_cachemask":
+            if len(specs) < 3:
+                raise ValueError("needs x, scale, zero_point")
+            (xs, xd), (ss, sd), (zs, zd) = specs[:3]
+            n = ss[0] if len(ss) == 1 else None
+            axes = [i for i, d in enumerate(xs) if d == n]
+            if not axes:
+                raise ValueError(f"no axis of x {xs} matches scale {ss}")
+            return {"x": _spec(xs, xd), "scale": _spec(ss, sd), "zero_point": _spec(zs, zd), "axis": axes[0],
+                    "quant_min": -128, "quant_max": 127}
+        if op == "npu_quant_matmul":
+            if len(specs) < 3:
+                raise ValueError("needs x1, x2, scale")
+            (x1s, x1d), (x2s, x2d), (ss, sd) = specs[:3]
+            if len(x1s) < 2:
+                raise ValueError(f"x1 shape {x1s} is not a matrix")
+            k = x1s[-1]
+            m = x1s[-2]
+            if outs and len(outs[0][0]) >= 2:
+                n, out_dtype = outs[0][0][-1], outs[0][1]
+                batch = outs[0][0][:-2]
+            elif len(x2s) >= 2 and x2s[-2] == k:
+                n, out_dtype, batch = x2s[-1], None, x2s[:-2]
+            else:
+                raise ValueError("cannot tell N without the output shape")
+            if x1d != "int8" or x2d != "int8":
+                raise ValueError(f"only int8 x int8 is mapped, got {x1d} x {x2d}")
+            x2_shape = tuple(batch) + (k, n)
+            args = {"x1": _spec(x1s, x1d), "x2": _spec(x2_shape, x2d), "scale": _spec(ss, sd)}
+            for s, d in specs[3:]:
+                length = s[-1] if s else 1
+                if d == "float32" and len(s) == 1 and length == m and m != n and "pertoken_scale" not in args:
+                    args["pertoken_scale"] = _spec(s, d)
+                elif d == "float32" and out_dtype == "int8" and "offset" not in args:
+                    args["offset"] = _spec(s, d)
+                elif "bias" not in args:
+                    args["bias"] = _spec(s, d)
+            if out_dtype is not None:
+                args["output_dtype"] = out_dtype
+            return args
+        if op == "moe_init_routing_quant":
+            if len(specs) < 3:
+                raise ValueError("needs x, row_idx, expert_idx")
+            (xs, xd), (rs, rd), (es, ed) = specs[:3]
+            n, k = es[0], es[1] if len(es) > 1 else 1
+            active = n
+            if outs and outs[0][0] and k:
+                active = min(n, outs[0][0][0] // k)
+            return {"x": _spec(xs, xd), "row_idx": _spec(rs, rd), "expert_idx": _spec(es, ed),
+                    "active_num": int(active), "scale": 1.0, "offset": 0.0}
+        if op == "add":
+            if len(specs) < 2:
+                raise ValueError("needs x, y")
+            return {"x": _spec(*specs[0]), "y": _spec(*specs[1])}
+        if op == "matmul":
+            if len(specs) < 2 or not outs or len(outs[0][0]) != 2:
+                raise ValueError("needs a, b and a 2-D output")
+            (as_, ad), (bs, bd) = specs[:2]
+            m, n = outs[0][0]
+            if len(as_) != 2:
+                raise ValueError(f"a shape {as_} is not 2-D")
+            k = as_[1] if as_[0] == m else as_[0]
+            return {"a": _spec((m, k), ad), "b": _spec((k, n), bd)}
+    except (TypeError, IndexError) as exc:
+        raise ValueError(f"{op}: cannot map inputs {row['input_shapes']} {row['input_dtypes']}: {exc}") from None
+    raise ValueError(f"operator {op!r} has no argument mapping")
