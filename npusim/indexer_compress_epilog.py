@@ -1,2 +1,300 @@
-"""(in progress) operator module: see the open issue for this operator."""
-__all__: list[str] = []
+"""custom.indexer_compress_epilog (cann-recipes-infer, Ascend 950): per-128-element FP8 quantization of
+rows of x, scattered by slot_mapping into an indexer cache and its scale cache, in place.
+
+Two faces over one kernel (kernels_pyx/indexer_compress_epilog.pyx):
+  npusim.indexer_compress_epilog(cache, scale, x, slot_mapping, *, quant_mode=1, round_scale=True, ...)
+  npusim.aclnn.aclnnIndexerCompressEpilogGetWorkspaceSize(...) / aclnnIndexerCompressEpilog(...)
+The plan follows op_host/indexer_compress_epilog_tiling.cpp; the arithmetic follows
+op_kernel/indexer_compress_epilog_base.h (shared/spec/ARITHMETIC.md section 2).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from npusim import _checks, formats
+from npusim._kernels import indexer_compress_epilog as _kernel
+from npusim.aclnn import Executor, aclnn_api, run_executor
+from npusim.errors import invalid
+from npusim.plan import Plan, TensorSpec, planner, spec_of
+
+__all__ = ["indexer_compress_epilog"]
+
+OP = "indexer_compress_epilog"
+ACLNN_OP = "aclnnIndexerCompressEpilog"
+PRODUCTS = ("ascend-950pr", "ascend-950dt")
+
+HEAD_DIM = 4096                 # doc: d is fixed at 4096
+QUANT_BLOCK = 128               # one scale per 128 elements of a row
+SCALE_COLS = HEAD_DIM // QUANT_BLOCK
+MX_SCALE_RULES = {"kernel": 0, "ceil": 1}
+CACHE_DTYPES = ("float8_e4m3fn", "float8_e5m2")
+X_DTYPES = ("float16", "bfloat16")
+SCALE_DTYPE = {1: "float32", 0: "float8_e8m0"}   # by quant_mode
+
+# Vendor tiling constants (op_host/indexer_compress_epilog_tiling.cpp)
+_WORKSPACE_BYTES = 32
+_UB_BLOCK_BYTES = 32
+_DOUBLE_BUFFER = 2
+_TILING_KEYS = {(False, 1): 10001, (True, 1): 10011, (False, 0): 10000, (True, 0): 10010}
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return (a + b - 1) // b if b else a
+
+
+def _round_up(a: int, b: int) -> int:
+    return _ceil_div(a, b) * b
+
+
+def _check_attrs(quant_mode, round_scale, mx_scale_rule, product) -> tuple[int, bool]:
+    quant_mode = _checks.int_attr(OP, "quant_mode", quant_mode, product)
+    if quant_mode == 2:
+        raise invalid(OP, "quant_mode", "quant_mode 2 (hifloat8 cache) is not emulated: npusim has no "
+                      "bit-exact hifloat8 format; use quant_mode 1 (fp32 scales) or 0 (MX, e8m0 scales)",
+                      product)
+    if quant_mode not in (0, 1):
+        raise invalid(OP, "quant_mode", f"must be 0 (MX quant) or 1 (normal quant), got {quant_mode}", product)
+    if not isinstance(round_scale, (bool, np.bool_)):
+        raise invalid(OP, "round_scale", f"must be a bool, got {round_scale!r}", product)
+    if mx_scale_rule not in MX_SCALE_RULES:
+        raise invalid(OP, "mx_scale_rule", f"must be one of {sorted(MX_SCALE_RULES)}, got {mx_scale_rule!r}",
+                      product)
+    return quant_mode, bool(round_scale)
+
+
+def _check_specs(cache, scale, x, slot_mapping, quant_mode, product) -> dict:
+    """Shape and dtype rules (shared by the planner and the emulator). Returns dtype names and sizes."""
+    specs = {"indexer_compress_cache": cache, "indexer_compress_scale": scale, "x": x,
+             "slot_mapping": slot_mapping}
+    for name, s in specs.items():
+        if s is None:
+            _checks.tensor(OP, name, None, product)          # raises the nullptr error
+    x_dt = _checks.dtype_in(OP, "x", x, X_DTYPES, product)
+    cache_dt = _checks.dtype_in(OP, "indexer_compress_cache", cache, CACHE_DTYPES, product)
+    want_scale = SCALE_DTYPE[quant_mode]
+    got_scale = formats.dtype_name(scale.dtype)
+    if got_scale != want_scale:
+        raise invalid(OP, "indexer_compress_scale", f"dtype must be {want_scale} with quant_mode={quant_mode}, "
+                      f"got {got_scale}", product)
+    _checks.dtype_in(OP, "slot_mapping", slot_mapping, ("int32",), product)
+    if len(x.shape) != 2 or x.shape[1] != HEAD_DIM:
+        raise invalid(OP, "x", f"shape must be [T, {HEAD_DIM}] (d is fixed at {HEAD_DIM}), got {tuple(x.shape)}",
+                      product)
+    T = int(x.shape[0])
+    if tuple(slot_mapping.shape) != (T,):
+        raise invalid(OP, "slot_mapping", f"shape must be [T] = ({T},) to match x, got {tuple(slot_mapping.shape)}",
+                      product)
+    if len(cache.shape) != 2 or cache.shape[1] != HEAD_DIM:
+        raise invalid(OP, "indexer_compress_cache", f"shape must be [rows, {HEAD_DIM}], got {tuple(cache.shape)}",
+                      product)
+    rows = int(cache.shape[0])
+    if tuple(scale.shape) != (rows, SCALE_COLS):
+        raise invalid(OP, "indexer_compress_scale", f"shape must be [rows of the cache, {SCALE_COLS}] = "
+                      f"({rows}, {SCALE_COLS}), got {tuple(scale.shape)}", product)
+    return {"T": T, "rows": rows, "x_dtype": x_dt, "cache_dtype": cache_dt}
+
+
+def _tiling(bs: int, d: int, quant_mode: int, core_num: int, ub_bytes: int) -> dict:
+    """IndexerCompressEpilogTiling::CalcOpTiling: rows split over the AIV cores, then as many whole
+    rows per UB pass (rowFactor) as fit, with x, y and scale double-buffered."""
+    scale_col = _ceil_div(d, QUANT_BLOCK)
+    row_former = _ceil_div(bs, core_num)
+    used_cores = min(_ceil_div(bs, row_former), core_num)
+    row_tail = bs - (used_cores - 1) * row_former
+    scale_bytes = 1 if quant_mode == 0 else 4
+    per_block_scales = _UB_BLOCK_BYTES // scale_bytes
+
+    def ub_need(r: int) -> dict:
+        x_b = r * _round_up(d, 16) * 2 * _DOUBLE_BUFFER
+        y_b = r * _round_up(d, 32) * 1 * _DOUBLE_BUFFER
+        s_b = r * _round_up(scale_col, per_block_scales) * scale_bytes * _DOUBLE_BUFFER
+        idx_b = _round_up(r, 8) * 4
+        return {"x_ub_bytes": x_b, "y_ub_bytes": y_b, "scale_ub_bytes": s_b, "index_ub_bytes": idx_b,
+                "ub_bytes_used": x_b + y_b + s_b + idx_b}
+
+    row_factor = min(row_former, 1)
+    while row_factor <= row_former:
+        if ub_need(row_factor)["ub_bytes_used"] > ub_bytes:
+            row_factor -= 1
+            break
+        row_factor += 1
+    if row_factor > row_former:
+        row_factor -= 1
+    tiles = {
+        "bs": bs, "d": d, "scaleCol": scale_col,
+        "rowOfFormerBlock": row_former, "rowOfTailBlock": row_tail,
+        "rowLoopOfFormerBlock": _ceil_div(row_former, row_factor),
+        "rowLoopOfTailBlock": _ceil_div(row_tail, row_factor),
+        "rowFactor": row_factor,
+        "tailRowFactorOfFormerBlock": (row_former % row_factor or row_factor) if row_factor else 0,
+        "tailRowFactorOfTailBlock": (row_tail % row_factor or row_factor) if row_factor else 0,
+        "quantMode": quant_mode,
+        "usedCoreNum": used_cores,
+        "quant_block": QUANT_BLOCK,
+        "double_buffer": True,
+    }
+    tiles.update(ub_need(row_factor))
+    return tiles
+
+
+@planner(OP)
+def plan_indexer_compress_epilog(indexer_compress_cache, indexer_compress_scale, x, slot_mapping, *,
+                                 quant_mode=1, round_scale=True, mx_scale_rule="kernel",
+                                 product="ascend-950pr") -> Plan:
+    """The vendor tiling of indexer_compress_epilog for these shapes/dtypes (arrays or TensorSpecs).
+
+    Follows op_host/indexer_compress_epilog_tiling.cpp: bs = T rows are split over all AIV cores
+    (rowOfFormerBlock = ceil(T / aiv) rows per core, the last core gets rowOfTailBlock); each core
+    moves rowFactor whole rows per UB pass, the largest count whose double-buffered x (2 B/elem),
+    y (1 B/elem) and scale tiles plus the slot-index buffer fit in the UB, capped at rowOfFormerBlock
+    (d = 4096 on the 248 KiB UB of 950: 10 rows). Tiling key: 10000 + 10 if rowFactor != 1 (multi-row
+    driver) + 1 if quant_mode == 1; so single-row keys (10001 normal, 10000 MX) are chosen exactly when
+    T <= number of AIV cores. All four keys run the same arithmetic.
+
+    tiles (vendor tiling-data names): bs, d, scaleCol, rowOfFormerBlock, rowOfTailBlock,
+    rowLoopOfFormerBlock, rowLoopOfTailBlock (UB passes per core), rowFactor (rows per pass),
+    tailRowFactorOfFormerBlock, tailRowFactorOfTailBlock (rows in the last pass), quantMode,
+    usedCoreNum (= block_dim); ours: quant_block (128), double_buffer (True), x_ub_bytes, y_ub_bytes,
+    scale_ub_bytes, index_ub_bytes and ub_bytes_used (UB bytes at rowFactor rows). Rows whose slot is
+    -1 are still read from slot_mapping but neither loaded nor stored (data-dependent; not in the plan).
+    """
+    soc = _checks.resolve_product(OP, product, PRODUCTS)
+    quant_mode, round_scale = _check_attrs(quant_mode, round_scale, mx_scale_rule, soc.soc)
+    specs = {k: spec_of(v) if v is not None else None for k, v in
+             (("cache", indexer_compress_cache), ("scale", indexer_compress_scale), ("x", x),
+              ("slot_mapping", slot_mapping))}
+    info = _check_specs(specs["cache"], specs["scale"], specs["x"], specs["slot_mapping"], quant_mode, soc.soc)
+    tiles = _tiling(info["T"], HEAD_DIM, quant_mode, soc.aiv, soc.ub_bytes)
+    key = _TILING_KEYS[(tiles["rowFactor"] != 1, quant_mode)]
+    return Plan(
+        op=OP, soc=soc, kernel="IndexerCompressEpilog", tiling_key=key, block_dim=tiles["usedCoreNum"],
+        core_type="aiv", tiles=tiles,
+        inputs={"x": specs["x"], "slot_mapping": specs["slot_mapping"]},
+        outputs={"indexer_compress_cache": specs["cache"], "indexer_compress_scale": specs["scale"]},
+        attrs={"quant_mode": quant_mode, "round_scale": round_scale, "mx_scale_rule": mx_scale_rule,
+               "workspace_bytes": _WORKSPACE_BYTES},
+        notes=("multi-row driver" if tiles["rowFactor"] != 1 else "single-row driver")
+        + ("; MX (e8m0) scales" if quant_mode == 0 else "; fp32 scales"),
+    )
+
+
+def _in_place(name: str, a, product) -> np.ndarray:
+    if a is None:
+        _checks.tensor(OP, name, None, product)
+    if not isinstance(a, np.ndarray):
+        raise invalid(OP, name, f"must be a numpy array (it is updated in place), got {type(a).__name__}", product)
+    if not a.flags.writeable:
+        raise invalid(OP, name, "must be writable (it is updated in place)", product)
+    return a
+
+
+def _prepare(cache, scale, x, slot_mapping, quant_mode, round_scale, mx_scale_rule, product):
+    """Every check, before anything is written. Returns (plan, bound kernel call)."""
+    soc = _checks.resolve_product(OP, product, PRODUCTS)
+    prod = soc.soc
+    _check_attrs(quant_mode, round_scale, mx_scale_rule, prod)
+    cache = _in_place("indexer_compress_cache", cache, prod)
+    scale = _in_place("indexer_compress_scale", scale, prod)
+    x = _checks.tensor(OP, "x", x, prod)
+    slot_mapping = _checks.tensor(OP, "slot_mapping", slot_mapping, prod)
+    plan = plan_indexer_compress_epilog(cache, scale, x, slot_mapping, quant_mode=quant_mode,
+                                        round_scale=round_scale, mx_scale_rule=mx_scale_rule, product=product)
+    for name, a in (("indexer_compress_cache", cache), ("indexer_compress_scale", scale), ("x", x),
+                    ("slot_mapping", slot_mapping)):
+        if not a.flags.c_contiguous:
+            raise invalid(OP, name, "must be contiguous (non-contiguous tensors are not supported)", prod)
+    if cache.dtype.byteorder == ">" or scale.dtype.byteorder == ">":
+        raise invalid(OP, "indexer_compress_scale", "must be in native byte order (it is updated in place)", prod)
+    if np.may_share_memory(cache, scale):
+        raise invalid(OP, "indexer_compress_scale", "must not overlap indexer_compress_cache", prod)
+    for name, a in (("x", x), ("slot_mapping", slot_mapping)):
+        if np.may_share_memory(a, cache) or np.may_share_memory(a, scale):
+            raise invalid(OP, name, "must not overlap the in-place outputs", prod)
+    rows = cache.shape[0]
+    if slot_mapping.size:
+        lo, hi = int(slot_mapping.min()), int(slot_mapping.max())
+        if lo < -1 or hi >= rows:
+            bad = int(np.flatnonzero((slot_mapping < -1) | (slot_mapping >= rows))[0])
+            raise invalid(OP, "slot_mapping", f"values must lie in [-1, {rows}) (rows of the cache); "
+                          f"slot_mapping[{bad}] = {int(slot_mapping[bad])}", prod)
+        valid = slot_mapping[slot_mapping >= 0]
+        uniq, first, counts = np.unique(valid, return_index=True, return_counts=True)
+        if uniq.size != valid.size:
+            dup = int(uniq[counts > 1][0])
+            where = np.flatnonzero(slot_mapping == dup)[:2].tolist()
+            raise invalid(OP, "slot_mapping", f"valid slots must be distinct (the NPU writes duplicates in an "
+                          f"undefined order); slot {dup} appears at positions {where}", prod)
+    x_raw = x.view(np.uint16)
+    is_bf16 = formats.dtype_name(x.dtype) == "bfloat16"
+    fmt = 4 if formats.dtype_name(cache.dtype) == "float8_e5m2" else 3      # ascend_cast F_E5M2 / F_E4M3
+    cache_raw = cache.view(np.uint8)
+    scale_raw = scale.view(np.uint8).reshape(rows, -1)
+    qm, rs, rule = plan.attrs["quant_mode"], plan.attrs["round_scale"], MX_SCALE_RULES[mx_scale_rule]
+
+    def run() -> None:
+        _kernel.indexer_compress_epilog_kernel(x_raw, is_bf16, slot_mapping, cache_raw, scale_raw, fmt, qm, rs, rule)
+
+    return plan, run
+
+
+def indexer_compress_epilog(indexer_compress_cache, indexer_compress_scale, x, slot_mapping, *,
+                            quant_mode=1, round_scale=True, mx_scale_rule="kernel",
+                            product="ascend-950pr") -> None:
+    """Quantize each row of x ([T, 4096] fp16/bf16) in blocks of 128 and write the fp8 values to
+    indexer_compress_cache[slot] and the block scales to indexer_compress_scale[slot], in place, for
+    every row whose slot_mapping entry is not -1 (other rows write nothing). Returns None.
+
+    Emulates the Ascend 950 kernel IndexerCompressEpilog (cann-recipes-infer, tiling keys
+    10001/10011 normal, 10000/10010 MX; ARITHMETIC.md section 2), bit for bit:
+
+    quant_mode=1 (scale float32 [rows, 32]): amax = max |x| over the block with inf/NaN lanes
+    excluded; scale = f32(amax * f32(1/FP8MAX)) (0 when amax == 0); q = x / scale; where q is inf or
+    NaN (amax == 0, x = +-inf or NaN) q = x; y = fp8(q) round-to-nearest-even, not saturating (an inf
+    x gives inf in e5m2 and NaN in e4m3fn, which has no inf).
+
+    quant_mode=0 (MX, scale float8_e8m0 [rows, 32]): amax = max |x| over the block (a NaN makes it
+    NaN); s = f32(max(amax, 1e-4) * f32(1/FP8MAX)); if round_scale, s becomes a power of two:
+    mx_scale_rule="kernel" (default) reproduces the shipped kernel, s = 2^(floor(log2 s) + 1), whose
+    "ceil" helper tests the exponent instead of the mantissa so an s that is already a power of two is
+    doubled; mx_scale_rule="ceil" gives the vendor golden's (and DeepGEMM's) intended 2^ceil(log2 s).
+    The default is the kernel because the emulator reproduces what the NPU writes; the two differ
+    only where s is exactly a power of two. The e8m0 byte is the biased exponent of s (with
+    round_scale=False: floor(log2 s), while the data are divided by the unrounded s, as the kernel
+    does); y = fp8(clamp(x / s, -FP8MAX, FP8MAX)), RNE.
+
+    Deviations and assumptions: the NPU's Div is documented to 1 ulp; we use IEEE division, so a
+    quotient within 1 ulp of an fp8 rounding boundary may differ from hardware. The vendor golden
+    computes amax / FP8MAX (not amax * f32(1/FP8MAX)), has no 1e-4 floor and clips inf inputs; we follow
+    the kernel. Subnormals are kept (no flush to zero). In MX mode, non-finite blocks follow the kernel's
+    operations under two undocumented assumptions: the vector max propagates NaN, and a NaN quotient is
+    stored as the format's positive NaN code; with round_scale and the kernel rule a NaN/inf amax then
+    yields s = -0.0 (bit pattern 0x80000000) and e8m0 byte 0x00. quant_mode=2 (hifloat8) is rejected:
+    npusim does not implement the hifloat8 format bit-exactly.
+
+    Validation (all before any write; a rejected call changes nothing): product Ascend 950PR/950DT;
+    x fp16/bf16 [T, 4096]; slot_mapping int32 [T] with values in [-1, rows of the cache) and no valid
+    slot repeated (the NPU's result would be undefined); cache float8_e4m3fn/float8_e5m2 [rows, 4096];
+    scale [rows, 32] float32 (mode 1) or float8_e8m0 (mode 0); all C-contiguous, outputs writable
+    and not overlapping anything. The doc writes the cache shape as [T, d]; vendor callers pass the
+    whole cache (rows >= T), so any row count is accepted and slots are checked against it.
+    """
+    _, run = _prepare(indexer_compress_cache, indexer_compress_scale, x, slot_mapping, quant_mode,
+                      round_scale, mx_scale_rule, product)
+    run()
+
+
+@aclnn_api
+def aclnnIndexerCompressEpilogGetWorkspaceSize(indexerCompressCache, indexerCompressScale, x, slotMapping,
+                                               quantMode=1, roundScale=True, *, mx_scale_rule="kernel",
+                                               product="ascend-950pr"):
+    """Phase one of aclnnIndexerCompressEpilog (argument order of the torch binding): validates
+    everything and returns (workspace_size, executor); the vendor tiling asks for 32 bytes."""
+    plan, run = _prepare(indexerCompressCache, indexerCompressScale, x, slotMapping, quantMode, roundScale,
+                         mx_scale_rule, product)
+    return _WORKSPACE_BYTES, Executor(ACLNN_OP, plan, run, _WORKSPACE_BYTES)
+
+
+@aclnn_api
+def aclnnIndexerCompressEpilog(workspace, workspaceSize, executor, stream=None):
+    """Phase two: updates the cache and scale arrays given in phase one. Returns 0."""
+    return run_executor(ACLNN_OP, workspace, workspaceSize, executor, stream)
