@@ -1,2 +1,487 @@
-"""(in progress) operator module: see the open issue for this operator."""
-__all__: list[str] = []
+"""DynamicQuantV2: per-token dynamic quantization (torch_npu.npu_dynamic_quant, aclnnDynamicQuantV2).
+
+Spec: shared/seeds/000 (aclnnDynamicQuantV2 doc) and shared/spec/ARITHMETIC.md section 1. The tiling
+rules (which kernel variant runs, block dim, tile sizes) follow the vendor tiling source
+hicann/ops-nn quant/dynamic_quant/op_host/dynamic_quant_tiling.cpp (A2/A3) and
+dynamic_quant_tiling_arch35.cpp (Ascend 950), read through the `search` tool.
+
+Two faces over one core:
+    y, scale = npusim.npu_dynamic_quant(x, smooth_scales=None, group_index=None, dst_type=np.int8, product=...)
+    y, scale, offset = npusim.npu_dynamic_quant_asymmetric(...)
+    ws, ex = npusim.aclnn.aclnnDynamicQuantV2GetWorkspaceSize(x, smooth, group, dstType, yOut, scaleOut,
+                                                             offsetOut, product=...)
+    npusim.aclnn.aclnnDynamicQuantV2(workspace, ws, ex)
+
+Products: atlas-a3, atlas-a2, atlas-inference, atlas-training (seed 000's table) and ascend-950pr /
+ascend-950dt. The seed's table does not list Ascend 950; its support comes from ARITHMETIC.md 1.0/1.3
+(the aclnn layer always runs DynamicQuantV2 on the RegBase SoCs) because the issue asks for it.
+Atlas 200I/500 A2 is not supported (seed).
+
+Special values (the kernels' behaviour is undocumented; ARITHMETIC 1.1 step 8, 1.8):
+* a NaN anywhere in a row makes its max (and min) NaN: scale (and offset) are NaN and y is 0
+  (Cast NaN -> int gives 0 here; fp8 outputs give NaN).
+* all-zero rows (symmetric: max == 0; asymmetric: max == min == 0): y is 0 (the kernel computes
+  0*inf or 0/0 there). scale is what the formula gives (0); the 950 asymmetric offset is NaN (0/0),
+  the A2/A3 asymmetric one is 127 (scale clamps to 1e-12).
+* +-inf in a row: symmetric scale is inf and every y is 0 (v * 127/inf = 0, inf * 0 = NaN -> 0).
+* Integer results saturate to the output range (int8 [-128, 127], int4 [-8, 7]): e.g. a bf16 row
+  whose max is below 127/FLT_MAX gives q = inf and y = +-127 / -128 (the hardware's int16/int32 ->
+  half -> int8 chain saturates; ARITHMETIC "General hardware facts").
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from npusim import _checks, formats
+from npusim._kernels import dynamic_quant as _k
+from npusim.aclnn import Executor, aclnn_api, run_executor
+from npusim.errors import invalid
+from npusim.plan import Plan, TensorSpec, planner, spec_of
+
+__all__ = ["npu_dynamic_quant", "npu_dynamic_quant_asymmetric"]
+
+SUPPORTED_PRODUCTS = ("atlas-a3", "atlas-a2", "atlas-inference", "atlas-training", "ascend-950pr", "ascend-950dt")
+ACLNN_OP = "aclnnDynamicQuantV2"
+
+# aclnn dstType enum (ge::DataType) -> output kind; 34 is hifloat8 (not implemented)
+ACLNN_DST_TYPES = {2: "int8", 29: "int4", 3: "int32", 35: "float8_e5m2", 36: "float8_e4m3fn"}
+_Y_BY_FAMILY = {"a2a3": ("int8", "int4", "int32"), "310p910": ("int8",),
+                "950": ("int8", "int4", "int32", "float8_e4m3fn", "float8_e5m2")}
+# per output: DTMAX (symmetric multiplier, asymmetric offset constant), asymmetric range, saturation range
+_DST_CONST = {"int8": (127.0, 255.0, -128.0, 127.0), "int4": (7.0, 15.0, -8.0, 7.0),
+              "int32": (7.0, 15.0, -8.0, 7.0), "float8_e4m3fn": (448.0, 896.0, 0.0, 0.0),
+              "float8_e5m2": (57344.0, 114688.0, 0.0, 0.0)}
+MAX_EXPERTS = 1024
+
+# A2/A3 tiling constants (dynamic_quant_tiling.cpp)
+_RESERVED_UB = 1024
+_KEY_CLASS = {100: "DynamicQuantSingleRow", 10: "DynamicQuantMultiRow", 2: "DynamicQuantDbOpt",
+              3: "DynamicQuantDbOpt", 0: "DynamicQuant", 1: "DynamicQuant", 6: "DynamicQuantLargeShapeOpt",
+              7: "DynamicQuantMoe", 8: "DynamicQuantMoeLargeShape"}
+# 950 template quantMode values (op_kernel/arch35/dynamic_quant_struct.h)
+_TPL_950 = {0: "COMMON_FULL_LOAD", 1: "COMMON_LARGE_SHAPE", 2: "MOE_FULL_LOAD", 3: "MOE_LARGE_SHAPE",
+            6: "EMPTY_TENSOR", 12: "PERTEN_LARGE_MULTICORE"}
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _align(a: int, b: int) -> int:
+    return _ceil(a, b) * b
+
+
+# ------------------------------------------------------------------ validation
+def _dst_from_torch(op, dst_type, product) -> str:
+    """Canonical output kind from a torch_npu-style dst_type (dtype, type or name)."""
+    if dst_type is None:
+        return "int8"
+    if isinstance(dst_type, str):
+        key = dst_type.strip().lower().removeprefix("torch.")
+        if key == "quint4x2":
+            return "int32"
+        if key in ("hifloat8", "hif8"):
+            raise invalid(op, "dst_type", "hifloat8 output is not implemented in npusim", product)
+    try:
+        name = formats.dtype_name(formats.as_dtype(dst_type))
+    except (TypeError, ValueError):
+        raise invalid(op, "dst_type", f"unknown dtype {dst_type!r}; use int8, int4, int32/'quint4x2', "
+                      "float8_e4m3fn or float8_e5m2", product) from None
+    if name not in _DST_CONST:
+        raise invalid(op, "dst_type", f"must be int8, int4, int32 (packed int4, 'quint4x2'), float8_e4m3fn "
+                      f"or float8_e5m2, got {name}", product)
+    return name
+
+
+def _as_input(op, name, a, product, optional=False):
+    """Arrays go through the shared check; TensorSpecs (planner calls) pass as they are."""
+    if isinstance(a, TensorSpec):
+        return a
+    return _checks.tensor(op, name, a, product, optional=optional)
+
+
+def _validate(op, x, smooth, group, dst, symmetric, soc):
+    """Every shape/dtype rule of seed 000 and the vendor tiling; returns (R, H, x dtype name, E)."""
+    prod = soc.soc
+    fam = soc.family
+    xdt = _checks.dtype_in(op, "x", x, ("float16",) if fam == "310p910" else ("float16", "bfloat16"), prod)
+    if not 1 < x.ndim < 9:
+        raise invalid(op, "x", f"must have 2 to 8 dimensions, got shape {tuple(x.shape)}", prod)
+    H = int(x.shape[-1])
+    R = int(np.prod(x.shape[:-1], dtype=np.int64))
+    if dst not in _Y_BY_FAMILY[fam]:
+        raise invalid(op, "dst_type", f"output {dst} is not supported; allowed: {', '.join(_Y_BY_FAMILY[fam])}",
+                      prod)
+    if H == 0 and fam != "950":
+        raise invalid(op, "x", "last dimension must not be 0 (the tiling rejects rowLen 0)", prod)
+    if dst == "int4" and H % 2:
+        raise invalid(op, "x", f"last dimension must be even for int4 output, got {H}", prod)
+    if dst == "int32" and H % 8:
+        raise invalid(op, "x", f"last dimension must be divisible by 8 for int32 (packed int4) output, got {H}",
+                      prod)
+    if fam == "310p910":
+        if smooth is not None:
+            raise invalid(op, "smooth_scales", "must be None on this product (reserved parameter)", prod)
+        if group is not None:
+            raise invalid(op, "group_index", "must be None on this product (reserved parameter)", prod)
+        if not symmetric:
+            raise invalid(op, "offset", "asymmetric quantization is not supported on this product "
+                          "(symmetric only; pass no offset)", prod)
+        if soc.product == "atlas-inference" and H % 32:
+            raise invalid(op, "x", f"last dimension must be a multiple of 32 on Atlas inference products, "
+                          f"got {H}", prod)
+    E = 0
+    if group is not None and smooth is None:
+        raise invalid(op, "group_index", "requires smooth_scales (one smooth row per expert)", prod)
+    if smooth is not None:
+        sdt = _checks.dtype_in(op, "smooth_scales", smooth, ("float16", "bfloat16"), prod)
+        if sdt != xdt:
+            raise invalid(op, "smooth_scales", f"dtype must equal the dtype of x ({xdt}), got {sdt}", prod)
+        if group is None:
+            if smooth.ndim != 1 or int(smooth.shape[0]) != H:
+                raise invalid(op, "smooth_scales", f"shape must be [{H}] (the last dim of x) without group_index, "
+                              f"got {tuple(smooth.shape)}", prod)
+        else:
+            _checks.dtype_in(op, "group_index", group, ("int32",), prod)
+            if group.ndim != 1:
+                raise invalid(op, "group_index", f"must be 1-D, got shape {tuple(group.shape)}", prod)
+            E = int(group.shape[0])
+            if not 1 <= E <= MAX_EXPERTS:
+                raise invalid(op, "group_index", f"number of experts must be in [1, {MAX_EXPERTS}], got {E}", prod)
+            if smooth.ndim != 2 or tuple(int(d) for d in smooth.shape) != (E, H):
+                raise invalid(op, "smooth_scales", f"shape must be [{E}, {H}] (experts, last dim of x) with "
+                              f"group_index, got {tuple(smooth.shape)}", prod)
+    return R, H, xdt, E
+
+
+def _check_group_values(op, group, R, prod):
+    """group_index holds cumulative row ends (ARITHMETIC 1.5): non-decreasing, >= 0, last == rows."""
+    g = group.astype(np.int64)
+    if g[0] < 0 or np.any(np.diff(g) < 0):
+        raise invalid(op, "group_index", "must be non-decreasing cumulative row ends starting at >= 0 "
+                      f"(e.g. np.cumsum(tokens_per_expert)), got {g[:8].tolist()}...", prod)
+    if g[-1] != R:
+        raise invalid(op, "group_index", f"last entry must equal the number of rows of x ({R}), got {int(g[-1])}",
+                      prod)
+
+
+# ------------------------------------------------------------------ tiling
+def _tiling_a2(soc, R, H, xdt, has_smooth, E, dst, symmetric):
+    """A2/A3 tiling, dynamic_quant_tiling.cpp RunFusionKernelTiling: key 100, 10, else 0/1/2/3/6/7/8."""
+    V, ub = soc.aiv, soc.ub_bytes
+    t = dict(rowNum=R, rowLen=H, groupNum=E, hasSmooth=int(has_smooth or E > 0), ubSize=ub,
+             innerLoopEle=0, innerLoopTimes=0, innerLoopTail=0, useDb=0)
+    # key 100 (SetSpecialTilingForDs): symmetric int8, no group, rowLen in {4096, 5120, 10240}, rows in [4, 384]
+    if symmetric and E == 0 and dst == "int8" and H in (4096, 5120, 10240) and 4 <= R <= 384:
+        per_ub = min(16384 // H, R)
+        loops = _ceil(R, per_ub)
+        tmp = _ceil(loops, V)
+        cores = _ceil(loops, tmp)
+        tmp = _ceil(loops, cores)
+        t.update(coreNum=cores, headCoreNum=cores - 1, rowPerHeadCore=tmp * per_ub,
+                 rowPerTailCore=max(R - (cores - 1) * tmp * per_ub, 0),
+                 multiRowNumHeadCore=per_ub, multiRowNumTailCore=per_ub, ubElements=16384)
+        return 100, cores, t
+    # key 10 (CalcTilingForMultiRow): symmetric, no group, 128 <= rowLen <= maxUbLen, rowLen % 8 == 0
+    if symmetric and E == 0:
+        max_ub = ub - _RESERVED_UB - (256 + 64 + 12 * 64 * 4)
+        max_ub = max_ub // (15 if has_smooth else 11) // 64 * 64
+        max_ub = min(max_ub, 255 * 64)
+        if 128 <= H <= max_ub and H % 8 == 0:
+            per_ub = min(max_ub // H, R)
+            loops = R // per_ub if per_ub else 0
+            per_core = loops // V
+            if per_core < 1:
+                cores = loops
+                per_core = 1 if cores else 0
+                cores = cores or 1
+            else:
+                cores = loops // per_core
+            cores = min(V, cores)
+            extra = R - cores * per_core * per_ub
+            t.update(coreNum=cores, headCoreNum=extra % cores,
+                     rowPerHeadCore=per_core * per_ub + extra // cores + 1,
+                     rowPerTailCore=per_core * per_ub + extra // cores, perCoreLoop=per_core,
+                     multiRowNumHeadCore=per_ub, multiRowNumTailCore=per_ub, ubElements=max_ub)
+            return 10, cores, t
+    # generic: one task per row, rows split over the vector cores
+    cores = max(min(V, R), 1)
+    head, per_head, per_tail = R % cores, _ceil(R, cores), R // cores
+    a = _align(H, 16)
+    if E > 0:
+        per_row_db = 0
+        per_row = _align(E, 8) * 4 + 17 * a
+    elif has_smooth:
+        per_row_db, per_row = 19 * a, 17 * a
+    else:
+        per_row_db, per_row = 13 * a, 11 * a
+    max_use = ub - _RESERVED_UB
+    avail = max_use // per_row
+    use_db = True
+    if avail == 0:                                      # a row does not fit: split it into chunks
+        ele = max_use // 19 // 128 * 128
+        t.update(innerLoopEle=ele, innerLoopTimes=H // ele, innerLoopTail=H % ele)
+        avail = 1
+    elif E == 0:
+        if per_row_db < max_use:
+            avail = max(avail, 1)
+        else:
+            use_db, avail = False, 1
+    else:
+        use_db = False
+    if E > 0:
+        key = 8 if t["innerLoopTimes"] > 0 else 7
+    elif t["innerLoopTimes"] > 0:
+        key = 6
+    elif use_db:
+        key = 2 if xdt == "bfloat16" else 3
+    else:
+        key = 0 if xdt == "bfloat16" else 1
+    t.update(coreNum=cores, headCoreNum=head, rowPerHeadCore=per_head, rowPerTailCore=per_tail,
+             multiRowNumHeadCore=min(255, avail, per_head), multiRowNumTailCore=min(255, avail, per_tail),
+             useDb=int(use_db and key in (2, 3)), ubBytesPerRow=per_row_db if key in (2, 3) else per_row)
+    return key, cores, t
+
+
+def _tiling_950(soc, R, H, has_smooth, E, symmetric):
+    """Ascend 950 RegBase tiling, dynamic_quant_tiling_arch35.cpp CalculateCoreNum/CalculateTilingData.
+
+    The tiling key is a template key of (useDb, quantMode, hasSmooth, isSymmetrical); it is encoded
+    here as useDb | quantMode << 1 | hasSmooth << 5 | isSymmetrical << 6 (declaration order and bit
+    widths 1/4/1/1 of dynamic_quant_struct.h; the packing order is our assumption).
+    PERTEN_LARGE_MULTICORE (a few huge rows split across cores) keeps the row split of the others here:
+    its own split is not modelled (documented estimate)."""
+    V, ub = soc.aiv, soc.ub_bytes
+    smooth = int(has_smooth or E > 0)
+    t = dict(rowNum=R, rowLen=H, groupNum=E, hasSmooth=smooth, ubSize=ub, innerLoopEle=0, innerLoopTimes=0,
+             innerLoopTail=0)
+    if R * H == 0:
+        mode, use_db, cores = 6, 0, 1
+        t.update(coreNum=1, quantMode=_TPL_950[mode], useDb=0)
+        return use_db | mode << 1, cores, t
+    head, per_head, per_tail = R % V, _ceil(R, V), R // V
+    cores = max(min(V, R), 1)
+    a = _align(H, 16)
+    max_use = ub - _RESERVED_UB
+    size = a * (smooth * 2 + 7 + 4)
+    size_db = a * (smooth * 4 + 14 + 8)
+    if size > max_use:
+        use_db = 1
+        if E == 0 and R <= V // 2 and size >= 4 * max_use:
+            mode = 12
+        else:
+            mode = 3 if E else 1
+        ele = (max_use - _RESERVED_UB) // (2 * (smooth * 2 + 4)) // 128 * 128
+        t.update(innerLoopEle=ele, innerLoopTimes=H // ele, innerLoopTail=H % ele)
+        rows_h, rows_t = min(1, per_head), min(1, per_tail)
+        bytes_row = 2 * (smooth * 2 + 4) * ele
+    else:
+        use_db = int(size_db <= max_use)
+        avail = max_use // (size_db if use_db else size)
+        rows_h, rows_t = min(avail, 255, per_head), min(avail, 255, per_tail)
+        mode = 2 if E else 0
+        bytes_row = size_db if use_db else size
+    t.update(coreNum=cores, headCoreNum=head, rowPerHeadCore=per_head, rowPerTailCore=per_tail,
+             multiRowNumHeadCore=rows_h, multiRowNumTailCore=rows_t, useDb=use_db, quantMode=_TPL_950[mode],
+             ubBytesPerRow=bytes_row)
+    key = use_db | mode << 1 | smooth << 5 | int(symmetric) << 6
+    return key, cores, t
+
+
+def _tiling_310p(soc, R, H):
+    """Atlas inference / training (DAV_2002 / DAV_1001): keys 10100 (32-aligned rows), 11000 (unaligned),
+    11001 (unaligned, row larger than UB). The 310P tiling source was not available: the row split
+    (rows over all AI Cores) and the UB fit (2 B in + 1 B out + 2 B fp16 work per element) are estimates."""
+    cores = max(min(soc.aiv, R), 1)
+    per_row = _align(H, 32) * 5
+    if H % 32 == 0:
+        key = 10100
+    else:
+        key = 11001 if per_row > soc.ub_bytes - _RESERVED_UB else 11000
+    t = dict(rowNum=R, rowLen=H, coreNum=cores, headCoreNum=R % cores, rowPerHeadCore=_ceil(R, cores),
+             rowPerTailCore=R // cores, ubBytesPerRow=per_row, useDb=0, estimate=True)
+    return key, cores, t
+
+
+def _make_plan(op, x, smooth_scales, group_index, dst, symmetric, product):
+    soc = _checks.resolve_product(op, product, SUPPORTED_PRODUCTS)
+    x = _as_input(op, "x", x, soc.soc)
+    smooth = _as_input(op, "smooth_scales", smooth_scales, soc.soc, optional=True)
+    group = _as_input(op, "group_index", group_index, soc.soc, optional=True)
+    R, H, xdt, E = _validate(op, x, smooth, group, dst, symmetric, soc)
+    fam = soc.family
+    if fam == "a2a3":
+        key, cores, tiles = _tiling_a2(soc, R, H, xdt, smooth is not None, E, dst, symmetric)
+        kernel = "dynamic_quant" if symmetric else "dynamic_quant_v2"
+        variant = _KEY_CLASS[key]
+        if symmetric:
+            tiles["scaleFormula"] = "m*f32(1/DTMAX)" if key in (2, 3, 10, 100) else "1/f32(DTMAX/m)"
+    elif fam == "950":
+        key, cores, tiles = _tiling_950(soc, R, H, smooth is not None, E, symmetric)
+        kernel, variant = "dynamic_quant_v2", "DynamicQuantRegbase" + tiles["quantMode"].title().replace("_", "")
+    else:
+        key, cores, tiles = _tiling_310p(soc, R, H)
+        kernel, variant = "dynamic_quant", {10100: "DynamicQuantAlign310P", 11000: "DynamicQuantUnalign310P",
+                                            11001: "DynamicQuantUnalignLarge310P"}[key]
+    tiles["variant"] = variant
+    xs = spec_of(x)
+    ydt = {"int4": formats.int4}.get(dst, formats.as_dtype(dst))
+    yshape = xs.shape[:-1] + (H // 8,) if dst == "int32" else xs.shape
+    outs = {"y": TensorSpec(yshape, ydt), "scale": TensorSpec(xs.shape[:-1], np.float32)}
+    if not symmetric:
+        outs["offset"] = TensorSpec(xs.shape[:-1], np.float32)
+    plan = Plan(op=op, soc=soc, kernel=kernel, tiling_key=int(key), block_dim=int(cores),
+                core_type="aicore" if fam == "310p910" else "aiv", tiles=tiles,
+                inputs={"x": xs, "smooth_scales": spec_of(smooth), "group_index": spec_of(group)},
+                outputs=outs, attrs={"dst_type": dst, "symmetric": bool(symmetric)},
+                notes=f"{variant}; block_dim = rows split over {soc.aiv} vector cores")
+    return plan, (x, smooth, group, R, H, xdt, E)
+
+
+@planner("npu_dynamic_quant")
+def plan_npu_dynamic_quant(x, smooth_scales=None, group_index=None, dst_type=np.int8, product="atlas-a2") -> Plan:
+    """Plan of npu_dynamic_quant (symmetric). tiles keys, in the vendor tiling data's terms:
+    rowNum, rowLen, coreNum, headCoreNum (cores doing one extra row / the non-tail cores for key 100),
+    rowPerHeadCore, rowPerTailCore, multiRowNumHeadCore/TailCore (rows per UB pass),
+    innerLoopEle/innerLoopTimes/innerLoopTail (row split into UB chunks; keys 6/8, 950 large shape),
+    groupNum (experts), hasSmooth, useDb (double buffering), ubSize, ubBytesPerRow or ubElements
+    (UB per row / elements per UB pass), perCoreLoop (key 10), scaleFormula (A2/A3 symmetric),
+    quantMode (950 template), variant (kernel class), estimate (310P: tiling source unavailable)."""
+    op = "npu_dynamic_quant"
+    return _make_plan(op, x, smooth_scales, group_index, _dst_from_torch(op, dst_type, str(product)),
+                      True, product)[0]
+
+
+@planner("npu_dynamic_quant_asymmetric")
+def plan_npu_dynamic_quant_asymmetric(x, smooth_scales=None, group_index=None, dst_type=np.int8,
+                                      product="atlas-a2") -> Plan:
+    """Plan of npu_dynamic_quant_asymmetric; tiles keys as plan_npu_dynamic_quant."""
+    op = "npu_dynamic_quant_asymmetric"
+    return _make_plan(op, x, smooth_scales, group_index, _dst_from_torch(op, dst_type, str(product)),
+                      False, product)[0]
+
+
+# ------------------------------------------------------------------ execution
+def _threads(n_elements: int) -> int:
+    return 1 if n_elements < (1 << 16) else (os.cpu_count() or 1)
+
+
+def _execute(plan: Plan, ctx, y_out, scale_out, offset_out):
+    """Run the kernel for a validated plan and write the outputs (all allocated by the caller)."""
+    x, smooth, group, R, H, xdt, E = ctx
+    dst, symmetric = plan.attrs["dst_type"], plan.attrs["symmetric"]
+    fam = {"a2a3": 0, "950": 1, "310p910": 2}[plan.soc.family]
+    dt_max, rng, lo, hi = _DST_CONST[dst]
+    out_kind = {"float8_e4m3fn": 1, "float8_e5m2": 2}.get(dst, 0)
+    x2 = np.ascontiguousarray(x).reshape(R, H).view(np.uint16)
+    sm = (np.ascontiguousarray(smooth).astype(np.float32).reshape(-1, H) if smooth is not None
+          else np.empty((0, max(H, 1)), np.float32))
+    if E > 0:
+        # 1-based row r uses the first expert e with group_index[e] >= r (dynamic_quant_moe.h GetSmoothIndex)
+        experts = np.searchsorted(group.astype(np.int64), np.arange(1, R + 1), side="left").astype(np.int32)
+    else:
+        experts = np.empty(0, np.int32)
+    yb = np.empty((R, H), np.uint8)
+    sc = np.empty(R, np.float32)
+    of = np.empty(R, np.float32)
+    scale_mode = 0 if plan.tiles.get("scaleFormula", "m*").startswith("m*") else 1
+    _k.quant_rows(x2, xdt == "bfloat16", sm, experts, yb, sc, of, fam, bool(symmetric), scale_mode,
+                  np.float32(dt_max), np.float32(1.0) / np.float32(dt_max), np.float32(rng),
+                  np.float32(1.0) / np.float32(rng), out_kind, lo, hi, dst in ("int4", "int32"), _threads(R * H))
+    shape = tuple(x.shape)
+    if dst == "int8":
+        y = yb.view(np.int8)
+    elif dst in ("int4", "int32"):
+        y = yb.view(formats.int4)
+        if dst == "int32":
+            y = formats.pack_int4(y, "int32")
+    else:
+        y = yb.view(formats.as_dtype(dst))
+    np.copyto(y_out, y.reshape(y_out.shape))
+    np.copyto(scale_out, sc.reshape(scale_out.shape))
+    if offset_out is not None:
+        np.copyto(offset_out, of.reshape(offset_out.shape))
+
+
+def _torch_face(op, x, smooth_scales, group_index, dst_type, symmetric, product):
+    dst = _dst_from_torch(op, dst_type, str(product))
+    plan, ctx = _make_plan(op, x, smooth_scales, group_index, dst, symmetric, product)
+    if ctx[2] is not None:
+        _check_group_values(op, ctx[2], ctx[3], plan.soc.soc)
+    y = np.empty(plan.outputs["y"].shape, plan.outputs["y"].dtype)
+    scale = np.empty(plan.outputs["scale"].shape, np.float32)
+    offset = None if symmetric else np.empty(plan.outputs["offset"].shape, np.float32)
+    _execute(plan, ctx, y, scale, offset)
+    return (y, scale) if symmetric else (y, scale, offset)
+
+
+def npu_dynamic_quant(x, smooth_scales=None, group_index=None, dst_type=np.int8, product="atlas-a2"):
+    """Symmetric per-token dynamic quantization: returns (y, scale), scale float32 of shape x.shape[:-1].
+
+    Per row v = f32(x) [* f32(smooth)], m = max|v|; which kernel runs follows the vendor tiling:
+    * Atlas A2/A3 (kernel dynamic_quant, ARITHMETIC 1.1): y = rint(f32(v * f32(DTMAX/m))) with DTMAX 127
+      (int8) or 7 (int4); scale = f32(m * f32(1/DTMAX)) for tiling keys 2/3/10/100, f32(1/q) for keys
+      0/1/6/7/8 (every group_index call). See plan.tiling_key.
+    * Ascend 950 (dynamic_quant_v2 arch35, 1.3): scale = f32(m * f32(1/DTMAX)), y = cast(f32(v / scale));
+      DTMAX 448 / 57344 for float8_e4m3fn / float8_e5m2 (RNE, saturating). The hardware Div may differ
+      by 1 ulp from the IEEE division emulated here (ARITHMETIC 1.3, 7.5).
+    * Atlas inference / training (1.4): fp16 arithmetic, y = round_half_away(fp16(x * fp16(127/m))),
+      scale = f32(m * f32(1/127)); fp16 x, int8 y, no smooth_scales / group_index.
+    smooth_scales: [H] (same dtype as x) or, with group_index, [E, H]. group_index: int32 cumulative
+    row ends (np.cumsum of rows per expert), last entry == rows of x, E <= 1024.
+    dst_type: np.int8 / 'int8' (default), ml_dtypes.int4 / 'int4' (y int4, shape of x), 'int32' /
+    'quint4x2' (y int32 with last dim H/8, 8 nibbles per word, element 8j+i at bits 4i..4i+3), and on
+    Ascend 950 float8_e4m3fn / float8_e5m2. Special values: see the module docstring.
+    """
+    return _torch_face("npu_dynamic_quant", x, smooth_scales, group_index, dst_type, True, product)
+
+
+def npu_dynamic_quant_asymmetric(x, smooth_scales=None, group_index=None, dst_type=np.int8, product="atlas-a2"):
+    """Asymmetric per-token dynamic quantization: returns (y, scale, offset), float32 of shape x.shape[:-1].
+
+    * Atlas A2/A3 (kernel dynamic_quant_v2, ARITHMETIC 1.2): scale = max(f32((mx - mn) / 255), 1e-12),
+      offset = f32(127 - f32(mx / scale)), y = rint(f32(f32(v * f32(1/scale)) + offset)) (int4: 15, 7).
+    * Ascend 950 (1.3): scale = f32((mx - mn) * f32(1/R)) with no clamp, offset = f32(-(mx / scale) + DTMAX),
+      y = cast(f32(f32(v / scale) + offset)); R/DTMAX = 255/127, 15/7, 896/448, 114688/57344.
+      The v / scale Div may differ by 1 ulp on hardware (emulated as IEEE).
+    Not supported on Atlas inference / training (the doc: symmetric only; 310P's asymmetric code uses
+    another formula, ARITHMETIC 1.4). Arguments as npu_dynamic_quant; special values in the module doc.
+    """
+    return _torch_face("npu_dynamic_quant_asymmetric", x, smooth_scales, group_index, dst_type, False, product)
+
+
+# ------------------------------------------------------------------ aclnn face
+@aclnn_api
+def aclnnDynamicQuantV2GetWorkspaceSize(x, smoothScalesOptional, groupIndexOptional, dstType, yOut, scaleOut,
+                                        offsetOut, product="atlas-a2"):
+    """Phase one of aclnnDynamicQuantV2: validates inputs and the caller's outputs, returns
+    (workspace_size, executor). dstType: 2 int8, 29 int4 (yOut ml_dtypes.int4, shape of x), 3 int32
+    (yOut int32 [..., H/8]), on Ascend 950 also 35 float8_e5m2, 36 float8_e4m3fn. offsetOut None means
+    symmetric. Same core as npu_dynamic_quant / npu_dynamic_quant_asymmetric."""
+    op = ACLNN_OP
+    soc = _checks.resolve_product(op, product, SUPPORTED_PRODUCTS)
+    dst_code = _checks.int_attr(op, "dstType", dstType, soc.soc)
+    if dst_code == 34:
+        raise invalid(op, "dstType", "34 (hifloat8) is not implemented in npusim", soc.soc)
+    if dst_code not in ACLNN_DST_TYPES:
+        raise invalid(op, "dstType", f"must be one of {sorted(ACLNN_DST_TYPES)} "
+                      "(2 int8, 29 int4, 3 int32, 35 float8_e5m2, 36 float8_e4m3fn), got " + str(dst_code), soc.soc)
+    symmetric = offsetOut is None
+    plan, ctx = _make_plan(op, x, smoothScalesOptional, groupIndexOptional, ACLNN_DST_TYPES[dst_code],
+                           symmetric, product)
+    y = _checks.out_tensor(op, "yOut", yOut, plan.outputs["y"].shape, plan.outputs["y"].dtype, soc.soc)
+    scale = _checks.out_tensor(op, "scaleOut", scaleOut, plan.outputs["scale"].shape, np.float32, soc.soc)
+    offset = None
+    if not symmetric:
+        offset = _checks.out_tensor(op, "offsetOut", offsetOut, plan.outputs["offset"].shape, np.float32, soc.soc)
+    if ctx[2] is not None:
+        _check_group_values(op, ctx[2], ctx[3], soc.soc)
+    return 0, Executor(op, plan, lambda: _execute(plan, ctx, y, scale, offset), workspace_size=0)
+
+
+@aclnn_api
+def aclnnDynamicQuantV2(workspace, workspaceSize, executor, stream=None):
+    """Phase two of aclnnDynamicQuantV2: runs the executor, fills yOut/scaleOut(/offsetOut); returns 0."""
+    return run_executor(ACLNN_OP, workspace, workspaceSize, executor, stream)
