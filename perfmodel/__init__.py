@@ -1,1 +1,20 @@
-"""perfmodel: latency prediction for npusim's operators from their plans (in progress)."""
+"""perfmodel: cycle-aware latency prediction for npusim's operators from their plans.
+
+    import perfmodel
+    from perfmodel import TensorSpec
+    p = perfmodel.predict("npu_dynamic_quant", product="Ascend910B4",
+                          x=TensorSpec((4096, 512), "float16"), dst_type="int8")
+    p.latency_us, p.bound, p.pipes_us
+
+Model: perfmodel.model (combining), perfmodel.hw (per-SoC primitives from perfmodel/data/),
+perfmodel.ops (cost builders per operator), perfmodel.calibration (fitted parameters).
+"""
+from npusim.plan import TensorSpec
+
+from perfmodel import calibration
+from perfmodel.calibration import Calibration, calibrate
+from perfmodel.model import Prediction
+from perfmodel.predict import OPERATORS, predict, supported_products
+
+__all__ = ["TensorSpec", "Prediction", "predict", "OPERATORS", "supported_products", "calibration",
+           "Calibration", "calibrate"]
