@@ -1,0 +1,141 @@
+"""perfmodel.profiles: profiler CSV ingestion (both files, both header generations, malformed rows).
+
+The fixtures in tests/data/ are synthetic (hand-made, see tests/data/README.md); the expected
+values below are read off those files by hand.
+"""
+import math
+from pathlib import Path
+
+import pytest
+
+from perfmodel.profiles import parse_dtypes, parse_shapes, read_profiles, to_predict_args
+
+DATA = Path(__file__).parent / "data"
+NEW_OPS = DATA / "synthetic_op_summary_cann83.csv"
+OLD_OPS = DATA / "synthetic_op_summary_cann80.csv"
+NEW_KD = DATA / "synthetic_kernel_details_new.csv"
+OLD_KD = DATA / "synthetic_kernel_details_old.csv"
+
+
+def by_line(df, line):
+    rows = df[df["line"] == line]
+    assert len(rows) == 1, f"line {line}: {len(rows)} rows"
+    return rows.iloc[0]
+
+
+def test_parse_shapes_and_dtypes():
+    assert parse_shapes('"8192,320;320,2560"') == [(8192, 320), (320, 2560)]
+    assert parse_shapes("1024;") == [(1024,), ()]
+    for bad in ("N/A", "", "1024,abc", "-1,4", "4.5"):
+        with pytest.raises(ValueError):
+            parse_shapes(bad)
+    assert parse_dtypes("DT_BF16;FLOAT;INT8;UINT64") == ["bfloat16", "float32", "int8", "uint64"]
+    assert parse_dtypes("N/A") == []
+
+
+def test_op_summary_new_generation():
+    df = read_profiles(NEW_OPS)
+    assert sorted(df["line"]) == [2, 3, 4, 5, 10]
+    assert set(df["format"]) == {"op_summary"} and set(df["generation"]) == {"new"}
+    assert df.attrs["skipped"] == {"operator not modelled": 1, "duration missing, N/A or not positive": 1,
+                                   "input shapes: malformed shape '1024,abc'": 1,
+                                   "ragged line (10 fields, header has 34)": 1}
+    dq = by_line(df, 2)
+    assert dq["op"] == "npu_dynamic_quant" and dq["duration_us"] == 25.5 and dq["block_dim"] == 48
+    assert dq["input_shapes"] == [(1024, 7168)] and dq["input_dtypes"] == ["float16"]
+    assert dq["output_shapes"] == [(1024, 7168), (1024,)] and dq["output_dtypes"] == ["int8", "float32"]
+    assert (dq["pipe_vector_us"], dq["pipe_scalar_us"], dq["pipe_mte2_us"], dq["pipe_mte3_us"]) == (9.5, 3.25, 18.75, 6.5)
+    assert math.isnan(dq["pipe_cube_us"]) and dq["aicore_time_us"] == 24.1
+    # DynamicQuantV2 with three outputs (y, scale, offset) is the asymmetric kernel
+    assert by_line(df, 3)["op"] == "npu_dynamic_quant_asymmetric"
+    mm = by_line(df, 4)
+    assert mm["op"] == "npu_quant_matmul" and mm["pipe_cube_us"] == 35.5 and mm["pipe_fixpipe_us"] == 8.75
+    # MIX task: the slower of the AIC and AIV views of a shared pipe is kept
+    mix = by_line(df, 10)
+    assert mix["task_type"] == "MIX_AIC" and mix["mix_block_dim"] == 48
+    assert (mix["pipe_mte2_us"], mix["pipe_scalar_us"], mix["pipe_vector_us"]) == (95.0, 6.0, 20.0)
+
+
+def test_op_summary_old_generation_unitless_headers():
+    df = read_profiles(OLD_OPS)
+    assert sorted(df["line"]) == [2, 3, 4] and set(df["generation"]) == {"old"}
+    assert df.attrs["skipped"] == {"operator not modelled": 1, "input shapes: shapes missing": 1,
+                                   "duration missing, N/A or not positive": 1}
+    fq = by_line(df, 2)
+    assert fq["op"] == "fake_quantize_per_channel_affine_cachemask" and fq["duration_us"] == 42.0
+    assert (fq["pipe_mte2_us"], fq["pipe_vector_us"], fq["pipe_cube_us"]) == (30.0, 20.0, 0.0)
+    add = by_line(df, 4)
+    assert add["op"] == "add" and math.isnan(add["block_dim"])       # N/A block dim: row still usable
+    # headers without a unit are read in the unit the caller names
+    ns = read_profiles(OLD_OPS, unitless_unit="ns")
+    assert by_line(ns, 2)["duration_us"] == pytest.approx(0.042)
+
+
+def test_kernel_details_both_generations():
+    new, old = read_profiles(NEW_KD), read_profiles(OLD_KD)
+    assert set(new["format"]) == set(old["format"]) == {"kernel_details"}
+    assert set(new["generation"]) == {"new"} and set(old["generation"]) == {"old"}
+    assert list(new["op"]) == ["indexer_compress_epilog", "npu_dynamic_quant"]   # 2 outputs: symmetric
+    assert new.attrs["skipped"] == {"operator not modelled": 1, "duration missing, N/A or not positive": 1}
+    ice = by_line(new, 2)
+    assert ice["block_dim"] == 64 and ice["input_shapes"] == [(512, 4096), (512, 32), (512, 4096), (512,)]
+    assert ice["input_dtypes"] == ["float8_e4m3fn", "float32", "bfloat16", "int32"]
+    assert list(old["op"]) == ["matmul", "npu_quant_matmul", "fake_quantize_per_channel_affine_cachemask"]
+    mm = by_line(old, 2)
+    assert (mm["duration_us"], mm["block_dim"], mm["pipe_cube_us"], mm["pipe_mte2_us"]) == (4012.5, 24, 3076.5, 3435.5)
+
+
+def test_directory_and_bad_paths_never_raise(tmp_path):
+    df = read_profiles([DATA, tmp_path / "missing.csv"])
+    assert len(df) == 13
+    assert sum(df.attrs["skipped"].values()) == 11          # 10 bad rows + the missing file
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n1,2\n")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    df = read_profiles([other, empty])
+    assert len(df) == 0 and set(df.attrs["skipped"]) == {
+        "not a profiler CSV (no OP Type/Type or Duration column)", "empty file"}
+
+
+def test_unit_suffixes(tmp_path):
+    f = tmp_path / "op_summary_ns.csv"
+    f.write_text("Op Name,OP Type,Task Duration(ns),Block Dim,Input Shapes,Input Data Types,Output Shapes,"
+                 "Output Data Types,aiv_mte2_time(ms)\n"
+                 'a,DynamicQuant,12500,8,"16,4096",FLOAT16,"16,4096;16",INT8;FLOAT,0.002\n')
+    r = read_profiles(f).iloc[0]
+    assert r["duration_us"] == pytest.approx(12.5) and r["pipe_mte2_us"] == pytest.approx(2.0)
+
+
+def spec(args, name):
+    return args[name].shape, str(args[name].dtype)
+
+
+def test_to_predict_args():
+    rows = {r["op"] + f":{r['line']}": r for _, r in read_profiles(DATA).iterrows()}
+    a = to_predict_args(rows["npu_dynamic_quant_asymmetric:3"])
+    assert spec(a, "x") == ((128, 4096), "bfloat16") and spec(a, "smooth_scales") == ((4096,), "bfloat16")
+    assert a["dst_type"] == "int8" and "group_index" not in a
+    a = to_predict_args(rows["npu_quant_matmul:4"])
+    assert spec(a, "x2") == ((7168, 4096), "int8") and spec(a, "scale") == ((4096,), "int64")
+    assert spec(a, "bias") == ((4096,), "int32") and a["output_dtype"] == "float16"
+    # weight stored [n, k] (transposed), uint64 scale, int8 output
+    a = to_predict_args(rows["npu_quant_matmul:3"])
+    assert spec(a, "x1") == ((16, 7168), "int8") and spec(a, "x2") == ((7168, 4096), "int8")
+    assert spec(a, "scale") == ((1,), "int64") and a["output_dtype"] == "int8"
+    a = to_predict_args(rows["npu_quant_matmul:10"])
+    assert spec(a, "pertoken_scale") == ((512,), "float32") and a["output_dtype"] == "bfloat16"
+    a = to_predict_args(rows["moe_init_routing_quant:5"])
+    assert a["active_num"] == 32 and spec(a, "expert_idx") == ((64, 8), "int32")
+    a = to_predict_args(rows["fake_quantize_per_channel_affine_cachemask:2"])
+    assert a["axis"] in (0, 1)
+    fq = [r for k, r in rows.items() if k.startswith("fake") and r["input_shapes"][0] == (16, 1024, 64)][0]
+    assert to_predict_args(fq)["axis"] == 1
+    a = to_predict_args(rows["indexer_compress_epilog:2"])
+    assert spec(a, "indexer_compress_scale") == ((512, 32), "float32") and a["quant_mode"] == 1
+    a = to_predict_args(rows["matmul:2"])
+    assert spec(a, "a") == ((8192, 8192), "float16") and spec(a, "b") == ((8192, 8192), "float16")
+    bad = dict(rows["npu_quant_matmul:4"])
+    bad["input_dtypes"] = ["int32", "int32", "int64", "int32"]
+    with pytest.raises(ValueError):
+        to_predict_args(bad)
