@@ -234,7 +234,7 @@ def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product
         if out != "int8":
             raise invalid(op, "offset", f"is only allowed with int8 output, got output {out}", p)
     if out in ("int8",) or (out == "float16" and not has_pt):
-        _checks.dtype_in(op, "scale", scale, ("int64", "uint64", "float32"), p)
+        _checks.dtype_in(op, "scale", scale, ("int64", np.dtype(np.uint64), "float32"), p)
         if has_pt:
             raise invalid(op, "pertoken_scale", f"is not allowed with {out} output", p)
         if b_t is not None:

@@ -1,0 +1,443 @@
+"""npu_trans_quant_param / npu_quant_matmul / LinearA8W8Quant against slow NumPy references written
+from ARITHMETIC.md 4.1-4.3 (independent of the kernel), plus torch._int_mm for the accumulator."""
+import struct
+from fractions import Fraction
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import npusim
+from npusim import AclnnError, TensorSpec, formats, make_plan
+from npusim.testing import assert_bitexact
+
+RNG = np.random.default_rng(1234)
+
+
+# ------------------------------------------------------------------ references
+def f32_bits(x: float) -> int:
+    return struct.unpack("<I", struct.pack("<f", x))[0]
+
+
+def bits_f32(u: int) -> float:
+    return struct.unpack("<f", struct.pack("<I", u & 0xFFFFFFFF))[0]
+
+
+def ref_fp19(u: int, round_mode: int) -> int:
+    """fp32 bits -> the 32-bit scale field of the quant parameter (4.1), via exact rationals."""
+    if round_mode == 0:
+        return u & 0xFFFFE000
+    e = (u >> 23) & 0xFF
+    sign = u & 0x80000000
+    if e == 0:
+        return sign                                   # zero / subnormal -> signed zero
+    if e == 255:
+        return u & 0xFFFFE000
+    v = Fraction(bits_f32(u & 0x7FFFFFFF))
+    ulp = Fraction(2) ** (e - 127 - 10)
+    q = round(v / ulp)                                # Fraction rounding: half to even
+    r = q * ulp
+    if r >= Fraction(2) ** 128:
+        return sign | 0x7F800000
+    return sign | f32_bits(float(r))
+
+
+def ref_trans_quant_param(scale, offset=None, round_mode=0):
+    s = np.ascontiguousarray(scale, np.float32).reshape(-1).view(np.uint32)   # raw bits: NaN payloads kept
+    n = s.size if offset is None else max(s.size, np.asarray(offset).size)
+    out = []
+    for i in range(n):
+        u = int(s[0 if s.size == 1 else i])
+        word = ref_fp19(u, round_mode) | (1 << 46)
+        if offset is not None:
+            o = np.asarray(offset, np.float32).reshape(-1)
+            ov = float(o[0 if o.size == 1 else i])
+            r = round(ov) if np.isfinite(ov) else (255 if ov > 0 else -256)   # Python round: half even
+            r = min(max(r, -256), 255)
+            word |= (r & 0x1FF) << 37
+        out.append(word)
+    return np.array(out, dtype=np.uint64).view(np.int64)
+
+
+def ref_acc(x1, x2, bias_i32=None):
+    acc = np.matmul(x1.astype(np.int64), x2.astype(np.int64))
+    if bias_i32 is not None:
+        acc = acc + bias_i32.astype(np.int64)
+    return acc.astype(np.int32)
+
+
+def scale_field(q: np.ndarray) -> np.ndarray:
+    """The fp32 value of bits 0..31 & 0xFFFFE000 of each int64 quant parameter."""
+    u = np.asarray(q).view(np.uint64)
+    return (u & np.uint64(0xFFFFE000)).astype(np.uint32).view(np.float32)
+
+
+def offset_field(q: np.ndarray) -> np.ndarray:
+    o = ((np.asarray(q).view(np.uint64) >> np.uint64(37)) & np.uint64(0x1FF)).astype(np.int64)
+    return np.where(o >= 256, o - 512, o)
+
+
+def ref_req8(acc, q):
+    v = acc.astype(np.float32) * scale_field(q)                    # float32 * float32 -> float32 (RNE)
+    s9 = np.clip(np.round(v), -256, 255)
+    return np.clip(s9 + offset_field(q), -128, 127).astype(np.int8)
+
+
+def ref_deqf16(acc, q):
+    v = acc.astype(np.float32) * scale_field(q)
+    return np.clip(v, -65504, 65504).astype(np.float16)
+
+
+def ref_vector(acc, scale, pertoken=None, fbias=None, out=ml_dtypes.bfloat16):
+    d = acc.astype(np.float32) * np.asarray(scale).astype(np.float32)
+    if pertoken is not None:
+        d = pertoken.astype(np.float32)[:, None] * d
+    if fbias is not None:
+        d = d + fbias.astype(np.float32)
+    with np.errstate(over="ignore"):
+        return d.astype(out)
+
+
+def i8(*shape, lo=-128, hi=128):
+    return RNG.integers(lo, hi, shape, dtype=np.int8)
+
+
+# ------------------------------------------------------------------ accumulator
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (3, 5, 7), (17, 33, 9), (64, 256, 130), (129, 1000, 67)])
+def test_accumulator_exact(m, k, n):
+    x1, x2 = i8(m, k), i8(k, n)
+    y = npusim.npu_quant_matmul(x1, x2, np.ones(1, np.float32), output_dtype="int32")
+    assert_bitexact(y, ref_acc(x1, x2))
+
+
+def test_accumulator_extremes_k_65535():
+    k = 65535
+    for a, b in ((-128, -128), (-128, 127), (127, 127)):
+        x1 = np.full((5, k), a, np.int8)
+        x2 = np.full((k, 6), b, np.int8)
+        y = npusim.npu_quant_matmul(x1, x2, np.ones(1, np.float32), output_dtype="int32")
+        assert (y == a * b * k).all()
+
+
+def test_accumulator_batch_broadcast():
+    x1, x2 = i8(2, 1, 5, 40), i8(3, 40, 6)
+    y = npusim.npu_quant_matmul(x1, x2, np.ones(1, np.float32), output_dtype="int32")
+    assert y.shape == (2, 3, 5, 6)
+    assert_bitexact(y, ref_acc(x1, x2))
+    x1, x2 = i8(2, 3, 1, 2, 7, 16), i8(16, 5)
+    assert_bitexact(npusim.npu_quant_matmul(x1, x2, np.ones(1, np.float32), output_dtype="int32"), ref_acc(x1, x2))
+
+
+def test_accumulator_vs_torch_int_mm():
+    torch = pytest.importorskip("torch")
+    x1, x2 = i8(32, 4096), i8(4096, 24)
+    y = npusim.npu_quant_matmul(x1, x2, np.ones(1, np.float32), output_dtype="int32")
+    expect = torch._int_mm(torch.from_numpy(x1), torch.from_numpy(x2)).numpy()
+    assert_bitexact(y, expect)
+
+
+def test_int4_packed_inputs():
+    m, k, n = 6, 64, 16
+    v1 = RNG.integers(-8, 8, (m, k)).astype(np.int8)
+    v2 = RNG.integers(-8, 8, (k, n)).astype(np.int8)
+
+    def pack(v):  # 8 nibbles per int32 word, element 8j+i at bits 4i..4i+3
+        nib = (v.astype(np.int64) & 0xF).reshape(v.shape[0], -1, 8)
+        words = sum(nib[..., i] << (4 * i) for i in range(8))
+        return words.astype(np.uint32).view(np.int32)
+
+    q = npusim.npu_trans_quant_param(np.array([0.25], np.float32))
+    y = npusim.npu_quant_matmul(pack(v1), pack(v2), q, output_dtype="float16")
+    assert_bitexact(y, ref_deqf16(ref_acc(v1, v2), q))
+
+
+# ------------------------------------------------------------------ npu_trans_quant_param
+def _special_scales():
+    vals = [1.0, -1.0, 0.1, -0.1, 3.0e38, -3.4028235e38, 1e-40, -1e-45, 0.0, -0.0, np.inf, -np.inf]
+    s = np.array(vals, np.float32)
+    ties = np.array([0x3F801000, 0x3F803000, 0x3F801001, 0x3F802FFF, 0x7F7FF000, 0x7F7FFFFF, 0x00800000 | 0x1000],
+                    np.uint32).view(np.float32)          # exact halfway (even / odd), just above/below, overflow
+    nans = np.array([0x7FC00000, 0x7F800001, 0xFFC01234], np.uint32).view(np.float32)
+    rand = (RNG.standard_normal(200) * 10.0 ** RNG.integers(-8, 8, 200)).astype(np.float32)
+    return np.concatenate([s, ties, nans, rand])
+
+
+@pytest.mark.parametrize("round_mode", [0, 1])
+def test_trans_quant_param_bits(round_mode):
+    s = _special_scales()
+    got = npusim.npu_trans_quant_param(s, round_mode=round_mode)
+    assert_bitexact(got, ref_trans_quant_param(s, round_mode=round_mode))
+
+
+def test_trans_quant_param_offsets():
+    offs = np.array([0.5, 1.5, 2.5, -0.5, -1.5, 254.5, 255.49, 255.5, 300.0, -256.5, -257.0, -1000.0,
+                     1e10, -1e10, 3.7, -3.7, 0.0], np.float32)
+    s = RNG.uniform(-1, 1, offs.size).astype(np.float32)
+    got = npusim.npu_trans_quant_param(s, offs)
+    assert_bitexact(got, ref_trans_quant_param(s, offs))
+    # spot values straight from the layout: 2.5 -> 2 (ties to even), 300 -> 255, -1000 -> -256 (0x100)
+    assert (int(got.view(np.uint64)[2]) >> 37) & 0x1FF == 2
+    assert (int(got.view(np.uint64)[8]) >> 37) & 0x1FF == 255
+    assert (int(got.view(np.uint64)[11]) >> 37) & 0x1FF == 0x100
+
+
+def test_trans_quant_param_broadcast_and_layout():
+    got = npusim.npu_trans_quant_param(np.array([0.5], np.float32), np.array([1.0, -1.0, 3.0], np.float32))
+    assert got.shape == (3,)
+    assert_bitexact(got, ref_trans_quant_param([0.5], [1.0, -1.0, 3.0]))
+    one = npusim.npu_trans_quant_param(np.array([1.0], np.float32))
+    assert int(one[0]) == 0x3F800000 | (1 << 46)
+    two_d = npusim.npu_trans_quant_param(np.array([[1.0, 2.0]], np.float32), np.array([7.0], np.float32))
+    assert two_d.shape == (1, 2) and two_d.dtype == np.int64
+
+
+@pytest.mark.parametrize("kw,param", [
+    (dict(scale=np.ones(3, np.float64)), "scale"),
+    (dict(scale=np.ones((2, 3), np.float32)), "scale"),
+    (dict(scale=np.ones(3, np.float32), offset=np.ones(2, np.float32)), "offset"),
+    (dict(scale=np.ones(3, np.float32), round_mode=2), "round_mode"),
+    (dict(scale=np.ones(3, np.float32), offset=np.ones(3, np.int32)), "offset"),
+    (dict(scale=None), "scale"),
+    (dict(scale=np.ones(3, np.float32), product="ascend-950pr"), "product"),
+])
+def test_trans_quant_param_errors(kw, param):
+    with pytest.raises(AclnnError) as ei:
+        npusim.npu_trans_quant_param(**kw)
+    assert ei.value.param == param
+    assert "npu_trans_quant_param" in str(ei.value)
+
+
+# ------------------------------------------------------------------ fixpipe epilogues
+def test_req8_ties_saturation_and_offsets():
+    # acc = x1 . x2 with K = 1 makes acc = x1 * x2 (every value from -16256 to 16384 reachable)
+    x1 = np.arange(-128, 128, dtype=np.int8).reshape(-1, 1)
+    x2 = np.array([[1, -1, 3, 127, -128, 1, 1, 1]], np.int8)
+    scales = np.array([0.5, 0.5, 1.5, 1.0, 0.0078125, 2.0, -0.5, 1e-40], np.float32)
+    offs = np.array([0.0, 255.0, -256.0, 300.0, -300.0, 100.0, -7.5, 2.5], np.float32)
+    q = npusim.npu_trans_quant_param(scales, offs)
+    y = npusim.npu_quant_matmul(x1, x2, q, output_dtype="int8")
+    assert_bitexact(y, ref_req8(ref_acc(x1, x2), q))
+    # ties: acc * 0.5 with odd acc is exactly k + 0.5 -> half to even
+    assert y[128 + 1, 0] == 0 and y[128 + 3, 0] == 2 and y[128 - 1, 0] == 0 and y[128 - 3, 0] == -2
+    # column 3: acc * 1.0 + offset 255 (clamped from 300): s9 saturates at -256/255 first, then int8 saturates
+    assert y[0, 3] == -1 and y[-1, 3] == 127
+    assert y.min() == -128 and y.max() == 127
+
+
+def test_req8_fp32_scale_auto_converted_with_bias():
+    x1, x2 = i8(40, 96), i8(96, 33)
+    scale = RNG.uniform(0.0001, 0.01, 33).astype(np.float32)
+    offset = RNG.uniform(-20, 20, 33).astype(np.float32)
+    bias = RNG.integers(-5000, 5000, 33).astype(np.int32)
+    y = npusim.npu_quant_matmul(x1, x2, scale, offset=offset, bias=bias)
+    q = ref_trans_quant_param(scale, offset)
+    assert y.dtype == np.int8
+    assert_bitexact(y, ref_req8(ref_acc(x1, x2, bias), q))
+    # the same through an int64 scale
+    assert_bitexact(npusim.npu_quant_matmul(x1, x2, q, bias=bias), y)
+
+
+def test_req8_per_tensor_negative_scale():
+    x1, x2 = i8(9, 50), i8(50, 11)
+    q = ref_trans_quant_param(np.array([-0.0123], np.float32), np.array([-3.0], np.float32))
+    y = npusim.npu_quant_matmul(x1, x2, q, output_dtype=np.int8)
+    assert_bitexact(y, ref_req8(ref_acc(x1, x2), np.broadcast_to(q, (11,))))
+
+
+def test_int64_scale_with_separate_offset_is_ignored_with_warning():
+    x1, x2 = i8(4, 8), i8(8, 4)
+    q = ref_trans_quant_param(np.array([0.1], np.float32))
+    with pytest.warns(RuntimeWarning, match="offset"):
+        y = npusim.npu_quant_matmul(x1, x2, q, offset=np.array([50.0], np.float32))
+    assert_bitexact(y, npusim.npu_quant_matmul(x1, x2, q))
+
+
+def test_deqf16_per_channel_saturation_and_subnormal():
+    x1, x2 = i8(16, 300), i8(300, 12)
+    scale = np.array([1e-3, -1e-3, 3.0, -3.0, 1e-7, 5e-8, 1.0, 2.0 ** -20, 0.1, 7.77, -1e-40, 1e4], np.float32)
+    bias = RNG.integers(-100000, 100000, 12).astype(np.int32)
+    y = npusim.npu_quant_matmul(x1, x2, scale, bias=bias, output_dtype="float16")
+    q = ref_trans_quant_param(scale)
+    assert y.dtype == np.float16
+    assert_bitexact(y, ref_deqf16(ref_acc(x1, x2, bias), q))
+    assert np.isfinite(y).all() and np.abs(y[:, 11]).max() == 65504      # saturates, never inf
+
+
+def test_deqf16_int64_scale_batched_bias_3d():
+    x1, x2 = i8(3, 5, 20), i8(3, 20, 7)
+    q = ref_trans_quant_param(np.array([0.037], np.float32))
+    bias = RNG.integers(-300, 300, (3, 1, 7)).astype(np.int32)
+    y = npusim.npu_quant_matmul(x1, x2, q, bias=bias, output_dtype="float16")
+    assert_bitexact(y, ref_deqf16(ref_acc(x1, x2, bias), q))
+
+
+# ------------------------------------------------------------------ vector epilogue
+@pytest.mark.parametrize("bias_dtype", [None, np.int32, ml_dtypes.bfloat16, np.float32])
+@pytest.mark.parametrize("pertoken", [False, True])
+def test_bf16_output(bias_dtype, pertoken):
+    m, k, n = 24, 200, 20
+    x1, x2 = i8(m, k), i8(k, n)
+    scale = RNG.uniform(1e-4, 1e-2, n).astype(np.float32)
+    pt = RNG.uniform(0.01, 2.0, m).astype(np.float32) if pertoken else None
+    bias = None if bias_dtype is None else (RNG.uniform(-50, 50, n).astype(bias_dtype) if bias_dtype != np.int32
+                                            else RNG.integers(-1000, 1000, n).astype(np.int32))
+    y = npusim.npu_quant_matmul(x1, x2, scale, pertoken_scale=pt, bias=bias, output_dtype="bfloat16")
+    ibias = bias if bias_dtype == np.int32 else None
+    fbias = bias if bias_dtype not in (None, np.int32) else None
+    assert_bitexact(y, ref_vector(ref_acc(x1, x2, ibias), scale, pt, fbias))
+
+
+def test_bf16_scale_bf16_output_full_precision():
+    x1, x2 = i8(8, 64), i8(64, 9)
+    scale = RNG.uniform(1e-3, 1e-1, 9).astype(ml_dtypes.bfloat16)
+    y = npusim.npu_quant_matmul(x1, x2, scale, output_dtype="bf16")
+    assert_bitexact(y, ref_vector(ref_acc(x1, x2), scale))
+
+
+@pytest.mark.parametrize("bias_dtype", [None, np.int32, np.float16, np.float32])
+def test_fp16_output_with_pertoken_uses_full_scale(bias_dtype):
+    m, k, n = 10, 128, 17
+    x1, x2 = i8(m, k), i8(k, n)
+    scale = (RNG.uniform(1e-3, 1e-2, n).astype(np.float32).view(np.uint32) | 0x1FFF).view(np.float32)  # low bits set
+    pt = RNG.uniform(0.1, 3.0, m).astype(np.float32)
+    bias = None if bias_dtype is None else (RNG.integers(-99, 99, n).astype(np.int32) if bias_dtype == np.int32
+                                            else RNG.uniform(-5, 5, n).astype(bias_dtype))
+    y = npusim.npu_quant_matmul(x1, x2, scale, pertoken_scale=pt, bias=bias, output_dtype="float16")
+    ibias = bias if bias_dtype == np.int32 else None
+    fbias = bias if bias_dtype not in (None, np.int32) else None
+    expect = ref_vector(ref_acc(x1, x2, ibias), scale, pt, fbias, out=np.float16)
+    assert_bitexact(y, expect)
+    # and it differs from the 19-bit fixpipe scale somewhere (the full scale really is used)
+    trunc = ref_vector(ref_acc(x1, x2, ibias), scale_field(ref_trans_quant_param(scale)), pt, fbias, out=np.float16)
+    assert not np.array_equal(expect.view(np.uint16), trunc.view(np.uint16))
+
+
+def test_int32_output_with_bias():
+    x1, x2 = i8(2, 7, 30), i8(30, 5)
+    bias = RNG.integers(-(2 ** 20), 2 ** 20, 5).astype(np.int32)
+    y = npusim.npu_quant_matmul(x1, x2, np.array([0.5], ml_dtypes.bfloat16), bias=bias, output_dtype="int32")
+    assert_bitexact(y, ref_acc(x1, x2, bias))
+
+
+# ------------------------------------------------------------------ dtype table and errors
+S32 = np.ones(4, np.float32)
+Q64 = np.full(4, 0x3F800000 | (1 << 46), np.int64)
+
+
+@pytest.mark.parametrize("kw,param", [
+    (dict(output_dtype="float32"), "output_dtype"),
+    (dict(output_dtype="bfloat16", scale=Q64), "scale"),
+    (dict(output_dtype="int32", scale=Q64), "scale"),
+    (dict(output_dtype="float16", offset=S32), "offset"),
+    (dict(output_dtype="int8", pertoken_scale=np.ones(3, np.float32)), "pertoken_scale"),
+    (dict(output_dtype="int32", pertoken_scale=np.ones(3, np.float32)), "pertoken_scale"),
+    (dict(output_dtype="float16", scale=Q64, pertoken_scale=np.ones(3, np.float32)), "scale"),
+    (dict(output_dtype="int8", bias=np.ones(4, np.float32)), "bias"),
+    (dict(output_dtype="bfloat16", bias=np.ones(4, np.float16)), "bias"),
+    (dict(output_dtype="float16", pertoken_scale=np.ones(3, np.float32), bias=np.ones(4, ml_dtypes.bfloat16)), "bias"),
+    (dict(output_dtype="bfloat16", pertoken_scale=np.ones(4, np.float32)), "pertoken_scale"),
+    (dict(output_dtype="bfloat16", pertoken_scale=np.ones(3, np.float64)), "pertoken_scale"),
+    (dict(scale=np.ones(3, np.float32)), "scale"),
+    (dict(scale=np.ones((1, 4), np.float32)), "scale"),
+    (dict(scale=np.ones(4, np.float16)), "scale"),
+    (dict(offset=np.ones(4, np.float16)), "offset"),
+    (dict(bias=np.ones(5, np.int32)), "bias"),
+    (dict(bias=np.ones((1, 1, 4), np.int32)), "bias"),     # 3-D bias only with 3-D output
+    (dict(x1=i8(3, 9)), "x2"),
+    (dict(x1=i8(3, 8).astype(np.int16)), "x1"),
+    (dict(x2=i8(8, 4).astype(np.int32)), "x2"),
+    (dict(x1=i8(8)), "x1"),
+    (dict(x1=i8(1, 1, 1, 1, 1, 3, 8)), "x1"),
+    (dict(x1=i8(0, 8)), "x1"),
+    (dict(x1=i8(2, 3, 8), x2=i8(3, 8, 4)), "x2"),
+    (dict(x1=None), "x1"),
+    (dict(scale=None), "scale"),
+    (dict(product="ascend-950pr"), "product"),
+    (dict(scale=np.full(4, (1 << 46) | (1 << 33), np.int64)), "scale"),
+])
+def test_invalid_combinations(kw, param):
+    args = dict(x1=i8(3, 8), x2=i8(8, 4), scale=S32)
+    args.update(kw)
+    x1, x2, scale = args.pop("x1"), args.pop("x2"), args.pop("scale")
+    with pytest.raises(AclnnError) as ei:
+        npusim.npu_quant_matmul(x1, x2, scale, **args)
+    assert ei.value.param == param, str(ei.value)
+    assert "npu_quant_matmul" in str(ei.value)
+    assert ei.value.status == (161001 if kw.get(param, 0) is None else 161002)
+
+
+def test_last_dim_limit():
+    with pytest.raises(AclnnError, match="65535"):
+        npusim.npu_quant_matmul(i8(1, 65536), i8(65536, 1), np.ones(1, np.float32))
+
+
+def test_atlas_inference_restrictions():
+    x1, x2 = i8(4, 32), i8(32, 8)
+    y = npusim.npu_quant_matmul(x1, x2, np.full(8, 0.01, np.float32), output_dtype="float16", product="atlas-inference")
+    assert_bitexact(y, ref_deqf16(ref_acc(x1, x2), ref_trans_quant_param(np.full(8, 0.01, np.float32))))
+    for kw, param in ((dict(output_dtype="bfloat16"), "output_dtype"), (dict(output_dtype="int32"), "output_dtype"),
+                      (dict(output_dtype="float16", pertoken_scale=np.ones(4, np.float32)), "pertoken_scale")):
+        with pytest.raises(AclnnError) as ei:
+            npusim.npu_quant_matmul(x1, x2, np.ones(1, np.float32), product="atlas-inference", **kw)
+        assert ei.value.param == param
+    with pytest.raises(AclnnError) as ei:
+        npusim.npu_quant_matmul(np.zeros((4, 4), np.int32), np.zeros((32, 1), np.int32), np.ones(1, np.float32),
+                                output_dtype="float16", product="atlas-inference")
+    assert ei.value.param == "x1"
+
+
+def test_int4_only_fp16_output():
+    with pytest.raises(AclnnError) as ei:
+        npusim.npu_quant_matmul(np.zeros((4, 4), np.int32), np.zeros((32, 1), np.int32), np.ones(1, np.float32),
+                                output_dtype="int8")
+    assert ei.value.param == "output_dtype"
+
+
+# ------------------------------------------------------------------ LinearA8W8Quant
+def test_linear_a8w8_quant_int8_with_offset_and_bias():
+    layer = npusim.LinearA8W8Quant(48, 20, bias=True, offset=True)
+    layer.weight = i8(20, 48)
+    layer.scale = RNG.uniform(1e-3, 1e-2, 20).astype(np.float32)
+    layer.offset = RNG.uniform(-10, 10, 20).astype(np.float32)
+    layer.bias = RNG.integers(-500, 500, 20).astype(np.int32)
+    x = i8(2, 6, 48)
+    y = layer(x)
+    q = ref_trans_quant_param(layer.scale, layer.offset)
+    assert y.shape == (2, 6, 20) and y.dtype == np.int8
+    assert_bitexact(y, ref_req8(ref_acc(x, layer.weight.T, layer.bias), q))
+
+
+def test_linear_a8w8_quant_fp16_and_pertoken():
+    layer = npusim.LinearA8W8Quant(32, 8, bias=False, output_dtype="float16")
+    layer.weight = i8(8, 32)
+    layer.scale = RNG.uniform(1e-3, 1e-2, 8).astype(np.float32)
+    x = i8(5, 32)
+    assert_bitexact(layer(x), ref_deqf16(ref_acc(x, layer.weight.T), ref_trans_quant_param(layer.scale)))
+    pt_layer = npusim.LinearA8W8Quant(32, 8, bias=False, pertoken_scale=True, output_dtype="bfloat16")
+    pt_layer.weight, pt_layer.scale = layer.weight, layer.scale
+    pt = RNG.uniform(0.5, 2, 5).astype(np.float32)
+    assert_bitexact(pt_layer(x, pertoken_scale=pt), ref_vector(ref_acc(x, layer.weight.T), layer.scale, pt))
+    with pytest.raises(AclnnError):
+        pt_layer(x)
+    with pytest.raises(AclnnError):
+        layer(x, pertoken_scale=pt)
+
+
+# ------------------------------------------------------------------ plan
+def test_plan_from_specs():
+    plan = make_plan("npu_quant_matmul", x1=TensorSpec((2048, 7168), "int8"), x2=TensorSpec((7168, 4096), "int8"),
+                     scale=TensorSpec((4096,), "float32"), pertoken_scale=TensorSpec((2048,), "float32"),
+                     output_dtype="bfloat16", product="atlas-a2")
+    soc = npusim.get_product("atlas-a2")
+    assert plan.core_type == "mix" and plan.tiles["epilogue_unit"] == "vector"
+    assert plan.block_dim == min(soc.aic, plan.tiles["total_blocks"])
+    assert plan.tiles["mCnt"] * plan.tiles["baseM"] >= 2048 and plan.tiles["nCnt"] * plan.tiles["baseN"] >= 4096
+    p2 = make_plan("npu_quant_matmul", x1=TensorSpec((8, 64), "int8"), x2=TensorSpec((64, 16), "int8"),
+                   scale=TensorSpec((1,), "int64"), output_dtype="float16", product="atlas-inference")
+    assert p2.core_type == "aicore" and p2.tiles["epilogue"] == "deqf16" and p2.block_dim == 1
+    p3 = make_plan("npu_quant_matmul", x1=TensorSpec((8, 64), "int8"), x2=TensorSpec((64, 16), "int8"),
+                   scale=TensorSpec((16,), "float32"), output_dtype="int8", product="atlas-a3")
+    assert p3.core_type == "aic" and p3.tiles["epilogue"] == "req8"
+    with pytest.raises(AclnnError):
+        make_plan("npu_quant_matmul", x1=TensorSpec((8, 64), "int8"), x2=TensorSpec((63, 16), "int8"),
+                  scale=TensorSpec((16,), "float32"))
