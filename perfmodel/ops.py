@@ -64,7 +64,7 @@ def vector_rows(hw, *, rows, cols, in_bytes, out_bytes, block_dim, rows_per_tile
         n_tiles = full + (1 if rem else 0)
         chunk_elems = rpt * cols
     else:                                   # a row split into chunks of cols*rpt elements
-        chunks = _cdiv(1, rpt)
+        chunks = math.ceil(1.0 / rpt)
         tile_list = [(1, rows_core)]
         n_tiles = rows_core * chunks
         chunk_elems = math.ceil(cols / chunks)
@@ -74,7 +74,7 @@ def vector_rows(hw, *, rows, cols, in_bytes, out_bytes, block_dim, rows_per_tile
             if rpt >= 1:
                 pipes["vector"] += hw.vec(op, dt, elems * factor, count)
             else:
-                pipes["vector"] += hw.vec(op, dt, chunk_elems * factor, count * _cdiv(1, rpt))
+                pipes["vector"] += hw.vec(op, dt, chunk_elems * factor, count * chunks)
         for op, dt in row_ops:
             pipes["vector"] += hw.vec(op, dt, cols, count * r)
         for op, dt in rows_ops:
@@ -133,14 +133,14 @@ def matmul_core(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, out_byte
 
     Base block (baseM, baseN, baseK) from the plan or the family's data file (best tiling), shrunk to
     the problem; blocks of the output are dealt round-robin to the cores (the critical core gets
-    ceil(blocks / cores)). 'naive' tiling: baseN 128, one K step per copy, no double buffering.
+    ceil(blocks / cores)). 'naive' tiling: 128x128 base blocks, one K step per GM->L1 copy.
     """
     c = hw.cube
     fm, fk, fn = hw.fractal(dtype)
     bm, bn, bk = base or (c["base_m"], c["base_n"], max(fk, int(c["base_k_bytes"] / in_bytes)))
     depth = c["l1_depth_k"]
     if tiling == "naive":
-        bn, depth = min(bn, 128), 1
+        bm, bn, depth = min(bm, 128), min(bn, 128), 1
     bm = min(bm, _cdiv(M, fm) * fm)
     bn = min(bn, _cdiv(N, fn) * fn)
     bk = min(bk, _cdiv(K, fk) * fk)
@@ -181,13 +181,15 @@ def matmul_work(hw, a, b, *, block_dim=None, tiling="best"):
     core_type = "aic" if hw.soc.core_layout == "split" else "aicore"
     return Work(hw=hw, core_type=core_type, block_dim=bd, n_tiles=n_tiles, pipes=pipes,
                 bytes_read=a.nbytes + b.nbytes, bytes_written=M * N * 2, gm_traffic=traffic,
-                double_buffer=(tiling == "best"), flops=2.0 * M * N * K, largest_load=largest, tiles=info)
+                double_buffer=True, flops=2.0 * M * N * K, largest_load=largest, tiles=info)
 
 
 # -- operators (from their npusim plans) -------------------------------------------------------------
 
 def _plan_work(plan, hw, pipes, n_tiles, *, bytes_read, bytes_written, flops, largest, tiles, core_type=None,
-               gm_traffic=0.0, double_buffer=True, phases=()):
+               gm_traffic=0.0, double_buffer=None, phases=()):
+    if double_buffer is None:
+        double_buffer = bool(plan.tiles.get("double_buffer", True))
     t = dict(plan.tiles)
     t.update({k: v for k, v in tiles.items() if k not in t})
     return Work(hw=hw, core_type=core_type or plan.core_type, block_dim=max(1, int(plan.block_dim)),
@@ -224,7 +226,10 @@ def dynamic_quant_work(plan, hw, asymmetric=False):
     fam = hw.family
     f32 = "float32"
     ub_row = cols * (x.dtype.itemsize + 4 * 2 + 1)
-    rpt = _tile(plan, ("rows_per_tile", "ub_rows", "multi_row_num", "row_num_per_loop", "rows_per_loop"), None)
+    rpt = _tile(plan, ("multiRowNumHeadCore", "rows_per_tile"), None)
+    inner = _tile(plan, ("innerLoopEle",), None)
+    if inner and inner < cols:                # row split into UB-sized chunks (key 6/8)
+        rpt = inner / cols
     if rpt is None:
         fit = _ub_rows(hw, ub_row)
         rpt = max(1, min(fit, 64)) if fit >= 1 else hw.soc.ub_bytes / 2 / max(1, ub_row)
@@ -261,10 +266,12 @@ def dynamic_quant_work(plan, hw, asymmetric=False):
                                  block_dim=plan.block_dim, rows_per_tile=rpt, tile_ops=tile_ops, row_ops=row_ops,
                                  rows_ops=rows_ops, once_in_bytes=once, scalar_cycles_per_row=scalar,
                                  out_row_pieces=pieces)
+    # the vendor tiling's useDb (keys 2/3) double-buffers; the other keys' queues do not (ARITHMETIC sec. 1.0)
+    db = bool(plan.tiles.get("useDb", plan.tiles.get("double_buffer", 1)))
     rd, wr = _io_bytes(plan)
     return _plan_work(plan, hw, pipes, n_tiles, bytes_read=rd, bytes_written=wr, flops=rows * cols * 5.0,
-                      largest=(rpt if rpt >= 1 else 1) * cols * x.dtype.itemsize,
-                      tiles={"rows_per_tile": rpt})
+                      largest=min(rpt, 1e9) * cols * x.dtype.itemsize, tiles={"rows_per_tile": rpt},
+                      double_buffer=db)
 
 
 def dynamic_quant_asym_work(plan, hw):
@@ -284,7 +291,7 @@ def indexer_compress_epilog_work(plan, hw):
     scale_row = (scale.nbytes / max(1, scale.shape[0])) if scale is not None else d / 128 * 4
     mode = plan.attrs.get("quant_mode", 1)
     f32 = "float32"
-    rpt = _tile(plan, ("rows_per_tile", "ub_rows", "rows_per_loop", "row_num_per_loop"), None)
+    rpt = _tile(plan, ("rowFactor", "rows_per_tile"), None)
     if rpt is None:
         rpt = max(1, min(_ub_rows(hw, d * (x.dtype.itemsize + 4 * 2 + 1)), 16))
     tile_ops = [("cast_f16_f32", "float16", 1), ("abs", f32, 1), ("block_reduce_max", f32, 1),
@@ -315,7 +322,7 @@ def fake_quant_work(plan, hw):
            ("cast_f16_i8", "float16", 1)]
     if dt == "float16":
         ops += [("cast_f16_f32", "float16", 1), ("cast_f32_f16", f32, 1)]
-    tile = _tile(plan, ("tile_len", "ub_factor", "elems_per_tile", "tile_elems", "ub_len"), None)
+    tile = _tile(plan, ("tileLength", "tile_elems"), None)
     if tile is None:
         per_elem_ub = x.dtype.itemsize * 2 + 4 * 4 + 1 * 2
         tile = max(256, (hw.soc.ub_bytes - 8192) // per_elem_ub // 256 * 256)
@@ -347,8 +354,11 @@ def quant_matmul_work(plan, hw):
     pertoken = plan.inputs.get("pertoken_scale") is not None
     out_name = _dt(out)
     fam = hw.family
+    unit = plan.tiles.get("epilogue_unit")
     if fam == "310p910":
         epi = "ub"
+    elif unit in ("vector", "fixpipe"):
+        epi = unit
     elif out_name == "bfloat16" or pertoken:
         epi = "vector"
     else:
@@ -396,7 +406,9 @@ def moe_init_routing_quant_work(plan, hw):
     out_rows = min(n, int(active)) * k
     bd = max(1, int(plan.block_dim))
     f32 = "float32"
-    per_core = _cdiv(nk, bd)
+    vbs = plan.tiles.get("vbs") if isinstance(plan.tiles.get("vbs"), dict) else {}
+    sort_cores = max(1, int(vbs.get("needCoreNum", bd)))
+    per_core = _cdiv(nk, sort_cores)
     passes = max(0, math.ceil(math.log(max(per_core, 32) / 32, 4)))
     sort = dict.fromkeys(("mte2", "mte3", "vector", "scalar"), 0.0)
     sort["mte2"] = hw.stream("gm_to_ub", per_core * 8, 16384)
@@ -404,8 +416,8 @@ def moe_init_routing_quant_work(plan, hw):
         + hw.vec("sort32", f32, per_core) + passes * hw.vec("merge_sort", f32, per_core)
     sort["mte3"] = hw.stream("ub_to_gm", per_core * 8, 16384)
     merge = dict.fromkeys(("mte2", "mte3", "vector"), 0.0)
-    if bd > 1:
-        mpasses = math.ceil(math.log(bd, 4))
+    if sort_cores > 1:
+        mpasses = math.ceil(math.log(sort_cores, 4))
         merge["vector"] = mpasses * hw.vec("merge_sort", f32, nk)
         merge["mte2"] = hw.stream("gm_to_ub", nk * 8, 16384) * mpasses
         merge["mte3"] = hw.stream("ub_to_gm", nk * 8, 16384) * mpasses
@@ -415,7 +427,10 @@ def moe_init_routing_quant_work(plan, hw):
         tile_ops.insert(0, ("cast_f32_f16", f32, 1))
         if dt == "bfloat16":
             tile_ops.insert(0, ("cast_f16_f32", "float16", 1))
-    rpt = _tile(plan, ("rows_per_tile", "ub_rows", "rows_per_loop"), None)
+    g = plan.tiles.get("gather") if isinstance(plan.tiles.get("gather"), dict) else {}
+    rpt = g.get("perCorePerLoopRows") or _tile(plan, ("rows_per_tile",), None)
+    if rpt and g.get("colsLoops", 1) > 1:
+        rpt = 1.0 / g["colsLoops"]               # a row split into column chunks
     if rpt is None:
         fit = _ub_rows(hw, H * (x.dtype.itemsize + 2 + 1))
         rpt = max(1, min(fit, 32)) if fit >= 1 else hw.soc.ub_bytes / 2 / (H * (x.dtype.itemsize + 3))

@@ -4,10 +4,10 @@ Figures are built on `matplotlib.figure.Figure` objects rendered by the Agg (PNG
 directly: no pyplot, no display and no global backend switch, so they work headless and inside
 other programs.
 
-Roofline ceilings per SoC (HARDWARE.md sections 0-1, 3): memory = INI ddr_rate x AI Cores x cube
-clock (the INI figure; Huawei's documents quote ~1.6-1.8 TB/s for 910B where the INI gives 1.38);
-cube = 2 x fractal MACs per cycle x AI Cores x clock (fp16 16x16x16, int8 16x32x16); vector fp16 =
-128 lanes (one 256-byte repeat per cycle) x vector cores x vector clock.
+Roofline ceilings per SoC: memory and cube peaks from perfmodel.hw (the model's own figures), or,
+when that is not importable, from HARDWARE.md sections 0-1: memory = INI ddr_rate x AI Cores x cube
+clock, cube = 2 x fractal MACs per cycle x AI Cores x clock (fp16 16x16x16, int8 16x32x16); vector
+fp16 = 128 lanes (one 256-byte repeat per cycle, HARDWARE.md section 3) x vector cores x vector clock.
 """
 from __future__ import annotations
 
@@ -56,16 +56,26 @@ def _dtypes_text(g: pd.DataFrame) -> str:
 
 
 def roofs(product: str) -> dict:
-    """Ceilings of one product's default SoC: {'mem_Bps', 'cube_fp16', 'cube_int8', 'vector_fp16'} (ops/s)."""
+    """Ceilings of one product's default SoC: {'mem_Bps', 'mem_source', 'cube_fp16', 'cube_int8',
+    'vector_fp16'} (bytes/s and ops/s). Memory and cube peaks come from perfmodel.hw (the model's
+    own figures) when it is importable, else from the INI rates."""
     soc = get_product(product)
     cube_hz, vec_hz = soc.cube_mhz * 1e6, soc.vector_mhz * 1e6
     vec_units = soc.aiv if soc.core_layout == "split" else soc.aic + soc.vector_cores
     m, k, n = soc.cube_fractal("float16")
     mi, ki, ni = soc.cube_fractal("int8")
-    return {"mem_Bps": soc.ddr_rate * soc.aic * cube_hz,
-            "cube_fp16": 2.0 * m * k * n * soc.aic * cube_hz,
-            "cube_int8": 2.0 * mi * ki * ni * soc.aic * cube_hz,
-            "vector_fp16": 128.0 * vec_units * vec_hz}
+    r = {"mem_Bps": soc.ddr_rate * soc.aic * cube_hz, "mem_source": "INI",
+         "cube_fp16": 2.0 * m * k * n * soc.aic * cube_hz,
+         "cube_int8": 2.0 * mi * ki * ni * soc.aic * cube_hz,
+         "vector_fp16": 128.0 * vec_units * vec_hz}
+    try:
+        from perfmodel.hw import hardware
+        hw = hardware(product)
+        r.update(mem_Bps=float(hw.hbm_peak_Bps), mem_source="perfmodel",
+                 cube_fp16=float(hw.cube_peak_ops("float16")), cube_int8=float(hw.cube_peak_ops("int8")))
+    except Exception:       # noqa: BLE001 -- perfmodel.hw missing or changed: keep the INI figures
+        pass
+    return r
 
 
 def _ok(df: pd.DataFrame) -> pd.DataFrame:
@@ -118,7 +128,7 @@ def plot_roofline(sweep: pd.DataFrame, outdir) -> list[str]:
         for name, style in (("cube_int8", "-"), ("cube_fp16", "--"), ("vector_fp16", ":")):
             ax.plot(x, np.minimum(r["mem_Bps"] * x, r[name]) / 1e12, style, color="k", lw=1.2,
                     label=f"roof {name.replace('_', ' ')}: {r[name] / 1e12:.1f} TOPS")
-        ax.plot([], [], " ", label=f"memory {r['mem_Bps'] / 1e12:.2f} TB/s (INI)")
+        ax.plot([], [], " ", label=f"memory {r['mem_Bps'] / 1e12:.2f} TB/s ({r['mem_source']})")
         for i, (op, pts) in enumerate(g[good].groupby("op", sort=True)):
             sel = pts.index
             ax.scatter(ai[sel], perf[sel] / 1e12, color=_color(i), marker=_MARKERS[i % len(_MARKERS)], s=22,

@@ -1,0 +1,210 @@
+"""perfmodel: pipe costs on hand-checked numbers, sanity/monotonicity, roofline and launch floors,
+every operator x product, clear errors, calibration round trip, the published calibration set."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import perfmodel
+from perfmodel import TensorSpec as T
+from perfmodel.calibration import Calibration, fit, published_rows, report
+from perfmodel.hw import hardware
+from perfmodel.model import Work, combine
+
+GIB = 2.0 ** 30
+
+
+def op_args(op, product, n=1024):
+    """Representative arguments of each operator on a product (rows = n tokens)."""
+    coupled = product in ("atlas-training", "atlas-inference")
+    if op == "npu_dynamic_quant":
+        return dict(x=T((n, 4096), "float16"), **({} if coupled else {"smooth_scales": T((4096,), "float16")}))
+    if op == "npu_dynamic_quant_asymmetric":
+        return dict(x=T((n, 4096), "bfloat16"))
+    if op == "indexer_compress_epilog":
+        return dict(indexer_compress_cache=T((n, 4096), "float8_e4m3fn"), indexer_compress_scale=T((n, 32), "float32"),
+                    x=T((n, 4096), "bfloat16"), slot_mapping=T((n,), "int32"))
+    if op == "fake_quantize_per_channel_affine_cachemask":
+        return dict(x=T((n, 1024), "float32"), scale=T((1024,), "float32"), zero_point=T((1024,), "int32"), axis=1,
+                    quant_min=-128, quant_max=127)
+    if op == "npu_quant_matmul":
+        return dict(x1=T((n, 2048), "int8"), x2=T((2048, 1024), "int8"), scale=T((1024,), "float32"),
+                    output_dtype="float16")
+    if op == "moe_init_routing_quant":
+        return dict(x=T((n, 1024), "float16"), row_idx=T((n, 4), "int32"), expert_idx=T((n, 4), "int32"),
+                    active_num=n, scale=1.0, offset=0.0)
+    if op == "add":
+        return dict(x=T((n, 4096), "float16"), y=T((n, 4096), "float16"))
+    if op == "matmul":
+        return dict(a=T((n, 1024), "float16"), b=T((1024, 2048), "float16"))
+    raise KeyError(op)
+
+
+ALL_COMBOS = [(op, p) for op in perfmodel.OPERATORS for p in perfmodel.supported_products(op)]
+
+
+# -- pipe costs on hand-checked numbers -------------------------------------------------------------------
+
+def test_dma_cost_matches_mskpp_point():
+    hw = hardware("Ascend910B2")                      # 1800 MHz, msKPP 910B1 tables
+    # GM->UB 32 KiB = 77.2 GiB/s (Appendix A) + ATT load head 27.01 cycles
+    want = 32768 / (77.2 * GIB) + 27.01 / 1.8e9
+    assert hw.dma("gm_to_ub", 32768) == pytest.approx(want, rel=1e-12)
+    # half way between the 32 KiB (77.2) and 33 KiB (76.1) points: time interpolated linearly
+    t32, t33 = 32768 / (77.2 * GIB), 33792 / (76.1 * GIB)
+    assert hw.dma("gm_to_ub", 33280) - 27.01 / 1.8e9 == pytest.approx((t32 + t33) / 2, rel=1e-12)
+    # 8 KiB (42.7 GiB/s) would be faster than 7 KiB (37.0): the time is held non-decreasing in size
+    assert hw.dma("gm_to_ub", 8192) == pytest.approx(hw.dma("gm_to_ub", 7168), rel=1e-12)
+    # UB->GM 64 KiB = 110.7 GiB/s + store head 12.09 cycles, 3 copies
+    assert hw.dma("ub_to_gm", 65536, 3) == pytest.approx(3 * (65536 / (110.7 * GIB) + 12.09 / 1.8e9), rel=1e-12)
+    # a 100-byte copy is a 128-byte burst
+    assert hw.dma("gm_to_ub", 100) == hw.dma("gm_to_ub", 128)
+
+
+def test_vector_and_cube_costs():
+    hw = hardware("Ascend910B2")
+    assert hw.vec("add", "float16", 4096) == pytest.approx((0.0103 * 4096 + 22.5) / 1.8e9)
+    assert hw.vec("reduce_max", "float32", 7168, 5) == pytest.approx(5 * (0.1094 * 7168 + 20.5) / 1.8e9)
+    b1 = hardware("Ascend910B1")                      # 1850 MHz
+    # 128x64x256 fp16 = 8*4*16 = 512 fractals, beyond the table: last efficiency 8074/8192
+    assert b1.mmad(128, 64, 256, "float16") == pytest.approx(512 / (8074 / 8192) / 1.85e9)
+    # int8 fractal 16x32x16: 128x128x256 int8 = 8*4*16 = 512 fractals too
+    assert b1.mmad(128, 128, 256, "int8") == pytest.approx(512 / (8074 / 8192) / 1.85e9)
+    assert b1.cube_peak_ops("float16") == pytest.approx(2 * 4096 * 24 * 1.85e9)
+
+
+def test_combine_hand_checked():
+    hw = hardware("Ascend910B2")
+    params = dict(Calibration.defaults().params_for("a2a3"))
+    params.update(launch_us=2.0, launch_per_core_us=0.0, overlap_p=4.0)
+    pipes = {"mte2": 40e-6, "mte3": 20e-6, "vector": 10e-6}
+    w = Work(hw=hw, core_type="aiv", block_dim=1, n_tiles=10, pipes=pipes, bytes_read=0, bytes_written=0,
+             double_buffer=False)
+    p = combine(w, params, "x", "atlas-a2")
+    head = 2.0 + hardware("Ascend910B2").head_seconds("aiv", 1, 0) * 1e6
+    # single buffer: everything serial except the write-back hidden under the next load
+    assert p.latency_us == pytest.approx(head + 70 - 20 * 0.9)
+    assert p.head_us == pytest.approx(head)
+    w.double_buffer = True
+    p = combine(w, params, "x", "atlas-a2")
+    body = (40 ** 4 + 20 ** 4 + 10 ** 4) ** 0.25 + (70 - 40) / 10
+    assert p.latency_us == pytest.approx(head + body)
+    assert p.bound == "memory"
+
+
+# -- every operator on every product ------------------------------------------------------------------
+
+@pytest.mark.parametrize("op,product", ALL_COMBOS)
+def test_every_op_every_product(op, product):
+    p = perfmodel.predict(op, product, **op_args(op, product))
+    hw = hardware(product)
+    assert math.isfinite(p.latency_us) and p.latency_us > 0
+    assert set(p.pipes_us) == {"mte1", "mte2", "mte3", "vector", "cube", "fixpipe", "scalar"}
+    assert all(math.isfinite(v) and v >= 0 for v in p.pipes_us.values()) and max(p.pipes_us.values()) > 0
+    assert p.bound in ("memory", "vector", "cube", "fixpipe", "scalar", "launch")
+    assert p.block_dim >= 1 and p.bytes_read > 0 and p.bytes_written > 0
+    # never faster than the roofline (reads must come from HBM; operations at the cube's peak) nor the launch floor
+    params = perfmodel.calibration.default_calibration().params_for(hw.family)
+    assert p.latency_us * 1e-6 >= p.bytes_read / hw.hbm_peak_Bps
+    if op in ("matmul", "npu_quant_matmul"):
+        dt = "int8" if op == "npu_quant_matmul" else "float16"
+        assert p.latency_us * 1e-6 >= p.flops / hw.cube_peak_ops(dt)
+    assert p.latency_us >= params["launch_us"]
+    row = p.to_row()
+    assert row["latency_us"] == p.latency_us and "mte2_us" in row and row["soc"] == hw.soc.soc
+    if p.plan is not None:
+        assert p.tiling_key == p.plan.tiling_key and p.block_dim == p.plan.block_dim
+
+
+def test_unsupported_combinations_are_clear_errors():
+    with pytest.raises(ValueError, match="does not run on atlas-a2"):
+        perfmodel.predict("indexer_compress_epilog", "atlas-a2", **op_args("indexer_compress_epilog", "atlas-a2"))
+    with pytest.raises(ValueError, match="does not run on ascend-950pr"):
+        perfmodel.predict("moe_init_routing_quant", "ascend-950pr", **op_args("moe_init_routing_quant", "x"))
+    with pytest.raises(ValueError, match="unknown operator"):
+        perfmodel.predict("softmax", "atlas-a2")
+    with pytest.raises(ValueError, match="unknown product"):
+        perfmodel.predict("add", "h100", **op_args("add", "x"))
+    with pytest.raises(ValueError, match="float16 or bfloat16"):
+        perfmodel.predict("matmul", a=T((16, 16), "float32"), b=T((16, 16), "float32"))
+    assert perfmodel.supported_products("moe_init_routing_quant") == ["atlas-a2"]
+
+
+def test_arrays_accepted_like_specs():
+    x = np.zeros((64, 256), np.float16)
+    a = perfmodel.predict("npu_dynamic_quant", "atlas-a2", x=x)
+    b = perfmodel.predict("npu_dynamic_quant", "atlas-a2", x=T((64, 256), "float16"))
+    assert a.latency_us == b.latency_us and a.tiles == b.tiles
+
+
+# -- sanity and monotonicity -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("op,product", [("add", "atlas-a2"), ("add", "atlas-inference"), ("matmul", "atlas-a2"),
+                                        ("matmul", "ascend-950pr"), ("npu_dynamic_quant", "atlas-a2"),
+                                        ("npu_dynamic_quant", "ascend-950pr"),
+                                        ("npu_dynamic_quant_asymmetric", "atlas-a2"),
+                                        ("indexer_compress_epilog", "ascend-950dt"),
+                                        ("fake_quantize_per_channel_affine_cachemask", "atlas-a2"),
+                                        ("npu_quant_matmul", "atlas-a2"), ("moe_init_routing_quant", "atlas-a2")])
+def test_more_tokens_never_faster(op, product):
+    lat = [perfmodel.predict(op, product, **op_args(op, product, n)).latency_us
+           for n in (1, 2, 8, 48, 100, 512, 2048, 8192)]
+    assert all(b >= a * (1 - 1e-9) for a, b in zip(lat, lat[1:])), lat
+
+
+def test_more_cores_never_slower_for_memory_bound_add():
+    x = T((4096, 4096), "float16")
+    lat = [perfmodel.predict("add", "atlas-a2", x=x, y=x, block_dim=c).latency_us for c in (1, 2, 4, 8, 16, 32, 48)]
+    assert all(b <= a * (1 + 1e-9) for a, b in zip(lat, lat[1:])), lat
+    assert lat[0] / lat[-1] > 5                                   # and it does scale
+
+
+def test_tiny_kernel_is_launch_bound_and_big_add_memory_bound():
+    assert perfmodel.predict("add", x=T((16,), "float16"), y=T((16,), "float16")).bound == "launch"
+    p = perfmodel.predict("add", x=T((8192, 8192), "float16"), y=T((8192, 8192), "float16"))
+    assert p.bound == "memory" and 1000 < p.achieved_GBps < 1800
+    m = perfmodel.predict("matmul", "Ascend910B1", a=T((8192, 8192), "float16"), b=T((8192, 8192), "float16"))
+    assert m.bound == "cube" and 200 < m.achieved_TOPS < 364
+
+
+# -- calibration ----------------------------------------------------------------------------------------
+
+def test_published_set_within_15_percent():
+    rows = published_rows()
+    rep = report(perfmodel.calibration.default_calibration(), rows)
+    assert len(rep) == 9
+    assert rep["error_pct"].abs().max() < 15.0, rep
+
+
+def _synthetic_rows():
+    rows = []
+    for n in (64, 1024, 4096, 16384, 65536):
+        x = T((n, 1024), "float16")
+        for bd in (1, 8, 48):
+            rows.append({"op": "add", "product": "atlas-a2", "args": dict(x=x, y=x, block_dim=bd)})
+    for m in (16, 1024, 4096):
+        rows.append({"op": "matmul", "product": "atlas-a2", "args": dict(a=T((m, 4096), "float16"),
+                                                                       b=T((4096, 4096), "float16"))})
+    return pd.DataFrame(rows)
+
+
+def test_calibration_round_trip(tmp_path):
+    names = ["hbm_efficiency", "launch_us", "dma_scale", "cube_scale"]
+    truth_p = {"hbm_efficiency": 0.62, "launch_us": 7.5, "dma_scale": 1.3, "cube_scale": 1.15}
+    truth = Calibration.defaults()
+    truth.params["a2a3"].update(truth_p)
+    rows = _synthetic_rows()
+    rows["measured_us"] = [perfmodel.predict(r.op, r.product, calibration=truth, **r.args).latency_us
+                           for r in rows.itertuples()]
+    cal = fit(rows, params=names, prior_weight=1e-8)
+    for k, v in truth_p.items():
+        assert cal.params["a2a3"][k] == pytest.approx(v, rel=0.02), (k, cal.params["a2a3"][k])
+    assert report(cal, rows)["error_pct"].abs().max() < 0.5
+    path = tmp_path / "cal.json"
+    cal.save(path)
+    back = Calibration.load(path)
+    assert back.params == cal.params
+    r = rows.iloc[3]
+    assert perfmodel.predict(r["op"], r["product"], calibration=back, **r["args"]).latency_us == pytest.approx(
+        perfmodel.predict(r["op"], r["product"], calibration=cal, **r["args"]).latency_us)
