@@ -45,7 +45,12 @@ class Calibration:
     report: list = field(default_factory=list)      # per-row fit report (dicts), informative only
 
     def params_for(self, family: str) -> dict:
-        return _params_cached(family, json.dumps(self.params.get(family, {}), sort_keys=True))
+        over = self.params.get(family, {})
+        key = (family, tuple(sorted(over.items())))
+        cache = self.__dict__.setdefault("_merged", {})
+        if key not in cache:
+            cache[key] = _params_cached(family, json.dumps(over, sort_keys=True))
+        return cache[key]
 
     def save(self, path) -> None:
         Path(path).write_text(json.dumps({"source": self.source, "params": self.params, "report": self.report},

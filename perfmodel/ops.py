@@ -102,9 +102,8 @@ def add_work(hw, x, y, *, block_dim=None, tile_bytes=32768, double_buffer=True, 
              bank_conflict_free=False):
     """z = x + y streamed through UB (the Ascend C Add sample's structure, HARDWARE.md sec. 7.1)."""
     x, y = spec_of(x), spec_of(y)
-    import numpy as np
-    shape = np.broadcast_shapes(x.shape, y.shape)
-    n = int(np.prod(shape, dtype=np.int64))
+    shape = x.shape if x.shape == y.shape else __import__("numpy").broadcast_shapes(x.shape, y.shape)
+    n = math.prod(shape)
     dt = _dt(x)
     isz = x.dtype.itemsize
     cores = hw.vector_cores()

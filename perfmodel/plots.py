@@ -144,6 +144,18 @@ def plot_roofline(sweep: pd.DataFrame, outdir) -> list[str]:
     return paths
 
 
+def _wrap(name: str, width: int = 16) -> str:
+    """Break an operator name at underscores into lines of about `width` characters."""
+    lines, cur = [], ""
+    for part in name.split("_"):
+        if cur and len(cur) + len(part) + 1 > width:
+            lines.append(cur + "_")
+            cur = part
+        else:
+            cur = f"{cur}_{part}" if cur else part
+    return "\n".join(lines + [cur])
+
+
 def _pick_tokens(g: pd.DataFrame, tokens) -> int:
     avail = sorted(g["tokens"].unique())
     want = tokens if tokens is not None else 1024
@@ -168,11 +180,12 @@ def plot_pipe_bars(sweep: pd.DataFrame, outdir, tokens: int | None = None) -> li
                 ax.bar(xs, v, 0.6, bottom=bottom, color=PIPE_COLORS[p], label=p)
                 bottom += v
         ax.scatter(xs, g["latency_us"], marker="_", s=900, color="k", lw=2.5, zorder=3, label="latency")
-        ax.set_xticks(xs, [o.replace("_", "_\n", 1) if len(o) > 18 else o for o in g["op"]], fontsize=7)
+        ax.set_xticks(xs, [_wrap(o) for o in g["op"]], fontsize=7)
         ax.set_ylabel("predicted pipe busy time (µs, stacked)")
         ax.set_title(f"Per-pipe time — {_soc_text(product, g)}, {t} tokens, activations {dtype}")
         ax.grid(True, axis="y", alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left", ncol=2)
+        ax.set_ylim(0, 1.05 * max(bottom.max(), g["latency_us"].max()))
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         paths += save(fig, Path(outdir) / f"pipes_{product}_{dtype}")
     return paths
 
@@ -257,6 +270,7 @@ def plot_pipe_compare(joined: pd.DataFrame, stem, max_rows: int = 12, title: str
         ax.grid(True, axis="y", alpha=0.3)
         if k == 0:
             ax.legend(fontsize=8)
-    fig.suptitle(title or "Per-pipe busy time, measured (profiler) vs predicted", fontsize=11)
+    fig.suptitle(title or "Per-pipe busy time, measured (profiler) vs predicted; no blue bar = not reported",
+                 fontsize=11)
     fig.tight_layout()
     return save(fig, stem)
