@@ -278,7 +278,7 @@ def test_empty_and_accepted_edge_inputs():
         assert_bitexact(g, w)
 
 
-# ---------------------------------------------------------------- plan (tiling rules of moe_init_routing_quant_tiling.cpp)
+# ---------------------------------------------------------------- plan (moe_init_routing_quant_tiling.cpp rules)
 
 def _plan(n, k, h, active, dtype="bfloat16", product="atlas-a2"):
     return make_plan("moe_init_routing_quant", x=TensorSpec((n, h), dtype), row_idx=TensorSpec((n, k), "int32"),
