@@ -101,25 +101,35 @@ cdef inline void _minmax(const float* v, Py_ssize_t H, float* mx, float* mn) noe
         mn[0] = mx[0]
 
 
-cdef inline void _store_int(float* v, uint8_t* yr, Py_ssize_t H, float lo, float hi,
+cdef inline void _store_int(const float* v, float mul, uint8_t* yr, Py_ssize_t H, float lo, float hi,
                             bint away, bint nibble) noexcept nogil:
-    """y = saturate(round(v)) in [lo, hi], NaN -> 0 (Cast to int; the NaN result is undocumented).
-    Round half to even (CAST_RINT) or half away from zero (CAST_ROUND, 310P). int4 (nibble):
-    the byte holds the value's low 4 bits, as ml_dtypes.int4 stores it."""
+    """y = saturate(round(f32(v * mul))) in [lo, hi], NaN -> 0 (Cast to int; NaN's result is undocumented).
+    Rounds half to even (CAST_RINT), or half away from zero (CAST_ROUND, 310P; mul must be 1 there).
+    int4 (nibble): the byte holds the value's low 4 bits, as ml_dtypes.int4 stores it.
+    Separate loops per mode so that each one vectorises."""
     cdef Py_ssize_t j
     cdef float t
-    for j in range(H):
-        t = roundf(v[j]) if away else rintf(v[j])
-        t = t if t == t else 0.0
-        t = lo if t < lo else t
-        t = hi if t > hi else t
-        v[j] = t
-    if nibble:
+    if away:
         for j in range(H):
-            yr[j] = <uint8_t>((<int32_t>v[j]) & 0xF)
+            t = roundf(v[j])
+            t = t if t == t else <float>0
+            t = lo if t < lo else t
+            t = hi if t > hi else t
+            yr[j] = <uint8_t>(<int8_t>(<int32_t>t))
+    elif nibble:
+        for j in range(H):
+            t = rintf(v[j] * mul)
+            t = t if t == t else <float>0
+            t = lo if t < lo else t
+            t = hi if t > hi else t
+            yr[j] = <uint8_t>((<int32_t>t) & 0xF)
     else:
         for j in range(H):
-            yr[j] = <uint8_t>(<int8_t>(<int32_t>v[j]))
+            t = rintf(v[j] * mul)
+            t = t if t == t else <float>0
+            t = lo if t < lo else t
+            t = hi if t > hi else t
+            yr[j] = <uint8_t>(<int8_t>(<int32_t>t))
 
 
 cdef inline void _store_fp8(const float* v, uint8_t* yr, Py_ssize_t H, int fmt) noexcept nogil:
@@ -134,14 +144,18 @@ cdef void _row(const uint16_t* xr, const float* sr, float* v, uint8_t* yr, float
                int scale_mode, float dt_max, float inv_dt, float rng, float inv_rng,
                int out_kind, float lo, float hi, bint nibble) noexcept nogil:
     cdef float m, q, s, mx, mn, off, inv, hq
+    cdef float mul = 1.0                                 # final multiply fused into the int store
     cdef Py_ssize_t j
     _load_row(xr, sr, v, H, is_bf16)
     if symmetric:
         m = _absmax(v, H)
         if fam == FAM_A2:
             q = dt_max / m                               # vector Div 127/m (keys 2/3/7/10/100/0/1) or scalar
-            for j in range(H):
-                v[j] = v[j] * q
+            if out_kind == OUT_INT:
+                mul = q                                  # y_f = f32(v * q), rounded in _store_int
+            else:
+                for j in range(H):
+                    v[j] = v[j] * q
             if scale_mode == 0:
                 s = m * inv_dt                           # keys 2/3/10/100: m * f32(1/127)
             else:
@@ -158,6 +172,7 @@ cdef void _row(const uint16_t* xr, const float* sr, float* v, uint8_t* yr, float
             s = m * inv_dt
         scale_out[0] = s
         if m == 0.0:                                     # all-zero row: 0*inf / 0/0 is NaN; emit 0
+            mul = 1.0
             for j in range(H):
                 v[j] = 0.0
     else:
@@ -184,7 +199,7 @@ cdef void _row(const uint16_t* xr, const float* sr, float* v, uint8_t* yr, float
             for j in range(H):
                 v[j] = 0.0
     if out_kind == OUT_INT:
-        _store_int(v, yr, H, lo, hi, fam == FAM_310P, nibble)
+        _store_int(v, mul, yr, H, lo, hi, fam == FAM_310P, nibble)
     else:
         _store_fp8(v, yr, H, F_E4M3 if out_kind == OUT_E4M3 else F_E5M2)
 

@@ -383,27 +383,22 @@ def _execute(plan: Plan, ctx, y_out, scale_out, offset_out):
         experts = np.searchsorted(group.astype(np.int64), np.arange(1, R + 1), side="left").astype(np.int32)
     else:
         experts = np.empty(0, np.int32)
-    yb = np.empty((R, H), np.uint8)
-    sc = np.empty(R, np.float32)
-    of = np.empty(R, np.float32)
+    direct = dst != "int32" and y_out.flags.c_contiguous          # write straight into the caller's array
+    yb = y_out.view(np.uint8).reshape(R, H) if direct else np.empty((R, H), np.uint8)
+    sc = scale_out.reshape(R) if scale_out.flags.c_contiguous else np.empty(R, np.float32)
+    of = (offset_out.reshape(R) if offset_out is not None and offset_out.flags.c_contiguous
+          else np.empty(R, np.float32))
     scale_mode = 0 if plan.tiles.get("scaleFormula", "m*").startswith("m*") else 1
     _k.quant_rows(x2, xdt == "bfloat16", sm, experts, yb, sc, of, fam, bool(symmetric), scale_mode,
                   np.float32(dt_max), np.float32(1.0) / np.float32(dt_max), np.float32(rng),
                   np.float32(1.0) / np.float32(rng), out_kind, lo, hi, dst in ("int4", "int32"), _threads(R * H))
-    shape = tuple(x.shape)
-    if dst == "int8":
-        y = yb.view(np.int8)
-    elif dst in ("int4", "int32"):
-        y = yb.view(formats.int4)
-        if dst == "int32":
-            y = formats.pack_int4(y, "int32")
-    else:
-        y = yb.view(formats.as_dtype(dst))
-    np.copyto(y_out, y.reshape(y_out.shape))
-    np.copyto(scale_out, sc.reshape(scale_out.shape))
-    if offset_out is not None:
+    if not direct:
+        y = formats.pack_int4(yb.view(formats.int4), "int32") if dst == "int32" else yb
+        np.copyto(y_out, y.reshape(y_out.shape).view(y_out.dtype))
+    if not np.shares_memory(sc, scale_out):
+        np.copyto(scale_out, sc.reshape(scale_out.shape))
+    if offset_out is not None and not np.shares_memory(of, offset_out):
         np.copyto(offset_out, of.reshape(offset_out.shape))
-
 
 def _torch_face(op, x, smooth_scales, group_index, dst_type, symmetric, product):
     dst = _dst_from_torch(op, dst_type, str(product))
