@@ -171,12 +171,26 @@ def cmd_calibrate(a) -> int:
     if measured is None:
         return 2
     from perfmodel import calibration
-    cal = calibration.fit(measured, product=a.fit_product)
+    before_rows = cmp.compare(measured)
+    if a.all_rows or not len(before_rows):
+        fit_rows = measured
+    else:
+        # a measured launch other than the planned one (e.g. a 1-core demo of a 48-core kernel) is a
+        # different kernel, not a model error: fitting to it would distort every other prediction
+        keep = (before_rows["status"] == "ok") & before_rows["same_launch"]
+        dropped = before_rows.loc[~keep, ["op", "product", "label", "block_dim", "predicted_block_dim", "reason"]]
+        _print_table(dropped, "rows left out of the fit (launch differs from the plan, or not predictable; "
+                              "--all-rows keeps them):")
+        fit_rows = measured[keep.to_numpy()].reset_index(drop=True)
+    if not len(fit_rows):
+        print("error: no rows left to fit", file=sys.stderr)
+        return 2
+    cal = calibration.fit(fit_rows, product=a.fit_product)
     path = Path(a.output) if a.output else Path(a.out) / "calibration.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     cal.save(path)
-    before = cmp.summarize(cmp.compare(measured))
-    after = cmp.summarize(cmp.compare(measured, calibration=cal))
+    before = cmp.summarize(cmp.compare(fit_rows))
+    after = cmp.summarize(cmp.compare(fit_rows, calibration=cal))
     table = before[["op", "product", "n", "mape_pct"]].merge(
         after[["op", "product", "mape_pct"]], on=["op", "product"], how="outer", suffixes=("_before", "_after"))
     _print_table(table, "MAPE on the fitted rows, before and after calibration (in-sample):")
@@ -254,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_measured_args(k)
     k.add_argument("--output", metavar="JSON", help="calibration file (default <out>/calibration.json)")
     k.add_argument("--fit-product", metavar="P", help="fit only the rows of this product")
+    k.add_argument("--all-rows", action="store_true",
+                   help="also fit rows whose measured block dim differs from the planned launch")
     k.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("plot", help="figures from a sweep CSV: latency vs tokens, roofline, per-pipe bars")

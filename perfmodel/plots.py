@@ -185,7 +185,7 @@ def plot_pipe_bars(sweep: pd.DataFrame, outdir, tokens: int | None = None) -> li
         ax.set_title(f"Per-pipe time — {_soc_text(product, g)}, {t} tokens, activations {dtype}")
         ax.grid(True, axis="y", alpha=0.3)
         ax.set_ylim(0, 1.05 * max(bottom.max(), g["latency_us"].max()))
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), markerscale=0.3)
         paths += save(fig, Path(outdir) / f"pipes_{product}_{dtype}")
     return paths
 
