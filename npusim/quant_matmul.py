@@ -405,7 +405,6 @@ def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=No
           else np.zeros(1, np.float32))
 
     acc = _accumulate(x1, x2, call, nbatch)
-    Mp, Np = acc.shape[1], acc.shape[2]
     out = np.empty((nbatch, M, N), dtype=formats.as_dtype(call.out_dtype))
     dummy8 = np.empty((1, 1, 1), np.int8)
     dummy16 = np.empty((1, 1, 1), np.uint16)
@@ -416,7 +415,6 @@ def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=No
     _k.epilogue(acc, M, N, _EPI[call.epilogue], bias_i32, call.bias_dtype == "int32", scale_f, offset9, signed,
                 pt, pertoken_scale is not None, bias_f, bias is not None and call.bias_dtype != "int32",
                 o8, o16, o32)
-    del Mp, Np
     return out.reshape(call.out_shape)
 
 
