@@ -170,7 +170,7 @@ cdef void _row(const uint16_t* xr, const float* sr, float* v, uint8_t* yr, float
             for j in range(H):
                 v[j] = <float>half_round(<double>v[j] * <double>hq)
             s = m * inv_dt
-        scale_out[0] = s
+        scale_out[0] = s if s == s else bits_f32(0x7FC00000)
         if m == 0.0:                                     # all-zero row: 0*inf / 0/0 is NaN; emit 0
             mul = 1.0
             for j in range(H):
@@ -193,9 +193,10 @@ cdef void _row(const uint16_t* xr, const float* sr, float* v, uint8_t* yr, float
                 v[j] = v[j] / s
             for j in range(H):
                 v[j] = v[j] + off
-        scale_out[0] = s
-        offset_out[0] = off
-        if mx == 0.0 and mn == 0.0:                      # all-zero row: emit 0 (documented)
+        scale_out[0] = s if s == s else bits_f32(0x7FC00000)        # NaN sign is unspecified: +qNaN
+        offset_out[0] = off if off == off else bits_f32(0x7FC00000)
+        if fam == FAM_950 and mx == 0.0 and mn == 0.0:   # all-zero row: 0/0 -> emit 0 (documented);
+                                                         # A2/A3 clamps scale to 1e-12: y = 127 by formula
             for j in range(H):
                 v[j] = 0.0
     if out_kind == OUT_INT:

@@ -20,9 +20,10 @@ Atlas 200I/500 A2 is not supported (seed).
 Special values (the kernels' behaviour is undocumented; ARITHMETIC 1.1 step 8, 1.8):
 * a NaN anywhere in a row makes its max (and min) NaN: scale (and offset) are NaN and y is 0
   (Cast NaN -> int gives 0 here; fp8 outputs give NaN).
-* all-zero rows (symmetric: max == 0; asymmetric: max == min == 0): y is 0 (the kernel computes
-  0*inf or 0/0 there). scale is what the formula gives (0); the 950 asymmetric offset is NaN (0/0),
-  the A2/A3 asymmetric one is 127 (scale clamps to 1e-12).
+* all-zero rows where the kernel would compute 0*inf or 0/0 (symmetric everywhere; asymmetric on
+  950): y is 0, scale is what the formula gives (0), the 950 asymmetric offset is NaN (0/0).
+  A2/A3 asymmetric has no NaN there (scale clamps to 1e-12): scale 1e-12, offset 127, y 127.
+* NaN scale/offset values are written as the positive quiet NaN 0x7FC00000 (sign unspecified).
 * +-inf in a row: symmetric scale is inf and every y is 0 (v * 127/inf = 0, inf * 0 = NaN -> 0).
 * Integer results saturate to the output range (int8 [-128, 127], int4 [-8, 7]): e.g. a bf16 row
   whose max is below 127/FLT_MAX gives q = inf and y = +-127 / -128 (the hardware's int16/int32 ->

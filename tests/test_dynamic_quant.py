@@ -1,0 +1,401 @@
+"""npu_dynamic_quant / aclnnDynamicQuantV2 against slow NumPy references written from ARITHMETIC.md 1.1-1.5.
+
+The references work row by row with numpy float32 scalars/arrays (IEEE binary32, RNE) and ml_dtypes
+casts; they share no code with the kernel.
+"""
+import ml_dtypes
+import numpy as np
+import pytest
+
+import npusim
+from npusim import AclnnError, make_plan
+from npusim.testing import assert_bitexact
+
+F = np.float32
+BF16 = ml_dtypes.bfloat16
+DST = {"int8": (127.0, 255.0, -128, 127), "int4": (7.0, 15.0, -8, 7),
+       "float8_e4m3fn": (448.0, 896.0, None, None), "float8_e5m2": (57344.0, 114688.0, None, None)}
+
+
+# ------------------------------------------------------------------ references
+def _experts(group, R):
+    """Golden semantics: expert e covers rows [group[e-1], group[e])."""
+    out = np.zeros(R, np.int64)
+    start = 0
+    for e, end in enumerate(group):
+        out[start:end] = e
+        start = end
+    return out
+
+
+def _to_int(yf, lo, hi, away=False):
+    with np.errstate(invalid="ignore"):
+        a = yf.astype(np.float64)
+        r = np.sign(a) * np.floor(np.abs(a) + 0.5) if away else np.rint(a)
+        r = np.where(np.isnan(r), 0, r)
+        return np.clip(r, lo, hi).astype(np.int8)
+
+
+def _to_fp8(yf, dt):
+    mx = float(ml_dtypes.finfo(dt).max)
+    return np.clip(yf, -mx, mx).astype(dt)          # saturating, RNE (clip keeps NaN)
+
+
+def reference(x, smooth=None, group=None, dst="int8", symmetric=True, family="a2a3", scale_form="m*C"):
+    """Returns (y values [int8 codes or fp8 array], scale, offset) per ARITHMETIC.md section 1."""
+    H = x.shape[-1]
+    rows = np.asarray(x).reshape(-1, H)
+    R = rows.shape[0]
+    dtmax, rng, lo, hi = DST[dst]
+    fp8 = lo is None
+    sm = None if smooth is None else np.asarray(smooth).astype(F).reshape(-1, H)
+    ex = _experts(group, R) if group is not None else np.zeros(R, np.int64)
+    ys, scales, offsets = [], [], []
+    for r in range(R):
+        v = rows[r].astype(F)
+        if sm is not None:
+            with np.errstate(over="ignore"):
+                v = (v * sm[ex[r]]).astype(F)
+        with np.errstate(all="ignore"):
+            if symmetric:
+                m = F(np.max(np.abs(v)))
+                if family == "a2a3":
+                    q = F(F(dtmax) / m)
+                    yf = (v * q).astype(F)
+                    s = F(m * F(F(1) / F(dtmax))) if scale_form == "m*C" else F(F(1) / q)
+                elif family == "950":
+                    s = F(m * F(F(1) / F(dtmax)))
+                    yf = (v / s).astype(F)
+                else:                                   # 310P: fp16 multiply, round half away
+                    q = F(0) if m <= F(1e-12) else F(F(127) / m)
+                    yf = (rows[r].astype(np.float16) * np.float16(q)).astype(F)
+                    s = F(m * F(F(1) / F(127)))
+                zero = m == 0
+                off = None
+            else:
+                mx, mn = F(np.max(v)), F(np.min(v))
+                if family == "a2a3":
+                    s = F(F(mx - mn) / F(rng))
+                    s = F(1e-12) if s < F(1e-12) else s
+                    off = F(F(dtmax) - F(mx / s))
+                    yf = ((v * F(F(1) / s)).astype(F) + off).astype(F)
+                else:
+                    s = F(F(mx - mn) * F(F(1) / F(rng)))
+                    off = F(-F(mx / s) + F(dtmax))
+                    yf = ((v / s).astype(F) + off).astype(F)
+                zero = family == "950" and mx == 0 and mn == 0        # A2/A3: no NaN, formula gives 127
+        if fp8:
+            y = _to_fp8(yf, np.dtype(getattr(ml_dtypes, dst)))
+            if zero:
+                y = np.zeros(H, y.dtype)
+        else:
+            y = _to_int(yf, lo, hi, away=family == "310p910")
+            if zero:
+                y[:] = 0
+        ys.append(y)
+        scales.append(s)
+        offsets.append(off)
+    y = np.stack(ys).reshape(x.shape)
+    canon = lambda a: np.where(np.isnan(a), F(np.nan), a).astype(F)    # npusim writes NaN as +qNaN
+    scale = canon(np.array(scales, F).reshape(x.shape[:-1]))
+    offset = None if symmetric else canon(np.array(offsets, F).reshape(x.shape[:-1]))
+    return y, scale, offset
+
+
+def _adversarial(H, dt, rng):
+    """Rows that hit ties, subnormal maxima, huge values, constants, zeros."""
+    finfo = ml_dtypes.finfo(dt) if dt == BF16 else np.finfo(dt)
+    rows = []
+    tie = np.resize(np.array([127, 0.5, 1.5, 2.5, -0.5, -2.5, 3.5, -126.5, 64.5, -7.5]), H)
+    rows.append(tie)                                           # max 127 -> q == 1: exact .5 ties
+    rows.append(np.resize(np.array([127, -128, 0.5, -0.5, 1.5, 2.5, -3.5]), H))   # asym: scale 1, offset 0
+    tiny = float(finfo.smallest_subnormal)
+    rows.append(rng.integers(-3, 4, H) * tiny)                 # max in the subnormal range
+    rows.append(rng.normal(size=H) * float(finfo.max) / 4)     # huge values
+    rows.append(np.full(H, 3.25))                              # constant row
+    rows.append(np.full(H, -1.0))
+    rows.append(np.zeros(H))                                   # all-zero row
+    rows.append(rng.normal(size=H) * 1e-3)
+    with np.errstate(over="ignore"):
+        return np.stack(rows).astype(dt)
+
+
+def _data(R, H, dt, rng, adversarial=True):
+    x = (rng.normal(0, 3, size=(R, H)) * rng.choice([1e-2, 1, 50], size=(R, 1))).astype(dt)
+    if adversarial:
+        x = np.concatenate([x, _adversarial(H, dt, rng)])
+    return x
+
+
+def _check(got, ref, dst):
+    y, scale, offset = ref
+    assert_bitexact(got[1], scale, err_msg="scale")
+    if offset is not None:
+        assert_bitexact(got[2], offset, err_msg="offset")
+    if dst == "int4":
+        assert_bitexact(got[0].astype(np.int8), y, err_msg="y")
+    else:
+        assert_bitexact(got[0], y, err_msg="y")
+
+
+# ------------------------------------------------------------------ bit-exact against the references
+A2_SHAPES = [(6, 256), (5, 100), (3, 16400), (2, 18000), (20, 4096), (4, 1)]   # keys 10, 2/3, 0/1, 6, 100, 2/3
+
+
+@pytest.mark.parametrize("product", ["atlas-a2", "atlas-a3"])
+@pytest.mark.parametrize("dt", [np.float16, BF16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("shape", A2_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("use_smooth", [False, True], ids=["plain", "smooth"])
+def test_a2_symmetric_int8(product, dt, shape, use_smooth):
+    rng = np.random.default_rng(hash((shape, use_smooth)) % 2**32)
+    R, H = shape
+    x = _data(R, H, dt, rng, adversarial=H > 1 and R * H < 100000)
+    sm = rng.uniform(0.25, 4, H).astype(dt) if use_smooth else None
+    plan = make_plan("npu_dynamic_quant", x=x, smooth_scales=sm, product=product)
+    form = "m*C" if plan.tiling_key in (2, 3, 10, 100) else "1/q"
+    got = npusim.npu_dynamic_quant(x, sm, product=product)
+    _check(got, reference(x, sm, scale_form=form), "int8")
+
+
+@pytest.mark.parametrize("dst", ["int4", "int32"])
+@pytest.mark.parametrize("dt", [np.float16, BF16], ids=["fp16", "bf16"])
+def test_a2_symmetric_int4_and_packed(dst, dt):
+    rng = np.random.default_rng(4)
+    x = _data(9, 64, dt, rng)
+    sm = rng.uniform(0.5, 2, 64).astype(dt)
+    y, scale = npusim.npu_dynamic_quant(x, sm, dst_type=dst if dst == "int32" else ml_dtypes.int4)
+    ry, rs, _ = reference(x, sm, dst="int4")
+    assert_bitexact(scale, rs)
+    if dst == "int4":
+        assert y.dtype == ml_dtypes.int4 and y.shape == x.shape
+        assert_bitexact(y.astype(np.int8), ry)
+    else:
+        assert y.dtype == np.int32 and y.shape == (x.shape[0], 8)
+        words = y.astype(np.int64) & 0xFFFFFFFF                 # element 8j+i at bits 4i..4i+3
+        nib = np.stack([(words >> (4 * i)) & 0xF for i in range(8)], axis=-1).reshape(x.shape)
+        assert_bitexact(np.where(nib >= 8, nib - 16, nib).astype(np.int8), ry)
+    y2, _ = npusim.npu_dynamic_quant(x, sm, dst_type="quint4x2")
+    if dst == "int32":
+        assert_bitexact(y2, y)
+
+
+@pytest.mark.parametrize("dst", ["int8", "int4"])
+@pytest.mark.parametrize("dt", [np.float16, BF16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("shape", [(6, 256), (3, 16400), (2, 18000), (5, 2)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("use_smooth", [False, True], ids=["plain", "smooth"])
+def test_a2_asymmetric(dst, dt, shape, use_smooth):
+    rng = np.random.default_rng(7)
+    R, H = shape
+    x = _data(R, H, dt, rng, adversarial=R * H < 100000)
+    sm = rng.uniform(0.25, 4, H).astype(dt) if use_smooth else None
+    got = npusim.npu_dynamic_quant_asymmetric(x, sm, dst_type=dst)
+    _check(got, reference(x, sm, dst=dst, symmetric=False), dst)
+
+
+@pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "asym"])
+@pytest.mark.parametrize("dt", [np.float16, BF16], ids=["fp16", "bf16"])
+def test_a2_moe_group_index(symmetric, dt):
+    rng = np.random.default_rng(11)
+    x = _data(30, 96, dt, rng).reshape(2, 19, 96)
+    E = 5
+    group = np.array([0, 7, 7, 30, 38], np.int32)              # cumulative ends, an empty expert, first empty
+    sm = rng.uniform(0.25, 4, (E, 96)).astype(dt)
+    assert make_plan("npu_dynamic_quant", x=x, smooth_scales=sm, group_index=group).tiling_key == 7
+    fn = npusim.npu_dynamic_quant if symmetric else npusim.npu_dynamic_quant_asymmetric
+    got = fn(x, sm, group)
+    _check(got, reference(x, sm, group, symmetric=symmetric, scale_form="1/q"), "int8")
+
+
+@pytest.mark.parametrize("product", ["ascend-950pr", "ascend-950dt"])
+@pytest.mark.parametrize("dst", ["int8", "int4", "float8_e4m3fn", "float8_e5m2"])
+@pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "asym"])
+@pytest.mark.parametrize("dt", [np.float16, BF16], ids=["fp16", "bf16"])
+def test_950(product, dst, symmetric, dt):
+    rng = np.random.default_rng(13)
+    x = _data(12, 128, dt, rng)
+    sm = rng.uniform(0.25, 4, 128).astype(dt)
+    dtype = getattr(ml_dtypes, dst) if dst.startswith("float8") else ml_dtypes.int4 if dst == "int4" else np.int8
+    fn = npusim.npu_dynamic_quant if symmetric else npusim.npu_dynamic_quant_asymmetric
+    got = fn(x, sm, dst_type=dtype, product=product)
+    ref = reference(x, sm, dst=dst, symmetric=symmetric, family="950")
+    if dst.startswith("float8"):
+        nan = np.isnan(ref[0].astype(F))                         # NaN sign bits are not specified
+        assert np.array_equal(np.isnan(got[0].astype(F)), nan)
+        got = (np.where(nan, 0, got[0]).astype(got[0].dtype),) + tuple(got[1:])
+        ref = (np.where(nan, 0, ref[0]).astype(ref[0].dtype),) + tuple(ref[1:])
+        assert_bitexact(got[0].view(np.uint8), ref[0].view(np.uint8), err_msg="y")
+        assert_bitexact(got[1], ref[1])
+        if not symmetric:
+            assert_bitexact(got[2], ref[2])
+    else:
+        _check(got, ref, dst)
+
+
+def test_950_moe():
+    rng = np.random.default_rng(17)
+    x = _data(20, 64, BF16, rng)
+    group = np.array([3, 10, 28], np.int32)
+    sm = rng.uniform(0.5, 2, (3, 64)).astype(BF16)
+    got = npusim.npu_dynamic_quant(x, sm, group, dst_type="float8_e4m3fn", product="ascend-950pr")
+    ref = reference(x, sm, group, dst="float8_e4m3fn", family="950")
+    nan = np.isnan(ref[0].astype(F))
+    assert_bitexact(np.where(nan, 0, got[0].astype(F)), np.where(nan, 0, ref[0].astype(F)))
+    assert_bitexact(got[1], ref[1])
+
+
+@pytest.mark.parametrize("product", ["atlas-inference", "atlas-training"])
+def test_310p_910(product):
+    rng = np.random.default_rng(19)
+    x = _data(10, 96, np.float16, rng)
+    x[0, :4] = [127, 0.5, -2.5, 1.5]                             # q == 1: ties go away from zero
+    got = npusim.npu_dynamic_quant(x, product=product)
+    _check(got, reference(x, family="310p910"), "int8")
+    assert got[0][0, 1] == 1 and got[0][0, 2] == -3
+
+
+def test_special_values_documented():
+    """NaN row: scale NaN, y 0; inf row: scale inf, y 0; all-zero row: y 0, scale 0."""
+    x = np.zeros((3, 16), BF16)
+    x[0, 3] = np.nan
+    x[0, 4] = 5
+    x[1, 2] = np.inf
+    x[1, 5] = -2
+    y, scale = npusim.npu_dynamic_quant(x)
+    assert np.isnan(scale[0]) and np.isinf(scale[1]) and scale[2] == 0
+    assert not y.any()
+    y, scale, offset = npusim.npu_dynamic_quant_asymmetric(x)
+    assert np.isnan(scale[0]) and not y[:2].any()
+    assert scale[2] == F(1e-12) and offset[2] == 127 and (y[2] == 127).all()   # A2: formula, no NaN
+
+
+def test_subnormal_max_bf16_saturates():
+    """bf16 max below 127/FLT_MAX: q = inf, so nonzero y saturate (+127 / -128) and zeros stay 0."""
+    tiny = float(ml_dtypes.finfo(BF16).smallest_subnormal)
+    x = np.array([[tiny, -tiny, 0, 2 * tiny]], BF16)
+    y, _ = npusim.npu_dynamic_quant(x)
+    assert y.tolist() == [[127, -128, 0, 127]]
+
+
+# ------------------------------------------------------------------ golden agreement (ARITHMETIC 1.7)
+@pytest.mark.parametrize("dt", [np.float16, BF16], ids=["fp16", "bf16"])
+def test_vendor_golden_agreement(dt):
+    rng = np.random.default_rng(23)
+    x = (rng.normal(rng.uniform(-100, 100, (512, 1)), rng.uniform(1, 25, (512, 1)), (512, 1024))).astype(dt)
+    sm = rng.uniform(0.5, 2, 1024).astype(dt)
+    y, scale = npusim.npu_dynamic_quant(x, sm)
+    v = x.astype(F) * sm.astype(F)
+    gscale = np.max(np.abs(v), axis=-1, keepdims=True) * (F(1) / F(127))
+    gy = np.clip(np.round(v / gscale), -128, 127).astype(np.int8)
+    diff = np.abs(y.astype(np.int16) - gy.astype(np.int16))
+    frac = np.count_nonzero(diff) / diff.size
+    print(f"golden vs kernel ({np.dtype(dt).name}): {100 * frac:.4f}% of y differ, max |dy| = {diff.max()}")
+    assert diff.max() <= 1
+    assert np.allclose(scale, gscale[:, 0], rtol=1e-6, atol=0)
+
+
+# ------------------------------------------------------------------ tiling / plan
+@pytest.mark.parametrize("shape,dt,smooth,group,key,block_dim", [
+    ((8192, 7168), BF16, True, False, 10, 48),
+    ((16, 4096), np.float16, False, False, 100, 4),
+    ((400, 4096), np.float16, False, False, 10, 48),
+    ((2, 16400), BF16, False, False, 0, 2),
+    ((2, 16400), np.float16, False, False, 1, 2),
+    ((3, 100), BF16, False, False, 2, 3),
+    ((3, 100), np.float16, True, False, 3, 3),
+    ((2, 18000), BF16, False, False, 6, 2),
+    ((64, 256), BF16, True, True, 7, 48),
+    ((64, 18000), BF16, True, True, 8, 48),
+])
+def test_a2_tiling_keys(shape, dt, smooth, group, key, block_dim):
+    """Keys and block dims derived by hand from dynamic_quant_tiling.cpp for Ascend910B2 (48 AIV, 192 KiB UB)."""
+    from npusim.plan import TensorSpec
+    H = shape[-1]
+    sm = TensorSpec((4, H) if group else (H,), dt) if smooth else None
+    g = TensorSpec((4,), np.int32) if group else None
+    p = make_plan("npu_dynamic_quant", x=TensorSpec(shape, dt), smooth_scales=sm, group_index=g, product="atlas-a2")
+    assert (p.tiling_key, p.block_dim, p.core_type) == (key, block_dim, "aiv")
+    assert p.tiles["coreNum"] == block_dim
+
+
+def test_plans_other_families():
+    from npusim.plan import TensorSpec
+    p = make_plan("npu_dynamic_quant_asymmetric", x=TensorSpec((100, 4096), BF16), product="atlas-a2")
+    assert p.kernel == "dynamic_quant_v2" and p.tiling_key == 2          # no key 10/100 for 3 outputs
+    p = make_plan("npu_dynamic_quant", x=TensorSpec((100, 4096), BF16), dst_type="float8_e4m3fn",
+                  product="ascend-950pr")
+    assert p.kernel == "dynamic_quant_v2" and p.block_dim == 64 and p.tiles["quantMode"] == "COMMON_FULL_LOAD"
+    p = make_plan("npu_dynamic_quant", x=TensorSpec((4, 4096), np.float16), product="atlas-inference")
+    assert p.tiling_key == 10100 and p.core_type == "aicore"
+
+
+# ------------------------------------------------------------------ aclnn face
+def test_aclnn_matches_torch_face_and_fills_in_place():
+    rng = np.random.default_rng(29)
+    x = rng.normal(size=(3, 5, 64)).astype(BF16)
+    sm = rng.uniform(0.5, 2, 64).astype(BF16)
+    for code, ydt, yshape, sym in [(2, np.int8, x.shape, True), (29, ml_dtypes.int4, x.shape, False),
+                                   (3, np.int32, (3, 5, 8), True)]:
+        y = np.empty(yshape, ydt)
+        sc = np.empty((3, 5), F)
+        off = None if sym else np.empty((3, 5), F)
+        ws, ex = npusim.aclnn.aclnnDynamicQuantV2GetWorkspaceSize(x, sm, None, code, y, sc, off, product="atlas-a2")
+        assert npusim.aclnn.aclnnDynamicQuantV2(None, ws, ex) == 0
+        dst = {2: "int8", 29: "int4", 3: "int32"}[code]
+        want = (npusim.npu_dynamic_quant(x, sm, dst_type=dst) if sym
+                else npusim.npu_dynamic_quant_asymmetric(x, sm, dst_type=dst))
+        assert_bitexact(y, want[0])
+        assert_bitexact(sc, want[1])
+        if not sym:
+            assert_bitexact(off, want[2])
+        assert ex.plan.tiling_key in (2, 10)
+
+
+def _err(fn, *a, status=161002, match=None, **k):
+    with pytest.raises(AclnnError, match=match) as ei:
+        fn(*a, **k)
+    assert ei.value.status == status
+    return ei.value
+
+
+def test_validation_errors():
+    q, qa = npusim.npu_dynamic_quant, npusim.npu_dynamic_quant_asymmetric
+    x = np.ones((4, 64), np.float16)
+    _err(q, None, status=161001)
+    _err(q, np.ones(64, np.float16), match="2 to 8 dimensions")
+    _err(q, x.astype(F), match="dtype")
+    _err(q, x.astype(BF16), product="atlas-inference", match="dtype")
+    _err(q, np.ones((4, 48), np.float16), product="atlas-inference", match="multiple of 32")
+    _err(qa, x, product="atlas-inference", match="symmetric only")
+    _err(q, x, np.ones(64, np.float16), product="atlas-training", match="smooth_scales")
+    _err(q, x, product="atlas-200i-500-a2", match="not supported")
+    _err(q, np.ones((4, 63), np.float16), dst_type="int4", match="even")
+    _err(q, np.ones((4, 60), np.float16), dst_type="int32", match="divisible by 8")
+    _err(q, x, dst_type="float8_e4m3fn", product="atlas-a2", match="not supported")
+    _err(q, x, dst_type=np.float32, match="dst_type")
+    _err(q, x, np.ones(64, BF16), match="dtype must equal")
+    _err(q, x, np.ones(32, np.float16), match="shape must be")
+    _err(q, x, None, np.array([4], np.int32), match="requires smooth_scales")
+    _err(q, x, np.ones((2, 64), np.float16), np.array([1, 4], np.int64), match="dtype")
+    _err(q, x, np.ones((2, 64), np.float16), np.array([3, 2], np.int32), match="non-decreasing")
+    _err(q, x, np.ones((2, 64), np.float16), np.array([1, 3], np.int32), match="last entry")
+    _err(q, x, np.ones((3, 64), np.float16), np.array([1, 4], np.int32), match="shape must be")
+    _err(q, np.ones((2000, 64), np.float16), np.ones((1025, 64), np.float16),
+         np.arange(1, 1026, dtype=np.int32), match="1024")
+
+
+def test_aclnn_errors_leave_outputs_untouched():
+    x = np.ones((4, 64), np.float16)
+    sm = np.ones((2, 64), np.float16)
+    y = np.full((4, 64), 7, np.int8)
+    sc = np.full(4, 3, F)
+    gws = npusim.aclnn.aclnnDynamicQuantV2GetWorkspaceSize
+    _err(gws, x, sm, np.array([3, 2], np.int32), 2, y, sc, None)
+    _err(gws, x, None, None, 2, y.astype(np.int16), sc, None, match="yOut")
+    _err(gws, x, None, None, 2, y, np.empty(5, F), None, match="scaleOut")
+    _err(gws, x, None, None, 34, y, sc, None, match="hifloat8")
+    _err(gws, x, None, None, 7, y, sc, None, match="dstType")
+    _err(gws, x, None, None, 2, None, sc, None, status=161001)
+    assert (y == 7).all() and (sc == 3).all()
+    ws, ex = gws(x, None, None, 2, y, sc, None)
+    npusim.aclnn.aclnnDynamicQuantV2(None, ws, ex)
+    _err(npusim.aclnn.aclnnDynamicQuantV2, None, ws, ex, match="already run")
