@@ -13,7 +13,8 @@ so narrowing from double is a single rounding, exactly as the hardware's one-ste
 """
 from libc.stdint cimport (uint8_t, uint16_t, uint32_t, uint64_t, int8_t, int16_t, int32_t, int64_t,
                           INT32_MIN, INT32_MAX)
-from libc.math cimport ldexp, rint, round as c_round, trunc, floor, ceil, isnan, isinf
+from libc.math cimport (ldexp, rint, round as c_round, trunc, floor, ceil, isnan, isinf,
+                        rintf, truncf, floorf, ceilf, fabsf, copysignf, nextafterf)
 
 cdef enum:
     RM_RINT = 0
@@ -34,11 +35,19 @@ cdef enum:
 
 
 # ---------------------------------------------------------------- bit views
+cdef union _F32Bits:                        # a union pun lets GCC keep values in (SIMD) registers
+    float f
+    uint32_t u
+
 cdef inline uint32_t f32_bits(float x) noexcept nogil:
-    return (<uint32_t*>&x)[0]
+    cdef _F32Bits t
+    t.f = x
+    return t.u
 
 cdef inline float bits_f32(uint32_t u) noexcept nogil:
-    return (<float*>&u)[0]
+    cdef _F32Bits t
+    t.u = u
+    return t.f
 
 cdef inline uint64_t f64_bits(double x) noexcept nogil:
     return (<uint64_t*>&x)[0]
@@ -194,8 +203,7 @@ cdef inline uint32_t round_to_fmt(double x, int fmt, int mode, bint sat) noexcep
     cdef int E = <int>((u >> 52) & 0x7FF)
     cdef uint64_t m53 = u & ((<uint64_t>1 << 52) - 1)
     cdef int e, q, shift
-    cdef uint64_t ipart, rem, half
-    cdef uint32_t code
+    cdef uint64_t ipart, rem, half, code64
     if fmt == F_E8M0:
         sbit = 0
         if neg and not (E == 0 and m53 == 0):
@@ -242,12 +250,13 @@ cdef inline uint32_t round_to_fmt(double x, int fmt, int mode, bint sat) noexcep
         ipart += 1
     if ipart == 0:
         return sbit
-    code = <uint32_t>((<uint64_t>((e if e > emin else emin) - emin) << mbits) + ipart)
-    if code > max_code:
+    # compare in 64 bits: for fp32 a huge double's code does not fit 32 bits (was a wrap-around bug)
+    code64 = (<uint64_t>((e if e > emin else emin) - emin) << mbits) + ipart
+    if code64 > max_code:
         if sat or not _overflow_to_inf(neg, mode):
             return sbit | max_code
         return sbit | fmt_inf_code(fmt)
-    return sbit | code
+    return sbit | <uint32_t>code64
 
 
 # ---------------------------------------------------------------- convenient wrappers
@@ -319,3 +328,160 @@ cdef inline int8_t to_int8(double x, int mode) noexcept nogil:
 
 cdef inline int32_t to_int32(double x, int mode) noexcept nogil:
     return <int32_t>to_int(x, mode, INT32_MIN, INT32_MAX, True)
+
+
+# ---------------------------------------------------------------- branch-free fast paths
+# Same results as the generic routines above (tests/test_formats.py checks every fp16/bf16/fp8
+# pattern and sampled fp32 ones against them), written as straight-line integer/float arithmetic:
+# the format, round mode and saturation are data (a small struct of masks built once per call),
+# so a loop over elements has no branches and GCC compiles it to SIMD code.
+
+cdef inline uint32_t sel_u32(uint32_t c, uint32_t a, uint32_t b) noexcept nogil:
+    """a if c (0 or 1) else b, as bit masks: both sides are always computed, so GCC cannot move a
+    possibly trapping float operation under a branch and then refuse to vectorise the loop."""
+    cdef uint32_t m = 0U - c
+    return (a & m) | (b & ~m)
+
+cdef inline float sel_f32(uint32_t c, float a, float b) noexcept nogil:
+    return bits_f32(sel_u32(c, f32_bits(a), f32_bits(b)))
+
+cdef inline uint32_t half_bits_to_f32_bits(uint16_t h) noexcept nogil:
+    """Exact fp16 -> fp32 widening on bits (NaN payload kept, like half_to_f32)."""
+    cdef uint32_t e = (h >> 10) & 0x1F
+    cdef uint32_t m = h & 0x3FF
+    cdef uint32_t sign = (<uint32_t>(h & 0x8000)) << 16
+    cdef uint32_t sub = f32_bits(<float>(<int32_t>m) * <float>5.9604644775390625e-08)   # m * 2^-24, exact
+    cdef uint32_t normal = ((<uint32_t>(h & 0x7FFF)) << 13) + (<uint32_t>112 << 23)
+    cdef uint32_t special = 0x7F800000 | (m << 13)
+    return sign | sel_u32(e == 0, sub, sel_u32(e == 31, special, normal))
+
+cdef inline uint32_t f32_canonical_nan(uint32_t u) noexcept nogil:
+    """u unchanged unless NaN; a NaN becomes the default NaN with u's sign (what round_to_fmt gives)."""
+    return ((u & 0x80000000U) | 0x7FC00000) if (u & 0x7FFFFFFF) > 0x7F800000 else u
+
+cdef struct NarrowParams:
+    # target format (F_FP16, F_BF16, F_E4M3 or F_E5M2)
+    uint32_t shift_normal      # 23 - mbits: fp32 bits >> this = target code, for normal targets
+    uint32_t rebias            # (126 + emin) << 23: subtract to move the exponent to the target bias
+    uint32_t exp_normal        # smallest fp32 biased exponent that is normal in the target
+    uint32_t sub_base          # 150 + emin - mbits: shift for a subnormal target = sub_base - exponent
+    uint32_t sign_shift
+    uint32_t max_code
+    uint32_t inf_code          # overflow code when not saturating (NaN for e4m3fn)
+    uint32_t nan_code
+    # round mode and saturation as 0/1 flags
+    uint32_t near              # RINT or ROUND: above half goes up, overflow goes to inf
+    uint32_t tie_even          # RINT
+    uint32_t tie_away          # ROUND
+    uint32_t down              # FLOOR: negative inexact values grow in magnitude
+    uint32_t up                # CEIL: positive inexact values grow in magnitude
+    uint32_t odd               # ODD: an inexact result gets its last bit set
+    uint32_t sat
+
+cdef inline NarrowParams narrow_params(int fmt, int mode, bint sat) noexcept nogil:
+    """Parameters of f32_narrow_fast for (fmt, mode, sat); fmt in F_FP16, F_BF16, F_E4M3, F_E5M2."""
+    cdef NarrowParams p
+    cdef int mbits = fmt_mbits(fmt)
+    cdef int emin = fmt_emin(fmt)
+    p.shift_normal = <uint32_t>(23 - mbits)
+    p.rebias = (<uint32_t>(126 + emin)) << 23
+    p.exp_normal = <uint32_t>(127 + emin)
+    p.sub_base = <uint32_t>(150 + emin - mbits)
+    p.sign_shift = <uint32_t>fmt_sign_shift(fmt)
+    p.max_code = fmt_max_code(fmt)
+    p.inf_code = fmt_inf_code(fmt)
+    p.nan_code = fmt_nan_code(fmt)
+    p.near = mode == RM_RINT or mode == RM_ROUND
+    p.tie_even = mode == RM_RINT
+    p.tie_away = mode == RM_ROUND
+    p.down = mode == RM_FLOOR
+    p.up = mode == RM_CEIL
+    p.odd = mode == RM_ODD
+    p.sat = 1 if sat else 0
+    return p
+
+cdef inline uint32_t f32_narrow_fast(uint32_t u, NarrowParams p) noexcept nogil:
+    """round_to_fmt(bits_f32(u), fmt, mode, sat) for the (fmt, mode, sat) of p, without branches.
+
+    Normal targets: rebias the exponent in place, so the target code is the fp32 bits shifted right
+    by 23-mbits (a mantissa carry runs into the exponent, as it should). Subnormal targets: shift the
+    significand with its implicit bit so that one unit is the target's smallest subnormal."""
+    cdef uint32_t a = u & 0x7FFFFFFF
+    cdef uint32_t neg = u >> 31
+    cdef uint32_t exp = a >> 23
+    cdef uint32_t normal = exp >= p.exp_normal
+    cdef uint32_t sub_shift = p.sub_base - (exp | (exp == 0))      # fp32 subnormals scale like exponent 1
+    cdef uint32_t shift = p.shift_normal if normal else (sub_shift if sub_shift < 31 else 31)
+    cdef uint32_t base = (a - p.rebias) if normal else ((a & 0x7FFFFF) | ((<uint32_t>(exp != 0)) << 23))
+    cdef uint32_t ipart = base >> shift
+    cdef uint32_t rem = base & ((<uint32_t>1 << shift) - 1)
+    cdef uint32_t half = <uint32_t>1 << (shift - 1)
+    cdef uint32_t inexact = rem != 0
+    cdef uint32_t directed = (p.down & neg) | (p.up & (neg ^ 1))
+    cdef uint32_t up = ((rem > half) & p.near) | ((rem == half) & (p.tie_away | (p.tie_even & ipart))) \
+        | (inexact & directed)
+    cdef uint32_t code = (ipart | (inexact & p.odd)) + up
+    cdef uint32_t overflow_code = p.max_code if (p.sat | ((p.near | directed) ^ 1)) else p.inf_code
+    cdef uint32_t special = p.nan_code if a > 0x7F800000 else (p.max_code if p.sat else p.inf_code)
+    code = overflow_code if code > p.max_code else code
+    return (neg << p.sign_shift) | (special if exp == 255 else code)
+
+cdef inline uint32_t f32_narrow_bits(uint32_t u, int fmt, int mode, bint sat) noexcept nogil:
+    """round_to_fmt(bits_f32(u), fmt, mode, sat) for fmt in F_FP16, F_BF16, F_E4M3, F_E5M2.
+    In loops build the parameters once with narrow_params and call f32_narrow_fast."""
+    return f32_narrow_fast(u, narrow_params(fmt, mode, sat))
+
+cdef struct IntParams:
+    float lo                   # range [lo, hi] of the integer target (exact in fp32 except int32 hi)
+    float hi_safe              # largest fp32 <= hi
+    float hi_over              # fp32 results >= this give ihi (hi + 1, exact in fp32)
+    int32_t ihi
+    uint32_t rint, trunc, floor, ceil, round, odd     # the round mode as 0/1 flags
+
+cdef inline IntParams int_params(int mode, int32_t lo, int32_t hi) noexcept nogil:
+    """Parameters of f32_to_int_fast: saturating conversion to [lo, hi] (a range inside int32)."""
+    cdef IntParams p
+    p.lo = <float>lo
+    p.hi_over = <float>(<double>hi + 1.0)
+    p.hi_safe = <float>hi if <double>(<float>hi) <= <double>hi else nextafterf(<float>hi, 0)
+    p.ihi = hi
+    p.rint = mode == RM_RINT
+    p.trunc = mode == RM_TRUNC
+    p.floor = mode == RM_FLOOR
+    p.ceil = mode == RM_CEIL
+    p.round = mode == RM_ROUND
+    p.odd = mode == RM_ODD
+    return p
+
+cdef inline float round_f32_integral(float x, IntParams p) noexcept nogil:
+    """round_integral for an fp32 value in fp32 arithmetic (every step exact). Only rintf is used
+    as a rounding primitive (GCC vectorises it under the default -ftrapping-math, unlike
+    truncf/floorf/ceilf); the others are rintf plus a correction of one. All candidates are
+    computed and the mode's one selected, so loops stay branch-free."""
+    cdef float one = 1.0
+    cdef float r = rintf(x)                  # |x| >= 2^23 (and inf, NaN): r == x, no correction
+    cdef float fl = r - sel_f32(r > x, one, 0)
+    cdef float ce = r + sel_f32(r < x, one, 0)
+    cdef float t = sel_f32(x < 0, ce, fl)
+    cdef float d = x - t                     # exact
+    cdef float away = t + copysignf(one, x)  # next integer away from zero
+    cdef float h = t * <float>0.5            # integral iff t is even
+    r = sel_f32(p.trunc, t, r)
+    r = sel_f32(p.floor, fl, r)
+    r = sel_f32(p.ceil, ce, r)
+    r = sel_f32(p.round, sel_f32(fabsf(d) >= <float>0.5, away, t), r)
+    r = sel_f32(p.odd, sel_f32((d != 0) & (rintf(h) == h), away, t), r)
+    return r
+
+cdef inline int32_t f32_to_int_fast(float x, IntParams p) noexcept nogil:
+    """to_int(x, mode, lo, hi, sat=True) for fp32 x, the mode and range of p; NaN gives 0."""
+    cdef float r = round_f32_integral(x, p)
+    cdef float c
+    r = sel_f32(r == r, r, <float>0.0)
+    c = sel_f32(r < p.lo, p.lo, r)
+    c = sel_f32(c > p.hi_safe, p.hi_safe, c)     # now exactly convertible
+    return <int32_t>sel_u32(r >= p.hi_over, <uint32_t>p.ihi, <uint32_t>(<int32_t>c))
+
+cdef inline int32_t f32_to_int_sat(float x, int mode, int32_t lo, int32_t hi) noexcept nogil:
+    """to_int(x, mode, lo, hi, sat=True) for fp32 x and a range inside int32."""
+    return f32_to_int_fast(x, int_params(mode, lo, hi))

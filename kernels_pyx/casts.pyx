@@ -3,6 +3,12 @@
 
 Inputs are validated and made contiguous by npusim/formats.py; this module only sees raw bytes
 and kind codes (kept in sync with formats.py `_KIND`).
+
+Two paths with identical results (tests/test_formats.py checks them against each other and against
+a NumPy reference): the generic one widens every element to double and calls `round_to_fmt` /
+`to_int`; the fast one handles every float8/fp16/bf16/fp32 source and the fp32/fp16/bf16/fp8 and
+saturating small-integer targets with the branch-free helpers of ascend_cast.pxd, format, mode and
+saturation passed as data, so that GCC turns each loop into branch-free SIMD code.
 """
 from cython.parallel cimport prange
 from libc.stdint cimport (uint8_t, uint16_t, uint32_t, int8_t, int16_t, int32_t, int64_t,
@@ -20,9 +26,14 @@ cdef enum:
     K_UINT16 = 26
     K_UINT32 = 27
 
+cdef enum:
+    BLOCK = 1024         # elements decoded into a stack buffer at a time (stays in L1)
+    CHUNK = 32768        # elements per parallel work item
+
 cdef Py_ssize_t PARALLEL_MIN = 1 << 16   # below this a thread team costs more than it saves
 
 
+# ================================================================ generic path
 cdef inline double _load(const uint8_t* p, int kind, Py_ssize_t i) noexcept nogil:
     if kind == F_FP32:
         return (<const float*>p)[i]
@@ -74,13 +85,133 @@ cdef inline void _store(uint8_t* p, int kind, Py_ssize_t i, double v, int mode, 
         (<uint32_t*>p)[i] = <uint32_t>to_int(v, mode, 0, <int64_t>UINT32_MAX, sat)
 
 
+# ================================================================ fast path
+cdef inline int _itemsize(int kind) noexcept nogil:
+    if kind == F_FP32 or kind == K_INT32:
+        return 4
+    if kind == F_FP16 or kind == F_BF16 or kind == K_INT16 or kind == K_UINT16:
+        return 2
+    return 1
+
+cdef inline bint _fast_pair(int src, int dst, bint sat) noexcept nogil:
+    if src > F_E8M0:                         # only float storage formats as sources
+        return False
+    if dst <= F_E5M2:                        # fp32, fp16, bf16, e4m3, e5m2 (e8m0 stays generic)
+        return True
+    return sat and (dst == K_INT8 or dst == K_INT16 or dst == K_INT32 or dst == K_UINT8
+                    or dst == K_UINT16 or dst == K_INT4)
+
+
+# --- decode: any float storage format -> fp32 bits (exact)
+cdef inline void _decode(const uint8_t* s, int kind, Py_ssize_t n, uint32_t* buf,
+                         const uint32_t* lut) noexcept nogil:
+    cdef Py_ssize_t i
+    if kind == F_FP16:
+        for i in range(n):
+            buf[i] = half_bits_to_f32_bits((<const uint16_t*>s)[i])
+    elif kind == F_BF16:
+        for i in range(n):
+            buf[i] = (<uint32_t>(<const uint16_t*>s)[i]) << 16
+    else:                                    # 8-bit formats: 256-entry table
+        for i in range(n):
+            buf[i] = lut[s[i]]
+
+
+# --- encode: fp32 bits -> target (format, mode and saturation are data: one loop per width)
+cdef void _narrow(const uint32_t* u, uint8_t* d, Py_ssize_t n, int fmt, int mode, bint sat) noexcept nogil:
+    cdef NarrowParams p = narrow_params(fmt, mode, sat)
+    cdef Py_ssize_t i
+    if fmt == F_FP16 or fmt == F_BF16:
+        for i in range(n):
+            (<uint16_t*>d)[i] = <uint16_t>f32_narrow_fast(u[i], p)
+    else:
+        for i in range(n):
+            d[i] = <uint8_t>f32_narrow_fast(u[i], p)
+
+cdef void _to_f32(const uint32_t* u, uint32_t* d, Py_ssize_t n, bint sat) noexcept nogil:
+    # every fast source is exact in fp32: only NaN canonicalisation and saturated infinities remain
+    cdef Py_ssize_t i
+    cdef uint32_t v
+    if sat:
+        for i in range(n):
+            v = u[i]
+            d[i] = ((v & 0x80000000U) | 0x7F7FFFFF) if (v & 0x7FFFFFFF) == 0x7F800000 else f32_canonical_nan(v)
+    else:
+        for i in range(n):
+            d[i] = f32_canonical_nan(u[i])
+
+cdef void _to_int(const float* x, uint8_t* d, Py_ssize_t n, int kind, int mode) noexcept nogil:
+    cdef IntParams p
+    cdef Py_ssize_t i
+    if kind == K_INT8 or kind == K_INT4:
+        p = int_params(mode, -128, 127) if kind == K_INT8 else int_params(mode, -8, 7)
+        for i in range(n):
+            (<int8_t*>d)[i] = <int8_t>f32_to_int_fast(x[i], p)
+    elif kind == K_UINT8:
+        p = int_params(mode, 0, 255)
+        for i in range(n):
+            d[i] = <uint8_t>f32_to_int_fast(x[i], p)
+    elif kind == K_INT16:
+        p = int_params(mode, -32768, 32767)
+        for i in range(n):
+            (<int16_t*>d)[i] = <int16_t>f32_to_int_fast(x[i], p)
+    elif kind == K_UINT16:
+        p = int_params(mode, 0, 65535)
+        for i in range(n):
+            (<uint16_t*>d)[i] = <uint16_t>f32_to_int_fast(x[i], p)
+    else:
+        p = int_params(mode, INT32_MIN, INT32_MAX)
+        for i in range(n):
+            (<int32_t*>d)[i] = f32_to_int_fast(x[i], p)
+
+cdef void _fast_range(const uint8_t* s, int sk, uint8_t* d, int dk, Py_ssize_t start, Py_ssize_t end,
+                      int mode, bint sat, const uint32_t* lut) noexcept nogil:
+    """Elements [start, end): decode a block to fp32 bits (unless fp32 already), then encode it."""
+    cdef uint32_t buf[BLOCK]
+    cdef const uint32_t* u
+    cdef Py_ssize_t b, m
+    cdef int ss = _itemsize(sk)
+    cdef int ds = _itemsize(dk)
+    b = start
+    while b < end:
+        m = end - b if end - b < BLOCK else BLOCK
+        if sk == F_FP32:
+            u = (<const uint32_t*>s) + b
+        else:
+            _decode(s + b * ss, sk, m, buf, lut)
+            u = buf
+        if dk == F_FP32:
+            _to_f32(u, (<uint32_t*>d) + b, m, sat)
+        elif dk <= F_E5M2:
+            _narrow(u, d + b * ds, m, dk, mode, sat)
+        else:
+            _to_int(<const float*>u, d + b * ds, m, dk, mode)
+        b += m
+
+
 def cast_buffer(const uint8_t[::1] src, int src_kind, uint8_t[::1] dst, int dst_kind,
-                Py_ssize_t n, int mode, bint sat):
-    """dst[i] = Cast(src[i]) for i < n; both buffers hold n elements of their kinds."""
+                Py_ssize_t n, int mode, bint sat, bint generic=False):
+    """dst[i] = Cast(src[i]) for i < n; both buffers hold n elements of their kinds.
+    generic=True forces the double-precision reference path (used by the tests)."""
     cdef const uint8_t* s = &src[0] if src.shape[0] else NULL
     cdef uint8_t* d = &dst[0] if dst.shape[0] else NULL
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, c, nchunks
+    cdef uint32_t lut[256]
+    cdef int k
     if n == 0:
+        return
+    if not generic and _fast_pair(src_kind, dst_kind, sat):
+        if src_kind >= F_E4M3:
+            for k in range(256):
+                lut[k] = f32_bits(<float>decode_fmt(k, src_kind))
+        nchunks = (n + CHUNK - 1) // CHUNK
+        with nogil:
+            if n < PARALLEL_MIN:
+                _fast_range(s, src_kind, d, dst_kind, 0, n, mode, sat, lut)
+            else:
+                for c in prange(nchunks, schedule="static"):
+                    _fast_range(s, src_kind, d, dst_kind, c * CHUNK,
+                                n if (c + 1) * CHUNK > n else (c + 1) * CHUNK, mode, sat, lut)
         return
     with nogil:
         if n < PARALLEL_MIN:
