@@ -26,6 +26,8 @@ cdef Py_ssize_t PARALLEL_MIN = 1 << 16   # below this a thread team costs more t
 cdef float TWO31 = 2147483648.0          # float(INT32_MAX) and -float(INT32_MIN)
 cdef float ZERO = 0.0
 cdef float ONE = 1.0
+cdef float HALF = 0.5
+cdef float TWO_M24 = 5.9604644775390625e-08     # 2^-24, the fp16 subnormal unit
 
 
 cdef inline float _f32_of_int_round(int64_t v) noexcept nogil:
@@ -33,27 +35,107 @@ cdef inline float _f32_of_int_round(int64_t v) noexcept nogil:
     return bits_f32(round_to_fmt(<double>v, F_FP32, RM_ROUND, False))
 
 
-cdef inline void _row_fast(const float* x, float* y, uint8_t* m, Py_ssize_t n,
-                           float inv, float zpf, float s, float lo, float hi) noexcept nogil:
-    """fp32 kernel, fp32 in and out, |qmin|,|qmax| <= 2^24: every step is exact in float.
+cdef inline float _h2f(uint16_t h) noexcept nogil:
+    """fp16 bits -> float, exact; branch-free so loops over it vectorise."""
+    cdef uint32_t sign = (<uint32_t>(h & 0x8000)) << 16
+    cdef uint32_t em = h & 0x7FFF
+    cdef uint32_t e = em & 0x7C00
+    cdef float sub = (<float>em) * TWO_M24                  # zero and subnormals: em * 2^-24, exact
+    cdef uint32_t u = ((em << 13) | 0x7F800000) if e == 0x7C00 else ((em << 13) + 0x38000000)
+    cdef float nrm = bits_f32(u)                            # both computed: selects, not branches
+    cdef float f = sub if e == 0 else nrm
+    return bits_f32(f32_bits(f) | sign)
+
+
+cdef inline uint16_t _f2h(float v) noexcept nogil:
+    """float -> fp16 bits, nearest-even, overflow to inf, NaN -> 0x7E00 (the codes round_to_fmt gives)."""
+    cdef uint32_t u = f32_bits(v)
+    cdef uint32_t sign = (u >> 16) & 0x8000
+    cdef uint32_t a = u & 0x7FFFFFFF
+    # normal halves: re-bias the exponent, round the 13 dropped bits to nearest-even (a carry
+    # into exponent 31 gives inf, which covers [65520, 65536))
+    cdef uint32_t nrm = (a - 0x38000000 + 0xFFF + ((a >> 13) & 1)) >> 13
+    # below 2^-14: adding 0.5 makes the float unit's RNE round to multiples of 2^-24
+    cdef uint32_t sub = f32_bits(bits_f32(a) + HALF) - 0x3F000000
+    cdef uint32_t o = sub if a < 0x38800000 else nrm
+    o = 0x7C00 if a >= 0x47800000 else o
+    o = 0x7E00 if a > 0x7F800000 else o
+    return <uint16_t>(o | sign)
+
+
+cdef inline float _fast_elem(float xv, float inv, float zpf, float s, float lo, float hi,
+                             uint8_t* mk) noexcept nogil:
+    """One element when lo/hi bound an exactly representable range (see `fast` below).
 
     float(sat_int32(rint(t))) == clamp(rint(t), -2^31, 2^31), and clamping the integral t2 in
     float equals the int32 Maxs/Mins followed by an exact Cast. Branch-free so it vectorises."""
+    cdef float t = xv * inv
+    cdef float fr = rintf(t)
+    cdef float t2, c
+    fr = fr if fr == fr else ZERO
+    fr = TWO31 if fr > TWO31 else fr
+    fr = -TWO31 if fr < -TWO31 else fr
+    t2 = fr + zpf
+    mk[0] = (t2 >= lo) & (t2 <= hi)
+    c = lo if t2 < lo else t2
+    c = hi if c > hi else c
+    c = c if xv == xv else ZERO
+    return (c - zpf) * s
+
+
+cdef inline float _load(const uint8_t* xb, Py_ssize_t i, bint x_half) noexcept nogil:
+    return _h2f((<const uint16_t*>xb)[i]) if x_half else (<const float*>xb)[i]
+
+
+cdef inline void _store(uint8_t* yb, Py_ssize_t i, float v, bint half_kernel, bint out_half) noexcept nogil:
+    # the fp16 kernel ends with CAST_RINT to half; an fp16 `out` of the fp32 kernel gets the
+    # aclnn Cast (same rounding); an fp32 `out` of the fp16 kernel widens exactly
+    if out_half:
+        (<uint16_t*>yb)[i] = _f2h(v)
+    elif half_kernel:
+        (<float*>yb)[i] = _h2f(_f2h(v))
+    else:
+        (<float*>yb)[i] = v
+
+
+cdef inline void _row_fast(const uint8_t* xb, uint8_t* yb, uint8_t* m, Py_ssize_t start, Py_ssize_t n,
+                           float inv, float zpf, float s, float lo, float hi,
+                           bint x_half, bint half_kernel, bint out_half) noexcept nogil:
+    """n elements from `start`, all of one channel. The dtype cases are separate loops (no
+    control flow inside) so that the compiler vectorises the common ones."""
     cdef Py_ssize_t i
-    cdef float xv, t, fr, t2, c
-    for i in range(n):
-        xv = x[i]
-        t = xv * inv
-        fr = rintf(t)
-        fr = fr if fr == fr else ZERO
-        fr = TWO31 if fr > TWO31 else fr
-        fr = -TWO31 if fr < -TWO31 else fr
-        t2 = fr + zpf
-        m[i] = (t2 >= lo) & (t2 <= hi)
-        c = lo if t2 < lo else t2
-        c = hi if c > hi else c
-        c = c if xv == xv else ZERO
-        y[i] = (c - zpf) * s
+    cdef const float* xf = <const float*>xb
+    cdef const uint16_t* xh = <const uint16_t*>xb
+    if not (x_half or half_kernel or out_half):
+        for i in range(start, start + n):
+            (<float*>yb)[i] = _fast_elem(xf[i], inv, zpf, s, lo, hi, &m[i])
+    elif x_half and out_half:
+        for i in range(start, start + n):
+            (<uint16_t*>yb)[i] = _f2h(_fast_elem(_h2f(xh[i]), inv, zpf, s, lo, hi, &m[i]))
+    else:
+        for i in range(start, start + n):
+            _store(yb, i, _fast_elem(_load(xb, i, x_half), inv, zpf, s, lo, hi, &m[i]), half_kernel, out_half)
+
+
+cdef inline void _row_fast_channels(const uint8_t* xb, uint8_t* yb, uint8_t* m, Py_ssize_t start,
+                                    Py_ssize_t n, const float* inv, const float* zpf, const float* s,
+                                    float lo, float hi, bint x_half, bint half_kernel,
+                                    bint out_half) noexcept nogil:
+    """n elements from `start`, element k of channel k (channel axis innermost)."""
+    cdef Py_ssize_t k
+    cdef const float* xf = <const float*>xb + start
+    cdef const uint16_t* xh = <const uint16_t*>xb + start
+    cdef uint8_t* mk = m + start
+    if not (x_half or half_kernel or out_half):
+        for k in range(n):
+            (<float*>yb + start)[k] = _fast_elem(xf[k], inv[k], zpf[k], s[k], lo, hi, &mk[k])
+    elif x_half and out_half:
+        for k in range(n):
+            (<uint16_t*>yb + start)[k] = _f2h(_fast_elem(_h2f(xh[k]), inv[k], zpf[k], s[k], lo, hi, &mk[k]))
+    else:
+        for k in range(n):
+            _store(yb, start + k, _fast_elem(_load(xb, start + k, x_half), inv[k], zpf[k], s[k], lo, hi,
+                                             &mk[k]), half_kernel, out_half)
 
 
 cdef inline float _elem(float xv, float inv, float zpf, float s, int64_t qmin, int64_t qmax,
@@ -92,18 +174,9 @@ cdef inline void _row_generic(const uint8_t* xb, uint8_t* yb, uint8_t* m, Py_ssi
     for k in range(n):
         i = start + k
         c = c0 + k * cstep
-        if x_half:
-            xv = half_to_f32((<const uint16_t*>xb)[i])
-        else:
-            xv = (<const float*>xb)[i]
-        v = _elem(xv, inv[c], zpf[c], s[c], qmin, qmax, lo, hi, half_kernel, &m[i])
-        if half_kernel and not out_half:
-            v = half_to_f32(<uint16_t>round_to_fmt(v, F_FP16, RM_RINT, False))
-        if out_half:
-            # fp16 kernel: its CAST_RINT; fp32 kernel: the aclnn Cast to the fp16 output (same rounding)
-            (<uint16_t*>yb)[i] = <uint16_t>round_to_fmt(v, F_FP16, RM_RINT, False)
-        else:
-            (<float*>yb)[i] = v
+        xv = _load(xb, i, x_half)
+        _store(yb, i, _elem(xv, inv[c], zpf[c], s[c], qmin, qmax, lo, hi, half_kernel, &m[i]),
+               half_kernel, out_half)
 
 
 def fake_quant_per_channel(const uint8_t[::1] x, const float[::1] scale, const int32_t[::1] zero_point,
@@ -136,8 +209,10 @@ def fake_quant_per_channel(const uint8_t[::1] x, const float[::1] scale, const i
     else:
         lo = <float>qmin
         hi = <float>qmax
-    cdef bint fast = (not x_half and not half_kernel and not out_half
-                      and -16777216 <= qmin <= 16777216 and -16777216 <= qmax <= 16777216)
+    # fast path: float compares/clamps are exact while qmin-1 .. qmax+1 are representable in the
+    # compare's precision (fp32: 2^24; the fp16 kernel compares half(t2): 2047)
+    cdef int64_t exact = 2047 if half_kernel else 16777216
+    cdef bint fast = -exact <= qmin <= exact and -exact <= qmax <= exact
     cdef const uint8_t* xb = &x[0]
     cdef uint8_t* yb = &out[0]
     cdef uint8_t* mb = &mask[0]
@@ -164,11 +239,13 @@ cdef inline void _one_row(Py_ssize_t rr, bint by_channel_rows, bint fast, const 
     if by_channel_rows:
         c = rr % channels
         if fast:
-            _row_fast(<const float*>xb + rr * inner, <float*>yb + rr * inner, mb + rr * inner, inner,
-                      inv[c], zpf[c], s[c], lo, hi)
+            _row_fast(xb, yb, mb, rr * inner, inner, inv[c], zpf[c], s[c], lo, hi, x_half, half_kernel, out_half)
         else:
             _row_generic(xb, yb, mb, rr * inner, inner, inv, zpf, s, c, 0, qmin, qmax, lo, hi,
                          x_half, half_kernel, out_half)
+    elif fast:
+        _row_fast_channels(xb, yb, mb, rr * channels, channels, inv, zpf, s, lo, hi, x_half, half_kernel,
+                           out_half)
     else:
         _row_generic(xb, yb, mb, rr * channels, channels, inv, zpf, s, 0, 1, qmin, qmax, lo, hi,
                      x_half, half_kernel, out_half)

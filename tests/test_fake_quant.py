@@ -67,7 +67,8 @@ def reference(x, scale, zp, axis, qmin, qmax, out_dtype=None):
             cf = np.where(np.isnan(xc), F32(0), _to_f32_ties_away(q))
             v = (cf - zpf) * s
             out[c] = v.astype(F16).astype(F32) if half_kernel else v
-    out = np.moveaxis(out, 0, axis).astype(out_dtype).reshape(x.shape)
+    with np.errstate(over="ignore"):
+        out = np.moveaxis(out, 0, axis).astype(out_dtype).reshape(x.shape)
     return out, np.moveaxis(mask, 0, axis).reshape(x.shape)
 
 
@@ -158,6 +159,37 @@ def test_wide_quant_ranges_take_the_exact_path():
         ro, rm = reference(x, s, zp, 1, *qr)
         assert_bitexact(out, ro, err_msg=str(qr))
         assert_bitexact(mask, rm, err_msg=str(qr))
+
+
+def test_every_fp16_input_pattern():
+    """All 65536 fp16 bit patterns as x (fp16 and fp32 kernels), channel axis innermost and outermost."""
+    x = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(F16).reshape(256, 256)
+    for sd, axis in [(F16, 0), (F16, 1), (F32, 1)]:
+        s = np.random.default_rng(8).uniform(0.001, 1.0, 256).astype(sd)
+        zp = np.random.default_rng(9).integers(-128, 128, 256).astype(np.int32)
+        out, mask = fq(x, s, zp, axis, -128, 127)
+        ro, rm = reference(x, s, zp, axis, -128, 127)
+        assert_bitexact(out, ro)
+        assert_bitexact(mask, rm)
+
+
+def test_fp16_output_rounding_over_all_magnitudes():
+    """fp32 kernel into an fp16 out: products from 2^-30 to 2^20 (subnormal halves, ties, overflow to inf)."""
+    rng = np.random.default_rng(10)
+    shape = (64, 200)
+    x = rng.uniform(-300, 300, shape).astype(F32)
+    s = np.ldexp(rng.uniform(1, 2, 200), rng.integers(-30, 20, 200)).astype(F32)
+    s[:40] = np.ldexp(1.0, rng.integers(-28, -12, 40)) * (1 + np.ldexp(1.0, -11))   # near fp16 subnormal ties
+    zp = rng.integers(-128, 128, 200).astype(np.int32)
+    x = (np.rint(x) * s.astype(np.float64)[None, :]).astype(F32)    # x * (1/s) close to integers
+    out = np.empty(shape, F16)
+    mask = np.empty(shape, bool)
+    ws, ex = aclnn.aclnnFakeQuantPerChannelAffineCachemaskGetWorkspaceSize(x, s, zp, 1, -255, 255, out, mask)
+    aclnn.aclnnFakeQuantPerChannelAffineCachemask(None, ws, ex)
+    ro, rm = reference(x, s, zp, 1, -255, 255, F16)
+    assert np.isinf(ro).any() and (np.abs(ro.astype(np.float64)) < 2.0**-14).any()
+    assert_bitexact(out, ro)
+    assert_bitexact(mask, rm)
 
 
 def test_half_kernel_mask_compares_in_half():
