@@ -7,7 +7,7 @@ section 2. Only runs on arguments npusim/indexer_compress_epilog.py has validate
 views, slots in [-1, cache rows) with no duplicate valid slot (so rows never race).
 """
 from cython.parallel cimport prange
-from libc.math cimport rint, fabsf
+from libc.string cimport memcpy, memset
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t
 from ascend_cast cimport f32_bits, bits_f32, half_to_f32, F_E4M3, F_E5M2
 
@@ -23,40 +23,59 @@ cdef uint32_t INV_E4M3_MAX = 0x3b124925
 cdef uint32_t INV_E5M2_MAX = 0x37924925
 
 # fp16 -> fp32 is exact; a table makes it one load per element
-cdef float HALF_LUT[65536]
+cdef uint32_t HALF_LUT[65536]
 cdef Py_ssize_t _h
 for _h in range(65536):
-    HALF_LUT[_h] = half_to_f32(<uint16_t>_h)
+    HALF_LUT[_h] = f32_bits(half_to_f32(<uint16_t>_h))
 
 cdef Py_ssize_t PARALLEL_MIN_ROWS = 16   # below this a thread team costs more than it saves
 
 
-cdef inline uint8_t fp8_rne(float q, bint e5m2) noexcept nogil:
-    """fp32 -> fp8 code, round to nearest even, non-saturating (Cast CAST_RINT, SatMode::NO_SAT
-    with CTRL[60]=0): overflow gives inf (e5m2) or NaN (e4m3fn has no inf); NaN keeps its sign.
-    Equal to ascend_cast.round_to_fmt(q, F_E4M3/F_E5M2, RM_RINT, False), written for fp32 input
-    so the hot loop has no 64-bit decomposition."""
-    cdef uint32_t u = f32_bits(q)
-    cdef uint8_t sign = <uint8_t>((u >> 24) & 0x80)
-    cdef uint32_t a = u & 0x7FFFFFFF
+cdef struct Fp8Params:
+    uint32_t norm_min           # fp32 bits of the smallest normal
+    uint32_t overflow           # fp32 bits from which RNE overflows (inf and NaN included)
+    uint32_t shift              # fp32 mantissa bits dropped (23 - fp8 mantissa bits)
+    uint32_t bias_adjust        # (127 - fp8 bias) << fp8 mantissa bits
+    float sub_scale             # 1 / (fp8 subnormal unit)
+    uint8_t inf_code            # magnitude code of an overflow (e4m3fn: NaN)
+    uint8_t nan_code
+
+
+cdef inline Fp8Params fp8_params(bint e5m2) noexcept nogil:
+    cdef Fp8Params p
     if e5m2:
-        if a >= 0x47700000:                  # >= 61440 = midpoint 57344..65536, inf, NaN
-            return sign | (0x7E if a > 0x7F800000 else 0x7C)
-        if a >= 0x38800000:                  # normal: >= 2^-14; drop 21 mantissa bits, RNE
-            return sign | <uint8_t>(((a + 0xFFFFF + ((a >> 21) & 1)) >> 21) - (112 << 2))
-        return sign | <uint8_t>rint(<double>bits_f32(a) * 65536.0)    # subnormal unit 2^-16
-    if a > 0x43E80000:                       # > 464 = midpoint 448..480 (ties go to 448), inf, NaN
-        return sign | 0x7F
-    if a >= 0x3C800000:                      # normal: >= 2^-6; drop 20 mantissa bits, RNE
-        return sign | <uint8_t>(((a + 0x7FFFF + ((a >> 20) & 1)) >> 20) - (120 << 3))
-    return sign | <uint8_t>rint(<double>bits_f32(a) * 512.0)         # subnormal unit 2^-9
+        p.norm_min, p.overflow, p.shift, p.bias_adjust = 0x38800000, 0x47700000, 21, 112 << 2
+        p.sub_scale, p.inf_code, p.nan_code = 65536.0, 0x7C, 0x7E
+    else:
+        p.norm_min, p.overflow, p.shift, p.bias_adjust = 0x3C800000, 0x43E80001, 20, 120 << 3
+        p.sub_scale, p.inf_code, p.nan_code = 512.0, 0x7F, 0x7F
+    return p
 
 
-cdef inline void load_block(const uint16_t* src, bint bf16, float* dst) noexcept nogil:
+cdef inline uint8_t fp8_encode(uint32_t q, Fp8Params p, bint nan_positive) noexcept nogil:
+    """fp8 code of the fp32 bit pattern q: Cast CAST_RINT with SatMode::NO_SAT and CTRL[60]=0, i.e.
+    round to nearest even, overflow to inf (e5m2) or NaN (e4m3fn has no inf), NaN keeps its sign
+    unless nan_positive. Equal to ascend_cast.round_to_fmt(q, F_E4M3/F_E5M2, RM_RINT, False), written
+    branch-free so that loops over it vectorise; subnormal results come from the FPU:
+    |q| * (1/unit) + 2^23 rounds to an integer, ties to even."""
+    cdef uint32_t a = q & 0x7FFFFFFF
+    cdef uint32_t sign = (q >> 24) & 0x80
+    cdef uint32_t code = ((a + ((<uint32_t>1 << (p.shift - 1)) - 1) + ((a >> p.shift) & 1)) >> p.shift) - p.bias_adjust
+    cdef uint32_t sub = f32_bits(bits_f32(a) * p.sub_scale + <float>8388608.0) - 0x4B000000
+    code = code if a >= p.norm_min else sub
+    code = code if a < p.overflow else (p.nan_code if a > 0x7F800000 else p.inf_code)
+    code = code | sign
+    if nan_positive:
+        code = p.nan_code if a > 0x7F800000 else code
+    return <uint8_t>code
+
+
+cdef inline void load_block(const uint16_t* src, bint bf16, uint32_t* dst) noexcept nogil:
+    """fp32 bit patterns of BLOCK fp16/bf16 values (exact widening)."""
     cdef int j
     if bf16:
         for j in range(BLOCK):
-            dst[j] = bits_f32((<uint32_t>src[j]) << 16)
+            dst[j] = (<uint32_t>src[j]) << 16
     else:
         for j in range(BLOCK):
             dst[j] = HALF_LUT[src[j]]
@@ -82,59 +101,64 @@ cdef inline float mx_round_scale(float s, int rule) noexcept nogil:
 cdef void block_quant_row(const uint16_t* x, bint bf16, Py_ssize_t d, uint8_t* y, float* scale,
                           bint e5m2) noexcept nogil:
     """quant_mode 1 (VFProcessDynamicBlockQuant) on one row."""
-    cdef float buf[BLOCK]
+    cdef uint32_t xb[BLOCK]
+    cdef float* xf = <float*>xb
+    cdef uint8_t out[BLOCK]
+    cdef Fp8Params p = fp8_params(e5m2)
     cdef float coeff = bits_f32(INV_E5M2_MAX if e5m2 else INV_E4M3_MAX)
-    cdef float inf = bits_f32(0x7F800000)
-    cdef float amax, a, s, q
+    cdef float s
+    cdef uint32_t a, amax, q
     cdef Py_ssize_t b
     cdef int j
     for b in range(d // BLOCK):
-        load_block(x + b * BLOCK, bf16, buf)
-        amax = 0.0
+        load_block(x + b * BLOCK, bf16, xb)
+        # |x| bit patterns order like the values; inf and NaN lanes are masked out of the max
+        amax = 0
         for j in range(BLOCK):
-            a = fabsf(buf[j])
-            a = a if a < inf else <float>0.0         # inf and NaN lanes are masked out of the max
+            a = xb[j] & 0x7FFFFFFF
+            a = a & (0u - <uint32_t>(a < 0x7F800000))
             amax = a if a > amax else amax
-        s = amax * coeff if amax != 0 else <float>0.0
+        s = bits_f32(amax) * coeff if amax != 0 else <float>0.0
         scale[b] = s
         for j in range(BLOCK):
-            q = buf[j] / s                            # IEEE; the NPU's Div is documented <= 1 ulp
-            if not (q - q == 0):                      # q is inf or NaN: the kernel selects x itself
-                q = buf[j]
-            y[b * BLOCK + j] = fp8_rne(q, e5m2)
+            q = f32_bits(xf[j] / s)               # IEEE; the NPU's Div is documented <= 1 ulp
+            out[j] = fp8_encode(q if (q & 0x7FFFFFFF) < 0x7F800000 else xb[j], p, False)   # inf/NaN: x
+        memcpy(y + b * BLOCK, out, BLOCK)
 
 
 cdef void mx_quant_row(const uint16_t* x, bint bf16, Py_ssize_t d, uint8_t* y, uint8_t* scale,
                        bint e5m2, bint round_scale, int rule) noexcept nogil:
     """quant_mode 0 (VFProcessDynamicMxFp8Quant) on one row."""
-    cdef float buf[BLOCK]
+    cdef uint32_t xb[BLOCK]
+    cdef float* xf = <float*>xb
+    cdef uint8_t out[BLOCK]
+    cdef Fp8Params p = fp8_params(e5m2)
     cdef float coeff = bits_f32(INV_E5M2_MAX if e5m2 else INV_E4M3_MAX)
     cdef float fmax = <float>57344.0 if e5m2 else <float>448.0
-    cdef uint8_t nan_code = 0x7E if e5m2 else 0x7F
-    cdef float amax, a, s, q
-    cdef bint has_nan
+    cdef float s, q
+    cdef uint32_t a, amax
     cdef Py_ssize_t b
     cdef int j
     for b in range(d // BLOCK):
-        load_block(x + b * BLOCK, bf16, buf)
-        amax = 0.0
-        has_nan = False
+        load_block(x + b * BLOCK, bf16, xb)
+        amax = 0                                  # NaN bit patterns exceed inf's: a NaN wins the max
         for j in range(BLOCK):
-            a = fabsf(buf[j])
-            has_nan = has_nan | (a != a)
+            a = xb[j] & 0x7FFFFFFF
             amax = a if a > amax else amax
-        if has_nan:
-            amax = bits_f32(0x7FC00000)              # assumed: vector max propagates NaN
-        s = amax if not (amax < <float>1e-4) else <float>1e-4     # Maxs(amax, 1e-4); NaN stays
+        if amax > 0x7F800000:
+            amax = 0x7FC00000                     # assumed: the vector max propagates NaN
+        s = bits_f32(amax)
+        s = s if not (s < <float>1e-4) else <float>1e-4      # Maxs(amax, 1e-4); NaN stays
         s = s * coeff
         if round_scale:
             s = mx_round_scale(s, rule)
-        scale[b] = <uint8_t>(f32_bits(s) >> 23)      # u32 -> u8 without saturation keeps the low byte
+        scale[b] = <uint8_t>(f32_bits(s) >> 23)  # u32 -> u8 without saturation keeps the low byte
         for j in range(BLOCK):
-            q = buf[j] / s
-            q = -fmax if q < -fmax else q            # Maxs / Mins clamp; NaN passes through
+            q = xf[j] / s
+            q = -fmax if q < -fmax else q         # Maxs / Mins clamp; NaN passes through
             q = fmax if q > fmax else q
-            y[b * BLOCK + j] = nan_code if q != q else fp8_rne(q, e5m2)
+            out[j] = fp8_encode(f32_bits(q), p, True)
+        memcpy(y + b * BLOCK, out, BLOCK)
 
 
 def indexer_compress_epilog_kernel(const uint16_t[:, ::1] x, bint x_bf16, const int32_t[::1] slot_mapping,
@@ -157,7 +181,7 @@ def indexer_compress_epilog_kernel(const uint16_t[:, ::1] x, bint x_bf16, const 
                 if slot >= 0:
                     block_quant_row(&x[i, 0], x_bf16, d, &cache[slot, 0], <float*>&scale_bytes[slot, 0], e5m2)
         else:
-            for i in prange(T, nogil=True, schedule="static"):
+            for i in prange(T, nogil=True, schedule="dynamic", chunksize=16):
                 slot = slot_mapping[i]
                 if slot >= 0:
                     block_quant_row(&x[i, 0], x_bf16, d, &cache[slot, 0], <float*>&scale_bytes[slot, 0], e5m2)
@@ -169,20 +193,28 @@ def indexer_compress_epilog_kernel(const uint16_t[:, ::1] x, bint x_bf16, const 
                     mx_quant_row(&x[i, 0], x_bf16, d, &cache[slot, 0], &scale_bytes[slot, 0], e5m2,
                                  round_scale, mx_rule)
         else:
-            for i in prange(T, nogil=True, schedule="static"):
+            for i in prange(T, nogil=True, schedule="dynamic", chunksize=16):
                 slot = slot_mapping[i]
                 if slot >= 0:
                     mx_quant_row(&x[i, 0], x_bf16, d, &cache[slot, 0], &scale_bytes[slot, 0], e5m2,
                                  round_scale, mx_rule)
 
 
-def fp8_codes(const float[::1] q, int cache_fmt):
-    """fp8 codes of fp32 values with the kernel's cast (RNE, non-saturating): a test hook."""
+def fp8_codes(const float[::1] q, int cache_fmt, bint nan_positive=False):
+    """fp8 codes of fp32 values through the kernel's cast (RNE, non-saturating): a test hook."""
     import numpy as np
-    out = np.empty(q.shape[0], dtype=np.uint8)
+    cdef Py_ssize_t n = q.shape[0], i, k
+    cdef int j
+    out = np.empty(n, dtype=np.uint8)
     cdef uint8_t[::1] o = out
-    cdef Py_ssize_t i
-    cdef bint e5m2 = cache_fmt == F_E5M2
-    for i in range(q.shape[0]):
-        o[i] = fp8_rne(q[i], e5m2)
+    cdef uint32_t qb[BLOCK]
+    cdef uint8_t codes[BLOCK]
+    cdef Fp8Params p = fp8_params(cache_fmt == F_E5M2)
+    for i in range(0, n, BLOCK):
+        k = min(BLOCK, n - i)
+        memset(qb, 0, sizeof(qb))
+        memcpy(qb, &q[i], k * 4)
+        for j in range(BLOCK):
+            codes[j] = fp8_encode(qb[j], p, nan_positive)
+        memcpy(&o[i], codes, k)
     return out

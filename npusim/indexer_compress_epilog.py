@@ -256,7 +256,8 @@ def indexer_compress_epilog(indexer_compress_cache, indexer_compress_scale, x, s
     NaN); s = f32(max(amax, 1e-4) * f32(1/FP8MAX)); if round_scale, s becomes a power of two:
     mx_scale_rule="kernel" (default) reproduces the shipped kernel, s = 2^(floor(log2 s) + 1), whose
     "ceil" helper tests the exponent instead of the mantissa so an s that is already a power of two is
-    doubled; mx_scale_rule="ceil" gives the vendor golden's (and DeepGEMM's) intended 2^ceil(log2 s).
+    doubled; mx_scale_rule="ceil" gives the vendor golden's (and DeepGEMM's) intended 2^ceil(log2 s)
+    (a NaN/inf s is left as it is under "ceil").
     The default is the kernel because the emulator reproduces what the NPU writes; the two differ
     only where s is exactly a power of two. The e8m0 byte is the biased exponent of s (with
     round_scale=False: floor(log2 s), while the data are divided by the unrounded s, as the kernel
