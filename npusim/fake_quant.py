@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from npusim import _checks
+from npusim import _checks, formats
 from npusim._kernels import fake_quant as _kernel
 from npusim.aclnn import Executor, aclnn_api, run_executor
 from npusim.errors import invalid, nullptr
@@ -89,7 +89,7 @@ def _validate(op, names, x, scale, zero_point, axis, quant_min, quant_max, produ
 
     x_dtype = _checks.dtype_in(op, names["x"], x, ("float16", "float32"), p)
     s_dtype = _checks.dtype_in(op, names["scale"], scale, ("float16", "float32"), p)
-    zp_name = _checks.formats.dtype_name(zero_point.dtype)
+    zp_name = formats.dtype_name(zero_point.dtype)
     if zp_name in ("float16", "float32"):
         raise invalid(op, names["zero_point"],
                       f"float zero points ({zp_name}) are not supported: aclnn intercepts them until the kernel "
@@ -170,7 +170,7 @@ def _plan(ck: _Checked) -> Plan:
 
 
 def _dtype(a) -> str:
-    return _checks.formats.dtype_name(a.dtype)
+    return formats.dtype_name(a.dtype)
 
 
 _TORCH_NAMES = {"x": "x", "scale": "scale", "zero_point": "zero_point", "axis": "axis",
@@ -207,10 +207,11 @@ def _compute(ck: _Checked, out: np.ndarray, mask: np.ndarray) -> None:
     if 0 in ck.shape:
         return
     x = np.ascontiguousarray(ck.x)
-    if np.may_share_memory(x, out) or np.may_share_memory(x, mask):
-        x = x.copy()      # outputs written in place may alias the input
     scale = np.ascontiguousarray(ck.scale, dtype=np.float32)   # fp16 -> fp32 is exact
     zp = np.ascontiguousarray(ck.zero_point, dtype=np.int32)
+    # outputs written in place may alias an input: read such inputs from a copy
+    x, scale, zp = (a.copy() if np.may_share_memory(a, out) or np.may_share_memory(a, mask) else a
+                    for a in (x, scale, zp))
     shape = ck.shape or (1,)
     outer = int(np.prod(shape[:ck.axis], dtype=np.int64))
     inner = int(np.prod(shape[ck.axis + 1:], dtype=np.int64))

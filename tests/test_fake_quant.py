@@ -380,3 +380,14 @@ def test_vs_pytorch_larger_and_clipping():
         assert 0.2 < (~tm).mean() < 0.9
         assert_bitexact(out, to)
         assert_bitexact(mask, tm)
+
+
+def test_aclnn_out_may_alias_self():
+    rng = np.random.default_rng(11)
+    x, s, zp = _case(rng, (40, 33), 1, (0, 255))
+    ro, rm = reference(x, s, zp, 1, 0, 255)
+    mask = np.zeros(x.shape, bool)
+    ws, ex = aclnn.aclnnFakeQuantPerChannelAffineCachemaskGetWorkspaceSize(x, s, zp, 1, 0, 255, x, mask)
+    aclnn.aclnnFakeQuantPerChannelAffineCachemask(None, ws, ex)
+    assert_bitexact(x, ro)
+    assert_bitexact(mask, rm)
