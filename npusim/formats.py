@@ -104,7 +104,7 @@ def cast(x, dtype, round_mode: str = "rint", saturate: bool = True) -> np.ndarra
         src = src.astype(np.int8)
     flat = np.ascontiguousarray(src).reshape(-1)
     out = np.empty(flat.shape, dtype=np.int8 if dst_dt == int4 else dst_dt)
-    _casts.cast_buffer(flat.view(np.uint8), _KIND[flat.dtype], out.view(np.uint8), _KIND[out.dtype],
+    _casts.cast_buffer(flat.view(np.uint8), _KIND[flat.dtype], out.view(np.uint8), _KIND[dst_dt],
                        flat.size, mode, bool(saturate))
     if dst_dt == int4:
         out = out.astype(int4)
