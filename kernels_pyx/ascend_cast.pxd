@@ -426,6 +426,17 @@ cdef inline uint32_t f32_narrow_fast(uint32_t u, NarrowParams p) noexcept nogil:
     code = overflow_code if code > p.max_code else code
     return (neg << p.sign_shift) | (special if exp == 255 else code)
 
+cdef inline uint32_t f32_to_bf16_rne(uint32_t u, bint sat) noexcept nogil:
+    """f32_narrow_bits(u, F_BF16, RM_RINT, sat) in a few operations: bf16 shares fp32's exponent,
+    so rounding the low 16 bits to nearest-even is the whole cast (a carry reaches inf exactly
+    when the value overflows)."""
+    cdef uint32_t a = u & 0x7FFFFFFF
+    cdef uint32_t sign = (u >> 16) & 0x8000
+    cdef uint32_t r = (u + 0x7FFF + ((u >> 16) & 1)) >> 16          # carries into the sign never: a <= 0x7F800000
+    cdef uint32_t mag = r & 0x7FFF
+    mag = sel_u32(sat & (mag == 0x7F80), 0x7F7F, mag)
+    return sign | sel_u32(a > 0x7F800000, 0x7FC0, mag)
+
 cdef inline uint32_t f32_narrow_bits(uint32_t u, int fmt, int mode, bint sat) noexcept nogil:
     """round_to_fmt(bits_f32(u), fmt, mode, sat) for fmt in F_FP16, F_BF16, F_E4M3, F_E5M2.
     In loops build the parameters once with narrow_params and call f32_narrow_fast."""
@@ -481,6 +492,15 @@ cdef inline int32_t f32_to_int_fast(float x, IntParams p) noexcept nogil:
     c = sel_f32(r < p.lo, p.lo, r)
     c = sel_f32(c > p.hi_safe, p.hi_safe, c)     # now exactly convertible
     return <int32_t>sel_u32(r >= p.hi_over, <uint32_t>p.ihi, <uint32_t>(<int32_t>c))
+
+cdef inline int32_t f32_to_int_rint_small(float x, float lo, float hi) noexcept nogil:
+    """to_int(x, RM_RINT, lo, hi, sat=True) for a range exact in fp32 (8/16-bit targets): the
+    common case, in four vector operations."""
+    cdef float r = rintf(x)
+    r = sel_f32(r == r, r, <float>0.0)       # NaN -> 0
+    r = lo if r < lo else r
+    r = hi if r > hi else r
+    return <int32_t>r
 
 cdef inline int32_t f32_to_int_sat(float x, int mode, int32_t lo, int32_t hi) noexcept nogil:
     """to_int(x, mode, lo, hi, sat=True) for fp32 x and a range inside int32."""

@@ -121,12 +121,29 @@ cdef inline void _decode(const uint8_t* s, int kind, Py_ssize_t n, uint32_t* buf
 cdef void _narrow(const uint32_t* u, uint8_t* d, Py_ssize_t n, int fmt, int mode, bint sat) noexcept nogil:
     cdef NarrowParams p = narrow_params(fmt, mode, sat)
     cdef Py_ssize_t i
-    if fmt == F_FP16 or fmt == F_BF16:
+    cdef uint32_t satu = 1 if sat else 0
+    if fmt == F_BF16 and mode == RM_RINT:    # the common case, much shorter than the general one
+        for i in range(n):
+            (<uint16_t*>d)[i] = <uint16_t>f32_to_bf16_rne(u[i], satu)
+    elif fmt == F_FP16 or fmt == F_BF16:
         for i in range(n):
             (<uint16_t*>d)[i] = <uint16_t>f32_narrow_fast(u[i], p)
     else:
         for i in range(n):
             d[i] = <uint8_t>f32_narrow_fast(u[i], p)
+
+cdef void _widen16(const uint16_t* h, int kind, uint32_t* d, Py_ssize_t n, bint sat) noexcept nogil:
+    # fp16/bf16 -> fp32: exact; NaN canonicalised and infinities saturated as in _to_f32
+    cdef Py_ssize_t i
+    cdef uint32_t v, satu = 1 if sat else 0
+    if kind == F_BF16:
+        for i in range(n):
+            v = (<uint32_t>h[i]) << 16
+            d[i] = sel_u32(satu & ((v & 0x7FFFFFFF) == 0x7F800000), v - 1, f32_canonical_nan(v))
+    else:
+        for i in range(n):
+            v = half_bits_to_f32_bits(h[i])
+            d[i] = sel_u32(satu & ((v & 0x7FFFFFFF) == 0x7F800000), v - 1, f32_canonical_nan(v))
 
 cdef void _to_f32(const uint32_t* u, uint32_t* d, Py_ssize_t n, bint sat) noexcept nogil:
     # every fast source is exact in fp32: only NaN canonicalisation and saturated infinities remain
@@ -140,10 +157,36 @@ cdef void _to_f32(const uint32_t* u, uint32_t* d, Py_ssize_t n, bint sat) noexce
         for i in range(n):
             d[i] = f32_canonical_nan(u[i])
 
+cdef inline (float, float) _int_range(int kind) noexcept nogil:
+    if kind == K_INT8:
+        return -128, 127
+    if kind == K_INT4:
+        return -8, 7
+    if kind == K_UINT8:
+        return 0, 255
+    if kind == K_INT16:
+        return -32768, 32767
+    return 0, 65535
+
 cdef void _to_int(const float* x, uint8_t* d, Py_ssize_t n, int kind, int mode) noexcept nogil:
     cdef IntParams p
     cdef Py_ssize_t i
-    if kind == K_INT8 or kind == K_INT4:
+    cdef float lo, hi
+    if mode == RM_RINT and kind != K_INT32:   # the common case, ranges exact in fp32
+        lo, hi = _int_range(kind)
+        if kind == K_INT8 or kind == K_INT4:
+            for i in range(n):
+                (<int8_t*>d)[i] = <int8_t>f32_to_int_rint_small(x[i], lo, hi)
+        elif kind == K_UINT8:
+            for i in range(n):
+                d[i] = <uint8_t>f32_to_int_rint_small(x[i], lo, hi)
+        elif kind == K_INT16:
+            for i in range(n):
+                (<int16_t*>d)[i] = <int16_t>f32_to_int_rint_small(x[i], lo, hi)
+        else:
+            for i in range(n):
+                (<uint16_t*>d)[i] = <uint16_t>f32_to_int_rint_small(x[i], lo, hi)
+    elif kind == K_INT8 or kind == K_INT4:
         p = int_params(mode, -128, 127) if kind == K_INT8 else int_params(mode, -8, 7)
         for i in range(n):
             (<int8_t*>d)[i] = <int8_t>f32_to_int_fast(x[i], p)
@@ -177,6 +220,10 @@ cdef void _fast_range(const uint8_t* s, int sk, uint8_t* d, int dk, Py_ssize_t s
         m = end - b if end - b < BLOCK else BLOCK
         if sk == F_FP32:
             u = (<const uint32_t*>s) + b
+        elif dk == F_FP32 and sk <= F_BF16:  # fp16/bf16 widening: one fused loop
+            _widen16(<const uint16_t*>(s + b * ss), sk, (<uint32_t*>d) + b, m, sat)
+            b += m
+            continue
         else:
             _decode(s + b * ss, sk, m, buf, lut)
             u = buf
