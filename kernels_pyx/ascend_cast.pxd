@@ -493,10 +493,12 @@ cdef inline int32_t f32_to_int_fast(float x, IntParams p) noexcept nogil:
     c = sel_f32(c > p.hi_safe, p.hi_safe, c)     # now exactly convertible
     return <int32_t>sel_u32(r >= p.hi_over, <uint32_t>p.ihi, <uint32_t>(<int32_t>c))
 
-cdef inline int32_t f32_to_int_rint_small(float x, float lo, float hi) noexcept nogil:
-    """to_int(x, RM_RINT, lo, hi, sat=True) for a range exact in fp32 (8/16-bit targets): the
-    common case, in four vector operations."""
+cdef inline int32_t f32_to_int_near_small(float x, float lo, float hi, uint32_t ties_away) noexcept nogil:
+    """to_int(x, RM_RINT or RM_ROUND (ties_away=1), lo, hi, sat=True) for a range exact in fp32
+    (8/16-bit targets): the common cases, in a handful of vector operations."""
     cdef float r = rintf(x)
+    cdef float d = x - r                     # exact; +-0.5 exactly at a tie
+    r = sel_f32(ties_away & (fabsf(d) == <float>0.5), x + copysignf(<float>0.5, x), r)   # x + 0.5 exact here
     r = sel_f32(r == r, r, <float>0.0)       # NaN -> 0
     r = lo if r < lo else r
     r = hi if r > hi else r

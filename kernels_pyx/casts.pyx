@@ -172,20 +172,21 @@ cdef void _to_int(const float* x, uint8_t* d, Py_ssize_t n, int kind, int mode) 
     cdef IntParams p
     cdef Py_ssize_t i
     cdef float lo, hi
-    if mode == RM_RINT and kind != K_INT32:   # the common case, ranges exact in fp32
+    cdef uint32_t away = mode == RM_ROUND
+    if (mode == RM_RINT or mode == RM_ROUND) and kind != K_INT32:   # common cases, ranges exact in fp32
         lo, hi = _int_range(kind)
         if kind == K_INT8 or kind == K_INT4:
             for i in range(n):
-                (<int8_t*>d)[i] = <int8_t>f32_to_int_rint_small(x[i], lo, hi)
+                (<int8_t*>d)[i] = <int8_t>f32_to_int_near_small(x[i], lo, hi, away)
         elif kind == K_UINT8:
             for i in range(n):
-                d[i] = <uint8_t>f32_to_int_rint_small(x[i], lo, hi)
+                d[i] = <uint8_t>f32_to_int_near_small(x[i], lo, hi, away)
         elif kind == K_INT16:
             for i in range(n):
-                (<int16_t*>d)[i] = <int16_t>f32_to_int_rint_small(x[i], lo, hi)
+                (<int16_t*>d)[i] = <int16_t>f32_to_int_near_small(x[i], lo, hi, away)
         else:
             for i in range(n):
-                (<uint16_t*>d)[i] = <uint16_t>f32_to_int_rint_small(x[i], lo, hi)
+                (<uint16_t*>d)[i] = <uint16_t>f32_to_int_near_small(x[i], lo, hi, away)
     elif kind == K_INT8 or kind == K_INT4:
         p = int_params(mode, -128, 127) if kind == K_INT8 else int_params(mode, -8, 7)
         for i in range(n):
