@@ -11,12 +11,11 @@ perfmodel/data/<family>.toml [calibration]):
 `fit(measured)` fits them by least squares on log(predicted / measured), with a weak pull towards the
 defaults so that parameters the rows do not inform stay put. The shipped values
 (perfmodel/data/calibration.json) come from fitting the published set; reproduce with
-    python -m perfmodel.calibration
+    python -m perfmodel.fit_report
 """
 from __future__ import annotations
 
 import copy
-import csv
 import functools
 import json
 import math
@@ -34,7 +33,6 @@ BOUNDS = {
 }
 PARAMS = tuple(BOUNDS)
 SHIPPED = "calibration.json"
-PUBLISHED_CSV = Path("/work/shared/data/published_timings.csv")
 
 
 @dataclass
@@ -85,52 +83,18 @@ def default_calibration() -> Calibration:
 
 # -- the published calibration set ----------------------------------------------------------------------
 
-def _add(cfg):
-    from npusim.plan import TensorSpec
-    t = TensorSpec((8192, 8192), "float16")
-    return dict(x=t, y=t, **cfg)
+def published_rows(path=None):
+    """The published measured timings (perfmodel.published.read_published: op, product, target, args,
+    measured_us, block_dim, label, config, source, pipe_*_us); rows whose product or kernel the model
+    cannot express are left out (counted in .attrs['skipped'], listed in .attrs['skipped_rows'])."""
+    from perfmodel.published import read_published
+    return read_published(path)
 
 
-def _mm(cfg):
-    from npusim.plan import TensorSpec
-    t = TensorSpec((8192, 8192), "float16")
-    return dict(a=t, b=t, **cfg)
-
-
-# (kernel, config) of shared/data/published_timings.csv -> (product/SoC, predict args). The Add cases'
-# configurations are the sample's (HARDWARE.md sec. 7.1); "Ascend910B (48 AIV)" = an A2 part with 48 AIV
-# (the default atlas-a2 SoC, 910B2). Case 6 uses dataCopyLen 16256 fp16 elements.
-PUBLISHED_ARGS = {
-    ("add", "1 AIV, 8 KB DataCopy"): ("atlas-a2", lambda: _add(dict(block_dim=1, tile_bytes=8192, double_buffer=False))),
-    ("add", "48 AIV, 8 KB DataCopy"): ("atlas-a2", lambda: _add(dict(block_dim=48, tile_bytes=8192, double_buffer=False))),
-    ("add", "48 AIV, 32 KB DataCopy"): ("atlas-a2", lambda: _add(dict(block_dim=48, tile_bytes=32768, double_buffer=False))),
-    ("add", "48 AIV, 32 KB, double buffer"): ("atlas-a2", lambda: _add(dict(block_dim=48, tile_bytes=32768))),
-    ("add", "48 AIV, double buffer, L2 bypass"): ("atlas-a2", lambda: _add(dict(block_dim=48, tile_bytes=32768, l2_bypass=True))),
-    ("add", "48 AIV, L2 bypass, UB bank-conflict fix"): ("atlas-a2", lambda: _add(dict(
-        block_dim=48, tile_bytes=32512, l2_bypass=True, bank_conflict_free=True))),
-    ("matmul", "24 AIC, best tiling (MDL + L1/L2 tiling + UnitFlag)"): ("Ascend910B1", lambda: _mm(dict(tiling="best"))),
-    ("matmul", "32 AIC, best tiling"): ("ascend-950pr", lambda: _mm(dict(tiling="best"))),
-    ("matmul", "32 AIC, naive split"): ("ascend-950pr", lambda: _mm(dict(tiling="naive"))),
-}
-
-
-def published_rows(path=PUBLISHED_CSV):
-    """The published measured timings as a DataFrame (op, product, args, measured_us, config, source);
-    rows whose product or configuration the model cannot express are left out (listed in .attrs['skipped'])."""
-    import pandas as pd
-    rows, skipped = [], []
-    with open(path, newline="") as f:
-        for r in csv.DictReader(f):
-            key = (r["kernel"], r["config"])
-            if key not in PUBLISHED_ARGS:
-                skipped.append(f"{r['kernel']} / {r['product']} / {r['config']}")
-                continue
-            product, make_args = PUBLISHED_ARGS[key]
-            rows.append({"op": r["kernel"], "product": product, "args": make_args(),
-                         "measured_us": float(r["task_duration_us"]), "config": r["config"], "source": r["source"]})
-    df = pd.DataFrame(rows)
-    df.attrs["skipped"] = skipped
-    return df
+def _target(r) -> str:
+    """The product or SoC name a measured row is predicted on (its exact SoC when known)."""
+    t = getattr(r, "target", None)
+    return t if isinstance(t, str) and t else r.product
 
 
 # -- fitting ----------------------------------------------------------------------------------------
@@ -139,7 +103,7 @@ def _works(measured):
     from perfmodel.predict import build_work
     out = []
     for r in measured.itertuples(index=False):
-        work, pid = build_work(r.op, r.product, **dict(r.args))
+        work, pid = build_work(r.op, _target(r), **dict(r.args))
         out.append((work, pid, r.op, float(r.measured_us)))
     return out
 
@@ -248,24 +212,29 @@ PUBLISHED_FIT_PARAMS = ["hbm_efficiency", "l2_efficiency", "launch_us", "mem_q",
 def main(argv=None) -> int:
     """Fit the published set, write perfmodel/data/calibration.json and print the fit report."""
     import argparse
+
+    import pandas as pd
+
+    from perfmodel import compare as cmp
+    from perfmodel.published import default_published_path
     ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("--csv", default=str(PUBLISHED_CSV))
+    ap.add_argument("--csv", default=str(default_published_path()))
     ap.add_argument("--out", default=str(Path(__file__).parent / "data" / SHIPPED))
     ap.add_argument("--no-write", action="store_true")
     a = ap.parse_args(argv)
     rows = published_rows(a.csv)
     cal = fit(rows, params=PUBLISHED_FIT_PARAMS)
-    cal.source = f"perfmodel.calibration.main: fit of {a.csv} ({len(rows)} rows) with {PUBLISHED_FIT_PARAMS}"
-    rep = report(cal, rows)
-    import pandas as pd
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(rep.to_string(index=False))
-    print(f"MAPE {rep.attrs['mape']:.2f}%  max |error| {rep['error_pct'].abs().max():.2f}%")
-    for s in rows.attrs.get("skipped", []):
-        print(f"not used (no product/config the model can express): {s}")
-    for fam, p in cal.params.items():
-        if fam in {w for w in ("a2a3", "950")}:
-            print(fam, {k: round(v, 4) for k, v in p.items()})
+    cal.source = f"perfmodel.fit_report: fit of {Path(a.csv).name} ({len(rows)} rows) with {PUBLISHED_FIT_PARAMS}"
+    # the same table `npusim compare` prints, from the same rows
+    table = cmp.per_row(cmp.compare(rows, calibration=cal))
+    with pd.option_context("display.width", 220, "display.max_columns", 20, "display.max_colwidth", 70):
+        print(table.to_string(index=False))
+    ape = table["error_pct"].abs()
+    print(f"MAPE {ape.mean():.2f}%  max |error| {ape.max():.2f}%")
+    for s in rows.attrs.get("skipped_rows", []):
+        print(f"not used ({s['reason']}): {s['source']} {s['op_type']}")
+    for fam in sorted({w[0].hw.family for w in _works(rows)}):
+        print(fam, {k: round(v, 4) for k, v in cal.params[fam].items()})
     if not a.no_write:
         cal.save(a.out)
         print(f"wrote {a.out}")

@@ -3,34 +3,27 @@ perfmodel predictions; MAPE per operator and product; the worst rows.
 
 A measured row has: op, product, target (the product or SoC name given to predict: the exact SoC
 when the source names one), args (perfmodel.predict keyword arguments), measured_us, and when
-known block_dim (the launch that was measured), label (what was measured), source and
-pipe_<pipe>_us (measured per-pipe busy time). The same rows feed `perfmodel.calibration.fit`.
+known block_dim (the launch that was measured), label (what was measured), config, source and
+pipe_<pipe>_us (measured per-pipe busy time). The same rows feed `perfmodel.calibration.fit`. The
+published set is read by perfmodel.published.read_published: the one mapping of its rows to predict
+arguments, shared by `python -m perfmodel.fit_report`, `npusim calibrate` and `npusim compare`.
 """
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from npusim.plan import TensorSpec
-from npusim.products import PRODUCTS, SOCS
+from npusim.products import PRODUCTS
 from perfmodel.profiles import PIPES, read_profiles, to_predict_args
+from perfmodel.published import MEASURED_COLUMNS, default_published_path, read_published
 from perfmodel.sweep import load_calibration, predict_row
 
 __all__ = ["MEASURED_COLUMNS", "default_published_path", "read_published", "measured_from_profiles",
-           "compare", "summarize", "worst", "ape_pct"]
-
-MEASURED_COLUMNS = ["op", "product", "target", "args", "measured_us", "block_dim", "label", "source"] + \
-                   [f"pipe_{p}_us" for p in PIPES]
-
-
-def default_published_path() -> Path:
-    """../shared/data/published_timings.csv relative to the repository holding this package."""
-    return Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "published_timings.csv"
+           "compare", "summarize", "worst", "ape_pct", "per_row"]
 
 
 def _frame(rows, skipped) -> pd.DataFrame:
@@ -38,68 +31,6 @@ def _frame(rows, skipped) -> pd.DataFrame:
     df.attrs["skipped"] = dict(Counter(r["reason"] for r in skipped))
     df.attrs["skipped_rows"] = skipped
     return df
-
-
-def _matmul_dims(shape: str) -> tuple[int, int, int]:
-    """(M, N, K) from 'M=N=K=8192' or 'M=16,N=4096,K=7168'."""
-    same = re.search(r"M\s*=\s*N\s*=\s*K\s*=\s*(\d+)", shape)
-    if same:
-        return (int(same.group(1)),) * 3
-    dims = {k.upper(): int(v) for k, v in re.findall(r"\b([MNK])\s*=\s*(\d+)", shape, flags=re.I)}
-    if not {"M", "N", "K"} <= set(dims):
-        raise ValueError(f"cannot read matmul shape {shape!r}")
-    return dims["M"], dims["N"], dims["K"]
-
-
-def _published_args(kernel: str, shape: str, dtype: str) -> dict:
-    if kernel == "add":
-        m = re.search(r"(\d+)\s*x\s*(\d+)", shape)
-        if not m:
-            raise ValueError(f"cannot read add shape {shape!r}")
-        s = (int(m.group(1)), int(m.group(2)))
-        return {"x": TensorSpec(s, dtype), "y": TensorSpec(s, dtype)}
-    if kernel == "matmul":
-        m, n, k = _matmul_dims(shape)
-        return {"a": TensorSpec((m, k), dtype), "b": TensorSpec((k, n), dtype)}
-    raise ValueError(f"kernel {kernel!r} has no perfmodel operator")
-
-
-def read_published(path) -> pd.DataFrame:
-    """Measured rows from shared/data/published_timings.csv (HARDWARE.md section 7).
-
-    Column use: task_duration_us -> measured_us; vec_or_mac_time_us -> pipe_vector_us (add) or
-    pipe_cube_us (matmul); mte2_time_us -> pipe_mte2_us; mte3_or_fixpipe_time_us -> pipe_mte3_us
-    (add) or pipe_fixpipe_us (matmul); block_dim from the config text ('48 AIV', '24 AIC').
-    Rows without a known product or operator are skipped and counted in attrs['skipped'].
-    """
-    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    rows, skipped = [], []
-    for i, r in raw.iterrows():
-        where = {"source": f"{path}:{i + 2}", "line": i + 2, "op_type": r.get("kernel", "")}
-        kernel, product = r.get("kernel", "").strip(), r.get("product", "").strip()
-        if product not in PRODUCTS:
-            skipped.append({**where, "reason": f"unknown product {product!r}"})
-            continue
-        try:
-            args = _published_args(kernel, r.get("shape", ""), r.get("dtype", "").strip())
-            measured = float(r["task_duration_us"])
-        except (ValueError, KeyError) as exc:
-            skipped.append({**where, "reason": str(exc)})
-            continue
-        m = re.search(r"(\d+)\s*(AIV|AIC)", r.get("config", ""))
-        soc = r.get("soc", "").strip()
-        row = {"op": kernel, "product": product, "target": soc if soc in SOCS else product, "args": args, "measured_us": measured,
-               "block_dim": float(m.group(1)) if m else math.nan,
-               "label": f"{kernel} {r.get('shape', '')} {r.get('dtype', '')}: {r.get('config', '')}",
-               "source": r.get("source", "")}
-        vec_or_mac = "pipe_cube_us" if kernel == "matmul" else "pipe_vector_us"
-        out_pipe = "pipe_fixpipe_us" if kernel == "matmul" else "pipe_mte3_us"
-        for col, pipe in (("vec_or_mac_time_us", vec_or_mac), ("mte2_time_us", "pipe_mte2_us"),
-                          ("mte3_or_fixpipe_time_us", out_pipe)):
-            v = r.get(col, "").strip()
-            row[pipe] = float(v) if v else math.nan
-        rows.append(row)
-    return _frame(rows, skipped)
 
 
 def measured_from_profiles(paths_or_df, product: str) -> pd.DataFrame:
@@ -141,7 +72,8 @@ def compare(measured: pd.DataFrame, calibration=None) -> pd.DataFrame:
         p = predict_row(r["op"], target if isinstance(target, str) and target else r["product"], r["args"],
                         calibration)
         row = r.to_dict()
-        row.update(status=p["status"], reason=p["reason"], predicted_us=p.get("latency_us", math.nan),
+        row.update(status=p["status"], reason=p["reason"], soc=p.get("soc", ""),
+                   predicted_us=p.get("latency_us", math.nan),
                    predicted_block_dim=p.get("block_dim", math.nan), bound=p.get("bound"))
         for pipe in PIPES:
             row[f"pred_pipe_{pipe}_us"] = p.get(f"pipe_{pipe}_us", math.nan)
@@ -174,6 +106,16 @@ def summarize(joined: pd.DataFrame) -> pd.DataFrame:
                      "mape_same_launch_pct": same["ape_pct"].mean() if len(same) else math.nan})
     return pd.DataFrame(rows, columns=["op", "product", "n", "mape_pct", "median_ape_pct", "max_ape_pct", "bias_pct",
                                        "within_10pct", "within_25pct", "n_same_launch", "mape_same_launch_pct"])
+
+
+def per_row(joined: pd.DataFrame) -> pd.DataFrame:
+    """Every predicted row: op, product, soc, config (or label), predicted_us, measured_us, error_pct
+    (signed, 2 decimals), bound. `npusim compare` and `python -m perfmodel.fit_report` print this table."""
+    ok = joined[joined["status"] == "ok"] if len(joined) else joined
+    what = ok["config"] if "config" in ok and ok["config"].notna().all() else ok.get("label", "")
+    return pd.DataFrame({"op": ok["op"], "product": ok["product"], "soc": ok.get("soc", ""), "config": what,
+                         "predicted_us": ok["predicted_us"].round(2), "measured_us": ok["measured_us"],
+                         "error_pct": ok["error_pct"].round(2), "bound": ok["bound"]}).reset_index(drop=True)
 
 
 def worst(joined: pd.DataFrame, k: int = 5) -> pd.DataFrame:

@@ -62,7 +62,7 @@ class FakeCalibration(dict):
         return cls(json.loads(Path(path).read_text()))
 
 
-def fake_fit(measured, product=None):
+def fake_fit(measured, product=None, **kw):
     # factor = mean of measured / uncalibrated prediction
     ratios = [r["measured_us"] / fake_predict(r["op"], r["product"], **r["args"]).latency_us
               for _, r in measured.iterrows()]
@@ -74,7 +74,8 @@ def fake_model(monkeypatch):
     monkeypatch.setattr(perfmodel, "predict", fake_predict, raising=False)
     monkeypatch.setattr(perfmodel, "supported_products", lambda op: list(SUPPORTED), raising=False)
     cal = types.ModuleType("perfmodel.calibration")
-    cal.Calibration, cal.fit = FakeCalibration, fake_fit
+    cal.Calibration, cal.fit, cal.PARAMS = FakeCalibration, fake_fit, ("factor",)
+    cal.default_calibration = lambda: None
     monkeypatch.setitem(sys.modules, "perfmodel.calibration", cal)
     monkeypatch.setattr(perfmodel, "calibration", cal, raising=False)
 
@@ -222,7 +223,7 @@ def test_cli_compare_profiles_and_published(fake_model, tmp_path, capsys):
     # published: 6 us predicted vs 5 and 12 (20%, 50%); profile Add 4096x4096 fp16: 2+33.554432 vs 70
     prof = abs(2 + 4096 * 4096 * 4 / 1e6 - 70) / 70 * 100
     assert add["n"] == 3 and add["mape_pct"] == pytest.approx((20 + 50 + prof) / 3)
-    assert "MAPE per operator and product" in text and "worst 5 rows" in text
+    assert "MAPE per operator and product" in text and "per row" in text
     for f in ("pred_vs_measured.png", "pred_vs_measured.svg", "pipes_pred_vs_measured.png"):
         assert nonempty(tmp_path / "figures" / f) and str(tmp_path / "figures" / f) in text
     assert "unusable profile rows" in text
@@ -267,3 +268,41 @@ def test_real_model_tiny_sweep(tmp_path):
     assert ((df["status"] == "ok") | (df["reason"].str.len() > 0)).all()
     ok = df[df["status"] == "ok"]
     assert (ok["latency_us"] > 0).all()
+
+
+def test_compare_and_fit_report_agree_on_the_published_set(capsys):
+    """`npusim compare` and `python -m perfmodel.fit_report` map every published row to the same launch:
+    same per-row errors (the shipped calibration), all within 15% of the measured Task Duration."""
+    from perfmodel import calibration
+    path = cmp.default_published_path()
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    rows = calibration.published_rows(path)
+    rep = calibration.report(calibration.default_calibration(), rows)
+    joined = cmp.compare(cmp.read_published(path))
+    assert len(rep) == len(joined) == 9 and (joined["status"] == "ok").all()
+    assert list(joined["predicted_us"].round(2)) == list(rep["predicted_us"])
+    assert list(joined["error_pct"].round(2)) == list(rep["error_pct"])
+    assert joined["ape_pct"].max() < 15.0 and joined["same_launch"].all()
+    # the published configuration reaches the model: 1-core and 48-core Add differ ~25x
+    add = joined[joined["op"] == "add"].set_index("config")["predicted_us"]
+    assert add["1 AIV, 8 KB DataCopy"] / add["48 AIV, 8 KB DataCopy"] > 15
+    # fit_report prints the same per-row table
+    assert calibration.main(["--csv", str(path), "--no-write"]) == 0
+    text = capsys.readouterr().out
+    for r in cmp.per_row(cmp.compare(rows, calibration=calibration.fit(rows, params=calibration.PUBLISHED_FIT_PARAMS))
+                         ).itertuples():
+        assert f"{r.error_pct:.2f}".rstrip("0").rstrip(".") in text
+
+
+def test_published_config_mapping():
+    from perfmodel.published import config_args, published_args
+    assert config_args("add", "48 AIV, L2 bypass, UB bank-conflict fix") == dict(
+        block_dim=48, tile_bytes=32512, double_buffer=True, l2_bypass=True, bank_conflict_free=True)
+    assert config_args("add", "1 AIV, 8 KB DataCopy")["double_buffer"] is False
+    # rows outside the samples: what the text states
+    assert config_args("add", "16 AIV, 64 KB, double buffer, L2 bypass") == dict(
+        block_dim=16, tile_bytes=65536, double_buffer=True, l2_bypass=True)
+    assert config_args("matmul", "20 AIC, naive split") == dict(block_dim=20, tiling="naive")
+    a = published_args("matmul", "M=16,N=32,K=64", "fp16", "8 AIC")
+    assert a["a"].shape == (16, 64) and a["b"].shape == (64, 32) and a["block_dim"] == 8

@@ -1,0 +1,147 @@
+"""The published calibration set (shared/data/published_timings.csv) as measured rows.
+
+This is the ONE mapping from a published row to perfmodel.predict arguments; `python -m
+perfmodel.fit_report`, `npusim calibrate` and `npusim compare` all read the set through
+`read_published`, so they predict exactly the same launches.
+
+A row's arguments = its tensors (from the shape and dtype columns) + its launch configuration
+(from the config column). The configurations of the two Ascend C best-practice samples are spelled
+out in SAMPLE_CONFIGS because their cases are cumulative (HARDWARE.md sec. 7.1: case 4 = case 3 +
+double buffer, case 5 = case 4 + L2 bypass, case 6 = case 5 + dataCopyLen 16256 fp16 elements =
+32512 bytes with the UB bank-conflict fix; cases 1-3 are single-buffered). Any other row's config
+text is read for what it states: 'N AIV/AIC' -> block_dim, 'N KB' -> tile_bytes (add),
+'double buffer', 'L2 bypass', 'naive' (matmul tiling).
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from npusim.plan import TensorSpec
+from npusim.products import PRODUCTS, SOCS
+from perfmodel.profiles import PIPES
+
+__all__ = ["MEASURED_COLUMNS", "SAMPLE_CONFIGS", "default_published_path", "published_args", "config_args",
+           "read_published"]
+
+MEASURED_COLUMNS = ["op", "product", "target", "args", "measured_us", "block_dim", "label", "config", "source"] + \
+                   [f"pipe_{p}_us" for p in PIPES]
+
+# (kernel, config text) -> launch options of the generic kernels (perfmodel.ops.add_work / matmul_work).
+SAMPLE_CONFIGS = {
+    ("add", "1 AIV, 8 KB DataCopy"): dict(block_dim=1, tile_bytes=8192, double_buffer=False),
+    ("add", "48 AIV, 8 KB DataCopy"): dict(block_dim=48, tile_bytes=8192, double_buffer=False),
+    ("add", "48 AIV, 32 KB DataCopy"): dict(block_dim=48, tile_bytes=32768, double_buffer=False),
+    ("add", "48 AIV, 32 KB, double buffer"): dict(block_dim=48, tile_bytes=32768, double_buffer=True),
+    ("add", "48 AIV, double buffer, L2 bypass"): dict(block_dim=48, tile_bytes=32768, double_buffer=True,
+                                                      l2_bypass=True),
+    ("add", "48 AIV, L2 bypass, UB bank-conflict fix"): dict(block_dim=48, tile_bytes=32512, double_buffer=True,
+                                                             l2_bypass=True, bank_conflict_free=True),
+    ("matmul", "24 AIC, best tiling (MDL + L1/L2 tiling + UnitFlag)"): dict(block_dim=24, tiling="best"),
+    ("matmul", "32 AIC, best tiling"): dict(block_dim=32, tiling="best"),
+    ("matmul", "32 AIC, naive split"): dict(block_dim=32, tiling="naive"),
+}
+
+
+def default_published_path() -> Path:
+    """../shared/data/published_timings.csv relative to the repository holding this package."""
+    return Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "published_timings.csv"
+
+
+def _matmul_dims(shape: str) -> tuple[int, int, int]:
+    """(M, N, K) from 'M=N=K=8192' or 'M=16,N=4096,K=7168'."""
+    same = re.search(r"M\s*=\s*N\s*=\s*K\s*=\s*(\d+)", shape)
+    if same:
+        return (int(same.group(1)),) * 3
+    dims = {k.upper(): int(v) for k, v in re.findall(r"\b([MNK])\s*=\s*(\d+)", shape, flags=re.I)}
+    if not {"M", "N", "K"} <= set(dims):
+        raise ValueError(f"cannot read matmul shape {shape!r}")
+    return dims["M"], dims["N"], dims["K"]
+
+
+def _tensor_args(kernel: str, shape: str, dtype: str) -> dict:
+    if kernel == "add":
+        m = re.search(r"(\d+)\s*x\s*(\d+)", shape)
+        if not m:
+            raise ValueError(f"cannot read add shape {shape!r}")
+        s = (int(m.group(1)), int(m.group(2)))
+        return {"x": TensorSpec(s, dtype), "y": TensorSpec(s, dtype)}
+    if kernel == "matmul":
+        m, n, k = _matmul_dims(shape)
+        return {"a": TensorSpec((m, k), dtype), "b": TensorSpec((k, n), dtype)}
+    raise ValueError(f"kernel {kernel!r} has no perfmodel operator")
+
+
+def config_args(kernel: str, config: str) -> dict:
+    """Launch options stated by a published row's config text (see the module docstring)."""
+    known = SAMPLE_CONFIGS.get((kernel, config.strip()))
+    if known is not None:
+        return dict(known)
+    out = {}
+    text = config.lower()
+    m = re.search(r"(\d+)\s*(aiv|aic)\b", text)
+    if m:
+        out["block_dim"] = int(m.group(1))
+    if kernel == "add":
+        m = re.search(r"(\d+)\s*kb\b", text)
+        if m:
+            out["tile_bytes"] = int(m.group(1)) * 1024
+        if "double buffer" in text:
+            out["double_buffer"] = True
+        if "l2 bypass" in text:
+            out["l2_bypass"] = True
+    elif kernel == "matmul" and "naive" in text:
+        out["tiling"] = "naive"
+    return out
+
+
+def published_args(kernel: str, shape: str, dtype: str, config: str = "") -> dict:
+    """perfmodel.predict keyword arguments of one published row."""
+    return {**_tensor_args(kernel, shape, dtype), **config_args(kernel, config)}
+
+
+def read_published(path=None) -> pd.DataFrame:
+    """Measured rows (MEASURED_COLUMNS) from a published-timings CSV (default: the shared set).
+
+    Column use: task_duration_us -> measured_us; vec_or_mac_time_us -> pipe_vector_us (add) or
+    pipe_cube_us (matmul); mte2_time_us -> pipe_mte2_us; mte3_or_fixpipe_time_us -> pipe_mte3_us
+    (add) or pipe_fixpipe_us (matmul); block_dim = the launch the config names; target = the soc
+    column when it names a known SoC, else the product. Rows without a known product or operator are
+    skipped: attrs['skipped'] counts them by reason, attrs['skipped_rows'] lists them.
+    """
+    path = default_published_path() if path is None else path
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    rows, skipped = [], []
+    for i, r in raw.iterrows():
+        where = {"source": f"{path}:{i + 2}", "line": i + 2, "op_type": r.get("kernel", "")}
+        kernel, product = r.get("kernel", "").strip(), r.get("product", "").strip()
+        config = r.get("config", "").strip()
+        if product not in PRODUCTS:
+            skipped.append({**where, "reason": f"unknown product {product!r}"})
+            continue
+        try:
+            args = published_args(kernel, r.get("shape", ""), r.get("dtype", "").strip(), config)
+            measured = float(r["task_duration_us"])
+        except (ValueError, KeyError) as exc:
+            skipped.append({**where, "reason": str(exc)})
+            continue
+        soc = r.get("soc", "").strip()
+        row = {"op": kernel, "product": product, "target": soc if soc in SOCS else product, "args": args,
+               "measured_us": measured, "block_dim": float(args.get("block_dim", math.nan)),
+               "label": f"{kernel} {r.get('shape', '')} {r.get('dtype', '')}: {config}", "config": config,
+               "source": r.get("source", "")}
+        vec_or_mac = "pipe_cube_us" if kernel == "matmul" else "pipe_vector_us"
+        out_pipe = "pipe_fixpipe_us" if kernel == "matmul" else "pipe_mte3_us"
+        for col, pipe in (("vec_or_mac_time_us", vec_or_mac), ("mte2_time_us", "pipe_mte2_us"),
+                          ("mte3_or_fixpipe_time_us", out_pipe)):
+            v = r.get(col, "").strip()
+            row[pipe] = float(v) if v else math.nan
+        rows.append(row)
+    df = pd.DataFrame(rows).reindex(columns=MEASURED_COLUMNS)
+    df.attrs["skipped"] = dict(Counter(s["reason"] for s in skipped))
+    df.attrs["skipped_rows"] = skipped
+    return df
