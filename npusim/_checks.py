@@ -27,7 +27,8 @@ def resolve_product(op: str, product, supported: tuple[str, ...]) -> Soc:
 
 def tensor(op: str, name: str, x, product=None, *, optional: bool = False) -> np.ndarray | None:
     """`x` as an ndarray (lists and scalars accepted). None is a nullptr error unless optional.
-    Big-endian data is converted to native order (the values are what matter)."""
+    Big-endian data is converted to native order and misaligned data copied to an aligned buffer
+    (the values are what matter)."""
     if x is None:
         if optional:
             return None
@@ -40,6 +41,8 @@ def tensor(op: str, name: str, x, product=None, *, optional: bool = False) -> np
         raise invalid(op, name, "must be a numeric array, got an object array", str(product) if product else None)
     if a.dtype.byteorder == ">":
         a = a.astype(a.dtype.newbyteorder("="))
+    if not a.flags.aligned:    # e.g. np.frombuffer at an odd offset: kernels read through typed pointers
+        a = a.copy()
     return a
 
 
@@ -54,12 +57,15 @@ def dtype_in(op: str, name: str, a: np.ndarray, allowed, product=None) -> str:
 
 
 def out_tensor(op: str, name: str, out, shape: tuple, dtype, product=None) -> np.ndarray:
-    """An in-place output: a writable ndarray of exactly `shape` and `dtype`."""
+    """An in-place output: a writable, native-byte-order ndarray of exactly `shape` and `dtype`."""
     prod = str(product) if product else None
     if out is None:
         raise nullptr(op, name, prod)
     if not isinstance(out, np.ndarray):
         raise invalid(op, name, f"must be a numpy array (it is written in place), got {type(out).__name__}", prod)
+    if out.dtype.byteorder == ">":
+        raise invalid(op, name, f"must be in native byte order (it is written in place), got big-endian "
+                      f"{formats.dtype_name(out.dtype)}", prod)
     want = formats.as_dtype(dtype)
     if out.dtype != want:
         raise invalid(op, name, f"dtype must be {formats.dtype_name(want)}, got {formats.dtype_name(out.dtype)}",

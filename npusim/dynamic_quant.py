@@ -386,20 +386,42 @@ def _execute(plan: Plan, ctx, y_out, scale_out, offset_out):
         experts = np.empty(0, np.int32)
     direct = dst != "int32" and y_out.flags.c_contiguous          # write straight into the caller's array
     yb = y_out.view(np.uint8).reshape(R, H) if direct else np.empty((R, H), np.uint8)
-    sc = scale_out.reshape(R) if scale_out.flags.c_contiguous else np.empty(R, np.float32)
-    of = (offset_out.reshape(R) if offset_out is not None and offset_out.flags.c_contiguous
+    # fp32 outputs are written directly only when contiguous and aligned (typed pointers in the kernel)
+    sc = (scale_out.reshape(R) if scale_out.flags.c_contiguous and scale_out.flags.aligned
           else np.empty(R, np.float32))
+    of = (offset_out.reshape(R) if offset_out is not None and offset_out.flags.c_contiguous
+          and offset_out.flags.aligned else np.empty(R, np.float32))
     scale_mode = 0 if plan.tiles.get("scaleFormula", "m*").startswith("m*") else 1
     _k.quant_rows(x2, xdt == "bfloat16", sm, experts, yb, sc, of, fam, bool(symmetric), scale_mode,
                   np.float32(dt_max), np.float32(1.0) / np.float32(dt_max), np.float32(rng),
                   np.float32(1.0) / np.float32(rng), out_kind, lo, hi, dst in ("int4", "int32"), _threads(R * H))
-    if not direct:
-        y = formats.pack_int4(yb.view(formats.int4), "int32") if dst == "int32" else yb
-        np.copyto(y_out, y.reshape(y_out.shape).view(y_out.dtype))
+    if dst == "int32":
+        in_place = y_out.flags.c_contiguous and y_out.flags.aligned
+        packed = y_out.reshape(R, H // 8) if in_place else np.empty((R, H // 8), np.int32)
+        _pack_nibbles(yb, packed)
+        if not in_place:
+            np.copyto(y_out, packed.reshape(y_out.shape))
+    elif not direct:
+        np.copyto(y_out, yb.reshape(y_out.shape).view(y_out.dtype))
     if not np.shares_memory(sc, scale_out):
         np.copyto(scale_out, sc.reshape(scale_out.shape))
     if offset_out is not None and not np.shares_memory(of, offset_out):
         np.copyto(offset_out, of.reshape(offset_out.shape))
+
+
+def _pack_nibbles(nib: np.ndarray, words: np.ndarray, chunk_bytes: int = 1 << 20) -> None:
+    """words[r] = int32 words of the nibble bytes nib[r] (element 8j+i at bits 4i..4i+3, as
+    formats.pack_int4(..., "int32")), packed a block of rows at a time so that no input-sized
+    temporaries are made."""
+    R, H = nib.shape
+    rows = max(1, chunk_bytes // max(H, 1))
+    buf = np.empty((min(rows, R), H // 2), np.uint8)
+    for a in range(0, R, rows):
+        n = min(rows, R - a)
+        np.left_shift(nib[a:a + n, 1::2], 4, out=buf[:n])
+        np.bitwise_or(buf[:n], nib[a:a + n, 0::2], out=buf[:n])
+        words[a:a + n] = buf[:n].view("<i4")
+
 
 def _torch_face(op, x, smooth_scales, group_index, dst_type, symmetric, product):
     dst = _dst_from_torch(op, dst_type, str(product))

@@ -215,7 +215,7 @@ def _compute(ck: _Checked, out: np.ndarray, mask: np.ndarray) -> None:
     shape = ck.shape or (1,)
     outer = int(np.prod(shape[:ck.axis], dtype=np.int64))
     inner = int(np.prod(shape[ck.axis + 1:], dtype=np.int64))
-    y = out if out.flags.c_contiguous else np.empty(out.shape, out.dtype)
+    y = out if out.flags.c_contiguous and out.flags.aligned else np.empty(out.shape, out.dtype)
     m = mask if mask.flags.c_contiguous else np.empty(mask.shape, np.bool_)
     _kernel.fake_quant_per_channel(
         x.reshape(-1).view(np.uint8), scale, zp, y.reshape(-1).view(np.uint8), m.reshape(-1).view(np.uint8),

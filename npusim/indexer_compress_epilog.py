@@ -56,7 +56,7 @@ def _check_attrs(quant_mode, round_scale, mx_scale_rule, product) -> tuple[int, 
         raise invalid(OP, "quant_mode", f"must be 0 (MX quant) or 1 (normal quant), got {quant_mode}", product)
     if not isinstance(round_scale, (bool, np.bool_)):
         raise invalid(OP, "round_scale", f"must be a bool, got {round_scale!r}", product)
-    if mx_scale_rule not in MX_SCALE_RULES:
+    if not isinstance(mx_scale_rule, str) or mx_scale_rule not in MX_SCALE_RULES:
         raise invalid(OP, "mx_scale_rule", f"must be one of {sorted(MX_SCALE_RULES)}, got {mx_scale_rule!r}",
                       product)
     return quant_mode, bool(round_scale)
@@ -228,11 +228,15 @@ def _prepare(cache, scale, x, slot_mapping, quant_mode, round_scale, mx_scale_ru
     is_bf16 = formats.dtype_name(x.dtype) == "bfloat16"
     fmt = 4 if formats.dtype_name(cache.dtype) == "float8_e5m2" else 3      # ascend_cast F_E5M2 / F_E4M3
     cache_raw = cache.view(np.uint8)
-    scale_raw = scale.view(np.uint8).reshape(rows, -1)
+    scale_raw = scale.view(np.uint8).reshape(rows, SCALE_COLS * scale.dtype.itemsize)   # rows may be 0
     qm, rs, rule = plan.attrs["quant_mode"], plan.attrs["round_scale"], MX_SCALE_RULES[mx_scale_rule]
 
     def run() -> None:
-        _kernel.indexer_compress_epilog_kernel(x_raw, is_bf16, slot_mapping, cache_raw, scale_raw, fmt, qm, rs, rule)
+        # the kernel stores fp32 scales through a float pointer: use an aligned buffer for a misaligned array
+        scale_work = scale_raw if scale.flags.aligned else scale_raw.copy()
+        _kernel.indexer_compress_epilog_kernel(x_raw, is_bf16, slot_mapping, cache_raw, scale_work, fmt, qm, rs, rule)
+        if scale_work is not scale_raw:
+            scale_raw[...] = scale_work
 
     return plan, run
 

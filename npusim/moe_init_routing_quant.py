@@ -371,7 +371,17 @@ def aclnnMoeInitRoutingQuantGetWorkspaceSize(x, rowIdx, expertIdx, activeNum, sc
         if not arr.flags.c_contiguous:
             raise invalid(OP, name, "must be C-contiguous (ND format)", soc)
     workspace = plan.tiles["workspace_bytes"]
-    return workspace, Executor(OP, plan, lambda: run(ex, er, ee), workspace)
+    return workspace, Executor(OP, plan, lambda: _run_aligned(run, (ex, er, ee)), workspace)
+
+
+def _run_aligned(run, outs) -> None:
+    """run(*outs), through aligned temporaries for misaligned outputs (the kernels store int32 through
+    typed pointers), copied back afterwards."""
+    work = [o if o.flags.aligned else np.empty_like(o) for o in outs]
+    run(*work)
+    for o, w in zip(outs, work):
+        if w is not o:
+            o[...] = w
 
 
 @aclnn_api
