@@ -441,6 +441,40 @@ cdef inline uint32_t f32_to_bf16_rne(uint32_t u, bint sat) noexcept nogil:
     mag = sel_u32(sat & (mag == 0x7F80), 0x7F7F, mag)
     return sign | sel_u32(a > 0x7F800000, 0x7FC0, mag)
 
+cdef struct Fp8RneParams:
+    uint32_t norm_min           # fp32 bits of the smallest fp8 normal
+    uint32_t overflow           # fp32 bits from which nearest-even overflows (inf and NaN included)
+    uint32_t shift              # fp32 mantissa bits dropped (23 - fp8 mantissa bits)
+    uint32_t bias_adjust        # (127 - fp8 bias) << fp8 mantissa bits
+    float sub_scale             # 1 / (fp8 subnormal unit)
+    uint32_t overflow_code      # magnitude code of an overflow: max finite if saturating, else inf (e4m3fn: NaN)
+    uint32_t nan_code
+
+cdef inline Fp8RneParams fp8_rne_params(int fmt, bint sat) noexcept nogil:
+    """Parameters of f32_to_fp8_rne for fmt F_E4M3 or F_E5M2."""
+    cdef Fp8RneParams p
+    if fmt == F_E5M2:
+        p.norm_min, p.overflow, p.shift, p.bias_adjust = 0x38800000, 0x47700000, 21, 112 << 2
+        p.sub_scale = 65536.0
+    else:
+        p.norm_min, p.overflow, p.shift, p.bias_adjust = 0x3C800000, 0x43E80001, 20, 120 << 3
+        p.sub_scale = 512.0
+    p.overflow_code = fmt_max_code(fmt) if sat else fmt_inf_code(fmt)
+    p.nan_code = fmt_nan_code(fmt)
+    return p
+
+cdef inline uint32_t f32_to_fp8_rne(uint32_t u, Fp8RneParams p) noexcept nogil:
+    """f32_narrow_bits(u, F_E4M3/F_E5M2, RM_RINT, sat): the hot fp8 case in a few operations.
+    Normal results: rebias and round the dropped bits to nearest-even; subnormal results come
+    from the FPU: |u| * (1/unit) + 2^23 rounds to an integer, ties to even."""
+    cdef uint32_t a = u & 0x7FFFFFFF
+    cdef uint32_t sign = (u >> 24) & 0x80
+    cdef uint32_t code = ((a + ((<uint32_t>1 << (p.shift - 1)) - 1) + ((a >> p.shift) & 1)) >> p.shift) - p.bias_adjust
+    cdef uint32_t sub = f32_bits(bits_f32(a) * p.sub_scale + <float>8388608.0) - 0x4B000000
+    code = code if a >= p.norm_min else sub
+    code = code if a < p.overflow else (p.nan_code if a > 0x7F800000 else p.overflow_code)
+    return code | sign
+
 cdef inline uint32_t f32_narrow_bits(uint32_t u, int fmt, int mode, bint sat) noexcept nogil:
     """round_to_fmt(bits_f32(u), fmt, mode, sat) for fmt in F_FP16, F_BF16, F_E4M3, F_E5M2.
     In loops build the parameters once with narrow_params and call f32_narrow_fast."""

@@ -122,9 +122,14 @@ cdef void _narrow(const uint32_t* u, uint8_t* d, Py_ssize_t n, int fmt, int mode
     cdef NarrowParams p = narrow_params(fmt, mode, sat)
     cdef Py_ssize_t i
     cdef uint32_t satu = 1 if sat else 0
-    if fmt == F_BF16 and mode == RM_RINT:    # the common case, much shorter than the general one
+    cdef Fp8RneParams p8
+    if fmt == F_BF16 and mode == RM_RINT:    # the common cases, much shorter than the general one
         for i in range(n):
             (<uint16_t*>d)[i] = <uint16_t>f32_to_bf16_rne(u[i], satu)
+    elif (fmt == F_E4M3 or fmt == F_E5M2) and mode == RM_RINT:
+        p8 = fp8_rne_params(fmt, sat)
+        for i in range(n):
+            d[i] = <uint8_t>f32_to_fp8_rne(u[i], p8)
     elif fmt == F_FP16 or fmt == F_BF16:
         for i in range(n):
             (<uint16_t*>d)[i] = <uint16_t>f32_narrow_fast(u[i], p)

@@ -26,8 +26,6 @@ cdef Py_ssize_t PARALLEL_MIN = 1 << 16   # below this a thread team costs more t
 cdef float TWO31 = 2147483648.0          # float(INT32_MAX) and -float(INT32_MIN)
 cdef float ZERO = 0.0
 cdef float ONE = 1.0
-cdef float HALF = 0.5
-cdef float TWO_M24 = 5.9604644775390625e-08     # 2^-24, the fp16 subnormal unit
 
 
 cdef inline float _f32_of_int_round(int64_t v) noexcept nogil:
@@ -36,31 +34,14 @@ cdef inline float _f32_of_int_round(int64_t v) noexcept nogil:
 
 
 cdef inline float _h2f(uint16_t h) noexcept nogil:
-    """fp16 bits -> float, exact; branch-free so loops over it vectorise."""
-    cdef uint32_t sign = (<uint32_t>(h & 0x8000)) << 16
-    cdef uint32_t em = h & 0x7FFF
-    cdef uint32_t e = em & 0x7C00
-    cdef float sub = (<float>em) * TWO_M24                  # zero and subnormals: em * 2^-24, exact
-    cdef uint32_t u = ((em << 13) | 0x7F800000) if e == 0x7C00 else ((em << 13) + 0x38000000)
-    cdef float nrm = bits_f32(u)                            # both computed: selects, not branches
-    cdef float f = sub if e == 0 else nrm
-    return bits_f32(f32_bits(f) | sign)
+    return bits_f32(half_bits_to_f32_bits(h))
+
+
+cdef NarrowParams F16_RINT = narrow_params(F_FP16, RM_RINT, False)   # CAST_RINT to half, IEEE overflow
 
 
 cdef inline uint16_t _f2h(float v) noexcept nogil:
-    """float -> fp16 bits, nearest-even, overflow to inf, NaN -> 0x7E00 (the codes round_to_fmt gives)."""
-    cdef uint32_t u = f32_bits(v)
-    cdef uint32_t sign = (u >> 16) & 0x8000
-    cdef uint32_t a = u & 0x7FFFFFFF
-    # normal halves: re-bias the exponent, round the 13 dropped bits to nearest-even (a carry
-    # into exponent 31 gives inf, which covers [65520, 65536))
-    cdef uint32_t nrm = (a - 0x38000000 + 0xFFF + ((a >> 13) & 1)) >> 13
-    # below 2^-14: adding 0.5 makes the float unit's RNE round to multiples of 2^-24
-    cdef uint32_t sub = f32_bits(bits_f32(a) + HALF) - 0x3F000000
-    cdef uint32_t o = sub if a < 0x38800000 else nrm
-    o = 0x7C00 if a >= 0x47800000 else o
-    o = 0x7E00 if a > 0x7F800000 else o
-    return <uint16_t>(o | sign)
+    return <uint16_t>f32_narrow_fast(f32_bits(v), F16_RINT)
 
 
 cdef inline float _fast_elem(float xv, float inv, float zpf, float s, float lo, float hi,

@@ -9,7 +9,8 @@ views, slots in [-1, cache rows) with no duplicate valid slot (so rows never rac
 from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t
-from ascend_cast cimport f32_bits, bits_f32, half_to_f32, F_E4M3, F_E5M2
+from ascend_cast cimport (f32_bits, bits_f32, half_to_f32, F_E4M3, F_E5M2, Fp8RneParams, fp8_rne_params,
+                          f32_to_fp8_rne)
 
 cdef enum:
     BLOCK = 128                     # elements per quantization block (one scale each)
@@ -31,42 +32,18 @@ for _h in range(65536):
 cdef Py_ssize_t PARALLEL_MIN_ROWS = 16   # below this a thread team costs more than it saves
 
 
-cdef struct Fp8Params:
-    uint32_t norm_min           # fp32 bits of the smallest normal
-    uint32_t overflow           # fp32 bits from which RNE overflows (inf and NaN included)
-    uint32_t shift              # fp32 mantissa bits dropped (23 - fp8 mantissa bits)
-    uint32_t bias_adjust        # (127 - fp8 bias) << fp8 mantissa bits
-    float sub_scale             # 1 / (fp8 subnormal unit)
-    uint8_t inf_code            # magnitude code of an overflow (e4m3fn: NaN)
-    uint8_t nan_code
+cdef inline Fp8RneParams fp8_params(bint e5m2) noexcept nogil:
+    """Cast CAST_RINT with SatMode::NO_SAT under CTRL[60]=0: nearest-even, overflow to inf (e5m2) or
+    NaN (e4m3fn has no inf)."""
+    return fp8_rne_params(F_E5M2 if e5m2 else F_E4M3, False)
 
 
-cdef inline Fp8Params fp8_params(bint e5m2) noexcept nogil:
-    cdef Fp8Params p
-    if e5m2:
-        p.norm_min, p.overflow, p.shift, p.bias_adjust = 0x38800000, 0x47700000, 21, 112 << 2
-        p.sub_scale, p.inf_code, p.nan_code = 65536.0, 0x7C, 0x7E
-    else:
-        p.norm_min, p.overflow, p.shift, p.bias_adjust = 0x3C800000, 0x43E80001, 20, 120 << 3
-        p.sub_scale, p.inf_code, p.nan_code = 512.0, 0x7F, 0x7F
-    return p
-
-
-cdef inline uint8_t fp8_encode(uint32_t q, Fp8Params p, bint nan_positive) noexcept nogil:
-    """fp8 code of the fp32 bit pattern q: Cast CAST_RINT with SatMode::NO_SAT and CTRL[60]=0, i.e.
-    round to nearest even, overflow to inf (e5m2) or NaN (e4m3fn has no inf), NaN keeps its sign
-    unless nan_positive. Equal to ascend_cast.round_to_fmt(q, F_E4M3/F_E5M2, RM_RINT, False), written
-    branch-free so that loops over it vectorise; subnormal results come from the FPU:
-    |q| * (1/unit) + 2^23 rounds to an integer, ties to even."""
-    cdef uint32_t a = q & 0x7FFFFFFF
-    cdef uint32_t sign = (q >> 24) & 0x80
-    cdef uint32_t code = ((a + ((<uint32_t>1 << (p.shift - 1)) - 1) + ((a >> p.shift) & 1)) >> p.shift) - p.bias_adjust
-    cdef uint32_t sub = f32_bits(bits_f32(a) * p.sub_scale + <float>8388608.0) - 0x4B000000
-    code = code if a >= p.norm_min else sub
-    code = code if a < p.overflow else (p.nan_code if a > 0x7F800000 else p.inf_code)
-    code = code | sign
+cdef inline uint8_t fp8_encode(uint32_t q, Fp8RneParams p, bint nan_positive) noexcept nogil:
+    """fp8 code of the fp32 bit pattern q (the shared Ascend cast); a NaN keeps its sign unless
+    nan_positive (MX mode stores the format's positive NaN code)."""
+    cdef uint32_t code = f32_to_fp8_rne(q, p)
     if nan_positive:
-        code = p.nan_code if a > 0x7F800000 else code
+        code = p.nan_code if (q & 0x7FFFFFFF) > 0x7F800000 else code
     return <uint8_t>code
 
 
@@ -104,7 +81,7 @@ cdef void block_quant_row(const uint16_t* x, bint bf16, Py_ssize_t d, uint8_t* y
     cdef uint32_t xb[BLOCK]
     cdef float* xf = <float*>xb
     cdef uint8_t out[BLOCK]
-    cdef Fp8Params p = fp8_params(e5m2)
+    cdef Fp8RneParams p = fp8_params(e5m2)
     cdef float coeff = bits_f32(INV_E5M2_MAX if e5m2 else INV_E4M3_MAX)
     cdef float s
     cdef uint32_t a, amax, q
@@ -132,7 +109,7 @@ cdef void mx_quant_row(const uint16_t* x, bint bf16, Py_ssize_t d, uint8_t* y, u
     cdef uint32_t xb[BLOCK]
     cdef float* xf = <float*>xb
     cdef uint8_t out[BLOCK]
-    cdef Fp8Params p = fp8_params(e5m2)
+    cdef Fp8RneParams p = fp8_params(e5m2)
     cdef float coeff = bits_f32(INV_E5M2_MAX if e5m2 else INV_E4M3_MAX)
     cdef float fmax = <float>57344.0 if e5m2 else <float>448.0
     cdef float s, q
@@ -209,7 +186,7 @@ def fp8_codes(const float[::1] q, int cache_fmt, bint nan_positive=False):
     cdef uint8_t[::1] o = out
     cdef uint32_t qb[BLOCK]
     cdef uint8_t codes[BLOCK]
-    cdef Fp8Params p = fp8_params(cache_fmt == F_E5M2)
+    cdef Fp8RneParams p = fp8_params(cache_fmt == F_E5M2)
     for i in range(0, n, BLOCK):
         k = min(BLOCK, n - i)
         memset(qb, 0, sizeof(qb))

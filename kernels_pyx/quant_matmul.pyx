@@ -124,51 +124,6 @@ def int8_gemm(const uint8_t[:, :, ::1] a_biased, const int8_t[:, :, ::1] bt, con
                        &c[b, 0, 0], K, Np, im * MB, i1, jn * NB, j1)
 
 
-# Fast exact fp32 -> fp16 / bf16 RNE from the fp32 bits (the generic round_to_fmt from double is ~5x
-# slower here). Same results as ascend_cast.round_to_fmt(<double>f, F_FP16/F_BF16, RM_RINT, sat);
-# tests/test_quant_matmul.py checks them against it and against numpy over many bit patterns.
-cdef inline uint16_t _f16_rne(float f, bint sat) noexcept nogil:
-    cdef uint32_t u = f32_bits(f)
-    cdef uint16_t sign = <uint16_t>((u >> 16) & 0x8000)
-    cdef uint32_t a = u & 0x7FFFFFFF
-    if a > 0x7F800000:
-        return sign | 0x7E00                          # NaN
-    if a >= 0x477FF000:                               # >= 65520 rounds past the largest half (or is inf)
-        return sign | (0x7BFF if sat else 0x7C00)
-    if a < 0x38800000:                                # below 2^-14: subnormal half, exact scaling then rint
-        return sign | <uint16_t>rint(<double>bits_f32(a) * 16777216.0)
-    a = a - 0x38000000                                # rebias the exponent from 127 to 15
-    return sign | <uint16_t>((a + 0xFFF + ((a >> 13) & 1)) >> 13)
-
-cdef inline uint16_t _bf16_rne(float f) noexcept nogil:
-    cdef uint32_t u = f32_bits(f)
-    if (u & 0x7FFFFFFF) > 0x7F800000:
-        return <uint16_t>(((u >> 16) & 0x8000) | 0x7FC0)   # NaN
-    return <uint16_t>((u + 0x7FFF + ((u >> 16) & 1)) >> 16)
-
-
-def f32_to_half_bits(const float[::1] x, bint sat):
-    """Test hook: _f16_rne over an array (uint16 codes)."""
-    import numpy as np
-    out = np.empty(x.shape[0], np.uint16)
-    cdef uint16_t[::1] o = out
-    cdef Py_ssize_t i
-    for i in range(x.shape[0]):
-        o[i] = _f16_rne(x[i], sat)
-    return out
-
-
-def f32_to_bf16_bits(const float[::1] x):
-    """Test hook: _bf16_rne over an array (uint16 codes)."""
-    import numpy as np
-    out = np.empty(x.shape[0], np.uint16)
-    cdef uint16_t[::1] o = out
-    cdef Py_ssize_t i
-    for i in range(x.shape[0]):
-        o[i] = _bf16_rne(x[i])
-    return out
-
-
 cdef inline int32_t _add_wrap(int32_t a, int32_t b) noexcept nogil:
     # int32 add as the L0C does it (two's complement wrap; never reached for K <= 65535 and sane bias)
     return <int32_t>(<uint32_t>a + <uint32_t>b)
@@ -196,6 +151,8 @@ cdef void _epilogue_row(const int32_t* acc, Py_ssize_t N, int mode, const int32_
     cdef Py_ssize_t n
     cdef int32_t a
     cdef float v
+    cdef NarrowParams f16_sat = narrow_params(F_FP16, RM_RINT, True)      # DEQF16 saturates
+    cdef NarrowParams f16 = narrow_params(F_FP16, RM_RINT, False)         # vector Cast: IEEE overflow
     if mode == EPI_INT32:
         for n in range(N):
             o32[n] = _add_wrap(acc[n], bias_i32[n]) if bias_i32 != NULL else acc[n]
@@ -207,7 +164,7 @@ cdef void _epilogue_row(const int32_t* acc, Py_ssize_t N, int mode, const int32_
     elif mode == EPI_DEQF16:
         for n in range(N):
             a = _add_wrap(acc[n], bias_i32[n]) if bias_i32 != NULL else acc[n]
-            o16[n] = _f16_rne((<float>a) * scale[n], True)
+            o16[n] = <uint16_t>f32_narrow_fast(f32_bits((<float>a) * scale[n]), f16_sat)
     else:
         for n in range(N):
             a = _add_wrap(acc[n], bias_i32[n]) if bias_i32 != NULL else acc[n]
@@ -216,7 +173,8 @@ cdef void _epilogue_row(const int32_t* acc, Py_ssize_t N, int mode, const int32_
                 v = p * v
             if bias_f != NULL:
                 v = v + bias_f[n]
-            o16[n] = _f16_rne(v, False) if mode == EPI_VEC_FP16 else _bf16_rne(v)
+            o16[n] = <uint16_t>(f32_narrow_fast(f32_bits(v), f16) if mode == EPI_VEC_FP16
+                                else f32_to_bf16_rne(f32_bits(v), False))
 
 
 def epilogue(const int32_t[:, :, ::1] acc, Py_ssize_t M, Py_ssize_t N, int mode,

@@ -442,23 +442,3 @@ def test_plan_from_specs():
         make_plan("npu_quant_matmul", x1=TensorSpec((8, 64), "int8"), x2=TensorSpec((63, 16), "int8"),
                   scale=TensorSpec((16,), "float32"))
 
-
-# ------------------------------------------------------------------ the kernel's fast output casts
-def test_fast_fp32_to_half_and_bf16_casts():
-    from npusim._kernels import quant_matmul as k
-    u = np.concatenate([RNG.integers(0, 2 ** 32, 400000, dtype=np.uint64).astype(np.uint32),
-                        np.arange(0x33000000, 0x33000000 + 2 ** 16, 7, dtype=np.uint32),     # tiny: half subnormals
-                        np.arange(0x387F0000, 0x38810000, 3, dtype=np.uint32),               # around 2^-14
-                        np.arange(0x477FE000, 0x47800100, dtype=np.uint32),                  # around 65520
-                        np.array([0, 0x80000000, 0x7F800000, 0xFF800000, 0x7F7FFFFF, 0xFF7FFFFF], np.uint32)])
-    u = np.concatenate([u, u | np.uint32(0x80000000)])
-    f = u.view(np.float32)
-    finite = ~np.isnan(f)
-    with np.errstate(over="ignore"):
-        assert_bitexact(k.f32_to_half_bits(f, False)[finite], f[finite].astype(np.float16).view(np.uint16))
-        assert_bitexact(k.f32_to_half_bits(f, True)[finite],
-                        np.clip(f[finite], -65504, 65504).astype(np.float16).view(np.uint16))
-        assert_bitexact(k.f32_to_bf16_bits(f)[finite], f[finite].astype(ml_dtypes.bfloat16).view(np.uint16))
-    # NaNs: the shared Ascend cast's NaN codes
-    assert_bitexact(k.f32_to_half_bits(f, False)[~finite], formats.cast(f[~finite], np.float16).view(np.uint16))
-    assert_bitexact(k.f32_to_bf16_bits(f)[~finite], formats.cast(f[~finite], "bfloat16").view(np.uint16))
