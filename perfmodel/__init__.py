@@ -5,6 +5,8 @@
     p = perfmodel.predict("npu_dynamic_quant", product="Ascend910B4",
                           x=TensorSpec((4096, 512), "float16"), dst_type="int8")
     p.latency_us, p.bound, p.pipes_us
+    ps = perfmodel.predict_many("npu_dynamic_quant", "Ascend910B4",
+                                [dict(x=TensorSpec((t, 512), "float16")) for t in range(1, 10001)])
 
 Model: perfmodel.model (combining), perfmodel.hw (per-SoC primitives from perfmodel/data/),
 perfmodel.ops (cost builders per operator), perfmodel.calibration (fitted parameters).
@@ -14,7 +16,7 @@ from npusim.plan import TensorSpec
 from perfmodel import calibration
 from perfmodel.calibration import Calibration, calibrate
 from perfmodel.model import Prediction
-from perfmodel.predict import OPERATORS, predict, supported_products
+from perfmodel.predict import OPERATORS, predict, predict_many, supported_products
 
-__all__ = ["TensorSpec", "Prediction", "predict", "OPERATORS", "supported_products", "calibration",
+__all__ = ["TensorSpec", "Prediction", "predict", "predict_many", "OPERATORS", "supported_products", "calibration",
            "Calibration", "calibrate"]

@@ -1,31 +1,47 @@
-"""Prediction throughput: `python -m perfmodel.bench [N]` times N predictions per operator (a sweep over
-the token count, one plan + cost per shape) and prints predictions per second."""
+"""Prediction throughput: `python -m perfmodel.bench [N]` sweeps N token counts (1..N) of every
+operator on one product through perfmodel.predict_many (the vectorised sweep path, the one `npusim
+sweep` uses) and prints predictions per second: cold (first sweep: every npusim plan is built) and
+warm (plans memoised, e.g. a re-run with another calibration), next to the one-call-per-shape
+perfmodel.predict loop on the first 1000 shapes."""
 import sys
 import time
 
 import perfmodel
-from perfmodel import TensorSpec as T
+from perfmodel.predict import _PLAN_MEMO
+from perfmodel.sweep import Point, build_args
 
-SWEEPS = {
-    "add": ("atlas-a2", lambda n: dict(x=T((n, 4096), "float16"), y=T((n, 4096), "float16"))),
-    "matmul": ("atlas-a2", lambda n: dict(a=T((n, 4096), "float16"), b=T((4096, 4096), "float16"))),
-    "npu_dynamic_quant": ("atlas-a2", lambda n: dict(x=T((n, 7168), "bfloat16"))),
-    "npu_quant_matmul": ("atlas-a2", lambda n: dict(x1=T((n, 7168), "int8"), x2=T((7168, 4096), "int8"),
-                                                    scale=T((4096,), "float32"), output_dtype="float16")),
-}
+SWEEPS = [("add", "atlas-a2"), ("matmul", "atlas-a2"), ("npu_dynamic_quant", "atlas-a2"),
+          ("npu_dynamic_quant_asymmetric", "atlas-a2"), ("indexer_compress_epilog", "ascend-950pr"),
+          ("fake_quantize_per_channel_affine_cachemask", "atlas-a2"), ("npu_quant_matmul", "atlas-a2"),
+          ("moe_init_routing_quant", "atlas-a2")]
 
 
-def run(n: int = 10000) -> dict:
-    out = {}
-    for op, (product, make) in SWEEPS.items():
+def run(n: int = 10000, loop_n: int = 1000) -> list[dict]:
+    """Per operator: predictions/s of predict_many over n shapes (cold and warm) and of a predict loop."""
+    out = []
+    for op, product in SWEEPS:
+        args = [build_args(Point(op, product, t)) for t in range(1, n + 1)]
+        _PLAN_MEMO.clear()
         t0 = time.perf_counter()
-        for i in range(1, n + 1):
-            perfmodel.predict(op, product, **make(i))
-        out[op] = n / (time.perf_counter() - t0)
+        perfmodel.predict_many(op, product, args)
+        cold = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        perfmodel.predict_many(op, product, args)
+        warm = time.perf_counter() - t0
+        _PLAN_MEMO.clear()
+        t0 = time.perf_counter()
+        for a in args[:loop_n]:
+            perfmodel.predict(op, product, **a)
+        loop = (time.perf_counter() - t0) / min(n, loop_n)
+        out.append({"op": op, "product": product, "shapes": n, "cold_s": cold, "cold_per_s": n / cold,
+                    "warm_s": warm, "warm_per_s": n / warm, "loop_per_s": 1.0 / loop})
     return out
 
 
 if __name__ == "__main__":
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
-    for op, rate in run(n).items():
-        print(f"{op:22s} {rate:10.0f} predictions/s  ({n / rate:.2f} s for {n} shapes)")
+    print(f"{'operator':44s} {'product':13s} {'cold /s':>9s} {'(s)':>6s} {'warm /s':>9s} {'(s)':>6s} "
+          f"{'predict() loop /s':>18s}")
+    for r in run(n):
+        print(f"{r['op']:44s} {r['product']:13s} {r['cold_per_s']:9.0f} {r['cold_s']:6.3f} {r['warm_per_s']:9.0f} "
+              f"{r['warm_s']:6.3f} {r['loop_per_s']:18.0f}")

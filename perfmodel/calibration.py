@@ -108,11 +108,6 @@ def _works(measured):
     return out
 
 
-def _latency(work, params, op, pid):
-    from perfmodel.model import combine
-    return combine(work, params, op, pid).latency_us
-
-
 def fit(measured, product=None, params=None, base: Calibration | None = None, prior_weight: float = 0.03,
         iterations: int = 60) -> Calibration:
     """Fit the calibration parameters to measured rows (columns op, product, args, measured_us).
@@ -124,6 +119,7 @@ def fit(measured, product=None, params=None, base: Calibration | None = None, pr
     """
     import numpy as np
     from npusim.products import get_product
+    from perfmodel.model import combine_many
     base = copy.deepcopy(base or Calibration.defaults())
     df = measured
     if product is not None:
@@ -146,7 +142,7 @@ def fit(measured, product=None, params=None, base: Calibration | None = None, pr
         def resid(z):
             p = dict(prior)
             p.update({n: float(math.exp(v)) for n, v in zip(names, z)})
-            pred = np.array([_latency(w, p, op, pid) for w, pid, op, _ in frows])
+            pred = np.array([x.latency_us for x in combine_many([w for w, *_ in frows], p, "", "")])
             return np.concatenate([np.log(pred / meas), sw * (z - z0)])
 
         z, lam = z0.copy(), 1e-2

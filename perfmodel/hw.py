@@ -134,6 +134,7 @@ class Hardware:
         self.mmad_pts = _mmad_curves()[self.cube["mmad_curve_soc"]]
         self.bank_conflict_free_factor = d["vector"]["bank_conflict_free_factor"]
         self._vec = vector_table()
+        self._dma_memo: dict = {}
 
     # -- DMA ---------------------------------------------------------------------------------------
     def dma(self, path: str, nbytes: float, count: float = 1.0) -> float:
@@ -141,13 +142,18 @@ class Hardware:
         per-instruction head of loads/stores)."""
         if count <= 0 or nbytes <= 0:
             return 0.0
-        b = self.burst
-        size = math.ceil(nbytes / b) * b
-        t = self.curves[path].seconds(size)
-        if path == "gm_to_ub" or path == "gm_to_l1":
-            t += self.load_head_s
-        elif path == "ub_to_gm":
-            t += self.store_head_s
+        key = (path, nbytes)
+        t = self._dma_memo.get(key)
+        if t is None:                       # sweeps ask for the same few transfer sizes over and over
+            b = self.burst
+            size = math.ceil(nbytes / b) * b
+            t = self.curves[path].seconds(size)
+            if path == "gm_to_ub" or path == "gm_to_l1":
+                t += self.load_head_s
+            elif path == "ub_to_gm":
+                t += self.store_head_s
+            if len(self._dma_memo) < 65536:
+                self._dma_memo[key] = t
         return count * t
 
     def stream(self, path: str, total_bytes: float, chunk: float) -> float:

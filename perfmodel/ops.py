@@ -17,8 +17,24 @@ from perfmodel.model import Work
 # -- helpers -------------------------------------------------------------------------------------------
 
 
+_DT_NAMES: dict = {}
+
+
 def _dt(spec) -> str:
-    return formats.dtype_name(spec.dtype)
+    """Canonical dtype name (memoised: formats.dtype_name scans every known dtype)."""
+    name = _DT_NAMES.get(spec.dtype)
+    if name is None:
+        name = _DT_NAMES[spec.dtype] = formats.dtype_name(spec.dtype)
+    return name
+
+
+def _size(spec) -> int:
+    """Elements of a TensorSpec (math.prod: TensorSpec.size goes through numpy, slow per call)."""
+    return math.prod(spec.shape)
+
+
+def _nbytes(spec) -> int:
+    return math.prod(spec.shape) * spec.dtype.itemsize
 
 
 def _tile(plan, names, default):
@@ -53,6 +69,23 @@ def vector_rows(hw, *, rows, cols, in_bytes, out_bytes, block_dim, rows_per_tile
     """
     bd = max(1, int(block_dim))
     rows_core = _cdiv(rows, bd) if rows > 0 else 0
+    # the costs depend on rows only through the critical core's share: a token sweep over 10,000 row
+    # counts needs a few hundred distinct evaluations (memoised per Hardware; callers get a copy)
+    key = (rows_core, cols, in_bytes, out_bytes, rows_per_tile, tuple(tile_ops), tuple(row_ops), tuple(rows_ops),
+           once_in_bytes, scalar_cycles_per_row, scatter_rows, tuple(out_row_pieces))
+    memo = hw.__dict__.setdefault("_vector_rows_memo", {})
+    hit = memo.get(key)
+    if hit is None:
+        hit = _vector_rows(hw, rows_core, cols, in_bytes, out_bytes, rows_per_tile, tile_ops, row_ops, rows_ops,
+                           once_in_bytes, scalar_cycles_per_row, scatter_rows, out_row_pieces)
+        if len(memo) >= 100_000:
+            memo.clear()
+        memo[key] = hit
+    return dict(hit[0]), hit[1]
+
+
+def _vector_rows(hw, rows_core, cols, in_bytes, out_bytes, rows_per_tile, tile_ops, row_ops, rows_ops,
+                 once_in_bytes, scalar_cycles_per_row, scatter_rows, out_row_pieces):
     rpt = rows_per_tile
     pipes = dict.fromkeys(("mte2", "mte3", "vector", "scalar"), 0.0)
     if rows_core == 0 or cols == 0:
@@ -120,7 +153,7 @@ def add_work(hw, x, y, *, block_dim=None, tile_bytes=32768, double_buffer=True, 
     nbytes = n * isz
     core_type = "aiv" if hw.soc.core_layout == "split" else "aicore"
     return Work(hw=hw, core_type=core_type, block_dim=bd, n_tiles=n_tiles, pipes=pipes,
-                bytes_read=x.nbytes + y.nbytes, bytes_written=nbytes, double_buffer=double_buffer,
+                bytes_read=_nbytes(x) + _nbytes(y), bytes_written=nbytes, double_buffer=double_buffer,
                 l2_bypass=l2_bypass, flops=n, largest_load=tile_elems * isz,
                 tiles={"tile_bytes": tile_elems * isz, "tiles_per_core": n_tiles,
                        "double_buffer": int(bool(double_buffer))})
@@ -179,7 +212,7 @@ def matmul_work(hw, a, b, *, block_dim=None, tiling="best"):
                                                              tiling=tiling)
     core_type = "aic" if hw.soc.core_layout == "split" else "aicore"
     return Work(hw=hw, core_type=core_type, block_dim=bd, n_tiles=n_tiles, pipes=pipes,
-                bytes_read=a.nbytes + b.nbytes, bytes_written=M * N * 2, gm_traffic=traffic,
+                bytes_read=_nbytes(a) + _nbytes(b), bytes_written=M * N * 2, gm_traffic=traffic,
                 double_buffer=True, flops=2.0 * M * N * K, largest_load=largest, tiles=info)
 
 
@@ -198,8 +231,8 @@ def _plan_work(plan, hw, pipes, n_tiles, *, bytes_read, bytes_written, flops, la
 
 
 def _io_bytes(plan):
-    rd = sum(s.nbytes for s in plan.inputs.values() if s is not None)
-    wr = sum(s.nbytes for s in plan.outputs.values() if s is not None)
+    rd = sum(_nbytes(s) for s in plan.inputs.values() if s is not None)
+    wr = sum(_nbytes(s) for s in plan.outputs.values() if s is not None)
     return rd, wr
 
 
@@ -213,7 +246,7 @@ def dynamic_quant_work(plan, hw, asymmetric=False):
     """
     x = plan.inputs["x"]
     cols = x.shape[-1]
-    rows = x.size // max(1, cols)
+    rows = _size(x) // max(1, cols)
     dt_in = _dt(x)
     y = plan.outputs.get("y")
     out_name = _dt(y) if y is not None else "int8"
@@ -258,7 +291,7 @@ def dynamic_quant_work(plan, hw, asymmetric=False):
             scalar += 40.0                                # scalar scale/offset arithmetic per row
     if group is not None:
         scalar += 10.0                                    # which expert owns the row
-    once = smooth.nbytes if (smooth is not None and group is None) else 0.0
+    once = _nbytes(smooth) if (smooth is not None and group is None) else 0.0
     in_b = x.dtype.itemsize + (smooth.dtype.itemsize if (smooth is not None and group is not None) else 0.0)
     pieces = [4.0] + ([4.0] if asymmetric else [])
     pipes, n_tiles = vector_rows(hw, rows=rows, cols=cols, in_bytes=in_b, out_bytes=out_b,
@@ -284,10 +317,10 @@ def indexer_compress_epilog_work(plan, hw):
     (slot != -1): the plan does not know the slots."""
     x = plan.inputs["x"]
     d = x.shape[-1]
-    rows = x.size // max(1, d)
+    rows = _size(x) // max(1, d)
     cache = plan.inputs.get("indexer_compress_cache") or plan.outputs.get("indexer_compress_cache")
     scale = plan.inputs.get("indexer_compress_scale") or plan.outputs.get("indexer_compress_scale")
-    scale_row = (scale.nbytes / max(1, scale.shape[0])) if scale is not None else d / 128 * 4
+    scale_row = (_nbytes(scale) / max(1, scale.shape[0])) if scale is not None else d / 128 * 4
     mode = plan.attrs.get("quant_mode", 1)
     f32 = "float32"
     rpt = _tile(plan, ("rowFactor", "rows_per_tile"), None)
@@ -300,7 +333,7 @@ def indexer_compress_epilog_work(plan, hw):
                                  block_dim=plan.block_dim, rows_per_tile=rpt, tile_ops=tile_ops,
                                  rows_ops=rows_ops, scalar_cycles_per_row=20.0, scatter_rows=True,
                                  out_row_pieces=(d * 1.0, scale_row))
-    rd = x.nbytes + rows * 4
+    rd = _nbytes(x) + rows * 4
     wr = rows * (d + scale_row)
     return _plan_work(plan, hw, pipes, n_tiles, bytes_read=rd, bytes_written=wr, flops=rows * d * 4.0,
                       largest=rpt * d * x.dtype.itemsize, tiles={"rows_per_tile": rpt},
@@ -313,7 +346,7 @@ def fake_quant_work(plan, hw):
     mask cast to bool; fp16 adds a Cast in and out. Tile elements from plan.tiles ('tile_len',
     'ub_factor', 'elems_per_tile'), else UB-derived."""
     x = plan.inputs.get("x") or plan.inputs.get("self")
-    n = x.size
+    n = _size(x)
     dt = _dt(x)
     f32 = "float32"
     ops = [("mul", f32, 1), ("cast_f32_i32", f32, 2), ("add", f32, 1), ("compare", f32, 2),
@@ -347,7 +380,7 @@ def quant_matmul_work(plan, hw):
     dtype = "int4" if int4 else "int8"
     M, K = x1.shape[-2], x1.shape[-1] * (8 if _dt(x1) == "int32" else 1)
     N = out.shape[-1]
-    batch = max(1, out.size // max(1, out.shape[-2] * N))
+    batch = max(1, _size(out) // max(1, out.shape[-2] * N))
     in_b = 0.5 if int4 else 1.0
     out_b = out.dtype.itemsize
     pertoken = plan.inputs.get("pertoken_scale") is not None

@@ -1,12 +1,14 @@
 """predict(): operator name + product + the emulator's own arguments -> Prediction."""
 from __future__ import annotations
 
+import gc
+
 from npusim.plan import TensorSpec, spec_of
 from npusim.products import PRODUCTS, get_product
 
 from perfmodel import ops
 from perfmodel.hw import hardware
-from perfmodel.model import Prediction, combine
+from perfmodel.model import Prediction, combine, combine_many
 
 ALL_PRODUCTS = list(PRODUCTS)
 
@@ -44,27 +46,76 @@ def _specs(args: dict) -> dict:
     return out
 
 
-def build_work(op: str, product: str = "atlas-a2", **args):
-    """The uncalibrated Work of one launch and the product id (used by predict and the calibration fit)."""
+_PLAN_MEMO: dict = {}
+_PLAN_MEMO_MAX = 200_000
+
+
+def _plan_key(op, soc_name, args):
+    """Hashable key of a planner call (TensorSpecs by shape and dtype), or None when an argument is not
+    hashable (then the planner is simply called)."""
+    items = []
+    for k, v in args.items():
+        if isinstance(v, TensorSpec):
+            v = (TensorSpec, v.shape, v.dtype)
+        items.append((k, v))
+    key = (op, soc_name, tuple(sorted(items, key=lambda kv: kv[0])))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def _plan(op, soc, args):
+    """npusim's plan for these shapes/dtypes/attrs, memoised (a plan depends on nothing else; planners
+    cost tens of microseconds, which dominates repeated sweeps). Plans are shared: do not mutate them."""
+    from npusim.plan import make_plan
+    key = _plan_key(op, soc.soc, args)
+    plan = _PLAN_MEMO.get(key) if key is not None else None
+    if plan is None:
+        plan = make_plan(op, product=soc.soc, **args)
+        if key is not None:
+            if len(_PLAN_MEMO) >= _PLAN_MEMO_MAX:
+                _PLAN_MEMO.clear()
+            _PLAN_MEMO[key] = plan
+    return plan
+
+
+def _resolve(op: str, product):
+    """(Soc, Hardware) of a supported op/product pair, else a clear ValueError."""
     soc = get_product(product)
     if op not in SUPPORTED:
         raise ValueError(f"perfmodel: unknown operator {op!r}; supported: {OPERATORS}")
     if soc.product not in SUPPORTED[op]:
         raise ValueError(f"perfmodel: {op} does not run on {soc.product} ({soc.soc}); "
                          f"supported products: {SUPPORTED[op]}")
-    hw = hardware(soc)
+    if op not in ("add", "matmul"):
+        from npusim.plan import PLANNERS
+        import npusim  # noqa: F401  (registers the planners)
+        if op not in PLANNERS:
+            raise NotImplementedError(f"perfmodel: operator {op!r} has no npusim plan yet (npusim.plan.PLANNERS "
+                                      f"lacks it), so it cannot be predicted")
+    return soc, hardware(soc)
+
+
+def _work(op, soc, hw, args):
     args = _specs(args)
     if op == "add":
-        return ops.add_work(hw, **args), soc.product
+        return ops.add_work(hw, **args)
     if op == "matmul":
-        return ops.matmul_work(hw, **args), soc.product
-    from npusim.plan import PLANNERS, make_plan
-    import npusim  # noqa: F401  (registers the planners)
-    if op not in PLANNERS:
-        raise NotImplementedError(f"perfmodel: operator {op!r} has no npusim plan yet (npusim.plan.PLANNERS "
-                                  f"lacks it), so it cannot be predicted")
-    plan = make_plan(op, product=soc.soc, **args)
-    return ops.PLAN_BUILDERS[op](plan, hw), soc.product
+        return ops.matmul_work(hw, **args)
+    return ops.PLAN_BUILDERS[op](_plan(op, soc, args), hw)
+
+
+def build_work(op: str, product: str = "atlas-a2", **args):
+    """The uncalibrated Work of one launch and the product id (used by predict and the calibration fit)."""
+    soc, hw = _resolve(op, product)
+    return _work(op, soc, hw, args), soc.product
+
+
+def _params(calibration, family):
+    from perfmodel.calibration import default_calibration
+    return (calibration or default_calibration()).params_for(family)
 
 
 def predict(op: str, product: str = "atlas-a2", *, calibration=None, **args) -> Prediction:
@@ -77,7 +128,40 @@ def predict(op: str, product: str = "atlas-a2", *, calibration=None, **args) -> 
     Generic kernels take options: add(block_dim, tile_bytes=32768, double_buffer=True, l2_bypass=False,
     bank_conflict_free=False); matmul(block_dim, tiling='best'|'naive').
     """
-    from perfmodel.calibration import default_calibration
-    work, pid = build_work(op, product, **args)
-    cal = calibration or default_calibration()
-    return combine(work, cal.params_for(work.hw.family), op, pid)
+    soc, hw = _resolve(op, product)
+    work = _work(op, soc, hw, args)
+    return combine(work, _params(calibration, hw.family), op, soc.product)
+
+
+def predict_many(op: str, product: str = "atlas-a2", args_list=(), *, calibration=None,
+                 errors: str = "raise") -> list:
+    """predict(op, product, calibration=calibration, **args) for every dict in `args_list`, sharing
+    everything shape-independent (SoC data, DMA curves, calibration) and costing all launches in
+    one vectorised pass (perfmodel.model.combine_many); results equal predict()'s exactly.
+
+    errors: 'raise' (the first bad point raises, as predict would) or 'return' (its list entry is the
+    exception instead, so that a sweep can record it and go on).
+    """
+    if errors not in ("raise", "return"):
+        raise ValueError(f"errors must be 'raise' or 'return', got {errors!r}")
+    soc, hw = _resolve(op, product)
+    params = _params(calibration, hw.family)
+    works, out = [], []
+    # many small objects are created and all stay alive: the cyclic GC would rescan them again and
+    # again (a third of the time), and there are no cycles to collect here
+    gc_was_on = gc.isenabled()
+    gc.disable()
+    try:
+        for args in args_list:
+            try:
+                works.append(_work(op, soc, hw, args))
+                out.append(None)
+            except Exception as exc:     # noqa: BLE001 -- recorded per point when asked to
+                if errors == "raise":
+                    raise
+                out.append(exc)
+        preds = iter(combine_many(works, params, op, soc.product))
+        return [next(preds) if o is None else o for o in out]
+    finally:
+        if gc_was_on:
+            gc.enable()

@@ -34,7 +34,7 @@ from npusim.products import PRODUCTS
 from perfmodel.profiles import PIPES
 
 __all__ = ["OPERATORS", "DEFAULT_TOKENS", "Point", "build_args", "grid", "load_config", "run_sweep",
-           "predict_row", "supported_products", "load_calibration", "Progress"]
+           "predict_row", "predict_rows", "supported_products", "load_calibration", "Progress"]
 
 # The five operators of the project (the default sweep); 'add' and 'matmul' are available on request.
 OPERATORS = ("npu_dynamic_quant", "npu_dynamic_quant_asymmetric", "indexer_compress_epilog",
@@ -155,13 +155,8 @@ def load_calibration(cal):
     return calibration.Calibration.load(cal)
 
 
-def predict_row(op: str, product: str, args: dict, calibration=None) -> dict:
-    """One prediction flattened to a dict: status 'ok', or 'skipped' with the reason."""
-    import perfmodel
-    try:
-        pred = perfmodel.predict(op, product, calibration=calibration, **args)
-    except Exception as exc:    # noqa: BLE001 -- any failure of one point is recorded, never fatal
-        return {"status": "skipped", "reason": f"{type(exc).__name__}: {exc}".splitlines()[0][:300]}
+def _row(pred) -> dict:
+    """A Prediction flattened to a sweep/compare row (status 'ok')."""
     row = {"status": "ok", "reason": "", "soc": str(getattr(pred, "soc", ""))}
     for key in ("latency_us", "head_us", "bound", "bytes_read", "bytes_written", "flops", "block_dim",
                 "tiling_key", "achieved_GBps", "achieved_TOPS"):
@@ -170,6 +165,34 @@ def predict_row(op: str, product: str, args: dict, calibration=None) -> dict:
     for p in PIPES:
         row[f"pipe_{p}_us"] = pipes.get(p, math.nan)
     return row
+
+
+def _failed(exc) -> dict:
+    return {"status": "skipped", "reason": f"{type(exc).__name__}: {exc}".splitlines()[0][:300]}
+
+
+def predict_row(op: str, product: str, args: dict, calibration=None) -> dict:
+    """One prediction flattened to a dict: status 'ok', or 'skipped' with the reason."""
+    import perfmodel
+    try:
+        pred = perfmodel.predict(op, product, calibration=calibration, **args)
+    except Exception as exc:    # noqa: BLE001 -- any failure of one point is recorded, never fatal
+        return _failed(exc)
+    return _row(pred)
+
+
+def predict_rows(op: str, product: str, args_list: list, calibration=None) -> list[dict]:
+    """predict_row for many argument dicts of one operator on one product, through the vectorised
+    perfmodel.predict_many (results identical to predict)."""
+    import perfmodel
+    many = getattr(perfmodel, "predict_many", None)
+    if many is None:
+        return [predict_row(op, product, a, calibration) for a in args_list]
+    try:
+        preds = many(op, product, args_list, calibration=calibration, errors="return")
+    except Exception as exc:    # noqa: BLE001 -- e.g. op not supported on the product: every point
+        return [_failed(exc)] * len(args_list)
+    return [_failed(p) if isinstance(p, BaseException) else _row(p) for p in preds]
 
 
 class Progress:
@@ -207,16 +230,23 @@ def run_sweep(points, calibration=None, progress: bool | None = None) -> pd.Data
     points = list(points)
     calibration = load_calibration(calibration)
     bar = Progress(len(points), enabled=(len(points) >= 50) if progress is None else progress)
-    rows = []
-    for p in points:
+    rows: list = [None] * len(points)
+    groups: dict = {}               # (op, product) -> [(index, args)]: one vectorised call per group
+    for i, p in enumerate(points):
         try:
-            args = build_args(p)
+            groups.setdefault((p.op, p.product), []).append((i, build_args(p)))
         except ValueError as exc:
-            row = {"status": "skipped", "reason": str(exc)}
-        else:
-            row = predict_row(p.op, p.product, args, calibration)
-        rows.append({**asdict(p), **row})
-        bar.step(f"{p.op} {p.product} {p.tokens}")
+            rows[i] = {"status": "skipped", "reason": str(exc)}
+            bar.step(f"{p.op} {p.product} {p.tokens}")
+    chunk = 2048                    # progress granularity; predict_many amortises over a chunk
+    for (op, product), items in groups.items():
+        for s0 in range(0, len(items), chunk):
+            part = items[s0:s0 + chunk]
+            for (i, _), row in zip(part, predict_rows(op, product, [a for _, a in part], calibration)):
+                rows[i] = row
+            for i, _ in part:
+                bar.step(f"{op} {product} {points[i].tokens}")
+    rows = [{**asdict(p), **row} for p, row in zip(points, rows)]
     cols = list(asdict(Point("", "", 0))) + ["status", "reason", "soc", "latency_us", "head_us", "bound",
                                              "bytes_read", "bytes_written", "flops", "block_dim", "tiling_key",
                                              "achieved_GBps", "achieved_TOPS"] + [f"pipe_{p}_us" for p in PIPES]

@@ -208,3 +208,45 @@ def test_calibration_round_trip(tmp_path):
     r = rows.iloc[3]
     assert perfmodel.predict(r["op"], r["product"], calibration=back, **r["args"]).latency_us == pytest.approx(
         perfmodel.predict(r["op"], r["product"], calibration=cal, **r["args"]).latency_us)
+
+
+# -- the vectorised sweep path ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("op,product", ALL_COMBOS)
+def test_predict_many_equals_predict(op, product):
+    """predict_many (batched plans + vectorised combine) gives exactly predict()'s results, in order,
+    whatever else is in the batch; a bad point is returned as its exception with errors='return'."""
+    ns = [1, 3, 17, 48, 100, 513, 2048, 8191]
+    args = [op_args(op, product, n) for n in ns]
+    many = perfmodel.predict_many(op, product, args)
+    # single predictions with the plan memo cleared: plans rebuilt from scratch
+    from perfmodel.predict import _PLAN_MEMO
+    _PLAN_MEMO.clear()
+    for a, m in zip(args, many):
+        one = perfmodel.predict(op, product, **a)
+        assert m.to_row() == one.to_row() and m.pipes_us == one.pipes_us and m.tiles == one.tiles
+    rev = perfmodel.predict_many(op, product, args[::-1])
+    assert [p.latency_us for p in rev] == [p.latency_us for p in many][::-1]
+    bad = dict(args[0])
+    bad[next(iter(bad))] = T((7,), np.complex64)
+    out = perfmodel.predict_many(op, product, [args[1], bad, args[2]], errors="return")
+    assert isinstance(out[1], Exception) and out[0].latency_us == many[1].latency_us
+    assert out[2].latency_us == many[2].latency_us
+    with pytest.raises(Exception):
+        perfmodel.predict_many(op, product, [bad])
+
+
+def test_predict_many_unsupported_product_raises():
+    with pytest.raises(ValueError, match="does not run on atlas-a2"):
+        perfmodel.predict_many("indexer_compress_epilog", "atlas-a2", [])
+
+
+def test_sweep_uses_predict_many_and_matches_predict():
+    from perfmodel import sweep
+    pts = sweep.grid(ops=["npu_dynamic_quant", "npu_quant_matmul"], products=["atlas-a2", "atlas-inference"],
+                     tokens=[1, 7, 300, 4096])
+    df = sweep.run_sweep(pts, progress=False)
+    assert (df["status"] == "ok").all() and len(df) == len(pts)
+    for p, row in zip(pts, df.itertuples()):
+        one = perfmodel.predict(p.op, p.product, **sweep.build_args(p))
+        assert row.latency_us == one.latency_us and row.block_dim == one.block_dim

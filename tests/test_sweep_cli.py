@@ -69,9 +69,20 @@ def fake_fit(measured, product=None, **kw):
     return FakeCalibration(factor=sum(ratios) / len(ratios))
 
 
+def fake_predict_many(op, product="atlas-a2", args_list=(), *, calibration=None, errors="raise"):
+    out = []
+    for a in args_list:
+        try:
+            out.append(fake_predict(op, product, calibration=calibration, **a))
+        except ValueError as exc:
+            out.append(exc)
+    return out
+
+
 @pytest.fixture
 def fake_model(monkeypatch):
     monkeypatch.setattr(perfmodel, "predict", fake_predict, raising=False)
+    monkeypatch.setattr(perfmodel, "predict_many", fake_predict_many, raising=False)
     monkeypatch.setattr(perfmodel, "supported_products", lambda op: list(SUPPORTED), raising=False)
     cal = types.ModuleType("perfmodel.calibration")
     cal.Calibration, cal.fit, cal.PARAMS = FakeCalibration, fake_fit, ("factor",)
@@ -124,6 +135,7 @@ def test_run_sweep_records_failures(fake_model):
 
 def test_run_sweep_survives_missing_model(monkeypatch):
     monkeypatch.delattr(perfmodel, "predict", raising=False)
+    monkeypatch.delattr(perfmodel, "predict_many", raising=False)
     df = sweep.run_sweep(sweep.grid(ops=["add"], products=["atlas-a2"], tokens=[1]), progress=False)
     assert list(df["status"]) == ["skipped"]
 
