@@ -143,6 +143,8 @@ def pack_int4(values, container: str = "uint8") -> np.ndarray:
 def unpack_int4(packed, container: str = "uint8", n: int | None = None) -> np.ndarray:
     """Inverse of pack_int4: int8 values in [-8, 7]; `n` trims the last axis to n elements."""
     p = np.asarray(packed)
+    if p.dtype.byteorder == ">":
+        p = p.astype(p.dtype.newbyteorder("="))
     if container == "uint8":
         if p.dtype not in (np.uint8, np.int8):
             raise TypeError(f"unpack_int4: uint8 container expects uint8/int8 data, got {p.dtype}")
