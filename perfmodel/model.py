@@ -89,14 +89,9 @@ def _pow(base, exponent):
     return np.array([b ** e for b, e in zip(base.tolist(), np.broadcast_to(exponent, base.shape).tolist())])
 
 
-def combine(work: Work, params: dict, op: str, product_id: str):
-    """Latency and breakdown of `work` under calibration `params` (one family's dict)."""
-    return combine_many([work], params, op, product_id)[0]
-
-
 def combine_many(works, params: dict, op: str, product_id: str) -> list:
-    """combine() of many Works at once (numpy over the works, same operations in the same order, so
-    each result is the one a single combine() gives)."""
+    """combine() of many Works at once: numpy over the works, the same operations in the same order
+    (powers in Python floats), so each result is exactly the one combine() gives."""
     n_w = len(works)
     if n_w == 0:
         return []
@@ -176,3 +171,68 @@ def combine_many(works, params: dict, op: str, product_id: str) -> list:
             block_dim=int(w.block_dim), tiling_key=w.tiling_key, tiles=dict(w.tiles), achieved_GBps=gbps[i],
             achieved_TOPS=tops[i], plan=w.plan, chip_us=chip_us[i], core_us=core_us[i]))
     return out
+
+
+def _pnorm(values, p: float) -> float:
+    m = max(values)
+    if m <= 0.0:
+        return 0.0
+    return m * sum((v / m) ** p for v in values) ** (1.0 / p)
+
+
+def combine(work: Work, params: dict, op: str, product_id: str):
+    """Latency and breakdown of `work` under calibration `params` (one family's dict).
+
+    The reference, in plain floats (fast for one launch); combine_many is its vectorised twin for
+    sweeps, and tests hold the two to identical results."""
+    hw = work.hw
+    dma_s, vec_s, cube_s = params["dma_scale"], params["vector_scale"], params["cube_scale"]
+    scale = {"mte1": dma_s, "mte2": dma_s, "mte3": dma_s, "fixpipe": dma_s, "vector": vec_s,
+             "cube": cube_s, "scalar": 1.0}
+    pipes = dict.fromkeys(PIPES, 0.0)
+    core = 0.0
+    for ph_pipes, n_tiles, double_buffer in [(work.pipes, work.n_tiles, work.double_buffer), *work.phases]:
+        ph = {p: ph_pipes.get(p, 0.0) * scale[p] for p in PIPES}
+        vals = list(ph.values())
+        total = sum(vals)
+        n = max(1, n_tiles)
+        if total <= 0.0:
+            continue
+        if double_buffer:
+            core += _pnorm(vals, params["overlap_p"]) + (total - max(vals)) / n
+        else:
+            core += total - min(ph["mte2"], ph["mte3"]) * (1.0 - 1.0 / n)
+        for p in PIPES:
+            pipes[p] += ph[p]
+
+    read, written = work.bytes_read, work.bytes_written
+    l2 = hw.soc.l2_bytes
+    absorbed = min(written, max(0.0, l2 - (0.0 if work.l2_bypass else read)))
+    hbm = (read + written - absorbed) / (hw.hbm_peak_Bps * params["hbm_efficiency"])
+    traffic = work.gm_traffic or (read + written)
+    l2t = traffic / (hw.l2_peak_Bps * params["l2_efficiency"])
+    chip = max(hbm, l2t)
+    q = params["mem_q"]
+    if chip > 0.0 and core > 0.0:
+        body = max(core, chip) * (1.0 + (min(core, chip) / max(core, chip)) ** q) ** (1.0 / q)
+    else:
+        body = core + chip
+    head = (params["launch_us"] + params["launch_per_core_us"] * work.block_dim) * 1e-6 \
+        + hw.head_seconds(work.core_type, work.block_dim, work.largest_load)
+    latency = head + body
+
+    stretch = body / core if core > 0 else 1.0
+    pipes_out = {p: (v * stretch if p in DMA_PIPES and chip > 0 else v) * 1e6 for p, v in pipes.items()}
+    if head >= body:
+        bound = "launch"
+    else:
+        mem = max(chip, *(pipes_out[p] * 1e-6 for p in ("mte1", "mte2", "mte3")))
+        cands = {"memory": mem, "vector": pipes["vector"], "cube": pipes["cube"],
+                 "fixpipe": pipes_out["fixpipe"] * 1e-6, "scalar": pipes["scalar"]}
+        bound = max(cands, key=cands.get)
+    return Prediction(
+        op=op, product=product_id, soc=hw.soc.soc, latency_us=latency * 1e6, pipes_us=pipes_out,
+        head_us=head * 1e6, bound=bound, bytes_read=int(read), bytes_written=int(written),
+        flops=float(work.flops), block_dim=int(work.block_dim), tiling_key=work.tiling_key,
+        tiles=dict(work.tiles), achieved_GBps=(read + written) / latency / 1e9,
+        achieved_TOPS=work.flops / latency / 1e12, plan=work.plan, chip_us=chip * 1e6, core_us=core * 1e6)
