@@ -25,8 +25,9 @@ class Case:
 
     setup() -> state (inputs, built once); kernel(state) runs npusim; numpy(state) runs the plain
     NumPy reference of the same arithmetic; peers: {name: fn(state)} for other implementations
-    (return None from a peer's setup check to skip it); nbytes: bytes read + written by one call,
-    used for GB/s and the fraction of copy bandwidth.
+    (a peer raising ImportError is skipped); nbytes: bytes read + written by one call, used for
+    GB/s and the fraction of copy bandwidth; ops: arithmetic operations of one call (2*M*N*K for a
+    matmul), giving GOPS columns when set.
     """
     name: str
     setup: Callable[[], object]
@@ -35,6 +36,7 @@ class Case:
     nbytes: int
     peers: dict[str, Callable[[object], object]] = field(default_factory=dict)
     group: str = "casts"
+    ops: int = 0
 
 
 def register(case: Case) -> Case:
@@ -50,7 +52,13 @@ def load_cases() -> list[Case]:
 
 
 def best_time(fn: Callable[[], object], repeat: int = 5, min_time: float = 0.2) -> float:
-    """Best wall time of fn() over `repeat` rounds (each round at least min_time/repeat seconds)."""
+    """Best wall time of fn() over `repeat` rounds (each round at least min_time/repeat seconds).
+    NumPy's overflow warnings are silenced: the inputs overflow on purpose (saturation cases)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _best_time(fn, repeat, min_time)
+
+
+def _best_time(fn, repeat, min_time):
     fn()  # warm up (page faults, thread pool start)
     best = float("inf")
     for _ in range(repeat):
@@ -86,9 +94,13 @@ def run(select: str | None = None, repeat: int = 5) -> "pandas.DataFrame":
         row = {"case": case.name, "group": case.group, "MB": case.nbytes / 1e6,
                "npusim_ms": t_k * 1e3, "npusim_GBps": case.nbytes / t_k / 1e9,
                "copy_fraction": (case.nbytes / t_k) / bw}
+        if case.ops:
+            row["npusim_GOPS"] = case.ops / t_k / 1e9
         if case.numpy is not None:
             t_n = best_time(lambda: case.numpy(state), repeat)
             row["numpy_ms"] = t_n * 1e3
+            if case.ops:
+                row["numpy_GOPS"] = case.ops / t_n / 1e9
             row["speedup_vs_numpy"] = t_n / t_k
         for peer, fn in case.peers.items():
             try:
@@ -96,6 +108,8 @@ def run(select: str | None = None, repeat: int = 5) -> "pandas.DataFrame":
             except ImportError:
                 continue
             row[f"{peer}_ms"] = t_p * 1e3
+            if case.ops:
+                row[f"{peer}_GOPS"] = case.ops / t_p / 1e9
             row[f"speedup_vs_{peer}"] = t_p / t_k
         rows.append(row)
     df = pd.DataFrame(rows)

@@ -72,6 +72,7 @@ register(Case(
                                              output_dtype="bfloat16"),
     numpy=_numpy_bf16_pertoken,
     nbytes=_in_out_bytes(M, K, N, 2),
+    ops=2 * M * K * N,
     peers={"torch_int_mm": _torch_bf16_pertoken},
     group="quant_matmul",
 ))
@@ -83,6 +84,7 @@ register(Case(
     kernel=lambda s: npusim.npu_quant_matmul(s["x1"], s["x2"], s["scale"], output_dtype="float16"),
     numpy=_numpy_fp16_fixpipe,
     nbytes=_in_out_bytes(M2, K2, N2, 2),
+    ops=2 * M2 * K2 * N2,
     peers={"torch_int_mm": _torch_fp16_fixpipe},
     group="quant_matmul",
 ))
