@@ -25,6 +25,9 @@ Special values (the kernels' behaviour is undocumented; ARITHMETIC 1.1 step 8, 1
   A2/A3 asymmetric has no NaN there (scale clamps to 1e-12): scale 1e-12, offset 127, y 127.
 * NaN scale/offset values are written as the positive quiet NaN 0x7FC00000 (sign unspecified).
 * +-inf in a row: symmetric scale is inf and every y is 0 (v * 127/inf = 0, inf * 0 = NaN -> 0).
+* Empty tensors: zero rows give empty outputs. Rows of length 0 (accepted on Ascend 950 only, the
+  EMPTY_TENSOR template; A2/A3/310P tilings reject rowLen 0) launch nothing: the torch face returns
+  scale (and offset) 0 for them, the aclnn face leaves scaleOut/offsetOut as they were.
 * Integer results saturate to the output range (int8 [-128, 127], int4 [-8, 7]): e.g. a bf16 row
   whose max is below 127/FLT_MAX gives q = inf and y = +-127 / -128 (the hardware's int16/int32 ->
   half -> int8 chain saturates; ARITHMETIC "General hardware facts").
@@ -372,6 +375,8 @@ def _threads(n_elements: int) -> int:
 def _execute(plan: Plan, ctx, y_out, scale_out, offset_out):
     """Run the kernel for a validated plan and write the outputs (all allocated by the caller)."""
     x, smooth, group, R, H, xdt, E = ctx
+    if R == 0 or H == 0:        # the EMPTY_TENSOR template (950) and the tilings launch nothing: no writes
+        return
     dst, symmetric = plan.attrs["dst_type"], plan.attrs["symmetric"]
     fam = {"a2a3": 0, "950": 1, "310p910": 2}[plan.soc.family]
     dt_max, rng, lo, hi = _DST_CONST[dst]
@@ -429,8 +434,9 @@ def _torch_face(op, x, smooth_scales, group_index, dst_type, symmetric, product)
     if ctx[2] is not None:
         _check_group_values(op, ctx[2], ctx[3], plan.soc.soc)
     y = np.empty(plan.outputs["y"].shape, plan.outputs["y"].dtype)
-    scale = np.empty(plan.outputs["scale"].shape, np.float32)
-    offset = None if symmetric else np.empty(plan.outputs["offset"].shape, np.float32)
+    # zeros: rows of length 0 (Ascend 950) get no scale from the kernel; npusim returns 0, not garbage
+    scale = np.zeros(plan.outputs["scale"].shape, np.float32)
+    offset = None if symmetric else np.zeros(plan.outputs["offset"].shape, np.float32)
     _execute(plan, ctx, y, scale, offset)
     return (y, scale) if symmetric else (y, scale, offset)
 

@@ -13,7 +13,7 @@ except ImportError:          # hypothesis is in the [test] extra; other tests ru
 
 if settings is not None:
     _SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
-    settings.register_profile("ci", max_examples=12, deadline=None, derandomize=True, database=None,
+    settings.register_profile("ci", max_examples=50, deadline=None, derandomize=True, database=None,
                               suppress_health_check=_SLOW_OK, print_blob=True)
     settings.register_profile("thorough", max_examples=int(os.environ.get("NPUSIM_HYPOTHESIS_EXAMPLES", "1000")),
                               deadline=None, suppress_health_check=_SLOW_OK, print_blob=True)

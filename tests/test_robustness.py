@@ -243,6 +243,9 @@ def test_dynamic_quant_aclnn_outputs_any_layout(c, out_kinds, seed):
         assert want[0] == "error" or rejected, f"only the torch face succeeded: {exc}"
         return
     assert want[0] == "ok" and not rejected
+    if c["x"].shape[-1] == 0:        # documented: rows of length 0 launch nothing, outputs stay as they were
+        assert_unchanged(before, outs)
+        return
     assert_same_outcome(("ok", tuple(np.array(o) for o in outs)), want)
 
 
@@ -667,3 +670,266 @@ def test_perfmodel_predict_bad_input_known_gaps():
 def test_perfmodel_predict_empty_tensors_are_finite(op, args):
     pred = perfmodel.predict(op, "atlas-a2", **args)
     assert math.isfinite(pred.latency_us) and pred.latency_us >= 0
+
+
+# ------------------------------------------------------------------ one deliberately broken input of each kind
+_R = np.random.default_rng(7)
+_X16 = _R.standard_normal((4, 64)).astype(np.float16)
+_XF = _R.standard_normal((3, 4, 5)).astype(np.float32)
+_SC = np.full(4, 0.05, np.float32)
+_ZP = np.zeros(4, np.int32)
+_X1 = _R.integers(-128, 128, (3, 32), dtype=np.int8)
+_X2 = _R.integers(-128, 128, (32, 8), dtype=np.int8)
+_MX = _R.standard_normal((4, 16)).astype(np.float16)
+_ROW = np.arange(8, dtype=np.int32).reshape(2, 4).T.copy()
+_EXP = _R.integers(0, 3, (4, 2)).astype(np.int32)
+_IX = _R.standard_normal((3, 4096)).astype(np.float16)
+_SLOTS = np.array([2, -1, 0], np.int32)
+
+
+def _outs(*specs):
+    """Output arrays filled with the byte 0x5A (so that any write shows)."""
+    return [np.frombuffer(bytes([0x5A]) * (int(np.prod(s)) * np.dtype(d).itemsize), dtype=d).reshape(s).copy()
+            for s, d in specs]
+
+
+def _face(name):
+    """(callable taking keyword overrides, in-place outputs it writes). Every default is valid."""
+    if name == "npu_dynamic_quant":
+        d = dict(x=_X16, smooth_scales=None, group_index=None, dst_type=np.int8, product="atlas-a2")
+        return lambda **o: npusim.npu_dynamic_quant(**{**d, **o}), []
+    if name == "aclnnDynamicQuantV2":
+        outs = _outs(((4, 64), np.int8), ((4,), np.float32), ((4,), np.float32))
+        d = dict(x=_X16, smoothScalesOptional=None, groupIndexOptional=None, dstType=2, yOut=outs[0],
+                 scaleOut=outs[1], offsetOut=outs[2], product="atlas-a2")
+
+        def run(**o):
+            ws, ex = npusim.aclnn.aclnnDynamicQuantV2GetWorkspaceSize(**{**d, **o})
+            return npusim.aclnn.aclnnDynamicQuantV2(None, ws, ex)
+        return run, outs
+    if name == "fake_quantize_per_channel_affine_cachemask":
+        d = dict(x=_XF, scale=_SC, zero_point=_ZP, axis=1, quant_min=-128, quant_max=127, product="atlas-a2")
+        return lambda **o: npusim.fake_quantize_per_channel_affine_cachemask(**{**d, **o}), []
+    if name == "aclnnFakeQuantPerChannelAffineCachemask":
+        outs = _outs(((3, 4, 5), np.float32), ((3, 4, 5), np.bool_))
+        d = dict(self=_XF, scale=_SC, zeroPoint=_ZP, axis=1, quantMin=-128, quantMax=127, out=outs[0],
+                 mask=outs[1], product="atlas-a2")
+
+        def run(**o):
+            ws, ex = npusim.aclnn.aclnnFakeQuantPerChannelAffineCachemaskGetWorkspaceSize(**{**d, **o})
+            return npusim.aclnn.aclnnFakeQuantPerChannelAffineCachemask(None, ws, ex)
+        return run, outs
+    if name == "npu_quant_matmul":
+        d = dict(x1=_X1, x2=_X2, scale=np.full(8, 1e-3, np.float32), output_dtype=None, product="atlas-a2")
+        return lambda **o: npusim.npu_quant_matmul(**{**d, **o}), []
+    if name == "npu_trans_quant_param":
+        d = dict(scale=np.full(8, 1e-3, np.float32), offset=None, round_mode=0, product="atlas-a2")
+        return lambda **o: npusim.npu_trans_quant_param(**{**d, **o}), []
+    if name == "moe_init_routing_quant":
+        d = dict(x=_MX, row_idx=_ROW, expert_idx=_EXP, active_num=4, scale=1.0, offset=0.0, product="atlas-a2")
+        return lambda **o: npusim.moe_init_routing_quant(**{**d, **o}), []
+    if name == "aclnnMoeInitRoutingQuant":
+        outs = _outs(((8, 16), np.int8), ((8,), np.int32), ((8,), np.int32))
+        d = dict(x=_MX, rowIdx=_ROW, expertIdx=_EXP, activeNum=4, scale=1.0, offset=0.0, expandedXOut=outs[0],
+                 expandedRowIdxOut=outs[1], expandedExpertIdxOut=outs[2], product="atlas-a2")
+
+        def run(**o):
+            ws, ex = npusim.aclnn.aclnnMoeInitRoutingQuantGetWorkspaceSize(**{**d, **o})
+            return npusim.aclnn.aclnnMoeInitRoutingQuant(None, ws, ex)
+        return run, outs
+    if name == "indexer_compress_epilog":
+        outs = _outs(((4, 4096), E4M3), ((4, 32), np.float32))
+        d = dict(indexer_compress_cache=outs[0], indexer_compress_scale=outs[1], x=_IX, slot_mapping=_SLOTS,
+                 product="ascend-950pr")
+        return lambda **o: npusim.indexer_compress_epilog(**{**d, **o}), outs
+    if name == "aclnnIndexerCompressEpilog":
+        outs = _outs(((4, 4096), E4M3), ((4, 32), np.float32))
+        d = dict(indexerCompressCache=outs[0], indexerCompressScale=outs[1], x=_IX, slotMapping=_SLOTS,
+                 product="ascend-950pr")
+
+        def run(**o):
+            ws, ex = npusim.aclnn.aclnnIndexerCompressEpilogGetWorkspaceSize(**{**d, **o})
+            return npusim.aclnn.aclnnIndexerCompressEpilog(None, ws, ex, None)
+        return run, outs
+    raise KeyError(name)
+
+
+def _ro(a):
+    a = a.copy()
+    a.flags.writeable = False
+    return a
+
+
+# (face, kind of breakage, overrides, status, text the message must contain)
+BROKEN = [
+    ("npu_dynamic_quant", "none", dict(x=None), NULLPTR, "'x'"),
+    ("npu_dynamic_quant", "list", dict(x=_X16.tolist()), INVALID, "'x': dtype"),
+    ("npu_dynamic_quant", "scalar", dict(x=1.5), INVALID, "'x'"),
+    ("npu_dynamic_quant", "ragged", dict(x=[[1.0], [1.0, 2.0]]), INVALID, "'x'"),
+    ("npu_dynamic_quant", "object", dict(x=np.array([None, 1], dtype=object)), INVALID, "'x'"),
+    ("npu_dynamic_quant", "product", dict(product="atlas-200i-500-a2"), INVALID, "'product'"),
+    ("npu_dynamic_quant", "product", dict(product="atlas-z9"), INVALID, "'product'"),
+    ("npu_dynamic_quant", "product", dict(product=None), INVALID, "'product'"),
+    ("npu_dynamic_quant", "enum", dict(dst_type="int16"), INVALID, "'dst_type'"),
+    ("npu_dynamic_quant", "enum", dict(dst_type="hifloat8"), INVALID, "'dst_type'"),
+    ("npu_dynamic_quant", "dtype", dict(x=_X16.astype(np.float32)), INVALID, "'x': dtype"),
+    ("npu_dynamic_quant", "shape", dict(smooth_scales=np.ones(63, np.float16)), INVALID, "'smooth_scales'"),
+    ("npu_dynamic_quant", "data", dict(smooth_scales=np.ones((2, 64), np.float16),
+                                       group_index=np.array([3, 1], np.int32)), INVALID, "'group_index'"),
+    ("aclnnDynamicQuantV2", "none", dict(x=None), NULLPTR, "'x'"),
+    ("aclnnDynamicQuantV2", "none", dict(scaleOut=None), NULLPTR, "'scaleOut'"),
+    ("aclnnDynamicQuantV2", "enum", dict(dstType=34), INVALID, "'dstType'"),
+    ("aclnnDynamicQuantV2", "enum", dict(dstType=7), INVALID, "'dstType'"),
+    ("aclnnDynamicQuantV2", "enum", dict(dstType=True), INVALID, "'dstType'"),
+    ("aclnnDynamicQuantV2", "list", dict(yOut=np.zeros((4, 64), np.int8).tolist()), INVALID, "'yOut'"),
+    ("aclnnDynamicQuantV2", "readonly", dict(scaleOut=_ro(np.zeros(4, np.float32))), INVALID, "writable"),
+    ("aclnnDynamicQuantV2", "bigendian", dict(offsetOut=np.zeros(4, ">f4")), INVALID, "byte order"),
+    ("aclnnDynamicQuantV2", "shape", dict(yOut=np.zeros((4, 65), np.int8)), INVALID, "'yOut': shape"),
+    ("aclnnDynamicQuantV2", "product", dict(product="ascend-950pr", x=_X16.astype(np.float32)), INVALID, "'x'"),
+    ("aclnnDynamicQuantV2", "data", dict(smoothScalesOptional=np.ones((2, 64), np.float16),
+                                         groupIndexOptional=np.array([1, 3], np.int32)), INVALID, "last entry"),
+    ("fake_quantize_per_channel_affine_cachemask", "none", dict(zero_point=None), NULLPTR, "'zero_point'"),
+    ("fake_quantize_per_channel_affine_cachemask", "list", dict(x=_XF.tolist()), INVALID, "'x': dtype"),
+    ("fake_quantize_per_channel_affine_cachemask", "enum", dict(axis=3), INVALID, "'axis'"),
+    ("fake_quantize_per_channel_affine_cachemask", "enum", dict(axis=1.0), INVALID, "'axis'"),
+    ("fake_quantize_per_channel_affine_cachemask", "enum", dict(quant_min=200), INVALID, "'quant_min'"),
+    ("fake_quantize_per_channel_affine_cachemask", "product", dict(product="atlas-a3"), INVALID, "'product'"),
+    ("fake_quantize_per_channel_affine_cachemask", "dtype", dict(zero_point=_ZP.astype(np.float32)), INVALID,
+     "'zero_point'"),
+    ("aclnnFakeQuantPerChannelAffineCachemask", "none", dict(mask=None), NULLPTR, "'mask'"),
+    ("aclnnFakeQuantPerChannelAffineCachemask", "readonly", dict(out=_ro(np.zeros((3, 4, 5), np.float32))),
+     INVALID, "writable"),
+    ("aclnnFakeQuantPerChannelAffineCachemask", "bigendian", dict(out=np.zeros((3, 4, 5), ">f4")), INVALID,
+     "byte order"),
+    ("aclnnFakeQuantPerChannelAffineCachemask", "list", dict(out=np.zeros((3, 4, 5)).tolist()), INVALID, "'out'"),
+    ("aclnnFakeQuantPerChannelAffineCachemask", "shape", dict(scale=np.ones(5, np.float32)), INVALID, "'zeroPoint'"),
+    ("npu_quant_matmul", "none", dict(scale=None), NULLPTR, "'scale'"),
+    ("npu_quant_matmul", "list", dict(x1=_X1.tolist()), INVALID, "'x1': dtype"),
+    ("npu_quant_matmul", "scalar", dict(x1=np.int8(3)), INVALID, "'x1'"),
+    ("npu_quant_matmul", "enum", dict(output_dtype="float64"), INVALID, "'output_dtype'"),
+    ("npu_quant_matmul", "enum", dict(output_dtype=object()), INVALID, "'output_dtype'"),
+    ("npu_quant_matmul", "product", dict(product="ascend-950pr"), INVALID, "'product'"),
+    ("npu_quant_matmul", "shape", dict(x2=_X2[:31]), INVALID, "'x2'"),
+    ("npu_quant_matmul", "empty", dict(x1=np.zeros((0, 32), np.int8)), INVALID, "'x1'"),
+    ("npu_quant_matmul", "data", dict(scale=np.full(8, 1 << 50, np.int64)), INVALID, "'scale'"),
+    ("npu_trans_quant_param", "none", dict(scale=None), NULLPTR, "'scale'"),
+    ("npu_trans_quant_param", "list", dict(scale=[1.0, 2.0]), INVALID, "'scale': dtype"),
+    ("npu_trans_quant_param", "enum", dict(round_mode=2), INVALID, "'round_mode'"),
+    ("npu_trans_quant_param", "enum", dict(round_mode="1"), INVALID, "'round_mode'"),
+    ("npu_trans_quant_param", "shape", dict(scale=np.ones((2, 2), np.float32)), INVALID, "'scale'"),
+    ("npu_trans_quant_param", "product", dict(product="atlas-training"), INVALID, "'product'"),
+    ("moe_init_routing_quant", "none", dict(expert_idx=None), NULLPTR, "'expert_idx'"),
+    ("moe_init_routing_quant", "list", dict(row_idx=_ROW.tolist()), INVALID, "'row_idx': dtype"),
+    ("moe_init_routing_quant", "scalar", dict(x=2.0), INVALID, "'x'"),
+    ("moe_init_routing_quant", "enum", dict(active_num=-1), INVALID, "'active_num'"),
+    ("moe_init_routing_quant", "enum", dict(scale=float("nan")), INVALID, "'scale'"),
+    ("moe_init_routing_quant", "enum", dict(offset="0"), INVALID, "'offset'"),
+    ("moe_init_routing_quant", "product", dict(product="atlas-a3"), INVALID, "'product'"),
+    ("moe_init_routing_quant", "data", dict(row_idx=np.zeros((4, 2), np.int32)), INVALID, "permutation"),
+    ("aclnnMoeInitRoutingQuant", "none", dict(expandedRowIdxOut=None), NULLPTR, "'expandedRowIdxOut'"),
+    ("aclnnMoeInitRoutingQuant", "readonly", dict(expandedXOut=_ro(np.zeros((8, 16), np.int8))), INVALID,
+     "writable"),
+    ("aclnnMoeInitRoutingQuant", "bigendian", dict(expandedExpertIdxOut=np.zeros(8, ">i4")), INVALID, "byte order"),
+    ("aclnnMoeInitRoutingQuant", "strided", dict(expandedRowIdxOut=np.zeros(16, np.int32)[::2]), INVALID,
+     "contiguous"),
+    ("aclnnMoeInitRoutingQuant", "data", dict(expertIdx=np.full((4, 2), 2**30 + 1, np.int32)), INVALID,
+     "'expertIdx'"),
+    ("indexer_compress_epilog", "none", dict(x=None), NULLPTR, "'x'"),
+    ("indexer_compress_epilog", "none", dict(indexer_compress_scale=None), NULLPTR, "'indexer_compress_scale'"),
+    ("indexer_compress_epilog", "list", dict(slot_mapping=_SLOTS.tolist()), INVALID, "'slot_mapping'"),
+    ("indexer_compress_epilog", "list", dict(indexer_compress_cache=np.zeros((4, 4096)).tolist()), INVALID,
+     "'indexer_compress_cache'"),
+    ("indexer_compress_epilog", "enum", dict(quant_mode=2), INVALID, "'quant_mode'"),
+    ("indexer_compress_epilog", "enum", dict(mx_scale_rule="floor"), INVALID, "'mx_scale_rule'"),
+    ("indexer_compress_epilog", "enum", dict(mx_scale_rule=["kernel"]), INVALID, "'mx_scale_rule'"),
+    ("indexer_compress_epilog", "enum", dict(round_scale=1), INVALID, "'round_scale'"),
+    ("indexer_compress_epilog", "product", dict(product="atlas-a2"), INVALID, "'product'"),
+    ("indexer_compress_epilog", "strided", dict(x=np.zeros((3, 8192), np.float16)[:, ::2]), INVALID, "contiguous"),
+    ("indexer_compress_epilog", "readonly", dict(indexer_compress_cache=_ro(np.zeros((4, 4096), E4M3))), INVALID,
+     "writable"),
+    ("indexer_compress_epilog", "bigendian", dict(indexer_compress_scale=np.zeros((4, 32), ">f4")), INVALID,
+     "byte order"),
+    ("indexer_compress_epilog", "data", dict(slot_mapping=np.array([1, 1, -1], np.int32)), INVALID, "distinct"),
+    ("indexer_compress_epilog", "data", dict(slot_mapping=np.array([4, 0, -1], np.int32)), INVALID, "[-1, 4)"),
+    ("aclnnIndexerCompressEpilog", "none", dict(slotMapping=None), NULLPTR, "'slot_mapping'"),
+    ("aclnnIndexerCompressEpilog", "enum", dict(quantMode=-1), INVALID, "'quant_mode'"),
+    ("aclnnIndexerCompressEpilog", "data", dict(slotMapping=np.array([0, -2, 1], np.int32)), INVALID,
+     "'slot_mapping'"),
+]
+
+
+@pytest.mark.parametrize("face, kind, overrides, status, text", BROKEN,
+                         ids=[f"{f}-{k}-{i}" for i, (f, k, *_) in enumerate(BROKEN)])
+def test_broken_input_gives_clear_error(face, kind, overrides, status, text):
+    """Each kind of broken input is an AclnnError naming the operator, the parameter and the rule, with
+    the aclnn status; in-place outputs are left byte for byte as they were."""
+    call, outs = _face(face)
+    before = snapshot(outs)
+    with pytest.raises(AclnnError) as err:
+        call(**overrides)
+    e = err.value
+    assert e.status == status
+    assert text in str(e), str(e)
+    assert e.op and e.op in str(e)
+    assert len(str(e)) < 1200
+    assert_unchanged(before, outs)
+
+
+@pytest.mark.parametrize("face", ["npu_dynamic_quant", "aclnnDynamicQuantV2",
+                                  "fake_quantize_per_channel_affine_cachemask",
+                                  "aclnnFakeQuantPerChannelAffineCachemask", "npu_quant_matmul",
+                                  "npu_trans_quant_param", "moe_init_routing_quant", "aclnnMoeInitRoutingQuant",
+                                  "indexer_compress_epilog", "aclnnIndexerCompressEpilog"])
+def test_valid_defaults_of_broken_table_run(face):
+    """The table above breaks one argument of an otherwise valid call (so each error is that argument's)."""
+    call, _ = _face(face)
+    call()
+
+
+def test_executor_misuse_is_a_clear_error():
+    call, outs = _face("aclnnDynamicQuantV2")
+    ws, ex = npusim.aclnn.aclnnDynamicQuantV2GetWorkspaceSize(_X16, None, None, 2, outs[0], outs[1], None)
+    with pytest.raises(AclnnError, match="executor was not made by") as e:
+        npusim.aclnn.aclnnMoeInitRoutingQuant(None, ws, ex)
+    assert e.value.status == INVALID
+    with pytest.raises(AclnnError, match="nullptr"):
+        npusim.aclnn.aclnnDynamicQuantV2(None, ws, None)
+    assert npusim.aclnn.aclnnDynamicQuantV2(None, ws, ex) == 0
+    with pytest.raises(AclnnError, match="single-use"):
+        npusim.aclnn.aclnnDynamicQuantV2(None, ws, ex)
+    ws, ex = npusim.aclnn.aclnnIndexerCompressEpilogGetWorkspaceSize(*_outs(((4, 4096), E4M3), ((4, 32), np.float32)),
+                                                                     _IX, _SLOTS)
+    with pytest.raises(AclnnError, match="workspaceSize"):
+        npusim.aclnn.aclnnIndexerCompressEpilog(None, ws - 1, ex)
+    with pytest.raises(AttributeError, match="available"):
+        npusim.aclnn.aclnnNoSuchOp
+
+
+@given(st.sampled_from(["aclnnDynamicQuantV2", "aclnnFakeQuantPerChannelAffineCachemask", "aclnnMoeInitRoutingQuant",
+                        "indexer_compress_epilog", "aclnnIndexerCompressEpilog"]),
+       st.data())
+def test_failed_call_never_writes_outputs(face, data):
+    """Any single broken argument (drawn from the table for this face, or a random junk value) leaves
+    every in-place output unchanged."""
+    call, outs = _face(face)
+    rows = [r for r in BROKEN if r[0] == face]
+    if rows and data.draw(st.booleans()):
+        overrides = data.draw(st.sampled_from(rows))[2]
+    else:
+        sig = {"aclnnDynamicQuantV2": ["x", "dstType", "yOut", "scaleOut", "offsetOut", "product"],
+               "aclnnFakeQuantPerChannelAffineCachemask": ["self", "scale", "zeroPoint", "axis", "out", "mask",
+                                                           "product"],
+               "aclnnMoeInitRoutingQuant": ["x", "rowIdx", "expertIdx", "activeNum", "expandedXOut", "product"],
+               "indexer_compress_epilog": ["x", "slot_mapping", "indexer_compress_scale", "product"],
+               "aclnnIndexerCompressEpilog": ["x", "slotMapping", "indexerCompressScale", "product"]}[face]
+        name = data.draw(st.sampled_from(sig))
+        junk = data.draw(st.sampled_from(["str", -7, 3.5, [[1, 2], [3]], np.zeros(3, np.complex64),
+                                          np.zeros((2, 2, 2), np.float16)]))
+        overrides = {name: junk}
+    before = snapshot(outs)
+    try:
+        call(**overrides)
+    except (AclnnError, TypeError):
+        assert_unchanged(before, outs)
+        return
+    raise AssertionError(f"{face} accepted {overrides!r}")
