@@ -510,12 +510,12 @@ def test_cast_any_layout(src, dst, mode, sat, shape, kind, seed):
     if src.kind == "f" or src in (BF16, E4M3, E5M2, E8M0):
         a = fill(rng, shape, src, special=0.1)
     elif src == INT4:
-        a = rng.integers(-8, 8, shape).astype(INT4)
+        a = np.asarray(rng.integers(-8, 8, shape)).astype(INT4)
     elif src == np.bool_:
-        a = rng.random(shape) < 0.5
+        a = np.asarray(rng.random(shape) < 0.5)
     else:
         info = np.iinfo(src)
-        a = rng.integers(info.min, info.max, shape, dtype=src, endpoint=True)
+        a = np.asarray(rng.integers(info.min, info.max, shape, dtype=src, endpoint=True))
     check_layouts(lambda x: formats.cast(x, dst, mode, saturate=sat), {"x": a}, [kind])
 
 
