@@ -151,30 +151,26 @@ def indexer_compress_epilog_kernel(const uint16_t[:, ::1] x, bint x_bf16, const 
     cdef bint serial = T < PARALLEL_MIN_ROWS
     if T == 0:
         return
+    # serial below PARALLEL_MIN_ROWS (a thread team costs more than it saves); the GIL is released either way
+    with nogil:
+        if serial:
+            for i in range(T):
+                _quant_row(i, x, x_bf16, d, slot_mapping, cache, scale_bytes, e5m2, quant_mode, round_scale, mx_rule)
+        else:
+            for i in prange(T, schedule="dynamic", chunksize=16):
+                _quant_row(i, x, x_bf16, d, slot_mapping, cache, scale_bytes, e5m2, quant_mode, round_scale, mx_rule)
+
+
+cdef inline void _quant_row(Py_ssize_t i, const uint16_t[:, ::1] x, bint x_bf16, Py_ssize_t d,
+                            const int32_t[::1] slot_mapping, uint8_t[:, ::1] cache, uint8_t[:, ::1] scale_bytes,
+                            bint e5m2, int quant_mode, bint round_scale, int mx_rule) noexcept nogil:
+    cdef int32_t slot = slot_mapping[i]
+    if slot < 0:
+        return
     if quant_mode == 1:
-        if serial:
-            for i in range(T):
-                slot = slot_mapping[i]
-                if slot >= 0:
-                    block_quant_row(&x[i, 0], x_bf16, d, &cache[slot, 0], <float*>&scale_bytes[slot, 0], e5m2)
-        else:
-            for i in prange(T, nogil=True, schedule="dynamic", chunksize=16):
-                slot = slot_mapping[i]
-                if slot >= 0:
-                    block_quant_row(&x[i, 0], x_bf16, d, &cache[slot, 0], <float*>&scale_bytes[slot, 0], e5m2)
+        block_quant_row(&x[i, 0], x_bf16, d, &cache[slot, 0], <float*>&scale_bytes[slot, 0], e5m2)
     else:
-        if serial:
-            for i in range(T):
-                slot = slot_mapping[i]
-                if slot >= 0:
-                    mx_quant_row(&x[i, 0], x_bf16, d, &cache[slot, 0], &scale_bytes[slot, 0], e5m2,
-                                 round_scale, mx_rule)
-        else:
-            for i in prange(T, nogil=True, schedule="dynamic", chunksize=16):
-                slot = slot_mapping[i]
-                if slot >= 0:
-                    mx_quant_row(&x[i, 0], x_bf16, d, &cache[slot, 0], &scale_bytes[slot, 0], e5m2,
-                                 round_scale, mx_rule)
+        mx_quant_row(&x[i, 0], x_bf16, d, &cache[slot, 0], &scale_bytes[slot, 0], e5m2, round_scale, mx_rule)
 
 
 def fp8_codes(const float[::1] q, int cache_fmt, bint nan_positive=False):

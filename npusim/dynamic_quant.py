@@ -369,7 +369,14 @@ def plan_npu_dynamic_quant_asymmetric(x, smooth_scales=None, group_index=None, d
 
 # ------------------------------------------------------------------ execution
 def _threads(n_elements: int) -> int:
-    return 1 if n_elements < (1 << 16) else (os.cpu_count() or 1)
+    """Threads for the kernel (it sizes one row buffer per thread): one for small inputs, else
+    OMP_NUM_THREADS when set, as the other kernels' OpenMP default, else every CPU."""
+    if n_elements < (1 << 16):
+        return 1
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "").split(",")[0]))
+    except ValueError:
+        return os.cpu_count() or 1
 
 
 def _execute(plan: Plan, ctx, y_out, scale_out, offset_out):

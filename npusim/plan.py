@@ -22,7 +22,10 @@ class TensorSpec:
     dtype: Any
 
     def __post_init__(self):
-        object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
+        shape = tuple(int(d) for d in self.shape)
+        if any(d < 0 for d in shape):
+            raise ValueError(f"TensorSpec: dimensions must be >= 0, got {shape}")
+        object.__setattr__(self, "shape", shape)
         object.__setattr__(self, "dtype", formats.as_dtype(self.dtype))
 
     @property

@@ -140,6 +140,10 @@ def add_work(hw, x, y, *, block_dim=None, tile_bytes=32768, double_buffer=True, 
     dt = _dt(x)
     isz = x.dtype.itemsize
     cores = hw.vector_cores()
+    if block_dim is not None and int(block_dim) < 1:
+        raise ValueError(f"add: block_dim must be >= 1, got {block_dim}")
+    if int(tile_bytes) < isz:
+        raise ValueError(f"add: tile_bytes must hold at least one element, got {tile_bytes}")
     bd = max(1, min(int(block_dim or cores), cores, _cdiv(max(n, 1) * isz, 256)))
     tile_elems = max(1, int(tile_bytes) // isz)
     pipes, n_tiles = vector_rows(hw, rows=_cdiv(n, tile_elems) if n else 0, cols=tile_elems, in_bytes=2 * isz,
@@ -208,6 +212,8 @@ def matmul_work(hw, a, b, *, block_dim=None, tiling="best"):
         raise ValueError(f"matmul: tiling must be 'best' or 'naive', got {tiling!r}")
     M, K = a.shape
     N = b.shape[1]
+    if min(M, K, N) < 1:
+        raise ValueError(f"matmul: M, K and N must be >= 1, got {M}, {K}, {N}")
     pipes, bd, n_tiles, traffic, largest, info = matmul_core(hw, M=M, K=K, N=N, dtype=dt, block_dim=block_dim,
                                                              tiling=tiling)
     core_type = "aic" if hw.soc.core_layout == "split" else "aicore"

@@ -114,7 +114,10 @@ def build_work(op: str, product: str = "atlas-a2", **args):
 
 
 def _params(calibration, family):
-    from perfmodel.calibration import default_calibration
+    from perfmodel.calibration import Calibration, default_calibration
+    if calibration is not None and not isinstance(calibration, Calibration):
+        raise TypeError(f"calibration must be a perfmodel.calibration.Calibration or None, "
+                        f"got {type(calibration).__name__}")
     return (calibration or default_calibration()).params_for(family)
 
 

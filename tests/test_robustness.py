@@ -579,10 +579,7 @@ def test_assert_bitexact_any_layout(dt, shape, kind, seed):
             assert_bitexact(v, other)
 
 
-@pytest.mark.xfail(reason="npusim/testing.py (not this file's owner): a big-endian array is reported as "
-                          "'dtype differs: float32, float32', and a 0-d mismatch raises IndexError; fix reported",
-                   strict=False)
-def test_assert_bitexact_known_gaps():
+def test_assert_bitexact_big_endian_and_0d():
     a = np.arange(3, dtype=np.float32)
     assert_bitexact(a.astype(">f4"), a)
     with pytest.raises(AssertionError, match="1 of 1"):
@@ -649,13 +646,16 @@ def test_perfmodel_predict_bad_input(op, product, args, exc):
         perfmodel.predict(op, product, **args)
 
 
-@pytest.mark.xfail(reason="perfmodel (other owner): matmul with a zero dim raises ZeroDivisionError, a bad "
-                          "calibration object AttributeError; reported", strict=False)
-def test_perfmodel_predict_bad_input_known_gaps():
+def test_perfmodel_predict_rejects_degenerate_matmul_and_bad_calibration():
     with pytest.raises((ValueError, TypeError)):
         perfmodel.predict("matmul", "atlas-a2", a=TensorSpec((0, 16), "float16"), b=TensorSpec((16, 8), "float16"))
     with pytest.raises((ValueError, TypeError)):
         perfmodel.predict("npu_dynamic_quant", "atlas-a2", calibration=5, x=TensorSpec((8, 128), "float16"))
+    with pytest.raises(ValueError, match="block_dim"):
+        perfmodel.predict("add", "atlas-a2", x=TensorSpec((64, 64), "float16"), y=TensorSpec((64, 64), "float16"),
+                          block_dim=-1)
+    with pytest.raises(ValueError, match=">= 0"):
+        TensorSpec((-1, 8), "float16")
 
 
 @pytest.mark.parametrize("op, args", [
