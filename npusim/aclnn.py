@@ -65,4 +65,4 @@ def __getattr__(name: str):
 
 def __dir__():
     import npusim  # noqa: F401
-    return sorted(list(globals()) + list(_API))
+    return sorted(["Executor", "run_executor", "aclnn_api"] + list(_API))

@@ -26,7 +26,7 @@ from npusim.aclnn import Executor, aclnn_api, run_executor
 from npusim.errors import invalid, nullptr
 from npusim.plan import Plan, TensorSpec, planner
 
-__all__ = ["fake_quantize_per_channel_affine_cachemask", "plan_fake_quantize_per_channel_affine_cachemask"]
+__all__ = ["fake_quantize_per_channel_affine_cachemask"]
 
 ACLNN_OP = "aclnnFakeQuantPerChannelAffineCachemask"
 TORCH_OP = "fake_quantize_per_channel_affine_cachemask"
