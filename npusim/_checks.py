@@ -9,6 +9,7 @@ import numpy as np
 
 from npusim import formats
 from npusim.errors import AclnnError, invalid, nullptr
+from npusim.plan import TensorSpec
 from npusim.products import PRODUCTS, Soc, get_product
 
 
@@ -25,10 +26,13 @@ def resolve_product(op: str, product, supported: tuple[str, ...]) -> Soc:
     return soc
 
 
-def tensor(op: str, name: str, x, product=None, *, optional: bool = False) -> np.ndarray | None:
+def tensor(op: str, name: str, x, product=None, *, optional: bool = False):
     """`x` as an ndarray (lists and scalars accepted). None is a nullptr error unless optional.
     Big-endian data is converted to native order and misaligned data copied to an aligned buffer
-    (the values are what matter)."""
+    (the values are what matter). A TensorSpec passes through unchanged: planners check shapes
+    and dtypes without data."""
+    if isinstance(x, TensorSpec):
+        return x
     if x is None:
         if optional:
             return None

@@ -99,13 +99,6 @@ def _dst_from_torch(op, dst_type, product) -> str:
     return name
 
 
-def _as_input(op, name, a, product, optional=False):
-    """Arrays go through the shared check; TensorSpecs (planner calls) pass as they are."""
-    if isinstance(a, TensorSpec):
-        return a
-    return _checks.tensor(op, name, a, product, optional=optional)
-
-
 def _validate(op, x, smooth, group, dst, symmetric, soc):
     """Every shape/dtype rule of seed 000 and the vendor tiling; returns (R, H, x dtype name, E)."""
     prod = soc.soc
@@ -311,9 +304,9 @@ def _tiling_310p(soc, R, H):
 
 def _make_plan(op, x, smooth_scales, group_index, dst, symmetric, product):
     soc = _checks.resolve_product(op, product, SUPPORTED_PRODUCTS)
-    x = _as_input(op, "x", x, soc.soc)
-    smooth = _as_input(op, "smooth_scales", smooth_scales, soc.soc, optional=True)
-    group = _as_input(op, "group_index", group_index, soc.soc, optional=True)
+    x = _checks.tensor(op, "x", x, soc.soc)
+    smooth = _checks.tensor(op, "smooth_scales", smooth_scales, soc.soc, optional=True)
+    group = _checks.tensor(op, "group_index", group_index, soc.soc, optional=True)
     R, H, xdt, E = _validate(op, x, smooth, group, dst, symmetric, soc)
     fam = soc.family
     if fam == "a2a3":

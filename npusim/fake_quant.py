@@ -61,21 +61,14 @@ class _Checked:
     shape: tuple
 
 
-def _arg(op, name, v, product, optional=False):
-    """A tensor argument: a TensorSpec passes through (planning), anything else becomes an ndarray."""
-    if isinstance(v, TensorSpec):
-        return v
-    return _checks.tensor(op, name, v, product, optional=optional)
-
-
 def _validate(op, names, x, scale, zero_point, axis, quant_min, quant_max, product, out_dtype=None,
               out=None, mask=None, check_outputs=False) -> _Checked:
     """Every check of the aclnn op_api, in its order (nullptr, dtype, shape, quant range)."""
     soc = _checks.resolve_product(op, product, SUPPORTED_PRODUCTS)
     p = soc.soc
-    x = _arg(op, names["x"], x, p)
-    scale = _arg(op, names["scale"], scale, p)
-    zero_point = _arg(op, names["zero_point"], zero_point, p)
+    x = _checks.tensor(op, names["x"], x, p)
+    scale = _checks.tensor(op, names["scale"], scale, p)
+    zero_point = _checks.tensor(op, names["zero_point"], zero_point, p)
     if check_outputs:   # nullptr checks come first
         for name, arr in (("out", out), ("mask", mask)):
             if arr is None:

@@ -134,13 +134,6 @@ class _Call:
     plan: Plan
 
 
-def _meta(op, name, x, soc, optional=False):
-    """A TensorSpec passes through; anything else becomes an ndarray (None -> nullptr unless optional)."""
-    if isinstance(x, TensorSpec):
-        return x
-    return _checks.tensor(op, name, x, soc, optional=optional)
-
-
 def _out_dtype_name(output_dtype, soc) -> str:
     if output_dtype is None:
         return "int8"
@@ -161,12 +154,12 @@ def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product
     soc = _checks.resolve_product(op, product, SUPPORTED)
     p = soc.soc
     inference = soc.family == "310p910"
-    x1 = _meta(op, "x1", x1, soc)
-    x2 = _meta(op, "x2", x2, soc)
-    scale = _meta(op, "scale", scale, soc)
-    offset = _meta(op, "offset", offset, soc, optional=True)
-    pertoken_scale = _meta(op, "pertoken_scale", pertoken_scale, soc, optional=True)
-    bias = _meta(op, "bias", bias, soc, optional=True)
+    x1 = _checks.tensor(op, "x1", x1, soc)
+    x2 = _checks.tensor(op, "x2", x2, soc)
+    scale = _checks.tensor(op, "scale", scale, soc)
+    offset = _checks.tensor(op, "offset", offset, soc, optional=True)
+    pertoken_scale = _checks.tensor(op, "pertoken_scale", pertoken_scale, soc, optional=True)
+    bias = _checks.tensor(op, "bias", bias, soc, optional=True)
 
     x_types = ("int8",) if inference else ("int8", "int32")
     t1 = _checks.dtype_in(op, "x1", x1, x_types, p)
