@@ -105,9 +105,21 @@ def route_sort(const int32_t[::1] expert, const int32_t[::1] row, int64_t expert
         raise MemoryError()
 
 
-def gather_quant_16(const uint16_t[:, ::1] x, const int8_t[::1] table, const int32_t[::1] expanded_row_idx,
-                    int64_t active_rows, int8_t[:, ::1] out):
-    """Gather + quant for fp16/bf16 x (raw uint16 codes) through a 65536-entry table.
+ctypedef fused x_code_t:
+    uint16_t        # fp16 / bf16 codes: the table is indexed by the code itself
+    float           # fp32: Cast fp32 -> fp16 CAST_NONE (RNE, IEEE overflow) first, then the fp16 table
+
+
+cdef inline int8_t _quant(x_code_t v, const int8_t* table) noexcept nogil:
+    if x_code_t is float:
+        return table[<uint16_t>round_to_fmt(v, F_FP16, RM_RINT, False)]
+    else:
+        return table[v]
+
+
+def gather_quant(const x_code_t[:, ::1] x, const int8_t[::1] table, const int32_t[::1] expanded_row_idx,
+                 int64_t active_rows, int8_t[:, ::1] out):
+    """Gather + quant through a 65536-entry table (indexed by the x code, or by the fp16 code of fp32 x).
 
     Follows the SPLIT_N order of MoeGatherOut: source row i goes to out[t] for every slot j with
     t = expanded_row_idx[j*n + i] < active_rows. Row i is quantized once into its first
@@ -116,7 +128,7 @@ def gather_quant_16(const uint16_t[:, ::1] x, const int8_t[::1] table, const int
     cdef Py_ssize_t k = expanded_row_idx.shape[0] // n if n else 0
     cdef Py_ssize_t i, j, c
     cdef int64_t t, first
-    cdef const uint16_t* src
+    cdef const x_code_t* src
     cdef int8_t* dst
     if n == 0 or cols == 0 or active_rows == 0:
         return
@@ -132,34 +144,6 @@ def gather_quant_16(const uint16_t[:, ::1] x, const int8_t[::1] table, const int
                     src = &x[i, 0]
                     dst = &out[t, 0]
                     for c in range(cols):
-                        dst[c] = table[src[c]]
-                else:
-                    memcpy(&out[t, 0], &out[first, 0], cols)
-
-
-def gather_quant_f32(const float[:, ::1] x, const int8_t[::1] from_half, const int32_t[::1] expanded_row_idx,
-                     int64_t active_rows, int8_t[:, ::1] out):
-    """As gather_quant_16 for fp32 x: Cast fp32 -> fp16 CAST_NONE (RNE, IEEE overflow), then the table."""
-    cdef Py_ssize_t n = x.shape[0], cols = x.shape[1]
-    cdef Py_ssize_t k = expanded_row_idx.shape[0] // n if n else 0
-    cdef Py_ssize_t i, j, c
-    cdef int64_t t, first
-    cdef const float* src
-    cdef int8_t* dst
-    if n == 0 or cols == 0 or active_rows == 0:
-        return
-    with nogil:
-        for i in prange(n, schedule="static"):
-            first = -1
-            for j in range(k):
-                t = expanded_row_idx[j * n + i]
-                if t >= active_rows:
-                    continue
-                if first < 0:
-                    first = t
-                    src = &x[i, 0]
-                    dst = &out[t, 0]
-                    for c in range(cols):
-                        dst[c] = from_half[<uint16_t>round_to_fmt(src[c], F_FP16, RM_RINT, False)]
+                        dst[c] = _quant(src[c], &table[0])
                 else:
                     memcpy(&out[t, 0], &out[first, 0], cols)

@@ -317,10 +317,10 @@ def _prepare(op, names, x, row_idx, expert_idx, active_num, scale, offset, produ
         from_bf16 = np.empty(65536, np.int8)
         _k.quant_tables(int(sh.view(np.uint16)), int(oh.view(np.uint16)), from_half, from_bf16)
         if x_dtype == "float32":
-            _k.gather_quant_f32(x, from_half, expanded_row_idx, active_rows, expanded_x)
+            _k.gather_quant(x, from_half, expanded_row_idx, active_rows, expanded_x)
         else:
             table = from_half if x_dtype == "float16" else from_bf16
-            _k.gather_quant_16(x.view(np.uint16), table, expanded_row_idx, active_rows, expanded_x)
+            _k.gather_quant(x.view(np.uint16), table, expanded_row_idx, active_rows, expanded_x)
 
     return plan, run
 
