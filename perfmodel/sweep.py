@@ -196,10 +196,11 @@ def predict_rows(op: str, product: str, args_list: list, calibration=None) -> li
 
 
 class Progress:
-    """A plain-text progress bar on stderr (a redrawn line on a terminal, a line per 10% otherwise)."""
+    """A plain-text progress bar on stderr (a redrawn line on a terminal, a line per 10% otherwise).
+    It stays quiet for the first `after_s` seconds: a sweep that ends sooner needs no bar."""
 
-    def __init__(self, total: int, label: str = "sweep", stream=None, enabled: bool = True):
-        self.total, self.label, self.done = total, label, 0
+    def __init__(self, total: int, label: str = "sweep", stream=None, enabled: bool = True, after_s: float = 1.0):
+        self.total, self.label, self.done, self.after_s = total, label, 0, after_s
         self.stream = stream or sys.stderr
         self.enabled = enabled and total > 0
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
@@ -208,7 +209,7 @@ class Progress:
 
     def step(self, what: str = ""):
         self.done += 1
-        if not self.enabled:
+        if not self.enabled or time.monotonic() - self.t0 < self.after_s:
             return
         frac = self.done / self.total
         if self.tty:

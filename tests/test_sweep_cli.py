@@ -143,11 +143,20 @@ def test_run_sweep_survives_missing_model(monkeypatch):
 def test_progress_plain_text():
     import io
     buf = io.StringIO()
-    bar = sweep.Progress(20, stream=buf)
+    bar = sweep.Progress(20, stream=buf, after_s=0.0)
     for _ in range(20):
         bar.step()
     lines = buf.getvalue().splitlines()
     assert lines[-1].startswith("sweep: 20/20 (100%)") and 5 <= len(lines) <= 11
+
+
+def test_progress_quiet_on_quick_sweeps():
+    import io
+    buf = io.StringIO()
+    bar = sweep.Progress(20, stream=buf)           # the default waits a second before drawing
+    for _ in range(20):
+        bar.step()
+    assert buf.getvalue() == ""
 
 
 def test_compare_numbers_by_hand(fake_model, tmp_path):
