@@ -343,6 +343,12 @@ def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=No
       * REQ8 NaN products give 0 before the offset is added (undocumented on hardware); REQ8 ties
         round half to even (vendor model np.round); DEQF16 saturates to +-65504 (vendor model clip);
         the vector epilogue's final cast is IEEE (overflow to inf).
+      * float16 output without pertoken_scale takes only an int32 bias. Seed 003 table 2 (row
+        "scale float32, bias int32/float16/float32/None, pertoken float32/None -> float16") reads as if a
+        float bias were allowed without pertoken too, but torch_npu then folds the scale into int64 and
+        the A2/A3 aclnn checker (ops-nn quant_matmul_checker.cpp, CheckL0c2outAndL0c2ubPertensorPerchannel)
+        requires an int32 bias for that case, so the call fails on the NPU; it is rejected here as well.
+      * uint64 scales are accepted like int64 (the aclnn checker's UINT64/INT64 list).
       * int64 scales must have bits 32..36 and 47..63 clear (npu_trans_quant_param never sets them:
         N shift / MCB are not modelled).
     """
@@ -445,7 +451,8 @@ class LinearA8W8Quant:
     arrays (any dtype npu_quant_matmul accepts for that role). layer(x1, pertoken_scale=None) computes
     npu_quant_matmul(x1, weight^T, scale', offset, pertoken_scale, bias, output_dtype), where a float32
     scale is first packed with npu_trans_quant_param(scale, offset) (ARITHMETIC.md 4.6, so the
-    per-channel scale is the 19-bit truncated one). Deviation: the packing is skipped when the output
+    per-channel scale is the 19-bit truncated one). As seed 003 states, x1 and weight are int8 and
+    output_dtype is int8, float16 or bfloat16 (int8/float16 on Atlas inference). Deviation: the packing is skipped when the output
     goes through the vector epilogue (bf16/int32 output or pertoken_scale), where an int64 scale is
     not allowed at all; in every other case the result is identical to packing always.
     """
@@ -472,11 +479,18 @@ class LinearA8W8Quant:
         if not self.use_pertoken and pertoken_scale is not None:
             raise invalid(op, "pertoken_scale", "was given but the layer was built with pertoken_scale=False",
                           self.product)
+        soc = _checks.resolve_product(op, self.product, SUPPORTED)
         w = _checks.tensor(op, "weight", self.weight, self.product)
         if w.ndim < 2:
             raise invalid(op, "weight", f"must be [out_features, in_features], got shape {w.shape}", self.product)
+        # seed 003: this module is A8W8 only (int4-packed int32 goes through npu_quant_matmul directly)
+        _checks.dtype_in(op, "x1", _checks.tensor(op, "x1", x1, self.product), ("int8",), soc.soc)
+        _checks.dtype_in(op, "weight", w, ("int8",), soc.soc)
         scale = _checks.tensor(op, "scale", self.scale, self.product)
-        out = _out_dtype_name(self.output_dtype, _checks.resolve_product(op, self.product, SUPPORTED))
+        out = _out_dtype_name(self.output_dtype, soc)
+        if out == "int32":   # seed 003 output_dtype: int8/float16/bfloat16 (npu_quant_matmul adds int32)
+            raise invalid(op, "output_dtype", "must be int8, float16 or bfloat16 for LinearA8W8Quant, got int32",
+                          soc.soc)
         folded = out in ("int8", "float16") and pertoken_scale is None and scale.dtype == np.float32
         if folded:
             scale = npu_trans_quant_param(scale.reshape(-1), self.offset, product=self.product)

@@ -423,6 +423,32 @@ def test_linear_a8w8_quant_fp16_and_pertoken():
         layer(x, pertoken_scale=pt)
 
 
+@pytest.mark.parametrize("product,output_dtype", [("atlas-a2", "int32"), ("atlas-a3", "int32"),
+                                                    ("atlas-inference", "bfloat16")])
+def test_linear_a8w8_quant_output_dtypes_of_the_seed(product, output_dtype):
+    """Seed 003: LinearA8W8Quant outputs int8/float16/bfloat16 (Atlas inference: int8/float16), even though
+    npu_quant_matmul itself also has an int32 output."""
+    layer = npusim.LinearA8W8Quant(16, 4, bias=False, output_dtype=output_dtype, product=product)
+    layer.weight = i8(4, 16)
+    layer.scale = np.ones(4, np.float32)
+    with pytest.raises(AclnnError) as ei:
+        layer(i8(3, 16))
+    assert ei.value.param == "output_dtype" and ei.value.status == 161002
+    for ok in ("int8", "float16") + (("bfloat16",) if product != "atlas-inference" else ()):
+        layer.output_dtype = ok
+        assert layer(i8(3, 16)).dtype == formats.as_dtype(ok)
+
+
+def test_linear_a8w8_quant_int8_only():
+    """Seed 003: x1 and weight are int8 (no int32-packed int4 through this module)."""
+    layer = npusim.LinearA8W8Quant(64, 8, bias=False, output_dtype="float16")
+    layer.weight = np.zeros((64, 1), np.int32)          # int4-packed [k, n // 8] weight^T layout
+    layer.scale = np.ones(8, np.float32)
+    with pytest.raises(AclnnError) as ei:
+        layer(np.zeros((3, 8), np.int32))
+    assert ei.value.param in ("x1", "weight") and ei.value.status == 161002
+
+
 # ------------------------------------------------------------------ plan
 def test_plan_from_specs():
     plan = make_plan("npu_quant_matmul", x1=TensorSpec((2048, 7168), "int8"), x2=TensorSpec((7168, 4096), "int8"),
