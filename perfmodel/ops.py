@@ -466,22 +466,54 @@ def moe_init_routing_quant_work(plan, hw):
         if dt == "bfloat16":
             tile_ops.insert(0, ("cast_f16_f32", "float16", 1))
     g = plan.tiles.get("gather") if isinstance(plan.tiles.get("gather"), dict) else {}
-    rpt = g.get("perCorePerLoopRows") or _tile(plan, ("rows_per_tile",), None)
-    if rpt and g.get("colsLoops", 1) > 1:
-        rpt = 1.0 / g["colsLoops"]               # a row split into column chunks
-    if rpt is None:
-        fit = _ub_rows(hw, H * (x.dtype.itemsize + 2 + 1))
-        rpt = max(1, min(fit, 32)) if fit >= 1 else hw.soc.ub_bytes / 2 / (H * (x.dtype.itemsize + 3))
-    gather, n_tiles = vector_rows(hw, rows=out_rows, cols=H, in_bytes=x.dtype.itemsize, out_bytes=1.0,
-                                  block_dim=bd, rows_per_tile=rpt, tile_ops=tile_ops)
-    # rows are gathered one by one (source row = sorted_row_idx % n): one load per row
-    rows_core = _cdiv(out_rows, bd)
-    gather["mte2"] = hw.dma("gm_to_ub", H * x.dtype.itemsize, rows_core)
-    # expanded_row_idx: one small scattered store per element
-    gather["mte3"] += hw.dma("ub_to_gm", 4, per_core) + hw.stream("ub_to_gm", per_core * 4, 16384)
+    isz = x.dtype.itemsize
+    if g.get("split") in ("n", "k") and g.get("perCoreRows") and g.get("perCorePerLoopRows"):
+        # moe_quant_gather_out.h (SPLIT_N / SPLIT_K): per k-tile, each loop copies perLoopRows consecutive
+        # SOURCE rows of x in one DataCopy, quantizes them once, then stores every row to each of its k
+        # destinations with its own DataCopyPad (skipped when the destination is >= activateRows)
+        core_rows, per_loop = int(g["perCoreRows"]), int(g["perCorePerLoopRows"])
+        last_loop = int(g.get("perCoreLastLoopRows") or per_loop)
+        core_k = int(g.get("perCoreK") or k)
+        k_loops = _cdiv(core_k, max(1, int(g.get("perCorePerLoopK") or core_k)))
+        max_cols = int(g.get("maxColsOneLoop") or H)
+        cols_loops = _cdiv(H, max_cols)
+        col_tiles = [(max_cols, cols_loops - 1), (H - (cols_loops - 1) * max_cols, 1)]
+        loops = _cdiv(core_rows, per_loop)
+        gather = dict.fromkeys(("mte2", "mte3", "vector", "scalar"), 0.0)
+        for rows, count in ((per_loop, loops - 1), (last_loop, 1)):
+            gather["mte2"] += hw.dma("gm_to_ub", rows * 4 * min(k, core_k), count * k_loops)     # indices
+            for cols_t, c_count in col_tiles:
+                n_calls = count * c_count * k_loops
+                gather["mte2"] += hw.dma("gm_to_ub", rows * cols_t * isz, n_calls)
+                elems = rows * _cdiv(cols_t, 32) * 32
+                for op, odt, factor in tile_ops:
+                    gather["vector"] += hw.vec(op, odt, elems * factor, n_calls)
+        stores = core_rows * core_k * min(1.0, out_rows / max(1, nk))
+        for cols_t, c_count in col_tiles:
+            gather["mte3"] += hw.dma("ub_to_gm", cols_t, stores * c_count)
+        n_tiles = k_loops * loops * cols_loops
+        rpt = per_loop if cols_loops == 1 else 1.0 / cols_loops
+    else:
+        # SPLIT_ACTIVATE_ROW (moe_quant_gather_out_small_activate_row.h): one gathered OUTPUT row at a time
+        rpt = g.get("perCorePerLoopRows") or _tile(plan, ("rows_per_tile",), None)
+        if rpt and g.get("colsLoops", 1) > 1:
+            rpt = 1.0 / g["colsLoops"]               # a row split into column chunks
+        if rpt is None:
+            fit = _ub_rows(hw, H * (isz + 2 + 1))
+            rpt = max(1, min(fit, 32)) if fit >= 1 else hw.soc.ub_bytes / 2 / (H * (isz + 3))
+        rows_core = int(g.get("perCoreRows") or _cdiv(out_rows, bd))
+        gather, n_tiles = vector_rows(hw, rows=rows_core, cols=H, in_bytes=isz, out_bytes=1.0,
+                                      block_dim=1, rows_per_tile=rpt, tile_ops=tile_ops)
+        # rows are gathered one by one (source row = sorted_row_idx % n): one load per row
+        gather["mte2"] = hw.dma("gm_to_ub", H * isz, rows_core)
+    # expanded_row_idx: one small scattered store per element, by the src_to_dst stage, which splits the
+    # n*k elements over its own cores (plan.tiles['src_to_dst'], not the sort's needCoreNum)
+    s2d = plan.tiles.get("src_to_dst") if isinstance(plan.tiles.get("src_to_dst"), dict) else {}
+    s2d_rows = int(s2d.get("perCoreRows") or _cdiv(nk, bd))
+    gather["mte3"] += hw.dma("ub_to_gm", 4, s2d_rows) + hw.stream("ub_to_gm", per_core * 4, 16384)
     rd, wr = _io_bytes(plan)
     return _plan_work(plan, hw, gather, n_tiles, bytes_read=rd, bytes_written=wr, flops=out_rows * H * 3.0 + nk * 8,
-                      largest=max(16384, H * x.dtype.itemsize), tiles={"rows_per_tile": rpt, "sort_passes": passes},
+                      largest=max(16384, H * isz), tiles={"rows_per_tile": rpt, "sort_passes": passes},
                       gm_traffic=rd + wr + 4 * nk * 8, phases=[(sort, 1, False), (merge, 1, False)])
 
 
