@@ -74,6 +74,32 @@ def test_vector_and_cube_costs():
     assert b1.cube_peak_ops("float16") == pytest.approx(2 * 4096 * 24 * 1.85e9)
 
 
+def test_pipe_heads_and_memory_peaks_from_hardware_md():
+    # ATT v1 (HARDWARE.md sec. 4): op 300 + MTE2 (32.72*bd + 1575.03 for loads >= 25000 B, else
+    # 15.89*bd + 882.09) + MTE3 497.36 + VEC 37.37 cycles, at 1.8 GHz (910B2)
+    a2 = hardware("Ascend910B2")
+    assert a2.head_seconds("aiv", 48, 25000) == pytest.approx((300 + 32.72 * 48 + 1575.03 + 497.36 + 37.37) / 1.8e9)
+    assert a2.head_seconds("aiv", 48, 24999) == pytest.approx((300 + 15.89 * 48 + 882.09 + 497.36 + 37.37) / 1.8e9)
+    # ATT v2 (950): MTE2 H = 1174.3, but 775.0 for loads <= 256 B; MTE3 571, VF 20, op 0; 1.65 GHz
+    a5 = hardware("ascend-950pr")
+    assert a5.head_seconds("aiv", 8, 256) == pytest.approx((775.0 + 571 + 20) / 1.65e9)
+    assert a5.head_seconds("aiv", 8, 257) == pytest.approx((1174.3 + 571 + 20) / 1.65e9)
+    # HBM peaks (HARDWARE.md sec. 1): A2 1.8 TB/s (Ascend C matmul docs), A3 ~1.6 TB/s per die (every
+    # 910_93xx die), 950PR 1.6 TB/s, 950DT 4 TB/s, 310P3 204.8 GB/s
+    assert hardware("Ascend910B1").hbm_peak_Bps == 1.8e12
+    for soc in ("Ascend910_9391", "Ascend910_9392", "Ascend910_9381", "Ascend910_9382", "Ascend910_9372",
+                "Ascend910_9362"):
+        assert hardware(soc).hbm_peak_Bps == 1.6e12, soc
+    assert hardware("atlas-a3").hbm_peak_Bps == 1.6e12
+    assert hardware("ascend-950pr").hbm_peak_Bps == 1.6e12 and hardware("ascend-950dt").hbm_peak_Bps == 4.0e12
+    assert hardware("atlas-inference").hbm_peak_Bps == pytest.approx(204.8e9)
+    # L2 peaks [D] from the INI l2_rate (sec. 0): 110 B/cyc x 32 cores x 1.0 GHz (910A), 114 x 8 x 1.06 GHz
+    # (310P3), 256 x 1 x 1.224 GHz (310B1)
+    assert hardware("atlas-training").l2_peak_Bps == pytest.approx(110 * 32 * 1.0e9, rel=0.01)
+    assert hardware("atlas-inference").l2_peak_Bps == pytest.approx(114 * 8 * 1.06e9, rel=0.001)
+    assert hardware("atlas-200i-500-a2").l2_peak_Bps == pytest.approx(256 * 1.224e9, rel=0.005)
+
+
 def test_combine_hand_checked():
     hw = hardware("Ascend910B2")
     params = dict(Calibration.defaults().params_for("a2a3"))
