@@ -178,8 +178,8 @@ cdef void _row(const uint16_t* xr, const float* sr, float* v, uint8_t* yr, float
     else:
         _minmax(v, H, &mx, &mn)
         if fam == FAM_A2:
-            s = (mx - mn) / rng                          # scalar; then max(s, 1e-12f), NaN kept
-            s = <float>1e-12 if s < <float>1e-12 else s
+            s = (mx - mn) / rng                          # scalar GetMax(s, 1e-12f) = s > 1e-12f ? s : 1e-12f,
+            s = s if s > <float>1e-12 else <float>1e-12  # so a NaN s (NaN row, inf - inf) gives 1e-12
             off = dt_max - mx / s
             inv = <float>1.0 / s
             for j in range(H):

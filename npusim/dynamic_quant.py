@@ -19,7 +19,13 @@ Atlas 200I/500 A2 is not supported (seed).
 
 Special values (the kernels' behaviour is undocumented; ARITHMETIC 1.1 step 8, 1.8):
 * a NaN anywhere in a row makes its max (and min) NaN: scale (and offset) are NaN and y is 0
-  (Cast NaN -> int gives 0 here; fp8 outputs give NaN).
+  (Cast NaN -> int gives 0 here; fp8 outputs give NaN). Exception, A2/A3 asymmetric: the scalar
+  clamp GetMax(s, 1e-12f) is `s > 1e-12f ? s : 1e-12f` (dynamic_quant_base.h), so a NaN s (NaN
+  row, or an all-+inf / all--inf row where mx - mn = inf - inf) gives scale 1e-12; offset is then
+  NaN (NaN row) or -inf / +inf (127 - (+-inf)), y is 0.
+* Not modelled (chunked row reductions, keys 6/8 on A2/A3): their scalar max/min start at -FLT_MAX /
+  +FLT_MAX and combine chunks with `a > b ? a : b`, so an all-+inf row gives min FLT_MAX there and a
+  NaN chunk is dropped when a later chunk follows; npusim uses the whole-row result of the other keys.
 * all-zero rows where the kernel would compute 0*inf or 0/0 (symmetric everywhere; asymmetric on
   950): y is 0, scale is what the formula gives (0), the 950 asymmetric offset is NaN (0/0).
   A2/A3 asymmetric has no NaN there (scale clamps to 1e-12): scale 1e-12, offset 127, y 127.

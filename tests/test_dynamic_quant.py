@@ -76,7 +76,7 @@ def reference(x, smooth=None, group=None, dst="int8", symmetric=True, family="a2
                 mx, mn = F(np.max(v)), F(np.min(v))
                 if family == "a2a3":
                     s = F(F(mx - mn) / F(rng))
-                    s = F(1e-12) if s < F(1e-12) else s
+                    s = s if s > F(1e-12) else F(1e-12)           # GetMax: a NaN s gives 1e-12
                     off = F(F(dtmax) - F(mx / s))
                     yf = ((v * F(F(1) / s)).astype(F) + off).astype(F)
                 else:
@@ -264,8 +264,32 @@ def test_special_values_documented():
     assert np.isnan(scale[0]) and np.isinf(scale[1]) and scale[2] == 0
     assert not y.any()
     y, scale, offset = npusim.npu_dynamic_quant_asymmetric(x)
-    assert np.isnan(scale[0]) and not y[:2].any()
+    assert scale[0] == F(1e-12) and np.isnan(offset[0]) and not y[:2].any()     # A2 GetMax: NaN -> 1e-12
     assert scale[2] == F(1e-12) and offset[2] == 127 and (y[2] == 127).all()   # A2: formula, no NaN
+
+
+@pytest.mark.parametrize("product", ["atlas-a2", "ascend-950pr"])
+@pytest.mark.parametrize("shape", [(4, 64), (4, 16400)], ids=["key2", "key0"])
+def test_asymmetric_nan_and_infinite_rows(product, shape):
+    """A2/A3: scale = GetMax((mx - mn) / 255, 1e-12) with GetMax(a, b) = a > b ? a : b, so NaN -> 1e-12
+    (dynamic_quant_base.h); 950 has no clamp: NaN stays NaN."""
+    x = np.ones(shape, BF16)
+    x[0, 5] = np.nan                                   # NaN row: mx, mn NaN
+    x[1, :] = np.inf                                   # inf - inf = NaN
+    x[2, :] = -np.inf
+    x[3, 3] = np.inf                                   # (inf - 1) / 255 = inf
+    y, scale, offset = npusim.npu_dynamic_quant_asymmetric(x, product=product)
+    ref_y, ref_scale, ref_offset = reference(x, symmetric=False,
+                                             family="950" if product.startswith("ascend") else "a2a3")
+    assert_bitexact(scale, ref_scale)
+    assert_bitexact(offset, ref_offset)
+    assert_bitexact(y, ref_y)
+    if product == "atlas-a2":
+        assert (scale[:3] == F(1e-12)).all() and np.isinf(scale[3])
+        assert np.isnan(offset[0]) and offset[1] == -np.inf and offset[2] == np.inf and np.isnan(offset[3])
+    else:
+        assert np.isnan(scale[:3]).all()
+    assert not y.any()
 
 
 def test_subnormal_max_bf16_saturates():
