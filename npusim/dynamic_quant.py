@@ -294,17 +294,42 @@ def _tiling_950(soc, R, H, has_smooth, E, symmetric):
 
 
 def _tiling_310p(soc, R, H):
-    """Atlas inference / training (DAV_2002 / DAV_1001): keys 10100 (32-aligned rows), 11000 (unaligned),
-    11001 (unaligned, row larger than UB). The 310P tiling source was not available: the row split
-    (rows over all AI Cores) and the UB fit (2 B in + 1 B out + 2 B fp16 work per element) are estimates."""
-    cores = max(min(soc.aiv, R), 1)
-    per_row = _align(H, 32) * 5
-    if H % 32 == 0:
-        key = 10100
-    else:
-        key = 11001 if per_row > soc.ub_bytes - _RESERVED_UB else 11000
-    t = dict(rowNum=R, rowLen=H, coreNum=cores, headCoreNum=R % cores, rowPerHeadCore=_ceil(R, cores),
-             rowPerTailCore=R // cores, ubBytesPerRow=per_row, useDb=0, estimate=True)
+    """Atlas inference / training (DAV_2002 / DAV_1001), dynamic_quant_tiling_310P.cpp: numCopyRow rows per
+    UB pass from the UB size, block_dim = every AI Core (GetCoreNumAiv, also when rows are fewer),
+    key 10000 + 100 when rows split evenly into passes and H <= 4096 (DynamicQuantAlign310p), else
+    + 1000 (unaligned tail rows), + 1 when H > 4096 (columns split into 4096-element chunks).
+    The vendor tiling rejects H % 32 != 0 on both products; the seed states that rule for Atlas
+    inference only, so npusim runs such rows on Atlas training (same arithmetic) under key 11000."""
+    cores = soc.aiv
+    size_x = _align(H, 16)
+    copy_rows = (soc.ub_bytes - size_x * 2 - 10240) // (size_x * 5)
+    row_suit = (213 - size_x * 2 // 7) % (1 << 32)        # uint32 arithmetic (wraps for wide rows)
+    row_suit -= row_suit % 8
+    if copy_rows > 64 and size_x >= 512:
+        copy_rows = 64
+    elif copy_rows > row_suit and row_suit > 8 and size_x >= 64:
+        copy_rows = row_suit
+    elif copy_rows > 192 and 8 < size_x < 64:
+        copy_rows = 192
+    elif copy_rows > 8:
+        copy_rows -= copy_rows % 8
+    per_core = _ceil(R, cores)
+    if copy_rows >= 8 and per_core <= 8:
+        copy_rows = 8
+    elif copy_rows >= _align(per_core, 8):
+        copy_rows = _align(per_core, 8)
+    inner = dict(innerLoopEle=0, innerLoopTimes=0, innerLoopTail=0)
+    if H > 4096:
+        copy_rows = 8
+        inner = dict(innerLoopEle=4096, innerLoopTimes=H // 4096, innerLoopTail=H % 4096)
+    copy_rows = max(copy_rows, 1)
+    patches = R // copy_rows
+    last_tail = R % copy_rows
+    aligned = last_tail == 0 and copy_rows % 8 == 0 and H % 32 == 0 and H <= 4096
+    key = 10000 + (100 if aligned else 1000) + (1 if H > 4096 else 0)
+    t = dict(rowNum=R, rowLen=H, coreNum=cores, sizeX=size_x, numCopyRow=copy_rows,
+             numHeadCore=patches % cores, numTailTimes=patches // cores, numHeadTimes=patches // cores + 1,
+             numLastTailRow=last_tail, useDb=0, **inner)
     return key, cores, t
 
 
@@ -351,7 +376,8 @@ def plan_npu_dynamic_quant(x, smooth_scales=None, group_index=None, dst_type=np.
     innerLoopEle/innerLoopTimes/innerLoopTail (row split into UB chunks; keys 6/8, 950 large shape),
     groupNum (experts), hasSmooth, useDb (double buffering), ubSize, ubBytesPerRow or ubElements
     (UB per row / elements per UB pass), perCoreLoop (key 10), scaleFormula (A2/A3 symmetric),
-    quantMode (950 template), variant (kernel class), estimate (310P: tiling source unavailable)."""
+    quantMode (950 template), variant (kernel class); Atlas inference / training use the vendor's own
+    names: sizeX, numCopyRow (rows per UB pass), numHeadCore, numHeadTimes, numTailTimes, numLastTailRow."""
     op = "npu_dynamic_quant"
     return _make_plan(op, x, smooth_scales, group_index, _dst_from_torch(op, dst_type, str(product)),
                       True, product)[0]

@@ -348,8 +348,13 @@ def test_plans_other_families():
     p = make_plan("npu_dynamic_quant", x=TensorSpec((100, 4096), BF16), dst_type="float8_e4m3fn",
                   product="ascend-950pr")
     assert p.kernel == "dynamic_quant_v2" and p.block_dim == 64 and p.tiles["quantMode"] == "COMMON_FULL_LOAD"
-    p = make_plan("npu_dynamic_quant", x=TensorSpec((4, 4096), np.float16), product="atlas-inference")
-    assert p.tiling_key == 10100 and p.core_type == "aicore"
+    # dynamic_quant_tiling_310P.cpp by hand (310P3: 8 cores, 256 KiB UB): H = 4096 gives numCopyRow 8;
+    # 16 rows = 2 full passes -> aligned 10100; 4 rows leave a tail pass -> 11000; H > 4096 -> 11001
+    for shape, key in [((16, 4096), 10100), ((4, 4096), 11000), ((8, 8192), 11001)]:
+        p = make_plan("npu_dynamic_quant", x=TensorSpec(shape, np.float16), product="atlas-inference")
+        assert (p.tiling_key, p.block_dim, p.core_type, p.tiles["numCopyRow"]) == (key, 8, "aicore", 8)
+    p = make_plan("npu_dynamic_quant", x=TensorSpec((1000, 128), np.float16), product="atlas-inference")
+    assert (p.tiling_key, p.tiles["numCopyRow"], p.tiles["numLastTailRow"]) == (11000, 128, 104)
 
 
 # ------------------------------------------------------------------ aclnn face
