@@ -84,8 +84,9 @@ def _check_shapes(op, names, x, row_idx, expert_idx, active_num, product):
         raise invalid(op, names["expert_idx"], f"NUM_ROWS*K = {n * k} must fit in int32 (row indices are int32)",
                       soc.soc)
     active = _checks.int_attr(op, names["active_num"], active_num, soc.soc)
-    if active < 0:
-        raise invalid(op, names["active_num"], f"must be >= 0, got {active}", soc.soc)
+    if active < 0 or active > np.iinfo(np.int64).max:
+        raise invalid(op, names["active_num"], f"must be >= 0 and fit in int64 (aclnn activeNum), got {active}",
+                      soc.soc)
     return soc, n, k, xs.shape[1], x_dtype, active
 
 
@@ -94,7 +95,11 @@ def _quant_param(op, name, v, product) -> np.float16:
     static_cast<half>(float) (RNE). Non-finite values are rejected (hardware result undocumented)."""
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
         raise invalid(op, name, f"must be a real number, got {v!r}", product)
-    if not np.isfinite(float(v)):
+    try:
+        finite = np.isfinite(float(v))
+    except OverflowError:                   # a Python int beyond any double
+        finite = False
+    if not finite:
         raise invalid(op, name, f"must be finite, got {v!r}", product)
     with np.errstate(over="ignore"):
         return np.float16(np.float32(float(v)))
@@ -236,6 +241,8 @@ def plan_moe_init_routing_quant(x, row_idx, expert_idx, active_num, scale=1.0, o
       double_buffer: False (BUFFER_NUM = 1 in every stage); workspace_bytes (GetWorkspaceSize).
     """
     soc, n, k, cols, x_dtype, active = _check_shapes(_op, _names, x, row_idx, expert_idx, active_num, product)
+    for key, v in (("scale", scale), ("offset", offset)):
+        _quant_param(_op, _names[key], v, soc.soc)
     xsize = formats.as_dtype(x_dtype).itemsize
     total = n * k
     aiv = 1 if total <= _SORT32_ALIGN else soc.aiv
@@ -272,14 +279,9 @@ def plan_moe_init_routing_quant(x, row_idx, expert_idx, active_num, scale=1.0, o
                 outputs={"expanded_x": TensorSpec((rows_out, cols), np.int8),
                          "expanded_row_idx": TensorSpec((total,), np.int32),
                          "expanded_expert_idx": TensorSpec((total,), np.int32)},
-                attrs={"active_num": active, "scale": float(scale) if _is_real(scale) else scale,
-                       "offset": float(offset) if _is_real(offset) else offset},
+                attrs={"active_num": active, "scale": float(scale), "offset": float(offset)},
                 notes="sort: Sort32/MrgSort (stable) on key -float(expertIdx); gather: fp16 Muls/Adds, "
                       "Cast half->int8 CAST_RINT")
-
-
-def _is_real(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
 
 
 # ---------------------------------------------------------------- compute
@@ -291,6 +293,10 @@ def _prepare(op, names, x, row_idx, expert_idx, active_num, scale, offset, produ
     x = _checks.tensor(op, names["x"], x, prod)
     row_idx = _checks.tensor(op, names["row_idx"], row_idx, prod)
     expert_idx = _checks.tensor(op, names["expert_idx"], expert_idx, prod)
+    for key, t in (("x", x), ("row_idx", row_idx), ("expert_idx", expert_idx)):
+        if isinstance(t, TensorSpec):       # fine for make_plan, but the emulator needs values
+            raise invalid(op, names[key], "must be an array with data; a TensorSpec only describes shape and "
+                          "dtype (use make_plan to plan without data)", prod)
     plan = plan_moe_init_routing_quant(x, row_idx, expert_idx, active_num, scale, offset, product,
                                        _op=op, _names=names)
     soc = plan.soc.soc

@@ -347,6 +347,9 @@ BAD = {
     "mx-rule": (dict(mx_scale_rule="floor"), "mx_scale_rule", 161002),
     "readonly-cache": (dict(indexer_compress_cache=lambda g: _readonly(g["indexer_compress_cache"])),
                        "indexer_compress_cache", 161002),
+    # a TensorSpec has no data: fine for make_plan, an error (not a crash) for the emulator
+    "x-tensorspec": (dict(x=TensorSpec((4, D), "float16")), "x", 161002),
+    "slot-tensorspec": (dict(slot_mapping=TensorSpec((4,), "int32")), "slot_mapping", 161002),
 }
 
 

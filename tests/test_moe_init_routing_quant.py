@@ -250,6 +250,11 @@ def _args():
     (dict(row_idx=-standard_row_idx(4, 2)), 161002, "row_idx"),
     (dict(expert_idx=np.full((4, 2), (1 << 24) + 1, np.int32)), 161002, "expert_idx"),
     (dict(expert_idx=np.full((4, 2), -(1 << 31), np.int32) + 1), 161002, "expert_idx"),
+    (dict(active_num=1 << 63), 161002, "active_num"),                         # aclnn's activeNum is int64
+    (dict(scale=10 ** 400), 161002, "scale"),                                 # no double holds it
+    (dict(x=TensorSpec((4, 8), "float16")), 161002, "x"),                     # specs have no data
+    (dict(row_idx=TensorSpec((4, 2), "int32")), 161002, "row_idx"),
+    (dict(expert_idx=TensorSpec((4, 2), "int32")), 161002, "expert_idx"),
 ])
 def test_validation_errors(change, status, param):
     args = _args()
