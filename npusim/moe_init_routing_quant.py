@@ -311,11 +311,15 @@ def _prepare(op, names, x, row_idx, expert_idx, active_num, scale, offset, produ
     active_rows = plan.tiles["gather"]["activateRows"]
 
     def run(expanded_x, expanded_row_idx, expanded_expert_idx):
+        # an output that shares an input's storage (aclnn face) is written only after that input is read
+        outs = (expanded_x, expanded_row_idx, expanded_expert_idx)
+        x_, row_, expert_ = (a.copy() if any(np.may_share_memory(a, o) for o in outs) else a
+                             for a in (x, row_flat, expert_flat))
         total = n * k
         sorted_row = np.empty(total, np.int32)
         if total:
-            emin, emax = int(expert_flat.min()), int(expert_flat.max())
-            _k.route_sort(expert_flat, row_flat, emin, emax - emin + 1,
+            emin, emax = int(expert_.min()), int(expert_.max())
+            _k.route_sort(expert_, row_, emin, emax - emin + 1,
                           expanded_expert_idx, sorted_row, expanded_row_idx)
         if expanded_x.size == 0:
             return
@@ -323,10 +327,10 @@ def _prepare(op, names, x, row_idx, expert_idx, active_num, scale, offset, produ
         from_bf16 = np.empty(65536, np.int8)
         _k.quant_tables(int(sh.view(np.uint16)), int(oh.view(np.uint16)), from_half, from_bf16)
         if x_dtype == "float32":
-            _k.gather_quant(x, from_half, expanded_row_idx, active_rows, expanded_x)
+            _k.gather_quant(x_, from_half, expanded_row_idx, active_rows, expanded_x)
         else:
             table = from_half if x_dtype == "float16" else from_bf16
-            _k.gather_quant(x.view(np.uint16), table, expanded_row_idx, active_rows, expanded_x)
+            _k.gather_quant(x_.view(np.uint16), table, expanded_row_idx, active_rows, expanded_x)
 
     return plan, run
 
@@ -376,6 +380,11 @@ def aclnnMoeInitRoutingQuantGetWorkspaceSize(x, rowIdx, expertIdx, activeNum, sc
     for name, arr in (("expandedXOut", ex), ("expandedRowIdxOut", er), ("expandedExpertIdxOut", ee)):
         if not arr.flags.c_contiguous:
             raise invalid(OP, name, "must be C-contiguous (ND format)", soc)
+    named = (("expandedXOut", ex), ("expandedRowIdxOut", er), ("expandedExpertIdxOut", ee))
+    for i, (name_b, b) in enumerate(named):
+        for name_a, a in named[:i]:
+            if np.may_share_memory(a, b):
+                raise invalid(OP, name_b, f"must not overlap {name_a} (both are outputs)", soc)
     workspace = plan.tiles["workspace_bytes"]
     return workspace, Executor(OP, plan, lambda: _run_aligned(run, (ex, er, ee)), workspace)
 

@@ -220,6 +220,32 @@ def test_aclnn_rejects_bad_outputs_untouched():
         npusim.aclnn.aclnnMoeInitRoutingQuant(None, ws - 1, ex)
 
 
+def test_aclnn_outputs_sharing_memory_with_inputs_or_each_other():
+    """An output array that is also an input's storage still gets the function's answer (inputs are read
+    before anything is written); two outputs in one buffer cannot both be right and are rejected."""
+    rng = np.random.default_rng(9)
+    n, k, h = 20, 3, 8
+    x = make_x(rng, n, h, np.float16)
+    r, e = standard_row_idx(n, k), rng.integers(0, 5, (n, k)).astype(np.int32)
+    want = npusim.moe_init_routing_quant(x, r, e, n, 2.0, 0.5)
+    for alias in ("expert", "row"):
+        r2, e2 = r.copy(), e.copy()
+        outs = [np.zeros((n * k, h), np.int8), np.zeros(n * k, np.int32), np.zeros(n * k, np.int32)]
+        if alias == "expert":
+            outs[2] = e2.reshape(-1)
+        else:
+            outs[1] = r2.reshape(-1)
+        ws, ex = npusim.aclnn.aclnnMoeInitRoutingQuantGetWorkspaceSize(x, r2, e2, n, 2.0, 0.5, *outs)
+        npusim.aclnn.aclnnMoeInitRoutingQuant(None, ws, ex)
+        for g, w in zip(outs, want):
+            assert_bitexact(g, w, err_msg=alias)
+    shared = np.zeros(n * k, np.int32)
+    with pytest.raises(AclnnError) as ei:
+        npusim.aclnn.aclnnMoeInitRoutingQuantGetWorkspaceSize(x, r, e, n, 2.0, 0.5, np.zeros((n * k, h), np.int8),
+                                                              shared, shared)
+    assert ei.value.param == "expandedExpertIdxOut"
+
+
 # ---------------------------------------------------------------- validation
 
 def _args():
