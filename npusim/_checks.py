@@ -50,6 +50,14 @@ def tensor(op: str, name: str, x, product=None, *, optional: bool = False):
     return a
 
 
+def data_tensors(op: str, product=None, **tensors) -> None:
+    """The emulator needs values: a TensorSpec (shape and dtype only; what planners take) is an error."""
+    for name, x in tensors.items():
+        if isinstance(x, TensorSpec):
+            raise invalid(op, name, "must be an array with data; a TensorSpec only describes shape and dtype "
+                          "(npusim.make_plan and perfmodel.predict take TensorSpecs)", str(product) if product else None)
+
+
 def dtype_in(op: str, name: str, a: np.ndarray, allowed, product=None) -> str:
     """Check a.dtype is one of `allowed` (dtype names); return its canonical name."""
     got = formats.dtype_name(a.dtype)

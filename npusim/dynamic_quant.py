@@ -461,6 +461,7 @@ def _pack_nibbles(nib: np.ndarray, words: np.ndarray, chunk_bytes: int = 1 << 20
 
 
 def _torch_face(op, x, smooth_scales, group_index, dst_type, symmetric, product):
+    _checks.data_tensors(op, product, x=x, smooth_scales=smooth_scales, group_index=group_index)
     dst = _dst_from_torch(op, dst_type, str(product))
     plan, ctx = _make_plan(op, x, smooth_scales, group_index, dst, symmetric, product)
     if ctx[2] is not None:
@@ -517,6 +518,8 @@ def aclnnDynamicQuantV2GetWorkspaceSize(x, smoothScalesOptional, groupIndexOptio
     (yOut int32 [..., H/8]), on Ascend 950 also 35 float8_e5m2, 36 float8_e4m3fn. offsetOut None means
     symmetric. Same core as npu_dynamic_quant / npu_dynamic_quant_asymmetric."""
     op = ACLNN_OP
+    _checks.data_tensors(op, product, x=x, smoothScalesOptional=smoothScalesOptional,
+                         groupIndexOptional=groupIndexOptional)
     soc = _checks.resolve_product(op, product, SUPPORTED_PRODUCTS)
     dst_code = _checks.int_attr(op, "dstType", dstType, soc.soc)
     if dst_code == 34:

@@ -249,6 +249,7 @@ def fake_quantize_per_channel_affine_cachemask(x, scale, zero_point, axis, quant
     Version note: an older ops-nn kernel (int32 zero points only) selected quant_min instead of 0 for
     NaN and for +inf; this emulator follows the version ARITHMETIC.md was read from.
     """
+    _checks.data_tensors(TORCH_OP, product, x=x, scale=scale, zero_point=zero_point)
     ck = _validate(TORCH_OP, _TORCH_NAMES, x, scale, zero_point, axis, quant_min, quant_max, product)
     out = np.empty(ck.shape, dtype=ck.out_dtype)
     mask = np.empty(ck.shape, dtype=np.bool_)
@@ -267,6 +268,7 @@ def aclnnFakeQuantPerChannelAffineCachemaskGetWorkspaceSize(self, scale, zeroPoi
     tiling's 16 MiB system workspace (0 for empty inputs; intermediate tensors are not counted).
     Arithmetic and deviations: see npusim.fake_quantize_per_channel_affine_cachemask.
     """
+    _checks.data_tensors(ACLNN_OP, product, self=self, scale=scale, zeroPoint=zeroPoint)
     ck = _validate(ACLNN_OP, _ACLNN_NAMES, self, scale, zeroPoint, axis, quantMin, quantMax, product,
                    out=out, mask=mask, check_outputs=True)
     plan = _plan(ck)

@@ -178,14 +178,6 @@ def plan_indexer_compress_epilog(indexer_compress_cache, indexer_compress_scale,
     )
 
 
-def _with_data(name: str, a, product):
-    """The emulator needs values: a TensorSpec (shape and dtype only; fine for make_plan) is rejected."""
-    if isinstance(a, TensorSpec):
-        raise invalid(OP, name, "must be an array with data; a TensorSpec only describes shape and dtype "
-                      "(use make_plan to plan without data)", product)
-    return a
-
-
 def _in_place(name: str, a, product) -> np.ndarray:
     if a is None:
         _checks.tensor(OP, name, None, product)
@@ -203,8 +195,9 @@ def _prepare(cache, scale, x, slot_mapping, quant_mode, round_scale, mx_scale_ru
     _check_attrs(quant_mode, round_scale, mx_scale_rule, prod)
     cache = _in_place("indexer_compress_cache", cache, prod)
     scale = _in_place("indexer_compress_scale", scale, prod)
-    x = _with_data("x", _checks.tensor(OP, "x", x, prod), prod)
-    slot_mapping = _with_data("slot_mapping", _checks.tensor(OP, "slot_mapping", slot_mapping, prod), prod)
+    _checks.data_tensors(OP, prod, x=x, slot_mapping=slot_mapping)
+    x = _checks.tensor(OP, "x", x, prod)
+    slot_mapping = _checks.tensor(OP, "slot_mapping", slot_mapping, prod)
     plan = plan_indexer_compress_epilog(cache, scale, x, slot_mapping, quant_mode=quant_mode,
                                         round_scale=round_scale, mx_scale_rule=mx_scale_rule, product=product)
     for name, a in (("indexer_compress_cache", cache), ("indexer_compress_scale", scale), ("x", x),

@@ -293,10 +293,7 @@ def _prepare(op, names, x, row_idx, expert_idx, active_num, scale, offset, produ
     x = _checks.tensor(op, names["x"], x, prod)
     row_idx = _checks.tensor(op, names["row_idx"], row_idx, prod)
     expert_idx = _checks.tensor(op, names["expert_idx"], expert_idx, prod)
-    for key, t in (("x", x), ("row_idx", row_idx), ("expert_idx", expert_idx)):
-        if isinstance(t, TensorSpec):       # fine for make_plan, but the emulator needs values
-            raise invalid(op, names[key], "must be an array with data; a TensorSpec only describes shape and "
-                          "dtype (use make_plan to plan without data)", prod)
+    _checks.data_tensors(op, prod, **{names["x"]: x, names["row_idx"]: row_idx, names["expert_idx"]: expert_idx})
     plan = plan_moe_init_routing_quant(x, row_idx, expert_idx, active_num, scale, offset, product,
                                        _op=op, _names=names)
     soc = plan.soc.soc

@@ -54,6 +54,7 @@ def npu_trans_quant_param(scale, offset=None, round_mode: int = 0, *, product: s
     A one-element scale or offset is broadcast to the other's length. scale: 1-D (t,) or 2-D (1, n)
     float32; offset: same rules. Returns int64 of the broadcast shape.
     """
+    _checks.data_tensors(OP_TQP, product, scale=scale, offset=offset)
     soc = _checks.resolve_product(OP_TQP, product, SUPPORTED)
     s = _checks.tensor(OP_TQP, "scale", scale, soc)
     _checks.dtype_in(OP_TQP, "scale", s, ("float32",), soc)
@@ -352,6 +353,8 @@ def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=No
       * int64 scales must have bits 32..36 and 47..63 clear (npu_trans_quant_param never sets them:
         N shift / MCB are not modelled).
     """
+    _checks.data_tensors(OP_QMM, product, x1=x1, x2=x2, scale=scale, offset=offset,
+                         pertoken_scale=pertoken_scale, bias=bias)
     call = _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product)
     soc, p = call.soc, call.soc.soc
     x1 = _checks.tensor(OP_QMM, "x1", x1, soc)
@@ -479,6 +482,8 @@ class LinearA8W8Quant:
         if not self.use_pertoken and pertoken_scale is not None:
             raise invalid(op, "pertoken_scale", "was given but the layer was built with pertoken_scale=False",
                           self.product)
+        _checks.data_tensors(op, self.product, x1=x1, pertoken_scale=pertoken_scale, weight=self.weight,
+                             scale=self.scale, offset=self.offset, bias=self.bias)
         soc = _checks.resolve_product(op, self.product, SUPPORTED)
         w = _checks.tensor(op, "weight", self.weight, self.product)
         if w.ndim < 2:

@@ -933,3 +933,32 @@ def test_failed_call_never_writes_outputs(face, data):
         assert_unchanged(before, outs)
         return
     raise AssertionError(f"{face} accepted {overrides!r}")
+
+
+# ------------------------------------------------------------------ a TensorSpec where data is needed
+_SPEC_CASES = {
+    "npu_dynamic_quant": lambda s: npusim.npu_dynamic_quant(s((4, 64), "float16")),
+    "npu_dynamic_quant_asymmetric": lambda s: npusim.npu_dynamic_quant_asymmetric(s((4, 64), "float16")),
+    "aclnnDynamicQuantV2": lambda s: npusim.aclnn.aclnnDynamicQuantV2GetWorkspaceSize(
+        s((4, 64), "float16"), None, None, 2, np.empty((4, 64), np.int8), np.empty(4, np.float32), None),
+    "fake_quantize_per_channel_affine_cachemask": lambda s: npusim.fake_quantize_per_channel_affine_cachemask(
+        s((4, 3), "float32"), np.ones(3, np.float32), np.zeros(3, np.int32), 1, 0, 255),
+    "aclnnFakeQuantPerChannelAffineCachemask": lambda s: npusim.aclnn.aclnnFakeQuantPerChannelAffineCachemaskGetWorkspaceSize(
+        s((4, 3), "float32"), np.ones(3, np.float32), np.zeros(3, np.int32), 1, 0, 255,
+        np.empty((4, 3), np.float32), np.empty((4, 3), np.bool_)),
+    "npu_quant_matmul": lambda s: npusim.npu_quant_matmul(s((4, 32), "int8"), np.ones((32, 8), np.int8),
+                                                          np.ones(8, np.float32)),
+    "npu_trans_quant_param": lambda s: npusim.npu_trans_quant_param(s((8,), "float32")),
+    "moe_init_routing_quant": lambda s: npusim.moe_init_routing_quant(
+        s((4, 16), "float16"), np.arange(8, dtype=np.int32).reshape(4, 2), np.zeros((4, 2), np.int32), 4, 1.0, 0.0),
+    "indexer_compress_epilog": lambda s: npusim.indexer_compress_epilog(
+        np.zeros((2, 4096), formats.float8_e4m3fn), np.zeros((2, 32), np.float32), s((2, 4096), "float16"),
+        np.array([0, 1], np.int32)),
+}
+
+
+@pytest.mark.parametrize("face", sorted(_SPEC_CASES))
+def test_data_faces_reject_a_tensorspec_clearly(face):
+    with pytest.raises(AclnnError, match="TensorSpec only describes shape and dtype") as e:
+        _SPEC_CASES[face](TensorSpec)
+    assert e.value.status == 161002
