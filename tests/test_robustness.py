@@ -962,3 +962,18 @@ def test_data_faces_reject_a_tensorspec_clearly(face):
     with pytest.raises(AclnnError, match="TensorSpec only describes shape and dtype") as e:
         _SPEC_CASES[face](TensorSpec)
     assert e.value.status == 161002
+
+
+def test_dynamic_quant_aclnn_outputs_aliasing_x_read_the_original_x():
+    """y written over x's storage must not change the rows still to be read."""
+    x = np.random.default_rng(3).standard_normal((64, 256)).astype(np.float16)
+    y_ref, s_ref = npusim.npu_dynamic_quant(x)
+    buf = np.zeros(x.nbytes, np.uint8)
+    xs = buf.view(np.float16).reshape(64, 256)
+    xs[...] = x
+    y = buf[x.nbytes // 2:].view(np.int8).reshape(64, 256)        # y row 0 lies on x row 32, not yet read
+    scale = np.empty(64, np.float32)
+    ws, ex = npusim.aclnn.aclnnDynamicQuantV2GetWorkspaceSize(xs, None, None, 2, y, scale, None)
+    npusim.aclnn.aclnnDynamicQuantV2(None, ws, ex)
+    npusim.testing.assert_bitexact(y, y_ref)
+    npusim.testing.assert_bitexact(scale, s_ref)
