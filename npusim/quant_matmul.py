@@ -133,6 +133,7 @@ class _Call:
     bias_dtype: str | None
     has_pertoken: bool
     plan: Plan
+    arrays: dict             # x1, x2, scale, offset, pertoken_scale, bias as checked (TensorSpecs when planning)
 
 
 def _out_dtype_name(output_dtype, soc) -> str:
@@ -253,7 +254,8 @@ def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product
         epi = "int32"
 
     plan = _make_plan(soc, x1, x2, scale, offset, pertoken_scale, bias, M, K, N, batch, out_shape, out, epi, int4)
-    return _Call(soc, int4, M, K, N, batch, out_shape, out, epi, s_t, o_t, b_t, has_pt, plan)
+    arrays = {"x1": x1, "x2": x2, "scale": scale, "offset": offset, "pertoken_scale": pertoken_scale, "bias": bias}
+    return _Call(soc, int4, M, K, N, batch, out_shape, out, epi, s_t, o_t, b_t, has_pt, plan, arrays)
 
 
 def _make_plan(soc, x1, x2, scale, offset, pertoken, bias, M, K, N, batch, out_shape, out, epi, int4) -> Plan:
@@ -357,12 +359,8 @@ def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=No
                          pertoken_scale=pertoken_scale, bias=bias)
     call = _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product)
     soc, p = call.soc, call.soc.soc
-    x1 = _checks.tensor(OP_QMM, "x1", x1, soc)
-    x2 = _checks.tensor(OP_QMM, "x2", x2, soc)
-    scale = _checks.tensor(OP_QMM, "scale", scale, soc)
-    offset = _checks.tensor(OP_QMM, "offset", offset, soc, optional=True)
-    pertoken_scale = _checks.tensor(OP_QMM, "pertoken_scale", pertoken_scale, soc, optional=True)
-    bias = _checks.tensor(OP_QMM, "bias", bias, soc, optional=True)
+    x1, x2, scale, offset, pertoken_scale, bias = (call.arrays[k] for k in
+                                                   ("x1", "x2", "scale", "offset", "pertoken_scale", "bias"))
     N, M = call.N, call.M
 
     # quant parameters, all checked before any computing
