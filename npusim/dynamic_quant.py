@@ -53,6 +53,8 @@ from npusim.plan import Plan, TensorSpec, planner, spec_of
 __all__ = ["npu_dynamic_quant", "npu_dynamic_quant_asymmetric"]
 
 SUPPORTED_PRODUCTS = ("atlas-a3", "atlas-a2", "atlas-inference", "atlas-training", "ascend-950pr", "ascend-950dt")
+# the Atlas inference/training kernels are symmetric only (seed 000)
+ASYMMETRIC_PRODUCTS = ("atlas-a3", "atlas-a2", "ascend-950pr", "ascend-950dt")
 ACLNN_OP = "aclnnDynamicQuantV2"
 
 # aclnn dstType enum (ge::DataType) -> output kind; 34 is hifloat8 (not implemented)
@@ -368,7 +370,7 @@ def _make_plan(op, x, smooth_scales, group_index, dst, symmetric, product):
     return plan, (x, smooth, group, R, H, xdt, E)
 
 
-@planner("npu_dynamic_quant")
+@planner("npu_dynamic_quant", SUPPORTED_PRODUCTS)
 def plan_npu_dynamic_quant(x, smooth_scales=None, group_index=None, dst_type=np.int8, product="atlas-a2") -> Plan:
     """Plan of npu_dynamic_quant (symmetric). tiles keys, in the vendor tiling data's terms:
     rowNum, rowLen, coreNum, headCoreNum (cores doing one extra row / the non-tail cores for key 100),
@@ -383,7 +385,7 @@ def plan_npu_dynamic_quant(x, smooth_scales=None, group_index=None, dst_type=np.
                       True, product)[0]
 
 
-@planner("npu_dynamic_quant_asymmetric")
+@planner("npu_dynamic_quant_asymmetric", ASYMMETRIC_PRODUCTS)
 def plan_npu_dynamic_quant_asymmetric(x, smooth_scales=None, group_index=None, dst_type=np.int8,
                                       product="atlas-a2") -> Plan:
     """Plan of npu_dynamic_quant_asymmetric; tiles keys as plan_npu_dynamic_quant."""

@@ -172,7 +172,7 @@ _ACLNN_NAMES = {"x": "self", "scale": "scale", "zero_point": "zeroPoint", "axis"
                 "quant_min": "quantMin", "quant_max": "quantMax"}
 
 
-@planner(TORCH_OP)
+@planner(TORCH_OP, SUPPORTED_PRODUCTS)
 def plan_fake_quantize_per_channel_affine_cachemask(x, scale, zero_point, axis, quant_min, quant_max,
                                                     product="atlas-a2") -> Plan:
     """The launch of FakeQuantAffineCachemask for these shapes/dtypes (arrays or TensorSpecs).

@@ -137,7 +137,7 @@ def _tiling(bs: int, d: int, quant_mode: int, core_num: int, ub_bytes: int) -> d
     return tiles
 
 
-@planner(OP)
+@planner(OP, PRODUCTS)
 def plan_indexer_compress_epilog(indexer_compress_cache, indexer_compress_scale, x, slot_mapping, *,
                                  quant_mode=1, round_scale=True, mx_scale_rule="kernel",
                                  product="ascend-950pr") -> Plan:

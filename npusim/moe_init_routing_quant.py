@@ -218,7 +218,7 @@ def _gather_tiling(n: int, k: int, cols: int, active: int, aiv: int, ub: int, xs
     return g
 
 
-@planner("moe_init_routing_quant")
+@planner("moe_init_routing_quant", SUPPORTED_PRODUCTS)
 def plan_moe_init_routing_quant(x, row_idx, expert_idx, active_num, scale=1.0, offset=0.0,
                                 product="atlas-a2", *, _op: str = "moe_init_routing_quant",
                                 _names: dict = _SNAKE) -> Plan:

@@ -80,12 +80,15 @@ class Plan:
 
 
 PLANNERS: dict[str, Callable[..., Plan]] = {}
+PRODUCTS_OF: dict[str, tuple[str, ...]] = {}     # operator -> the product ids it runs on
 
 
-def planner(op: str):
-    """Register `fn(product=..., **emulator_args) -> Plan` as the planner of operator `op`."""
+def planner(op: str, products: tuple[str, ...]):
+    """Register `fn(product=..., **emulator_args) -> Plan` as the planner of operator `op`, which runs
+    on the product ids `products` (the one list the emulator's validation and perfmodel both use)."""
     def deco(fn):
         PLANNERS[op] = fn
+        PRODUCTS_OF[op] = tuple(products)
         return fn
     return deco
 

@@ -311,7 +311,7 @@ def _ceil_to(v, a):
     return -(-int(v) // a) * a
 
 
-@planner(OP_QMM)
+@planner(OP_QMM, SUPPORTED)
 def plan_npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=None, output_dtype=None,
                           product="atlas-a2") -> Plan:
     """Plan of npu_quant_matmul (QuantBatchMatmulV3 on A2/A3, the coupled-core kernel on 310P).

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import gc
 
-from npusim.plan import TensorSpec, spec_of
+import npusim  # noqa: F401  (importing the package registers every planner)
+from npusim.plan import PLANNERS, PRODUCTS_OF, TensorSpec, spec_of
 from npusim.products import PRODUCTS, get_product
 
 from perfmodel import ops
@@ -12,18 +13,10 @@ from perfmodel.model import Prediction, combine, combine_many
 
 ALL_PRODUCTS = list(PRODUCTS)
 
-# Products per operator, as the seeds (shared/seeds/*.txt) and the operator issues list them.
-SUPPORTED = {
-    "npu_dynamic_quant": ["atlas-training", "atlas-a2", "atlas-a3", "atlas-inference", "ascend-950pr",
-                          "ascend-950dt"],
-    "npu_dynamic_quant_asymmetric": ["atlas-a2", "atlas-a3", "ascend-950pr", "ascend-950dt"],
-    "indexer_compress_epilog": ["ascend-950pr", "ascend-950dt"],
-    "fake_quantize_per_channel_affine_cachemask": ["atlas-training", "atlas-a2"],
-    "npu_quant_matmul": ["atlas-inference", "atlas-a2", "atlas-a3"],
-    "moe_init_routing_quant": ["atlas-a2"],
-    "add": ALL_PRODUCTS,
-    "matmul": ALL_PRODUCTS,
-}
+# Products per operator: the ones each npusim operator registers with its planner (from the seeds),
+# in the product registry's order; the generic kernels run everywhere.
+SUPPORTED = {op: [p for p in ALL_PRODUCTS if p in PRODUCTS_OF[op]] for op in PLANNERS}
+SUPPORTED.update({"add": ALL_PRODUCTS, "matmul": ALL_PRODUCTS})
 OPERATORS = list(SUPPORTED)
 _TENSOR_ARGS = {"add": ("x", "y"), "matmul": ("a", "b")}
 
@@ -89,12 +82,6 @@ def _resolve(op: str, product):
     if soc.product not in SUPPORTED[op]:
         raise ValueError(f"perfmodel: {op} does not run on {soc.product} ({soc.soc}); "
                          f"supported products: {SUPPORTED[op]}")
-    if op not in ("add", "matmul"):
-        from npusim.plan import PLANNERS
-        import npusim  # noqa: F401  (registers the planners)
-        if op not in PLANNERS:
-            raise NotImplementedError(f"perfmodel: operator {op!r} has no npusim plan yet (npusim.plan.PLANNERS "
-                                      f"lacks it), so it cannot be predicted")
     return soc, hardware(soc)
 
 
