@@ -78,6 +78,17 @@ def roofs(product: str) -> dict:
     return r
 
 
+def _log_axes(ax, xlabel: str, ylabel: str, title: str, *, legend_size: int, legend_loc: str, xbase: int = 10):
+    """The finish every log-log figure shares: scales, labels with units, title, grid, legend."""
+    ax.set_xscale("log", base=xbase)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=legend_size, loc=legend_loc)
+
+
 def _ok(df: pd.DataFrame) -> pd.DataFrame:
     if "status" in df:
         df = df[df["status"] == "ok"]
@@ -98,13 +109,9 @@ def plot_latency_vs_tokens(sweep: pd.DataFrame, outdir) -> list[str]:
             label = key[0] + "".join(f" {c}={line[c].iloc[0]}" for c in vary)
             ax.plot(line["tokens"], line["latency_us"], marker=_MARKERS[i % len(_MARKERS)], color=_color(i),
                     label=label, lw=1.6, ms=4)
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("tokens (rows of activations)")
-        ax.set_ylabel("predicted latency (µs)")
-        ax.set_title(f"Predicted latency vs tokens — {_soc_text(product, g)}, activations {dtype}")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left")
+        _log_axes(ax, "tokens (rows of activations)", "predicted latency (µs)",
+                  f"Predicted latency vs tokens — {_soc_text(product, g)}, activations {dtype}",
+                  legend_size=8, legend_loc="upper left", xbase=2)
         paths += save(fig, Path(outdir) / f"latency_vs_tokens_{product}_{dtype}")
     return paths
 
@@ -133,13 +140,9 @@ def plot_roofline(sweep: pd.DataFrame, outdir) -> list[str]:
             sel = pts.index
             ax.scatter(ai[sel], perf[sel] / 1e12, color=_color(i), marker=_MARKERS[i % len(_MARKERS)], s=22,
                        label=op, zorder=3)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("arithmetic intensity (ops / byte moved to and from HBM)")
-        ax.set_ylabel("achieved throughput (T ops/s)")
-        ax.set_title(f"Roofline — {_soc_text(product, g)}, activations {_dtypes_text(g)}")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        _log_axes(ax, "arithmetic intensity (ops / byte moved to and from HBM)", "achieved throughput (T ops/s)",
+                  f"Roofline — {_soc_text(product, g)}, activations {_dtypes_text(g)}",
+                  legend_size=7, legend_loc="lower right")
         paths += save(fig, Path(outdir) / f"roofline_{product}")
     return paths
 
@@ -231,15 +234,9 @@ def plot_pred_vs_measured(joined: pd.DataFrame, stem, title: str = "Predicted vs
         ax.scatter([], [], color="k", marker=_MARKERS[j % len(_MARKERS)], label=prod)
     if len(df) and not df["same_launch"].all():
         ax.scatter([], [], facecolors="none", edgecolors="k", label="measured launch ≠ predicted")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    _log_axes(ax, "measured latency (µs)", "predicted latency (µs)", title, legend_size=7, legend_loc="upper left")
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
-    ax.set_xlabel("measured latency (µs)")
-    ax.set_ylabel("predicted latency (µs)")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
     return save(fig, stem)
 
 

@@ -114,15 +114,20 @@ SCALE_OFFSETS = [(1.0, 0.0), (0.5, 3.3), (37.0, -5.25), (1000.0, -7.0), (1e-3, 1
                  (1e5, 0.0), (3.0, -7e4), (65504.0, 65504.0)]
 
 
-@pytest.mark.parametrize("dtype", [np.float16, BF16])
-def test_every_16bit_code(dtype):
-    """All 65536 codes (incl. inf, NaN, subnormals): fp16 overflow and int8 saturation."""
-    x = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(dtype).reshape(256, 256)
+def _quant_rows_match_reference(x):
+    """One expert, k = 1: expanded_x is x quantized row by row; compare under every scale/offset pair."""
     n = x.shape[0]
     for scale, offset in SCALE_OFFSETS:
         ex, _, _ = npusim.moe_init_routing_quant(x, standard_row_idx(n, 1), np.zeros((n, 1), np.int32), n,
                                                  scale, offset)
         assert_bitexact(ex, ref_quant(x, scale, offset), err_msg=f"scale={scale} offset={offset}")
+
+
+@pytest.mark.parametrize("dtype", [np.float16, BF16])
+def test_every_16bit_code(dtype):
+    """All 65536 codes (incl. inf, NaN, subnormals): fp16 overflow and int8 saturation."""
+    x = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(dtype).reshape(256, 256)
+    _quant_rows_match_reference(x)
 
 
 def test_fp32_rounding_boundaries_and_specials():
@@ -134,11 +139,7 @@ def test_fp32_rounding_boundaries_and_specials():
                            np.array([np.inf, -np.inf, np.nan, 65504, 65520, 65519.99, 7e4, -7e4, 1e-8],
                                     np.float32)])
     vals = np.concatenate([vals, np.zeros((-len(vals)) % 128, np.float32)]).reshape(-1, 128)
-    n = vals.shape[0]
-    for scale, offset in SCALE_OFFSETS:
-        ex, _, _ = npusim.moe_init_routing_quant(vals, standard_row_idx(n, 1), np.zeros((n, 1), np.int32), n,
-                                                 scale, offset)
-        assert_bitexact(ex, ref_quant(vals, scale, offset), err_msg=f"scale={scale} offset={offset}")
+    _quant_rows_match_reference(vals)
 
 
 def test_scale_goes_through_fp32_attribute():
