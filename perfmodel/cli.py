@@ -3,7 +3,7 @@
     npusim sweep                                  # default sweep -> npusim-out/sweep.csv + figures
     npusim sweep --ops npu_quant_matmul --products atlas-a2 ascend-950pr --tokens 1:8192 --dtypes bfloat16
     npusim sweep --config my_sweep.toml --out out/
-    npusim compare                                # the published set (../shared/data/published_timings.csv)
+    npusim compare                                # the published set (perfmodel/data/published_timings.csv)
     npusim compare --profiles PROF_DIR/ --product atlas-a2
     npusim calibrate --profiles op_summary_0.csv --product atlas-a2 --output cal.json
     npusim plot --sweep npusim-out/sweep.csv --kind roofline
@@ -232,8 +232,8 @@ def cmd_plot(a) -> int:
 
 def _add_measured_args(p):
     p.add_argument("--published", metavar="CSV",
-                   help="published timings CSV (default when no --profiles: ../shared/data/published_timings.csv "
-                        "relative to the repository, if present)")
+                   help="published timings CSV (default when no --profiles: the packaged set, "
+                        "perfmodel/data/published_timings.csv)")
     p.add_argument("--profiles", nargs="+", metavar="PATH",
                    help="msprof op_summary_*.csv / torch_npu kernel_details.csv files or directories holding them")
     p.add_argument("--product", default="atlas-a2",

@@ -1,4 +1,4 @@
-"""The published calibration set (shared/data/published_timings.csv) as measured rows.
+"""The published calibration set (perfmodel/data/published_timings.csv) as measured rows.
 
 This is the ONE mapping from a published row to perfmodel.predict arguments; `python -m
 perfmodel.fit_report`, `npusim calibrate` and `npusim compare` all read the set through
@@ -48,8 +48,8 @@ SAMPLE_CONFIGS = {
 
 
 def default_published_path() -> Path:
-    """../shared/data/published_timings.csv relative to the repository holding this package."""
-    return Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "published_timings.csv"
+    """The packaged copy of the published set (perfmodel/data/published_timings.csv; sources in its rows)."""
+    return Path(__file__).resolve().parent / "data" / "published_timings.csv"
 
 
 def _matmul_dims(shape: str) -> tuple[int, int, int]:
@@ -105,7 +105,7 @@ def published_args(kernel: str, shape: str, dtype: str, config: str = "") -> dic
 
 
 def read_published(path=None) -> pd.DataFrame:
-    """Measured rows (MEASURED_COLUMNS) from a published-timings CSV (default: the shared set).
+    """Measured rows (MEASURED_COLUMNS) from a published-timings CSV (default: the packaged set).
 
     Column use: task_duration_us -> measured_us; vec_or_mac_time_us -> pipe_vector_us (add) or
     pipe_cube_us (matmul); mte2_time_us -> pipe_mte2_us; mte3_or_fixpipe_time_us -> pipe_mte3_us
