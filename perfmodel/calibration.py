@@ -164,9 +164,12 @@ def fit(measured, product=None, params=None, base: Calibration | None = None, pr
                 dz[j] = 1e-4
                 J[:, j] = (resid(np.clip(z + dz, lo, hi + 1e-4)) - r) / 1e-4
             A, g = J.T @ J, J.T @ r
+            # Marquardt damping, floored so that a parameter the rows barely inform takes small steps
+            damp = np.diag(np.diag(A) + 1e-3 * np.mean(np.diag(A)) + 1e-12)
             improved = False
-            for _ in range(8):
-                step = np.linalg.solve(A + lam * np.diag(np.diag(A) + 1e-9), -g)
+            for _ in range(12):
+                step = np.linalg.solve(A + lam * damp, -g)
+                step *= min(1.0, 1.0 / max(1e-12, float(np.max(np.abs(step)))))      # at most a factor e
                 zn = np.clip(z + step, lo, hi)
                 rn = resid(zn)
                 cn = float(rn @ rn)

@@ -115,9 +115,8 @@ class Prediction:
 
 
 def cores_started(core_type: str, block_dim: int) -> int:
-    """Cores a launch starts: a mix kernel starts an AIV with each AIC (MIX_AIC_1_1; HARDWARE.md sec. 2: a
-    MIX kernel also pays the other core type's start)."""
-    return block_dim * 2 if core_type == "mix" else block_dim
+    """Blocks a launch starts: block_dim (a mix kernel's block is an AIC with its AIV, started together)."""
+    return block_dim
 
 
 def _write_hbm_fraction(work: Work) -> float:

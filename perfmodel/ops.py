@@ -63,6 +63,19 @@ class Vec:
             self.barriers += count
         return t
 
+    def vf(self, calls, elems: float, heads: float) -> None:
+        """A fused arch35 vector function over `elems` elements: the calls' per-element costs, `heads` VF
+        heads (HARDWARE.md sec. 4: 20 cycles)."""
+        hw = self.hw
+        self.s += (sum(hw.vec_coeffs(op, dt)[0] for op, dt in calls) * elems
+                   + hw.data["vector"]["vf_head_cycles"] * heads) / hw.vec_hz
+
+    def scale(self, factor: float) -> None:
+        """The same calls `factor` times (a row processed in chunks)."""
+        self.s *= factor
+        self.barriers *= factor
+        self.scalar_reads *= factor
+
 
 def _io_bytes(plan):
     rd = sum(_nbytes(s) for s in plan.inputs.values() if s is not None)
@@ -119,6 +132,10 @@ def elementwise_work(hw, op: str, x, y=None, *, block_dim=None, tile_bytes=None,
         shape = x.shape if x.shape == y.shape else tuple(np.broadcast_shapes(x.shape, y.shape))
     n = math.prod(shape)
     dt = _dt(x)
+    allowed = ("float16", "bfloat16", "float32") + (("int32",) if op in ("add", "maximum") else ())
+    for name, t in (("x", x), ("y", y)):
+        if t is not None and _dt(t) not in allowed:
+            raise ValueError(f"{op}: {name} dtype must be one of {', '.join(allowed)}, got {_dt(t)}")
     isz = x.dtype.itemsize
     cdt = "float32" if dt in ("bfloat16", "float32", "int32") else "float16"
     cores = hw.vector_cores()
@@ -242,163 +259,146 @@ def _rows_of_core(t) -> int:
     return int(t.get("rowPerTailCore", t.get("rowPerHeadCore", 0)))
 
 
-def _dq_rows_a2(hw, plan, v, rows, H, dt_in, smooth, asym, out_bytes, key):
-    """Vector calls of `rows` rows of the A2/A3 DynamicQuant kernels (dynamic_quant.h keys 0/1/7 per row;
-    dynamic_quant_multi_row.h key 10 over the whole pass, its row max one Max call per row)."""
+def _dq_calls_multi_row(v, rows, H, smooth):
+    """dynamic_quant_multi_row.h (keys 10/100): each call over the whole pass of `rows` rows, the row max one
+    Max call per row. Returns the vector seconds before the input buffer is released (the first Cast) and
+    after the output buffer is needed (the last Mul and Cast)."""
     f32 = "float32"
     e = rows * H
-    cast_in = "cast_f16_f32"
-    if key in (10, 100):
-        v(cast_in, "float16", e)                                  # Cast to fp32: releases the input buffer
-        early = v.s
-        if smooth:
-            v("broadcast", f32, e)
-            v("mul", f32, e)
-        v("abs", f32, e)
-        reps = H // 64
-        v("max", f32, max(0, reps - 1) * 64, rows)               # fold the row's 64-lane repeats
-        if H % 64:
-            v("max", f32, H % 64, rows)
-        v("reduce_max", f32, 64 * rows)                          # WholeReduceMax, one repeat per row
-        v("div", f32, 64 * _cdiv(rows, 64))
-        v("broadcast", f32, e)                                   # BroadCast<float, 2, 1>: Brcb, then a copy
+    v("cast_f16_f32", "float16", e)
+    early = v.s
+    if smooth:
         v("broadcast", f32, e)
         v("mul", f32, e)
-        v("cast_f32_i16", f32, e)
-        v("cast_i16_f16", "int32", e)
-        before_out = v.s
-        v("mul", f32, 64 * _cdiv(rows, 64), barrier=False)        # scale = max * 1/127
-        v("cast_f16_i8", "float16", e)
-        return early, v.s - before_out
-    # keys 0/1 (and 7: smooth per expert): every call per row, the scale read back by the scalar
-    for _ in (0,):
-        v(cast_in, "float16", H, rows)
-        if smooth:
-            v("mul", f32, H, rows)
-        if asym:
-            reps = H // 64
-            v("max", f32, max(0, reps - 1) * 64, rows)
+    v("abs", f32, e)
+    v("max", f32, max(0, H // 64 - 1) * 64, rows)                # fold each row's 64-lane repeats
+    if H % 64:
+        v("max", f32, H % 64, rows)
+    v("reduce_max", f32, 64 * rows)                              # WholeReduceMax, one repeat per row
+    v("div", f32, 64 * _cdiv(rows, 64))
+    v("broadcast", f32, e)                                       # BroadCast<float, 2, 1>: Brcb, then a copy [E]
+    v("broadcast", f32, e)
+    v("mul", f32, e)
+    v("cast_f32_i16", f32, e)
+    v("cast_i16_f16", "int32", e)
+    before_out = v.s
+    v("mul", f32, 64 * _cdiv(rows, 64), barrier=False)           # scale = max * 1/127
+    v("cast_f16_i8", "float16", e)
+    return early, v.s - before_out
+
+
+def _dq_calls_per_row(v, rows, H, smooth, asymmetric):
+    """dynamic_quant.h / _db.h / _moe.h (keys 0-3, 7): every call once per row; the scalar reads the row's
+    max (and min) back from UB to form the scale (and offset)."""
+    f32 = "float32"
+    fold = max(0, H // 64 - 1) * 64
+    v("cast_f16_f32", "float16", H, rows)
+    if smooth:
+        v("mul", f32, H, rows)
+    if asymmetric:                                               # ReduceMax and ReduceMin: the same calls
+        for _ in range(2):
+            v("max", f32, fold, rows)
             v("reduce_max", f32, 64, rows)
-            v("max", f32, max(0, reps - 1) * 64, rows)        # ReduceMin: the same calls
-            v("reduce_max", f32, 64, rows)
-            v.scalar_reads += 2 * rows
-            v("muls", f32, H, rows)
-            v("adds", f32, H, rows)
-        else:
-            v("abs", f32, H, rows)
-            reps = H // 64
-            v("max", f32, max(0, reps - 1) * 64, rows)
-            if H % 64 and reps:
-                v("max", f32, H % 64, rows)
-            v("reduce_max", f32, 64, rows)
-            v("div", f32, 8, rows)
-            v.scalar_reads += rows
-            v("muls", f32, H, rows)
-        v("cast_f32_i32", f32, H, rows)
-        v("cast_i32_f16", "int32", H, rows)
-        v("cast_f16_i8", "float16", H, rows, barrier=False)
-    return 0.0, 0.0
+        v.scalar_reads += 2 * rows
+        v("muls", f32, H, rows)
+        v("adds", f32, H, rows)
+    else:
+        v("abs", f32, H, rows)
+        v("max", f32, fold, rows)
+        if H % 64 and fold:
+            v("max", f32, H % 64, rows)
+        v("reduce_max", f32, 64, rows)
+        v("div", f32, 8, rows)
+        v.scalar_reads += rows
+        v("muls", f32, H, rows)
+    v("cast_f32_i32", f32, H, rows)
+    v("cast_i32_f16", "int32", H, rows)
+    v("cast_f16_i8", "float16", H, rows, barrier=False)
+
+
+def _dq_calls_950(v, rows, H, smooth, asymmetric):
+    """arch35 RegBase kernels: the row's steps fused into vector functions (VF), each element costing what
+    the same ATT calls cost, one VF head per function (reduce, per-row scale, quantize) [E]."""
+    f32 = "float32"
+    calls = [("cast_f16_f32", "float16"), ("abs", f32), ("max", f32), ("div", f32), ("cast_f32_i16", f32),
+             ("cast_i16_f16", "int32"), ("cast_f16_i8", "float16")]
+    if smooth:
+        calls.append(("mul", f32))
+    if asymmetric:
+        calls += [("max", f32), ("adds", f32)]
+    v.vf(calls, rows * H, heads=2 + rows)
+
+
+def _dq_calls_310p(v, rows, H):
+    """dynamic_quant_align_310p.h: fp16 Abs, a ReduceMax per row read back by the scalar (127/m), Muls per
+    row, one Cast to int8."""
+    e = rows * H
+    v("abs", "float16", e)
+    v("reduce_max", "float16", H, rows)
+    v.scalar_reads += rows
+    v("muls", "float16", H, rows)
+    v("cast_f16_i8", "float16", e)
 
 
 def dynamic_quant_work(plan, hw, asymmetric=False):
     """DynamicQuant(V2): per-row absmax (or min/max), scale, quantize (ARITHMETIC.md sec. 1).
 
-    A2/A3 (DAV_2201), by tiling key:
-      10 / 100 (dynamic_quant_multi_row.h / single row): one DataCopyPad of multiRowNum rows, the calls
-        over the whole pass, one Max per row; the V->MTE2 flag after the first Cast lets the next pass load
-        while this one computes ('early');
-      0/1 and 7 (dynamic_quant.h, moe): TQue BUFFER_NUM = 1, every call per row, the scale read back by
-        the scalar (V->S flag + GetValue): 'serial';
-      2/3 (dynamic_quant_db.h): the same calls with double-buffered queues;
-      6/8 (row split into innerLoopEle chunks): two passes over the chunks (max, then quantize).
-    Ascend 950 (arch35 RegBase): one vector function per pass over multiRowNum rows (VF head 20 cycles,
-    HARDWARE.md sec. 4), double-buffered when the tiling's useDb says so.
-    310P/910 (DAV_2002/1001): fp16 Abs, per-row ReduceMax, scalar 127/m, Muls, Cast, numCopyRow rows a pass.
+    A2/A3 (DAV_2201), by tiling key (dynamic_quant_tiling.cpp picks it; the plan carries it):
+      10 / 100 (dynamic_quant_multi_row.h / _single_row.h): one DataCopyPad of multiRowNum rows a pass; the
+        V->MTE2 flag after the first Cast lets the next pass load while this one computes ('early');
+      0/1 (dynamic_quant.h) and 7 (moe): TQue BUFFER_NUM = 1: the next load waits for the pass ('serial');
+      2/3 (dynamic_quant_db.h): the same per-row calls, double-buffered queues;
+      6/8 (a row split into innerLoopEle chunks): two passes over the chunks (max, then quantize).
+    Ascend 950 (arch35): fused vector functions, double-buffered when the tiling's useDb says so.
+    310P/910 (DAV_2002/1001): numCopyRow rows a pass, one buffer.
     """
     t = plan.tiles
     x = plan.inputs["x"]
     H = x.shape[-1]
     R = _size(x) // max(1, H)
-    dt_in = _dt(x)
     isz = x.dtype.itemsize
-    y = plan.outputs.get("y")
-    out_b = 0.5 if _dt(y) in ("int4", "int32") else 1.0
+    out_b = 0.5 if _dt(plan.outputs["y"]) in ("int4", "int32") else 1.0
     smooth = plan.inputs.get("smooth_scales") is not None or plan.inputs.get("group_index") is not None
-    key = plan.tiling_key
-    fam = hw.family
-    f32 = "float32"
+    key, fam = plan.tiling_key, hw.family
     scale_bytes = 8.0 if asymmetric else 4.0
     if fam == "310p910":
-        rows = _cdiv(R, max(1, plan.block_dim))
-        per = max(1, int(t.get("numCopyRow", 8)))
-        overlap, early_late = "serial", (0.0, 0.0)
+        rows, per, overlap = _cdiv(R, max(1, plan.block_dim)), max(1, int(t.get("numCopyRow", 8))), "serial"
     else:
-        rows = _rows_of_core(t) if R else 0
-        per = max(1, int(t.get("multiRowNumHeadCore", 1) or 1))
+        rows, per = (_rows_of_core(t) if R else 0), max(1, int(t.get("multiRowNumHeadCore", 1) or 1))
+        if fam == "950":
+            overlap = "double" if t.get("useDb") else "serial"
+        elif key in (10, 100):
+            overlap = "early"
+        elif key in (2, 3):
+            overlap = "double"
+        else:
+            overlap = "serial"
     inner = int(t.get("innerLoopEle", 0) or 0)
+    chunks = _cdiv(H, inner) if 0 < inner < H else 1              # keys 6/8 and 950's large shapes
+    h = H if chunks == 1 else inner
+    loads = 2 if chunks > 1 else 1                                # the max pass and the quantize pass
     loops = []
-    if rows > 0:
-        full, rem = divmod(rows, per)
-        for r, count in ((per, full), (rem, 1 if rem else 0)):
-            if count == 0:
-                continue
-            v = Vec(hw)
-            chunks = 1
-            if inner and inner < H:                                # keys 6/8, 950 large shape
-                chunks = _cdiv(H, inner)
-                h = inner
-            else:
-                h = H
-            if fam == "310p910":
-                e = r * h
-                v("abs", "float16", e)
-                v("reduce_max", "float16", h, r)
-                v.scalar_reads += r
-                v("muls", "float16", h, r)
-                v("cast_f16_i8", "float16", e)
-            elif fam == "950":
-                # one VF per pass: the arch35 kernels fuse the row's calls into a vector function whose
-                # per-element cost is that of the same calls, with one VF head per call group
-                e = r * h
-                ops = [("cast_f16_f32", "float16"), ("abs", f32), ("max", f32), ("div", f32),
-                       ("cast_f32_i16", f32), ("cast_i16_f16", "int32"), ("cast_f16_i8", "float16")]
-                if smooth:
-                    ops.append(("mul", f32))
-                if asymmetric:
-                    ops += [("max", f32), ("adds", f32)]
-                for op, odt in ops:
-                    k, _b = hw.vec_coeffs(op, odt)
-                    v.s += k * e / hw.vec_hz
-                v.s += hw.data["vector"]["vf_head_cycles"] * (2 + r) / hw.vec_hz   # reduce VF + per-row scale
-            else:
-                _dq_rows_a2(hw, plan, v, r, h, dt_in, smooth, asymmetric, out_b, 10 if key in (10, 100) else 0)
-            if chunks > 1:                                           # max pass + quantize pass over the chunks
-                v.s *= chunks
-                v.barriers *= chunks
-            if fam == "a2a3":
-                if key in (10, 100):
-                    overlap = "early"
-                elif key in (2, 3) or t.get("useDb"):
-                    overlap = "double"
-                else:
-                    overlap = "serial"
-            elif fam == "950":
-                overlap = "double" if t.get("useDb") else "serial"
-            load_b = r * H * isz * (2 if chunks > 1 else 1)
-            row_b = H * isz
-            pipes = {"mte2": hw.dma_rows("gm_to_ub", row_b, r) * (2 if chunks > 1 else 1),
-                     "vector": v.s,
-                     "mte3": hw.dma_rows("ub_to_gm", H * out_b, r) + hw.dma("ub_to_gm", r * scale_bytes)}
-            early = late = 0.0
-            if overlap == "early":
-                early, late = _dq_rows_a2(hw, plan, Vec(hw), r, h, dt_in, smooth, asymmetric, out_b, 10)
-            if smooth and not plan.inputs.get("group_index") is not None and fam != "310p910":
-                pass
-            loops.append(Loop(n=count, pipes=pipes, read_bytes=load_b, write_bytes=r * (H * out_b + scale_bytes),
-                              barriers=v.barriers, scalar_reads=v.scalar_reads, overlap=overlap,
-                              early=early, late=late, cont=bool(loops)))
-    return _work(plan, hw, loops, flops=R * H * 5.0,
-                 tiles={"rows_per_core": rows, "rows_per_pass": per})
+    full, rem = divmod(rows, per)
+    for r, count in ((per, full), (rem, 1 if rem else 0)):
+        if count == 0:
+            continue
+        v = Vec(hw)
+        early = late = 0.0
+        if fam == "310p910":
+            _dq_calls_310p(v, r, h)
+        elif fam == "950":
+            _dq_calls_950(v, r, h, smooth, asymmetric)
+        elif key in (10, 100):
+            early, late = _dq_calls_multi_row(v, r, h, smooth)
+        else:
+            _dq_calls_per_row(v, r, h, smooth, asymmetric)
+        v.scale(chunks)
+        pipes = {"mte2": loads * hw.dma_rows("gm_to_ub", H * isz, r), "vector": v.s,
+                 "mte3": hw.dma_rows("ub_to_gm", H * out_b, r) + hw.dma("ub_to_gm", r * scale_bytes)}
+        loops.append(Loop(n=count, pipes=pipes, read_bytes=loads * r * H * isz,
+                          write_bytes=r * (H * out_b + scale_bytes), barriers=v.barriers,
+                          scalar_reads=v.scalar_reads, overlap=overlap, early=early, late=late, cont=bool(loops)))
+    return _work(plan, hw, loops, flops=R * H * 5.0, tiles={"rows_per_core": rows, "rows_per_pass": per})
 
 
 def dynamic_quant_asym_work(plan, hw):
@@ -428,11 +428,8 @@ def indexer_compress_epilog_work(plan, hw):
             continue
         e = r * d
         v = Vec(hw)
-        for op, odt in (("cast_f16_f32", "float16"), ("abs", f32), ("block_reduce_max", f32), ("div", f32),
-                        ("cast_f32_f8", f32)):
-            k, _b = hw.vec_coeffs(op, odt)
-            v.s += k * e / hw.vec_hz
-        v.s += hw.data["vector"]["vf_head_cycles"] * (3 + (2 if mode == 0 else 0)) / hw.vec_hz
+        v.vf((("cast_f16_f32", "float16"), ("abs", f32), ("block_reduce_max", f32), ("div", f32),
+              ("cast_f32_f8", f32)), e, heads=3 + (2 if mode == 0 else 0))
         pipes = {"mte2": hw.dma("gm_to_ub", e * isz) + hw.dma("gm_to_ub", r * 4), "vector": v.s,
                  "mte3": hw.dma("ub_to_gm", d, r) + hw.dma("ub_to_gm", scale_row, r)}
         loops.append(Loop(n=count, pipes=pipes, read_bytes=e * isz + r * 4, write_bytes=r * (d + scale_row),
