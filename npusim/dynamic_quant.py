@@ -543,6 +543,9 @@ def aclnnDynamicQuantV2GetWorkspaceSize(x, smoothScalesOptional, groupIndexOptio
     if dst_code not in ACLNN_DST_TYPES:
         raise invalid(op, "dstType", f"must be one of {sorted(ACLNN_DST_TYPES)} (2 int8, 29 int4, 3 int32, "
                       "34 hifloat8, 35 float8_e5m2, 36 float8_e4m3fn), got " + str(dst_code), soc.soc)
+    if ACLNN_DST_TYPES[dst_code] not in _Y_BY_FAMILY[soc.family]:
+        raise invalid(op, "dstType", f"{dst_code} ({ACLNN_DST_TYPES[dst_code]}) is not supported on this product; "
+                      f"allowed outputs: {', '.join(_Y_BY_FAMILY[soc.family])}", soc.soc)
     symmetric = offsetOut is None
     plan, ctx = _make_plan(op, x, smoothScalesOptional, groupIndexOptional, ACLNN_DST_TYPES[dst_code],
                            symmetric, product)

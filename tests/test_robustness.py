@@ -839,7 +839,7 @@ BROKEN = [
     ("indexer_compress_epilog", "list", dict(slot_mapping=_SLOTS.tolist()), INVALID, "'slot_mapping'"),
     ("indexer_compress_epilog", "list", dict(indexer_compress_cache=np.zeros((4, 4096)).tolist()), INVALID,
      "'indexer_compress_cache'"),
-    ("indexer_compress_epilog", "enum", dict(quant_mode=2), INVALID, "'quant_mode'"),
+    ("indexer_compress_epilog", "enum", dict(quant_mode=3), INVALID, "'quant_mode'"),
     ("indexer_compress_epilog", "enum", dict(mx_scale_rule="floor"), INVALID, "'mx_scale_rule'"),
     ("indexer_compress_epilog", "enum", dict(mx_scale_rule=["kernel"]), INVALID, "'mx_scale_rule'"),
     ("indexer_compress_epilog", "enum", dict(round_scale=1), INVALID, "'round_scale'"),
