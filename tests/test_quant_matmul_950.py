@@ -276,3 +276,28 @@ def test_plan_base_block_matches_the_vendor_tiling(shape, want):
     t = p.tiles
     assert (t["baseM"], t["baseN"], t["baseK"], p.block_dim) == want
     assert p.soc.aic == 32 and t["mCnt"] * t["nCnt"] == t["total_blocks"]
+
+
+def test_perfmodel_costs_every_shape_the_950_emulator_accepts():
+    """perfmodel.predict on ascend-950pr/dt for each dtype path, batched, tiny, long-K and empty shapes;
+    the latency is finite and at least the launch floor, and vector-epilogue plans cost the vector pipe."""
+    import perfmodel
+    T = TensorSpec
+    shapes = [((1, 7168), (7168, 4096)), ((4096, 7168), (7168, 4096)), ((5, 3, 64), (5, 64, 40)),
+              ((2, 1, 16, 32), (32, 8)), ((4, 65535), (65535, 16)), ((0, 64), (64, 32)), ((8, 64), (64, 0))]
+    combos = [("int64", None, "int32", "int8"), ("int64", None, None, "float16"), ("int64", None, "int32", "bfloat16"),
+              ("float32", None, "float32", "bfloat16"), ("bfloat16", "pt", "int32", "bfloat16"),
+              ("float32", "pt", "float16", "float16"), ("float32", None, "int32", "int32"),
+              ("float32", None, None, "int8")]
+    for product in ("ascend-950pr", "ascend-950dt"):
+        for (s1, s2) in shapes:
+            n, m = s2[-1], s1[-2]
+            for scale_t, pt, bias_t, out in combos:
+                kw = dict(x1=T(s1, "int8"), x2=T(s2, "int8"), scale=T((n if n else 1,), scale_t),
+                          pertoken_scale=T((m,), "float32") if pt else None,
+                          bias=T((n,), bias_t) if bias_t else None, output_dtype=out)
+                p = perfmodel.predict("npu_quant_matmul", product=product, **kw)
+                assert np.isfinite(p.latency_us) and p.latency_us > 0, (s1, s2, kw)
+                if m * n and p.tiles["epilogue_unit"] == "vector":
+                    assert p.pipes_us["vector"] > 0
+    assert set(perfmodel.supported_products("npu_quant_matmul")) >= {"ascend-950pr", "ascend-950dt"}
