@@ -198,7 +198,7 @@ def test_trans_quant_param_broadcast_and_layout():
     (dict(scale=np.ones(3, np.float32), round_mode=2), "round_mode"),
     (dict(scale=np.ones(3, np.float32), offset=np.ones(3, np.int32)), "offset"),
     (dict(scale=None), "scale"),
-    (dict(scale=np.ones(3, np.float32), product="ascend-950pr"), "product"),
+    (dict(scale=np.ones(3, np.float32), product="atlas-training"), "product"),
 ])
 def test_trans_quant_param_errors(kw, param):
     with pytest.raises(AclnnError) as ei:
@@ -352,7 +352,7 @@ Q64 = np.full(4, 0x3F800000 | (1 << 46), np.int64)
     (dict(x1=i8(2, 3, 8), x2=i8(3, 8, 4)), "x2"),
     (dict(x1=None), "x1"),
     (dict(scale=None), "scale"),
-    (dict(product="ascend-950pr"), "product"),
+    (dict(product="atlas-training"), "product"),
     (dict(scale=np.full(4, (1 << 46) | (1 << 33), np.int64)), "scale"),
 ])
 def test_invalid_combinations(kw, param):
