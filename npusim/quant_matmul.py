@@ -23,7 +23,7 @@ import numpy as np
 
 from npusim import _checks, formats
 from npusim._kernels import quant_matmul as _k
-from npusim.errors import invalid, nullptr
+from npusim.errors import invalid
 from npusim.plan import Plan, TensorSpec, planner
 
 __all__ = ["npu_trans_quant_param", "npu_quant_matmul", "LinearA8W8Quant"]
@@ -78,11 +78,16 @@ def npu_trans_quant_param(scale, offset=None, round_mode: int = 0, *, product: s
     u = np.broadcast_to(u, (n,)) if u.size == 1 else u
     out = (_fp19_truncate(u) if int(round_mode) == 0 else _fp19_round(u)) | np.uint64(_SIGN_FLAG)
     if o is not None:
-        off = formats.cast(np.ascontiguousarray(o, dtype=np.float32).reshape(-1), np.int32, "rint", saturate=True)
-        off9 = np.clip(off.astype(np.int64), -256, 255)
-        off9 = np.broadcast_to(off9, (n,)) if off9.size == 1 else off9
-        out = out | ((off9.astype(np.uint64) & np.uint64(0x1FF)) << np.uint64(_OFFSET_SHIFT))
+        off = _offset_field(o)
+        out = out | (np.broadcast_to(off, (n,)) if off.size == 1 else off)
     return out.view(np.int64).reshape(shape).copy()
+
+
+def _offset_field(o: np.ndarray) -> np.ndarray:
+    """float32 offsets as bits 37..45 of the quant parameter: clamp(rint(o), -256, 255) as int9 (uint64)."""
+    off = formats.cast(np.ascontiguousarray(o, dtype=np.float32).reshape(-1), np.int32, "rint", saturate=True)
+    off9 = np.clip(off.astype(np.int64), -256, 255)
+    return (off9.astype(np.uint64) & np.uint64(0x1FF)) << np.uint64(_OFFSET_SHIFT)
 
 
 def _check_param_shape(op, name, a, soc):
@@ -342,7 +347,8 @@ def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=No
       * float32 scale with int8/fp16 output and no pertoken: converted by npu_trans_quant_param(scale,
         offset) first (torch_npu does this on the host), so only 19 scale bits count.
       * int64 scale together with a separate offset: the A2/A3 kernel never reads the offset tensor
-        (only bits 37..45 of the int64 reach the fixpipe), so it is ignored here too, with a warning.
+        (only bits 37..45 of the int64 reach the fixpipe), so it is ignored here too, with a warning when
+        it differs from those bits (torch_npu's LinearA8W8Quant passes the offset it folded in: no warning).
       * REQ8 NaN products give 0 before the offset is added (undocumented on hardware); REQ8 ties
         round half to even (vendor model np.round); DEQF16 saturates to +-65504 (vendor model clip);
         the vector epilogue's final cast is IEEE (overflow to inf).
@@ -378,11 +384,12 @@ def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=No
                 raise invalid(OP_QMM, "scale", f"int64 quant parameter {int(q[i]):#x} (index {i}) sets bits "
                               "32..36 or 47..63, which npu_trans_quant_param never sets (N shift / MCB "
                               "are not modelled)", p)
-            if offset is not None:
+            folded = q.reshape(-1) & np.uint64(0x1FF << _OFFSET_SHIFT)
+            if offset is not None and np.any(folded != _offset_field(offset)):
                 warnings.warn("npu_quant_matmul: with an int64 scale the A2/A3 kernel reads the offset only "
-                              "from bits 37..45 of the scale; the separate offset tensor is ignored "
-                              "(fold it in with npu_trans_quant_param(scale, offset))", RuntimeWarning,
-                              stacklevel=2)
+                              "from bits 37..45 of the scale; the separate offset tensor, which differs from "
+                              "them, is ignored (fold it in with npu_trans_quant_param(scale, offset))",
+                              RuntimeWarning, stacklevel=2)
         q = q.reshape(-1).view(np.uint64)
         scale_f[:] = (q & np.uint64(_SCALE_MASK)).astype(np.uint32).view(np.float32)
         if call.epilogue == "req8":
@@ -444,18 +451,45 @@ def _accumulate(x1, x2, call: _Call, nbatch: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- LinearA8W8Quant
-class LinearA8W8Quant:
-    """torch_npu.contrib.module.LinearA8W8Quant: a quantized linear layer over npu_quant_matmul.
+def linear_a8w8_quant_forward(x1, weight, scale, offset=None, pertoken_scale=None, bias=None, output_dtype=None,
+                              *, product: str = "atlas-a2") -> np.ndarray:
+    """The forward of torch_npu.contrib.module.LinearA8W8Quant (both faces run this).
 
-    Holds weight [out_features, in_features] int8, scale [out_features] float32, offset
-    [out_features] float32 (if offset=True), bias [out_features] int32 (if bias=True); set them as
-    arrays (any dtype npu_quant_matmul accepts for that role). layer(x1, pertoken_scale=None) computes
-    npu_quant_matmul(x1, weight^T, scale', offset, pertoken_scale, bias, output_dtype), where a float32
-    scale is first packed with npu_trans_quant_param(scale, offset) (ARITHMETIC.md 4.6, so the
-    per-channel scale is the 19-bit truncated one). As seed 003 states, x1 and weight are int8 and
-    output_dtype is int8, float16 or bfloat16 (int8/float16 on Atlas inference). Deviation: the packing is skipped when the output
-    goes through the vector epilogue (bf16/int32 output or pertoken_scale), where an int64 scale is
-    not allowed at all; in every other case the result is identical to packing always.
+    As torch_npu's module: a float32 scale is packed with npu_trans_quant_param(scale, offset) unless the
+    output goes through the vector epilogue (pertoken_scale given, or bfloat16 output), then
+    npu_quant_matmul(x1, weight^T, scale, offset=offset, pertoken_scale, bias, output_dtype) runs (the
+    offset goes along with the int64 scale that already holds it, as in torch_npu; it is not read twice).
+    Seed 003: x1 and weight are int8, output_dtype int8 (None), float16 or bfloat16 (not int32)."""
+    op = "LinearA8W8Quant"
+    _checks.data_tensors(op, product, x1=x1, pertoken_scale=pertoken_scale, weight=weight, scale=scale,
+                         offset=offset, bias=bias)
+    soc = _checks.resolve_product(op, product, SUPPORTED)
+    w = _checks.tensor(op, "weight", weight, soc)
+    if w.ndim < 2:
+        raise invalid(op, "weight", f"must be [out_features, in_features], got shape {w.shape}", soc.soc)
+    _checks.dtype_in(op, "x1", _checks.tensor(op, "x1", x1, soc), ("int8",), soc.soc)
+    _checks.dtype_in(op, "weight", w, ("int8",), soc.soc)
+    scale = _checks.tensor(op, "scale", scale, soc)
+    out = _out_dtype_name(output_dtype, soc)
+    if out == "int32":   # seed 003 output_dtype: int8/float16/bfloat16 (npu_quant_matmul adds int32)
+        raise invalid(op, "output_dtype", "must be int8, float16 or bfloat16 for LinearA8W8Quant, got int32",
+                      soc.soc)
+    if pertoken_scale is None and scale.dtype == np.float32 and out in ("int8", "float16"):
+        scale = npu_trans_quant_param(scale.reshape(-1), offset, product=product)
+    return npu_quant_matmul(x1, w.swapaxes(-1, -2), scale, offset=offset, pertoken_scale=pertoken_scale, bias=bias,
+                            output_dtype=output_dtype, product=product)
+
+
+class LinearA8W8Quant:
+    """torch_npu.contrib.module.LinearA8W8Quant on numpy arrays (the torch module is
+    npusim.torch_npu.contrib.module.LinearA8W8Quant).
+
+    Holds weight [out_features, in_features] int8, scale [out_features] float32, offset [out_features]
+    float32 (if offset=True), pertoken_scale float32 (if pertoken_scale=True; set it to the [m] per-token
+    scale of the next input, as torch_npu's module keeps it as a parameter), bias [out_features] int32 (if
+    bias=True); set them as arrays (any dtype npu_quant_matmul accepts for that role). layer(x1) runs
+    linear_a8w8_quant_forward (see there). Extra over torch_npu: layer(x1, pertoken_scale=p) uses p for
+    this call instead of the attribute.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, offset: bool = False,
@@ -467,43 +501,23 @@ class LinearA8W8Quant:
             raise invalid(op, "in_features/out_features", "must be positive")
         self.product = product
         self.output_dtype = output_dtype
-        self.use_pertoken = bool(pertoken_scale)
         self.weight = np.zeros((self.out_features, self.in_features), np.int8)
         self.scale = np.ones(self.out_features, np.float32)
         self.offset = np.zeros(self.out_features, np.float32) if offset else None
+        self.pertoken_scale = np.ones(self.out_features, np.float32) if pertoken_scale else None
         self.bias = np.zeros(self.out_features, np.int32) if bias else None
 
     def __call__(self, x1, pertoken_scale=None) -> np.ndarray:
-        op = "LinearA8W8Quant"
-        if self.use_pertoken and pertoken_scale is None:
-            raise nullptr(op, "pertoken_scale", self.product)
-        if not self.use_pertoken and pertoken_scale is not None:
-            raise invalid(op, "pertoken_scale", "was given but the layer was built with pertoken_scale=False",
-                          self.product)
-        _checks.data_tensors(op, self.product, x1=x1, pertoken_scale=pertoken_scale, weight=self.weight,
-                             scale=self.scale, offset=self.offset, bias=self.bias)
-        soc = _checks.resolve_product(op, self.product, SUPPORTED)
-        w = _checks.tensor(op, "weight", self.weight, self.product)
-        if w.ndim < 2:
-            raise invalid(op, "weight", f"must be [out_features, in_features], got shape {w.shape}", self.product)
-        # seed 003: this module is A8W8 only (int4-packed int32 goes through npu_quant_matmul directly)
-        _checks.dtype_in(op, "x1", _checks.tensor(op, "x1", x1, self.product), ("int8",), soc.soc)
-        _checks.dtype_in(op, "weight", w, ("int8",), soc.soc)
-        scale = _checks.tensor(op, "scale", self.scale, self.product)
-        out = _out_dtype_name(self.output_dtype, soc)
-        if out == "int32":   # seed 003 output_dtype: int8/float16/bfloat16 (npu_quant_matmul adds int32)
-            raise invalid(op, "output_dtype", "must be int8, float16 or bfloat16 for LinearA8W8Quant, got int32",
-                          soc.soc)
-        folded = out in ("int8", "float16") and pertoken_scale is None and scale.dtype == np.float32
-        if folded:
-            scale = npu_trans_quant_param(scale.reshape(-1), self.offset, product=self.product)
-        return npu_quant_matmul(x1, w.swapaxes(-1, -2), scale, offset=None if folded else self.offset,
-                                pertoken_scale=pertoken_scale, bias=self.bias, output_dtype=self.output_dtype,
-                                product=self.product)
+        if pertoken_scale is not None and self.pertoken_scale is None:
+            raise invalid("LinearA8W8Quant", "pertoken_scale", "was given but the layer was built with "
+                          "pertoken_scale=False", self.product)
+        return linear_a8w8_quant_forward(x1, self.weight, self.scale, self.offset,
+                                         self.pertoken_scale if pertoken_scale is None else pertoken_scale,
+                                         self.bias, self.output_dtype, product=self.product)
 
     forward = __call__
 
     def __repr__(self) -> str:
         return (f"LinearA8W8Quant(in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, offset={self.offset is not None}, "
-                f"pertoken_scale={self.use_pertoken}, output_dtype={self.output_dtype})")
+                f"pertoken_scale={self.pertoken_scale is not None}, output_dtype={self.output_dtype})")
