@@ -1,4 +1,5 @@
-"""npu_trans_quant_param, npu_quant_matmul and LinearA8W8Quant (torch_npu), bit-exact on the CPU.
+"""npu_trans_quant_param, npu_quant_matmul and LinearA8W8Quant (torch_npu), bit-exact on the CPU, with the
+weight-preparation helpers npu_convert_weight_to_int4pack and npu_format_cast.
 
 Arithmetic: shared/spec/ARITHMETIC.md section 4 (ops-nn quant/trans_quant_param_v2/op_kernel/
 trans_quant_param_v2.h; matmul/quant_batch_matmul_v3/op_kernel/*; asc-devkit fixpipe models
@@ -13,6 +14,8 @@ The int32 accumulation is exact (kernels_pyx/quant_matmul.pyx). Which epilogue r
     scale: d = f32(acc * s); d = f32(p * d); d = f32(d + float_bias); RNE to the output type.
   * int32 output: acc + int32 bias (scale ignored).
 An int32 bias is always added to the accumulator before any scaling (it lives in L0C / the bias table).
+int4 (int32-packed) inputs take the same epilogues (the kernel templates are shared across input dtypes,
+quant_batch_matmul_v3.cpp); their support matrix is in _validate and the README.
 """
 from __future__ import annotations
 
@@ -23,10 +26,11 @@ import numpy as np
 
 from npusim import _checks, formats
 from npusim._kernels import quant_matmul as _k
-from npusim.errors import invalid
+from npusim.errors import invalid, nullptr
 from npusim.plan import Plan, TensorSpec, planner
 
-__all__ = ["npu_trans_quant_param", "npu_quant_matmul", "LinearA8W8Quant"]
+__all__ = ["npu_trans_quant_param", "npu_quant_matmul", "LinearA8W8Quant", "npu_convert_weight_to_int4pack",
+           "npu_format_cast"]
 
 OP_TQP = "npu_trans_quant_param"
 OP_QMM = "npu_quant_matmul"
@@ -120,6 +124,56 @@ def _fp19_round(u: np.ndarray) -> np.ndarray:
     return ((sign << np.uint64(18)) | (e << np.uint64(10)) | f) << np.uint64(13)
 
 
+# --------------------------------------------------------------------------- weight preparation
+OP_INT4PACK = "npu_convert_weight_to_int4pack"
+INT4PACK_PRODUCTS = ("atlas-a2", "atlas-a3", "ascend-950pr", "ascend-950dt")
+ACL_FORMAT_ND = 2
+ACL_FORMAT_FRACTAL_NZ = 29
+
+
+def npu_convert_weight_to_int4pack(weight, inner_k_tiles: int = 0, *, product: str = "atlas-a2") -> np.ndarray:
+    """torch_npu.npu_convert_weight_to_int4pack: int32 holding int4 values -> int32 words of eight int4.
+
+    weight: int32, 2-D (k, n) or (n, k) (3-D (g, ., .) for grouped weights), last dim a multiple of 8,
+    values in [-8, 7]. Returns int32 with the last dim / 8: element 8j+i of a row at bits 4i..4i+3 of word
+    j, which is npusim's int32 packing (formats.pack_int4). Source: ops-nn aclnn_convert_weight_to_int4_pack
+    .cpp (PackToINT8: element 2i in the low nibble of byte i; the bytes read as little-endian int32) and the
+    torch_npu doc (products A2/A3; the aclnn doc adds Ascend 950). inner_k_tiles is reserved and unused, as
+    in torch_npu. Documented choice: values outside [-8, 7] are rejected (the doc requires the range; the
+    host code would keep their low 4 bits). For npu_quant_matmul pass the packed (n, k // 8) weight
+    transposed, a (k // 8, n) view, or pack the (k, n) weight.
+    """
+    _checks.data_tensors(OP_INT4PACK, product, weight=weight)
+    soc = _checks.resolve_product(OP_INT4PACK, product, INT4PACK_PRODUCTS)
+    w = _checks.tensor(OP_INT4PACK, "weight", weight, soc)
+    _checks.dtype_in(OP_INT4PACK, "weight", w, ("int32",), soc.soc)
+    _checks.int_attr(OP_INT4PACK, "inner_k_tiles", inner_k_tiles, soc.soc)
+    if w.ndim not in (2, 3):
+        raise invalid(OP_INT4PACK, "weight", f"must be 2-D (k, n) / (n, k) or 3-D, got shape {w.shape}", soc.soc)
+    if w.shape[-1] % 8:
+        raise invalid(OP_INT4PACK, "weight", f"last dimension must be a multiple of 8, got {w.shape[-1]}", soc.soc)
+    if w.size and (w.min() < -8 or w.max() > 7):
+        raise invalid(OP_INT4PACK, "weight", f"values must lie in the int4 range [-8, 7], got [{w.min()}, {w.max()}]",
+                      soc.soc)
+    return formats.pack_int4(w, "int32")
+
+
+def npu_format_cast(x, acl_format: int):
+    """torch_npu.npu_format_cast on the CPU: returns x itself.
+
+    The NPU formats only change how a tensor is stored in device memory (FRACTAL_NZ = ACL format 29 tiles
+    the last two dims for the cube), never its values, and npusim computes from values, so nothing changes
+    here. acl_format must be 2 (ND) or 29 (FRACTAL_NZ), the two npu_quant_matmul takes for its weight
+    (aclnn_quant_matmul_v4.cpp CheckFormat); other formats are rejected as not emulated."""
+    if isinstance(acl_format, (bool, np.bool_)) or not isinstance(acl_format, (int, np.integer)) \
+            or int(acl_format) not in (ACL_FORMAT_ND, ACL_FORMAT_FRACTAL_NZ):
+        raise invalid("npu_format_cast", "acl_format", f"must be {ACL_FORMAT_ND} (ND) or {ACL_FORMAT_FRACTAL_NZ} "
+                      f"(FRACTAL_NZ); other formats are not emulated by npusim, got {acl_format!r}")
+    if x is None:
+        raise nullptr("npu_format_cast", "x")
+    return x
+
+
 # --------------------------------------------------------------------------- validation + plan
 @dataclass
 class _Call:
@@ -156,6 +210,29 @@ def _dtype(a) -> str:
     return formats.dtype_name(a.dtype)
 
 
+def _int4_weight(x2, K: int, p: str):
+    """(N, x2 as (k, n // 8) words) for an int32-packed int4 weight given as (k, n // 8), or as (k // 8, n),
+    the transpose of the (n, k // 8) that npu_convert_weight_to_int4pack makes of an (n, k) weight (torch_npu
+    npu_quant_matmul doc, int4 constraints). The transposed one is repacked, so both give the same bits;
+    n must then be a multiple of 8 (the doc: k and n are multiples of 8). A TensorSpec keeps its shape."""
+    if len(x2.shape) != 2:
+        raise invalid(OP_QMM, "x2", f"int4 (int32-packed) weights must be 2-D, (k, n // 8) or (k // 8, n), "
+                      f"got {len(x2.shape)}-D", p)
+    rows, cols = (int(d) for d in x2.shape)
+    if rows == K:
+        return cols * 8, x2
+    if rows * 8 != K:
+        raise invalid(OP_QMM, "x2", f"shape {tuple(x2.shape)} is neither (k, n // 8) nor (k // 8, n) for "
+                      f"k = 8 * x1.shape[-1] = {K}", p)
+    if cols % 8:
+        raise invalid(OP_QMM, "x2", f"a (k // 8, n) int4 weight needs n a multiple of 8, got n = {cols} "
+                      "(torch_npu npu_quant_matmul doc: k and n are multiples of 8)", p)
+    if isinstance(x2, TensorSpec):
+        return cols, x2
+    values = formats.unpack_int4(np.ascontiguousarray(x2.T), "int32")          # (n, k)
+    return cols, formats.pack_int4(values.T, "int32")                           # (k, n // 8)
+
+
 def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product) -> _Call:
     op = OP_QMM
     soc = _checks.resolve_product(op, product, SUPPORTED)
@@ -181,14 +258,15 @@ def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product
             raise invalid(op, name, f"must not be empty, got shape {tuple(a.shape)}", p)
         if a.shape[-1] > MAX_LAST_DIM:
             raise invalid(op, name, f"last dimension must be <= {MAX_LAST_DIM}, got {a.shape[-1]}", p)
-    if int4 and len(x2.shape) != 2:
-        raise invalid(op, "x2", f"int4 (int32-packed) weights must be 2-D (k, n // 8), got {len(x2.shape)}-D", p)
     M = int(x1.shape[-2])
     K = int(x1.shape[-1]) * (8 if int4 else 1)
-    N = int(x2.shape[-1]) * (8 if int4 else 1)
-    if int(x2.shape[-2]) != K:
-        what = f"8 * x1.shape[-1] = {K}" if int4 else f"x1.shape[-1] = {K}"
-        raise invalid(op, "x2", f"shape[-2] ({x2.shape[-2]}) must equal {what}", p)
+    x2_kn = x2                   # x2 as (k, n) (int4: (k, n // 8) words) for the kernel
+    if int4:
+        N, x2_kn = _int4_weight(x2, K, p)
+    else:
+        N = int(x2.shape[-1])
+        if int(x2.shape[-2]) != K:
+            raise invalid(op, "x2", f"shape[-2] ({x2.shape[-2]}) must equal x1.shape[-1] = {K}", p)
     try:
         batch = tuple(np.broadcast_shapes(tuple(x1.shape[:-2]), tuple(x2.shape[:-2])))
     except ValueError:
@@ -200,8 +278,17 @@ def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product
     allowed_out = ("int8", "float16") if inference else ("int8", "float16", "bfloat16", "int32")
     if out not in allowed_out:
         raise invalid(op, "output_dtype", f"must be one of {', '.join(allowed_out)}, got {out}", p)
-    if int4 and out != "float16":
-        raise invalid(op, "output_dtype", f"int4 (int32-packed) inputs support only float16 output, got {out}", p)
+    if int4:     # A4W4 output: float16, or bfloat16 through the per-token (vector) epilogue
+        if out not in ("float16", "bfloat16"):
+            raise invalid(op, "output_dtype", f"int4 (int32-packed) inputs give float16 or bfloat16 output, got {out} "
+                          "(aclnn_quant_matmul_v4.cpp, CheckDtypeValidOnOnlyL0c2outForA4W4)", p)
+        if out == "bfloat16" and pertoken_scale is None:
+            raise invalid(op, "pertoken_scale", "int4 (int32-packed) inputs with bfloat16 output need a pertoken_scale: "
+                          "without one the A4W4 kernel takes only an int64 scale, which bfloat16 output does not "
+                          "(aclnn_quant_matmul_v4.cpp)", p)
+        if bias is not None and len(bias.shape) != 1:
+            raise invalid(op, "bias", f"must be 1-D (n,) with int4 inputs, got shape {tuple(bias.shape)} "
+                          "(aclnn_quant_matmul_v4.cpp, CheckShapeInt4)", p)
 
     # scale / offset / pertoken / bias: shapes
     if len(scale.shape) != 1 or scale.shape[0] not in (1, N):
@@ -259,7 +346,7 @@ def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product
         epi = "int32"
 
     plan = _make_plan(soc, x1, x2, scale, offset, pertoken_scale, bias, M, K, N, batch, out_shape, out, epi, int4)
-    arrays = {"x1": x1, "x2": x2, "scale": scale, "offset": offset, "pertoken_scale": pertoken_scale, "bias": bias}
+    arrays = {"x1": x1, "x2": x2_kn, "scale": scale, "offset": offset, "pertoken_scale": pertoken_scale, "bias": bias}
     return _Call(soc, int4, M, K, N, batch, out_shape, out, epi, s_t, o_t, b_t, has_pt, plan, arrays)
 
 
@@ -338,7 +425,12 @@ def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=No
     """torch_npu.npu_quant_matmul: y = epilogue(x1 @ x2) with an exact int32 accumulator.
 
     x1 [..., m, k], x2 [..., k, n] int8 (or int32 holding 8 int4 each, LSB nibble first:
-    x1 [m, k // 8], x2 [k, n // 8]); batch dims broadcast; 2 to 6 dims; last dims <= 65535.
+    x1 [..., m, k // 8], x2 [k, n // 8] or [k // 8, n], the transpose of npu_convert_weight_to_int4pack's
+    [n, k // 8]); batch dims broadcast; 2 to 6 dims; last dims <= 65535.
+    int4 (A2/A3; aclnn_quant_matmul_v4.cpp A4W4 checks, torch_npu doc table 2, op-plugin
+    test_npu_quant_matmul_a4w4_pertoken): float16 output without pertoken_scale (int64 / float32 scale,
+    int32 bias), or float16 / bfloat16 output with pertoken_scale through the int8 vector epilogue;
+    bias 1-D; no offset. README "int4 support matrix" lists the rows and their sources.
     scale (1,) or (n,): int64 (npu_trans_quant_param), float32 or bfloat16; offset (1,)/(n,) float32
     (int8 output only); pertoken_scale (m,) float32; bias (n,) or (batch, 1, n).
     output_dtype: int8 (default), float16, bfloat16, int32. Kernel: QuantBatchMatmulV3 on Atlas A2/A3

@@ -15,12 +15,13 @@ otherwise DEFAULT_PRODUCT ("atlas-a2"). The pytest plugin (npusim.pytest_plugin)
 `npusim_torch_npu` and the option --npusim-torch-npu for test modules that `import torch_npu` at their top.
 
 Emulated: npu_dynamic_quant, npu_dynamic_quant_asymmetric, npu_quant_matmul, npu_trans_quant_param,
+npu_convert_weight_to_int4pack, npu_format_cast (ND / FRACTAL_NZ: no value changes),
 contrib.module.LinearA8W8Quant, torch.ops.custom.indexer_compress_epilog (registered on import, in place),
 and, under names a torch user looks for: fake_quantize_per_channel_affine_cachemask /
 fake_quantize_per_channel_affine (torch's own op names, here with the NPU kernel's semantics; torch itself
 is not patched) and npu_moe_init_routing_quant (aclnnMoeInitRoutingQuant; torch_npu has no binding of
-its own for it). Anything else torch_npu has (other operators, torch_npu.npu, .npu() devices, the NZ weight
-format) raises an error that says it is not emulated.
+its own for it). Anything else torch_npu has (other operators, torch_npu.npu, .npu() devices, other
+formats) raises an error that says it is not emulated.
 """
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ from npusim.errors import invalid
 
 __all__ = ["install", "current_product", "to_numpy", "from_numpy", "NotEmulatedError", "DEFAULT_PRODUCT",
            "PRODUCT_ENV", "npu_dynamic_quant", "npu_dynamic_quant_asymmetric", "npu_quant_matmul",
-           "npu_trans_quant_param", "fake_quantize_per_channel_affine_cachemask",
+           "npu_trans_quant_param", "npu_convert_weight_to_int4pack", "npu_format_cast",
+           "fake_quantize_per_channel_affine_cachemask",
            "fake_quantize_per_channel_affine", "npu_moe_init_routing_quant", "contrib"]
 
 DEFAULT_PRODUCT = "atlas-a2"
@@ -210,11 +212,47 @@ def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=No
     op = "npu_quant_matmul"
     if group_sizes is not None:
         raise NotEmulatedError(f"{op}: group_sizes (per-group quantization) is not emulated by npusim")
+    _int4_layout_rules(op, x1, x2)
     x1, x2, scale, offset, pertoken_scale, bias = _arrays(op, x1=x1, x2=x2, scale=scale, offset=offset,
                                                           pertoken_scale=pertoken_scale, bias=bias)
     y = npusim.npu_quant_matmul(x1, x2, scale, offset=offset, pertoken_scale=pertoken_scale, bias=bias,
                                 output_dtype=_dtype_name(op, "output_dtype", output_dtype), product=current_product())
     return from_numpy(y)
+
+
+def _int4_layout_rules(op, x1, x2):
+    """torch_npu's int4 layout rules that only a tensor shows: x1 (m, k // 8) contiguous; a (k // 8, n) x2 is
+    the transpose of a contiguous (n, k // 8) (torch_npu npu_quant_matmul doc, int4 constraints)."""
+    if not (isinstance(x1, torch.Tensor) and isinstance(x2, torch.Tensor)
+            and x1.dtype == x2.dtype == torch.int32 and x1.dim() >= 2 and x2.dim() == 2):
+        return
+    if not x1.is_contiguous():
+        raise invalid(op, "x1", "int4 (int32-packed) x1 must be contiguous (m, k // 8) (torch_npu doc)",
+                      current_product())
+    k = 8 * x1.shape[-1]
+    if x2.shape[0] != k and 8 * x2.shape[0] == k and not x2.t().is_contiguous():
+        raise invalid(op, "x2", "an int4 weight given as (k // 8, n) must be the transpose of a contiguous "
+                      "(n, k // 8) tensor, e.g. npu_convert_weight_to_int4pack(w).t() (torch_npu doc)", current_product())
+
+
+def npu_convert_weight_to_int4pack(weight, inner_k_tiles=0):
+    """torch_npu.npu_convert_weight_to_int4pack: int32 int4 values (k, n) / (n, k) -> int32 (., last / 8).
+    torch_npu takes contiguous weights only."""
+    op = "npu_convert_weight_to_int4pack"
+    (w,) = _arrays(op, weight=weight)
+    if not weight.is_contiguous():
+        raise invalid(op, "weight", "must be contiguous (torch_npu doc)", current_product())
+    return from_numpy(npusim.npu_convert_weight_to_int4pack(w, inner_k_tiles, product=current_product()))
+
+
+def npu_format_cast(input, acl_format, customize_dtype=None):
+    """torch_npu.npu_format_cast: returns `input` itself. ACL format 2 (ND) or 29 (FRACTAL_NZ) changes only
+    the NPU's storage order, never values, and npusim computes from values; other formats and
+    customize_dtype are not emulated."""
+    if customize_dtype is not None:
+        raise NotEmulatedError("npu_format_cast: customize_dtype is not emulated by npusim")
+    _arrays("npu_format_cast", input=input)
+    return npusim.npu_format_cast(input, acl_format)
 
 
 def npu_trans_quant_param(scale, offset=None, round_mode=0):
