@@ -283,9 +283,9 @@ def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product
             raise invalid(op, "output_dtype", f"int4 (int32-packed) inputs give float16 or bfloat16 output, got {out} "
                           "(aclnn_quant_matmul_v4.cpp, CheckDtypeValidOnOnlyL0c2outForA4W4)", p)
         if out == "bfloat16" and pertoken_scale is None:
-            raise invalid(op, "pertoken_scale", "int4 (int32-packed) inputs with bfloat16 output need a pertoken_scale: "
-                          "without one the A4W4 kernel takes only an int64 scale, which bfloat16 output does not "
-                          "(aclnn_quant_matmul_v4.cpp)", p)
+            raise invalid(op, "pertoken_scale", "int4 (int32-packed) inputs with bfloat16 output need a "
+                          "pertoken_scale: without one the A4W4 kernel takes only an int64 scale, which bfloat16 "
+                          "output does not (aclnn_quant_matmul_v4.cpp)", p)
         if bias is not None and len(bias.shape) != 1:
             raise invalid(op, "bias", f"must be 1-D (n,) with int4 inputs, got shape {tuple(bias.shape)} "
                           "(aclnn_quant_matmul_v4.cpp, CheckShapeInt4)", p)

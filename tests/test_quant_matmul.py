@@ -158,9 +158,9 @@ def test_int4_packed_inputs():
 
 # ------------------------------------------------------------------ int4: support matrix, transposed weights
 @pytest.mark.parametrize("product", ["atlas-a2", "atlas-a3"])
-@pytest.mark.parametrize("out,scale_dt,bias_dt", [(ml_dtypes.bfloat16, np.float32, None),
-                                                  (ml_dtypes.bfloat16, ml_dtypes.bfloat16, np.float32),
-                                                  (np.float16, np.float32, np.int32), (np.float16, np.float32, np.float16)])
+@pytest.mark.parametrize("out,scale_dt,bias_dt", [
+    (ml_dtypes.bfloat16, np.float32, None), (ml_dtypes.bfloat16, ml_dtypes.bfloat16, np.float32),
+    (np.float16, np.float32, np.int32), (np.float16, np.float32, np.float16)])
 def test_int4_pertoken_vector_epilogue(product, out, scale_dt, bias_dt):
     """op-plugin test_npu_quant_matmul_a4w4_pertoken / vllm-ascend W4A4: int4 + per-token scale -> bf16 / fp16."""
     m, k, n = 9, 128, 24

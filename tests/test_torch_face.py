@@ -24,7 +24,8 @@ RNG = np.random.default_rng(2024)
 _INT_OF_SIZE = {1: (torch.uint8, np.uint8), 2: (torch.int16, np.int16), 4: (torch.int32, np.int32),
                 8: (torch.int64, np.int64)}
 _TORCH_DTYPE = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32,
-                "int8": torch.int8, "int32": torch.int32, "int64": torch.int64, "bool": torch.bool,
+                "int8": torch.int8, "int32": torch.int32, "int64": torch.int64, "uint64": torch.uint64,
+                "bool": torch.bool,
                 "float8_e4m3fn": torch.float8_e4m3fn, "float8_e5m2": torch.float8_e5m2,
                 "float8_e8m0": torch.float8_e8m0fnu}
 
@@ -114,15 +115,16 @@ def i8(*shape):
 
 
 @pytest.mark.parametrize("scale_dt,out,pertoken,bias_dt", [
-    ("float32", torch.int8, False, "int32"), ("int64", None, False, None), ("float32", torch.float16, False, "int32"),
+    ("float32", torch.int8, False, "int32"), ("int64", None, False, None), ("uint64", torch.float16, False, None),
+    ("float32", torch.float16, False, "int32"),
     ("float32", torch.float16, True, "float16"), ("bfloat16", torch.bfloat16, True, "bfloat16"),
     ("float32", torch.bfloat16, False, "float32"), ("float32", torch.int32, False, "int32")])
 def test_quant_matmul_bit_identical(scale_dt, out, pertoken, bias_dt):
     m, k, n = 7, 96, 24
     x1, x2 = i8(2, m, k), i8(k, n)
     scale = RNG.uniform(1e-3, 1e-2, n).astype(np.float32)
-    if scale_dt == "int64":
-        scale = npusim.npu_trans_quant_param(scale, RNG.uniform(-5, 5, n).astype(np.float32))
+    if scale_dt in ("int64", "uint64"):
+        scale = npusim.npu_trans_quant_param(scale, RNG.uniform(-5, 5, n).astype(np.float32)).view(scale_dt)
     else:
         scale = scale.astype(npusim.formats.as_dtype(scale_dt))
     pt = RNG.uniform(0.5, 2, m).astype(np.float32) if pertoken else None
@@ -133,6 +135,15 @@ def test_quant_matmul_bit_identical(scale_dt, out, pertoken, bias_dt):
     ref = npusim.npu_quant_matmul(x1, x2, scale, pertoken_scale=pt, bias=bias,
                                   output_dtype=None if out is None else str(out)[6:], product="atlas-a2")
     assert_same(y, ref)
+
+
+def test_quant_matmul_float_offset_and_int4pack():
+    x1, x2 = i8(6, 40), i8(40, 16)
+    scale, offset = RNG.uniform(1e-3, 1e-2, 16).astype(np.float32), RNG.uniform(-20, 20, 16).astype(np.float32)
+    assert_same(tnpu.npu_quant_matmul(tensor(x1), tensor(x2), tensor(scale), offset=tensor(offset)),
+                npusim.npu_quant_matmul(x1, x2, scale, offset=offset))
+    w = RNG.integers(-8, 8, (3, 24, 16)).astype(np.int32)
+    assert_same(tnpu.npu_convert_weight_to_int4pack(tensor(w)), npusim.npu_convert_weight_to_int4pack(w))
 
 
 def test_quant_matmul_int4_and_trans_quant_param():

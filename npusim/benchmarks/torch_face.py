@@ -41,7 +41,8 @@ def _qmm_setup():
     rng = np.random.default_rng(0)
     m, k, n = 16, 4096, 4096
     s = {"x1": rng.integers(-128, 128, (m, k)).astype(np.int8), "x2": rng.integers(-128, 128, (k, n)).astype(np.int8),
-         "scale": rng.uniform(1e-3, 1e-2, n).astype(ml_dtypes.bfloat16), "pt": rng.uniform(0.5, 2, m).astype(np.float32)}
+         "scale": rng.uniform(1e-3, 1e-2, n).astype(ml_dtypes.bfloat16),
+         "pt": rng.uniform(0.5, 2, m).astype(np.float32)}
     s["t"] = {key: torch.from_numpy(a.view(np.int16)).view(torch.bfloat16) if a.dtype == ml_dtypes.bfloat16
               else torch.from_numpy(a) for key, a in s.items()}
     return s

@@ -232,7 +232,8 @@ def _int4_layout_rules(op, x1, x2):
     k = 8 * x1.shape[-1]
     if x2.shape[0] != k and 8 * x2.shape[0] == k and not x2.t().is_contiguous():
         raise invalid(op, "x2", "an int4 weight given as (k // 8, n) must be the transpose of a contiguous "
-                      "(n, k // 8) tensor, e.g. npu_convert_weight_to_int4pack(w).t() (torch_npu doc)", current_product())
+                      "(n, k // 8) tensor, e.g. npu_convert_weight_to_int4pack(w).t() (torch_npu doc)",
+                      current_product())
 
 
 def npu_convert_weight_to_int4pack(weight, inner_k_tiles=0):
