@@ -176,20 +176,22 @@ def test_int4_pertoken_vector_epilogue(product, out, scale_dt, bias_dt):
     assert_bitexact(y, ref_vector(ref_acc(v1, v2, ibias), scale, pt, fbias, out))
 
 
-def test_int4_transposed_weight_is_bit_identical():
+@pytest.mark.parametrize("product", ["atlas-a2", "atlas-a3"])
+def test_int4_transposed_weight_is_bit_identical(product):
     """x2 as (k // 8, n): the transpose of npu_convert_weight_to_int4pack's (n, k // 8) (torch_npu doc)."""
     m, k, n = 5, 96, 40
     v1, w = i4(m, k), i4(n, k)                           # weight (n, k), as checkpoints hold it
     x2_t = pack_words(w).T                                 # (k // 8, n) view of the contiguous (n, k // 8)
     assert x2_t.shape == (k // 8, n) and not x2_t.flags.c_contiguous
     scale, pt = RNG.uniform(1e-3, 1e-2, n).astype(np.float32), RNG.uniform(0.5, 2, m).astype(np.float32)
-    y = npusim.npu_quant_matmul(pack_words(v1), x2_t, scale, pertoken_scale=pt, output_dtype="bfloat16")
+    y = npusim.npu_quant_matmul(pack_words(v1), x2_t, scale, pertoken_scale=pt, output_dtype="bfloat16",
+                                product=product)
     assert_bitexact(y, ref_vector(ref_acc(v1, w.T), scale, pt))
     assert_bitexact(y, npusim.npu_quant_matmul(pack_words(v1), pack_words(w.T), scale, pertoken_scale=pt,
-                                               output_dtype="bfloat16"))
+                                               output_dtype="bfloat16", product=product))
     q = npusim.npu_trans_quant_param(scale)
-    assert_bitexact(npusim.npu_quant_matmul(pack_words(v1), np.ascontiguousarray(x2_t), q, output_dtype="float16"),
-                    ref_deqf16(ref_acc(v1, w.T), q))
+    assert_bitexact(npusim.npu_quant_matmul(pack_words(v1), np.ascontiguousarray(x2_t), q, output_dtype="float16",
+                                            product=product), ref_deqf16(ref_acc(v1, w.T), q))
     with pytest.raises(AclnnError, match="multiple of 8") as ei:    # (k // 8, n) with n = 12
         npusim.npu_quant_matmul(pack_words(v1), pack_words(i4(12, k)).T, np.ones(1, np.float32),
                                 pertoken_scale=pt, output_dtype="bfloat16")
@@ -211,7 +213,7 @@ def test_int4_support_matrix_rejections(kw, param, match):
     assert ei.value.param == param and ei.value.status == 161002
     with pytest.raises(AclnnError) as ei:           # Atlas inference (310P): int8 only
         npusim.npu_quant_matmul(x1, x2, np.ones(1, np.float32), output_dtype="float16", product="atlas-inference")
-    assert ei.value.param == "x1" and "Ascend310P" in str(ei.value)
+    assert ei.value.param == "x1" and "Ascend310P" in str(ei.value) and "table 1" in str(ei.value)
 
 
 # ------------------------------------------------------------------ weight preparation helpers
