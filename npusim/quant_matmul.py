@@ -245,7 +245,7 @@ def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product
     pertoken_scale = _checks.tensor(op, "pertoken_scale", pertoken_scale, soc, optional=True)
     bias = _checks.tensor(op, "bias", bias, soc, optional=True)
 
-    if inference and not isinstance(x1, TensorSpec) and _dtype(x1) == "int32":
+    if inference and _dtype(x1) == "int32":
         raise invalid(op, "x1", "int4 (int32-packed) inputs are not supported on Atlas inference products: "
                       "x1/x2 are int8 only (torch_npu npu_quant_matmul doc, table 1; aclnn_quant_matmul_v4.cpp "
                       "CheckDtypeValidOnOnlyL0c2ub)", p)
