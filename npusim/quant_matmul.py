@@ -1,4 +1,5 @@
-"""npu_trans_quant_param, npu_quant_matmul and LinearA8W8Quant (torch_npu), bit-exact on the CPU.
+"""npu_trans_quant_param, npu_quant_matmul and LinearA8W8Quant (torch_npu), bit-exact on the CPU, with the
+weight-preparation helpers npu_convert_weight_to_int4pack and npu_format_cast.
 
 Arithmetic: shared/spec/ARITHMETIC.md section 4 (ops-nn quant/trans_quant_param_v2/op_kernel/
 trans_quant_param_v2.h; matmul/quant_batch_matmul_v3/op_kernel/*; asc-devkit fixpipe models
@@ -19,6 +20,9 @@ A3): int8 x int8 only. Which path runs follows the arch35 tiling (op_host/op_til
 adaptive_sliding_window_tiling.cpp SetBf16Compat / HasMixVecPostProcess) and kernel
 (op_kernel/arch35/qbmm_cube_on_the_fly.h), as the vendor golden tests/assets/qbmmv3_kernel_golden.py
 encodes it; see _arch35_epilogue.
+
+int4 (int32-packed) inputs take the same epilogues (the kernel templates are shared across input dtypes,
+quant_batch_matmul_v3.cpp); their support matrix is in _validate and the README.
 """
 from __future__ import annotations
 
@@ -33,7 +37,8 @@ from npusim._kernels import quant_matmul as _k
 from npusim.errors import invalid, nullptr
 from npusim.plan import Plan, TensorSpec, planner
 
-__all__ = ["npu_trans_quant_param", "npu_quant_matmul", "LinearA8W8Quant"]
+__all__ = ["npu_trans_quant_param", "npu_quant_matmul", "LinearA8W8Quant", "npu_convert_weight_to_int4pack",
+           "npu_format_cast"]
 
 OP_TQP = "npu_trans_quant_param"
 OP_QMM = "npu_quant_matmul"
@@ -87,11 +92,16 @@ def npu_trans_quant_param(scale, offset=None, round_mode: int = 0, *, product: s
     u = np.broadcast_to(u, (n,)) if u.size == 1 else u
     out = (_fp19_truncate(u) if int(round_mode) == 0 else _fp19_round(u)) | np.uint64(_SIGN_FLAG)
     if o is not None:
-        off = formats.cast(np.ascontiguousarray(o, dtype=np.float32).reshape(-1), np.int32, "rint", saturate=True)
-        off9 = np.clip(off.astype(np.int64), -256, 255)
-        off9 = np.broadcast_to(off9, (n,)) if off9.size == 1 else off9
-        out = out | ((off9.astype(np.uint64) & np.uint64(0x1FF)) << np.uint64(_OFFSET_SHIFT))
+        off = _offset_field(o)
+        out = out | (np.broadcast_to(off, (n,)) if off.size == 1 else off)
     return out.view(np.int64).reshape(shape).copy()
+
+
+def _offset_field(o: np.ndarray) -> np.ndarray:
+    """float32 offsets as bits 37..45 of the quant parameter: clamp(rint(o), -256, 255) as int9 (uint64)."""
+    off = formats.cast(np.ascontiguousarray(o, dtype=np.float32).reshape(-1), np.int32, "rint", saturate=True)
+    off9 = np.clip(off.astype(np.int64), -256, 255)
+    return (off9.astype(np.uint64) & np.uint64(0x1FF)) << np.uint64(_OFFSET_SHIFT)
 
 
 def _check_param_shape(op, name, a, soc):
@@ -122,6 +132,56 @@ def _fp19_round(u: np.ndarray) -> np.ndarray:
     e = np.where(e == 0, np.uint64(0), e)
     f = np.where(e == 0, np.uint64(0), f)             # zero and subnormal scales flush to +-0
     return ((sign << np.uint64(18)) | (e << np.uint64(10)) | f) << np.uint64(13)
+
+
+# --------------------------------------------------------------------------- weight preparation
+OP_INT4PACK = "npu_convert_weight_to_int4pack"
+INT4PACK_PRODUCTS = ("atlas-a2", "atlas-a3", "ascend-950pr", "ascend-950dt")
+ACL_FORMAT_ND = 2
+ACL_FORMAT_FRACTAL_NZ = 29
+
+
+def npu_convert_weight_to_int4pack(weight, inner_k_tiles: int = 0, *, product: str = "atlas-a2") -> np.ndarray:
+    """torch_npu.npu_convert_weight_to_int4pack: int32 holding int4 values -> int32 words of eight int4.
+
+    weight: int32, 2-D (k, n) or (n, k) (3-D (g, ., .) for grouped weights), last dim a multiple of 8,
+    values in [-8, 7]. Returns int32 with the last dim / 8: element 8j+i of a row at bits 4i..4i+3 of word
+    j, which is npusim's int32 packing (formats.pack_int4). Source: ops-nn aclnn_convert_weight_to_int4_pack
+    .cpp (PackToINT8: element 2i in the low nibble of byte i; the bytes read as little-endian int32) and the
+    torch_npu doc (products A2/A3; the aclnn doc adds Ascend 950). inner_k_tiles is reserved and unused, as
+    in torch_npu. Documented choice: values outside [-8, 7] are rejected (the doc requires the range; the
+    host code would keep their low 4 bits). For npu_quant_matmul pass the packed (n, k // 8) weight
+    transposed, a (k // 8, n) view, or pack the (k, n) weight.
+    """
+    _checks.data_tensors(OP_INT4PACK, product, weight=weight)
+    soc = _checks.resolve_product(OP_INT4PACK, product, INT4PACK_PRODUCTS)
+    w = _checks.tensor(OP_INT4PACK, "weight", weight, soc)
+    _checks.dtype_in(OP_INT4PACK, "weight", w, ("int32",), soc.soc)
+    _checks.int_attr(OP_INT4PACK, "inner_k_tiles", inner_k_tiles, soc.soc)
+    if w.ndim not in (2, 3):
+        raise invalid(OP_INT4PACK, "weight", f"must be 2-D (k, n) / (n, k) or 3-D, got shape {w.shape}", soc.soc)
+    if w.shape[-1] % 8:
+        raise invalid(OP_INT4PACK, "weight", f"last dimension must be a multiple of 8, got {w.shape[-1]}", soc.soc)
+    if w.size and (w.min() < -8 or w.max() > 7):
+        raise invalid(OP_INT4PACK, "weight", f"values must lie in the int4 range [-8, 7], got [{w.min()}, {w.max()}]",
+                      soc.soc)
+    return formats.pack_int4(w, "int32")
+
+
+def npu_format_cast(x, acl_format: int):
+    """torch_npu.npu_format_cast on the CPU: returns x itself.
+
+    The NPU formats only change how a tensor is stored in device memory (FRACTAL_NZ = ACL format 29 tiles
+    the last two dims for the cube), never its values, and npusim computes from values, so nothing changes
+    here. acl_format must be 2 (ND) or 29 (FRACTAL_NZ), the two npu_quant_matmul takes for its weight
+    (aclnn_quant_matmul_v4.cpp CheckFormat); other formats are rejected as not emulated."""
+    if isinstance(acl_format, (bool, np.bool_)) or not isinstance(acl_format, (int, np.integer)) \
+            or int(acl_format) not in (ACL_FORMAT_ND, ACL_FORMAT_FRACTAL_NZ):
+        raise invalid("npu_format_cast", "acl_format", f"must be {ACL_FORMAT_ND} (ND) or {ACL_FORMAT_FRACTAL_NZ} "
+                      f"(FRACTAL_NZ); other formats are not emulated by npusim, got {acl_format!r}")
+    if x is None:
+        raise nullptr("npu_format_cast", "x")
+    return x
 
 
 # --------------------------------------------------------------------------- validation + plan
@@ -160,6 +220,29 @@ def _dtype(a) -> str:
     return formats.dtype_name(a.dtype)
 
 
+def _int4_weight(x2, K: int, p: str):
+    """(N, x2 as (k, n // 8) words) for an int32-packed int4 weight given as (k, n // 8), or as (k // 8, n),
+    the transpose of the (n, k // 8) that npu_convert_weight_to_int4pack makes of an (n, k) weight (torch_npu
+    npu_quant_matmul doc, int4 constraints). The transposed one is repacked, so both give the same bits;
+    n must then be a multiple of 8 (the doc: k and n are multiples of 8). A TensorSpec keeps its shape."""
+    if len(x2.shape) != 2:
+        raise invalid(OP_QMM, "x2", f"int4 (int32-packed) weights must be 2-D, (k, n // 8) or (k // 8, n), "
+                      f"got {len(x2.shape)}-D", p)
+    rows, cols = (int(d) for d in x2.shape)
+    if rows == K:
+        return cols * 8, x2
+    if rows * 8 != K:
+        raise invalid(OP_QMM, "x2", f"shape {tuple(x2.shape)} is neither (k, n // 8) nor (k // 8, n) for "
+                      f"k = 8 * x1.shape[-1] = {K}", p)
+    if cols % 8:
+        raise invalid(OP_QMM, "x2", f"a (k // 8, n) int4 weight needs n a multiple of 8, got n = {cols} "
+                      "(torch_npu npu_quant_matmul doc: k and n are multiples of 8)", p)
+    if isinstance(x2, TensorSpec):
+        return cols, x2
+    values = formats.unpack_int4(np.ascontiguousarray(x2.T), "int32")          # (n, k)
+    return cols, formats.pack_int4(values.T, "int32")                           # (k, n // 8)
+
+
 def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product) -> _Call:
     op = OP_QMM
     soc = _checks.resolve_product(op, product, SUPPORTED)
@@ -173,6 +256,10 @@ def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product
     pertoken_scale = _checks.tensor(op, "pertoken_scale", pertoken_scale, soc, optional=True)
     bias = _checks.tensor(op, "bias", bias, soc, optional=True)
 
+    if inference and _dtype(x1) == "int32":
+        raise invalid(op, "x1", "int4 (int32-packed) inputs are not supported on Atlas inference products: "
+                      "x1/x2 are int8 only (torch_npu npu_quant_matmul doc, table 1; aclnn_quant_matmul_v4.cpp "
+                      "CheckDtypeValidOnOnlyL0c2ub)", p)
     x_types = ("int8",) if inference or arch35 else ("int8", "int32")     # 950: x1/x2 INT8 only (V4 doc)
     t1 = _checks.dtype_in(op, "x1", x1, x_types, p)
     t2 = _checks.dtype_in(op, "x2", x2, x_types, p)
@@ -188,14 +275,15 @@ def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product
             raise invalid(op, name, f"must not be empty, got shape {tuple(a.shape)}", p)
         if a.shape[-1] > MAX_LAST_DIM:
             raise invalid(op, name, f"last dimension must be <= {MAX_LAST_DIM}, got {a.shape[-1]}", p)
-    if int4 and len(x2.shape) != 2:
-        raise invalid(op, "x2", f"int4 (int32-packed) weights must be 2-D (k, n // 8), got {len(x2.shape)}-D", p)
     M = int(x1.shape[-2])
     K = int(x1.shape[-1]) * (8 if int4 else 1)
-    N = int(x2.shape[-1]) * (8 if int4 else 1)
-    if int(x2.shape[-2]) != K:
-        what = f"8 * x1.shape[-1] = {K}" if int4 else f"x1.shape[-1] = {K}"
-        raise invalid(op, "x2", f"shape[-2] ({x2.shape[-2]}) must equal {what}", p)
+    x2_kn = x2                   # x2 as (k, n) (int4: (k, n // 8) words) for the kernel
+    if int4:
+        N, x2_kn = _int4_weight(x2, K, p)
+    else:
+        N = int(x2.shape[-1])
+        if int(x2.shape[-2]) != K:
+            raise invalid(op, "x2", f"shape[-2] ({x2.shape[-2]}) must equal x1.shape[-1] = {K}", p)
     try:
         batch = tuple(np.broadcast_shapes(tuple(x1.shape[:-2]), tuple(x2.shape[:-2])))
     except ValueError:
@@ -207,8 +295,17 @@ def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product
     allowed_out = ("int8", "float16") if inference else ("int8", "float16", "bfloat16", "int32")
     if out not in allowed_out:
         raise invalid(op, "output_dtype", f"must be one of {', '.join(allowed_out)}, got {out}", p)
-    if int4 and out != "float16":
-        raise invalid(op, "output_dtype", f"int4 (int32-packed) inputs support only float16 output, got {out}", p)
+    if int4:     # A4W4 output: float16, or bfloat16 through the per-token (vector) epilogue
+        if out not in ("float16", "bfloat16"):
+            raise invalid(op, "output_dtype", f"int4 (int32-packed) inputs give float16 or bfloat16 output, got {out} "
+                          "(aclnn_quant_matmul_v4.cpp, CheckDtypeValidOnOnlyL0c2outForA4W4)", p)
+        if out == "bfloat16" and pertoken_scale is None:
+            raise invalid(op, "pertoken_scale", "int4 (int32-packed) inputs with bfloat16 output need a "
+                          "pertoken_scale: without one the A4W4 kernel takes only an int64 scale, which bfloat16 "
+                          "output does not (aclnn_quant_matmul_v4.cpp)", p)
+        if bias is not None and len(bias.shape) != 1:
+            raise invalid(op, "bias", f"must be 1-D (n,) with int4 inputs, got shape {tuple(bias.shape)} "
+                          "(aclnn_quant_matmul_v4.cpp, CheckShapeInt4)", p)
 
     # scale / offset / pertoken / bias: shapes
     if len(scale.shape) != 1 or scale.shape[0] not in (1, N):
@@ -276,7 +373,7 @@ def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product
     plan = _make_plan(soc, x1, x2, scale, offset, pertoken_scale, bias, M, K, N, batch, out_shape, out, epi, int4)
     if arch35:
         plan = _arch35_plan(plan, x2, M, K, N)
-    arrays = {"x1": x1, "x2": x2, "scale": scale, "offset": offset, "pertoken_scale": pertoken_scale, "bias": bias}
+    arrays = {"x1": x1, "x2": x2_kn, "scale": scale, "offset": offset, "pertoken_scale": pertoken_scale, "bias": bias}
     return _Call(soc, int4, M, K, N, batch, out_shape, out, epi, s_t, o_t, b_t, has_pt, plan, arrays)
 
 
@@ -445,7 +542,12 @@ def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=No
     """torch_npu.npu_quant_matmul: y = epilogue(x1 @ x2) with an exact int32 accumulator.
 
     x1 [..., m, k], x2 [..., k, n] int8 (or int32 holding 8 int4 each, LSB nibble first:
-    x1 [m, k // 8], x2 [k, n // 8]); batch dims broadcast; 2 to 6 dims; last dims <= 65535.
+    x1 [..., m, k // 8], x2 [k, n // 8] or [k // 8, n], the transpose of npu_convert_weight_to_int4pack's
+    [n, k // 8]); batch dims broadcast; 2 to 6 dims; last dims <= 65535.
+    int4 (A2/A3; aclnn_quant_matmul_v4.cpp A4W4 checks, torch_npu doc table 2, op-plugin
+    test_npu_quant_matmul_a4w4_pertoken): float16 output without pertoken_scale (int64 / float32 scale,
+    int32 bias), or float16 / bfloat16 output with pertoken_scale through the int8 vector epilogue;
+    bias 1-D; no offset. README "int4 support matrix" lists the rows and their sources.
     scale (1,) or (n,): int64 (npu_trans_quant_param), float32 or bfloat16; offset (1,)/(n,) float32
     (int8 output only); pertoken_scale (m,) float32; bias (n,) or (batch, 1, n).
     output_dtype: int8 (default), float16, bfloat16, int32. Kernel: QuantBatchMatmulV3 on Atlas A2/A3
@@ -454,7 +556,8 @@ def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=No
       * float32 scale with int8/fp16 output and no pertoken: converted by npu_trans_quant_param(scale,
         offset) first (torch_npu does this on the host), so only 19 scale bits count.
       * int64 scale together with a separate offset: the A2/A3 kernel never reads the offset tensor
-        (only bits 37..45 of the int64 reach the fixpipe), so it is ignored here too, with a warning.
+        (only bits 37..45 of the int64 reach the fixpipe), so it is ignored here too, with a warning when
+        it differs from those bits (torch_npu's LinearA8W8Quant passes the offset it folded in: no warning).
       * REQ8 NaN products give 0 before the offset is added (undocumented on hardware); REQ8 ties
         round half to even (vendor model np.round); DEQF16 saturates to +-65504 (vendor model clip);
         the vector epilogue's final cast is IEEE (overflow to inf).
@@ -507,11 +610,12 @@ def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=No
                 raise invalid(OP_QMM, "scale", f"int64 quant parameter {int(q[i]):#x} (index {i}) sets bits "
                               "32..36 or 47..63, which npu_trans_quant_param never sets (N shift / MCB "
                               "are not modelled)", p)
-            if offset is not None:
+            folded = q.reshape(-1) & np.uint64(0x1FF << _OFFSET_SHIFT)
+            if offset is not None and np.any(folded != _offset_field(offset)):
                 warnings.warn("npu_quant_matmul: with an int64 scale the A2/A3 kernel reads the offset only "
-                              "from bits 37..45 of the scale; the separate offset tensor is ignored "
-                              "(fold it in with npu_trans_quant_param(scale, offset))", RuntimeWarning,
-                              stacklevel=2)
+                              "from bits 37..45 of the scale; the separate offset tensor, which differs from "
+                              "them, is ignored (fold it in with npu_trans_quant_param(scale, offset))",
+                              RuntimeWarning, stacklevel=2)
         q = q.reshape(-1).view(np.uint64)
         scale_f[:] = (q & np.uint64(_SCALE_MASK)).astype(np.uint32).view(np.float32)
         if call.epilogue == "req8":
@@ -575,18 +679,45 @@ def _accumulate(x1, x2, call: _Call, nbatch: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- LinearA8W8Quant
-class LinearA8W8Quant:
-    """torch_npu.contrib.module.LinearA8W8Quant: a quantized linear layer over npu_quant_matmul.
+def linear_a8w8_quant_forward(x1, weight, scale, offset=None, pertoken_scale=None, bias=None, output_dtype=None,
+                              *, product: str = "atlas-a2") -> np.ndarray:
+    """The forward of torch_npu.contrib.module.LinearA8W8Quant (both faces run this).
 
-    Holds weight [out_features, in_features] int8, scale [out_features] float32, offset
-    [out_features] float32 (if offset=True), bias [out_features] int32 (if bias=True); set them as
-    arrays (any dtype npu_quant_matmul accepts for that role). layer(x1, pertoken_scale=None) computes
-    npu_quant_matmul(x1, weight^T, scale', offset, pertoken_scale, bias, output_dtype), where a float32
-    scale is first packed with npu_trans_quant_param(scale, offset) (ARITHMETIC.md 4.6, so the
-    per-channel scale is the 19-bit truncated one). As seed 003 states, x1 and weight are int8 and
-    output_dtype is int8, float16 or bfloat16 (int8/float16 on Atlas inference). Deviation: the packing is skipped when the output
-    goes through the vector epilogue (bf16/int32 output or pertoken_scale), where an int64 scale is
-    not allowed at all; in every other case the result is identical to packing always.
+    As torch_npu's module: a float32 scale is packed with npu_trans_quant_param(scale, offset) unless the
+    output goes through the vector epilogue (pertoken_scale given, or bfloat16 output), then
+    npu_quant_matmul(x1, weight^T, scale, offset=offset, pertoken_scale, bias, output_dtype) runs (the
+    offset goes along with the int64 scale that already holds it, as in torch_npu; it is not read twice).
+    Seed 003: x1 and weight are int8, output_dtype int8 (None), float16 or bfloat16 (not int32)."""
+    op = "LinearA8W8Quant"
+    _checks.data_tensors(op, product, x1=x1, pertoken_scale=pertoken_scale, weight=weight, scale=scale,
+                         offset=offset, bias=bias)
+    soc = _checks.resolve_product(op, product, SUPPORTED)
+    w = _checks.tensor(op, "weight", weight, soc)
+    if w.ndim < 2:
+        raise invalid(op, "weight", f"must be [out_features, in_features], got shape {w.shape}", soc.soc)
+    _checks.dtype_in(op, "x1", _checks.tensor(op, "x1", x1, soc), ("int8",), soc.soc)
+    _checks.dtype_in(op, "weight", w, ("int8",), soc.soc)
+    scale = _checks.tensor(op, "scale", scale, soc)
+    out = _out_dtype_name(output_dtype, soc)
+    if out == "int32":   # seed 003 output_dtype: int8/float16/bfloat16 (npu_quant_matmul adds int32)
+        raise invalid(op, "output_dtype", "must be int8, float16 or bfloat16 for LinearA8W8Quant, got int32",
+                      soc.soc)
+    if pertoken_scale is None and scale.dtype == np.float32 and out in ("int8", "float16"):
+        scale = npu_trans_quant_param(scale.reshape(-1), offset, product=product)
+    return npu_quant_matmul(x1, w.swapaxes(-1, -2), scale, offset=offset, pertoken_scale=pertoken_scale, bias=bias,
+                            output_dtype=output_dtype, product=product)
+
+
+class LinearA8W8Quant:
+    """torch_npu.contrib.module.LinearA8W8Quant on numpy arrays (the torch module is
+    npusim.torch_npu.contrib.module.LinearA8W8Quant).
+
+    Holds weight [out_features, in_features] int8, scale [out_features] float32, offset [out_features]
+    float32 (if offset=True), pertoken_scale float32 (if pertoken_scale=True; set it to the [m] per-token
+    scale of the next input, as torch_npu's module keeps it as a parameter), bias [out_features] int32 (if
+    bias=True); set them as arrays (any dtype npu_quant_matmul accepts for that role). layer(x1) runs
+    linear_a8w8_quant_forward (see there). Extra over torch_npu: layer(x1, pertoken_scale=p) uses p for
+    this call instead of the attribute.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, offset: bool = False,
@@ -598,43 +729,23 @@ class LinearA8W8Quant:
             raise invalid(op, "in_features/out_features", "must be positive")
         self.product = product
         self.output_dtype = output_dtype
-        self.use_pertoken = bool(pertoken_scale)
         self.weight = np.zeros((self.out_features, self.in_features), np.int8)
         self.scale = np.ones(self.out_features, np.float32)
         self.offset = np.zeros(self.out_features, np.float32) if offset else None
+        self.pertoken_scale = np.ones(self.out_features, np.float32) if pertoken_scale else None
         self.bias = np.zeros(self.out_features, np.int32) if bias else None
 
     def __call__(self, x1, pertoken_scale=None) -> np.ndarray:
-        op = "LinearA8W8Quant"
-        if self.use_pertoken and pertoken_scale is None:
-            raise nullptr(op, "pertoken_scale", self.product)
-        if not self.use_pertoken and pertoken_scale is not None:
-            raise invalid(op, "pertoken_scale", "was given but the layer was built with pertoken_scale=False",
-                          self.product)
-        _checks.data_tensors(op, self.product, x1=x1, pertoken_scale=pertoken_scale, weight=self.weight,
-                             scale=self.scale, offset=self.offset, bias=self.bias)
-        soc = _checks.resolve_product(op, self.product, SUPPORTED)
-        w = _checks.tensor(op, "weight", self.weight, self.product)
-        if w.ndim < 2:
-            raise invalid(op, "weight", f"must be [out_features, in_features], got shape {w.shape}", self.product)
-        # seed 003: this module is A8W8 only (int4-packed int32 goes through npu_quant_matmul directly)
-        _checks.dtype_in(op, "x1", _checks.tensor(op, "x1", x1, self.product), ("int8",), soc.soc)
-        _checks.dtype_in(op, "weight", w, ("int8",), soc.soc)
-        scale = _checks.tensor(op, "scale", self.scale, self.product)
-        out = _out_dtype_name(self.output_dtype, soc)
-        if out == "int32":   # seed 003 output_dtype: int8/float16/bfloat16 (npu_quant_matmul adds int32)
-            raise invalid(op, "output_dtype", "must be int8, float16 or bfloat16 for LinearA8W8Quant, got int32",
-                          soc.soc)
-        folded = out in ("int8", "float16") and pertoken_scale is None and scale.dtype == np.float32
-        if folded:
-            scale = npu_trans_quant_param(scale.reshape(-1), self.offset, product=self.product)
-        return npu_quant_matmul(x1, w.swapaxes(-1, -2), scale, offset=None if folded else self.offset,
-                                pertoken_scale=pertoken_scale, bias=self.bias, output_dtype=self.output_dtype,
-                                product=self.product)
+        if pertoken_scale is not None and self.pertoken_scale is None:
+            raise invalid("LinearA8W8Quant", "pertoken_scale", "was given but the layer was built with "
+                          "pertoken_scale=False", self.product)
+        return linear_a8w8_quant_forward(x1, self.weight, self.scale, self.offset,
+                                         self.pertoken_scale if pertoken_scale is None else pertoken_scale,
+                                         self.bias, self.output_dtype, product=self.product)
 
     forward = __call__
 
     def __repr__(self) -> str:
         return (f"LinearA8W8Quant(in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, offset={self.offset is not None}, "
-                f"pertoken_scale={self.use_pertoken}, output_dtype={self.output_dtype})")
+                f"pertoken_scale={self.pertoken_scale is not None}, output_dtype={self.output_dtype})")
