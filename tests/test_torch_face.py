@@ -24,7 +24,8 @@ RNG = np.random.default_rng(2024)
 _INT_OF_SIZE = {1: (torch.uint8, np.uint8), 2: (torch.int16, np.int16), 4: (torch.int32, np.int32),
                 8: (torch.int64, np.int64)}
 _TORCH_DTYPE = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32,
-                "int8": torch.int8, "int32": torch.int32, "int64": torch.int64, "uint64": torch.uint64,
+                "int8": torch.int8, "uint8": torch.uint8, "int32": torch.int32, "int64": torch.int64,
+                "uint64": torch.uint64,
                 "bool": torch.bool,
                 "float8_e4m3fn": torch.float8_e4m3fn, "float8_e5m2": torch.float8_e5m2,
                 "float8_e8m0": torch.float8_e8m0fnu}
@@ -262,6 +263,18 @@ def test_indexer_compress_epilog_custom_op_in_place(xdt, cache_dt, quant_mode):
     with pytest.raises(AclnnError, match="product"):        # default product atlas-a2: not an indexer product
         torch.ops.custom.indexer_compress_epilog(t_cache, t_scale, tensor(x), tensor(slots))
     assert torch.equal(t_cache.view(torch.uint8), before.view(torch.uint8))
+
+
+def test_indexer_compress_epilog_custom_op_hifloat8():
+    x = (RNG.standard_normal((3, 4096)) * 3).astype(ml_dtypes.bfloat16)
+    slots = np.array([1, 0, -1], np.int32)
+    cache, scale = np.zeros((2, 4096), np.uint8), np.zeros((2, 32), np.float32)
+    t_cache, t_scale = tensor(cache), tensor(scale)
+    with tnpu.install("ascend-950pr"):
+        torch.ops.custom.indexer_compress_epilog(t_cache, t_scale, tensor(x), tensor(slots), quant_mode=2, scale=0.25)
+    npusim.indexer_compress_epilog(cache, scale, x, slots, quant_mode=2, scale=0.25, product="ascend-950pr")
+    assert_same(t_cache, cache)
+    assert cache.any()
 
 
 # ------------------------------------------------------------------ conversions, product, install

@@ -286,17 +286,19 @@ def npu_moe_init_routing_quant(x, row_idx, expert_idx, active_num, scale, offset
     return tuple(from_numpy(a) for a in outs)
 
 
-# torch.ops.custom.indexer_compress_epilog, with the schema of the vendor's torch binding (in place)
+# torch.ops.custom.indexer_compress_epilog, with the schema of the vendor's torch binding (in place), plus
+# npusim's `scale` (the hifloat8 multiplier of quant_mode 2; see npusim.indexer_compress_epilog)
 _INDEXER_SCHEMA = ("indexer_compress_epilog(Tensor(a!) indexer_compress_cache, Tensor(b!) indexer_compress_scale, "
-                   "Tensor x, Tensor slot_mapping, *, int quant_mode=1, bool round_scale=True) -> ()")
+                   "Tensor x, Tensor slot_mapping, *, int quant_mode=1, bool round_scale=True, "
+                   "float scale=1.0) -> ()")
 
 
 def _indexer_compress_epilog(indexer_compress_cache, indexer_compress_scale, x, slot_mapping, *, quant_mode=1,
-                             round_scale=True):
-    cache, scale, x, slot = _arrays("indexer_compress_epilog", indexer_compress_cache=indexer_compress_cache,
-                                    indexer_compress_scale=indexer_compress_scale, x=x, slot_mapping=slot_mapping)
-    npusim.indexer_compress_epilog(cache, scale, x, slot, quant_mode=quant_mode, round_scale=round_scale,
-                                   product=current_product())
+                             round_scale=True, scale=1.0):
+    cache, scales, x, slot = _arrays("indexer_compress_epilog", indexer_compress_cache=indexer_compress_cache,
+                                     indexer_compress_scale=indexer_compress_scale, x=x, slot_mapping=slot_mapping)
+    npusim.indexer_compress_epilog(cache, scales, x, slot, quant_mode=quant_mode, round_scale=round_scale,
+                                   scale=scale, product=current_product())
 
 
 def _register_custom_ops():
