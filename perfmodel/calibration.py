@@ -148,11 +148,19 @@ def fit(measured, product=None, params=None, base: Calibration | None = None, pr
         sw = math.sqrt(prior_weight)
         works_f = [w for w, *_ in frows]
 
+        # a kernel's own start cost per core is pulled towards the family's (fitted) one, not a fixed number:
+        # a kernel the rows do not cover gets what the others share
+        hier = [(i, names.index(n.split("@")[0])) for i, n in enumerate(names)
+                if "@" in n and n.split("@")[0] in names]
+
         def resid(z):
             p = dict(prior)
             p.update({n: float(math.exp(v)) for n, v in zip(names, z)})
             pred = np.array([x.latency_us for x in combine_many(works_f, p, "", "")])
-            return np.concatenate([np.log(pred / meas), sw * (z - z0)])
+            pull = z - z0
+            for i, j in hier:
+                pull[i] = z[i] - z[j]
+            return np.concatenate([np.log(pred / meas), sw * pull])
 
         z, lam = z0.copy(), 1e-2
         r = resid(z)

@@ -186,11 +186,12 @@ def add_work(hw, x, y, **kw):
 # -- cube kernels ------------------------------------------------------------------------------------------
 
 def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim=None, base=None,
-               tiling="best", l0c_out_bytes=2.0):
+               tiling="best", l0c_out_bytes=2.0, depth_b=None):
     """Loops of a tiled cube matmul on its critical core, and what the kernel moves.
 
     Output blocks baseM x baseN are dealt to the AICs (the critical core gets ceil(blocks / cores)); each
-    block runs ceil(K / baseK) k-steps double-buffered (GM->L1 MTE2 in steps of l1_depth_k k-steps, L1->L0A/
+    block runs ceil(K / baseK) k-steps double-buffered (GM->L1 MTE2 in steps of l1_depth_k k-steps, B in
+    steps of depth_b where the kernel's tiling says so, L1->L0A/
     L0B MTE1, mmad), then one FixPipe of the L0C block (a 128 x 256 fp32 L0C block fills L0C: not double-
     buffered, so the next block's mmad waits for it). Loads hit L2 after the first touch: the HBM part of the
     loaded bytes is the unique input bytes over all bytes loaded. On average blocks / ceil(blocks / cores)
@@ -202,6 +203,7 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
     depth = c["l1_depth_k"]
     if tiling == "naive":
         bm, bn, depth = min(bm, 128), min(bn, 128), 1
+    depth_b = min(depth, depth_b or depth)
     bm = min(bm, _cdiv(M, fm) * fm)
     bn = min(bn, _cdiv(N, fn) * fn)
     bk = min(bk, _cdiv(K, fk) * fk)
@@ -212,7 +214,7 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
     ksteps = _cdiv(K, bk)
     a_step, b_step = bm * bk * in_bytes, bk * bn * in_bytes
     # B is ND in GM and NZ in L1: its copies run at msKPP's ND->NZ rate (gm_to_l1_trans) [S]
-    mte2 = (hw.dma("gm_to_l1", depth * a_step) + hw.dma("gm_to_l1_trans", depth * b_step)) / depth
+    mte2 = hw.dma("gm_to_l1", depth * a_step) / depth + hw.dma("gm_to_l1_trans", depth_b * b_step) / depth_b
     kloop = Loop(n=per_core * ksteps, pipes={
         "mte2": mte2,
         "mte1": hw.dma("l1_to_l0a", a_step) + hw.dma("l1_to_l0b", b_step),
@@ -549,9 +551,11 @@ def quant_matmul_work(plan, hw):
     base = None
     if t.get("baseM"):
         base = (int(t["baseM"]), int(t.get("baseN", 256)), int(t.get("baseK", 128)))
+    # a decode GEMV (M within one fractal row) streams x2 one k-step per ND->NZ copy [E]: QuantBatchMatmulV3's
+    # measured decode rows move ~50 GB/s a core, what msKPP's ND->NZ curve gives for one k-step's B tile
     loops, bd, hbm_frac, info = cube_loops(
         hw, M=M, K=K, N=N, batch=batch, dtype=dtype, in_bytes=in_b, block_dim=plan.block_dim, base=base,
-        l0c_out_bytes=out_b if epi == "fixpipe" else 4)
+        l0c_out_bytes=out_b if epi == "fixpipe" else 4, depth_b=1 if M <= 16 else None)
     if epi in ("vector", "ub"):
         epi_loop = _dequant_epilogue(hw, plan, bm=info["base_m"], bn=info["base_n"], M=M, out_b=out_b,
                                      pertoken=pertoken)

@@ -212,11 +212,12 @@ def measured_args(op: str, shape: str, dtypes: str, params: str = "") -> dict:
 
 def trust(params: str) -> str:
     """How far a measured row can be trusted, from what its params column says: 'analogue' (another kernel
-    standing in for the operator), 'doubtful' (its source calls the values placeholders), else 'measured'."""
+    standing in for the operator), 'doubtful' (its source calls the values placeholders, or the row marks
+    itself doubtful and says why), else 'measured'."""
     text = params.lower()
     if "analogue" in text:
         return "analogue"
-    if "placeholder" in text:
+    if "placeholder" in text or "doubtful" in text:
         return "doubtful"
     return "measured"
 
