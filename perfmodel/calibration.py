@@ -90,9 +90,9 @@ def default_calibration() -> Calibration:
 
 # The parameters each family's measurements can inform. Ascend 950 has only the two published MatMul 8192^3
 # rows: they may move its cube and HBM constants and nothing else; 310P/910A/310B have no measurement.
-# dma_scale stays 1: the single-core DMA curves are msKPP's own measurements.
-FIT_PARAMS = {"a2a3": tuple(p for p in PARAMS if p != "dma_scale"), "950": ("cube_scale", "hbm_efficiency"),
-              "310p910": (), "310b": ()}
+# dma_scale stays 1 on A2/A3: the single-core DMA curves are msKPP's own measurements.
+FIT_PARAMS = {"a2a3": tuple(p for p in PARAMS if p != "dma_scale"),
+              "950": ("cube_scale", "hbm_efficiency"), "310p910": (), "310b": ()}
 
 
 def _target(r) -> str:
@@ -133,7 +133,10 @@ def fit(measured, product=None, params=None, base: Calibration | None = None, pr
     by_family: dict = {}
     for w in rows:
         by_family.setdefault(w[0].hw.family, []).append(w)
-    for fam, frows in by_family.items():
+    for fam in sorted(by_family, key=lambda f: f != "a2a3"):  # A2/A3 first: the others inherit from it
+        frows = by_family[fam]
+        if fam != "a2a3" and "a2a3" in by_family:
+            _inherit(base, fam)
         names = [n for n in (params or FIT_PARAMS.get(fam, PARAMS)) if n.split("@")[0] in BOUNDS]
         if params is None and "launch_per_core_us" in names:
             # each kernel's own start cost per core, where its rows can say
@@ -190,9 +193,26 @@ def fit(measured, product=None, params=None, base: Calibration | None = None, pr
         fitted = dict(base.params.get(fam, {}))
         fitted.update({n: float(math.exp(v)) for n, v in zip(names, z)})
         base.params[fam] = fitted
+    if "a2a3" in by_family:
+        for fam in FAMILIES:
+            if fam not in by_family:
+                _inherit(base, fam)
     base.source = f"fitted on {len(rows)} measured rows"
     base.report = []
     return base
+
+
+# What the A2/A3 measurements teach about kernels rather than about A2/A3's memory and cube: the families
+# without measurements of their own (950, 310P/910, 310B) take these fitted values.
+INHERITED = ("launch_us", "launch_per_core_us", "barrier_cycles", "scalar_read_cycles", "load_latency_us",
+             "scalar_element_cycles", "vector_scale")
+
+
+def _inherit(cal: Calibration, fam: str) -> None:
+    src = cal.params.get("a2a3", {})
+    own = set(FIT_PARAMS.get(fam, ()))
+    keep = {k: v for k, v in src.items() if (k.split("@")[0] in INHERITED) and k not in own}
+    cal.params[fam] = {**cal.params.get(fam, {}), **keep}
 
 
 def predicted_us(cal: Calibration, works) -> list:

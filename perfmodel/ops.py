@@ -551,11 +551,11 @@ def quant_matmul_work(plan, hw):
     base = None
     if t.get("baseM"):
         base = (int(t["baseM"]), int(t.get("baseN", 256)), int(t.get("baseK", 128)))
-    # a decode GEMV (M within one fractal row) streams x2 one k-step per ND->NZ copy [E]: QuantBatchMatmulV3's
+    # with M <= baseM (128: where the kernels stream x2 past L2) x2 is copied one k-step per ND->NZ copy [E]: the
     # measured decode rows move ~50 GB/s a core, what msKPP's ND->NZ curve gives for one k-step's B tile
     loops, bd, hbm_frac, info = cube_loops(
         hw, M=M, K=K, N=N, batch=batch, dtype=dtype, in_bytes=in_b, block_dim=plan.block_dim, base=base,
-        l0c_out_bytes=out_b if epi == "fixpipe" else 4, depth_b=1 if M <= 16 else None)
+        l0c_out_bytes=out_b if epi == "fixpipe" else 4, depth_b=1 if M <= 128 else None)
     if epi in ("vector", "ub"):
         epi_loop = _dequant_epilogue(hw, plan, bm=info["base_m"], bn=info["base_n"], M=M, out_b=out_b,
                                      pertoken=pertoken)
