@@ -725,8 +725,10 @@ class LinearA8W8Quant:
         op = "LinearA8W8Quant"
         self.in_features = _checks.int_attr(op, "in_features", in_features)
         self.out_features = _checks.int_attr(op, "out_features", out_features)
-        if self.in_features <= 0 or self.out_features <= 0:
-            raise invalid(op, "in_features/out_features", "must be positive")
+        for name, v in (("in_features", self.in_features), ("out_features", self.out_features)):
+            if not 1 <= v <= MAX_LAST_DIM:     # k and n are the last dims of x1 and weight^T (seed 003)
+                raise invalid(op, name, f"must be in [1, {MAX_LAST_DIM}] (npu_quant_matmul's limit on the last "
+                              f"dimensions of x1 and x2), got {v}", str(product))
         self.product = product
         self.output_dtype = output_dtype
         self.weight = np.zeros((self.out_features, self.in_features), np.int8)
