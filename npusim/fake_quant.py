@@ -236,10 +236,12 @@ def fake_quantize_per_channel_affine_cachemask(x, scale, zero_point, axis, quant
     kernel, tiling key 2, runs only when both are fp16, else the fp32 kernel, key 1), then per
     channel: t = f32(x * f32(1/s)); q = rint(rint(t) + zp) with int32 saturation;
     mask = qmin <= q <= qmax (the fp16 kernel compares half(q), which differs from the integer
-    compare only for quant ranges beyond +-2048); out = f32(f32(clamp(q) - zp) * s), rounded to
+    compare only when quant_min or quant_max lies outside +-2047); out = f32(f32(clamp(q) - zp) * s), rounded to
     the output dtype (RNE, overflow to inf).
-    For finite inputs this equals PyTorch's CPU op bit for bit. Non-finite inputs follow the
-    kernel, not PyTorch: NaN x gives out = (0 - zp) * s and mask = (qmin <= zp <= qmax) (the
+    This equals PyTorch's CPU op bit for bit for finite x and scale with |x / scale| < 2**63 (fp16
+    kernel: and quant_min, quant_max within +-2047). A zero or subnormal scale or a huge x makes
+    x / scale infinite or beyond int64, where PyTorch's cast is undefined; npusim treats such a quotient
+    as the +-inf below. Non-finite inputs follow the kernel, not PyTorch: NaN x gives out = (0 - zp) * s and mask = (qmin <= zp <= qmax) (the
     kernel's Cast NaN -> int32 is taken as 0, undocumented); +-inf saturate (+inf -> quant_max,
     -inf -> quant_min, mask False), where PyTorch on x86 gives quant_min for both.
     Other documented deviations from PyTorch: zero points outside [quant_min, quant_max] are
