@@ -104,6 +104,16 @@ def int_attr(op: str, name: str, v, product=None) -> int:
     return v
 
 
+def out_spec(op: str, name: str, shape, dtype, product=None) -> TensorSpec:
+    """The TensorSpec of an output a planner derives from the inputs' shapes. Inputs within int64 can
+    still give an output beyond it (a matmul's M x N, moe's rows x k): that is this call's error."""
+    try:
+        return TensorSpec(shape, dtype)
+    except ValueError:
+        raise invalid(op, name, f"would have shape {tuple(shape)} of {formats.dtype_name(dtype)}, beyond the "
+                      "int64 size limit", str(product) if product else None) from None
+
+
 def index_tensor(op: str, name: str, x, product=None, *, optional: bool = False):
     """An index input (group_index, row_idx/expert_idx, slot_mapping) as a private C-contiguous copy.
     Its values decide where a kernel reads and writes, so they are checked on this copy and the kernel

@@ -370,9 +370,10 @@ def _make_plan(op, x, smooth_scales, group_index, dst, symmetric, product):
     ydt = {"int4": formats.int4, "hifloat8": np.dtype(np.uint8)}[dst] if dst in ("int4", "hifloat8") \
         else formats.as_dtype(dst)
     yshape = xs.shape[:-1] + (H // 8,) if dst == "int32" else xs.shape
-    outs = {"y": TensorSpec(yshape, ydt), "scale": TensorSpec(xs.shape[:-1], np.float32)}
+    # fp32 per row: for rows of 1 fp16 element these outgrow x
+    outs = {"y": TensorSpec(yshape, ydt), "scale": _checks.out_spec(op, "scale", xs.shape[:-1], np.float32, soc.soc)}
     if not symmetric:
-        outs["offset"] = TensorSpec(xs.shape[:-1], np.float32)
+        outs["offset"] = _checks.out_spec(op, "offset", xs.shape[:-1], np.float32, soc.soc)
     plan = Plan(op=op, soc=soc, kernel=kernel, tiling_key=int(key), block_dim=int(cores),
                 core_type="aicore" if fam == "310p910" else "aiv", tiles=tiles,
                 inputs={"x": xs, "smooth_scales": spec_of(smooth), "group_index": spec_of(group)},

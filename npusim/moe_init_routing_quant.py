@@ -275,7 +275,7 @@ def plan_moe_init_routing_quant(x, row_idx, expert_idx, active_num, scale=1.0, o
     return Plan(op="moe_init_routing_quant", soc=soc, kernel="MoeInitRoutingQuant", tiling_key=key, block_dim=aiv,
                 core_type="aiv", tiles=tiles,
                 inputs={"x": spec_of(x), "row_idx": spec_of(row_idx), "expert_idx": spec_of(expert_idx)},
-                outputs={"expanded_x": TensorSpec((rows_out, cols), np.int8),
+                outputs={"expanded_x": _checks.out_spec(_op, "expanded_x", (rows_out, cols), np.int8, soc.soc),
                          "expanded_row_idx": TensorSpec((total,), np.int32),
                          "expanded_expert_idx": TensorSpec((total,), np.int32)},
                 attrs={"active_num": active, "scale": float(scale), "offset": float(offset)},

@@ -414,7 +414,7 @@ def _make_plan(soc, x1, x2, scale, offset, pertoken, bias, M, K, N, batch, out_s
                 block_dim=block_dim, core_type=core_type, tiles=tiles,
                 inputs={"x1": _spec(x1), "x2": _spec(x2), "scale": _spec(scale), "offset": _spec(offset),
                         "pertoken_scale": _spec(pertoken), "bias": _spec(bias)},
-                outputs={"y": TensorSpec(out_shape, out)},
+                outputs={"y": _checks.out_spec(OP_QMM, "y", out_shape, out, soc.soc)},
                 attrs={"output_dtype": out, "int4": int4},
                 notes="base block sizes are an estimate after the vendor basic tiling; "
                       "block_dim = min(AIC cores, output blocks)")
