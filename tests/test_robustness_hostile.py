@@ -329,7 +329,7 @@ def dq_small_case(draw):
     product = draw(st.sampled_from(["atlas-a2", "atlas-inference", "ascend-950pr"]))
     fam = npusim.get_product(product).family
     dst = draw(st.sampled_from({"a2a3": ["int8", "int4", "int32"], "310p910": ["int8"],
-                                "950": ["int8", "int32", "float8_e4m3fn"]}[fam]))
+                                "950": ["int8", "int32", "float8_e4m3fn", "hifloat8"]}[fam]))
     lead = draw(st.lists(st.integers(1, 4), min_size=1, max_size=2))
     h = draw(st.sampled_from([32, 64]))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
@@ -338,7 +338,7 @@ def dq_small_case(draw):
                 x=fill(rng, tuple(lead) + (h,), xdt, special=0.05), rng=rng)
 
 
-DQ_CODE = {"int8": 2, "int4": 29, "int32": 3, "float8_e4m3fn": 36}
+DQ_CODE = {"int8": 2, "int4": 29, "int32": 3, "float8_e4m3fn": 36, "hifloat8": 34}
 
 
 def place_input(data, buf, x):
@@ -565,6 +565,17 @@ def _unpack(v):
     return formats.unpack_int4(np.arange(4, dtype=np.uint8), n=v)
 
 
+def _predict(op, option):
+    """perfmodel's generic kernels take integer options."""
+    args = ({"x": TensorSpec((64, 64), "float16"), "y": TensorSpec((64, 64), "float16")} if op == "add" else
+            {"a": TensorSpec((64, 32), "float16"), "b": TensorSpec((32, 16), "float16")})
+
+    def call(v):
+        import perfmodel
+        return np.float64(perfmodel.predict(op, "atlas-a2", **args, **{option: v}).latency_us)
+    return call
+
+
 # (face of test_robustness._face or a callable, attribute, the name errors must carry)
 INT_ATTRS = [
     ("aclnnDynamicQuantV2", "dstType", "dstType"),
@@ -582,14 +593,18 @@ INT_ATTRS = [
     (_linear("in_features"), None, "in_features"),
     (_linear("out_features"), None, "out_features"),
     (_unpack, None, "unpack_int4: n"),
+    (_predict("add", "block_dim"), None, "block_dim"),
+    (_predict("add", "tile_bytes"), None, "tile_bytes"),
+    (_predict("matmul", "block_dim"), None, "block_dim"),
 ]
+NONE_IS_DEFAULT = ("unpack_int4: n", "block_dim")      # optional options: None asks for the default
 HOSTILE_INT = st.one_of(st.integers(-(2**70), 2**70), st.integers(-300, 300),
                         st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**64 - 1, 2**70, 1.5, 2.0, "8",
                                          None, True, False, [1], np.float64(1.0), np.int64(2**62),
                                          np.uint64(2**64 - 1), np.int32(1)]))
 
 
-def _outcome_formats(fn, v):
+def _outcome_value_error(fn, v):
     try:
         return outcome(fn, v)
     except ValueError as exc:
@@ -611,9 +626,9 @@ def test_integer_attributes_are_int64_integers(i, v):
     accepted value acts exactly as the same Python int."""
     face, _, name = INT_ATTRS[i]
     fn, outs = _attr_call(i)
-    # operators raise AclnnError or TypeError; npusim.formats raises ValueError or TypeError
-    result = outcome if isinstance(face, str) or face is not _unpack else _outcome_formats
-    assume(v is not None or face is not _unpack)            # unpack_int4(n=None) keeps every value
+    # operators raise AclnnError or TypeError; npusim.formats and perfmodel also raise ValueError
+    result = outcome if isinstance(face, str) else _outcome_value_error
+    assume(v is not None or name not in NONE_IS_DEFAULT)
     before = snapshot(outs)
     got = result(fn, v)
     integral = isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
