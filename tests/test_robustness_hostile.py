@@ -597,7 +597,7 @@ INT_ATTRS = [
     (_predict("add", "tile_bytes"), None, "tile_bytes"),
     (_predict("matmul", "block_dim"), None, "block_dim"),
 ]
-NONE_IS_DEFAULT = ("unpack_int4: n", "block_dim")      # optional options: None asks for the default
+NONE_IS_DEFAULT = ("unpack_int4: n", "block_dim", "tile_bytes")      # None asks for the default
 HOSTILE_INT = st.one_of(st.integers(-(2**70), 2**70), st.integers(-300, 300),
                         st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**64 - 1, 2**70, 1.5, 2.0, "8",
                                          None, True, False, [1], np.float64(1.0), np.int64(2**62),
