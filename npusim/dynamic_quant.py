@@ -54,7 +54,7 @@ import numpy as np
 
 from npusim import _checks, formats
 from npusim._kernels import dynamic_quant as _k
-from npusim.aclnn import Executor, aclnn_api, run_executor
+from npusim.aclnn import aclnn_api, get_workspace_size, run_executor
 from npusim.errors import invalid
 from npusim.plan import Plan, TensorSpec, planner, spec_of
 
@@ -349,7 +349,7 @@ def _make_plan(op, x, smooth_scales, group_index, dst, symmetric, product):
     soc = _checks.resolve_product(op, product, SUPPORTED_PRODUCTS)
     x = _checks.tensor(op, "x", x, soc.soc)
     smooth = _checks.tensor(op, "smooth_scales", smooth_scales, soc.soc, optional=True)
-    group = _checks.tensor(op, "group_index", group_index, soc.soc, optional=True)
+    group = _checks.index_tensor(op, "group_index", group_index, soc.soc, optional=True)
     R, H, xdt, E = _validate(op, x, smooth, group, dst, symmetric, soc)
     fam = soc.family
     if fam == "a2a3":
@@ -370,9 +370,10 @@ def _make_plan(op, x, smooth_scales, group_index, dst, symmetric, product):
     ydt = {"int4": formats.int4, "hifloat8": np.dtype(np.uint8)}[dst] if dst in ("int4", "hifloat8") \
         else formats.as_dtype(dst)
     yshape = xs.shape[:-1] + (H // 8,) if dst == "int32" else xs.shape
-    outs = {"y": TensorSpec(yshape, ydt), "scale": TensorSpec(xs.shape[:-1], np.float32)}
+    # fp32 per row: for rows of 1 fp16 element these outgrow x
+    outs = {"y": TensorSpec(yshape, ydt), "scale": _checks.out_spec(op, "scale", xs.shape[:-1], np.float32, soc.soc)}
     if not symmetric:
-        outs["offset"] = TensorSpec(xs.shape[:-1], np.float32)
+        outs["offset"] = _checks.out_spec(op, "offset", xs.shape[:-1], np.float32, soc.soc)
     plan = Plan(op=op, soc=soc, kernel=kernel, tiling_key=int(key), block_dim=int(cores),
                 core_type="aicore" if fam == "310p910" else "aiv", tiles=tiles,
                 inputs={"x": xs, "smooth_scales": spec_of(smooth), "group_index": spec_of(group)},
@@ -426,8 +427,7 @@ def _execute(plan: Plan, ctx, y_out, scale_out, offset_out):
     fam = {"a2a3": 0, "950": 1, "310p910": 2}[plan.soc.family]
     dt_max, rng, lo, hi = _DST_CONST[dst]
     out_kind = {"float8_e4m3fn": 1, "float8_e5m2": 2, "hifloat8": 3}.get(dst, 0)
-    if any(o is not None and np.may_share_memory(x, o) for o in (y_out, scale_out, offset_out)):
-        x = x.copy()            # aclnn outputs may alias x: the kernel must read what the caller passed
+    x, = _checks.unshared((x,), (y_out, scale_out, offset_out))     # aclnn outputs may alias x
     x2 = np.ascontiguousarray(x).reshape(R, H).view(np.uint16)
     sm = (np.ascontiguousarray(smooth).astype(np.float32).reshape(-1, H) if smooth is not None
           else np.empty((0, max(H, 1)), np.float32))
@@ -535,6 +535,12 @@ def aclnnDynamicQuantV2GetWorkspaceSize(x, smoothScalesOptional, groupIndexOptio
     (yOut int32 [..., H/8]), on Ascend 950 also 35 float8_e5m2, 36 float8_e4m3fn and 34 hifloat8 (yOut
     uint8 HiFloat8 codes, shape of x). offsetOut None means
     symmetric. Same core as npu_dynamic_quant / npu_dynamic_quant_asymmetric."""
+    return get_workspace_size(ACLNN_OP, lambda: _aclnn_prepare(x, smoothScalesOptional, groupIndexOptional, dstType,
+                                                               yOut, scaleOut, offsetOut, product))
+
+
+def _aclnn_prepare(x, smoothScalesOptional, groupIndexOptional, dstType, yOut, scaleOut, offsetOut, product):
+    """Every check of aclnnDynamicQuantV2 (run in both phases); returns (plan, run)."""
     op = ACLNN_OP
     _checks.data_tensors(op, product, x=x, smoothScalesOptional=smoothScalesOptional,
                          groupIndexOptional=groupIndexOptional)
@@ -554,9 +560,10 @@ def aclnnDynamicQuantV2GetWorkspaceSize(x, smoothScalesOptional, groupIndexOptio
     offset = None
     if not symmetric:
         offset = _checks.out_tensor(op, "offsetOut", offsetOut, plan.outputs["offset"].shape, np.float32, soc.soc)
+    _checks.written_apart(op, soc.soc, yOut=y, scaleOut=scale, offsetOut=offset)
     if ctx[2] is not None:
         _check_group_values(op, ctx[2], ctx[3], soc.soc)
-    return 0, Executor(op, plan, lambda: _execute(plan, ctx, y, scale, offset), workspace_size=0)
+    return plan, lambda: _execute(plan, ctx, y, scale, offset)
 
 
 @aclnn_api

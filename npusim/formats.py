@@ -214,8 +214,10 @@ def unpack_int4(packed, container: str = "uint8", n: int | None = None) -> np.nd
     out[..., 1::2] = hi
     out = np.where(out >= 8, out - 16, out).astype(np.int8)
     if n is not None:
-        if n > out.shape[-1]:
-            raise ValueError(f"unpack_int4: n={n} exceeds the {out.shape[-1]} packed values")
+        if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
+            raise TypeError(f"unpack_int4: n must be an integer, got {n!r}")
+        if not 0 <= n <= out.shape[-1]:
+            raise ValueError(f"unpack_int4: n={n} is negative or exceeds the {out.shape[-1]} packed values")
         out = out[..., :n]
     return out
 

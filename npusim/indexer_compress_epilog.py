@@ -13,7 +13,7 @@ import numpy as np
 
 from npusim import _checks, formats
 from npusim._kernels import indexer_compress_epilog as _kernel
-from npusim.aclnn import Executor, aclnn_api, run_executor
+from npusim.aclnn import aclnn_api, get_workspace_size, run_executor
 from npusim.errors import invalid
 from npusim.plan import Plan, TensorSpec, planner, spec_of
 
@@ -212,11 +212,8 @@ def _prepare(cache, scale, x, slot_mapping, quant_mode, round_scale, mx_scale_ru
             raise invalid(OP, name, "must be contiguous (non-contiguous tensors are not supported)", prod)
     if cache.dtype.byteorder == ">" or scale.dtype.byteorder == ">":
         raise invalid(OP, "indexer_compress_scale", "must be in native byte order (it is updated in place)", prod)
-    if np.may_share_memory(cache, scale):
-        raise invalid(OP, "indexer_compress_scale", "must not overlap indexer_compress_cache", prod)
-    for name, a in (("x", x), ("slot_mapping", slot_mapping)):
-        if np.may_share_memory(a, cache) or np.may_share_memory(a, scale):
-            raise invalid(OP, name, "must not overlap the in-place outputs", prod)
+    _checks.written_apart(OP, prod, indexer_compress_cache=cache, indexer_compress_scale=scale)
+    slot_mapping = _checks.index_tensor(OP, "slot_mapping", slot_mapping, prod)     # checked and read as one copy
     rows = cache.shape[0]
     if slot_mapping.size:
         lo, hi = int(slot_mapping.min()), int(slot_mapping.max())
@@ -231,7 +228,6 @@ def _prepare(cache, scale, x, slot_mapping, quant_mode, round_scale, mx_scale_ru
             where = np.flatnonzero(slot_mapping == dup)[:2].tolist()
             raise invalid(OP, "slot_mapping", f"valid slots must be distinct (the NPU writes duplicates in an "
                           f"undefined order); slot {dup} appears at positions {where}", prod)
-    x_raw = x.view(np.uint16)
     is_bf16 = formats.dtype_name(x.dtype) == "bfloat16"
     fmt = 4 if formats.dtype_name(cache.dtype) == "float8_e5m2" else 3      # ascend_cast F_E5M2 / F_E4M3
     cache_raw = cache.view(np.uint8)
@@ -239,6 +235,7 @@ def _prepare(cache, scale, x, slot_mapping, quant_mode, round_scale, mx_scale_ru
     qm, rs, rule = plan.attrs["quant_mode"], plan.attrs["round_scale"], MX_SCALE_RULES[mx_scale_rule]
 
     def run() -> None:
+        x_raw = _checks.unshared((x,), (cache, scale))[0].view(np.uint16)   # x may share the cache's memory
         # the kernel stores fp32 scales through a float pointer: use an aligned buffer for a misaligned array
         scale_work = scale_raw if scale.flags.aligned else scale_raw.copy()
         _kernel.indexer_compress_epilog_kernel(x_raw, is_bf16, slot_mapping, cache_raw, scale_work, fmt, qm, rs, rule,
@@ -297,7 +294,8 @@ def indexer_compress_epilog(indexer_compress_cache, indexer_compress_scale, x, s
     x fp16/bf16 [T, 4096]; slot_mapping int32 [T] with values in [-1, rows of the cache) and no valid
     slot repeated (the NPU's result would be undefined); cache float8_e4m3fn/float8_e5m2 [rows, 4096]
     (uint8 in mode 2); scale [rows, 32] float32 (modes 1, 2) or float8_e8m0 (mode 0); all C-contiguous, outputs writable
-    and not overlapping anything. The doc writes the cache shape as [T, d]; vendor callers pass the
+    and not overlapping themselves or each other (x may share their memory: it is read first). The doc writes the
+    cache shape as [T, d]; vendor callers pass the
     whole cache (rows >= T), so any row count is accepted and slots are checked against it.
     """
     _, run = _prepare(indexer_compress_cache, indexer_compress_scale, x, slot_mapping, quant_mode,
@@ -312,9 +310,9 @@ def aclnnIndexerCompressEpilogGetWorkspaceSize(indexerCompressCache, indexerComp
     """Phase one of aclnnIndexerCompressEpilog (argument order of the torch binding; scale is the float
     multiplier of quantMode 2): validates everything and returns (workspace_size, executor); the vendor
     tiling asks for 32 bytes."""
-    plan, run = _prepare(indexerCompressCache, indexerCompressScale, x, slotMapping, quantMode, roundScale,
-                         mx_scale_rule, product, scale)
-    return _WORKSPACE_BYTES, Executor(ACLNN_OP, plan, run, _WORKSPACE_BYTES)
+    return get_workspace_size(ACLNN_OP, lambda: _prepare(indexerCompressCache, indexerCompressScale, x, slotMapping,
+                                                         quantMode, roundScale, mx_scale_rule, product, scale),
+                              lambda plan: _WORKSPACE_BYTES)
 
 
 @aclnn_api

@@ -414,7 +414,7 @@ def _make_plan(soc, x1, x2, scale, offset, pertoken, bias, M, K, N, batch, out_s
                 block_dim=block_dim, core_type=core_type, tiles=tiles,
                 inputs={"x1": _spec(x1), "x2": _spec(x2), "scale": _spec(scale), "offset": _spec(offset),
                         "pertoken_scale": _spec(pertoken), "bias": _spec(bias)},
-                outputs={"y": TensorSpec(out_shape, out)},
+                outputs={"y": _checks.out_spec(OP_QMM, "y", out_shape, out, soc.soc)},
                 attrs={"output_dtype": out, "int4": int4},
                 notes="base block sizes are an estimate after the vendor basic tiling; "
                       "block_dim = min(AIC cores, output blocks)")
@@ -725,8 +725,10 @@ class LinearA8W8Quant:
         op = "LinearA8W8Quant"
         self.in_features = _checks.int_attr(op, "in_features", in_features)
         self.out_features = _checks.int_attr(op, "out_features", out_features)
-        if self.in_features <= 0 or self.out_features <= 0:
-            raise invalid(op, "in_features/out_features", "must be positive")
+        for name, v in (("in_features", self.in_features), ("out_features", self.out_features)):
+            if not 1 <= v <= MAX_LAST_DIM:     # k and n are the last dims of x1 and weight^T (seed 003)
+                raise invalid(op, name, f"must be in [1, {MAX_LAST_DIM}] (npu_quant_matmul's limit on the last "
+                              f"dimensions of x1 and x2), got {v}", str(product))
         self.product = product
         self.output_dtype = output_dtype
         self.weight = np.zeros((self.out_features, self.in_features), np.int8)

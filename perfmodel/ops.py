@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from npusim import formats
+from npusim import _checks, formats
 from npusim.plan import spec_of
 
 from perfmodel.model import Loop, Work
@@ -139,14 +139,14 @@ def elementwise_work(hw, op: str, x, y=None, *, block_dim=None, tile_bytes=None,
     isz = x.dtype.itemsize
     cdt = "float32" if dt in ("bfloat16", "float32", "int32") else "float16"
     cores = hw.vector_cores()
-    if block_dim is not None and int(block_dim) < 1:
+    if block_dim is not None and _checks.int_attr(op, "block_dim", block_dim) < 1:
         raise ValueError(f"{op}: block_dim must be >= 1, got {block_dim}")
     bd = max(1, min(int(block_dim or cores), cores, _cdiv(max(n, 1), ELEMENTWISE_MIN_PER_CORE)))
     per_elem_ub = (n_in + 1) * isz + (8 if dt == "bfloat16" else 0)          # bf16: fp32 work buffers
     if tile_bytes is None:
         tile_elems = max(256, (hw.soc.ub_bytes - 8192) // (2 * per_elem_ub) // 256 * 256)
     else:
-        if int(tile_bytes) < isz:
+        if _checks.int_attr(op, "tile_bytes", tile_bytes) < isz:
             raise ValueError(f"{op}: tile_bytes must hold at least one element, got {tile_bytes}")
         tile_elems = max(1, int(tile_bytes) // isz)
     per_core = _cdiv(n, bd) if n else 0
@@ -239,7 +239,7 @@ def matmul_work(hw, a, b, *, block_dim=None, tiling="best"):
         raise ValueError(f"matmul: a and b must both be float16 or bfloat16, got {dt} and {_dt(b)}")
     if tiling not in ("best", "naive"):
         raise ValueError(f"matmul: tiling must be 'best' or 'naive', got {tiling!r}")
-    if block_dim is not None and int(block_dim) < 1:
+    if block_dim is not None and _checks.int_attr("matmul", "block_dim", block_dim) < 1:
         raise ValueError(f"matmul: block_dim must be >= 1, got {block_dim}")
     M, K = a.shape
     N = b.shape[1]
@@ -625,7 +625,9 @@ def moe_init_routing_quant_work(plan, hw):
         if dt == "bfloat16":
             quant.insert(0, ("cast_f16_f32", "float16"))
     g = tiles.get("gather") if isinstance(tiles.get("gather"), dict) else {}
-    if g.get("split") in ("n", "k") and g.get("perCoreRows") and g.get("perCorePerLoopRows"):
+    if out_rows * H == 0:           # k, active_num or H is 0: nothing to gather (no division by a 0 tile)
+        rpt = 0
+    elif g.get("split") in ("n", "k") and g.get("perCoreRows") and g.get("perCorePerLoopRows"):
         core_rows, per_loop = int(g["perCoreRows"]), int(g["perCorePerLoopRows"])
         core_k = int(g.get("perCoreK") or k)
         k_loops = _cdiv(core_k, max(1, int(g.get("perCorePerLoopK") or core_k)))

@@ -444,7 +444,7 @@ def ice_case(draw):
     product = draw(st.sampled_from(["ascend-950pr", "ascend-950dt"]))
     t, rows = draw(st.integers(0, 5)), draw(st.integers(0, 6))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    quant_mode = draw(st.sampled_from([0, 1]))
+    quant_mode = draw(st.sampled_from([0, 1, 2]))
     x = fill(rng, (t, 4096), draw(st.sampled_from([np.float16, BF16])), special=draw(st.sampled_from([0.0, 0.01])))
     slots = np.full(t, -1, np.int32)
     take = min(t, rows)
@@ -452,8 +452,8 @@ def ice_case(draw):
     slots[rng.random(t) < 0.3] = -1
     slots = rng.permutation(slots).astype(np.int32)
     cache = np.frombuffer(rng.bytes(rows * 4096), np.uint8).reshape(rows, 4096).copy().view(
-        draw(st.sampled_from([E4M3, E5M2])))
-    sdt = np.float32 if quant_mode == 1 else E8M0
+        np.uint8 if quant_mode == 2 else draw(st.sampled_from([E4M3, E5M2])))      # mode 2: hifloat8 codes
+    sdt = E8M0 if quant_mode == 0 else np.float32
     scale = np.frombuffer(rng.bytes(rows * 32 * np.dtype(sdt).itemsize), np.uint8).copy().view(sdt).reshape(rows, 32)
     return dict(product=product, x=x, slot_mapping=slots, cache=cache, scale=scale, quant_mode=quant_mode,
                 round_scale=draw(st.booleans()), rule=draw(st.sampled_from(["kernel", "ceil"])))
