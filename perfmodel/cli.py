@@ -107,7 +107,12 @@ def cmd_sweep(a) -> int:
     flags = {"ops": a.ops, "products": a.products, "tokens": _flat(a.tokens), "hidden": _flat(a.hidden),
              "dtypes": a.dtypes, "n": _flat(a.n), "topk": _flat(a.topk), "epilogues": a.epilogues}
     axes = {k: (v if v is not None else cfg.get(k)) for k, v in flags.items()}
-    points = sweep.grid(**axes, overrides=cfg.get("overrides"))
+    try:
+        points = sweep.grid(**axes, overrides=cfg.get("overrides"))
+    except ValueError as exc:
+        if a.config and str(exc).startswith("[op."):          # the [op.<name>] tables live in the file
+            raise UsageError(f"{a.config}: {exc}") from None
+        raise
     df = sweep.run_sweep(points, calibration=a.calibration or cfg.get("calibration"),
                          progress=False if a.quiet else None)
     out = Path(a.out)
@@ -274,14 +279,13 @@ def cmd_plot(a) -> int:
 
 
 def cmd_list(a) -> int:
-    print("operators x products: the sweep dtypes each runs in (perfmodel.predict and `npusim sweep` accept these)")
     rows = []
     for op in OPERATORS:
         runs = supported_products(op)
         rows.append({"operator": op, **{p: " ".join(d.replace("bfloat", "bf").replace("float", "fp")
                                                     for d in sweep.supported_dtypes(op, p)) if p in runs else "-"
                                         for p in PRODUCTS}})
-    _print_table(pd.DataFrame(rows), "")
+    _print_table(pd.DataFrame(rows), "operators x products: the dtypes each runs in ('-': not on that product)")
     print("\nproducts (`--products` / `--product` take a product id or one of its SoC names, case-insensitive):")
     for pid, prod in PRODUCTS.items():
         print(f"  {pid:18s} {prod.name}")

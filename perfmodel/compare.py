@@ -82,7 +82,8 @@ def ape_pct(predicted, measured):
 
 def compare(measured: pd.DataFrame, calibration=None) -> pd.DataFrame:
     """Predict every measured row. Adds: launch (rows with the same op, product/SoC and argument dict share
-    it: each is predicted once), status, reason, soc, predicted_us, predicted_block_dim, bound, error_pct
+    it: each is predicted once), status ('skipped' also when the measured time is not a finite positive
+    number), reason, soc, predicted_us, predicted_block_dim, bound, error_pct
     (signed, 100*(pred-meas)/meas), ape_pct, same_launch (measured block_dim unknown or equal to the
     predicted one), pred_pipe_<pipe>_us."""
     calibration = load_calibration(calibration)
@@ -101,7 +102,7 @@ def compare(measured: pd.DataFrame, calibration=None) -> pd.DataFrame:
     for (op, tgt), ks in groups.items():
         for k, row in zip(ks, predict_rows(op, tgt, [args[first[k]] for k in ks], calibration)):
             results[k] = row
-    df = measured.copy()
+    df = measured.copy(deep=False)      # new columns only: the measured frame itself is not changed
     df["launch"] = launch
     cols = ["status", "reason", "soc", "latency_us", "block_dim", "bound"] + [f"pipe_{p}_us" for p in PIPES]
     names = ["status", "reason", "soc", "predicted_us", "predicted_block_dim", "bound"] + \
@@ -112,6 +113,10 @@ def compare(measured: pd.DataFrame, calibration=None) -> pd.DataFrame:
         v = per_launch[launch]
         df[name] = pd.to_numeric(v, errors="coerce") if name not in ("status", "reason", "soc", "bound") else v
     meas = pd.to_numeric(df["measured_us"], errors="coerce")
+    unusable = ~(np.isfinite(meas) & (meas > 0))          # a measured time no error can be computed from
+    if unusable.any():
+        df["status"] = df["status"].where(~unusable, "skipped")
+        df["reason"] = df["reason"].where(~unusable, "measured time missing, not finite or not positive")
     df["error_pct"] = 100.0 * (df["predicted_us"] - meas) / meas
     df["ape_pct"] = df["error_pct"].abs()
     bd, pbd = pd.to_numeric(df["block_dim"], errors="coerce"), df["predicted_block_dim"]

@@ -391,7 +391,7 @@ def plot_pipe_compare(joined: pd.DataFrame, stem, max_rows: int = 12, title: str
         ax.set_xticks(xs, pipes, fontsize=8)
         ax.set_ylabel("pipe busy time (µs)", fontsize=8)
         label = f"{r['product']}: {r.get('label', r['op'])}"
-        if "rows" in r:
+        if "rows" in r and pd.notna(r["rows"]) and r["rows"] > 1:
             label += f" ({int(r['rows'])} rows)"
         ax.set_title(textwrap.fill(label, 52), fontsize=7.5)
         ax.grid(True, axis="y", alpha=0.3)

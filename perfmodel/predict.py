@@ -30,8 +30,11 @@ def did_you_mean(name, choices) -> str:
 
 
 def check_operator(op) -> str:
-    """`op` when perfmodel models it, else a ValueError naming it, the closest name and the choices."""
-    if not isinstance(op, str) or op not in SUPPORTED:
+    """`op` when perfmodel models it, else a ValueError naming it, the closest name and the choices
+    (TypeError when it is not a string)."""
+    if not isinstance(op, str):
+        raise TypeError(f"operator must be a name (str), got {type(op).__name__}")
+    if op not in SUPPORTED:
         raise ValueError(f"unknown operator {op!r};{did_you_mean(op, OPERATORS)} operators: {', '.join(OPERATORS)}")
     return op
 
@@ -40,8 +43,8 @@ def check_product(name):
     """The Soc of a product id or SoC name (as npusim.get_product), else a ValueError naming the value, the
     closest name and the product ids (SoC names are accepted too: `npusim list` shows them)."""
     try:
-        return get_product(name)
-    except (ValueError, TypeError):
+        return get_product(name)            # (a TypeError for a non-string passes through)
+    except ValueError:
         pass
     raise ValueError(f"unknown product {name!r};{did_you_mean(name, list(PRODUCTS) + list(SOCS))} products: "
                      f"{', '.join(PRODUCTS)} (or one of their SoC names, see `npusim list`)") from None

@@ -192,7 +192,7 @@ COLUMNS = ["source", "line", "format", "generation", "op", "op_type", "op_name",
            "block_dim", "mix_block_dim", "input_shapes", "input_dtypes", "input_formats", "output_shapes",
            "output_dtypes", "aicore_time_us"] + [f"pipe_{p}_us" for p in PIPES] + ["call"]
 EXAMPLES_PER_REASON = 20        # skipped rows listed per reason in attrs['skipped_rows'] (all are counted)
-_CHUNK = 1 << 16                # rows converted to arrays at a time
+_CHUNK = 1 << 14                # rows converted to arrays at a time (bounds the per-row Python objects held)
 _CALL_FIELDS = ("op_type", "input_shapes", "input_dtypes", "input_formats", "output_shapes", "output_dtypes")
 _TIME_FIELDS = ("duration", "aicore_time", "aiv_time")
 
@@ -260,6 +260,7 @@ class _Accumulator:
         self.examples: list = []
 
     def skip(self, source, line, op_type, reason, count=1):
+        """Count `count` rows skipped for `reason`; the first of them (at `line`) may serve as an example."""
         if self.skipped[reason] < EXAMPLES_PER_REASON:
             self.examples.append({"source": source, "line": line, "op_type": op_type, "reason": reason})
         self.skipped[reason] += count
@@ -278,8 +279,8 @@ class _Accumulator:
         return shared[codes]
 
     def frame(self) -> pd.DataFrame:
-        if self.parts:
-            cols = {k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]}
+        if self.parts:                  # column by column, releasing the chunks' copies as it goes
+            cols = {k: np.concatenate([p.pop(k) for p in self.parts]) for k in list(self.parts[0])}
         else:
             cols = {k: np.array([], dtype=np.int64 if k in ("line", "call") else float if k.endswith(("_us", "_dim"))
                                 else object) for k in COLUMNS}
@@ -289,7 +290,7 @@ class _Accumulator:
             per_call = np.empty(len(calls) + 1, dtype=object)      # (+1: never a 0-length take source)
             per_call[:-1] = [getattr(c, name) for c in calls]
             cols[name] = per_call[cols["call"]]
-        df = pd.DataFrame(cols, columns=COLUMNS)
+        df = pd.DataFrame(cols, columns=COLUMNS, copy=False)
         df.attrs["skipped"] = dict(self.skipped)
         df.attrs["skipped_rows"] = self.examples
         return df
@@ -299,10 +300,17 @@ def _number_array(values, scale: float) -> np.ndarray:
     """Floats of CSV cells (NaN where missing or not a number) times the unit scale, vectorised."""
     try:
         out = np.asarray(values, dtype=np.float64)
-    except (ValueError, TypeError):     # N/A cells, quoted numbers: the lenient path
-        text = pd.Series(values, dtype=object).str.strip().str.strip('"')
-        out = pd.to_numeric(text, errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    except (ValueError, TypeError):     # N/A cells, quoted numbers: once per distinct cell text
+        codes, uniques = pd.factorize(np.asarray(values, dtype=object))
+        out = np.array([_float(u) for u in uniques] + [np.nan])[codes]
     return out * scale
+
+
+def _float(text) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return _number(text)
 
 
 def _read_records(source: str, records, unitless_scale: float, acc: _Accumulator):
@@ -332,8 +340,9 @@ def _read_records(source: str, records, unitless_scale: float, acc: _Accumulator
 
     # the cells each row needs, in a fixed order: (position in the record, field name, unit scale); a pipe
     # may come from several columns (the AIC and AIV views): 'pipe_<pipe>:<k>'
-    wanted = [(cols["duration"][0], "duration", scale_of(cols["duration"][1]))]
-    wanted += [(c[0], name, scale_of(c[1])) for name, c in cols.items() if c is not None and name != "duration"]
+    wanted = [(cols["duration"][0], "duration", scale_of(cols["duration"][1])),
+              (cols["op_type"][0], "op_type", 1.0)]
+    wanted += [(c[0], name, scale_of(c[1])) for name, c in cols.items() if c is not None and name in _READ]
     for p, found in pipe_cols.items():
         wanted += [(c[0], f"pipe_{p}:{k}", scale_of(c[1])) for k, c in enumerate(found)]
     get = operator.itemgetter(*[w[0] for w in wanted])      # duration and op type: always a tuple
@@ -346,7 +355,7 @@ def _read_records(source: str, records, unitless_scale: float, acc: _Accumulator
                 acc.skip(source, lineno, rec[op_type_at].strip() if len(rec) > op_type_at else "",
                          f"ragged line ({len(rec)} fields, header has {n_fields})")
             continue
-        if not rec[op_type_at].strip() and not any(c.strip() for c in rec):
+        if not rec[op_type_at] and not any(c.strip() for c in rec):
             continue                    # a blank line of separators
         chunk.append(get(rec))
         lines.append(lineno)
@@ -357,45 +366,65 @@ def _read_records(source: str, records, unitless_scale: float, acc: _Accumulator
         _convert(chunk, lines, wanted, shared, acc)
 
 
+def _same(n: int, value) -> np.ndarray:
+    """n references to one object (np.full would make n copies of a string)."""
+    out = np.empty(n, dtype=object)
+    out.fill(value)
+    return out
+
+
+_READ = {"op_name", "task_type", "block_dim", "mix_block_dim", "input_shapes", "input_dtypes", "input_formats",
+         "output_shapes", "output_dtypes", "aicore_time", "aiv_time"}
+_NOT_MODELLED, _BAD_DURATION = "operator not modelled", "duration missing, N/A, not finite or not positive"
+
+
 def _convert(chunk, lines, wanted, shared, acc: _Accumulator):
-    """One chunk of records -> column arrays of its usable rows; the rest counted as skipped."""
-    fields = list(zip(*chunk))
+    """One chunk of records -> column arrays of its usable rows; the rest counted as skipped. Work per row is
+    numpy; Python runs once per distinct call."""
+    table = np.empty((len(chunk), len(wanted)), dtype=object)
+    table[:] = chunk                    # (one C-level copy; zip(*chunk) would be slower)
     at = {w[1]: i for i, w in enumerate(wanted)}
     n = len(chunk)
+    blank = _same(n, "")
 
-    def strings(name):
-        return fields[at[name]] if name in at else ("",) * n
+    def column(name):
+        return table[:, at[name]] if name in at else blank
 
-    calls = [acc.call(k) for k in zip(*(strings(f) for f in _CALL_FIELDS))]
-    duration = _number_array(fields[0], wanted[0][2])
-    good_duration = np.isfinite(duration) & (duration > 0)
-    keep = np.zeros(n, dtype=bool)
-    for i, c in enumerate(calls):
-        if c.op is None:
-            reason = "operator not modelled"
-        elif not good_duration[i]:
-            reason = "duration missing, N/A, not finite or not positive"
-        elif c.reason:
-            reason = c.reason
-        else:
-            keep[i] = True
+    # distinct calls of the chunk: factorize each text field, then the combinations of their codes
+    codes, uniques = zip(*(pd.factorize(column(f)) for f in _CALL_FIELDS))
+    combo = np.zeros(n, dtype=np.int64)
+    for c in codes:
+        combo = pd.factorize(combo * (len(c) + 1) + c)[0]      # stays below n: no overflow
+    _, first = np.unique(combo, return_index=True)
+    calls = [acc.call(tuple(u[c[i]] for u, c in zip(uniques, codes))) for i in first]
+    call_ids = np.array([c.id for c in calls], dtype=np.int64)[combo]
+    not_modelled = np.array([c.op is None for c in calls])[combo]
+    call_reason = np.array([c.reason for c in calls] + [""], dtype=object)[combo]
+    duration = _number_array(table[:, 0], wanted[0][2])
+    bad_duration = ~not_modelled & ~(np.isfinite(duration) & (duration > 0))
+    bad_call = ~not_modelled & ~bad_duration & (call_reason != "")
+    lines = np.asarray(lines, dtype=np.int64)
+    op_types = column("op_type")
+    for mask, reason in ((not_modelled, _NOT_MODELLED), (bad_duration, _BAD_DURATION), (bad_call, None)):
+        rows = np.flatnonzero(mask)
+        if not len(rows):
             continue
-        acc.skip(shared["source"], lines[i], c.op_type, reason)
-    idx = np.flatnonzero(keep)
+        texts = call_reason[rows] if reason is None else _same(len(rows), reason)
+        found, at_row, counts = np.unique(texts, return_index=True, return_counts=True)
+        for text, i, count in zip(found, at_row, counts):
+            acc.skip(shared["source"], int(lines[rows[i]]), str(op_types[rows[i]]).strip(), text, int(count))
+    idx = np.flatnonzero(~(not_modelled | bad_duration | bad_call))
     if not len(idx):
         return
 
     def kept(name):
-        return np.asarray(fields[at[name]], dtype=object)[idx]
+        return column(name)[idx]
 
-    out = {"source": np.full(len(idx), shared["source"], dtype=object),
-           "line": np.asarray(lines, dtype=np.int64)[idx],
-           "format": np.full(len(idx), shared["format"], dtype=object),
-           "generation": np.full(len(idx), shared["generation"], dtype=object),
-           "op_name": acc.text(kept("op_name")) if "op_name" in at else np.full(len(idx), "", dtype=object),
-           "task_type": acc.text(kept("task_type")) if "task_type" in at else np.full(len(idx), "", dtype=object),
-           "call": np.array([calls[i].id for i in idx], dtype=np.int64),
-           "duration_us": duration[idx]}
+    out = {"source": _same(len(idx), shared["source"]),
+           "line": lines[idx],
+           "format": _same(len(idx), shared["format"]), "generation": _same(len(idx), shared["generation"]),
+           "op_name": acc.text(kept("op_name")), "task_type": acc.text(kept("task_type")),
+           "call": call_ids[idx], "duration_us": duration[idx]}
     for name in ("block_dim", "mix_block_dim"):
         v = _number_array(kept(name), 1.0) if name in at else np.full(len(idx), np.nan)
         v[~(np.isfinite(v) & (v >= 1) & (v == np.floor(v)))] = np.nan     # a launch is a positive core count
