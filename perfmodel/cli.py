@@ -1,7 +1,7 @@
 """The `npusim` command: sweep, compare, calibrate, plot, list.
 
     npusim sweep                                  # default sweep -> npusim-out/sweep.csv + figures
-    npusim sweep --ops npu_quant_matmul --products atlas-a2 ascend-950pr --tokens 1:8192 --dtypes bf16
+    npusim sweep --ops npu_quant_matmul --products atlas-a2 atlas-a3 --tokens 1:8192 --dtypes bf16
     npusim sweep --config my_sweep.toml --out out/
     npusim compare                                # the packaged published set (perfmodel/data/)
     npusim compare --profiles PROF_DIR/ --product atlas-a2

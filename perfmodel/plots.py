@@ -98,15 +98,18 @@ def _dtype_groups(df: pd.DataFrame):
         yield "", df
 
 
-def _what(r) -> str:
-    """'npu_quant_matmul int8→bfloat16 pertoken' for a sweep row (in/out dtypes and epilogue when known)."""
-    text = str(r["op"])
-    io = [str(r.get(c, "")) for c in ("in_dtype", "out_dtype")]
-    if all(io):
-        text += f" {io[0]}→{io[1]}"
-    if str(r.get("epilogue", "")) not in ("", "nan"):
-        text += f" {r['epilogue']}"
-    return text
+def _what(rows) -> str:
+    """'npu_quant_matmul int8→bfloat16 pertoken' for sweep rows of one operator (a row or a frame): the input and
+    output dtypes (every one present, 'bfloat16/float16') and the epilogue, when the rows say."""
+    rows = rows.to_frame().T if isinstance(rows, pd.Series) else rows
+
+    def values(col):
+        return "/".join(sorted({str(v) for v in rows[col] if str(v) not in ("", "nan")})) if col in rows else ""
+
+    text, ins, outs, epilogue = values("op"), values("in_dtype"), values("out_dtype"), values("epilogue")
+    if ins and outs:
+        text += f" {ins}→{outs}"
+    return f"{text} {epilogue}" if epilogue else text
 
 
 def roofs(soc) -> dict:
@@ -167,7 +170,7 @@ def plot_latency_vs_tokens(sweep: pd.DataFrame, outdir) -> list[str]:
         handles = []
         for i, (_, line) in enumerate(g.groupby(keys, sort=True, dropna=False)):
             line = line.sort_values("tokens").drop_duplicates("tokens")
-            label = _what(line.iloc[0]) + "".join(f" {c}={line[c].iloc[0]:.0f}" for c in vary
+            label = _what(line) + "".join(f" {c}={line[c].iloc[0]:.0f}" for c in vary
                                                   if pd.notna(line[c].iloc[0]))
             h, = ax.plot(line["tokens"], line["latency_us"], marker=_MARKERS[i % len(_MARKERS)], color=_color(i),
                          label=label, lw=1.6, ms=4)
@@ -175,7 +178,7 @@ def plot_latency_vs_tokens(sweep: pd.DataFrame, outdir) -> list[str]:
             for t, lat, text in _regimes(line):
                 ax.plot([t], [lat], "o", ms=11, mfc="none", mec=_color(i), mew=1.3)
                 ax.annotate(text, (t, lat), xytext=(7, 5), textcoords="offset points", fontsize=6.5,
-                            color=_color(i))
+                            color=_color(i), bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
         if any(len(_regimes(line)) for _, line in g.groupby(keys, sort=True, dropna=False)):
             handles.append(Line2D([], [], ls="none", marker="o", ms=9, mfc="none", mec="k",
                                   label="regime change: tiling key, or more cores"))
@@ -235,7 +238,7 @@ def plot_roofline(sweep: pd.DataFrame, outdir) -> list[str]:
         pts = g[good]
         for i, (_, sel) in enumerate(pts.groupby(["op", *[c for c in ("epilogue",) if c in pts]], sort=True)):
             handles.append(ax.scatter(ai[sel.index], perf[sel.index] / 1e12, color=_color(i), s=22, zorder=3,
-                                      marker=_MARKERS[i % len(_MARKERS)], label=_what(sel.iloc[0])))
+                                      marker=_MARKERS[i % len(_MARKERS)], label=_what(sel)))
         dts = sorted({d for d in pts["dtype"] if d}) if "dtype" in pts else []
         title = f"Roofline — {_soc_text(product, g)}" + (f", model dtypes {'/'.join(dts)}" if dts else "")
         ax.set_xlabel("arithmetic intensity (ops / byte moved to and from HBM)")
@@ -290,7 +293,7 @@ def plot_pipe_bars(sweep: pd.DataFrame, outdir, tokens: int | None = None) -> li
             fig.suptitle(f"Predicted pipe busy time per operator — {_soc_text(product, g)}, {t} tokens"
                          + (f", model dtype {dtype}" if dtype else "") + "\npipes run concurrently: bars are busy "
                          "times side by side, solid line = latency, dotted = head (launch + pipe heads), "
-                         "hatched = bound pipe", fontsize=9)
+                         "hatched = bound pipe ('bound memory': the chip's HBM/L2 bandwidth)", fontsize=9)
             fig.tight_layout()
             paths += save(fig, Path(outdir) / f"pipes_{product}{'_' + dtype if dtype else ''}")
     return paths
@@ -399,5 +402,5 @@ def plot_pipe_compare(joined: pd.DataFrame, stem, max_rows: int = 12, title: str
             ax.legend(fontsize=8)
     fig.suptitle(title or "Per-pipe busy time, measured (profiler) vs predicted; no blue bar = not reported",
                  fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))      # room for the suptitle
     return save(fig, stem)
