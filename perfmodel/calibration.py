@@ -62,6 +62,8 @@ class Calibration:
         file and the key."""
         try:
             d = json.loads(Path(path).read_text())
+        except OSError as exc:
+            raise ValueError(f"calibration {path}: cannot be read ({exc.strerror or exc})") from None
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise ValueError(f"calibration {path}: not valid JSON ({exc})") from None
         return cls(params=_checked_params(d, path), source=str(d.get("source", str(path))), report=d.get("report", []))

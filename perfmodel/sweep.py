@@ -33,6 +33,7 @@ import sys
 import time
 import tomllib
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -266,8 +267,9 @@ _CONFIG_KEYS = AXES + ("calibration", "op")
 
 
 def load_config(path) -> dict:
-    """Read and validate a sweep TOML file: top-level axes (AXES), calibration (a path), and optional
-    [op.<name>] tables overriding axes for one operator. Raises ValueError naming the file and the key."""
+    """Read and validate a sweep TOML file: top-level axes (AXES), calibration (a path, relative to the config
+    file), and optional [op.<name>] tables overriding axes for one operator. Raises ValueError naming the file
+    and the key."""
     try:
         with open(path, "rb") as fh:
             cfg = tomllib.load(fh)
@@ -285,7 +287,10 @@ def load_config(path) -> dict:
     if "calibration" in cfg:
         if not isinstance(cfg["calibration"], str):
             raise ValueError(f"{path}: calibration must be a path (string), got {cfg['calibration']!r}"[:300])
-        out["calibration"] = cfg["calibration"]
+        cal = Path(path).parent / cfg["calibration"]         # relative to the config file
+        if not cal.is_file():
+            raise ValueError(f"{path}: calibration: {cal}: no such file")
+        out["calibration"] = str(cal)
     return out
 
 

@@ -111,6 +111,24 @@ def test_dtype_alias_and_config_mistakes(tmp_path, capsys):
             assert name in err, (text, err)
 
 
+def test_config_calibration_path_is_relative_to_the_config(tmp_path, capsys, monkeypatch):
+    d = tmp_path / "cfg"
+    d.mkdir()
+    (d / "cal.json").write_text(json.dumps({"params": {"a2a3": {"launch_us": 30.0}}}))
+    (d / "s.toml").write_text('ops = ["add"]\nproducts = ["atlas-a2"]\ntokens = [1]\ndtypes = ["fp16"]\n'
+                              'calibration = "cal.json"\n')
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = run(capsys, "sweep", "--config", d / "s.toml", "--no-plots", "--out", tmp_path / "a")
+    slow = pd.read_csv(tmp_path / "a" / "sweep.csv")["latency_us"][0]
+    rc2, _, _ = run(capsys, "sweep", "--ops", "add", "--products", "atlas-a2", "--tokens", "1", "--dtypes", "fp16",
+                    "--no-plots", "--out", tmp_path / "b")
+    assert rc == rc2 == 0, err
+    assert slow > pd.read_csv(tmp_path / "b" / "sweep.csv")["latency_us"][0] + 20    # the 30 µs launch floor applied
+    (d / "s.toml").write_text('calibration = "missing.json"\n')
+    rc, _, err = run(capsys, "sweep", "--config", d / "s.toml", "--no-plots", "--out", tmp_path)
+    assert rc == 2 and "missing.json" in err and "s.toml" in err
+
+
 # -- calibration files (issue 15 class 3) --------------------------------------------------------------
 
 def _shipped() -> dict:
