@@ -3,7 +3,7 @@
     npusim sweep                                  # default sweep -> npusim-out/sweep.csv + figures
     npusim sweep --ops npu_quant_matmul --products atlas-a2 atlas-a3 --tokens 1:8192 --dtypes bf16
     npusim sweep --config my_sweep.toml --out out/
-    npusim compare                                # the packaged published set (perfmodel/data/)
+    npusim compare                                # the packaged calibration set (perfmodel/data/)
     npusim compare --profiles PROF_DIR/ --product atlas-a2
     npusim calibrate --profiles op_summary_0.csv --product atlas-a2 --output cal.json
     npusim plot --sweep npusim-out/sweep.csv --kind roofline
@@ -159,11 +159,15 @@ def _measured(a) -> pd.DataFrame:
     elif a.product:
         raise UsageError("--product applies to --profiles only (the published set names its products)")
     if a.published is not None or not a.profiles:
-        path = a.published if a.published is not None else cmp.default_published_path()
-        if not Path(path).is_file():
-            raise UsageError(f"--published: {path}: no such file")
-        m = cmp.read_published(path)
-        print(f"published set {path}: {len(m)} usable rows")
+        if a.published is None:
+            m = cmp.calibration_set()
+            print(f"packaged calibration set (measured_timings.csv + published_timings.csv in "
+                  f"{cmp.default_published_path().parent}): {len(m)} usable rows")
+        elif Path(a.published).is_file():
+            m = cmp.read_published(a.published)
+            print(f"published set {a.published}: {len(m)} usable rows")
+        else:
+            raise UsageError(f"--published: {a.published}: no such file")
         if m.attrs.get("skipped"):
             print("unusable rows (count, reason):")
             print(skipped_summary(m))
@@ -231,7 +235,8 @@ def cmd_calibrate(a) -> int:
     params = a.params or list(calibration.PARAMS)
     for name in params:
         if name not in calibration.PARAMS:
-            raise UsageError(f"--params: unknown calibration parameter {name!r}; known: {', '.join(calibration.PARAMS)}")
+            raise UsageError(f"--params: unknown calibration parameter {name!r}; "
+                             f"known: {', '.join(calibration.PARAMS)}")
     # start from (and stay near) the shipped calibration: the least-squares steps only ever lower the
     # fit's cost, so the result fits these rows at least as well as the shipped constants do
     cal = calibration.fit(fit_rows, product=a.fit_product, params=params, base=calibration.default_calibration())
@@ -301,8 +306,8 @@ def cmd_list(a) -> int:
 
 def _add_measured_args(p):
     p.add_argument("--published", metavar="CSV",
-                   help="published timings CSV (default when no --profiles: the packaged set, "
-                        "perfmodel/data/published_timings.csv)")
+                   help="published timings CSV (default when no --profiles: the packaged calibration set, "
+                        "perfmodel/data/measured_timings.csv and published_timings.csv)")
     p.add_argument("--profiles", nargs="+", metavar="PATH",
                    help="msprof op_summary_*.csv / torch_npu kernel_details.csv files, or directories holding them")
     p.add_argument("--product", metavar="P",
@@ -331,12 +336,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "runs the operator; `npusim list`)")
     s.add_argument("--tokens", nargs="+", type=_sizes, metavar="T",
                    help="token counts: '1 16 256', '1,16,256' or '1:4096' (powers of two; default 1:16384)")
-    s.add_argument("--hidden", nargs="+", type=_sizes, metavar="H", help=f"hidden size / K (default {sweep.DEFAULT_HIDDEN})")
+    s.add_argument("--hidden", nargs="+", type=_sizes, metavar="H",
+                   help=f"hidden size / K (default {sweep.DEFAULT_HIDDEN})")
     s.add_argument("--dtypes", nargs="+", metavar="D", help=f"model dtypes: {', '.join(sweep.DTYPES)} (bf16, fp16, "
                    f"fp32 too; default {' '.join(sweep.DEFAULT_DTYPES)} where the operator supports them)")
     s.add_argument("--n", nargs="+", type=_sizes, metavar="N", help=f"matmul N (default {sweep.DEFAULT_N})")
-    s.add_argument("--topk", nargs="+", type=_sizes, metavar="K", help=f"MoE experts per token (default {sweep.DEFAULT_TOPK})")
-    s.add_argument("--epilogues", nargs="+", metavar="E", help=f"npu_quant_matmul epilogues: {', '.join(sweep.EPILOGUES)} "
+    s.add_argument("--topk", nargs="+", type=_sizes, metavar="K",
+                   help=f"MoE experts per token (default {sweep.DEFAULT_TOPK})")
+    s.add_argument("--epilogues", nargs="+", metavar="E",
+                   help=f"npu_quant_matmul epilogues: {', '.join(sweep.EPILOGUES)} "
                    "(default: both, where supported)")
     s.add_argument("--calibration", metavar="JSON", help="calibration written by `npusim calibrate`")
     s.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
@@ -348,15 +356,18 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="predictions vs measured timings: MAPE table, worst launches, figures",
                        description="Predict every measured row (profiles, or the published set) and compare: MAPE "
                        "per operator and product, the worst launches, <out>/compare.csv (one row per distinct "
-                       "launch) and compare_summary.csv, and figures.")
+                       "launch) and compare_summary.csv, and figures. With no --profiles or --published: the "
+                       "packaged calibration set.")
     _add_measured_args(c)
-    c.add_argument("--worst", type=_positive, default=5, metavar="K", help="how many worst launches to list (default 5)")
+    c.add_argument("--worst", type=_positive, default=5, metavar="K",
+                   help="how many worst launches to list (default 5)")
     c.add_argument("--no-plots", action="store_true", help="tables and CSVs only")
     c.set_defaults(func=cmd_compare)
 
     k = sub.add_parser("calibrate", help="fit the model's constants to measured rows; write the calibration JSON",
-                       description="Fit the model's calibration parameters to measured rows (profiles, or the "
-                       "published set) by least squares, write the calibration JSON and print MAPE before and after.")
+                       description="Fit the model's calibration parameters to measured rows (profiles, a published "
+                       "set, or the packaged calibration set) by least squares, write the calibration JSON and print "
+                       "MAPE before and after.")
     _add_measured_args(k)
     k.add_argument("--output", metavar="JSON", help="calibration file (default <out>/calibration.json)")
     k.add_argument("--fit-product", metavar="P", help="fit only the rows of this product")

@@ -208,7 +208,8 @@ def plot_roofline(sweep: pd.DataFrame, outdir) -> list[str]:
             continue
         socs = sorted({s for s in g["soc"] if _known_product(s)}) if "soc" in g else []
         r = roofs(socs[0] if socs else product)
-        ceilings = [("cube_int8", "cube int8", "-"), ("cube_fp16", "cube fp16", "--"), ("vector_fp16", "vector fp16", ":")]
+        ceilings = [("cube_int8", "cube int8", "-"), ("cube_fp16", "cube fp16", "--"),
+                    ("vector_fp16", "vector fp16", ":")]
         knees = [r[k] / r["mem_Bps"] for k, _, _ in ceilings]
         lo = min(float(ai[good].min()), min(knees)) / 3
         hi = max(float(ai[good].max()), max(knees)) * 3

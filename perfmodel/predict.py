@@ -17,9 +17,8 @@ ALL_PRODUCTS = list(PRODUCTS)
 # Products per operator: the ones each npusim operator registers with its planner (from the seeds),
 # in the product registry's order; the generic kernels run everywhere.
 SUPPORTED = {op: [p for p in ALL_PRODUCTS if p in PRODUCTS_OF[op]] for op in PLANNERS}
-SUPPORTED.update({"add": ALL_PRODUCTS, "matmul": ALL_PRODUCTS})
+SUPPORTED.update({op: ALL_PRODUCTS for op in (*ops.ELEMENTWISE, "matmul")})
 OPERATORS = list(SUPPORTED)
-_TENSOR_ARGS = {"add": ("x", "y"), "matmul": ("a", "b")}
 
 
 def did_you_mean(name, choices) -> str:
@@ -111,19 +110,31 @@ def _resolve(op: str, product):
     return soc, hardware(soc)
 
 
-def _work(op, soc, hw, args):
+L2_STATES = ("cold", "warm")
+
+
+def _work(op, soc, hw, args, l2="cold"):
+    if l2 not in L2_STATES:
+        raise ValueError(f"perfmodel: l2 must be one of {L2_STATES}, got {l2!r}")
     args = _specs(args)
     if op == "add":
-        return ops.add_work(hw, **args)
-    if op == "matmul":
-        return ops.matmul_work(hw, **args)
-    return ops.PLAN_BUILDERS[op](_plan(op, soc, args), hw)
+        work = ops.add_work(hw, **args)
+    elif op in ops.ELEMENTWISE:
+        work = ops.elementwise_work(hw, op, **args)
+    elif op == "matmul":
+        work = ops.matmul_work(hw, **args)
+    else:
+        work = ops.PLAN_BUILDERS[op](_plan(op, soc, args), hw)
+    if l2 == "warm":
+        for w in (work, *work.extra):       # inputs already in L2 (as far as they fit) are read from it
+            w.hbm_read_fraction *= max(0.0, 1.0 - hw.soc.l2_bytes / w.bytes_read) if w.bytes_read else 0.0
+    return work
 
 
-def build_work(op: str, product: str = "atlas-a2", **args):
+def build_work(op: str, product: str = "atlas-a2", *, l2: str = "cold", **args):
     """The uncalibrated Work of one launch and the product id (used by predict and the calibration fit)."""
     soc, hw = _resolve(op, product)
-    return _work(op, soc, hw, args), soc.product
+    return _work(op, soc, hw, args, l2), soc.product
 
 
 def _params(calibration, family):
@@ -134,22 +145,24 @@ def _params(calibration, family):
     return (calibration or default_calibration()).params_for(family)
 
 
-def predict(op: str, product: str = "atlas-a2", *, calibration=None, **args) -> Prediction:
+def predict(op: str, product: str = "atlas-a2", *, calibration=None, l2: str = "cold", **args) -> Prediction:
     """Predicted latency of one launch of `op` on `product`.
 
     op: an emulator function name ("npu_dynamic_quant", ...) or a generic kernel ("add": x, y;
     "matmul": a [M,K], b [K,N] fp16/bf16, output fp16). args: the emulator's own arguments, tensors
     as TensorSpec or arrays (only shape and dtype are read). product: product id or SoC name.
     calibration: a perfmodel.calibration.Calibration (default: the shipped one).
+    l2: 'cold' (inputs come from HBM, as after an L2 flush: the profilers' benchmark setting) or 'warm'
+    (inputs already in L2 as far as they fit, e.g. written by the kernel before).
     Generic kernels take options: add(block_dim, tile_bytes=32768, double_buffer=True, l2_bypass=False,
     bank_conflict_free=False); matmul(block_dim, tiling='best'|'naive').
     """
     soc, hw = _resolve(op, product)
-    work = _work(op, soc, hw, args)
+    work = _work(op, soc, hw, args, l2)
     return combine(work, _params(calibration, hw.family), op, soc.product)
 
 
-def predict_many(op: str, product: str = "atlas-a2", args_list=(), *, calibration=None,
+def predict_many(op: str, product: str = "atlas-a2", args_list=(), *, calibration=None, l2: str = "cold",
                  errors: str = "raise") -> list:
     """predict(op, product, calibration=calibration, **args) for every dict in `args_list`, sharing
     everything shape-independent (SoC data, DMA curves, calibration) and costing all launches in
@@ -170,7 +183,7 @@ def predict_many(op: str, product: str = "atlas-a2", args_list=(), *, calibratio
     try:
         for args in args_list:
             try:
-                works.append(_work(op, soc, hw, args))
+                works.append(_work(op, soc, hw, args, l2))
                 out.append(None)
             except Exception as exc:     # noqa: BLE001 -- recorded per point when asked to
                 if errors == "raise":

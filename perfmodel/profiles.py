@@ -56,6 +56,10 @@ OP_TYPES = {
     "moeinitroutingquant": "moe_init_routing_quant",
     # generic operators the model also costs (calibration anchors)
     "add": "add",
+    "maximum": "maximum",
+    "sqrt": "sqrt",
+    "sigmoid": "sigmoid",
+    "gelu": "gelu",
     "matmul": "matmul",
     "matmulv2": "matmul",
     "matmulv3": "matmul",
@@ -564,10 +568,12 @@ def to_predict_args(row) -> dict:
                 active = min(n, outs[0][0][0] // k)
             return {"x": _spec(xs, xd), "row_idx": _spec(rs, rd), "expert_idx": _spec(es, ed),
                     "active_num": int(active), "scale": 1.0, "offset": 0.0}
-        if op == "add":
+        if op in ("add", "maximum"):
             if len(specs) < 2:
                 raise ValueError("needs x, y")
             return {"x": _spec(*specs[0]), "y": _spec(*specs[1])}
+        if op in ("sqrt", "sigmoid", "gelu"):
+            return {"x": _spec(*specs[0])}
         if op == "matmul":
             if len(specs) < 2 or not outs or len(outs[0][0]) != 2:
                 raise ValueError("needs a, b and a 2-D output")

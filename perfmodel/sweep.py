@@ -13,9 +13,10 @@ floating dtype `dtype`; `build_args` turns it into the operator's `perfmodel.pre
   epilogues: 'pertoken' (the W8A8 dynamic-quant path: float32 per-channel scale [n] times the
   per-token scale [tokens] that npu_dynamic_quant produced, vector epilogue) or 'fixpipe' (static
   W8A8: int64 per-channel scale from npu_trans_quant_param, dequantized in the cube's fixpipe; fp16
-  output only).
+  output on A2/A3, fp16 or bf16 on Ascend 950).
 * moe_init_routing_quant: x [tokens, hidden], top-`topk` routing, active_num = tokens -> int8.
-* add: x + y, [tokens, hidden]; matmul: a [tokens, hidden] @ b [hidden, n].
+* elementwise add, maximum (x, y), sqrt, sigmoid, gelu (x): [tokens, hidden]; matmul: a [tokens, hidden] @
+  b [hidden, n].
 
 `n` applies to the matmuls only and `topk` to MoE routing, `epilogue` to npu_quant_matmul: other
 rows leave them blank. By default every product that runs an operator is swept in bfloat16 and
@@ -39,6 +40,7 @@ import pandas as pd
 
 from npusim.formats import as_dtype, dtype_name
 from npusim.plan import TensorSpec
+from perfmodel.ops import ELEMENTWISE
 from perfmodel.predict import check_operator, check_product, did_you_mean, supported_products
 from perfmodel.rows import ROW_COLUMNS, load_calibration, predict_rows
 
@@ -46,10 +48,10 @@ __all__ = ["OPERATORS", "EXTRA_OPERATORS", "DEFAULT_TOKENS", "DEFAULT_DTYPES", "
            "Point", "build_args", "io_dtypes", "grid", "supported_dtypes", "load_config", "run_sweep",
            "SWEEP_COLUMNS", "Progress"]
 
-# The five operators of the project (the default sweep); 'add' and 'matmul' are available on request.
+# The five operators of the project (the default sweep); the generic kernels are available on request.
 OPERATORS = ("npu_dynamic_quant", "npu_dynamic_quant_asymmetric", "indexer_compress_epilog",
              "fake_quantize_per_channel_affine_cachemask", "npu_quant_matmul", "moe_init_routing_quant")
-EXTRA_OPERATORS = ("add", "matmul")
+EXTRA_OPERATORS = (*ELEMENTWISE, "matmul")
 DEFAULT_TOKENS = tuple(2 ** i for i in range(15))        # 1, 2, 4, ..., 16384
 DEFAULT_HIDDEN = 7168          # DeepSeek-V3 model width
 DEFAULT_N = 4096
@@ -57,7 +59,8 @@ DEFAULT_TOPK = 8
 DTYPES = ("bfloat16", "float16", "float32")            # model dtypes a sweep may ask for
 DEFAULT_DTYPES = ("bfloat16", "float16")
 EPILOGUES = {"pertoken": "float32 per-channel scale x per-token scale, vector epilogue (W8A8 dynamic)",
-             "fixpipe": "int64 per-channel scale dequantized in the fixpipe (static W8A8, float16 output)"}
+             "fixpipe": "int64 per-channel scale dequantized in the fixpipe (static W8A8; fp16 output, also bf16 "
+                        "on 950)"}
 INDEXER_D = 4096               # indexer_compress_epilog: d fixed to 4096 (seed 001 constraints)
 MAX_DIM = 2 ** 31 - 1          # sizes beyond int32 are not LLM shapes (and overflow the vendor tiling data)
 _MATMULS = ("npu_quant_matmul", "matmul")
@@ -106,8 +109,9 @@ def build_args(p: Point) -> dict:
         k = DEFAULT_TOPK if p.topk is None else p.topk
         return {"x": TensorSpec((t, h), dt), "row_idx": TensorSpec((t, k), "int32"),
                 "expert_idx": TensorSpec((t, k), "int32"), "active_num": t, "scale": 1.0, "offset": 0.0}
-    if p.op == "add":
-        return {"x": TensorSpec((t, h), dt), "y": TensorSpec((t, h), dt)}
+    if p.op in ELEMENTWISE:             # add, maximum (x, y); sqrt, sigmoid, gelu (x)
+        xs = {"x": TensorSpec((t, h), dt)}
+        return {**xs, "y": TensorSpec((t, h), dt)} if ELEMENTWISE[p.op][0] == 2 else xs
     if p.op == "matmul":
         return {"a": TensorSpec((t, h), dt), "b": TensorSpec((h, n), dt)}
     raise ValueError(f"unknown operator {p.op!r}; known: {', '.join(OPERATORS + EXTRA_OPERATORS)}")

@@ -99,7 +99,8 @@ def run_compare(profile: Path, out: Path) -> tuple[float, float, int]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    ap.add_argument("--keep", metavar="DIR", help="write the profiles and outputs here (default: a temporary directory)")
+    ap.add_argument("--keep", metavar="DIR",
+                    help="write the profiles and outputs here (default: a temporary directory)")
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(a.keep or tmp)
@@ -111,7 +112,8 @@ def main(argv=None) -> int:
             n = write_profile(prof, n)
             write_s = time.perf_counter() - t0
             wall, rss, rc = run_compare(prof, base / f"out_{n}")
-            print(f"{n:9d} {prof.stat().st_size / 1e6:7.1f} {write_s:8.1f} {wall:10.1f} {rss:12.0f} {rc:3d}", flush=True)
+            print(f"{n:9d} {prof.stat().st_size / 1e6:7.1f} {write_s:8.1f} {wall:10.1f} {rss:12.0f} {rc:3d}",
+                  flush=True)
     return 0
 
 

@@ -18,7 +18,8 @@ from perfmodel import calibration, cli, sweep
 from perfmodel.calibration import BOUNDS, FAMILIES, Calibration
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, currently_in_test_context, event, given, settings, strategies as st  # noqa: E402,E501
+from hypothesis import (HealthCheck, currently_in_test_context, event, given, settings,  # noqa: E402
+                        strategies as st)
 
 DATA = Path(__file__).parent / "data"
 
@@ -70,6 +71,15 @@ def test_argument_errors_exit_2_with_usage(argv, capsys):
         cli.main(argv)
     assert e.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_compare_with_no_arguments_uses_the_packaged_calibration_set(tmp_path, capsys, monkeypatch):
+    from perfmodel.published import calibration_set
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run(capsys, "compare", "--no-plots")
+    assert rc == 0, err
+    assert f"packaged calibration set" in out and f": {len(calibration_set())} usable rows" in out
+    assert len(pd.read_csv(tmp_path / "npusim-out" / "compare.csv")) > 10
 
 
 def test_token_ranges_are_powers_of_two():
@@ -204,7 +214,7 @@ def test_hostile_calibration_files_are_rejected_or_give_sane_predictions(doc, tm
         return
     for fam, values in cal.params.items():
         for name, v in values.items():
-            lo, hi = BOUNDS.get(name, (0.0, math.inf))
+            lo, hi = BOUNDS.get(name.partition("@")[0], (0.0, math.inf))
             assert math.isfinite(v) and lo <= v <= hi
     import perfmodel
     from perfmodel import TensorSpec
@@ -235,7 +245,8 @@ axis_values = st.one_of(
     st.integers(-3, 70), st.sampled_from([0, 2 ** 31 - 1, 2 ** 31, 2 ** 63 - 1, 1.5, float("nan"), True]),
     st.sampled_from(["npu_dynamic_quant", "add", "atlas-a2", "ascend-950pr", "atlas_a2", "bf16", "float16", "fp32",
                      "pertoken", "fixpipe", "int8", "", "1"]), st.text(max_size=5))
-axis = st.one_of(axis_values, st.lists(axis_values, max_size=3), st.lists(st.lists(axis_values, max_size=2), max_size=2),
+axis = st.one_of(axis_values, st.lists(axis_values, max_size=3),
+                 st.lists(st.lists(axis_values, max_size=2), max_size=2),
                  st.dictionaries(st.sampled_from(["a", "tokens"]), axis_values, max_size=2))
 keys = st.sampled_from(list(sweep.AXES) + ["opps", "calibration", "tokens", "tokens", "ops", "products"])
 

@@ -310,10 +310,10 @@ def test_fake_quant_aclnn_outputs_any_layout(c, out_kinds, out_dtype, seed):
 # ------------------------------------------------------------------ npu_quant_matmul / npu_trans_quant_param
 @st.composite
 def qm_case(draw):
-    product = draw(st.sampled_from(["atlas-a2", "atlas-a3", "atlas-inference"]))
+    product = draw(st.sampled_from(["atlas-a2", "atlas-a3", "atlas-inference", "ascend-950pr"]))
     inference = product == "atlas-inference"
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    int4 = not inference and draw(st.integers(0, 5)) == 0
+    int4 = product in ("atlas-a2", "atlas-a3") and draw(st.integers(0, 5)) == 0     # 950: int8 only
     out = "float16" if int4 else draw(st.sampled_from(["int8", "float16"] if inference
                                                       else ["int8", "float16", "bfloat16", "int32"]))
     m = draw(st.integers(1, 9))
@@ -808,7 +808,7 @@ BROKEN = [
     ("npu_quant_matmul", "scalar", dict(x1=np.int8(3)), INVALID, "'x1'"),
     ("npu_quant_matmul", "enum", dict(output_dtype="float64"), INVALID, "'output_dtype'"),
     ("npu_quant_matmul", "enum", dict(output_dtype=object()), INVALID, "'output_dtype'"),
-    ("npu_quant_matmul", "product", dict(product="ascend-950pr"), INVALID, "'product'"),
+    ("npu_quant_matmul", "product", dict(product="atlas-training"), INVALID, "'product'"),
     ("npu_quant_matmul", "shape", dict(x2=_X2[:31]), INVALID, "'x2'"),
     ("npu_quant_matmul", "empty", dict(x1=np.zeros((0, 32), np.int8)), INVALID, "'x1'"),
     ("npu_quant_matmul", "data", dict(scale=np.full(8, 1 << 50, np.int64)), INVALID, "'scale'"),
@@ -839,7 +839,7 @@ BROKEN = [
     ("indexer_compress_epilog", "list", dict(slot_mapping=_SLOTS.tolist()), INVALID, "'slot_mapping'"),
     ("indexer_compress_epilog", "list", dict(indexer_compress_cache=np.zeros((4, 4096)).tolist()), INVALID,
      "'indexer_compress_cache'"),
-    ("indexer_compress_epilog", "enum", dict(quant_mode=2), INVALID, "'quant_mode'"),
+    ("indexer_compress_epilog", "enum", dict(quant_mode=3), INVALID, "'quant_mode'"),
     ("indexer_compress_epilog", "enum", dict(mx_scale_rule="floor"), INVALID, "'mx_scale_rule'"),
     ("indexer_compress_epilog", "enum", dict(mx_scale_rule=["kernel"]), INVALID, "'mx_scale_rule'"),
     ("indexer_compress_epilog", "enum", dict(round_scale=1), INVALID, "'round_scale'"),
