@@ -149,7 +149,6 @@ def _measured(a) -> pd.DataFrame:
         if not a.product:
             raise UsageError("--product is required with --profiles: a profile does not say which chip it was "
                              f"taken on (products: {', '.join(PRODUCTS)}, or an SoC name; see `npusim list`)")
-        check_product(a.product)
         m = cmp.measured_from_profiles(_profile_paths(a.profiles), a.product)
         print(f"profiles: {len(m)} usable rows from {len(a.profiles)} path(s)")
         if m.attrs.get("skipped"):
@@ -232,14 +231,14 @@ def cmd_calibrate(a) -> int:
         raise NothingUsable("no rows left to fit")
     if a.fit_product:
         check_product(a.fit_product)
-    params = a.params or list(calibration.PARAMS)
-    for name in params:
+    params = a.params               # None: the parameters each family's rows can inform (calibration.FIT_PARAMS)
+    for name in params or ():
         if name not in calibration.PARAMS:
             raise UsageError(f"--params: unknown calibration parameter {name!r}; "
                              f"known: {', '.join(calibration.PARAMS)}")
-    # start from (and stay near) the shipped calibration: the least-squares steps only ever lower the
-    # fit's cost, so the result fits these rows at least as well as the shipped constants do
-    cal = calibration.fit(fit_rows, product=a.fit_product, params=params, base=calibration.default_calibration())
+    # start from (and stay near) the shipped calibration: a few rows then move only what they inform
+    cal = calibration.calibrate(fit_rows, product=a.fit_product, params=params,
+                                base=calibration.default_calibration())
     path = Path(a.output) if a.output else Path(a.out) / "calibration.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     cal.save(path)

@@ -87,6 +87,7 @@ def fake_model(monkeypatch):
     monkeypatch.setattr(sweep, "supported_products", lambda op: list(SUPPORTED))
     cal = types.ModuleType("perfmodel.calibration")
     cal.Calibration, cal.fit, cal.PARAMS = FakeCalibration, fake_fit, ("factor",)
+    cal.calibrate = lambda measured, path=None, product=None, params=None, **kw: fake_fit(measured, product)
     cal.default_calibration = lambda: None
     monkeypatch.setattr(perfmodel, "calibration", cal)
     sweep._runs.cache_clear()          # dtype support probes ran against the fake
