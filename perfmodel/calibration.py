@@ -61,12 +61,63 @@ class Calibration:
 
     @classmethod
     def load(cls, path) -> "Calibration":
-        d = json.loads(Path(path).read_text())
-        return cls(params=d.get("params", {}), source=d.get("source", str(path)), report=d.get("report", []))
+        """Read a calibration JSON (as `save` writes it), validated: an object with the keys 'params' (family ->
+        {parameter: number}), 'source' (text) and 'report' (list); known families and parameters only (a
+        parameter may be qualified by a kernel, 'launch_per_core_us@<kernel>'); every value a finite number in
+        the parameter's range (BOUNDS). Anything else raises ValueError naming the
+        file and the key."""
+        try:
+            d = json.loads(Path(path).read_text())
+        except OSError as exc:
+            raise ValueError(f"calibration {path}: cannot be read ({exc.strerror or exc})") from None
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise ValueError(f"calibration {path}: not valid JSON ({exc})") from None
+        return cls(params=_checked_params(d, path), source=str(d.get("source", str(path))), report=d.get("report", []))
 
     @classmethod
     def defaults(cls) -> "Calibration":
         return cls(params={f: dict(family_data(f)["calibration"]) for f in FAMILIES})
+
+
+def _checked_params(d, path) -> dict:
+    """The 'params' of a parsed calibration JSON, checked key by key (see Calibration.load)."""
+    def bad(key, rule):
+        raise ValueError(f"calibration {path}: {key}: {rule}")
+
+    if not isinstance(d, dict):
+        bad("top level", f"must be a JSON object with 'params', got {type(d).__name__}")
+    for k in d:
+        if k not in ("params", "source", "report"):
+            bad(repr(k), "unknown key; known: 'params', 'source', 'report'")
+    if not isinstance(d.get("source", ""), str):
+        bad("source", "must be text")
+    if not isinstance(d.get("report", []), list):
+        bad("report", "must be a list")
+    params = d.get("params", {})
+    if not isinstance(params, dict):
+        bad("params", f"must be an object {{family: {{parameter: value}}}}, got {type(params).__name__}")
+    out = {}
+    for fam, values in params.items():
+        if fam not in FAMILIES:
+            bad(f"params.{fam}", f"unknown kernel family; known: {', '.join(FAMILIES)}")
+        if not isinstance(values, dict):
+            bad(f"params.{fam}", f"must be an object {{parameter: value}}, got {type(values).__name__}")
+        out[fam] = {}
+        known = set(BOUNDS) | set(family_data(fam)["calibration"])
+        for name, v in values.items():
+            key = f"params.{fam}.{name}"
+            base, _, kernel = name.partition("@")       # 'launch_per_core_us@<kernel>': one kernel's own value
+            if base not in known or (_ and not kernel):
+                bad(key, f"unknown parameter; known: {', '.join(sorted(known))} (or <parameter>@<kernel>)")
+            lo, hi = BOUNDS.get(base, (0.0, math.inf))
+            try:
+                f = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
+            except OverflowError:       # an integer beyond the float range
+                f = math.nan
+            if not (math.isfinite(f) and lo <= f <= hi):
+                bad(key, f"must be a finite number in [{lo}, {hi}], got {v!r}"[:300])
+            out.setdefault(fam, {})[name] = f
+    return out
 
 
 @functools.lru_cache(maxsize=256)

@@ -1,11 +1,12 @@
 """predict(): operator name + product + the emulator's own arguments -> Prediction."""
 from __future__ import annotations
 
+import difflib
 import gc
 
 import npusim  # noqa: F401  (importing the package registers every planner)
 from npusim.plan import PLANNERS, PRODUCTS_OF, TensorSpec, spec_of
-from npusim.products import PRODUCTS, get_product
+from npusim.products import PRODUCTS, SOCS, get_product
 
 from perfmodel import ops
 from perfmodel.hw import hardware
@@ -20,11 +21,37 @@ SUPPORTED.update({op: ALL_PRODUCTS for op in (*ops.ELEMENTWISE, "matmul")})
 OPERATORS = list(SUPPORTED)
 
 
+def did_you_mean(name, choices) -> str:
+    """' did you mean 'x'?' for the closest of `choices` to `name` (ignoring case, '_' vs '-'), or ''."""
+    norm = {str(c).lower().replace("_", "-"): c for c in choices}
+    close = difflib.get_close_matches(str(name).strip().lower().replace("_", "-"), list(norm), n=1, cutoff=0.6)
+    return f" did you mean {norm[close[0]]!r}?" if close else ""
+
+
+def check_operator(op) -> str:
+    """`op` when perfmodel models it, else a ValueError naming it, the closest name and the choices
+    (TypeError when it is not a string)."""
+    if not isinstance(op, str):
+        raise TypeError(f"operator must be a name (str), got {type(op).__name__}")
+    if op not in SUPPORTED:
+        raise ValueError(f"unknown operator {op!r};{did_you_mean(op, OPERATORS)} operators: {', '.join(OPERATORS)}")
+    return op
+
+
+def check_product(name):
+    """The Soc of a product id or SoC name (as npusim.get_product), else a ValueError naming the value, the
+    closest name and the product ids (SoC names are accepted too: `npusim list` shows them)."""
+    try:
+        return get_product(name)            # (a TypeError for a non-string passes through)
+    except ValueError:
+        pass
+    raise ValueError(f"unknown product {name!r};{did_you_mean(name, list(PRODUCTS) + list(SOCS))} products: "
+                     f"{', '.join(PRODUCTS)} (or one of their SoC names, see `npusim list`)") from None
+
+
 def supported_products(op: str) -> list[str]:
     """Product ids on which `op` runs (and can be predicted)."""
-    if op not in SUPPORTED:
-        raise ValueError(f"perfmodel: unknown operator {op!r}; supported: {OPERATORS}")
-    return list(SUPPORTED[op])
+    return list(SUPPORTED[check_operator(op)])
 
 
 def _specs(args: dict) -> dict:
@@ -75,9 +102,8 @@ def _plan(op, soc, args):
 
 def _resolve(op: str, product):
     """(Soc, Hardware) of a supported op/product pair, else a clear ValueError."""
-    soc = get_product(product)
-    if op not in SUPPORTED:
-        raise ValueError(f"perfmodel: unknown operator {op!r}; supported: {OPERATORS}")
+    check_operator(op)
+    soc = check_product(product)
     if soc.product not in SUPPORTED[op]:
         raise ValueError(f"perfmodel: {op} does not run on {soc.product} ({soc.soc}); "
                          f"supported products: {SUPPORTED[op]}")
