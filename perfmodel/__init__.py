@@ -14,7 +14,8 @@ perfmodel.ops (cost builders per operator), perfmodel.calibration (fitted parame
 from npusim.plan import TensorSpec
 
 from perfmodel import calibration
-from perfmodel.calibration import Calibration, calibrate
+from perfmodel.calibration import Calibration
+from perfmodel.fitting import calibrate
 from perfmodel.model import Prediction
 from perfmodel.predict import OPERATORS, predict, predict_many, supported_products
 

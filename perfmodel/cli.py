@@ -213,7 +213,7 @@ def cmd_compare(a) -> int:
 
 def cmd_calibrate(a) -> int:
     measured = _measured(a)
-    from perfmodel import calibration
+    from perfmodel import calibration, fitting
     before_rows = cmp.compare(measured)
     if a.all_rows:
         fit_rows = measured[(before_rows["status"] == "ok").to_numpy()]
@@ -231,13 +231,13 @@ def cmd_calibrate(a) -> int:
         raise NothingUsable("no rows left to fit")
     if a.fit_product:
         check_product(a.fit_product)
-    params = a.params               # None: the parameters each family's rows can inform (calibration.FIT_PARAMS)
+    params = a.params               # None: the parameters each family's rows can inform (fitting.FIT_PARAMS)
     for name in params or ():
         if name not in calibration.PARAMS:
             raise UsageError(f"--params: unknown calibration parameter {name!r}; "
                              f"known: {', '.join(calibration.PARAMS)}")
     # start from (and stay near) the shipped calibration: a few rows then move only what they inform
-    cal = calibration.calibrate(fit_rows, product=a.fit_product, params=params,
+    cal = fitting.calibrate(fit_rows, product=a.fit_product, params=params,
                                 base=calibration.default_calibration())
     path = Path(a.output) if a.output else Path(a.out) / "calibration.json"
     path.parent.mkdir(parents=True, exist_ok=True)

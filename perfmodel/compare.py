@@ -4,7 +4,7 @@ perfmodel predictions; MAPE per operator and product; the worst rows.
 A measured row has: op, product, target (the product or SoC name given to predict: the exact SoC
 when the source names one), args (perfmodel.predict keyword arguments), measured_us, and when
 known block_dim (the launch that was measured), label (what was measured), config, source and
-pipe_<pipe>_us (measured per-pipe busy time). The same rows feed `perfmodel.calibration.fit`. The
+pipe_<pipe>_us (measured per-pipe busy time). The same rows feed `perfmodel.fitting.fit`. The
 published set is read by perfmodel.published.read_published: the one mapping of its rows to predict
 arguments, shared by `python -m perfmodel.fit_report`, `npusim calibrate` and `npusim compare`.
 """

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from perfmodel import calibration as cal_mod
+from perfmodel import fitting
 from perfmodel.published import calibration_set
 
 __all__ = ["evaluate", "summary", "main"]
@@ -29,14 +29,14 @@ FITTED = "measured"          # the trust level of rows the fit uses
 
 
 def _fit(rows, works, base=None):
-    return cal_mod.fit(rows, works=works, base=base)
+    return fitting.fit(rows, works=works, base=base)
 
 
 def evaluate(rows: pd.DataFrame | None = None, cv: bool = False):
     """(Calibration fitted on the trusted rows, per-row DataFrame with predicted_us, error_pct and, with cv,
     cv_group_pct and cv_family_pct)."""
     rows = calibration_set() if rows is None else rows
-    works = cal_mod.works_of(rows)
+    works = fitting.works_of(rows)
     trusted = (rows["trust"] == FITTED).to_numpy()
     t_rows = rows[trusted].reset_index(drop=True)
     t_works = [w for w, k in zip(works, trusted) if k]
@@ -45,7 +45,7 @@ def evaluate(rows: pd.DataFrame | None = None, cv: bool = False):
         if "soc_name" in rows else rows[["op", "label", "measured_us", "trust", "family", "source"]].copy()
     out.insert(1, "soc", [w.hw.soc.soc for w, *_ in works])
     out["group"] = out["op"] + " " + out["soc"]
-    out["predicted_us"] = cal_mod.predicted_us(cal, works)
+    out["predicted_us"] = fitting.predicted_us(cal, works)
     out["error_pct"] = 100 * (out["predicted_us"] - out["measured_us"]) / out["measured_us"]
     if cv:
         for col, key in (("cv_group_pct", out["group"].to_numpy()), ("cv_family_pct", out["family"].to_numpy())):
@@ -55,7 +55,7 @@ def evaluate(rows: pd.DataFrame | None = None, cv: bool = False):
                 sub = rows[keep].reset_index(drop=True)
                 cal_h = _fit(sub, [w for w, k in zip(works, keep) if k])
                 idx = np.flatnonzero(key == held)
-                pred[idx] = cal_mod.predicted_us(cal_h, [works[i] for i in idx])
+                pred[idx] = fitting.predicted_us(cal_h, [works[i] for i in idx])
             out[col] = 100 * (pred - out["measured_us"]) / out["measured_us"]
     return cal, out
 
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m perfmodel.fit_report",
                                  description="Fit the model to the packaged measurements and report its errors.")
     ap.add_argument("--cv", action="store_true", help="also print cross-validated errors (refits per held-out group)")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "data" / cal_mod.SHIPPED),
+    ap.add_argument("--out", default=str(Path(__file__).parent / "data" / fitting.SHIPPED),
                     help="where to write the fitted calibration (default: the shipped perfmodel/data/calibration.json)")
     ap.add_argument("--no-write", action="store_true", help="print only")
     a = ap.parse_args(argv)
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
         print()
         print(summary(rows).round(1).to_string())
     for fam in sorted(cal.params):
-        if cal_mod.FIT_PARAMS.get(fam):
+        if fitting.FIT_PARAMS.get(fam):
             print(fam, {k: round(v, 4) for k, v in cal.params[fam].items()})
     if not a.no_write:
         cal.source = ("perfmodel.fit_report: fit of the packaged calibration set (perfmodel/data/measured_timings.csv "

@@ -9,7 +9,8 @@ import pytest
 
 import perfmodel
 from perfmodel import TensorSpec as T
-from perfmodel.calibration import Calibration, fit, report
+from perfmodel.calibration import Calibration
+from perfmodel.fitting import fit, report
 from perfmodel.hw import hardware
 from perfmodel.model import Loop, Work, combine
 
@@ -312,8 +313,8 @@ def test_shipped_fit_on_the_calibration_set():
     # the fit in the report is the shipped one
     cal, per_row = evaluate()
     assert list(per_row["predicted_us"].round(6)) == list(
-        pd.Series(perfmodel.calibration.predicted_us(perfmodel.calibration.default_calibration(),
-                                                      perfmodel.calibration.works_of(calibration_set()))).round(6))
+        pd.Series(perfmodel.fitting.predicted_us(perfmodel.calibration.default_calibration(),
+                                                      perfmodel.fitting.works_of(calibration_set()))).round(6))
     assert set(summary(per_row).columns) >= {"rows", "in_sample_mape", "worst_pct"}
 
 

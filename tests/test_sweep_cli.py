@@ -86,10 +86,13 @@ def fake_model(monkeypatch):
     monkeypatch.setattr(rows, "Calibration", FakeCalibration)
     monkeypatch.setattr(sweep, "supported_products", lambda op: list(SUPPORTED))
     cal = types.ModuleType("perfmodel.calibration")
-    cal.Calibration, cal.fit, cal.PARAMS = FakeCalibration, fake_fit, ("factor",)
-    cal.calibrate = lambda measured, path=None, product=None, params=None, **kw: fake_fit(measured, product)
+    cal.Calibration, cal.PARAMS = FakeCalibration, ("factor",)
     cal.default_calibration = lambda: None
+    fitting = types.ModuleType("perfmodel.fitting")
+    fitting.fit = fake_fit
+    fitting.calibrate = lambda measured, path=None, product=None, params=None, **kw: fake_fit(measured, product)
     monkeypatch.setattr(perfmodel, "calibration", cal)
+    monkeypatch.setattr(perfmodel, "fitting", fitting)
     sweep._runs.cache_clear()          # dtype support probes ran against the fake
     yield
     sweep._runs.cache_clear()
