@@ -126,19 +126,23 @@ def compare(measured: pd.DataFrame, calibration=None) -> pd.DataFrame:
 
 
 def summarize(joined: pd.DataFrame) -> pd.DataFrame:
-    """Per operator and product over the predicted rows: n, MAPE (%), median and max APE (%),
+    """Per operator, product and trust (the packaged set's column; else 'measured') over the predicted rows:
+    n, MAPE (%), median and max APE (%),
     mean signed error (%), rows within 10% and 25%, and MAPE over the same-launch rows only."""
     ok = joined[joined["status"] == "ok"] if len(joined) else joined
+    # the packaged set says how far each row can be trusted (measured, doubtful, analogue): kept apart
+    trust = ok["trust"].fillna("measured") if "trust" in ok else pd.Series("measured", index=ok.index)
     rows = []
-    for (op, product), g in ok.groupby(["op", "product"], sort=True):
+    for (op, product, tr), g in ok.groupby([ok["op"], ok["product"], trust], sort=True):
         same = g[g["same_launch"]]
-        rows.append({"op": op, "product": product, "n": len(g), "mape_pct": g["ape_pct"].mean(),
+        rows.append({"op": op, "product": product, "trust": tr, "n": len(g), "mape_pct": g["ape_pct"].mean(),
                      "median_ape_pct": g["ape_pct"].median(), "max_ape_pct": g["ape_pct"].max(),
                      "bias_pct": g["error_pct"].mean(), "within_10pct": int((g["ape_pct"] <= 10).sum()),
                      "within_25pct": int((g["ape_pct"] <= 25).sum()), "n_same_launch": len(same),
                      "mape_same_launch_pct": same["ape_pct"].mean() if len(same) else math.nan})
-    return pd.DataFrame(rows, columns=["op", "product", "n", "mape_pct", "median_ape_pct", "max_ape_pct", "bias_pct",
-                                       "within_10pct", "within_25pct", "n_same_launch", "mape_same_launch_pct"])
+    return pd.DataFrame(rows, columns=["op", "product", "trust", "n", "mape_pct", "median_ape_pct", "max_ape_pct",
+                                       "bias_pct", "within_10pct", "within_25pct", "n_same_launch",
+                                       "mape_same_launch_pct"])
 
 
 def args_text(args) -> str:
@@ -155,7 +159,7 @@ def args_text(args) -> str:
     return " ".join(parts)
 
 
-LAUNCH_COLUMNS = ["op", "product", "soc", "label", "args", "block_dim", "predicted_block_dim", "rows",
+LAUNCH_COLUMNS = ["op", "product", "soc", "trust", "label", "args", "block_dim", "predicted_block_dim", "rows",
                   "measured_us", "measured_min_us", "measured_max_us", "predicted_us", "error_pct", "ape_pct",
                   "same_launch", "bound", "status", "reason"] + \
                  [f"{w}pipe_{p}_us" for p in PIPES for w in ("", "pred_")]
@@ -169,8 +173,9 @@ def by_launch(joined: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=LAUNCH_COLUMNS)
     measured_bd = pd.to_numeric(joined["block_dim"], errors="coerce").fillna(-1).rename("measured_block_dim")
     g = joined.groupby([joined["launch"], measured_bd], sort=False)
-    keep = [c for c in ("op", "product", "soc", "label", "args", "predicted_block_dim", "predicted_us", "same_launch",
-                        "bound", "status", "reason", *[f"pred_pipe_{p}_us" for p in PIPES]) if c in joined]
+    keep = [c for c in ("op", "product", "soc", "trust", "label", "args", "predicted_block_dim", "predicted_us",
+                        "same_launch", "bound", "status", "reason", *[f"pred_pipe_{p}_us" for p in PIPES])
+            if c in joined]
     meas = g["measured_us"]
     out = g[keep].first().assign(
         rows=g.size(), measured_us=meas.median(), measured_min_us=meas.min(), measured_max_us=meas.max(),
@@ -197,6 +202,6 @@ def worst(joined: pd.DataFrame, k: int = 5) -> pd.DataFrame:
     if not len(joined):
         return joined
     ok = joined[joined["status"] == "ok"]
-    cols = ["op", "product", "label", "rows", "measured_us", "predicted_us", "error_pct", "block_dim",
+    cols = ["op", "product", "trust", "label", "rows", "measured_us", "predicted_us", "error_pct", "block_dim",
             "predicted_block_dim", "bound"]
     return ok.nlargest(k, "ape_pct").reindex(columns=[c for c in cols if c in ok])

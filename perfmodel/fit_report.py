@@ -3,6 +3,7 @@
     python -m perfmodel.fit_report            # fit, per-row table, MAPE per group; writes calibration.json
     python -m perfmodel.fit_report --cv       # ... plus leave-one-group-out and shape-family hold-out errors
     python -m perfmodel.fit_report --no-write # print only
+    python -m perfmodel.fit_report --cv --figure out/validation   # ... and draw the validation figure
 
 The calibration set is perfmodel.published.calibration_set(): the measured set (msprof/profiler Task
 Durations of CANN kernels, with sources) and the published best-practice samples. Rows flagged as
@@ -20,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from perfmodel import fitting
+from perfmodel import fitting, plots
+from perfmodel.calibration import SHIPPED
 from perfmodel.published import calibration_set
 
 __all__ = ["evaluate", "summary", "main"]
@@ -78,9 +80,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m perfmodel.fit_report",
                                  description="Fit the model to the packaged measurements and report its errors.")
     ap.add_argument("--cv", action="store_true", help="also print cross-validated errors (refits per held-out group)")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "data" / fitting.SHIPPED),
+    ap.add_argument("--out", default=str(Path(__file__).parent / "data" / SHIPPED),
                     help="where to write the fitted calibration (default: the shipped perfmodel/data/calibration.json)")
     ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument("--figure", metavar="STEM", help="draw predicted vs measured (in-sample and, with --cv, "
+                    "cross-validated) to STEM.png/.svg and write the per-row table to STEM.csv")
     a = ap.parse_args(argv)
     cal, rows = evaluate(cv=a.cv)
     show = rows.copy()
@@ -96,6 +100,10 @@ def main(argv=None) -> int:
     for fam in sorted(cal.params):
         if fitting.FIT_PARAMS.get(fam):
             print(fam, {k: round(v, 4) for k, v in cal.params[fam].items()})
+    if a.figure:
+        wrote = plots.plot_validation(rows, a.figure)
+        rows.round(3).to_csv(Path(a.figure).with_suffix(".csv"), index=False)
+        print("wrote " + ", ".join(wrote + [str(Path(a.figure).with_suffix(".csv"))]))
     if not a.no_write:
         cal.source = ("perfmodel.fit_report: fit of the packaged calibration set (perfmodel/data/measured_timings.csv "
                       "and published_timings.csv, trusted rows)")

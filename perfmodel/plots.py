@@ -405,3 +405,47 @@ def plot_pipe_compare(joined: pd.DataFrame, stem, max_rows: int = 12, title: str
                  fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))      # room for the suptitle
     return save(fig, stem)
+
+
+# -- the model's validation --------------------------------------------------------------------------
+
+VALIDATION_PANELS = (("error_pct", "in-sample"), ("cv_group_pct", "operator × SoC held out"),
+                     ("cv_family_pct", "shape family held out"))
+
+
+def plot_validation(per_row: pd.DataFrame, stem, title: str = "perfmodel against the packaged measurements") \
+        -> list[str]:
+    """Predicted against measured latency, one panel per error column of a fit_report.evaluate table
+    (in-sample, and cross-validated when present): the prediction a panel shows is measured * (1 + error).
+    Colour = operator × SoC group; rows the fit does not use (doubtful, analogue) are grey crosses. The
+    panel title gives the MAPE over the fitted rows."""
+    panels = [(c, t) for c, t in VALIDATION_PANELS if c in per_row]
+    fig = Figure(figsize=(5.2 * len(panels), 5.6))
+    m = _num(per_row, "measured_us")
+    lo, hi = m.min() / 2, m.max() * 2
+    x = np.logspace(math.log10(lo), math.log10(hi), 50)
+    fitted = (per_row["trust"] == "measured").to_numpy()
+    groups = sorted(per_row.loc[fitted, "group"].unique())
+    for k, (col, name) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), k + 1)
+        ax.fill_between(x, x / 1.25, x * 1.25, color="0.9", label="±25%")
+        ax.fill_between(x, x / 1.10, x * 1.10, color="0.78", label="±10%")
+        ax.plot(x, x, "k-", lw=1, label="y = x")
+        pred = m * (1 + _num(per_row, col) / 100)
+        for i, g in enumerate(groups):
+            sel = fitted & (per_row["group"] == g).to_numpy()
+            ax.scatter(m[sel], pred[sel], s=22, color=_color(i), marker=_MARKERS[i % len(_MARKERS)], label=g,
+                       zorder=3)
+        if (~fitted).any():
+            ax.scatter(m[~fitted], pred[~fitted], s=22, color="0.45", marker="x", zorder=2,
+                       label="not fitted (doubtful / analogue)")
+        mape = float(np.mean(np.abs(_num(per_row, col)[fitted])))
+        _log_axes(ax, "measured latency (µs)", "predicted latency (µs)",
+                  f"{name}: MAPE {mape:.1f}% over {int(fitted.sum())} rows", legend_size=6,
+                  legend_loc="upper left")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        if k:
+            ax.get_legend().remove()
+    fig.suptitle(title, fontsize=11)
+    return save(fig, stem)

@@ -10,6 +10,7 @@ import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -371,6 +372,23 @@ def test_compare_and_fit_report_agree_on_the_calibration_set(capsys):
     # the published configuration reaches the model: 1-core and 48-core Add differ ~25x
     add = joined[(joined["op"] == "add") & joined["config"].str.contains("DataCopy")].set_index("config")["predicted_us"]
     assert add["1 AIV, 8 KB DataCopy"] / add["48 AIV, 8 KB DataCopy"] > 15
+
+
+def test_fit_report_figure_and_table(tmp_path, monkeypatch, capsys):
+    """fit_report --figure draws the validation figure and writes the per-row table it shows (here on a
+    small slice of the calibration set, without cross-validation, so that it stays quick)."""
+    from perfmodel import fit_report
+    from perfmodel.published import calibration_set
+    rows = calibration_set()
+    small = rows[rows["op"].isin(["add", "moe_init_routing_quant"])].reset_index(drop=True)
+    monkeypatch.setattr(fit_report, "calibration_set", lambda: small)
+    stem = tmp_path / "validation"
+    assert fit_report.main(["--no-write", "--figure", str(stem)]) == 0
+    assert nonempty(stem.with_suffix(".png")) and nonempty(stem.with_suffix(".svg"))
+    table = pd.read_csv(stem.with_suffix(".csv"))
+    assert len(table) == len(small) and set(table["trust"]) == {"measured", "doubtful", "analogue"}
+    err = 100 * (table["predicted_us"] - table["measured_us"]) / table["measured_us"]
+    assert np.allclose(err, table["error_pct"], atol=0.01)
 
 
 def test_published_config_mapping():
