@@ -74,6 +74,10 @@ static void* gemm_alloc(size_t n) {
 
 static inline int32_t gemm_ld32(const void* p) { int32_t v; memcpy(&v, p, 4); return v; }
 
+/* Bytes between packed panels of ngroups x width groups of 4 bytes: one spare cache line, so that the
+   panels (often 4 KiB or a multiple) do not all map to the same cache sets. */
+static inline size_t gemm_panel(int ngroups, int width) { return (size_t)ngroups * width * 4 + 64; }
+
 /* ------------------------------------------------------------------------------------------ C path */
 /* Portable fallback (the only path off x86-64): tasks of GC_MB rows x GC_NB columns, whole K. */
 #define GC_MB 32
@@ -132,8 +136,8 @@ typedef struct {
     int kc;          /* k block when M > mc (multiple of 4) */
     int kc_small;    /* k block when M <= mc */
     int mc;          /* rows of a packed a block */
-    int nc_small;    /* columns per task when M <= mc */
-    int nc_max;      /* at most this many columns per task otherwise */
+    int nc_small;    /* at most this many columns per task when M <= mc (long runs of each weight row) */
+    int nc_max;      /* at most this many columns per task otherwise (the packed block stays in L2) */
     int dot_max_m;   /* NK weights with M <= this use the dot kernel */
     int dot_ns;      /* weight rows per dot task unit */
     int dot_kalign;  /* the dot kernel's a rows are zero-padded to a multiple of this */
@@ -159,7 +163,7 @@ static void gemm_task(const gemm_path* P, const gemm_args* g, const int32_t* row
     const int K = g->K, kcb = m1 - m0 > P->mc ? P->kc : P->kc_small;
     for (int k0 = 0; k0 < K; k0 += kcb) {
         int kc = gemm_min(kcb, K - k0), ng = gemm_cdiv(kc, P->kg);
-        size_t apanel = (size_t)ng * P->mr * 4, bpanel = (size_t)ng * P->nr * 4;
+        size_t apanel = gemm_panel(ng, P->mr), bpanel = gemm_panel(ng, P->nr);
         int first = k0 == 0, last = k0 + kcb >= K;
         P->pack_b(g, k0, kc, n0, n1 - n0, bbuf);
         for (int ic = m0; ic < m1; ic += P->mc) {
@@ -176,7 +180,7 @@ static void gemm_task(const gemm_path* P, const gemm_args* g, const int32_t* row
 
 static int gemm_blocked(const gemm_path* P, const gemm_args* g, const int32_t* rowcorr) {
     const int M = g->M, N = g->N, T = gemm_parallel(g) ? gemm_threads() : 1;
-    int nct = M <= P->mc ? P->nc_small : gemm_min(gemm_cdiv(gemm_cdiv(N, T), P->nr) * P->nr, P->nc_max);
+    int nct = gemm_min(gemm_cdiv(gemm_cdiv(N, T), P->nr) * P->nr, M <= P->mc ? P->nc_small : P->nc_max);
     int tn = gemm_cdiv(N, nct), tm = 1, mct = M;
     if (tn < T && M > P->mr) {                               /* narrow N: split M as well */
         tm = gemm_min(gemm_cdiv(T, tn), gemm_cdiv(M, P->mr));
@@ -184,8 +188,8 @@ static int gemm_blocked(const gemm_path* P, const gemm_args* g, const int32_t* r
         tm = gemm_cdiv(M, mct);
     }
     size_t ng = (size_t)gemm_cdiv(mct > P->mc ? P->kc : P->kc_small, P->kg);
-    size_t asize = ng * 4 * (size_t)(gemm_cdiv(gemm_min(P->mc, mct), P->mr) * P->mr);
-    size_t bsize = ng * 4 * (size_t)(gemm_cdiv(nct, P->nr) * P->nr);
+    size_t asize = gemm_panel((int)ng, P->mr) * (size_t)gemm_cdiv(gemm_min(P->mc, mct), P->mr);
+    size_t bsize = gemm_panel((int)ng, P->nr) * (size_t)gemm_cdiv(nct, P->nr);
     int failed = 0;
 #pragma omp parallel if (gemm_parallel(g))
     {
@@ -265,7 +269,7 @@ AVX2_ATTR static void avx2_dot_prep(const gemm_args* g, int Kp, void* out) {
 AVX2_ATTR static void avx2_pack_a(const gemm_args* g, int i0, int rows, int k0, int kc, void* ap) {
     int np = gemm_cdiv(kc, 2);
     int32_t* d = ap;
-    for (int i = 0; i < rows; i += AVX2_MR, d += (size_t)np * AVX2_MR) {
+    for (int i = 0; i < rows; i += AVX2_MR, d += gemm_panel(np, AVX2_MR) / 4) {
         const int8_t* r[AVX2_MR];                           /* rows past the end repeat the last one */
         for (int t = 0; t < AVX2_MR; t++) r[t] = g->a + (ptrdiff_t)(i0 + gemm_min(i + t, rows - 1)) * g->lda + k0;
         int p = 0;
@@ -295,7 +299,7 @@ AVX2_ATTR static void avx2_pack_a(const gemm_args* g, int i0, int rows, int k0, 
 /* b panel layout: for each k pair p, NR int32 words (b[k, n] low half, b[k + 1, n] high half). */
 AVX2_ATTR static void avx2_pack_b(const gemm_args* g, int k0, int kc, int j0, int nc, void* bp) {
     int np = gemm_cdiv(kc, 2), jv = 0, pv = 0;             /* columns < jv and pairs < pv: packed by SIMD */
-    size_t panel = (size_t)np * AVX2_NR;                    /* int32 words per panel */
+    size_t panel = gemm_panel(np, AVX2_NR) / 4;             /* int32 words per panel */
     int32_t* d = bp;
     if (g->sbn == 1) {                                      /* [K, N] rows: two rows at a time, in order */
         jv = nc / 16 * 16, pv = np;
@@ -449,8 +453,8 @@ AVX2_ATTR static void avx2_dot(const gemm_args* g, const void* ap, ptrdiff_t Kp,
 }
 
 static const gemm_path GEMM_PATH_AVX2 = {
-    .kg = 2, .mr = AVX2_MR, .nr = AVX2_NR, .kc = 512, .kc_small = 64, .mc = 96, .nc_small = 256, .nc_max = 1024,
-    .dot_max_m = 16, .dot_ns = AVX2_DOT_NS, .dot_kalign = 16,
+    .kg = 2, .mr = AVX2_MR, .nr = AVX2_NR, .kc = 512, .kc_small = 128, .mc = 96, .nc_small = 4096, .nc_max = 1024,
+    .dot_max_m = 32, .dot_ns = AVX2_DOT_NS, .dot_kalign = 16,
     .pack_a = avx2_pack_a, .pack_b = avx2_pack_b, .micro = avx2_micro, .dot_prep = avx2_dot_prep, .dot = avx2_dot,
 };
 #endif
@@ -476,10 +480,25 @@ A512_ATTR static void a512_dot_prep(const gemm_args* g, int Kp, void* out) {
 A512_ATTR static void a512_pack_a(const gemm_args* g, int i0, int rows, int k0, int kc, void* ap) {
     int nq = gemm_cdiv(kc, 4), qf = kc / 4;
     int32_t* d = ap;
-    for (int i = 0; i < rows; i += A512_MR, d += (size_t)nq * A512_MR)
+    for (int i = 0; i < rows; i += A512_MR, d += gemm_panel(nq, A512_MR) / 4)
         for (int t = 0; t < A512_MR; t++) {
             const int8_t* r = g->a + (ptrdiff_t)(i0 + gemm_min(i + t, rows - 1)) * g->lda + k0;
-            for (int q = 0; q < qf; q++) d[q * A512_MR + t] = gemm_ld32(r + 4 * q);
+            int q = 0;
+            if (t % 4 == 0)                                 /* rows t..t+3 x 4 quads: a 4 x 4 transpose */
+                for (; q + 4 <= qf; q += 4) {
+                    __m128i x[4];
+                    for (int u = 0; u < 4; u++)
+                        x[u] = _mm_loadu_si128((const __m128i*)(g->a + (ptrdiff_t)(i0 + gemm_min(i + t + u, rows - 1)) * g->lda + k0 + 4 * q));
+                    __m128i l01 = _mm_unpacklo_epi32(x[0], x[1]), h01 = _mm_unpackhi_epi32(x[0], x[1]);
+                    __m128i l23 = _mm_unpacklo_epi32(x[2], x[3]), h23 = _mm_unpackhi_epi32(x[2], x[3]);
+                    _mm_storeu_si128((__m128i*)(d + (q + 0) * A512_MR + t), _mm_unpacklo_epi64(l01, l23));
+                    _mm_storeu_si128((__m128i*)(d + (q + 1) * A512_MR + t), _mm_unpackhi_epi64(l01, l23));
+                    _mm_storeu_si128((__m128i*)(d + (q + 2) * A512_MR + t), _mm_unpacklo_epi64(h01, h23));
+                    _mm_storeu_si128((__m128i*)(d + (q + 3) * A512_MR + t), _mm_unpackhi_epi64(h01, h23));
+                }
+            else
+                q = qf / 4 * 4;                             /* done with row t - t % 4 */
+            for (; q < qf; q++) d[q * A512_MR + t] = gemm_ld32(r + 4 * q);
             if (qf < nq) {
                 int8_t tail[4] = {0};
                 memcpy(tail, r + 4 * qf, (size_t)(kc - 4 * qf));
@@ -490,29 +509,48 @@ A512_ATTR static void a512_pack_a(const gemm_args* g, int i0, int rows, int k0, 
 
 /* Panel layout: for each k quad q, NR columns of 4 bytes b[k..k+3, n] + 128 (zero past K: a is zero there). */
 A512_ATTR static void a512_pack_b(const gemm_args* g, int k0, int kc, int j0, int nc, void* bp) {
-    int nq = gemm_cdiv(kc, 4), full = g->sbn == 1 ? nc / A512_NR : 0;
-    size_t panel = (size_t)nq * A512_NR * 4;                /* bytes per panel */
+    int nq = gemm_cdiv(kc, 4), jv = 0, qv = 0;              /* columns < jv and quads < qv: packed by SIMD */
+    size_t panel = gemm_panel(nq, A512_NR);                 /* bytes per panel */
     uint8_t* d = bp;
     const __m128i bias = _mm_set1_epi8((char)0x80);
-    for (int q = 0; q < nq; q++) {                          /* [K, N] rows: four rows at a time, in order */
-        const int8_t* r[4];
-        for (int t = 0; t < 4; t++) r[t] = 4 * q + t < kc ? g->b + (ptrdiff_t)(k0 + 4 * q + t) * g->sbk + j0 : NULL;
-        for (int v = 0; v < full * A512_NR; v += 16) {
-            __m128i x[4];
-            for (int t = 0; t < 4; t++) x[t] = r[t] ? _mm_loadu_si128((const __m128i*)(r[t] + v)) : _mm_setzero_si128();
-            __m128i l01 = _mm_unpacklo_epi8(x[0], x[1]), h01 = _mm_unpackhi_epi8(x[0], x[1]);
-            __m128i l23 = _mm_unpacklo_epi8(x[2], x[3]), h23 = _mm_unpackhi_epi8(x[2], x[3]);
-            __m128i* o = (__m128i*)(d + (v / A512_NR) * panel + 4 * (q * A512_NR + v % A512_NR));
-            _mm_store_si128(o + 0, _mm_xor_si128(_mm_unpacklo_epi16(l01, l23), bias));
-            _mm_store_si128(o + 1, _mm_xor_si128(_mm_unpackhi_epi16(l01, l23), bias));
-            _mm_store_si128(o + 2, _mm_xor_si128(_mm_unpacklo_epi16(h01, h23), bias));
-            _mm_store_si128(o + 3, _mm_xor_si128(_mm_unpackhi_epi16(h01, h23), bias));
+    if (g->sbn == 1) {                                      /* [K, N] rows: four rows at a time, in order */
+        jv = nc / 16 * 16, qv = nq;
+        for (int q = 0; q < nq; q++) {
+            const int8_t* r[4];
+            for (int t = 0; t < 4; t++) r[t] = 4 * q + t < kc ? g->b + (ptrdiff_t)(k0 + 4 * q + t) * g->sbk + j0 : NULL;
+            for (int v = 0; v < jv; v += 16) {
+                __m128i x[4];
+                for (int t = 0; t < 4; t++) x[t] = r[t] ? _mm_loadu_si128((const __m128i*)(r[t] + v)) : _mm_setzero_si128();
+                __m128i l01 = _mm_unpacklo_epi8(x[0], x[1]), h01 = _mm_unpackhi_epi8(x[0], x[1]);
+                __m128i l23 = _mm_unpacklo_epi8(x[2], x[3]), h23 = _mm_unpackhi_epi8(x[2], x[3]);
+                __m128i* o = (__m128i*)(d + (v / A512_NR) * panel + 4 * (q * A512_NR + v % A512_NR));
+                _mm_store_si128(o + 0, _mm_xor_si128(_mm_unpacklo_epi16(l01, l23), bias));
+                _mm_store_si128(o + 1, _mm_xor_si128(_mm_unpackhi_epi16(l01, l23), bias));
+                _mm_store_si128(o + 2, _mm_xor_si128(_mm_unpacklo_epi16(h01, h23), bias));
+                _mm_store_si128(o + 3, _mm_xor_si128(_mm_unpackhi_epi16(h01, h23), bias));
+            }
+        }
+    } else {                                                /* [N, K] rows: 4 rows x 4 quads, transposed */
+        jv = nc / 4 * 4, qv = kc / 16 * 4;
+        for (int j = 0; j < jv; j += 4) {
+            const int8_t* r = g->b + (ptrdiff_t)(j0 + j) * g->sbn + k0;
+            uint8_t* o = d + (j / A512_NR) * panel + 4 * (j % A512_NR);
+            for (int q = 0; q < qv; q += 4) {
+                __m128i x[4];
+                for (int t = 0; t < 4; t++) x[t] = _mm_loadu_si128((const __m128i*)(r + t * g->sbn + 4 * q));
+                __m128i l01 = _mm_unpacklo_epi32(x[0], x[1]), h01 = _mm_unpackhi_epi32(x[0], x[1]);
+                __m128i l23 = _mm_unpacklo_epi32(x[2], x[3]), h23 = _mm_unpackhi_epi32(x[2], x[3]);
+                _mm_storeu_si128((__m128i*)(o + (q + 0) * 4 * A512_NR), _mm_xor_si128(_mm_unpacklo_epi64(l01, l23), bias));
+                _mm_storeu_si128((__m128i*)(o + (q + 1) * 4 * A512_NR), _mm_xor_si128(_mm_unpackhi_epi64(l01, l23), bias));
+                _mm_storeu_si128((__m128i*)(o + (q + 2) * 4 * A512_NR), _mm_xor_si128(_mm_unpacklo_epi64(h01, h23), bias));
+                _mm_storeu_si128((__m128i*)(o + (q + 3) * 4 * A512_NR), _mm_xor_si128(_mm_unpackhi_epi64(h01, h23), bias));
+            }
         }
     }
-    for (int j = full * A512_NR; j < gemm_cdiv(nc, A512_NR) * A512_NR; j++) {   /* [N, K] rows, tails */
+    for (int j = 0; j < gemm_cdiv(nc, A512_NR) * A512_NR; j++) {   /* whatever SIMD did not pack */
         uint8_t* o = d + (j / A512_NR) * panel + 4 * (j % A512_NR);
         const int8_t* e = g->b + (ptrdiff_t)k0 * g->sbk + (ptrdiff_t)(j0 + j) * g->sbn;
-        for (int k = 0; k < 4 * nq; k++)
+        for (int k = j < jv ? 4 * qv : 0; k < 4 * nq; k++)
             o[(k / 4) * 4 * A512_NR + k % 4] = (uint8_t)(j < nc && k < kc ? e[(ptrdiff_t)k * g->sbk] : 0) ^ 0x80;
     }
 }
@@ -598,8 +636,8 @@ A512_ATTR static void a512_dot(const gemm_args* g, const void* ap, ptrdiff_t Kp,
 }
 
 static const gemm_path GEMM_PATH_AVX512 = {
-    .kg = 4, .mr = A512_MR, .nr = A512_NR, .kc = 1024, .kc_small = 64, .mc = 128, .nc_small = 256, .nc_max = 1024,
-    .dot_max_m = 16, .dot_ns = A512_DOT_NS, .dot_kalign = 64,
+    .kg = 4, .mr = A512_MR, .nr = A512_NR, .kc = 1024, .kc_small = 256, .mc = 128, .nc_small = 4096, .nc_max = 1024,
+    .dot_max_m = 32, .dot_ns = A512_DOT_NS, .dot_kalign = 64,
     .pack_a = a512_pack_a, .pack_b = a512_pack_b, .micro = a512_micro, .dot_prep = a512_dot_prep, .dot = a512_dot,
 };
 #endif

@@ -169,10 +169,10 @@ def _int32_mm(x1, x2):
     return npusim.npu_quant_matmul(x1, x2, np.ones(1, np.float32), output_dtype="int32")
 
 
-# Shapes that reach every kernel branch of every path: M = 1 and 16 (dot kernel for [N, K] weights),
-# small M with short k blocks, M above the row block (96 / 128) with several k blocks (512 / 1024), and
+# Shapes that reach every kernel branch of every path: M <= 32 (dot kernel for [N, K] weights), small M
+# with short k blocks (128), M above the row block (96 / 128) with several k blocks (512 / 1024), and
 # tails in M (register tile 4 / 8 rows), N (16 / 32 columns) and K (pairs, quads, 16- and 64-byte steps).
-GEMM_SHAPES = [(1, 1, 1), (1, 67, 33), (2, 5, 2000), (3, 130, 50), (16, 300, 100), (17, 1100, 70),
+GEMM_SHAPES = [(1, 1, 1), (1, 67, 33), (2, 5, 2000), (3, 130, 50), (32, 300, 100), (40, 1100, 70),
                (130, 1100, 47), (250, 130, 31), (99, 2049, 17)]
 
 
@@ -193,7 +193,7 @@ def test_accumulator_weight_layouts(simd, m, k, n):
 def test_accumulator_extremes_every_kernel(simd):
     """|sum| reaches 2^30 (K = 65535 of -128 * -128) in the dot kernel, the small-M and the large-M kernels."""
     k = 65535
-    for m, n, signs in ((2, 5, 3), (9, 40, 3), (131, 17, 1)):
+    for m, n, signs in ((2, 5, 3), (40, 20, 3), (131, 17, 1)):
         for a, b in ((-128, -128), (-128, 127), (127, -128))[:signs]:
             x1 = np.full((m, k), a, np.int8)
             w = np.full((n, k), b, np.int8)

@@ -58,8 +58,12 @@ def best_time(fn: Callable[[], object], repeat: int = 5, min_time: float = 0.2) 
         return _best_time(fn, repeat, min_time)
 
 
-def _best_time(fn, repeat, min_time):
+def _best_time(fn, repeat, min_time, slow=5.0):
+    t0 = time.perf_counter()
     fn()  # warm up (page faults, thread pool start)
+    warm = time.perf_counter() - t0
+    if warm > slow:       # so slow (e.g. a peer without SIMD kernels) that one-time costs do not matter
+        return warm
     best = float("inf")
     for _ in range(repeat):
         n, t0 = 0, time.perf_counter()
@@ -71,6 +75,19 @@ def _best_time(fn, repeat, min_time):
                 break
         best = min(best, el / n)
     return best
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux, else platform.processor())."""
+    import platform
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def copy_bandwidth(nbytes: int = 64 << 20) -> float:
@@ -114,4 +131,5 @@ def run(select: str | None = None, repeat: int = 5) -> "pandas.DataFrame":
         rows.append(row)
     df = pd.DataFrame(rows)
     df.attrs["copy_GBps"] = bw / 1e9
+    df.attrs["cpu"] = cpu_model()
     return df
