@@ -6,21 +6,31 @@
  * __attribute__((target(...))), so one build serves every CPU and gemm_available() asks the CPU
  * (__builtin_cpu_supports) which ones may run. With NPUSIM_SIMD_FROM_MARCH defined (setup.py does so
  * when NPUSIM_MARCH is set), only the paths the -march enables are compiled in. Non-x86 builds have the
- * C path only.
+ * portable C path only.
  *
- * Exactness. AVX2: vpmaddwd on sign-extended int16 pairs, |a0*b0 + a1*b1| <= 2^15, summed in int32.
+ * Exactness. AVX2: vpmaddwd on sign-extended int16 pairs, |a0*b0 + a1*b1| <= 2^15, summed in int32
+ * (vpmaddubsw would be cheaper but saturates u8*s8 pair sums at int16, so it is not exact).
  * AVX-512: vpdpbusd multiplies unsigned by signed bytes, so b is biased to u8 (b ^ 0x80 = b + 128) and
  * the bias is removed per row: sum (b + 128) * a = sum a*b + 128 * sum_k a[m, k]. For K <= 65535 no
  * int32 sum can overflow (|a*b| <= 2^14; |(b + 128) * a| <= 255 * 128, times 65535 < 2^31), and all
  * SIMD adds wrap anyway, so the result is exact even for partial sums.
  *
+ * Why integer SIMD and not float BLAS (measured on a Zen 4 core, thread CPU time, AVX2 forced with
+ * -march=x86-64-v3): float32 sgemm is exact only in K chunks of <= 1024 (1024 * 2^14 = 2^24) and then
+ * needs an int32 accumulation pass per chunk; OpenBLAS's Haswell sgemm ran 104 GFLOPS, the exact chunked
+ * form ~95-100 GOPS, float64 BLAS half of sgemm. The AVX2 4 x 16 int16 tile (one vpmaddwd = 16
+ * multiply-adds, plus one vpaddd) ran 170-190 GOPS alone and ~165 in the whole GEMM; the AVX-512 8 x 32
+ * vpdpbusd tile ~390. So every shape class uses the integer kernels below.
+ *
  * Shapes. The weight b is read where it lies: row-major [K, N] ("KN", n contiguous) or the transposed
- * view of a row-major [N, K] weight ("NK", k contiguous). Small M with an NK weight is a set of dot
- * products over contiguous rows (gemm_dot). Everything else runs the blocked kernel: for each K block
- * of KC rows, a thread packs the weight columns it owns into a small buffer in the register tile's
- * layout (int16 pairs, or biased byte quads) and runs an MR x NR register tile over it (gemm_blocked);
- * a is prepared once per call (int16 copy, or padded bytes with row sums). Threads split N (and M when
- * N is narrow), so each weight element is read once per call from memory for small M.
+ * view of a row-major [N, K] weight ("NK", k contiguous); nothing is copied whole.
+ *  - NK with M <= dot_max_m (decode): dot products of a's rows with 4 weight rows at a time, streamed
+ *    once (gemm_dot_all); M = 1 runs at memory speed.
+ *  - Everything else (gemm_blocked): each thread owns a column range; per k block it packs its columns
+ *    of b into the register tile's layout (int16 pairs / biased byte quads; NK is transposed in
+ *    registers), packs a in blocks of mc rows, and runs the MR x NR register tile over them. For small M
+ *    the k blocks are short and the column range long (whole weight rows per thread), so the weight is
+ *    read once, in long runs.
  */
 #ifndef NPUSIM_INT8_GEMM_H
 #define NPUSIM_INT8_GEMM_H
