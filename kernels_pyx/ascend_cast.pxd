@@ -34,6 +34,7 @@ cdef enum:
     F_E4M3 = 3     # float8_e4m3fn: no inf, NaN = S.1111.111, max 448
     F_E5M2 = 4     # float8_e5m2: IEEE-like, max 57344
     F_E8M0 = 5     # float8_e8m0fnu: unsigned power of two 2^(code-127), 0xFF = NaN
+    F_HIF8 = 6     # HiFloat8: tapered precision, see hif8_to_f32 / round_to_hif8 (own codecs, not round_to_fmt)
 
 
 # ---------------------------------------------------------------- bit views
@@ -259,6 +260,116 @@ cdef inline uint32_t round_to_fmt(double x, int fmt, int mode, bint sat) noexcep
             return sbit | max_code
         return sbit | fmt_inf_code(fmt)
     return sbit | <uint32_t>code64
+
+
+# ---------------------------------------------------------------- HiFloat8
+# Huawei's 8-bit tapered-precision float (Luo et al., "Ascend HiFloat8 Format for Deep Learning",
+# arXiv 2409.16626; field table in hicann/amct docs/zh/context/hifloat8_quantization.md and
+# hicann/asc-tools cpudebug/include/kernel_hif8.h). Code = S | Dot | Exponent | Mantissa:
+#   Dot '11' (D=4) '10' (D=3) '01' (D=2) '001' (D=1) '0001' (D=0) '0000' (denormal)
+#   exponent field: D bits, sign-magnitude with an implicit leading 1 (|e| in [2^(D-1), 2^D - 1]; D=0: e=0)
+#   mantissa: the bits left (1..3), value (1 + m / 2^w) * 2^e, e in [-15, 15]
+#   denormal: 3-bit m, value 2^(m - 23) (m 1..7: 2^-22 .. 2^-16); 0x00 = 0, 0x80 = NaN
+#   0x6F / 0xEF (D=4, e=+15, m=1: the 1.5*2^15 slot) = +-inf; largest finite 2^15 = 32768 (0x6E)
+# No negative zero. Encoding rounds to nearest, ties away from zero (CAST_ROUND, the deterministic mode
+# of asc_float2hif8 / asc_half2hif8; CAST_HYBRID is stochastic and not emulated).
+
+cdef inline int hif8_mant_bits(int mag) noexcept nogil:
+    """Mantissa width of a normal exponent magnitude (0..15): 3 for 0..3, 2 for 4..7, 1 for 8..15."""
+    if mag <= 3:
+        return 3
+    if mag <= 7:
+        return 2
+    return 1
+
+cdef inline float hif8_to_f32(uint8_t c) noexcept nogil:
+    """Exact value of a HiFloat8 code (every value is exact in fp32)."""
+    cdef bint neg = (c & 0x80) != 0
+    cdef uint32_t b = c & 0x7F
+    cdef int d, dlen, w, e, mag
+    cdef uint32_t ef, m
+    cdef double v
+    if (b >> 5) == 3:
+        d, dlen = 4, 2
+    elif (b >> 5) == 2:
+        d, dlen = 3, 2
+    elif (b >> 5) == 1:
+        d, dlen = 2, 2
+    elif (b >> 4) == 1:
+        d, dlen = 1, 3
+    elif (b >> 3) == 1:
+        d, dlen = 0, 4
+    else:                                   # denormal
+        m = b & 7
+        if m == 0:
+            return bits_f32(0x7FC00000) if neg else <float>0.0
+        v = ldexp(1.0, <int>m - 23)
+        return <float>(-v if neg else v)
+    w = 7 - dlen - d
+    ef = (b >> w) & ((1u << d) - 1)
+    m = b & ((1u << w) - 1)
+    e = 0
+    if d > 0:
+        mag = <int>((1u << (d - 1)) | (ef & ((1u << (d - 1)) - 1)))
+        e = -mag if (ef >> (d - 1)) else mag
+    if d == 4 and e == 15 and m == 1:
+        return bits_f32(0xFF800000 if neg else 0x7F800000)
+    v = ldexp(<double>((1u << w) + m), e - w)
+    return <float>(-v if neg else v)
+
+cdef inline uint8_t hif8_encode(int e, uint32_t m) noexcept nogil:
+    """Magnitude code of (1 + m/2^w) * 2^e for e in [-15, 15], or 2^e for e in [-22, -16]."""
+    cdef int mag = e if e >= 0 else -e
+    cdef int d, w
+    cdef uint32_t dot, ef
+    if e <= -16:
+        return <uint8_t>(e + 23)
+    if mag == 0:
+        return <uint8_t>((1u << 3) | m)                     # dot 0001, no exponent bits
+    d = 1 if mag == 1 else (2 if mag <= 3 else (3 if mag <= 7 else 4))
+    w = hif8_mant_bits(mag)
+    dot = 1u if d == 1 else (1u if d == 2 else (2u if d == 3 else 3u))
+    # exponent field: sign bit, then the magnitude below its (implicit) top bit
+    ef = ((1u if e < 0 else 0u) << (d - 1)) | (<uint32_t>mag & ((1u << (d - 1)) - 1))
+    if d == 1:
+        return <uint8_t>((dot << 4) | (ef << w) | m)        # dot 001 (3 bits)
+    return <uint8_t>((dot << 5) | (ef << w) | m)            # 2-bit dots
+
+cdef inline uint8_t round_to_hif8(double x, bint sat) noexcept nogil:
+    """HiFloat8 code of x, round to nearest with ties away from zero (CAST_ROUND).
+    Not saturating: |x| rounding past 2^15 (|x| >= 40960) and +-inf give +-inf, NaN gives NaN (0x80).
+    Saturating: those give +-32768 (0x6E / 0xEE) and NaN gives 0 (asc-devkit asc_float2hif8.md:
+    "饱和模式 ... 输入数据为nan时，返回0"). Results below half the smallest denormal are 0 (no -0)."""
+    cdef uint64_t u = f64_bits(x)
+    cdef uint32_t sbit = <uint32_t>((u >> 63) << 7)
+    cdef int E = <int>((u >> 52) & 0x7FF)
+    cdef uint64_t m53 = u & ((<uint64_t>1 << 52) - 1)
+    cdef int e, w, shift
+    cdef uint64_t ipart
+    if E == 0x7FF:
+        if m53 != 0:
+            return 0 if sat else 0x80
+        return <uint8_t>(sbit | (0x6E if sat else 0x6F))
+    if E == 0:
+        return 0                            # zero and float64 subnormals (far below 2^-23)
+    m53 |= (<uint64_t>1) << 52
+    e = E - 1023                            # value = m53 * 2^(e-52), m53 in [2^52, 2^53)
+    if e < -23:
+        return 0
+    if e > 15:
+        return <uint8_t>(sbit | (0x6E if sat else 0x6F))
+    # bits kept after the implicit one: w for normals, 0 for denormals, -1 at e = -23 (rounds to 2^-22 or 0)
+    w = hif8_mant_bits(e if e >= 0 else -e) if e >= -15 else (0 if e >= -22 else -1)
+    shift = 52 - w
+    ipart = (m53 >> shift) + ((m53 >> (shift - 1)) & 1)    # ties (and above) away from zero
+    if ipart >> (w + 1):                    # carried into the next binade: 2^(e+1)
+        e += 1
+        ipart = 0
+    else:
+        ipart -= (<uint64_t>1) << w if w >= 0 else 0
+    if e > 15 or (e == 15 and ipart != 0):  # 1.5 * 2^15 is the inf code
+        return <uint8_t>(sbit | (0x6E if sat else 0x6F))
+    return <uint8_t>(sbit | hif8_encode(e, <uint32_t>ipart))
 
 
 # ---------------------------------------------------------------- convenient wrappers

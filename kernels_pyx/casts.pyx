@@ -39,6 +39,8 @@ cdef inline double _load(const uint8_t* p, int kind, Py_ssize_t i) noexcept nogi
         return (<const float*>p)[i]
     if kind == F_FP16 or kind == F_BF16:
         return decode_fmt((<const uint16_t*>p)[i], kind)
+    if kind == F_HIF8:
+        return hif8_to_f32(p[i])
     if kind <= F_E8M0:
         return decode_fmt(p[i], kind)
     if kind == K_FLOAT64:
@@ -63,6 +65,8 @@ cdef inline void _store(uint8_t* p, int kind, Py_ssize_t i, double v, int mode, 
         (<uint32_t*>p)[i] = round_to_fmt(v, F_FP32, mode, sat)
     elif kind == F_FP16 or kind == F_BF16:
         (<uint16_t*>p)[i] = <uint16_t>round_to_fmt(v, kind, mode, sat)
+    elif kind == F_HIF8:
+        p[i] = round_to_hif8(v, sat)        # CAST_ROUND only (formats.cast checks the mode)
     elif kind <= F_E8M0:
         p[i] = <uint8_t>round_to_fmt(v, kind, mode, sat)
     elif kind == K_FLOAT64:
@@ -94,7 +98,7 @@ cdef inline int _itemsize(int kind) noexcept nogil:
     return 1
 
 cdef inline bint _fast_pair(int src, int dst, bint sat) noexcept nogil:
-    if src > F_E8M0:                         # only float storage formats as sources
+    if src > F_E8M0 or dst == F_HIF8:        # only float storage formats as sources; hifloat8 is generic
         return False
     if dst <= F_E5M2:                        # fp32, fp16, bf16, e4m3, e5m2 (e8m0 stays generic)
         return True
@@ -240,6 +244,17 @@ cdef void _fast_range(const uint8_t* s, int sk, uint8_t* d, int dk, Py_ssize_t s
         else:
             _to_int(<const float*>u, d + b * ds, m, dk, mode)
         b += m
+
+
+def hifloat8_table():
+    """float32 value of every HiFloat8 code 0..255 (exact), from hif8_to_f32."""
+    import numpy as np
+    out = np.empty(256, np.float32)
+    cdef float[::1] o = out
+    cdef int c
+    for c in range(256):
+        o[c] = hif8_to_f32(<uint8_t>c)
+    return out
 
 
 def cast_buffer(const uint8_t[::1] src, int src_kind, uint8_t[::1] dst, int dst_kind,

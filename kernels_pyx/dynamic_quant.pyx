@@ -24,6 +24,7 @@ cdef enum:
     OUT_INT = 0       # int8 value byte (int4: nibble byte, see _store_int)
     OUT_E4M3 = 1
     OUT_E5M2 = 2
+    OUT_HIF8 = 3      # HiFloat8 code byte
 
 cdef float[65536] HALF_TABLE          # fp16 bits -> fp32, filled once at import
 cdef uint32_t ABS_MASK = 0x7FFFFFFF
@@ -139,6 +140,13 @@ cdef inline void _store_fp8(const float* v, uint8_t* yr, Py_ssize_t H, int fmt) 
         yr[j] = <uint8_t>round_to_fmt(<double>v[j], fmt, RM_RINT, True)
 
 
+cdef inline void _store_hif8(const float* v, uint8_t* yr, Py_ssize_t H) noexcept nogil:
+    """f32 -> hifloat8 Cast CAST_ROUND with SatMode::SAT (arch35 castTraitF32toh8)."""
+    cdef Py_ssize_t j
+    for j in range(H):
+        yr[j] = round_to_hif8(<double>v[j], True)
+
+
 cdef void _row(const uint16_t* xr, const float* sr, float* v, uint8_t* yr, float* scale_out,
                float* offset_out, Py_ssize_t H, bint is_bf16, int fam, bint symmetric,
                int scale_mode, float dt_max, float inv_dt, float rng, float inv_rng,
@@ -201,6 +209,8 @@ cdef void _row(const uint16_t* xr, const float* sr, float* v, uint8_t* yr, float
                 v[j] = 0.0
     if out_kind == OUT_INT:
         _store_int(v, mul, yr, H, lo, hi, fam == FAM_310P, nibble)
+    elif out_kind == OUT_HIF8:
+        _store_hif8(v, yr, H)
     else:
         _store_fp8(v, yr, H, F_E4M3 if out_kind == OUT_E4M3 else F_E5M2)
 

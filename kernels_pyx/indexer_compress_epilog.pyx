@@ -10,7 +10,7 @@ from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t
 from ascend_cast cimport (f32_bits, bits_f32, half_to_f32, F_E4M3, F_E5M2, Fp8RneParams, fp8_rne_params,
-                          f32_to_fp8_rne)
+                          f32_to_fp8_rne, round_to_hif8)
 
 cdef enum:
     BLOCK = 128                     # elements per quantization block (one scale each)
@@ -138,12 +138,24 @@ cdef void mx_quant_row(const uint16_t* x, bint bf16, Py_ssize_t d, uint8_t* y, u
         memcpy(y + b * BLOCK, out, BLOCK)
 
 
+cdef void hif8_row(const uint16_t* x, bint bf16, Py_ssize_t d, uint8_t* y, float scale) noexcept nogil:
+    """quant_mode 2 (VFProcessHifp8Quant): y = hif8(f32(x * scale)), CAST_ROUND with SatMode::SAT."""
+    cdef uint32_t xb[BLOCK]
+    cdef float* xf = <float*>xb
+    cdef Py_ssize_t b
+    cdef int j
+    for b in range(d // BLOCK):
+        load_block(x + b * BLOCK, bf16, xb)
+        for j in range(BLOCK):
+            y[b * BLOCK + j] = round_to_hif8(<double>(xf[j] * scale), True)
+
+
 def indexer_compress_epilog_kernel(const uint16_t[:, ::1] x, bint x_bf16, const int32_t[::1] slot_mapping,
                                    uint8_t[:, ::1] cache, uint8_t[:, ::1] scale_bytes, int cache_fmt,
-                                   int quant_mode, bint round_scale, int mx_rule):
+                                   int quant_mode, bint round_scale, int mx_rule, float hif8_scale=1.0):
     """Quantize each row i of x whose slot_mapping[i] != -1 into cache[slot] and its scales into
-    scale_bytes[slot] (fp32 scales as 4 bytes each in mode 1, e8m0 bytes in mode 0).
-    cache_fmt: F_E4M3 or F_E5M2 (ascend_cast codes); quant_mode 1 or 0."""
+    scale_bytes[slot] (fp32 scales as 4 bytes each in mode 1, e8m0 bytes in mode 0; mode 2 writes only
+    hifloat8 codes of x * hif8_scale). cache_fmt: F_E4M3 or F_E5M2 (ascend_cast codes; unused in mode 2)."""
     cdef Py_ssize_t T = x.shape[0], d = x.shape[1]
     cdef Py_ssize_t i
     cdef int32_t slot
@@ -155,19 +167,23 @@ def indexer_compress_epilog_kernel(const uint16_t[:, ::1] x, bint x_bf16, const 
     with nogil:
         if serial:
             for i in range(T):
-                _quant_row(i, x, x_bf16, d, slot_mapping, cache, scale_bytes, e5m2, quant_mode, round_scale, mx_rule)
+                _quant_row(i, x, x_bf16, d, slot_mapping, cache, scale_bytes, e5m2, quant_mode, round_scale, mx_rule,
+                           hif8_scale)
         else:
             for i in prange(T, schedule="dynamic", chunksize=16):
-                _quant_row(i, x, x_bf16, d, slot_mapping, cache, scale_bytes, e5m2, quant_mode, round_scale, mx_rule)
+                _quant_row(i, x, x_bf16, d, slot_mapping, cache, scale_bytes, e5m2, quant_mode, round_scale, mx_rule,
+                           hif8_scale)
 
 
 cdef inline void _quant_row(Py_ssize_t i, const uint16_t[:, ::1] x, bint x_bf16, Py_ssize_t d,
                             const int32_t[::1] slot_mapping, uint8_t[:, ::1] cache, uint8_t[:, ::1] scale_bytes,
-                            bint e5m2, int quant_mode, bint round_scale, int mx_rule) noexcept nogil:
+                            bint e5m2, int quant_mode, bint round_scale, int mx_rule, float hif8_scale) noexcept nogil:
     cdef int32_t slot = slot_mapping[i]
     if slot < 0:
         return
-    if quant_mode == 1:
+    if quant_mode == 2:
+        hif8_row(&x[i, 0], x_bf16, d, &cache[slot, 0], hif8_scale)
+    elif quant_mode == 1:
         block_quant_row(&x[i, 0], x_bf16, d, &cache[slot, 0], <float*>&scale_bytes[slot, 0], e5m2)
     else:
         mx_quant_row(&x[i, 0], x_bf16, d, &cache[slot, 0], &scale_bytes[slot, 0], e5m2, round_scale, mx_rule)

@@ -89,8 +89,91 @@ def out_tensor(op: str, name: str, out, shape: tuple, dtype, product=None) -> np
     return out
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 def int_attr(op: str, name: str, v, product=None) -> int:
-    """A host-side integer attribute (bools and non-integral floats are rejected)."""
+    """A host-side integer attribute: an int64 (aclnn attributes are int64_t; PyTorch's are int64 too).
+    bools, floats, strings and values beyond int64 are rejected, never truncated or wrapped."""
+    prod = str(product) if product else None
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-        raise invalid(op, name, f"must be an integer, got {v!r}", str(product) if product else None)
-    return int(v)
+        raise invalid(op, name, f"must be an integer, got {v!r}", prod)
+    v = int(v)
+    if not INT64_MIN <= v <= INT64_MAX:
+        raise invalid(op, name, f"must fit in int64 [-2**63, 2**63 - 1], got {v}", prod)
+    return v
+
+
+def out_spec(op: str, name: str, shape, dtype, product=None) -> TensorSpec:
+    """The TensorSpec of an output a planner derives from the inputs' shapes. Inputs within int64 can
+    still give an output beyond it (a matmul's M x N, moe's rows x k): that is this call's error."""
+    try:
+        return TensorSpec(shape, dtype)
+    except ValueError:
+        raise invalid(op, name, f"would have shape {tuple(shape)} of {formats.dtype_name(dtype)}, beyond the "
+                      "int64 size limit", str(product) if product else None) from None
+
+
+def index_tensor(op: str, name: str, x, product=None, *, optional: bool = False):
+    """An index input (group_index, row_idx/expert_idx, slot_mapping) as a private C-contiguous copy.
+    Its values decide where a kernel reads and writes, so they are checked on this copy and the kernel
+    reads the same copy: nothing the caller (or another thread) does to its array meanwhile can reach
+    the kernel unchecked. Index tensors are small next to the data they index."""
+    a = tensor(op, name, x, product, optional=optional)
+    return a if a is None or isinstance(a, TensorSpec) else np.array(a, order="C", copy=True)
+
+
+# ------------------------------------------------------------------ arrays a call writes
+def _overlaps_itself(a: np.ndarray) -> bool:
+    """True when two elements of `a` share a byte (a zero stride, or strides that interleave)."""
+    dims = sorted((abs(s), n) for s, n in zip(a.strides, a.shape) if n > 1)
+    if not dims or a.size == 0:
+        return False
+    if dims[0][0] == 0:                 # a broadcast (zero-stride) dimension
+        return True
+    span = a.itemsize                   # bytes spanned by the dimensions seen so far
+    for stride, n in dims:
+        if stride < span:               # this step lands inside the smaller dimensions' span
+            break
+        span += stride * (n - 1)
+    else:
+        return False                    # nested strides (every slice, transpose, reversal): no overlap
+    if sum(s * (n - 1) for s, n in dims) + a.itemsize < a.size * a.itemsize:
+        return True                     # more bytes than the span holds
+    offsets = np.zeros(1, np.int64)     # rare as_strided layouts: compare every element's byte offset
+    for stride, n in dims:
+        offsets = (offsets[:, None] + np.arange(n, dtype=np.int64) * stride).reshape(-1)
+    offsets.sort()
+    return bool((np.diff(offsets) < a.itemsize).any())
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> bool:
+    """True when a and b may share a byte (exact unless numpy's solver gives up: then assumed)."""
+    try:
+        return bool(np.shares_memory(a, b, max_work=1 << 16))
+    except np.exceptions.TooHardError:
+        return True
+
+
+def written_apart(op: str, product=None, **written) -> None:
+    """The arrays a call writes (by parameter name; None skipped) must not overlap themselves or each
+    other: the result would depend on the order of the writes (PyTorch refuses such outputs too)."""
+    prod = str(product) if product else None
+    names = [name for name, a in written.items() if a is not None]
+    for i, name in enumerate(names):
+        a = written[name]
+        if _overlaps_itself(a):
+            raise invalid(op, name, f"must not overlap itself (every element is written), got strides "
+                          f"{a.strides} for shape {a.shape}: pass an array without zero or interleaved strides",
+                          prod)
+        for other in names[:i]:
+            if _overlap(written[other], a):
+                raise invalid(op, name, f"must not overlap {other} (both are written)", prod)
+
+
+def unshared(inputs, written) -> tuple:
+    """`inputs` with a private copy of each one that shares memory with an array the call writes, so
+    that every input is read as it was before the call wrote anything. Call it at launch."""
+    written = [w for w in written if w is not None]
+    return tuple(a.copy() if a is not None and any(np.may_share_memory(a, w) for w in written) else a
+                 for a in inputs)

@@ -12,6 +12,14 @@ Two faces over one core:
                                                              offsetOut, product=...)
     npusim.aclnn.aclnnDynamicQuantV2(workspace, ws, ex)
 
+hifloat8 output (dstType 34, Ascend 950 only, beyond the seed): the arch35 kernels
+(op_kernel/arch35/dynamic_quant_regbase_full_load.h and siblings) divide by scale = max * f32(1/32768)
+(asymmetric: range * f32(1/65536), offset constant 32768; dstTypeMax defaults to 32768 in
+dynamic_quant_tiling_arch35.cpp when the V2 call passes none) and cast with castTraitF32toh8 =
+{SatMode::SAT, CAST_ROUND}; the HiFloat8 cast is npusim.formats' (ties away from zero, NaN -> 0 when
+saturating, per asc-devkit asc_float2hif8.md). The vendor golden (dynamic_quant_v2/tests/assets/golden.py)
+casts with en_dtypes' non-saturating astype: it agrees except that a NaN quotient gives NaN (0x80) there.
+
 Products: atlas-a3, atlas-a2, atlas-inference, atlas-training (seed 000's table) and ascend-950pr /
 ascend-950dt. The seed's table does not list Ascend 950; its support comes from ARITHMETIC.md 1.0/1.3
 (the aclnn layer always runs DynamicQuantV2 on the RegBase SoCs) because the issue asks for it.
@@ -46,7 +54,7 @@ import numpy as np
 
 from npusim import _checks, formats
 from npusim._kernels import dynamic_quant as _k
-from npusim.aclnn import Executor, aclnn_api, run_executor
+from npusim.aclnn import aclnn_api, get_workspace_size, run_executor
 from npusim.errors import invalid
 from npusim.plan import Plan, TensorSpec, planner, spec_of
 
@@ -57,14 +65,16 @@ SUPPORTED_PRODUCTS = ("atlas-a3", "atlas-a2", "atlas-inference", "atlas-training
 ASYMMETRIC_PRODUCTS = ("atlas-a3", "atlas-a2", "ascend-950pr", "ascend-950dt")
 ACLNN_OP = "aclnnDynamicQuantV2"
 
-# aclnn dstType enum (ge::DataType) -> output kind; 34 is hifloat8 (not implemented)
-ACLNN_DST_TYPES = {2: "int8", 29: "int4", 3: "int32", 35: "float8_e5m2", 36: "float8_e4m3fn"}
+# aclnn dstType enum (ge::DataType) -> output kind
+ACLNN_DST_TYPES = {2: "int8", 29: "int4", 3: "int32", 34: "hifloat8", 35: "float8_e5m2", 36: "float8_e4m3fn"}
 _Y_BY_FAMILY = {"a2a3": ("int8", "int4", "int32"), "310p910": ("int8",),
-                "950": ("int8", "int4", "int32", "float8_e4m3fn", "float8_e5m2")}
+                "950": ("int8", "int4", "int32", "float8_e4m3fn", "float8_e5m2", "hifloat8")}
 # per output: DTMAX (symmetric multiplier, asymmetric offset constant), asymmetric range, saturation range
 _DST_CONST = {"int8": (127.0, 255.0, -128.0, 127.0), "int4": (7.0, 15.0, -8.0, 7.0),
               "int32": (7.0, 15.0, -8.0, 7.0), "float8_e4m3fn": (448.0, 896.0, 0.0, 0.0),
-              "float8_e5m2": (57344.0, 114688.0, 0.0, 0.0)}
+              "float8_e5m2": (57344.0, 114688.0, 0.0, 0.0),
+              # V2 has no dst_type_max attribute: the arch35 tiling uses 32768 (HIFLOAT8_MAX_VALUE), the range 2x
+              "hifloat8": (32768.0, 65536.0, 0.0, 0.0)}
 MAX_EXPERTS = 1024
 
 # A2/A3 tiling constants (dynamic_quant_tiling.cpp)
@@ -94,16 +104,16 @@ def _dst_from_torch(op, dst_type, product) -> str:
         key = dst_type.strip().lower().removeprefix("torch.")
         if key == "quint4x2":
             return "int32"
-        if key in ("hifloat8", "hif8"):
-            raise invalid(op, "dst_type", "hifloat8 output is not implemented in npusim", product)
+        if formats.is_hifloat8(key):
+            return "hifloat8"
     try:
         name = formats.dtype_name(formats.as_dtype(dst_type))
     except (TypeError, ValueError):
         raise invalid(op, "dst_type", f"unknown dtype {dst_type!r}; use int8, int4, int32/'quint4x2', "
-                      "float8_e4m3fn or float8_e5m2", product) from None
+                      "float8_e4m3fn, float8_e5m2 or 'hifloat8'", product) from None
     if name not in _DST_CONST:
-        raise invalid(op, "dst_type", f"must be int8, int4, int32 (packed int4, 'quint4x2'), float8_e4m3fn "
-                      f"or float8_e5m2, got {name}", product)
+        raise invalid(op, "dst_type", f"must be int8, int4, int32 (packed int4, 'quint4x2'), float8_e4m3fn, "
+                      f"float8_e5m2 or 'hifloat8', got {name}", product)
     return name
 
 
@@ -339,7 +349,7 @@ def _make_plan(op, x, smooth_scales, group_index, dst, symmetric, product):
     soc = _checks.resolve_product(op, product, SUPPORTED_PRODUCTS)
     x = _checks.tensor(op, "x", x, soc.soc)
     smooth = _checks.tensor(op, "smooth_scales", smooth_scales, soc.soc, optional=True)
-    group = _checks.tensor(op, "group_index", group_index, soc.soc, optional=True)
+    group = _checks.index_tensor(op, "group_index", group_index, soc.soc, optional=True)
     R, H, xdt, E = _validate(op, x, smooth, group, dst, symmetric, soc)
     fam = soc.family
     if fam == "a2a3":
@@ -357,11 +367,13 @@ def _make_plan(op, x, smooth_scales, group_index, dst, symmetric, product):
                                             11001: "DynamicQuantUnalignLarge310P"}[key]
     tiles["variant"] = variant
     xs = spec_of(x)
-    ydt = {"int4": formats.int4}.get(dst, formats.as_dtype(dst))
+    ydt = {"int4": formats.int4, "hifloat8": np.dtype(np.uint8)}[dst] if dst in ("int4", "hifloat8") \
+        else formats.as_dtype(dst)
     yshape = xs.shape[:-1] + (H // 8,) if dst == "int32" else xs.shape
-    outs = {"y": TensorSpec(yshape, ydt), "scale": TensorSpec(xs.shape[:-1], np.float32)}
+    # fp32 per row: for rows of 1 fp16 element these outgrow x
+    outs = {"y": TensorSpec(yshape, ydt), "scale": _checks.out_spec(op, "scale", xs.shape[:-1], np.float32, soc.soc)}
     if not symmetric:
-        outs["offset"] = TensorSpec(xs.shape[:-1], np.float32)
+        outs["offset"] = _checks.out_spec(op, "offset", xs.shape[:-1], np.float32, soc.soc)
     plan = Plan(op=op, soc=soc, kernel=kernel, tiling_key=int(key), block_dim=int(cores),
                 core_type="aicore" if fam == "310p910" else "aiv", tiles=tiles,
                 inputs={"x": xs, "smooth_scales": spec_of(smooth), "group_index": spec_of(group)},
@@ -414,9 +426,8 @@ def _execute(plan: Plan, ctx, y_out, scale_out, offset_out):
     dst, symmetric = plan.attrs["dst_type"], plan.attrs["symmetric"]
     fam = {"a2a3": 0, "950": 1, "310p910": 2}[plan.soc.family]
     dt_max, rng, lo, hi = _DST_CONST[dst]
-    out_kind = {"float8_e4m3fn": 1, "float8_e5m2": 2}.get(dst, 0)
-    if any(o is not None and np.may_share_memory(x, o) for o in (y_out, scale_out, offset_out)):
-        x = x.copy()            # aclnn outputs may alias x: the kernel must read what the caller passed
+    out_kind = {"float8_e4m3fn": 1, "float8_e5m2": 2, "hifloat8": 3}.get(dst, 0)
+    x, = _checks.unshared((x,), (y_out, scale_out, offset_out))     # aclnn outputs may alias x
     x2 = np.ascontiguousarray(x).reshape(R, H).view(np.uint16)
     sm = (np.ascontiguousarray(smooth).astype(np.float32).reshape(-1, H) if smooth is not None
           else np.empty((0, max(H, 1)), np.float32))
@@ -486,7 +497,8 @@ def npu_dynamic_quant(x, smooth_scales=None, group_index=None, dst_type=np.int8,
       (int8) or 7 (int4); scale = f32(m * f32(1/DTMAX)) for tiling keys 2/3/10/100, f32(1/q) for keys
       0/1/6/7/8 (every group_index call). See plan.tiling_key.
     * Ascend 950 (dynamic_quant_v2 arch35, 1.3): scale = f32(m * f32(1/DTMAX)), y = cast(f32(v / scale));
-      DTMAX 448 / 57344 for float8_e4m3fn / float8_e5m2 (RNE, saturating). The hardware Div may differ
+      DTMAX 448 / 57344 for float8_e4m3fn / float8_e5m2 (RNE, saturating), 32768 for hifloat8 (cast with
+      CAST_ROUND, ties away from zero, saturating: a NaN quotient gives code 0). The hardware Div may differ
       by 1 ulp from the IEEE division emulated here (ARITHMETIC 1.3, 7.5).
     * Atlas inference / training (1.4): fp16 arithmetic, y = round_half_away(fp16(x * fp16(127/m))),
       scale = f32(m * f32(1/127)); fp16 x, int8 y, no smooth_scales / group_index.
@@ -494,7 +506,8 @@ def npu_dynamic_quant(x, smooth_scales=None, group_index=None, dst_type=np.int8,
     row ends (np.cumsum of rows per expert), last entry == rows of x, E <= 1024.
     dst_type: np.int8 / 'int8' (default), ml_dtypes.int4 / 'int4' (y int4, shape of x), 'int32' /
     'quint4x2' (y int32 with last dim H/8, 8 nibbles per word, element 8j+i at bits 4i..4i+3), and on
-    Ascend 950 float8_e4m3fn / float8_e5m2. Special values: see the module docstring.
+    Ascend 950 float8_e4m3fn / float8_e5m2 and 'hifloat8' (y uint8 HiFloat8 codes; decode them with
+    npusim.formats.hifloat8_to_float32). Special values: see the module docstring.
     """
     return _torch_face("npu_dynamic_quant", x, smooth_scales, group_index, dst_type, True, product)
 
@@ -505,7 +518,7 @@ def npu_dynamic_quant_asymmetric(x, smooth_scales=None, group_index=None, dst_ty
     * Atlas A2/A3 (kernel dynamic_quant_v2, ARITHMETIC 1.2): scale = max(f32((mx - mn) / 255), 1e-12),
       offset = f32(127 - f32(mx / scale)), y = rint(f32(f32(v * f32(1/scale)) + offset)) (int4: 15, 7).
     * Ascend 950 (1.3): scale = f32((mx - mn) * f32(1/R)) with no clamp, offset = f32(-(mx / scale) + DTMAX),
-      y = cast(f32(f32(v / scale) + offset)); R/DTMAX = 255/127, 15/7, 896/448, 114688/57344.
+      y = cast(f32(f32(v / scale) + offset)); R/DTMAX = 255/127, 15/7, 896/448, 114688/57344, 65536/32768.
       The v / scale Div may differ by 1 ulp on hardware (emulated as IEEE).
     Not supported on Atlas inference / training (the doc: symmetric only; 310P's asymmetric code uses
     another formula, ARITHMETIC 1.4). Arguments as npu_dynamic_quant; special values in the module doc.
@@ -519,18 +532,26 @@ def aclnnDynamicQuantV2GetWorkspaceSize(x, smoothScalesOptional, groupIndexOptio
                                         offsetOut, product="atlas-a2"):
     """Phase one of aclnnDynamicQuantV2: validates inputs and the caller's outputs, returns
     (workspace_size, executor). dstType: 2 int8, 29 int4 (yOut ml_dtypes.int4, shape of x), 3 int32
-    (yOut int32 [..., H/8]), on Ascend 950 also 35 float8_e5m2, 36 float8_e4m3fn. offsetOut None means
+    (yOut int32 [..., H/8]), on Ascend 950 also 35 float8_e5m2, 36 float8_e4m3fn and 34 hifloat8 (yOut
+    uint8 HiFloat8 codes, shape of x). offsetOut None means
     symmetric. Same core as npu_dynamic_quant / npu_dynamic_quant_asymmetric."""
+    return get_workspace_size(ACLNN_OP, lambda: _aclnn_prepare(x, smoothScalesOptional, groupIndexOptional, dstType,
+                                                               yOut, scaleOut, offsetOut, product))
+
+
+def _aclnn_prepare(x, smoothScalesOptional, groupIndexOptional, dstType, yOut, scaleOut, offsetOut, product):
+    """Every check of aclnnDynamicQuantV2 (run in both phases); returns (plan, run)."""
     op = ACLNN_OP
     _checks.data_tensors(op, product, x=x, smoothScalesOptional=smoothScalesOptional,
                          groupIndexOptional=groupIndexOptional)
     soc = _checks.resolve_product(op, product, SUPPORTED_PRODUCTS)
     dst_code = _checks.int_attr(op, "dstType", dstType, soc.soc)
-    if dst_code == 34:
-        raise invalid(op, "dstType", "34 (hifloat8) is not implemented in npusim", soc.soc)
     if dst_code not in ACLNN_DST_TYPES:
-        raise invalid(op, "dstType", f"must be one of {sorted(ACLNN_DST_TYPES)} "
-                      "(2 int8, 29 int4, 3 int32, 35 float8_e5m2, 36 float8_e4m3fn), got " + str(dst_code), soc.soc)
+        raise invalid(op, "dstType", f"must be one of {sorted(ACLNN_DST_TYPES)} (2 int8, 29 int4, 3 int32, "
+                      "34 hifloat8, 35 float8_e5m2, 36 float8_e4m3fn), got " + str(dst_code), soc.soc)
+    if ACLNN_DST_TYPES[dst_code] not in _Y_BY_FAMILY[soc.family]:
+        raise invalid(op, "dstType", f"{dst_code} ({ACLNN_DST_TYPES[dst_code]}) is not supported on this product; "
+                      f"allowed outputs: {', '.join(_Y_BY_FAMILY[soc.family])}", soc.soc)
     symmetric = offsetOut is None
     plan, ctx = _make_plan(op, x, smoothScalesOptional, groupIndexOptional, ACLNN_DST_TYPES[dst_code],
                            symmetric, product)
@@ -539,9 +560,10 @@ def aclnnDynamicQuantV2GetWorkspaceSize(x, smoothScalesOptional, groupIndexOptio
     offset = None
     if not symmetric:
         offset = _checks.out_tensor(op, "offsetOut", offsetOut, plan.outputs["offset"].shape, np.float32, soc.soc)
+    _checks.written_apart(op, soc.soc, yOut=y, scaleOut=scale, offsetOut=offset)
     if ctx[2] is not None:
         _check_group_values(op, ctx[2], ctx[3], soc.soc)
-    return 0, Executor(op, plan, lambda: _execute(plan, ctx, y, scale, offset), workspace_size=0)
+    return plan, lambda: _execute(plan, ctx, y, scale, offset)
 
 
 @aclnn_api

@@ -22,7 +22,7 @@ import numpy as np
 
 from npusim import _checks, formats
 from npusim._kernels import fake_quant as _kernel
-from npusim.aclnn import Executor, aclnn_api, run_executor
+from npusim.aclnn import aclnn_api, get_workspace_size, run_executor
 from npusim.errors import invalid, nullptr
 from npusim.plan import Plan, TensorSpec, planner
 
@@ -202,9 +202,7 @@ def _compute(ck: _Checked, out: np.ndarray, mask: np.ndarray) -> None:
     x = np.ascontiguousarray(ck.x)
     scale = np.ascontiguousarray(ck.scale, dtype=np.float32)   # fp16 -> fp32 is exact
     zp = np.ascontiguousarray(ck.zero_point, dtype=np.int32)
-    # outputs written in place may alias an input: read such inputs from a copy
-    x, scale, zp = (a.copy() if np.may_share_memory(a, out) or np.may_share_memory(a, mask) else a
-                    for a in (x, scale, zp))
+    x, scale, zp = _checks.unshared((x, scale, zp), (out, mask))     # out or mask may alias an input
     shape = ck.shape or (1,)
     outer = int(np.prod(shape[:ck.axis], dtype=np.int64))
     inner = int(np.prod(shape[ck.axis + 1:], dtype=np.int64))
@@ -238,10 +236,12 @@ def fake_quantize_per_channel_affine_cachemask(x, scale, zero_point, axis, quant
     kernel, tiling key 2, runs only when both are fp16, else the fp32 kernel, key 1), then per
     channel: t = f32(x * f32(1/s)); q = rint(rint(t) + zp) with int32 saturation;
     mask = qmin <= q <= qmax (the fp16 kernel compares half(q), which differs from the integer
-    compare only for quant ranges beyond +-2048); out = f32(f32(clamp(q) - zp) * s), rounded to
+    compare only when quant_min or quant_max lies outside +-2047); out = f32(f32(clamp(q) - zp) * s), rounded to
     the output dtype (RNE, overflow to inf).
-    For finite inputs this equals PyTorch's CPU op bit for bit. Non-finite inputs follow the
-    kernel, not PyTorch: NaN x gives out = (0 - zp) * s and mask = (qmin <= zp <= qmax) (the
+    This equals PyTorch's CPU op bit for bit for finite x and scale with |x / scale| < 2**63 (fp16
+    kernel: and quant_min, quant_max within +-2047). A zero or subnormal scale or a huge x makes
+    x / scale infinite or beyond int64, where PyTorch's cast is undefined; npusim treats such a quotient
+    as the +-inf below. Non-finite inputs follow the kernel, not PyTorch: NaN x gives out = (0 - zp) * s and mask = (qmin <= zp <= qmax) (the
     kernel's Cast NaN -> int32 is taken as 0, undocumented); +-inf saturate (+inf -> quant_max,
     -inf -> quant_min, mask False), where PyTorch on x86 gives quant_min for both.
     Other documented deviations from PyTorch: zero points outside [quant_min, quant_max] are
@@ -268,12 +268,13 @@ def aclnnFakeQuantPerChannelAffineCachemaskGetWorkspaceSize(self, scale, zeroPoi
     tiling's 16 MiB system workspace (0 for empty inputs; intermediate tensors are not counted).
     Arithmetic and deviations: see npusim.fake_quantize_per_channel_affine_cachemask.
     """
-    _checks.data_tensors(ACLNN_OP, product, self=self, scale=scale, zeroPoint=zeroPoint)
-    ck = _validate(ACLNN_OP, _ACLNN_NAMES, self, scale, zeroPoint, axis, quantMin, quantMax, product,
-                   out=out, mask=mask, check_outputs=True)
-    plan = _plan(ck)
-    ws = SYSTEM_WORKSPACE if plan.block_dim else 0
-    return ws, Executor(ACLNN_OP, plan, lambda: _compute(ck, out, mask), workspace_size=ws)
+    def prepare():
+        _checks.data_tensors(ACLNN_OP, product, self=self, scale=scale, zeroPoint=zeroPoint)
+        ck = _validate(ACLNN_OP, _ACLNN_NAMES, self, scale, zeroPoint, axis, quantMin, quantMax, product,
+                       out=out, mask=mask, check_outputs=True)
+        _checks.written_apart(ACLNN_OP, ck.soc.soc, out=out, mask=mask)
+        return _plan(ck), lambda: _compute(ck, out, mask)
+    return get_workspace_size(ACLNN_OP, prepare, lambda plan: SYSTEM_WORKSPACE if plan.block_dim else 0)
 
 
 @aclnn_api

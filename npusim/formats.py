@@ -1,7 +1,8 @@
 """Storage formats of the NPU and the Ascend Cast, on numpy arrays.
 
 Formats: fp32, fp16, bf16, int8, int16, int32, int4 (two per byte, or eight per int32 word),
-float8_e4m3fn, float8_e5m2, float8_e8m0 (biased exponent byte). Narrow floats are ml_dtypes
+float8_e4m3fn, float8_e5m2, float8_e8m0 (biased exponent byte), and HiFloat8 (Huawei's tapered
+8-bit float, stored as uint8 bit patterns: no numpy dtype exists for it). Narrow floats are ml_dtypes
 arrays. Every rounding is done by the Cython helpers of kernels_pyx/ascend_cast.pxd (one generic
 routine from double, and branch-free SIMD fast paths for the hot pairs, tested identical to it).
 """
@@ -49,6 +50,17 @@ _BY_NAME = {
 }
 FP8_MAX = {float8_e4m3fn: 448.0, float8_e5m2: 57344.0}
 
+# HiFloat8 (arXiv 2409.16626): uint8 codes, named by this string wherever a dtype is expected
+HIFLOAT8 = "hifloat8"
+HIFLOAT8_MAX = 32768.0            # largest finite value (code 0x6E); 0x6F is +inf, 0x80 NaN, 0x00 the only zero
+_HIF8_NAMES = ("hifloat8", "hif8", "torch_npu.hifloat8")
+_HIF8_KIND = 6                    # ascend_cast.pxd F_HIF8
+
+
+def is_hifloat8(dtype) -> bool:
+    """Whether `dtype` names HiFloat8 ('hifloat8', 'hif8', 'torch_npu.hifloat8')."""
+    return isinstance(dtype, str) and dtype.strip().lower() in _HIF8_NAMES
+
 
 def as_dtype(dtype) -> np.dtype:
     """A numpy dtype from a dtype, a type, or a name such as 'bf16', 'float8_e4m3fn', 'int4'."""
@@ -80,36 +92,74 @@ def round_mode_code(round_mode: str) -> int:
         raise ValueError(f"round_mode must be one of {sorted(ROUND_MODES)}, got {round_mode!r}") from None
 
 
-def cast(x, dtype, round_mode: str = "rint", saturate: bool = True) -> np.ndarray:
+def cast(x, dtype, round_mode: str | None = None, saturate: bool = True) -> np.ndarray:
     """Ascend Cast of every element of `x` to `dtype`, one rounding with `round_mode`.
 
-    round_mode: 'rint' (nearest, ties to even), 'round' (nearest, ties away from zero), 'trunc',
-    'floor', 'ceil', 'odd' (round to odd). saturate=True: overflow and +-inf give +-max finite
+    round_mode: 'rint' (nearest, ties to even; the default), 'round' (nearest, ties away from zero),
+    'trunc', 'floor', 'ceil', 'odd' (round to odd). saturate=True: overflow and +-inf give +-max finite
     (integers clamp); saturate=False: IEEE overflow (inf, or NaN for float8_e4m3fn which has no
     inf; directed modes that round toward zero give max finite) and integers wrap. NaN stays NaN
     in float targets and becomes 0 in integer targets. int4 results are ml_dtypes.int4 arrays
     (one value per byte; see pack_int4 for the packed layouts).
+
+    dtype 'hifloat8' returns uint8 HiFloat8 codes. Its Cast offers CAST_ROUND (the default here) and
+    the stochastic CAST_HYBRID, which is not emulated (its random source is undocumented); so only
+    'round' is accepted. Saturating (the hardware default): overflow and +-inf give +-32768 and NaN
+    gives 0; not saturating: values from 40960 up give +-inf (0x6F/0xEF), NaN gives 0x80
+    (asc-devkit asc_float2hif8.md). Decode codes with hifloat8_to_float32.
     """
     src = np.asarray(x)
+    if is_hifloat8(dtype):
+        return _cast_hifloat8(src, round_mode, saturate)
     dst_dt = as_dtype(dtype)
-    mode = round_mode_code(round_mode)
-    if src.dtype == np.bool_:
-        src = src.astype(np.uint8)
-    if src.dtype.byteorder == ">":
-        src = src.astype(src.dtype.newbyteorder("="))
-    if src.dtype not in _KIND:
-        raise TypeError(f"cast: unsupported source dtype {src.dtype}")
+    mode = round_mode_code("rint" if round_mode is None else round_mode)
     if dst_dt not in _KIND:
         raise TypeError(f"cast: unsupported target dtype {dst_dt}")
-    if src.dtype == int4:
-        src = src.astype(np.int8)
-    flat = np.ascontiguousarray(src).reshape(-1)
+    flat = _source(src)
     out = np.empty(flat.shape, dtype=np.int8 if dst_dt == int4 else dst_dt)
     _casts.cast_buffer(flat.view(np.uint8), _KIND[flat.dtype], out.view(np.uint8), _KIND[dst_dt],
                        flat.size, mode, bool(saturate))
     if dst_dt == int4:
         out = out.astype(int4)
     return out.reshape(src.shape)
+
+
+def _source(src: np.ndarray) -> np.ndarray:
+    """A contiguous flat array of a dtype cast_buffer reads (bool as uint8, native byte order, int4 as int8)."""
+    if src.dtype == np.bool_:
+        src = src.astype(np.uint8)
+    if src.dtype.byteorder == ">":
+        src = src.astype(src.dtype.newbyteorder("="))
+    if src.dtype not in _KIND:
+        raise TypeError(f"cast: unsupported source dtype {src.dtype}")
+    if src.dtype == int4:
+        src = src.astype(np.int8)
+    return np.ascontiguousarray(src).reshape(-1)
+
+
+def _cast_hifloat8(src: np.ndarray, round_mode, saturate: bool) -> np.ndarray:
+    mode = "round" if round_mode is None else str(round_mode).lower()
+    if mode != "round":
+        raise ValueError(f"cast to hifloat8: round_mode must be 'round' (CAST_ROUND, ties away from zero), got "
+                         f"{round_mode!r}; the hardware's other hifloat8 mode, CAST_HYBRID, is stochastic and "
+                         "not emulated")
+    flat = _source(src)
+    out = np.empty(flat.shape, dtype=np.uint8)
+    _casts.cast_buffer(flat.view(np.uint8), _KIND[flat.dtype], out, _HIF8_KIND, flat.size,
+                       ROUND_MODES["round"], bool(saturate))
+    return out.reshape(src.shape)
+
+
+_HIF8_VALUES = _casts.hifloat8_table()
+_HIF8_VALUES.flags.writeable = False
+
+
+def hifloat8_to_float32(codes) -> np.ndarray:
+    """float32 values of HiFloat8 codes (uint8 or int8 bit patterns), exactly; 0x80 is NaN, 0x6F/0xEF +-inf."""
+    c = np.asarray(codes)
+    if c.dtype not in (np.uint8, np.int8):
+        raise TypeError(f"hifloat8_to_float32: codes must be uint8 (or int8) bit patterns, got {c.dtype}")
+    return _HIF8_VALUES[c.view(np.uint8)]
 
 
 def pack_int4(values, container: str = "uint8") -> np.ndarray:
@@ -164,8 +214,10 @@ def unpack_int4(packed, container: str = "uint8", n: int | None = None) -> np.nd
     out[..., 1::2] = hi
     out = np.where(out >= 8, out - 16, out).astype(np.int8)
     if n is not None:
-        if n > out.shape[-1]:
-            raise ValueError(f"unpack_int4: n={n} exceeds the {out.shape[-1]} packed values")
+        if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
+            raise TypeError(f"unpack_int4: n must be an integer, got {n!r}")
+        if not 0 <= n <= out.shape[-1]:
+            raise ValueError(f"unpack_int4: n={n} is negative or exceeds the {out.shape[-1]} packed values")
         out = out[..., :n]
     return out
 

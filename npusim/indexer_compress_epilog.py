@@ -13,7 +13,7 @@ import numpy as np
 
 from npusim import _checks, formats
 from npusim._kernels import indexer_compress_epilog as _kernel
-from npusim.aclnn import Executor, aclnn_api, run_executor
+from npusim.aclnn import aclnn_api, get_workspace_size, run_executor
 from npusim.errors import invalid
 from npusim.plan import Plan, TensorSpec, planner, spec_of
 
@@ -27,15 +27,20 @@ HEAD_DIM = 4096                 # doc: d is fixed at 4096
 QUANT_BLOCK = 128               # one scale per 128 elements of a row
 SCALE_COLS = HEAD_DIM // QUANT_BLOCK
 MX_SCALE_RULES = {"kernel": 0, "ceil": 1}
-CACHE_DTYPES = ("float8_e4m3fn", "float8_e5m2")
+CACHE_DTYPES = {0: ("float8_e4m3fn", "float8_e5m2"), 1: ("float8_e4m3fn", "float8_e5m2"),
+                2: ("uint8",)}                     # by quant_mode; mode 2: HiFloat8 codes (npusim.formats)
 X_DTYPES = ("float16", "bfloat16")
-SCALE_DTYPE = {1: "float32", 0: "float8_e8m0"}   # by quant_mode
+SCALE_DTYPE = {1: "float32", 0: "float8_e8m0", 2: "float32"}   # by quant_mode (mode 2: not written)
+HIFLOAT8_MODE = 2
 
 # Vendor tiling constants (op_host/indexer_compress_epilog_tiling.cpp)
 _WORKSPACE_BYTES = 32
 _UB_BLOCK_BYTES = 32
 _DOUBLE_BUFFER = 2
-_TILING_KEYS = {(False, 1): 10001, (True, 1): 10011, (False, 0): 10000, (True, 0): 10010}
+# mode 2 takes the normal-quant keys (its drivers branch on quantMode inside them; the successor
+# indexer_quant_cache tiling adds 1 for quantMode 1 or 2)
+_TILING_KEYS = {(False, 1): 10001, (True, 1): 10011, (False, 0): 10000, (True, 0): 10010,
+                (False, 2): 10001, (True, 2): 10011}
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -46,14 +51,14 @@ def _round_up(a: int, b: int) -> int:
     return _ceil_div(a, b) * b
 
 
-def _check_attrs(quant_mode, round_scale, mx_scale_rule, product) -> tuple[int, bool]:
+def _check_attrs(quant_mode, round_scale, mx_scale_rule, product, scale=1.0) -> tuple[int, bool]:
     quant_mode = _checks.int_attr(OP, "quant_mode", quant_mode, product)
-    if quant_mode == 2:
-        raise invalid(OP, "quant_mode", "quant_mode 2 (hifloat8 cache) is not emulated: npusim has no "
-                      "bit-exact hifloat8 format; use quant_mode 1 (fp32 scales) or 0 (MX, e8m0 scales)",
+    if quant_mode not in (0, 1, 2):
+        raise invalid(OP, "quant_mode", f"must be 0 (MX quant), 1 (normal quant) or 2 (hifloat8), got "
+                      f"{quant_mode}", product)
+    if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, (int, float, np.integer, np.floating)):
+        raise invalid(OP, "scale", f"must be a float (the hifloat8 multiplier of quant_mode 2), got {scale!r}",
                       product)
-    if quant_mode not in (0, 1):
-        raise invalid(OP, "quant_mode", f"must be 0 (MX quant) or 1 (normal quant), got {quant_mode}", product)
     if not isinstance(round_scale, (bool, np.bool_)):
         raise invalid(OP, "round_scale", f"must be a bool, got {round_scale!r}", product)
     if not isinstance(mx_scale_rule, str) or mx_scale_rule not in MX_SCALE_RULES:
@@ -70,7 +75,7 @@ def _check_specs(cache, scale, x, slot_mapping, quant_mode, product) -> dict:
         if s is None:
             _checks.tensor(OP, name, None, product)          # raises the nullptr error
     x_dt = _checks.dtype_in(OP, "x", x, X_DTYPES, product)
-    cache_dt = _checks.dtype_in(OP, "indexer_compress_cache", cache, CACHE_DTYPES, product)
+    cache_dt = _checks.dtype_in(OP, "indexer_compress_cache", cache, CACHE_DTYPES[quant_mode], product)
     want_scale = SCALE_DTYPE[quant_mode]
     got_scale = formats.dtype_name(scale.dtype)
     if got_scale != want_scale:
@@ -139,7 +144,7 @@ def _tiling(bs: int, d: int, quant_mode: int, core_num: int, ub_bytes: int) -> d
 
 @planner(OP, PRODUCTS)
 def plan_indexer_compress_epilog(indexer_compress_cache, indexer_compress_scale, x, slot_mapping, *,
-                                 quant_mode=1, round_scale=True, mx_scale_rule="kernel",
+                                 quant_mode=1, round_scale=True, mx_scale_rule="kernel", scale=1.0,
                                  product="ascend-950pr") -> Plan:
     """The vendor tiling of indexer_compress_epilog for these shapes/dtypes (arrays or TensorSpecs).
 
@@ -148,8 +153,8 @@ def plan_indexer_compress_epilog(indexer_compress_cache, indexer_compress_scale,
     moves rowFactor whole rows per UB pass, the largest count whose double-buffered x (2 B/elem),
     y (1 B/elem) and scale tiles plus the slot-index buffer fit in the UB, capped at rowOfFormerBlock
     (d = 4096 on the 248 KiB UB of 950: 10 rows). Tiling key: 10000 + 10 if rowFactor != 1 (multi-row
-    driver) + 1 if quant_mode == 1; so single-row keys (10001 normal, 10000 MX) are chosen exactly when
-    T <= number of AIV cores. All four keys run the same arithmetic.
+    driver) + 1 if quant_mode is 1 or 2; so single-row keys (10001 normal/hifloat8, 10000 MX) are chosen
+    exactly when T <= number of AIV cores. The single- and multi-row drivers run the same arithmetic.
 
     tiles (vendor tiling-data names): bs, d, scaleCol, rowOfFormerBlock, rowOfTailBlock,
     rowLoopOfFormerBlock, rowLoopOfTailBlock (UB passes per core), rowFactor (rows per pass),
@@ -159,7 +164,7 @@ def plan_indexer_compress_epilog(indexer_compress_cache, indexer_compress_scale,
     -1 are still read from slot_mapping but neither loaded nor stored (data-dependent; not in the plan).
     """
     soc = _checks.resolve_product(OP, product, PRODUCTS)
-    quant_mode, round_scale = _check_attrs(quant_mode, round_scale, mx_scale_rule, soc.soc)
+    quant_mode, round_scale = _check_attrs(quant_mode, round_scale, mx_scale_rule, soc.soc, scale)
     specs = {k: spec_of(v) if v is not None else None for k, v in
              (("cache", indexer_compress_cache), ("scale", indexer_compress_scale), ("x", x),
               ("slot_mapping", slot_mapping))}
@@ -172,9 +177,9 @@ def plan_indexer_compress_epilog(indexer_compress_cache, indexer_compress_scale,
         inputs={"x": specs["x"], "slot_mapping": specs["slot_mapping"]},
         outputs={"indexer_compress_cache": specs["cache"], "indexer_compress_scale": specs["scale"]},
         attrs={"quant_mode": quant_mode, "round_scale": round_scale, "mx_scale_rule": mx_scale_rule,
-               "workspace_bytes": _WORKSPACE_BYTES},
+               "scale": float(scale), "workspace_bytes": _WORKSPACE_BYTES},
         notes=("multi-row driver" if tiles["rowFactor"] != 1 else "single-row driver")
-        + ("; MX (e8m0) scales" if quant_mode == 0 else "; fp32 scales"),
+        + {0: "; MX (e8m0) scales", 1: "; fp32 scales", 2: "; hifloat8 cache, x * scale"}[quant_mode],
     )
 
 
@@ -188,29 +193,27 @@ def _in_place(name: str, a, product) -> np.ndarray:
     return a
 
 
-def _prepare(cache, scale, x, slot_mapping, quant_mode, round_scale, mx_scale_rule, product):
+def _prepare(cache, scale, x, slot_mapping, quant_mode, round_scale, mx_scale_rule, product, hif8_scale=1.0):
     """Every check, before anything is written. Returns (plan, bound kernel call)."""
     soc = _checks.resolve_product(OP, product, PRODUCTS)
     prod = soc.soc
-    _check_attrs(quant_mode, round_scale, mx_scale_rule, prod)
+    _check_attrs(quant_mode, round_scale, mx_scale_rule, prod, hif8_scale)
     cache = _in_place("indexer_compress_cache", cache, prod)
     scale = _in_place("indexer_compress_scale", scale, prod)
     _checks.data_tensors(OP, prod, x=x, slot_mapping=slot_mapping)
     x = _checks.tensor(OP, "x", x, prod)
     slot_mapping = _checks.tensor(OP, "slot_mapping", slot_mapping, prod)
     plan = plan_indexer_compress_epilog(cache, scale, x, slot_mapping, quant_mode=quant_mode,
-                                        round_scale=round_scale, mx_scale_rule=mx_scale_rule, product=product)
+                                        round_scale=round_scale, mx_scale_rule=mx_scale_rule, scale=hif8_scale,
+                                        product=product)
     for name, a in (("indexer_compress_cache", cache), ("indexer_compress_scale", scale), ("x", x),
                     ("slot_mapping", slot_mapping)):
         if not a.flags.c_contiguous:
             raise invalid(OP, name, "must be contiguous (non-contiguous tensors are not supported)", prod)
     if cache.dtype.byteorder == ">" or scale.dtype.byteorder == ">":
         raise invalid(OP, "indexer_compress_scale", "must be in native byte order (it is updated in place)", prod)
-    if np.may_share_memory(cache, scale):
-        raise invalid(OP, "indexer_compress_scale", "must not overlap indexer_compress_cache", prod)
-    for name, a in (("x", x), ("slot_mapping", slot_mapping)):
-        if np.may_share_memory(a, cache) or np.may_share_memory(a, scale):
-            raise invalid(OP, name, "must not overlap the in-place outputs", prod)
+    _checks.written_apart(OP, prod, indexer_compress_cache=cache, indexer_compress_scale=scale)
+    slot_mapping = _checks.index_tensor(OP, "slot_mapping", slot_mapping, prod)     # checked and read as one copy
     rows = cache.shape[0]
     if slot_mapping.size:
         lo, hi = int(slot_mapping.min()), int(slot_mapping.max())
@@ -225,7 +228,6 @@ def _prepare(cache, scale, x, slot_mapping, quant_mode, round_scale, mx_scale_ru
             where = np.flatnonzero(slot_mapping == dup)[:2].tolist()
             raise invalid(OP, "slot_mapping", f"valid slots must be distinct (the NPU writes duplicates in an "
                           f"undefined order); slot {dup} appears at positions {where}", prod)
-    x_raw = x.view(np.uint16)
     is_bf16 = formats.dtype_name(x.dtype) == "bfloat16"
     fmt = 4 if formats.dtype_name(cache.dtype) == "float8_e5m2" else 3      # ascend_cast F_E5M2 / F_E4M3
     cache_raw = cache.view(np.uint8)
@@ -233,9 +235,11 @@ def _prepare(cache, scale, x, slot_mapping, quant_mode, round_scale, mx_scale_ru
     qm, rs, rule = plan.attrs["quant_mode"], plan.attrs["round_scale"], MX_SCALE_RULES[mx_scale_rule]
 
     def run() -> None:
+        x_raw = _checks.unshared((x,), (cache, scale))[0].view(np.uint16)   # x may share the cache's memory
         # the kernel stores fp32 scales through a float pointer: use an aligned buffer for a misaligned array
         scale_work = scale_raw if scale.flags.aligned else scale_raw.copy()
-        _kernel.indexer_compress_epilog_kernel(x_raw, is_bf16, slot_mapping, cache_raw, scale_work, fmt, qm, rs, rule)
+        _kernel.indexer_compress_epilog_kernel(x_raw, is_bf16, slot_mapping, cache_raw, scale_work, fmt, qm, rs, rule,
+                                               np.float32(hif8_scale))
         if scale_work is not scale_raw:
             scale_raw[...] = scale_work
 
@@ -243,7 +247,7 @@ def _prepare(cache, scale, x, slot_mapping, quant_mode, round_scale, mx_scale_ru
 
 
 def indexer_compress_epilog(indexer_compress_cache, indexer_compress_scale, x, slot_mapping, *,
-                            quant_mode=1, round_scale=True, mx_scale_rule="kernel",
+                            quant_mode=1, round_scale=True, mx_scale_rule="kernel", scale=1.0,
                             product="ascend-950pr") -> None:
     """Quantize each row of x ([T, 4096] fp16/bf16) in blocks of 128 and write the fp8 values to
     indexer_compress_cache[slot] and the block scales to indexer_compress_scale[slot], in place, for
@@ -268,36 +272,47 @@ def indexer_compress_epilog(indexer_compress_cache, indexer_compress_scale, x, s
     round_scale=False: floor(log2 s), while the data are divided by the unrounded s, as the kernel
     does); y = fp8(clamp(x / s, -FP8MAX, FP8MAX)), RNE.
 
+    quant_mode=2 (hifloat8 cache: uint8 HiFloat8 codes [rows, 4096]; beyond the doc, which lists modes 0
+    and 1; DeepSeek-V4's compressor calls it): y = hif8(f32(x * scale)) with the float attribute `scale`
+    (default 1.0): one fp32 multiply (Muls), then Cast CAST_ROUND with SatMode::SAT (the kernel's
+    VFProcessHifp8Quant / castTraitF32toh8 in indexer_compress_epilog_base.h): ties away from zero,
+    +-inf and |values| rounding past 32768 give +-32768, NaN gives code 0 (npusim.formats HiFloat8).
+    No block scale is computed. The scale rows of valid slots: the vendor drivers still copy their
+    (unwritten) UB scale buffer to indexer_compress_scale[slot], so the NPU writes undefined bytes there;
+    npusim leaves the scale array untouched. The vendor's example test for this mode was not available
+    to us; the y arithmetic is the kernel's.
+
     Deviations and assumptions: the NPU's Div is documented to 1 ulp; we use IEEE division, so a
     quotient within 1 ulp of an fp8 rounding boundary may differ from hardware. The vendor golden
     computes amax / FP8MAX (not amax * f32(1/FP8MAX)), has no 1e-4 floor and clips inf inputs; we follow
     the kernel. Subnormals are kept (no flush to zero). In MX mode, non-finite blocks follow the kernel's
     operations under two undocumented assumptions: the vector max propagates NaN, and a NaN quotient is
     stored as the format's positive NaN code; with round_scale and the kernel rule a NaN/inf amax then
-    yields s = -0.0 (bit pattern 0x80000000) and e8m0 byte 0x00. quant_mode=2 (hifloat8) is rejected:
-    npusim does not implement the hifloat8 format bit-exactly.
+    yields s = -0.0 (bit pattern 0x80000000) and e8m0 byte 0x00.
 
     Validation (all before any write; a rejected call changes nothing): product Ascend 950PR/950DT;
     x fp16/bf16 [T, 4096]; slot_mapping int32 [T] with values in [-1, rows of the cache) and no valid
-    slot repeated (the NPU's result would be undefined); cache float8_e4m3fn/float8_e5m2 [rows, 4096];
-    scale [rows, 32] float32 (mode 1) or float8_e8m0 (mode 0); all C-contiguous, outputs writable
-    and not overlapping anything. The doc writes the cache shape as [T, d]; vendor callers pass the
+    slot repeated (the NPU's result would be undefined); cache float8_e4m3fn/float8_e5m2 [rows, 4096]
+    (uint8 in mode 2); scale [rows, 32] float32 (modes 1, 2) or float8_e8m0 (mode 0); all C-contiguous, outputs writable
+    and not overlapping themselves or each other (x may share their memory: it is read first). The doc writes the
+    cache shape as [T, d]; vendor callers pass the
     whole cache (rows >= T), so any row count is accepted and slots are checked against it.
     """
     _, run = _prepare(indexer_compress_cache, indexer_compress_scale, x, slot_mapping, quant_mode,
-                      round_scale, mx_scale_rule, product)
+                      round_scale, mx_scale_rule, product, scale)
     run()
 
 
 @aclnn_api
 def aclnnIndexerCompressEpilogGetWorkspaceSize(indexerCompressCache, indexerCompressScale, x, slotMapping,
-                                               quantMode=1, roundScale=True, *, mx_scale_rule="kernel",
-                                               product="ascend-950pr"):
-    """Phase one of aclnnIndexerCompressEpilog (argument order of the torch binding): validates
-    everything and returns (workspace_size, executor); the vendor tiling asks for 32 bytes."""
-    plan, run = _prepare(indexerCompressCache, indexerCompressScale, x, slotMapping, quantMode, roundScale,
-                         mx_scale_rule, product)
-    return _WORKSPACE_BYTES, Executor(ACLNN_OP, plan, run, _WORKSPACE_BYTES)
+                                               quantMode=1, roundScale=True, scale=1.0, *,
+                                               mx_scale_rule="kernel", product="ascend-950pr"):
+    """Phase one of aclnnIndexerCompressEpilog (argument order of the torch binding; scale is the float
+    multiplier of quantMode 2): validates everything and returns (workspace_size, executor); the vendor
+    tiling asks for 32 bytes."""
+    return get_workspace_size(ACLNN_OP, lambda: _prepare(indexerCompressCache, indexerCompressScale, x, slotMapping,
+                                                         quantMode, roundScale, mx_scale_rule, product, scale),
+                              lambda plan: _WORKSPACE_BYTES)
 
 
 @aclnn_api

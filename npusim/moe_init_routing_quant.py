@@ -14,7 +14,7 @@ import numpy as np
 
 from npusim import _checks, formats
 from npusim._kernels import moe_init_routing_quant as _k
-from npusim.aclnn import Executor, aclnn_api, run_executor
+from npusim.aclnn import aclnn_api, get_workspace_size, run_executor
 from npusim.errors import invalid, nullptr
 from npusim.plan import Plan, TensorSpec, planner, spec_of
 
@@ -84,9 +84,8 @@ def _check_shapes(op, names, x, row_idx, expert_idx, active_num, product):
         raise invalid(op, names["expert_idx"], f"NUM_ROWS*K = {n * k} must fit in int32 (row indices are int32)",
                       soc.soc)
     active = _checks.int_attr(op, names["active_num"], active_num, soc.soc)
-    if active < 0 or active > np.iinfo(np.int64).max:
-        raise invalid(op, names["active_num"], f"must be >= 0 and fit in int64 (aclnn activeNum), got {active}",
-                      soc.soc)
+    if active < 0:                  # int_attr has checked the int64 range of aclnn's activeNum
+        raise invalid(op, names["active_num"], f"must be >= 0, got {active}", soc.soc)
     return soc, n, k, xs.shape[1], x_dtype, active
 
 
@@ -276,7 +275,7 @@ def plan_moe_init_routing_quant(x, row_idx, expert_idx, active_num, scale=1.0, o
     return Plan(op="moe_init_routing_quant", soc=soc, kernel="MoeInitRoutingQuant", tiling_key=key, block_dim=aiv,
                 core_type="aiv", tiles=tiles,
                 inputs={"x": spec_of(x), "row_idx": spec_of(row_idx), "expert_idx": spec_of(expert_idx)},
-                outputs={"expanded_x": TensorSpec((rows_out, cols), np.int8),
+                outputs={"expanded_x": _checks.out_spec(_op, "expanded_x", (rows_out, cols), np.int8, soc.soc),
                          "expanded_row_idx": TensorSpec((total,), np.int32),
                          "expanded_expert_idx": TensorSpec((total,), np.int32)},
                 attrs={"active_num": active, "scale": float(scale), "offset": float(offset)},
@@ -291,8 +290,8 @@ def _prepare(op, names, x, row_idx, expert_idx, active_num, scale, offset, produ
     run(expanded_x, expanded_row_idx, expanded_expert_idx) fills the three outputs."""
     prod = str(product)
     x = _checks.tensor(op, names["x"], x, prod)
-    row_idx = _checks.tensor(op, names["row_idx"], row_idx, prod)
-    expert_idx = _checks.tensor(op, names["expert_idx"], expert_idx, prod)
+    row_idx = _checks.index_tensor(op, names["row_idx"], row_idx, prod)
+    expert_idx = _checks.index_tensor(op, names["expert_idx"], expert_idx, prod)
     _checks.data_tensors(op, prod, **{names["x"]: x, names["row_idx"]: row_idx, names["expert_idx"]: expert_idx})
     plan = plan_moe_init_routing_quant(x, row_idx, expert_idx, active_num, scale, offset, product,
                                        _op=op, _names=names)
@@ -302,16 +301,13 @@ def _prepare(op, names, x, row_idx, expert_idx, active_num, scale, offset, produ
     oh = _quant_param(op, names["offset"], offset, soc)
     _check_data(op, names, row_idx, expert_idx, n, k, soc)
     x_dtype = formats.dtype_name(x.dtype)
-    x = np.ascontiguousarray(x)
-    row_flat = np.ascontiguousarray(row_idx.reshape(-1))
-    expert_flat = np.ascontiguousarray(expert_idx.reshape(-1))
+    row_flat, expert_flat = row_idx.reshape(-1), expert_idx.reshape(-1)     # private copies
     active_rows = plan.tiles["gather"]["activateRows"]
 
     def run(expanded_x, expanded_row_idx, expanded_expert_idx):
-        # an output that shares an input's storage (aclnn face) is written only after that input is read
-        outs = (expanded_x, expanded_row_idx, expanded_expert_idx)
-        x_, row_, expert_ = (a.copy() if any(np.may_share_memory(a, o) for o in outs) else a
-                             for a in (x, row_flat, expert_flat))
+        # an output may share an input's storage (aclnn face): read such an input from a copy
+        x_, row_, expert_ = _checks.unshared((np.ascontiguousarray(x), row_flat, expert_flat),
+                                             (expanded_x, expanded_row_idx, expanded_expert_idx))
         total = n * k
         sorted_row = np.empty(total, np.int32)
         if total:
@@ -366,6 +362,14 @@ def aclnnMoeInitRoutingQuantGetWorkspaceSize(x, rowIdx, expertIdx, activeNum, sc
     """Phase one of aclnnMoeInitRoutingQuant: validates inputs, attributes and the three output arrays
     (written in place by phase two) and returns (workspace_size, executor). Same arithmetic as
     npusim.moe_init_routing_quant; workspace_size is the vendor GetWorkspaceSize value."""
+    return get_workspace_size(OP, lambda: _aclnn_prepare(x, rowIdx, expertIdx, activeNum, scale, offset, expandedXOut,
+                                                         expandedRowIdxOut, expandedExpertIdxOut, product),
+                              lambda plan: plan.tiles["workspace_bytes"])
+
+
+def _aclnn_prepare(x, rowIdx, expertIdx, activeNum, scale, offset, expandedXOut, expandedRowIdxOut,
+                   expandedExpertIdxOut, product):
+    """Every check of aclnnMoeInitRoutingQuant (run in both phases); returns (plan, run)."""
     plan, run = _prepare(OP, _CAMEL, x, rowIdx, expertIdx, activeNum, scale, offset, product)
     soc = plan.soc.soc
     outs = plan.outputs
@@ -377,13 +381,8 @@ def aclnnMoeInitRoutingQuantGetWorkspaceSize(x, rowIdx, expertIdx, activeNum, sc
     for name, arr in (("expandedXOut", ex), ("expandedRowIdxOut", er), ("expandedExpertIdxOut", ee)):
         if not arr.flags.c_contiguous:
             raise invalid(OP, name, "must be C-contiguous (ND format)", soc)
-    named = (("expandedXOut", ex), ("expandedRowIdxOut", er), ("expandedExpertIdxOut", ee))
-    for i, (name_b, b) in enumerate(named):
-        for name_a, a in named[:i]:
-            if np.may_share_memory(a, b):
-                raise invalid(OP, name_b, f"must not overlap {name_a} (both are outputs)", soc)
-    workspace = plan.tiles["workspace_bytes"]
-    return workspace, Executor(OP, plan, lambda: _run_aligned(run, (ex, er, ee)), workspace)
+    _checks.written_apart(OP, soc, expandedXOut=ex, expandedRowIdxOut=er, expandedExpertIdxOut=ee)
+    return plan, lambda: _run_aligned(run, (ex, er, ee))
 
 
 def _run_aligned(run, outs) -> None:

@@ -6,6 +6,7 @@ perfmodel can find them without npusim importing perfmodel.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -22,11 +23,9 @@ class TensorSpec:
     dtype: Any
 
     def __post_init__(self):
-        shape = tuple(int(d) for d in self.shape)
-        if any(d < 0 for d in shape):
-            raise ValueError(f"TensorSpec: dimensions must be >= 0, got {shape}")
-        object.__setattr__(self, "shape", shape)
-        object.__setattr__(self, "dtype", formats.as_dtype(self.dtype))
+        dtype = formats.as_dtype(self.dtype)
+        object.__setattr__(self, "shape", _dims(self.shape, dtype))
+        object.__setattr__(self, "dtype", dtype)
 
     @property
     def ndim(self) -> int:
@@ -34,11 +33,40 @@ class TensorSpec:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:
         return self.size * self.dtype.itemsize
+
+
+MAX_BYTES = 2**63 - 1      # numpy's and aclnn's (int64) size limit
+
+
+def _dims(shape, dtype: np.dtype) -> tuple[int, ...]:
+    """A shape as numpy takes it (an integer or a sequence of integers), checked: integers only (no
+    floats, strings or bools, which numpy and PyTorch refuse too), each >= 0, and the tensor's bytes
+    within int64 as numpy requires, so that no plan or prediction ever works on a wrapped size."""
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, (bool, np.bool_)):
+        shape = (shape,)
+    try:
+        if isinstance(shape, (str, bytes)):
+            raise TypeError
+        dims = tuple(shape)
+    except TypeError:
+        raise TypeError(f"TensorSpec: shape must be a sequence of integers, got {shape!r}") from None
+    for d in dims:
+        if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)):
+            raise TypeError(f"TensorSpec: dimensions must be integers, got {d!r} in shape {dims!r}")
+    dims = tuple(int(d) for d in dims)
+    if any(d < 0 for d in dims):
+        raise ValueError(f"TensorSpec: dimensions must be >= 0, got {dims}")
+    extent = math.prod(d or 1 for d in dims) * dtype.itemsize     # numpy's rule: zero dims do not excuse the rest
+    if extent > MAX_BYTES:
+        raise ValueError(f"TensorSpec: shape {dims} of {formats.dtype_name(dtype)} needs {extent} bytes (non-zero "
+                         f"dimensions times the item size), beyond the int64 limit 2**63 - 1 (numpy and aclnn "
+                         "refuse such a tensor)")
+    return dims
 
 
 def spec_of(x) -> TensorSpec | None:

@@ -1,4 +1,5 @@
-"""npu_trans_quant_param, npu_quant_matmul and LinearA8W8Quant (torch_npu), bit-exact on the CPU.
+"""npu_trans_quant_param, npu_quant_matmul and LinearA8W8Quant (torch_npu), bit-exact on the CPU, with the
+weight-preparation helpers npu_convert_weight_to_int4pack and npu_format_cast.
 
 Arithmetic: shared/spec/ARITHMETIC.md section 4 (ops-nn quant/trans_quant_param_v2/op_kernel/
 trans_quant_param_v2.h; matmul/quant_batch_matmul_v3/op_kernel/*; asc-devkit fixpipe models
@@ -13,9 +14,19 @@ The int32 accumulation is exact (kernels_pyx/quant_matmul.pyx). Which epilogue r
     scale: d = f32(acc * s); d = f32(p * d); d = f32(d + float_bias); RNE to the output type.
   * int32 output: acc + int32 bias (scale ignored).
 An int32 bias is always added to the accumulator before any scaling (it lives in L0C / the bias table).
+
+Ascend 950PR / 950DT (arch35 QuantBatchMatmulV3/V4; beyond seed 003, which lists Atlas inference, A2 and
+A3): int8 x int8 only. Which path runs follows the arch35 tiling (op_host/op_tiling/arch35/
+adaptive_sliding_window_tiling.cpp SetBf16Compat / HasMixVecPostProcess) and kernel
+(op_kernel/arch35/qbmm_cube_on_the_fly.h), as the vendor golden tests/assets/qbmmv3_kernel_golden.py
+encodes it; see _arch35_epilogue.
+
+int4 (int32-packed) inputs take the same epilogues (the kernel templates are shared across input dtypes,
+quant_batch_matmul_v3.cpp); their support matrix is in _validate and the README.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from dataclasses import dataclass
@@ -27,11 +38,12 @@ from npusim._kernels import quant_matmul as _k
 from npusim.errors import invalid, nullptr
 from npusim.plan import Plan, TensorSpec, planner
 
-__all__ = ["npu_trans_quant_param", "npu_quant_matmul", "LinearA8W8Quant"]
+__all__ = ["npu_trans_quant_param", "npu_quant_matmul", "LinearA8W8Quant", "npu_convert_weight_to_int4pack",
+           "npu_format_cast"]
 
 OP_TQP = "npu_trans_quant_param"
 OP_QMM = "npu_quant_matmul"
-SUPPORTED = ("atlas-a2", "atlas-a3", "atlas-inference")
+SUPPORTED = ("atlas-a2", "atlas-a3", "atlas-inference", "ascend-950pr", "ascend-950dt")
 MAX_LAST_DIM = 65535
 
 _SCALE_MASK = 0xFFFFE000          # keep sign, exponent and 10 mantissa bits ("FP19")
@@ -39,7 +51,9 @@ _SIGN_FLAG = 1 << 46              # fixpipe Sign bit: signed int8 result of REQ8
 _OFFSET_SHIFT = 37                # int9 offset in bits 37..45
 _RESERVED_BITS = (0xF << 32) | (1 << 36) | (~((1 << 47) - 1) & 0xFFFFFFFFFFFFFFFF)  # N shift, MCB, 47..63
 
-_EPI = {"int32": 0, "req8": 1, "deqf16": 2, "vec_fp16": 3, "vec_bf16": 4}
+_EPI = {"int32": 0, "req8": 1, "deqf16": 2, "vec_fp16": 3, "vec_bf16": 4,
+        "deqbf16": 4}    # arch35 fixpipe int32 -> bf16 with the 19-bit scale: the vec_bf16 arithmetic, truncated scale
+_FIXPIPE_EPILOGUES = ("req8", "deqf16", "deqbf16", "int32")
 
 
 # --------------------------------------------------------------------------- npu_trans_quant_param
@@ -79,11 +93,16 @@ def npu_trans_quant_param(scale, offset=None, round_mode: int = 0, *, product: s
     u = np.broadcast_to(u, (n,)) if u.size == 1 else u
     out = (_fp19_truncate(u) if int(round_mode) == 0 else _fp19_round(u)) | np.uint64(_SIGN_FLAG)
     if o is not None:
-        off = formats.cast(np.ascontiguousarray(o, dtype=np.float32).reshape(-1), np.int32, "rint", saturate=True)
-        off9 = np.clip(off.astype(np.int64), -256, 255)
-        off9 = np.broadcast_to(off9, (n,)) if off9.size == 1 else off9
-        out = out | ((off9.astype(np.uint64) & np.uint64(0x1FF)) << np.uint64(_OFFSET_SHIFT))
+        off = _offset_field(o)
+        out = out | (np.broadcast_to(off, (n,)) if off.size == 1 else off)
     return out.view(np.int64).reshape(shape).copy()
+
+
+def _offset_field(o: np.ndarray) -> np.ndarray:
+    """float32 offsets as bits 37..45 of the quant parameter: clamp(rint(o), -256, 255) as int9 (uint64)."""
+    off = formats.cast(np.ascontiguousarray(o, dtype=np.float32).reshape(-1), np.int32, "rint", saturate=True)
+    off9 = np.clip(off.astype(np.int64), -256, 255)
+    return (off9.astype(np.uint64) & np.uint64(0x1FF)) << np.uint64(_OFFSET_SHIFT)
 
 
 def _check_param_shape(op, name, a, soc):
@@ -114,6 +133,56 @@ def _fp19_round(u: np.ndarray) -> np.ndarray:
     e = np.where(e == 0, np.uint64(0), e)
     f = np.where(e == 0, np.uint64(0), f)             # zero and subnormal scales flush to +-0
     return ((sign << np.uint64(18)) | (e << np.uint64(10)) | f) << np.uint64(13)
+
+
+# --------------------------------------------------------------------------- weight preparation
+OP_INT4PACK = "npu_convert_weight_to_int4pack"
+INT4PACK_PRODUCTS = ("atlas-a2", "atlas-a3", "ascend-950pr", "ascend-950dt")
+ACL_FORMAT_ND = 2
+ACL_FORMAT_FRACTAL_NZ = 29
+
+
+def npu_convert_weight_to_int4pack(weight, inner_k_tiles: int = 0, *, product: str = "atlas-a2") -> np.ndarray:
+    """torch_npu.npu_convert_weight_to_int4pack: int32 holding int4 values -> int32 words of eight int4.
+
+    weight: int32, 2-D (k, n) or (n, k) (3-D (g, ., .) for grouped weights), last dim a multiple of 8,
+    values in [-8, 7]. Returns int32 with the last dim / 8: element 8j+i of a row at bits 4i..4i+3 of word
+    j, which is npusim's int32 packing (formats.pack_int4). Source: ops-nn aclnn_convert_weight_to_int4_pack
+    .cpp (PackToINT8: element 2i in the low nibble of byte i; the bytes read as little-endian int32) and the
+    torch_npu doc (products A2/A3; the aclnn doc adds Ascend 950). inner_k_tiles is reserved and unused, as
+    in torch_npu. Documented choice: values outside [-8, 7] are rejected (the doc requires the range; the
+    host code would keep their low 4 bits). For npu_quant_matmul pass the packed (n, k // 8) weight
+    transposed, a (k // 8, n) view, or pack the (k, n) weight.
+    """
+    _checks.data_tensors(OP_INT4PACK, product, weight=weight)
+    soc = _checks.resolve_product(OP_INT4PACK, product, INT4PACK_PRODUCTS)
+    w = _checks.tensor(OP_INT4PACK, "weight", weight, soc)
+    _checks.dtype_in(OP_INT4PACK, "weight", w, ("int32",), soc.soc)
+    _checks.int_attr(OP_INT4PACK, "inner_k_tiles", inner_k_tiles, soc.soc)
+    if w.ndim not in (2, 3):
+        raise invalid(OP_INT4PACK, "weight", f"must be 2-D (k, n) / (n, k) or 3-D, got shape {w.shape}", soc.soc)
+    if w.shape[-1] % 8:
+        raise invalid(OP_INT4PACK, "weight", f"last dimension must be a multiple of 8, got {w.shape[-1]}", soc.soc)
+    if w.size and (w.min() < -8 or w.max() > 7):
+        raise invalid(OP_INT4PACK, "weight", f"values must lie in the int4 range [-8, 7], got [{w.min()}, {w.max()}]",
+                      soc.soc)
+    return formats.pack_int4(w, "int32")
+
+
+def npu_format_cast(x, acl_format: int):
+    """torch_npu.npu_format_cast on the CPU: returns x itself.
+
+    The NPU formats only change how a tensor is stored in device memory (FRACTAL_NZ = ACL format 29 tiles
+    the last two dims for the cube), never its values, and npusim computes from values, so nothing changes
+    here. acl_format must be 2 (ND) or 29 (FRACTAL_NZ), the two npu_quant_matmul takes for its weight
+    (aclnn_quant_matmul_v4.cpp CheckFormat); other formats are rejected as not emulated."""
+    if isinstance(acl_format, (bool, np.bool_)) or not isinstance(acl_format, (int, np.integer)) \
+            or int(acl_format) not in (ACL_FORMAT_ND, ACL_FORMAT_FRACTAL_NZ):
+        raise invalid("npu_format_cast", "acl_format", f"must be {ACL_FORMAT_ND} (ND) or {ACL_FORMAT_FRACTAL_NZ} "
+                      f"(FRACTAL_NZ); other formats are not emulated by npusim, got {acl_format!r}")
+    if x is None:
+        raise nullptr("npu_format_cast", "x")
+    return x
 
 
 # --------------------------------------------------------------------------- validation + plan
@@ -152,11 +221,35 @@ def _dtype(a) -> str:
     return formats.dtype_name(a.dtype)
 
 
+def _int4_weight(x2, K: int, p: str):
+    """(N, x2 as (k, n // 8) words) for an int32-packed int4 weight given as (k, n // 8), or as (k // 8, n),
+    the transpose of the (n, k // 8) that npu_convert_weight_to_int4pack makes of an (n, k) weight (torch_npu
+    npu_quant_matmul doc, int4 constraints). The transposed one is repacked, so both give the same bits;
+    n must then be a multiple of 8 (the doc: k and n are multiples of 8). A TensorSpec keeps its shape."""
+    if len(x2.shape) != 2:
+        raise invalid(OP_QMM, "x2", f"int4 (int32-packed) weights must be 2-D, (k, n // 8) or (k // 8, n), "
+                      f"got {len(x2.shape)}-D", p)
+    rows, cols = (int(d) for d in x2.shape)
+    if rows == K:
+        return cols * 8, x2
+    if rows * 8 != K:
+        raise invalid(OP_QMM, "x2", f"shape {tuple(x2.shape)} is neither (k, n // 8) nor (k // 8, n) for "
+                      f"k = 8 * x1.shape[-1] = {K}", p)
+    if cols % 8:
+        raise invalid(OP_QMM, "x2", f"a (k // 8, n) int4 weight needs n a multiple of 8, got n = {cols} "
+                      "(torch_npu npu_quant_matmul doc: k and n are multiples of 8)", p)
+    if isinstance(x2, TensorSpec):
+        return cols, x2
+    values = formats.unpack_int4(np.ascontiguousarray(x2.T), "int32")          # (n, k)
+    return cols, formats.pack_int4(values.T, "int32")                           # (k, n // 8)
+
+
 def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product) -> _Call:
     op = OP_QMM
     soc = _checks.resolve_product(op, product, SUPPORTED)
     p = soc.soc
     inference = soc.family == "310p910"
+    arch35 = soc.family == "950"
     x1 = _checks.tensor(op, "x1", x1, soc)
     x2 = _checks.tensor(op, "x2", x2, soc)
     scale = _checks.tensor(op, "scale", scale, soc)
@@ -164,7 +257,11 @@ def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product
     pertoken_scale = _checks.tensor(op, "pertoken_scale", pertoken_scale, soc, optional=True)
     bias = _checks.tensor(op, "bias", bias, soc, optional=True)
 
-    x_types = ("int8",) if inference else ("int8", "int32")
+    if inference and _dtype(x1) == "int32":
+        raise invalid(op, "x1", "int4 (int32-packed) inputs are not supported on Atlas inference products: "
+                      "x1/x2 are int8 only (torch_npu npu_quant_matmul doc, table 1; aclnn_quant_matmul_v4.cpp "
+                      "CheckDtypeValidOnOnlyL0c2ub)", p)
+    x_types = ("int8",) if inference or arch35 else ("int8", "int32")     # 950: x1/x2 INT8 only (V4 doc)
     t1 = _checks.dtype_in(op, "x1", x1, x_types, p)
     t2 = _checks.dtype_in(op, "x2", x2, x_types, p)
     if t1 != t2:
@@ -173,18 +270,21 @@ def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product
     for name, a in (("x1", x1), ("x2", x2)):
         if not 2 <= len(a.shape) <= 6:
             raise invalid(op, name, f"must have 2 to 6 dimensions, got {len(a.shape)}", p)
-        if int(np.prod(a.shape)) == 0:
+        # 950 (V4 doc): m = 0 or n = 0 gives an empty output; every other empty tensor is rejected
+        empty_ok = arch35 and 0 not in a.shape[:-2] and (a.shape[-1] if name == "x1" else a.shape[-2]) != 0
+        if int(np.prod(a.shape)) == 0 and not empty_ok:
             raise invalid(op, name, f"must not be empty, got shape {tuple(a.shape)}", p)
         if a.shape[-1] > MAX_LAST_DIM:
             raise invalid(op, name, f"last dimension must be <= {MAX_LAST_DIM}, got {a.shape[-1]}", p)
-    if int4 and len(x2.shape) != 2:
-        raise invalid(op, "x2", f"int4 (int32-packed) weights must be 2-D (k, n // 8), got {len(x2.shape)}-D", p)
     M = int(x1.shape[-2])
     K = int(x1.shape[-1]) * (8 if int4 else 1)
-    N = int(x2.shape[-1]) * (8 if int4 else 1)
-    if int(x2.shape[-2]) != K:
-        what = f"8 * x1.shape[-1] = {K}" if int4 else f"x1.shape[-1] = {K}"
-        raise invalid(op, "x2", f"shape[-2] ({x2.shape[-2]}) must equal {what}", p)
+    x2_kn = x2                   # x2 as (k, n) (int4: (k, n // 8) words) for the kernel
+    if int4:
+        N, x2_kn = _int4_weight(x2, K, p)
+    else:
+        N = int(x2.shape[-1])
+        if int(x2.shape[-2]) != K:
+            raise invalid(op, "x2", f"shape[-2] ({x2.shape[-2]}) must equal x1.shape[-1] = {K}", p)
     try:
         batch = tuple(np.broadcast_shapes(tuple(x1.shape[:-2]), tuple(x2.shape[:-2])))
     except ValueError:
@@ -196,8 +296,17 @@ def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product
     allowed_out = ("int8", "float16") if inference else ("int8", "float16", "bfloat16", "int32")
     if out not in allowed_out:
         raise invalid(op, "output_dtype", f"must be one of {', '.join(allowed_out)}, got {out}", p)
-    if int4 and out != "float16":
-        raise invalid(op, "output_dtype", f"int4 (int32-packed) inputs support only float16 output, got {out}", p)
+    if int4:     # A4W4 output: float16, or bfloat16 through the per-token (vector) epilogue
+        if out not in ("float16", "bfloat16"):
+            raise invalid(op, "output_dtype", f"int4 (int32-packed) inputs give float16 or bfloat16 output, got {out} "
+                          "(aclnn_quant_matmul_v4.cpp, CheckDtypeValidOnOnlyL0c2outForA4W4)", p)
+        if out == "bfloat16" and pertoken_scale is None:
+            raise invalid(op, "pertoken_scale", "int4 (int32-packed) inputs with bfloat16 output need a "
+                          "pertoken_scale: without one the A4W4 kernel takes only an int64 scale, which bfloat16 "
+                          "output does not (aclnn_quant_matmul_v4.cpp)", p)
+        if bias is not None and len(bias.shape) != 1:
+            raise invalid(op, "bias", f"must be 1-D (n,) with int4 inputs, got shape {tuple(bias.shape)} "
+                          "(aclnn_quant_matmul_v4.cpp, CheckShapeInt4)", p)
 
     # scale / offset / pertoken / bias: shapes
     if len(scale.shape) != 1 or scale.shape[0] not in (1, N):
@@ -242,10 +351,18 @@ def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product
             _checks.dtype_in(op, "bias", bias, ("int32", "float16", "float32"), p)
         epi = "vec_fp16"
     elif out == "bfloat16":
-        _checks.dtype_in(op, "scale", scale, ("float32", "bfloat16"), p)
-        if b_t is not None:
-            _checks.dtype_in(op, "bias", bias, ("int32", "bfloat16", "float32"), p)
-        epi = "vec_bf16"
+        fixpipe_scales = ("int64", np.dtype(np.uint64)) if arch35 else ()    # 950 V4 table: int64 -> bf16 too
+        _checks.dtype_in(op, "scale", scale, ("float32", "bfloat16") + fixpipe_scales, p)
+        if s_t in ("int64", "uint64"):
+            if has_pt:
+                raise invalid(op, "pertoken_scale", "is not allowed with an int64 scale", p)
+            if b_t is not None:
+                _checks.dtype_in(op, "bias", bias, ("int32",), p)
+            epi = "deqbf16"
+        else:
+            if b_t is not None:
+                _checks.dtype_in(op, "bias", bias, ("int32", "bfloat16", "float32"), p)
+            epi = _arch35_epilogue(scale, has_pt, b_t) if arch35 else "vec_bf16"
     else:                            # int32
         _checks.dtype_in(op, "scale", scale, ("float32", "bfloat16"), p)
         if has_pt:
@@ -255,26 +372,28 @@ def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product
         epi = "int32"
 
     plan = _make_plan(soc, x1, x2, scale, offset, pertoken_scale, bias, M, K, N, batch, out_shape, out, epi, int4)
-    arrays = {"x1": x1, "x2": x2, "scale": scale, "offset": offset, "pertoken_scale": pertoken_scale, "bias": bias}
+    if arch35:
+        plan = _arch35_plan(plan, x2, M, K, N)
+    arrays = {"x1": x1, "x2": x2_kn, "scale": scale, "offset": offset, "pertoken_scale": pertoken_scale, "bias": bias}
     return _Call(soc, int4, M, K, N, batch, out_shape, out, epi, s_t, o_t, b_t, has_pt, plan, arrays)
 
 
 def _make_plan(soc, x1, x2, scale, offset, pertoken, bias, M, K, N, batch, out_shape, out, epi, int4) -> Plan:
     nbatch = int(np.prod(batch)) if batch else 1
-    fixpipe = epi in ("req8", "deqf16", "int32")
+    fixpipe = epi in _FIXPIPE_EPILOGUES
     # Base blocks: documented estimate after QuantBatchMatmulV3BasicTiling (ops-nn
     # matmul/quant_batch_matmul_v3/op_host/op_tiling/quant_batch_matmul_v3_basic_tiling.cpp): basic block
     # 128 x 256 (BASIC_BLOCK_SIZE = 256 * 128), baseK from K_BASE {1024 .. 32} elements; here baseK = 128 B of
     # int8 (256 int4) so that double-buffered L0A/L0B tiles fit; the long side of the output gets baseN=256.
     base_m, base_n = (128, 256) if N >= M else (256, 128)
-    base_m = min(base_m, _ceil_to(M, 16))
-    base_n = min(base_n, _ceil_to(N, 16))
+    base_m = min(base_m, max(_ceil_to(M, 16), 16))          # max(): a 950 empty output (M or N = 0)
+    base_n = min(base_n, max(_ceil_to(N, 16), 16))
     base_k = min(256 if int4 else 128, _ceil_to(K, 64 if int4 else 32))
     m_cnt = -(-M // base_m)
     n_cnt = -(-N // base_n)
     blocks = nbatch * m_cnt * n_cnt
     cores = soc.aic
-    block_dim = min(cores, blocks)
+    block_dim = max(1, min(cores, blocks))                 # 1: a 950 empty output still plans one launch
     core_type = "aicore" if soc.core_layout == "coupled" else ("aic" if fixpipe else "mix")
     in_bytes = 0.5 if int4 else 1
     tiles = {
@@ -296,7 +415,7 @@ def _make_plan(soc, x1, x2, scale, offset, pertoken, bias, M, K, N, batch, out_s
                 block_dim=block_dim, core_type=core_type, tiles=tiles,
                 inputs={"x1": _spec(x1), "x2": _spec(x2), "scale": _spec(scale), "offset": _spec(offset),
                         "pertoken_scale": _spec(pertoken), "bias": _spec(bias)},
-                outputs={"y": TensorSpec(out_shape, out)},
+                outputs={"y": _checks.out_spec(OP_QMM, "y", out_shape, out, soc.soc)},
                 attrs={"output_dtype": out, "int4": int4},
                 notes="base block sizes are an estimate after the vendor basic tiling; "
                       "block_dim = min(AIC cores, output blocks)")
@@ -310,6 +429,96 @@ def _spec(x):
 
 def _ceil_to(v, a):
     return -(-int(v) // a) * a
+
+
+# --------------------------------------------------------------------------- Ascend 950 (arch35)
+def _arch35_epilogue(scale, has_pertoken: bool, bias_dtype) -> str:
+    """bf16 output with a float32/bf16 scale on arch35: the pure cube kernel (fixpipe dequant with the scale's
+    bits 31..13, qbmm_cube_on_the_fly.h `uint32Scale & DEQ_SCALE_MUL`) for a per-tensor scale without
+    per-token scale or float bias; otherwise the mix kernel's vector epilogue with the full scale
+    (SetBf16Compat: per-channel float scale, or per-tensor with an fp32/bf16 bias; per-token always)."""
+    per_tensor = int(scale.shape[0]) == 1
+    if per_tensor and not has_pertoken and bias_dtype in (None, "int32"):
+        return "deqbf16"
+    return "vec_bf16"
+
+
+# base_block_calculator.cpp constants (int8: one element per byte)
+_CUBE_BLOCK, _L1_ALIGN, _L2_ALIGN, _BASEK_LIMIT = 16, 32, 128, 4095
+
+
+def _arch35_base_block(M: int, K: int, N: int, aic: int, l0a_bytes: int, trans_b: bool) -> tuple[int, int, int]:
+    """(baseM, baseN, baseK) of BaseBlockCalculator::ComputeBaseBlockDefault followed by
+    AdjustBaseBlockDefault (ops-nn matmul/quant_batch_matmul_v3/op_host/op_tiling/arch35/
+    base_block_calculator.cpp), for int8 and transA = false: start from min(256, dim) tiles, and when
+    they leave cores idle re-split M and N over the cores (keeping baseM/baseN within a factor 2)."""
+    base_m = _ceil_to(min(M, 256), _CUBE_BLOCK)
+    base_n = _ceil_to(min(N, 256), _CUBE_BLOCK if trans_b else _L1_ALIGN)
+    base_k = _ceil_to(min(128, K), 32)
+    if -(-M // base_m) * -(-N // base_n) >= aic:
+        return base_m, base_n, base_k
+    m_align, n_align, k_align = _CUBE_BLOCK, (_CUBE_BLOCK if trans_b else _L2_ALIGN), _L2_ALIGN
+    m_max, n_max = -(-M // m_align), -(-N // n_align)
+    if m_max * n_max < aic and not trans_b:
+        return base_m, base_n, base_k
+    m_core, n_core = -(-M // base_m), -(-N // base_n)
+    if m_max < n_max or (m_max == n_max and n_align == _CUBE_BLOCK):
+        tm = _ceil_to(-(-M // m_core), m_align)
+        m_core = -(-M // tm)
+        n_core = aic // m_core
+        tn = _ceil_to(-(-N // n_core), n_align)
+    else:
+        tn = _ceil_to(-(-N // n_core), n_align)
+        n_core = -(-N // tn)
+        m_core = aic // n_core
+        tm = _ceil_to(-(-M // m_core), m_align)
+    while tn >= tm * 2 and n_core < aic // 2 and tn != n_align:
+        n_core *= 2
+        m_core = aic // n_core
+        tm, tn = _ceil_to(-(-M // m_core), m_align), _ceil_to(-(-N // n_core), n_align)
+        m_core, n_core = -(-M // tm), -(-N // tn)
+    while tm >= tn * 2 and m_core < aic // 2 and tm != m_align:
+        m_core *= 2
+        n_core = aic // m_core
+        tm, tn = _ceil_to(-(-M // m_core), m_align), _ceil_to(-(-N // n_core), n_align)
+        m_core, n_core = -(-M // tm), -(-N // tn)
+    k_max = l0a_bytes // 2 // max(tm, tn)
+    if k_max >= k_align:
+        base_m, base_n = tm, tn
+        base_k = min(_ceil_to(K, k_align), k_max // k_align * k_align)
+        if base_k > _BASEK_LIMIT:
+            base_k = _ceil_to(base_k // 2, k_align)
+    return base_m, base_n, base_k
+
+
+def _arch35_plan(plan: Plan, x2, M: int, K: int, N: int) -> Plan:
+    """The plan with the A2 estimate in plan.tiles replaced by with the arch35 adaptive-sliding-window base block.
+    transposeX2 is what torch_npu passes for a transposed contiguous x2 view (is_transpose_last_two_dims);
+    a TensorSpec is taken as contiguous. Not modelled: the tail-round split of the last blocks over idle
+    cores (CalcTailRoundBasicBlockSplit), full-load and L1 depth choices, the tiling key."""
+    soc, t = plan.soc, plan.tiles
+    trans_b = (isinstance(x2, np.ndarray) and x2.ndim >= 2 and x2.shape[-1] * x2.shape[-2] > 1
+               and x2.strides[-2] == x2.itemsize and x2.strides[-1] == x2.shape[-2] * x2.itemsize)
+    nbatch = t["batch"]
+    if M == 0 or N == 0:
+        base_m = base_n = 16
+        base_k = 32
+    else:
+        base_m, base_n, base_k = _arch35_base_block(M, K, N, soc.aic, soc.l0a_bytes, trans_b)
+    m_cnt, n_cnt = -(-M // base_m), -(-N // base_n)
+    blocks = nbatch * m_cnt * n_cnt
+    block_dim = max(1, min(soc.aic, blocks))
+    t.update(baseM=base_m, baseN=base_n, baseK=base_k, mCnt=m_cnt, nCnt=n_cnt, kLoops=-(-K // base_k),
+             total_blocks=blocks, blocks_per_core=-(-blocks // block_dim),
+             tail_m=M - (m_cnt - 1) * base_m if m_cnt else 0, tail_n=N - (n_cnt - 1) * base_n if n_cnt else 0,
+             l0a_tile_bytes=base_m * base_k, l0b_tile_bytes=base_k * base_n, l0c_tile_bytes=base_m * base_n * 4,
+             transB=bool(trans_b), kernelFamily="arch35")
+    if not t["ub_tile_elems"] == 0:
+        t["ub_tile_elems"] = base_m * base_n // 2
+    return dataclasses.replace(
+        plan, block_dim=block_dim, kernel="QuantBatchMatmulV3 (arch35)",
+        notes="arch35 adaptive-sliding-window base block (base_block_calculator.cpp); block_dim = min(AIC, "
+              "blocks), the tail-round split is not modelled" + ("; empty output, no work" if not blocks else ""))
 
 
 @planner(OP_QMM, SUPPORTED)
@@ -334,7 +543,12 @@ def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=No
     """torch_npu.npu_quant_matmul: y = epilogue(x1 @ x2) with an exact int32 accumulator.
 
     x1 [..., m, k], x2 [..., k, n] int8 (or int32 holding 8 int4 each, LSB nibble first:
-    x1 [m, k // 8], x2 [k, n // 8]); batch dims broadcast; 2 to 6 dims; last dims <= 65535.
+    x1 [..., m, k // 8], x2 [k, n // 8] or [k // 8, n], the transpose of npu_convert_weight_to_int4pack's
+    [n, k // 8]); batch dims broadcast; 2 to 6 dims; last dims <= 65535.
+    int4 (A2/A3; aclnn_quant_matmul_v4.cpp A4W4 checks, torch_npu doc table 2, op-plugin
+    test_npu_quant_matmul_a4w4_pertoken): float16 output without pertoken_scale (int64 / float32 scale,
+    int32 bias), or float16 / bfloat16 output with pertoken_scale through the int8 vector epilogue;
+    bias 1-D; no offset. README "int4 support matrix" lists the rows and their sources.
     scale (1,) or (n,): int64 (npu_trans_quant_param), float32 or bfloat16; offset (1,)/(n,) float32
     (int8 output only); pertoken_scale (m,) float32; bias (n,) or (batch, 1, n).
     output_dtype: int8 (default), float16, bfloat16, int32. Kernel: QuantBatchMatmulV3 on Atlas A2/A3
@@ -343,7 +557,8 @@ def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=No
       * float32 scale with int8/fp16 output and no pertoken: converted by npu_trans_quant_param(scale,
         offset) first (torch_npu does this on the host), so only 19 scale bits count.
       * int64 scale together with a separate offset: the A2/A3 kernel never reads the offset tensor
-        (only bits 37..45 of the int64 reach the fixpipe), so it is ignored here too, with a warning.
+        (only bits 37..45 of the int64 reach the fixpipe), so it is ignored here too, with a warning when
+        it differs from those bits (torch_npu's LinearA8W8Quant passes the offset it folded in: no warning).
       * REQ8 NaN products give 0 before the offset is added (undocumented on hardware); REQ8 ties
         round half to even (vendor model np.round); DEQF16 saturates to +-65504 (vendor model clip);
         the vector epilogue's final cast is IEEE (overflow to inf).
@@ -355,6 +570,22 @@ def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=No
       * uint64 scales are accepted like int64 (the aclnn checker's UINT64/INT64 list).
       * int64 scales must have bits 32..36 and 47..63 clear (npu_trans_quant_param never sets them:
         N shift / MCB are not modelled).
+
+    Ascend 950PR / 950DT (arch35; beyond seed 003, from the aclnnQuantMatmulV4 doc's 950 table, the arch35
+    kernels and the vendor golden qbmmv3_kernel_golden.py): x1/x2 int8 only; m = 0 or n = 0 gives an empty
+    output. As on A2/A3, torch_npu packs a float32 scale with npu_trans_quant_param for int8/fp16 output
+    without pertoken_scale (QuantMatmulKernelNpuOpApi.cpp). Paths:
+      * int64 scale: fixpipe with bits 31..13 (REQ8 / DEQF16 as above, and int32 -> bf16 output, new on 950);
+      * bf16 output, float32/bf16 scale of shape (1,), no pertoken_scale, no float bias: the cube kernel,
+        fixpipe with the scale's 19 high bits (qbmm_cube_on_the_fly.h `& DEQ_SCALE_MUL`) -- where A2/A3 use the
+        full fp32 scale;
+      * per-channel float scale, pertoken_scale, or a float bias: the mix kernel's vector epilogue with the
+        full scale, d = f32(f32(acc + int32 bias) * s) [* pertoken] [+ float bias], RNE to the output.
+    Agreement with the golden on the vendor's test shapes: bit-exact except (1) DEQF16 saturates at +-65504
+    (the fixpipe's F16 conversion has no INF/NaN mode) where the golden's astype gives inf, (2) the offset
+    bits of an int64 scale apply even without an offset tensor (the fixpipe reads them; the golden adds an
+    offset only when given one). npusim follows the kernel in both. Assumed: the bf16 fixpipe conversion
+    rounds to nearest-even without saturating (as the golden), which only matters past 3.4e38.
     """
     _checks.data_tensors(OP_QMM, product, x1=x1, x2=x2, scale=scale, offset=offset,
                          pertoken_scale=pertoken_scale, bias=bias)
@@ -368,9 +599,10 @@ def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=No
     scale_f = np.ones(N, np.float32)
     offset9 = np.zeros(N, np.int32)
     signed = np.ones(N, np.uint8)
-    if call.epilogue in ("req8", "deqf16"):
-        if call.scale_dtype == "float32":
-            q = npu_trans_quant_param(scale, offset if call.epilogue == "req8" else None, product=soc)
+    if call.epilogue in ("req8", "deqf16", "deqbf16"):
+        if call.scale_dtype in ("float32", "bfloat16"):      # bf16 (arch35 per-tensor): widening is exact
+            q = npu_trans_quant_param(np.asarray(scale, np.float32), offset if call.epilogue == "req8" else None,
+                                      product=soc)
         else:
             q = scale.astype(np.int64).view(np.uint64)
             bad = (q & np.uint64(_RESERVED_BITS)) != 0
@@ -379,11 +611,12 @@ def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=No
                 raise invalid(OP_QMM, "scale", f"int64 quant parameter {int(q[i]):#x} (index {i}) sets bits "
                               "32..36 or 47..63, which npu_trans_quant_param never sets (N shift / MCB "
                               "are not modelled)", p)
-            if offset is not None:
+            folded = q.reshape(-1) & np.uint64(0x1FF << _OFFSET_SHIFT)
+            if offset is not None and np.any(folded != _offset_field(offset)):
                 warnings.warn("npu_quant_matmul: with an int64 scale the A2/A3 kernel reads the offset only "
-                              "from bits 37..45 of the scale; the separate offset tensor is ignored "
-                              "(fold it in with npu_trans_quant_param(scale, offset))", RuntimeWarning,
-                              stacklevel=2)
+                              "from bits 37..45 of the scale; the separate offset tensor, which differs from "
+                              "them, is ignored (fold it in with npu_trans_quant_param(scale, offset))",
+                              RuntimeWarning, stacklevel=2)
         q = q.reshape(-1).view(np.uint64)
         scale_f[:] = (q & np.uint64(_SCALE_MASK)).astype(np.uint32).view(np.float32)
         if call.epilogue == "req8":
@@ -405,6 +638,8 @@ def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=No
     pt = (np.ascontiguousarray(pertoken_scale, dtype=np.float32) if pertoken_scale is not None
           else np.zeros(1, np.float32))
 
+    if M == 0 or N == 0:                                       # 950: empty output, nothing computed
+        return np.empty(call.out_shape, formats.as_dtype(call.out_dtype))
     acc = _accumulate(x1, x2, call, nbatch)
     out = np.empty((nbatch, M, N), dtype=formats.as_dtype(call.out_dtype))
     dummy8 = np.empty((1, 1, 1), np.int8)
@@ -453,18 +688,45 @@ def _gemm_path() -> int:
 
 
 # --------------------------------------------------------------------------- LinearA8W8Quant
-class LinearA8W8Quant:
-    """torch_npu.contrib.module.LinearA8W8Quant: a quantized linear layer over npu_quant_matmul.
+def linear_a8w8_quant_forward(x1, weight, scale, offset=None, pertoken_scale=None, bias=None, output_dtype=None,
+                              *, product: str = "atlas-a2") -> np.ndarray:
+    """The forward of torch_npu.contrib.module.LinearA8W8Quant (both faces run this).
 
-    Holds weight [out_features, in_features] int8, scale [out_features] float32, offset
-    [out_features] float32 (if offset=True), bias [out_features] int32 (if bias=True); set them as
-    arrays (any dtype npu_quant_matmul accepts for that role). layer(x1, pertoken_scale=None) computes
-    npu_quant_matmul(x1, weight^T, scale', offset, pertoken_scale, bias, output_dtype), where a float32
-    scale is first packed with npu_trans_quant_param(scale, offset) (ARITHMETIC.md 4.6, so the
-    per-channel scale is the 19-bit truncated one). As seed 003 states, x1 and weight are int8 and
-    output_dtype is int8, float16 or bfloat16 (int8/float16 on Atlas inference). Deviation: the packing is skipped when the output
-    goes through the vector epilogue (bf16/int32 output or pertoken_scale), where an int64 scale is
-    not allowed at all; in every other case the result is identical to packing always.
+    As torch_npu's module: a float32 scale is packed with npu_trans_quant_param(scale, offset) unless the
+    output goes through the vector epilogue (pertoken_scale given, or bfloat16 output), then
+    npu_quant_matmul(x1, weight^T, scale, offset=offset, pertoken_scale, bias, output_dtype) runs (the
+    offset goes along with the int64 scale that already holds it, as in torch_npu; it is not read twice).
+    Seed 003: x1 and weight are int8, output_dtype int8 (None), float16 or bfloat16 (not int32)."""
+    op = "LinearA8W8Quant"
+    _checks.data_tensors(op, product, x1=x1, pertoken_scale=pertoken_scale, weight=weight, scale=scale,
+                         offset=offset, bias=bias)
+    soc = _checks.resolve_product(op, product, SUPPORTED)
+    w = _checks.tensor(op, "weight", weight, soc)
+    if w.ndim < 2:
+        raise invalid(op, "weight", f"must be [out_features, in_features], got shape {w.shape}", soc.soc)
+    _checks.dtype_in(op, "x1", _checks.tensor(op, "x1", x1, soc), ("int8",), soc.soc)
+    _checks.dtype_in(op, "weight", w, ("int8",), soc.soc)
+    scale = _checks.tensor(op, "scale", scale, soc)
+    out = _out_dtype_name(output_dtype, soc)
+    if out == "int32":   # seed 003 output_dtype: int8/float16/bfloat16 (npu_quant_matmul adds int32)
+        raise invalid(op, "output_dtype", "must be int8, float16 or bfloat16 for LinearA8W8Quant, got int32",
+                      soc.soc)
+    if pertoken_scale is None and scale.dtype == np.float32 and out in ("int8", "float16"):
+        scale = npu_trans_quant_param(scale.reshape(-1), offset, product=product)
+    return npu_quant_matmul(x1, w.swapaxes(-1, -2), scale, offset=offset, pertoken_scale=pertoken_scale, bias=bias,
+                            output_dtype=output_dtype, product=product)
+
+
+class LinearA8W8Quant:
+    """torch_npu.contrib.module.LinearA8W8Quant on numpy arrays (the torch module is
+    npusim.torch_npu.contrib.module.LinearA8W8Quant).
+
+    Holds weight [out_features, in_features] int8, scale [out_features] float32, offset [out_features]
+    float32 (if offset=True), pertoken_scale float32 (if pertoken_scale=True; set it to the [m] per-token
+    scale of the next input, as torch_npu's module keeps it as a parameter), bias [out_features] int32 (if
+    bias=True); set them as arrays (any dtype npu_quant_matmul accepts for that role). layer(x1) runs
+    linear_a8w8_quant_forward (see there). Extra over torch_npu: layer(x1, pertoken_scale=p) uses p for
+    this call instead of the attribute.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, offset: bool = False,
@@ -472,47 +734,29 @@ class LinearA8W8Quant:
         op = "LinearA8W8Quant"
         self.in_features = _checks.int_attr(op, "in_features", in_features)
         self.out_features = _checks.int_attr(op, "out_features", out_features)
-        if self.in_features <= 0 or self.out_features <= 0:
-            raise invalid(op, "in_features/out_features", "must be positive")
+        for name, v in (("in_features", self.in_features), ("out_features", self.out_features)):
+            if not 1 <= v <= MAX_LAST_DIM:     # k and n are the last dims of x1 and weight^T (seed 003)
+                raise invalid(op, name, f"must be in [1, {MAX_LAST_DIM}] (npu_quant_matmul's limit on the last "
+                              f"dimensions of x1 and x2), got {v}", str(product))
         self.product = product
         self.output_dtype = output_dtype
-        self.use_pertoken = bool(pertoken_scale)
         self.weight = np.zeros((self.out_features, self.in_features), np.int8)
         self.scale = np.ones(self.out_features, np.float32)
         self.offset = np.zeros(self.out_features, np.float32) if offset else None
+        self.pertoken_scale = np.ones(self.out_features, np.float32) if pertoken_scale else None
         self.bias = np.zeros(self.out_features, np.int32) if bias else None
 
     def __call__(self, x1, pertoken_scale=None) -> np.ndarray:
-        op = "LinearA8W8Quant"
-        if self.use_pertoken and pertoken_scale is None:
-            raise nullptr(op, "pertoken_scale", self.product)
-        if not self.use_pertoken and pertoken_scale is not None:
-            raise invalid(op, "pertoken_scale", "was given but the layer was built with pertoken_scale=False",
-                          self.product)
-        _checks.data_tensors(op, self.product, x1=x1, pertoken_scale=pertoken_scale, weight=self.weight,
-                             scale=self.scale, offset=self.offset, bias=self.bias)
-        soc = _checks.resolve_product(op, self.product, SUPPORTED)
-        w = _checks.tensor(op, "weight", self.weight, self.product)
-        if w.ndim < 2:
-            raise invalid(op, "weight", f"must be [out_features, in_features], got shape {w.shape}", self.product)
-        # seed 003: this module is A8W8 only (int4-packed int32 goes through npu_quant_matmul directly)
-        _checks.dtype_in(op, "x1", _checks.tensor(op, "x1", x1, self.product), ("int8",), soc.soc)
-        _checks.dtype_in(op, "weight", w, ("int8",), soc.soc)
-        scale = _checks.tensor(op, "scale", self.scale, self.product)
-        out = _out_dtype_name(self.output_dtype, soc)
-        if out == "int32":   # seed 003 output_dtype: int8/float16/bfloat16 (npu_quant_matmul adds int32)
-            raise invalid(op, "output_dtype", "must be int8, float16 or bfloat16 for LinearA8W8Quant, got int32",
-                          soc.soc)
-        folded = out in ("int8", "float16") and pertoken_scale is None and scale.dtype == np.float32
-        if folded:
-            scale = npu_trans_quant_param(scale.reshape(-1), self.offset, product=self.product)
-        return npu_quant_matmul(x1, w.swapaxes(-1, -2), scale, offset=None if folded else self.offset,
-                                pertoken_scale=pertoken_scale, bias=self.bias, output_dtype=self.output_dtype,
-                                product=self.product)
+        if pertoken_scale is not None and self.pertoken_scale is None:
+            raise invalid("LinearA8W8Quant", "pertoken_scale", "was given but the layer was built with "
+                          "pertoken_scale=False", self.product)
+        return linear_a8w8_quant_forward(x1, self.weight, self.scale, self.offset,
+                                         self.pertoken_scale if pertoken_scale is None else pertoken_scale,
+                                         self.bias, self.output_dtype, product=self.product)
 
     forward = __call__
 
     def __repr__(self) -> str:
         return (f"LinearA8W8Quant(in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, offset={self.offset is not None}, "
-                f"pertoken_scale={self.use_pertoken}, output_dtype={self.output_dtype})")
+                f"pertoken_scale={self.pertoken_scale is not None}, output_dtype={self.output_dtype})")

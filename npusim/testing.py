@@ -1,6 +1,8 @@
 """Assertions for users' own unit tests."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from npusim import formats
@@ -11,9 +13,11 @@ def assert_bitexact(actual, expected, *, max_report: int = 8, err_msg: str = "")
 
     NaNs compare by bit pattern (a NaN equals only the same NaN). On mismatch the message gives
     the number of differing elements and the first few with index, both values and both bit patterns.
+    torch CPU tensors (bfloat16 and float8 included) are compared as the arrays npusim.torch_npu.to_numpy
+    views them as.
     """
-    a = _native(np.asarray(actual))
-    e = _native(np.asarray(expected))
+    a = _native(_array(actual))
+    e = _native(_array(expected))
     prefix = f"{err_msg}: " if err_msg else ""
     if a.dtype != e.dtype:
         raise AssertionError(f"{prefix}dtype differs: actual {formats.dtype_name(a.dtype)}, "
@@ -33,6 +37,14 @@ def assert_bitexact(actual, expected, *, max_report: int = 8, err_msg: str = "")
         lines.append(f"  at {idx}: actual {a[idx]!r} (0x{int(ab[idx]):0{width}x}), "
                      f"expected {e[idx]!r} (0x{int(eb[idx]):0{width}x})")
     raise AssertionError("\n".join(lines))
+
+
+def _array(x) -> np.ndarray:
+    torch = sys.modules.get("torch")        # a tensor means torch is imported already; never import it here
+    if torch is not None and isinstance(x, torch.Tensor):
+        from npusim.torch_npu import to_numpy
+        return to_numpy(x)
+    return np.asarray(x)
 
 
 def _native(a: np.ndarray) -> np.ndarray:

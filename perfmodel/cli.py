@@ -1,15 +1,18 @@
-"""The `npusim` command: sweep, compare, calibrate, plot.
+"""The `npusim` command: sweep, compare, calibrate, plot, list.
 
     npusim sweep                                  # default sweep -> npusim-out/sweep.csv + figures
-    npusim sweep --ops npu_quant_matmul --products atlas-a2 ascend-950pr --tokens 1:8192 --dtypes bfloat16
+    npusim sweep --ops npu_quant_matmul --products atlas-a2 atlas-a3 --tokens 1:8192 --dtypes bf16
     npusim sweep --config my_sweep.toml --out out/
-    npusim compare                                # the published set (perfmodel/data/published_timings.csv)
+    npusim compare                                # the packaged calibration set (perfmodel/data/)
     npusim compare --profiles PROF_DIR/ --product atlas-a2
     npusim calibrate --profiles op_summary_0.csv --product atlas-a2 --output cal.json
     npusim plot --sweep npusim-out/sweep.csv --kind roofline
+    npusim list                                   # operators, products, dtypes, epilogues
 
-Every command prints the paths it wrote at the end. scripts/{sweep,compare,calibrate,plot}.py run
-the same subcommands from a checkout.
+Every command prints the paths it wrote at the end. Mistakes (unknown names, bad values, missing
+files, files with no usable row) end with a message naming the value and the choices, and exit
+status 2 (1 when the input was readable but nothing in it could be used). scripts/{sweep,compare,
+calibrate,plot}.py run the same subcommands from a checkout.
 """
 from __future__ import annotations
 
@@ -19,63 +22,76 @@ from pathlib import Path
 
 import pandas as pd
 
+import npusim
+from npusim.products import PRODUCTS, socs_of
 from perfmodel import compare as cmp
 from perfmodel import plots, sweep
+from perfmodel.model import PIPES
+from perfmodel.predict import OPERATORS, check_product, supported_products
 from perfmodel.profiles import skipped_summary
 
 __all__ = ["main", "build_parser"]
 
 DEFAULT_OUT = "npusim-out"
-PER_ROW_MAX = 40               # compare prints every row up to this many, else the worst ones
+PER_ROW_MAX = 40               # compare prints every row up to this many, else the worst launches
+LIST_MAX = 20                  # rows of a table of failures printed before '... and N more'
 
 
-def _tokens(text: str) -> list[int]:
-    """'1,4,16' -> [1, 4, 16]; '1:4096' -> the powers of two from 1 to 4096."""
+class UsageError(ValueError):
+    """A mistake in the command line or its input files: message printed, exit status 2."""
+
+
+class NothingUsable(ValueError):
+    """Input read, but nothing in it could be used: message printed, exit status 1."""
+
+
+def _sizes(text: str) -> list[int]:
+    """'1,4,16' -> [1, 4, 16]; 'a:b' -> the powers of two from a up to b."""
     out = []
-    for part in text.split(","):
-        if ":" in part:
-            lo, hi = (int(v) for v in part.split(":"))
-            t = lo
-            while t <= hi:
-                out.append(t)
-                t *= 2
-        elif part.strip():
-            out.append(int(part))
-    if not out or min(out) < 1:
-        raise argparse.ArgumentTypeError(f"token counts must be positive integers, got {text!r}")
+    try:
+        for part in text.split(","):
+            if ":" in part:
+                lo, hi = (int(v) for v in part.split(":"))
+                if lo < 1 or hi > sweep.MAX_DIM:
+                    raise ValueError
+                t = lo
+                while t <= hi:
+                    out.append(t)
+                    t *= 2
+            elif part.strip():
+                out.append(int(part))
+    except ValueError:
+        out = []
+    if not out or min(out) < 1 or max(out) > sweep.MAX_DIM:
+        raise argparse.ArgumentTypeError(f"expected positive integers ('1 16 256', '1,16,256' or '1:4096' for the "
+                                         f"powers of two from 1 to 4096), got {text!r}")
     return out
 
 
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v.strip()]
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
 
 
 def _flat(lists):
-    return None if lists is None else [v for sub in lists for v in (sub if isinstance(sub, list) else [sub])]
+    return None if lists is None else [v for sub in lists for v in sub]
 
 
-def _args_text(args) -> str:
-    """'x=float16[1024,7168] dst_type=int8' for a predict argument dict."""
-    if not isinstance(args, dict):
-        return str(args)
-    parts = []
-    for k, v in args.items():
-        if hasattr(v, "shape") and hasattr(v, "dtype"):
-            from npusim.formats import dtype_name
-            parts.append(f"{k}={dtype_name(v.dtype)}[{','.join(map(str, v.shape))}]")
-        else:
-            parts.append(f"{k}={v}")
-    return " ".join(parts)
-
-
-def _print_table(df: pd.DataFrame, title: str, float_format="{:.4g}"):
+def _print_table(df: pd.DataFrame, title: str, float_format="{:.4g}", limit: int | None = None):
     print(f"\n{title}")
     if not len(df):
         print("  (none)")
         return
     with pd.option_context("display.max_columns", None, "display.width", 220, "display.max_colwidth", 70,
                            "display.float_format", float_format.format):
-        print(df.to_string(index=False))
+        print(df.head(limit).to_string(index=False) if limit else df.to_string(index=False))
+    if limit and len(df) > limit:
+        print(f"  ... and {len(df) - limit} more")
 
 
 def _print_paths(paths):
@@ -88,13 +104,17 @@ def _print_paths(paths):
 
 def cmd_sweep(a) -> int:
     cfg = sweep.load_config(a.config) if a.config else {}
-    axes = {}
-    for key, flag in (("ops", a.ops), ("products", a.products), ("tokens", _flat(a.tokens)),
-                      ("hidden", _flat(a.hidden)), ("dtypes", a.dtypes), ("n", _flat(a.n)), ("topk", _flat(a.topk))):
-        axes[key] = flag if flag is not None else cfg.get(key)
-    points = sweep.grid(**axes, overrides=cfg.get("overrides"))
-    calibration = a.calibration or cfg.get("calibration")
-    df = sweep.run_sweep(points, calibration=calibration, progress=False if a.quiet else None)
+    flags = {"ops": a.ops, "products": a.products, "tokens": _flat(a.tokens), "hidden": _flat(a.hidden),
+             "dtypes": a.dtypes, "n": _flat(a.n), "topk": _flat(a.topk), "epilogues": a.epilogues}
+    axes = {k: (v if v is not None else cfg.get(k)) for k, v in flags.items()}
+    try:
+        points = sweep.grid(**axes, overrides=cfg.get("overrides"))
+    except ValueError as exc:
+        if a.config and str(exc).startswith("[op."):          # the [op.<name>] tables live in the file
+            raise UsageError(f"{a.config}: {exc}") from None
+        raise
+    df = sweep.run_sweep(points, calibration=a.calibration or cfg.get("calibration"),
+                         progress=False if a.quiet else None)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "sweep.csv"
@@ -103,97 +123,122 @@ def cmd_sweep(a) -> int:
     print(f"sweep: {len(df)} points, {len(ok)} predicted, {len(df) - len(ok)} skipped")
     if len(df) - len(ok):
         reasons = df.loc[df["status"] != "ok"].groupby(["op", "reason"]).size().reset_index(name="points")
-        _print_table(reasons, "skipped points (operator, reason):")
+        _print_table(reasons, "skipped points (operator, reason):", limit=LIST_MAX)
     paths = [str(csv_path)]
     if not a.no_plots and len(ok):
         paths += plots.plot_sweep(df, out / "figures", tokens=a.pipe_tokens)
     _print_paths(paths)
+    if not len(ok):
+        raise NothingUsable("no point of the sweep could be predicted (reasons above)")
     return 0
 
 
-def _measured(a) -> pd.DataFrame | None:
+def _profile_paths(paths) -> list:
+    """The --profiles paths, each an existing file or a directory holding profiler CSVs."""
+    for p in map(Path, paths):
+        if not p.exists():
+            raise UsageError(f"--profiles: {p}: no such file or directory")
+        if p.is_dir() and not (any(p.rglob("*op_summary*.csv")) or any(p.rglob("*kernel_details*.csv"))):
+            raise UsageError(f"--profiles: {p}: directory holds no op_summary*.csv or kernel_details*.csv file")
+    return paths
+
+
+def _measured(a) -> pd.DataFrame:
     frames = []
     if a.profiles:
-        m = cmp.measured_from_profiles(a.profiles, a.product)
+        if not a.product:
+            raise UsageError("--product is required with --profiles: a profile does not say which chip it was "
+                             f"taken on (products: {', '.join(PRODUCTS)}, or an SoC name; see `npusim list`)")
+        m = cmp.measured_from_profiles(_profile_paths(a.profiles), a.product)
         print(f"profiles: {len(m)} usable rows from {len(a.profiles)} path(s)")
         if m.attrs.get("skipped"):
             print("unusable profile rows (count, reason):")
             print(skipped_summary(m))
         frames.append(m)
-    published = a.published
-    if published is None and not a.profiles:
-        default = cmp.default_published_path()
-        published = default if default.exists() else None
-    if published is not None:
-        m = cmp.read_published(published)
-        print(f"published set {published}: {len(m)} usable rows")
+    elif a.product:
+        raise UsageError("--product applies to --profiles only (the published set names its products)")
+    if a.published is not None or not a.profiles:
+        if a.published is None:
+            m = cmp.calibration_set()
+            print(f"packaged calibration set (measured_timings.csv + published_timings.csv in "
+                  f"{cmp.default_published_path().parent}): {len(m)} usable rows")
+        elif Path(a.published).is_file():
+            m = cmp.read_published(a.published)
+            print(f"published set {a.published}: {len(m)} usable rows")
+        else:
+            raise UsageError(f"--published: {a.published}: no such file")
         if m.attrs.get("skipped"):
             print("unusable rows (count, reason):")
             print(skipped_summary(m))
         frames.append(m)
-    if not frames:
-        print("error: no measured data: give --profiles PATH... or --published CSV "
-              f"(default {cmp.default_published_path()} does not exist)", file=sys.stderr)
-        return None
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     df.attrs = {}
+    if not len(df):
+        raise NothingUsable("no usable measured row (reasons above)")
     return df
 
 
 def cmd_compare(a) -> int:
-    measured = _measured(a)
-    if measured is None:
-        return 2
-    joined = cmp.compare(measured, calibration=a.calibration)
+    joined = cmp.compare(_measured(a), calibration=a.calibration)
+    ok = joined["status"] == "ok"
     summary = cmp.summarize(joined)
+    launches = cmp.by_launch(joined)
     _print_table(summary, "MAPE per operator and product (APE = |predicted - measured| / measured):")
     if len(joined) <= PER_ROW_MAX:
         _print_table(cmp.per_row(joined), "per row (error = (predicted - measured) / measured, %):",
                      float_format="{:.2f}")
     else:
-        _print_table(cmp.worst(joined, a.worst), f"worst {a.worst} rows:")
-    failed = joined[joined["status"] != "ok"] if len(joined) else joined
+        print(f"\n{len(joined)} rows: {len(launches)} distinct launches (call and measured block dim)")
+        _print_table(cmp.worst(launches, a.worst), f"worst {a.worst} launches (measured = median of its rows):")
+    failed = launches[launches["status"] != "ok"]
     if len(failed):
-        _print_table(failed[["op", "product", "label", "reason"]], "rows the model could not predict:")
+        _print_table(failed[["op", "product", "label", "rows", "reason"]], "launches the model could not predict:",
+                     limit=LIST_MAX)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    joined_out = joined.copy()
-    if "args" in joined_out:
-        joined_out["args"] = joined_out["args"].map(_args_text)
     paths = [str(out / "compare.csv"), str(out / "compare_summary.csv")]
-    joined_out.to_csv(paths[0], index=False)
+    launches.to_csv(paths[0], index=False)
     summary.to_csv(paths[1], index=False)
-    cal = f", calibration {a.calibration}" if a.calibration else ""
-    paths += plots.plot_pred_vs_measured(joined, out / "figures" / "pred_vs_measured",
-                                         title=f"Predicted vs measured latency ({len(joined)} rows{cal})")
-    paths += plots.plot_pipe_compare(joined, out / "figures" / "pipes_pred_vs_measured")
+    if not a.no_plots and ok.any():
+        cal = f", calibration {Path(a.calibration).name}" if a.calibration else ""
+        paths += plots.plot_pred_vs_measured(
+            launches, out / "figures" / "pred_vs_measured",
+            title=f"Predicted vs measured latency: {len(joined)} rows, {len(launches)} launches{cal}")
+        paths += plots.plot_pipe_compare(launches, out / "figures" / "pipes_pred_vs_measured")
     _print_paths(paths)
+    if not ok.any():
+        raise NothingUsable("the model could predict none of the measured rows (reasons above)")
     return 0
 
 
 def cmd_calibrate(a) -> int:
     measured = _measured(a)
-    if measured is None:
-        return 2
     from perfmodel import calibration
     before_rows = cmp.compare(measured)
-    if a.all_rows or not len(before_rows):
-        fit_rows = measured
+    if a.all_rows:
+        fit_rows = measured[(before_rows["status"] == "ok").to_numpy()]
     else:
         # a measured launch other than the planned one (e.g. a 1-core demo of a 48-core kernel) is a
         # different kernel, not a model error: fitting to it would distort every other prediction
         keep = (before_rows["status"] == "ok") & before_rows["same_launch"]
-        dropped = before_rows.loc[~keep, ["op", "product", "label", "block_dim", "predicted_block_dim", "reason"]]
-        _print_table(dropped, "rows left out of the fit (launch differs from the plan, or not predictable; "
-                              "--all-rows keeps them):")
-        fit_rows = measured[keep.to_numpy()].reset_index(drop=True)
+        dropped = cmp.by_launch(before_rows[~keep])
+        _print_table(dropped[["op", "product", "label", "rows", "block_dim", "predicted_block_dim", "reason"]],
+                     "launches left out of the fit (launch differs from the plan, or not predictable; "
+                     "--all-rows keeps the predictable ones):", limit=LIST_MAX)
+        fit_rows = measured[keep.to_numpy()]
+    fit_rows = fit_rows.reset_index(drop=True)
     if not len(fit_rows):
-        print("error: no rows left to fit", file=sys.stderr)
-        return 2
-    # start from (and stay near) the shipped calibration: the least-squares steps only ever lower the
-    # fit's cost, so the result fits these rows at least as well as the shipped constants do
-    params = a.params or list(calibration.PARAMS)
-    cal = calibration.fit(fit_rows, product=a.fit_product, params=params, base=calibration.default_calibration())
+        raise NothingUsable("no rows left to fit")
+    if a.fit_product:
+        check_product(a.fit_product)
+    params = a.params               # None: the parameters each family's rows can inform (calibration.FIT_PARAMS)
+    for name in params or ():
+        if name not in calibration.PARAMS:
+            raise UsageError(f"--params: unknown calibration parameter {name!r}; "
+                             f"known: {', '.join(calibration.PARAMS)}")
+    # start from (and stay near) the shipped calibration: a few rows then move only what they inform
+    cal = calibration.calibrate(fit_rows, product=a.fit_product, params=params,
+                                base=calibration.default_calibration())
     path = Path(a.output) if a.output else Path(a.out) / "calibration.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     cal.save(path)
@@ -210,34 +255,64 @@ def cmd_calibrate(a) -> int:
 def cmd_plot(a) -> int:
     out = Path(a.out)
     src = Path(a.sweep) if a.sweep else out / "sweep.csv"
+    wrote = []
     if src.exists():
-        df = pd.read_csv(src)
+        try:
+            df = pd.read_csv(src, low_memory=False)
+        except (ValueError, UnicodeDecodeError) as exc:       # pandas' parser and empty-file errors
+            raise UsageError(f"--sweep: {src}: not a readable CSV ({type(exc).__name__}: {exc})"[:400]) from None
         print(f"plotting {src}: {len(df)} rows")
     elif a.sweep:
-        print(f"error: {src} does not exist", file=sys.stderr)
-        return 2
+        raise UsageError(f"--sweep: {src}: no such file")
     else:
         print(f"{src} not found: running the default sweep first")
         df = sweep.run_sweep(sweep.grid(), progress=None)
         out.mkdir(parents=True, exist_ok=True)
         df.to_csv(src, index=False)
+        wrote.append(str(src))
     kinds = ("latency", "roofline", "pipes") if a.kind == "all" else (a.kind,)
+    missing = sorted({c for k in kinds for c in plots.NEEDS[k]} - set(df.columns))
+    if missing:
+        raise UsageError(f"--sweep: {src}: not a sweep CSV (`npusim sweep` writes one): missing columns "
+                         f"{', '.join(missing)}")
     paths = plots.plot_sweep(df, out / "figures", kinds=kinds, tokens=a.pipe_tokens)
     if not paths:
-        print("no predicted rows to plot", file=sys.stderr)
-        return 1
-    _print_paths(([str(src)] if not a.sweep else []) + paths)
+        raise NothingUsable(f"{src}: no predicted row with a usable product, operator, tokens and latency to plot")
+    _print_paths(wrote + paths)
+    return 0
+
+
+def cmd_list(a) -> int:
+    rows = []
+    for op in OPERATORS:
+        runs = supported_products(op)
+        rows.append({"operator": op, **{p: " ".join(d.replace("bfloat", "bf").replace("float", "fp")
+                                                    for d in sweep.supported_dtypes(op, p)) if p in runs else "-"
+                                        for p in PRODUCTS}})
+    _print_table(pd.DataFrame(rows), "operators x products: the dtypes each runs in ('-': not on that product)")
+    print("\nproducts (`--products` / `--product` take a product id or one of its SoC names, case-insensitive):")
+    for pid, prod in PRODUCTS.items():
+        print(f"  {pid:18s} {prod.name}")
+        print(f"  {'':18s} SoCs: {', '.join(s.soc for s in socs_of(pid))} (default {prod.default_soc})")
+    print(f"\nsweep axes: {', '.join(sweep.AXES)}; dtypes: {', '.join(sweep.DTYPES)} "
+          f"(default {', '.join(sweep.DEFAULT_DTYPES)} where supported)")
+    print("npu_quant_matmul epilogues (--epilogues):")
+    for name, text in sweep.EPILOGUES.items():
+        print(f"  {name:9s} {text}")
+    print(f"per-pipe times: {', '.join(PIPES)}")
     return 0
 
 
 def _add_measured_args(p):
     p.add_argument("--published", metavar="CSV",
-                   help="published timings CSV (default when no --profiles: the packaged set, "
-                        "perfmodel/data/published_timings.csv)")
+                   help="published timings CSV (default when no --profiles: the packaged calibration set, "
+                        "perfmodel/data/measured_timings.csv and published_timings.csv)")
     p.add_argument("--profiles", nargs="+", metavar="PATH",
-                   help="msprof op_summary_*.csv / torch_npu kernel_details.csv files or directories holding them")
-    p.add_argument("--product", default="atlas-a2",
-                   help="product the profiles were taken on (profiles do not say; default atlas-a2)")
+                   help="msprof op_summary_*.csv / torch_npu kernel_details.csv files, or directories holding them")
+    p.add_argument("--product", metavar="P",
+                   help="product (or SoC) the profiles were taken on: required with --profiles, since a profile "
+                        "does not say (`npusim list` shows the names)")
+    p.add_argument("--calibration", metavar="JSON", help="calibration to apply to the predictions")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
 
 
@@ -245,35 +320,53 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="npusim", description="npusim performance model: sweeps, comparison with "
                                  "measured profiles, calibration and plots.",
                                  epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="command", metavar="{sweep,compare,calibrate,plot}")
+    ap.add_argument("--version", action="version", version=f"npusim {npusim.__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="{sweep,compare,calibrate,plot,list}")
 
     s = sub.add_parser("sweep", help="predict a grid of operators x products x shapes x dtypes to CSV + figures",
                        description="Predict a grid to <out>/sweep.csv plus figures. With no arguments: the five "
-                       "operators over tokens 1..16384 on every product that supports each.")
-    s.add_argument("--config", metavar="TOML", help="sweep file: ops, products, tokens, hidden, dtypes, n, topk, "
-                   "calibration, and [op.<name>] tables overriding axes per operator; flags override it")
-    s.add_argument("--ops", nargs="+", metavar="OP", help=f"operators (default: {' '.join(sweep.OPERATORS)})")
-    s.add_argument("--products", nargs="+", metavar="P", help="products (default: every product supporting the op)")
-    s.add_argument("--tokens", nargs="+", type=_tokens, metavar="T",
-                   help="token counts: '1 16 256', '1,16,256' or '1:4096' (powers of two)")
-    s.add_argument("--hidden", nargs="+", type=_ints, metavar="H", help=f"hidden size / K (default {sweep.DEFAULT_HIDDEN})")
-    s.add_argument("--dtypes", nargs="+", metavar="D", help=f"activation dtypes (default {sweep.DEFAULT_DTYPE})")
-    s.add_argument("--n", nargs="+", type=_ints, metavar="N", help=f"matmul N (default {sweep.DEFAULT_N})")
-    s.add_argument("--topk", nargs="+", type=_ints, metavar="K", help=f"MoE experts per token (default {sweep.DEFAULT_TOPK})")
+                       "operators over tokens 1, 2, 4, ..., 16384 on every product that runs each, in bfloat16 and "
+                       "float16 where supported (npu_quant_matmul with both epilogues).")
+    s.add_argument("--config", metavar="TOML", help="sweep file: " + ", ".join(sweep.AXES) + ", calibration, and "
+                   "[op.<name>] tables overriding axes for one operator; flags override the file")
+    s.add_argument("--ops", nargs="+", metavar="OP", help=f"operators (default: {' '.join(sweep.OPERATORS)}; "
+                   f"also {' '.join(sweep.EXTRA_OPERATORS)})")
+    s.add_argument("--products", nargs="+", metavar="P", help="product ids or SoC names (default: every product that "
+                   "runs the operator; `npusim list`)")
+    s.add_argument("--tokens", nargs="+", type=_sizes, metavar="T",
+                   help="token counts: '1 16 256', '1,16,256' or '1:4096' (powers of two; default 1:16384)")
+    s.add_argument("--hidden", nargs="+", type=_sizes, metavar="H",
+                   help=f"hidden size / K (default {sweep.DEFAULT_HIDDEN})")
+    s.add_argument("--dtypes", nargs="+", metavar="D", help=f"model dtypes: {', '.join(sweep.DTYPES)} (bf16, fp16, "
+                   f"fp32 too; default {' '.join(sweep.DEFAULT_DTYPES)} where the operator supports them)")
+    s.add_argument("--n", nargs="+", type=_sizes, metavar="N", help=f"matmul N (default {sweep.DEFAULT_N})")
+    s.add_argument("--topk", nargs="+", type=_sizes, metavar="K",
+                   help=f"MoE experts per token (default {sweep.DEFAULT_TOPK})")
+    s.add_argument("--epilogues", nargs="+", metavar="E",
+                   help=f"npu_quant_matmul epilogues: {', '.join(sweep.EPILOGUES)} "
+                   "(default: both, where supported)")
     s.add_argument("--calibration", metavar="JSON", help="calibration written by `npusim calibrate`")
     s.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
-    s.add_argument("--pipe-tokens", type=int, metavar="T", help="token count of the per-pipe bars (default 1024)")
+    s.add_argument("--pipe-tokens", type=_positive, metavar="T", help="token count of the per-pipe bars (default 1024)")
     s.add_argument("--no-plots", action="store_true", help="write the CSV only")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_sweep)
 
-    c = sub.add_parser("compare", help="predictions vs measured timings: MAPE table, worst rows, figures")
+    c = sub.add_parser("compare", help="predictions vs measured timings: MAPE table, worst launches, figures",
+                       description="Predict every measured row (profiles, or the published set) and compare: MAPE "
+                       "per operator and product, the worst launches, <out>/compare.csv (one row per distinct "
+                       "launch) and compare_summary.csv, and figures. With no --profiles or --published: the "
+                       "packaged calibration set.")
     _add_measured_args(c)
-    c.add_argument("--calibration", metavar="JSON", help="calibration to apply to the predictions")
-    c.add_argument("--worst", type=int, default=5, metavar="K", help="how many worst rows to list (default 5)")
+    c.add_argument("--worst", type=_positive, default=5, metavar="K",
+                   help="how many worst launches to list (default 5)")
+    c.add_argument("--no-plots", action="store_true", help="tables and CSVs only")
     c.set_defaults(func=cmd_compare)
 
-    k = sub.add_parser("calibrate", help="fit the model's constants to measured rows; write the calibration JSON")
+    k = sub.add_parser("calibrate", help="fit the model's constants to measured rows; write the calibration JSON",
+                       description="Fit the model's calibration parameters to measured rows (profiles, a published "
+                       "set, or the packaged calibration set) by least squares, write the calibration JSON and print "
+                       "MAPE before and after.")
     _add_measured_args(k)
     k.add_argument("--output", metavar="JSON", help="calibration file (default <out>/calibration.json)")
     k.add_argument("--fit-product", metavar="P", help="fit only the rows of this product")
@@ -283,13 +376,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also fit rows whose measured block dim differs from the planned launch")
     k.set_defaults(func=cmd_calibrate)
 
-    p = sub.add_parser("plot", help="figures from a sweep CSV: latency vs tokens, roofline, per-pipe bars")
+    p = sub.add_parser("plot", help="figures from a sweep CSV: latency vs tokens, roofline, per-pipe bars",
+                       description="Figures from a sweep CSV (written by `npusim sweep`): latency against tokens per "
+                       "product, a roofline per product, and per-pipe times per operator, as PNG and SVG.")
     p.add_argument("--sweep", metavar="CSV", help="sweep CSV (default <out>/sweep.csv; the default sweep is run "
                    "when that does not exist)")
     p.add_argument("--kind", choices=("all", "latency", "roofline", "pipes"), default="all")
-    p.add_argument("--pipe-tokens", type=int, metavar="T", help="token count of the per-pipe bars (default 1024)")
+    p.add_argument("--pipe-tokens", type=_positive, metavar="T", help="token count of the per-pipe bars (default 1024)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
     p.set_defaults(func=cmd_plot)
+
+    li = sub.add_parser("list", help="operators, products, dtypes and epilogues the model supports",
+                        description="List the operators and products (with their SoCs), which dtypes each operator "
+                        "runs in on each product, the sweep axes and the npu_quant_matmul epilogues.")
+    li.set_defaults(func=cmd_list)
     return ap
 
 
@@ -301,7 +401,10 @@ def main(argv=None) -> int:
         return 2
     try:
         return a.func(a)
-    except (ValueError, OSError) as exc:     # bad config, unreadable input: a message, not a traceback
+    except NothingUsable as exc:
+        print(f"npusim {a.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as exc:     # bad names, values, config; unreadable input: a message
         print(f"npusim {a.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -12,47 +12,66 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from npusim.products import PRODUCTS
-from perfmodel.profiles import PIPES, read_profiles, to_predict_args
-from perfmodel.published import MEASURED_COLUMNS, default_published_path, read_published
-from perfmodel.sweep import load_calibration, predict_row
+from perfmodel.model import PIPES
+from perfmodel.predict import check_product
+from perfmodel.profiles import EXAMPLES_PER_REASON, read_profiles, to_predict_args
+from perfmodel.published import MEASURED_COLUMNS, calibration_set, default_published_path, read_published
+from perfmodel.rows import load_calibration, predict_rows
 
-__all__ = ["MEASURED_COLUMNS", "default_published_path", "read_published", "measured_from_profiles",
-           "compare", "summarize", "worst", "ape_pct", "per_row"]
-
-
-def _frame(rows, skipped) -> pd.DataFrame:
-    df = pd.DataFrame(rows).reindex(columns=MEASURED_COLUMNS)
-    df.attrs["skipped"] = dict(Counter(r["reason"] for r in skipped))
-    df.attrs["skipped_rows"] = skipped
-    return df
+__all__ = ["MEASURED_COLUMNS", "calibration_set", "default_published_path", "read_published", "measured_from_profiles",
+           "compare", "summarize", "by_launch", "worst", "ape_pct", "per_row", "args_text"]
 
 
 def measured_from_profiles(paths_or_df, product: str) -> pd.DataFrame:
-    """Measured rows from profiler CSVs (or a read_profiles DataFrame), all taken on `product`
-    (the profiles do not name the chip). Rows whose call cannot be reconstructed are skipped."""
+    """Measured rows from profiler CSVs (or a read_profiles DataFrame), all taken on `product` (a product id
+    or SoC name: the profiles do not name the chip). Each distinct call is mapped to predict arguments once;
+    its rows share that dict (do not mutate it). Rows whose call cannot be reconstructed are skipped
+    (counted by reason in attrs['skipped']). Columns: MEASURED_COLUMNS, with source = the file, plus line."""
+    soc = check_product(product)
     df = paths_or_df if isinstance(paths_or_df, pd.DataFrame) else read_profiles(paths_or_df)
-    if product not in PRODUCTS:
-        raise ValueError(f"unknown product {product!r}; valid: {', '.join(PRODUCTS)}")
-    rows, skipped = [], list(df.attrs.get("skipped_rows", []))
-    for _, r in df.iterrows():
-        try:
-            args = to_predict_args(r)
-        except ValueError as exc:
-            skipped.append({"source": r["source"], "line": r["line"], "op_type": r["op_type"],
-                            "reason": f"arguments: {exc}"})
-            continue
+    skipped = Counter(df.attrs.get("skipped", {}))
+    examples = list(df.attrs.get("skipped_rows", []))
+    if "call" in df:
+        calls = df["call"].to_numpy()
+    else:                               # a frame built by hand: one call per distinct op, shapes and dtypes
+        calls = pd.factorize(df["op"].astype(str) + df["input_shapes"].astype(str) + df["input_dtypes"].astype(str)
+                             + df["output_shapes"].astype(str) + df["output_dtypes"].astype(str))[0]
+    uniq, first = np.unique(calls, return_index=True)
+    pos = np.searchsorted(uniq, calls)
+    counts = np.bincount(pos, minlength=len(uniq))
+    args_of, label_of = np.empty(len(uniq), dtype=object), np.empty(len(uniq), dtype=object)
+    usable = np.zeros(len(uniq), dtype=bool)
+    for k, i in enumerate(first):
+        r = df.iloc[i]
         shapes = ";".join(",".join(map(str, s)) for s in r["input_shapes"])
-        rows.append({"op": r["op"], "product": product, "target": product, "args": args, "measured_us": r["duration_us"],
-                     "block_dim": r["block_dim"], "label": f"{r['op_type']} [{shapes}] {';'.join(r['input_dtypes'])}",
-                     "source": f"{r['source']}:{r['line']}",
-                     **{f"pipe_{p}_us": r[f"pipe_{p}_us"] for p in PIPES}})
-    return _frame(rows, skipped)
+        label_of[k] = f"{r['op_type']} [{shapes}] {';'.join(r['input_dtypes'])}"
+        try:
+            args_of[k] = to_predict_args(r)
+            usable[k] = True
+        except ValueError as exc:
+            reason = f"arguments: {exc}"
+            if skipped[reason] < EXAMPLES_PER_REASON:
+                examples.append({"source": r.get("source", ""), "line": r.get("line", 0), "op_type": r["op_type"],
+                                 "reason": reason})
+            skipped[reason] += int(counts[k])
+    keep = usable[pos]
+    pos = pos[keep]
+
+    def col(name):
+        return df[name].to_numpy()[keep] if name in df else np.full(len(pos), np.nan)
+
+    out = pd.DataFrame({"op": col("op"), "product": soc.product, "target": str(product), "args": args_of[pos],
+                        "measured_us": col("duration_us"), "block_dim": col("block_dim"), "label": label_of[pos],
+                        "config": None, "source": col("source"), "line": col("line"),
+                        **{f"pipe_{p}_us": col(f"pipe_{p}_us") for p in PIPES}})
+    out = out.reindex(columns=MEASURED_COLUMNS + ["line"])
+    out.attrs["skipped"] = dict(skipped)
+    out.attrs["skipped_rows"] = examples
+    return out
 
 
 def ape_pct(predicted, measured):
@@ -62,31 +81,45 @@ def ape_pct(predicted, measured):
 
 
 def compare(measured: pd.DataFrame, calibration=None) -> pd.DataFrame:
-    """Predict every measured row. Adds: status, reason, predicted_us, predicted_block_dim, bound,
-    error_pct (signed, 100*(pred-meas)/meas), ape_pct, same_launch (measured block_dim unknown or
-    equal to the predicted one), pred_pipe_<pipe>_us."""
+    """Predict every measured row. Adds: launch (rows with the same op, product/SoC and argument dict share
+    it: each is predicted once), status ('skipped' also when the measured time is not a finite positive
+    number), reason, soc, predicted_us, predicted_block_dim, bound, error_pct
+    (signed, 100*(pred-meas)/meas), ape_pct, same_launch (measured block_dim unknown or equal to the
+    predicted one), pred_pipe_<pipe>_us."""
     calibration = load_calibration(calibration)
-    out = []
-    for _, r in measured.iterrows():
-        target = r.get("target")
-        p = predict_row(r["op"], target if isinstance(target, str) and target else r["product"], r["args"],
-                        calibration)
-        row = r.to_dict()
-        row.update(status=p["status"], reason=p["reason"], soc=p.get("soc", ""),
-                   predicted_us=p.get("latency_us", math.nan),
-                   predicted_block_dim=p.get("block_dim", math.nan), bound=p.get("bound"))
-        for pipe in PIPES:
-            row[f"pred_pipe_{pipe}_us"] = p.get(f"pipe_{pipe}_us", math.nan)
-        out.append(row)
-    df = pd.DataFrame(out)
-    if df.empty:
-        return df.reindex(columns=list(measured.columns) + ["status", "reason", "predicted_us", "error_pct",
-                                                            "ape_pct", "same_launch"])
-    pred = pd.to_numeric(df["predicted_us"], errors="coerce")
-    df["predicted_us"] = pred
-    df["error_pct"] = 100.0 * (pred - df["measured_us"]) / df["measured_us"]
+    n = len(measured)
+    ops = measured["op"].fillna("").to_numpy()
+    target = measured["target"].to_numpy() if "target" in measured else np.full(n, None)
+    target = np.where([isinstance(t, str) and t != "" for t in target], target, measured["product"].fillna(""))
+    args = measured["args"].to_numpy()
+    launch = pd.factorize(pd.MultiIndex.from_arrays([ops, target, [id(a) for a in args]]))[0] if n \
+        else np.zeros(0, dtype=np.int64)
+    first = np.unique(launch, return_index=True)[1]         # codes are 0..U-1: first row of each launch
+    results = [None] * len(first)
+    groups: dict = {}
+    for k, i in enumerate(first):
+        groups.setdefault((ops[i], target[i]), []).append(k)
+    for (op, tgt), ks in groups.items():
+        for k, row in zip(ks, predict_rows(op, tgt, [args[first[k]] for k in ks], calibration)):
+            results[k] = row
+    df = measured.copy(deep=False)      # new columns only: the measured frame itself is not changed
+    df["launch"] = launch
+    cols = ["status", "reason", "soc", "latency_us", "block_dim", "bound"] + [f"pipe_{p}_us" for p in PIPES]
+    names = ["status", "reason", "soc", "predicted_us", "predicted_block_dim", "bound"] + \
+            [f"pred_pipe_{p}_us" for p in PIPES]
+    for col, name in zip(cols, names):
+        per_launch = np.empty(len(results) + 1, dtype=object)      # (+1: never a 0-length take source)
+        per_launch[:-1] = [r.get(col, math.nan) for r in results]
+        v = per_launch[launch]
+        df[name] = pd.to_numeric(v, errors="coerce") if name not in ("status", "reason", "soc", "bound") else v
+    meas = pd.to_numeric(df["measured_us"], errors="coerce")
+    unusable = ~(np.isfinite(meas) & (meas > 0))          # a measured time no error can be computed from
+    if unusable.any():
+        df["status"] = df["status"].where(~unusable, "skipped")
+        df["reason"] = df["reason"].where(~unusable, "measured time missing, not finite or not positive")
+    df["error_pct"] = 100.0 * (df["predicted_us"] - meas) / meas
     df["ape_pct"] = df["error_pct"].abs()
-    bd, pbd = pd.to_numeric(df["block_dim"], errors="coerce"), pd.to_numeric(df["predicted_block_dim"], errors="coerce")
+    bd, pbd = pd.to_numeric(df["block_dim"], errors="coerce"), df["predicted_block_dim"]
     df["same_launch"] = bd.isna() | pbd.isna() | (bd == pbd)
     df.attrs.update(measured.attrs)
     return df
@@ -108,6 +141,47 @@ def summarize(joined: pd.DataFrame) -> pd.DataFrame:
                                        "within_10pct", "within_25pct", "n_same_launch", "mape_same_launch_pct"])
 
 
+def args_text(args) -> str:
+    """'x=float16[1024,7168] dst_type=int8' for a predict argument dict."""
+    if not isinstance(args, dict):
+        return str(args)
+    parts = []
+    for k, v in args.items():
+        if hasattr(v, "shape") and hasattr(v, "dtype"):
+            from npusim.formats import dtype_name
+            parts.append(f"{k}={dtype_name(v.dtype)}[{','.join(map(str, v.shape))}]")
+        else:
+            parts.append(f"{k}={v}")
+    return " ".join(parts)
+
+
+LAUNCH_COLUMNS = ["op", "product", "soc", "label", "args", "block_dim", "predicted_block_dim", "rows",
+                  "measured_us", "measured_min_us", "measured_max_us", "predicted_us", "error_pct", "ape_pct",
+                  "same_launch", "bound", "status", "reason"] + \
+                 [f"{w}pipe_{p}_us" for p in PIPES for w in ("", "pred_")]
+
+
+def by_launch(joined: pd.DataFrame) -> pd.DataFrame:
+    """One row per distinct measured launch (same call and measured block dim): the number of rows, the
+    median, min and max measured time (and median measured pipe times), the prediction, and the error of
+    the median. A model-run profile repeats each launch many times; this is the table to read."""
+    if not len(joined):
+        return pd.DataFrame(columns=LAUNCH_COLUMNS)
+    measured_bd = pd.to_numeric(joined["block_dim"], errors="coerce").fillna(-1).rename("measured_block_dim")
+    g = joined.groupby([joined["launch"], measured_bd], sort=False)
+    keep = [c for c in ("op", "product", "soc", "label", "args", "predicted_block_dim", "predicted_us", "same_launch",
+                        "bound", "status", "reason", *[f"pred_pipe_{p}_us" for p in PIPES]) if c in joined]
+    meas = g["measured_us"]
+    out = g[keep].first().assign(
+        rows=g.size(), measured_us=meas.median(), measured_min_us=meas.min(), measured_max_us=meas.max(),
+        **{f"pipe_{p}_us": g[f"pipe_{p}_us"].median() for p in PIPES if f"pipe_{p}_us" in joined}).reset_index()
+    out["block_dim"] = out["measured_block_dim"].where(out["measured_block_dim"] >= 0)
+    out["error_pct"] = 100.0 * (out["predicted_us"] - out["measured_us"]) / out["measured_us"]
+    out["ape_pct"] = out["error_pct"].abs()
+    out["args"] = out["args"].map(args_text)
+    return out.reindex(columns=LAUNCH_COLUMNS)
+
+
 def per_row(joined: pd.DataFrame) -> pd.DataFrame:
     """Every predicted row: op, product, soc, config (or label), predicted_us, measured_us, error_pct
     (signed, 2 decimals), bound. `npusim compare` and `python -m perfmodel.fit_report` print this table."""
@@ -119,10 +193,10 @@ def per_row(joined: pd.DataFrame) -> pd.DataFrame:
 
 
 def worst(joined: pd.DataFrame, k: int = 5) -> pd.DataFrame:
-    """The k predicted rows with the largest absolute percentage error."""
+    """The k predicted rows (or launches, given a by_launch table) with the largest absolute percentage error."""
     if not len(joined):
         return joined
     ok = joined[joined["status"] == "ok"]
-    cols = ["op", "product", "label", "measured_us", "predicted_us", "error_pct", "block_dim", "predicted_block_dim",
-            "bound"]
-    return ok.sort_values("ape_pct", ascending=False).head(k).reindex(columns=cols)
+    cols = ["op", "product", "label", "rows", "measured_us", "predicted_us", "error_pct", "block_dim",
+            "predicted_block_dim", "bound"]
+    return ok.nlargest(k, "ape_pct").reindex(columns=[c for c in cols if c in ok])

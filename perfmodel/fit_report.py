@@ -1,6 +1,109 @@
-"""Reproduce the shipped calibration: `python -m perfmodel.fit_report` fits the published set,
-prints the per-row report and MAPE, and writes perfmodel/data/calibration.json (--no-write to only print)."""
-from perfmodel.calibration import main
+"""The model against the packaged measurements: fit, in-sample and cross-validated errors.
+
+    python -m perfmodel.fit_report            # fit, per-row table, MAPE per group; writes calibration.json
+    python -m perfmodel.fit_report --cv       # ... plus leave-one-group-out and shape-family hold-out errors
+    python -m perfmodel.fit_report --no-write # print only
+
+The calibration set is perfmodel.published.calibration_set(): the measured set (msprof/profiler Task
+Durations of CANN kernels, with sources) and the published best-practice samples. Rows flagged as
+analogues (another kernel standing in for an operator) or doubtful (values their source calls
+placeholders) are predicted and shown, never fitted, and kept out of the summary. Groups are operator x
+SoC. Cross-validation refits the calibration without the held-out rows and predicts them:
+  * LOGO: each group held out in turn (its operator's constants must come from the other operators);
+  * family: each shape family (decode, batched, unaligned, aligned, sample) held out in turn.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from perfmodel import calibration as cal_mod
+from perfmodel.published import calibration_set
+
+__all__ = ["evaluate", "summary", "main"]
+
+FITTED = "measured"          # the trust level of rows the fit uses
+
+
+def _fit(rows, works, base=None):
+    return cal_mod.fit(rows, works=works, base=base)
+
+
+def evaluate(rows: pd.DataFrame | None = None, cv: bool = False):
+    """(Calibration fitted on the trusted rows, per-row DataFrame with predicted_us, error_pct and, with cv,
+    cv_group_pct and cv_family_pct)."""
+    rows = calibration_set() if rows is None else rows
+    works = cal_mod.works_of(rows)
+    trusted = (rows["trust"] == FITTED).to_numpy()
+    t_rows = rows[trusted].reset_index(drop=True)
+    t_works = [w for w, k in zip(works, trusted) if k]
+    cal = _fit(t_rows, t_works)
+    out = rows[["op", "soc_name", "label", "measured_us", "trust", "family", "source"]].copy() \
+        if "soc_name" in rows else rows[["op", "label", "measured_us", "trust", "family", "source"]].copy()
+    out.insert(1, "soc", [w.hw.soc.soc for w, *_ in works])
+    out["group"] = out["op"] + " " + out["soc"]
+    out["predicted_us"] = cal_mod.predicted_us(cal, works)
+    out["error_pct"] = 100 * (out["predicted_us"] - out["measured_us"]) / out["measured_us"]
+    if cv:
+        for col, key in (("cv_group_pct", out["group"].to_numpy()), ("cv_family_pct", out["family"].to_numpy())):
+            pred = np.full(len(rows), np.nan)
+            for held in sorted(set(key)):
+                keep = trusted & (key != held)
+                sub = rows[keep].reset_index(drop=True)
+                cal_h = _fit(sub, [w for w, k in zip(works, keep) if k])
+                idx = np.flatnonzero(key == held)
+                pred[idx] = cal_mod.predicted_us(cal_h, [works[i] for i in idx])
+            out[col] = 100 * (pred - out["measured_us"]) / out["measured_us"]
+    return cal, out
+
+
+def summary(per_row: pd.DataFrame) -> pd.DataFrame:
+    """MAPE per group (trusted rows) and overall: rows, in-sample and, when present, cross-validated."""
+    t = per_row[per_row["trust"] == FITTED]
+    cols = [c for c in ("error_pct", "cv_group_pct", "cv_family_pct") if c in t]
+    g = t.groupby("group")[cols].agg(lambda s: float(np.mean(np.abs(s))))
+    g.insert(0, "rows", t.groupby("group").size())
+    g["worst_pct"] = t.groupby("group")["error_pct"].agg(lambda s: float(np.max(np.abs(s))))
+    allrow = pd.DataFrame({"rows": [len(t)], **{c: [float(np.mean(np.abs(t[c])))] for c in cols},
+                           "worst_pct": [float(np.max(np.abs(t["error_pct"])))]}, index=["all"])
+    g = pd.concat([g, allrow])
+    return g.rename(columns={"error_pct": "in_sample_mape", "cv_group_pct": "logo_mape",
+                             "cv_family_pct": "family_mape"})
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m perfmodel.fit_report",
+                                 description="Fit the model to the packaged measurements and report its errors.")
+    ap.add_argument("--cv", action="store_true", help="also print cross-validated errors (refits per held-out group)")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "data" / cal_mod.SHIPPED),
+                    help="where to write the fitted calibration (default: the shipped perfmodel/data/calibration.json)")
+    ap.add_argument("--no-write", action="store_true", help="print only")
+    a = ap.parse_args(argv)
+    cal, rows = evaluate(cv=a.cv)
+    show = rows.copy()
+    for c in ("predicted_us", "error_pct", "cv_group_pct", "cv_family_pct"):
+        if c in show:
+            show[c] = show[c].round(1)
+    cols = ["group", "label", "predicted_us", "measured_us", "error_pct"] + \
+        [c for c in ("cv_group_pct", "cv_family_pct") if c in show] + ["trust", "family"]
+    with pd.option_context("display.width", 250, "display.max_rows", 1000, "display.max_colwidth", 60):
+        print(show[cols].to_string(index=False))
+        print()
+        print(summary(rows).round(1).to_string())
+    for fam in sorted(cal.params):
+        if cal_mod.FIT_PARAMS.get(fam):
+            print(fam, {k: round(v, 4) for k, v in cal.params[fam].items()})
+    if not a.no_write:
+        cal.source = ("perfmodel.fit_report: fit of the packaged calibration set (perfmodel/data/measured_timings.csv "
+                      "and published_timings.csv, trusted rows)")
+        cal.report = rows.drop(columns=["source"]).round(3).to_dict("records")
+        cal.save(a.out)
+        print(f"wrote {a.out}")
+    return 0
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

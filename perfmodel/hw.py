@@ -93,6 +93,7 @@ PATHS = {
     "gm_to_ub": ("mte2", "gm_to_ub", "ddr_rate"),
     "ub_to_gm": ("mte3", "ub_to_gm", "ub_to_ddr_rate"),
     "gm_to_l1": ("mte2", "gm_to_l1", "ddr_rate"),
+    "gm_to_l1_trans": ("mte2", "gm_to_l1_trans", "ddr_rate"),     # ND -> NZ while copying (cube inputs)
     "l1_to_l0a": ("mte1", "l1_to_l0a", None),
     "l1_to_l0b": ("mte1", "l1_to_l0b", None),
     "l0c_to_gm": ("fixpipe", "l0c_to_gm", None),
@@ -115,6 +116,8 @@ class Hardware:
         self.curves = {}
         for path, (_pipe, table, ini_field) in PATHS.items():
             pts = curves.get((table, table_soc)) or curves.get((table, dma["curve_soc"]))
+            if pts is None and path == "gm_to_l1_trans":     # no ND->NZ table: the plain GM->L1 copy [E]
+                pts = curves.get(("gm_to_l1", table_soc)) or curves.get(("gm_to_l1", dma["curve_soc"]))
             if pts is None:          # e.g. 950 has no UB<->GM for one of its variants: fall back to 910B1 [E]
                 pts = curves[(table, "910b1")]
             scale = 1.0
@@ -125,6 +128,7 @@ class Hardware:
         self.load_head_s = dma["load_head_cycles"] / self.vec_hz
         self.store_head_s = dma["store_head_cycles"] / self.vec_hz
         self.burst = int(dma["burst_bytes"])
+
         mem = d["memory"]
         self.hbm_peak_Bps = 1e9 * mem.get("hbm_peak_GBps_by_soc", {}).get(
             soc.soc, mem.get("hbm_peak_GBps_by_product", {}).get(soc.product, mem["hbm_peak_GBps"]))
@@ -148,13 +152,20 @@ class Hardware:
             b = self.burst
             size = math.ceil(nbytes / b) * b
             t = self.curves[path].seconds(size)
-            if path == "gm_to_ub" or path == "gm_to_l1":
+            if path in ("gm_to_ub", "gm_to_l1", "gm_to_l1_trans"):
                 t += self.load_head_s
             elif path == "ub_to_gm":
                 t += self.store_head_s
             if len(self._dma_memo) < 65536:
                 self._dma_memo[key] = t
         return count * t
+
+    def dma_rows(self, path: str, row_bytes: float, rows: float) -> float:
+        """Seconds for one DataCopyPad of `rows` rows of `row_bytes` each (blockCount = rows): every row is
+        padded to the 32-byte UB block, one instruction head."""
+        if rows <= 0 or row_bytes <= 0:
+            return 0.0
+        return self.dma(path, rows * math.ceil(row_bytes / 32) * 32)
 
     def stream(self, path: str, total_bytes: float, chunk: float) -> float:
         """Seconds to move `total_bytes` in copies of at most `chunk` bytes (last one partial)."""
@@ -166,11 +177,15 @@ class Hardware:
         return self.dma(path, chunk, full) + (self.dma(path, rest) if rest > 0 else 0.0)
 
     # -- vector ------------------------------------------------------------------------------------
+    def vec_coeffs(self, op: str, dtype: str) -> tuple[float, float]:
+        """(k cycles per element, b cycles per call) of vector API `op` (the fp32 row when no `dtype` row)."""
+        return self._vec.get((op, dtype)) or self._vec[(op, "float32")]
+
     def vec(self, op: str, dtype: str, elems: float, count: float = 1.0) -> float:
         """Seconds for `count` calls of vector API `op` over `elems` elements each (ATT k*n+b)."""
         if count <= 0 or elems <= 0:
             return 0.0
-        k, b = self._vec.get((op, dtype)) or self._vec[(op, "float32")]
+        k, b = self.vec_coeffs(op, dtype)
         return count * (k * elems + b) / self.vec_hz
 
     # -- cube --------------------------------------------------------------------------------------

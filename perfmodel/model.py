@@ -1,55 +1,85 @@
-"""The combining step: per-core pipe times + chip memory ceilings + heads -> a Prediction.
+"""The combining step: a kernel's loops on its critical core + the chip's shared memory -> a Prediction.
 
-A cost builder (perfmodel.ops) turns a plan into a `Work`: uncalibrated seconds per pipe on the
-critical core, the bytes the whole kernel moves, and how its tiles are buffered. `combine` then
-applies the calibration:
+A cost builder (perfmodel.ops) describes one kernel launch as a `Work`: the loops its critical core runs,
+each iteration's per-pipe times (uncalibrated, from the DMA curves, the ATT vector table and the cube
+rate), the GM bytes each iteration moves (for contention between cores) and how the kernel's buffers let
+consecutive iterations overlap. `combine` applies the calibration and plays the loops:
 
-* pipes on one core overlap as double buffering allows: double-buffered pipelines take the p-norm of
-  the pipe times (p = overlap_p; p -> inf is perfect overlap) plus one tile of fill/drain;
-  single-buffered ones run load+compute serially, with the write-back of a tile hidden under the
-  next tile's load;
-* the chip ceilings: HBM traffic / (HBM peak x efficiency) and GM traffic through L2 / (L2 peak x
-  efficiency); written bytes stay in L2 when they fit next to what the reads leave there;
-* body = smooth max (exponent mem_q) of the core time and the chip time: every core's DMA slows as
-  the cores contend for bandwidth (HARDWARE.md sec. 4: "per-core peak BW drops as more cores contend");
-* latency = launch floor + op/pipe heads + body.
+* memory contention: an iteration's load takes the longer of the core's own DMA time and its share of the
+  chip: bytes x active cores / the chip's rate (HBM for cold reads and for writes that do not stay in L2,
+  L2 for re-reads and absorbed writes). Every core streams at once, so in lockstep the chip is shared
+  (HARDWARE.md sec. 4, ATT: "per-core peak BW drops as more cores contend");
+* overlap, from the kernel's own synchronisation (`Loop.overlap`):
+  - 'double' (double-buffered queues): period = the slowest pipe;
+  - 'serial' (one buffer, TQue BUFFER_NUM = 1): the next load waits until the compute has freed the
+    input buffer, the store of one iteration runs under the next load: period = max(load + compute, store);
+    a load that nothing prefetched also pays the GM latency under load (load_latency_us);
+  - 'early' (one buffer released early: the vendor sets a V->MTE2 flag right after the first Cast, e.g.
+    dynamic_quant_multi_row.h): period = max(load + vector before the release, vector, store + vector
+    after the output buffer is needed);
+  - 'none': nothing overlaps;
+  the first iteration runs its stages back to back (fill), the rest at the period. A loop marked `behind`
+  runs on other cores while the loop before it runs (a mix kernel's AIV epilogue of block b under the AIC's
+  block b+1): only what exceeds the loop before, and its last iteration, count;
+
+* vector time = ATT cycles x vector_scale + dependent instructions (PipeBarrier) x barrier_cycles + scalar
+  reads of vector results (V->S flag + GetValue) x scalar_read_cycles;
+* latency = launch (launch_us + launch_per_core_us x cores started; a kernel's own per-core start cost,
+  launch_per_core_us@<kernel>, where its measurements fix one) + the pipe heads (ATT: op head, the
+  first load's and store's start latency, HARDWARE.md sec. 4) + the loops; an operator that launches
+  several kernels (Work.extra, e.g. TransQuantParamV2 before QuantBatchMatmulV3) adds them up, as the
+  profiler's per-kernel Task Durations do.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
 PIPES = ("mte1", "mte2", "mte3", "vector", "cube", "fixpipe", "scalar")
 DMA_PIPES = ("mte1", "mte2", "mte3", "fixpipe")
+OVERLAPS = ("double", "serial", "early", "none")
+
+
+@dataclass
+class Loop:
+    """`n` iterations of one loop on the critical core. Times are uncalibrated seconds per iteration."""
+    n: float
+    pipes: dict                       # pipe -> seconds (DMA pipes: the core's own transfer time)
+    read_bytes: float = 0.0           # GM bytes the iteration loads (contends for the chip)
+    write_bytes: float = 0.0          # GM bytes the iteration stores
+    barriers: float = 0.0             # dependent vector instructions (PipeBarrier<PIPE_V>) per iteration
+    scalar_elements: float = 0.0      # elements the scalar unit loops over (scalar_element_cycles each)
+    scalar_reads: float = 0.0         # vector results read by the scalar unit (V->S flag + GetValue)
+    overlap: str = "double"
+    early: float = 0.0                # 'early': vector seconds before the input buffer is released
+    late: float = 0.0                 # 'early': vector seconds after the output buffer is needed
+    cont: bool = False                # continues the loop before it (its tail iterations): no fill of its own
+    behind: bool = False              # runs on other cores under the loop before it (see the module docstring)
+    active: float = 0.0               # cores streaming at once on average (0: the launch's block dim)
 
 
 @dataclass
 class Work:
-    """What one kernel launch does, as the cost builders see it (seconds uncalibrated, critical core)."""
-    hw: object                       # perfmodel.hw.Hardware
-    core_type: str                   # 'aiv', 'aic', 'mix' or 'aicore'
+    """One kernel launch as the cost builders see it."""
+    hw: object                        # perfmodel.hw.Hardware
+    core_type: str                    # 'aiv', 'aic', 'mix' or 'aicore'
     block_dim: int
-    n_tiles: int
-    pipes: dict                      # pipe -> seconds on the critical core
-    bytes_read: float                # unique bytes the op reads from GM (its inputs)
-    bytes_written: float             # unique bytes it writes (its outputs)
-    gm_traffic: float = 0.0          # all GM bytes moved by all cores (re-reads go through L2); 0 = read+written
-    double_buffer: bool = True
-    l2_bypass: bool = False          # reads marked CACHE_MODE_DISABLE: they do not occupy L2
+    loops: list                       # Loops run one after another on the critical core
+    bytes_read: float                 # unique bytes the kernel reads from GM (its inputs)
+    bytes_written: float              # unique bytes it writes (its outputs)
+    hbm_read_fraction: float = 1.0    # of the loaded bytes, the part that comes from HBM (the rest hits L2)
+    l2_bypass: bool = False           # reads marked CACHE_MODE_DISABLE do not occupy L2
     flops: float = 0.0
-    largest_load: float = 0.0        # bytes of the biggest single GM->local copy (selects the MTE2 head)
+    kernel: str = ""
+    launch_class: str = ""            # kernels that start alike (e.g. every CANN elementwise op); default: kernel
     tiling_key: int | None = None
     tiles: dict = field(default_factory=dict)
     plan: object = None
-    # further phases run after the main one with a barrier in between (e.g. a sort before a gather):
-    # each is (pipes dict, n_tiles, double_buffer)
-    phases: list = field(default_factory=list)
+    extra: list = field(default_factory=list)     # further kernels the operator launches (Works)
 
 
 @dataclass
 class Prediction:
-    """Predicted latency of one kernel launch with its breakdown (times in microseconds)."""
+    """Predicted latency of one operator call with its breakdown (times in microseconds)."""
     op: str
     product: str
     soc: str
@@ -66,8 +96,9 @@ class Prediction:
     achieved_GBps: float
     achieved_TOPS: float
     plan: object = None
-    chip_us: float = 0.0             # chip memory ceiling (HBM/L2) alone
-    core_us: float = 0.0             # critical core's pipelined time without contention
+    chip_us: float = 0.0              # HBM traffic at the chip's effective rate alone (the memory roofline)
+    core_us: float = 0.0              # the critical core's loops (contention included)
+    kernels: list = field(default_factory=list)   # per launched kernel: (name, latency_us)
 
     def to_row(self) -> dict:
         """Flat dict for pandas: pipes as '<pipe>_us', tiles as 'tile_<k>'."""
@@ -83,156 +114,120 @@ class Prediction:
         return row
 
 
-def _pow(base, exponent):
-    """base ** exponent element by element with Python's float pow (C pow): numpy's vectorised power may
-    round differently by position in the array, and results must not depend on the batch."""
-    return np.array([b ** e for b, e in zip(base.tolist(), np.broadcast_to(exponent, base.shape).tolist())])
+def cores_started(core_type: str, block_dim: int) -> int:
+    """Blocks a launch starts: block_dim (a mix kernel's block is an AIC with its AIV, started together)."""
+    return block_dim
+
+
+def _write_hbm_fraction(work: Work) -> float:
+    """Written bytes that cannot stay in L2 go to HBM during the kernel: the L2 holds what the reads
+    leave free (reads with L2 bypass leave it all)."""
+    w = float(work.bytes_written)
+    if w <= 0.0:
+        return 0.0
+    room = max(0.0, work.hw.soc.l2_bytes - (0.0 if work.l2_bypass else float(work.bytes_read)))
+    return 1.0 - min(w, room) / w
+
+
+def _loop_time(lp: Loop, p: dict, hw, active: int, f_read: float, f_write: float, hbm: float, l2: float):
+    """(seconds of the loop, per-pipe seconds of one iteration with contention)."""
+    dma, vec = p["dma_scale"], p["vector_scale"]
+    t = {k: lp.pipes.get(k, 0.0) for k in PIPES}
+    active = lp.active or active
+    rd = lp.read_bytes
+    load_chip = rd * active * (f_read / hbm + (1.0 - f_read) / l2)
+    store_chip = lp.write_bytes * active * (f_write / hbm + (1.0 - f_write) / l2)
+    L = max(t["mte2"] * dma, load_chip)
+    if lp.overlap != "double" and L > 0:
+        L += p["load_latency_us"] * 1e-6    # nothing prefetched: the next load's latency is in the loop
+    S = max(t["mte3"] * dma, store_chip)
+    extra = (lp.barriers * p["barrier_cycles"] + lp.scalar_reads * p["scalar_read_cycles"]) / hw.vec_hz
+    Sc = t["scalar"] + lp.scalar_elements * p["scalar_element_cycles"] / hw.vec_hz
+    V = t["vector"] * vec + extra + Sc
+    C = t["cube"] * p["cube_scale"]
+    M1, F = t["mte1"] * dma, t["fixpipe"] * dma
+    # loads and stores that run at the same time share HBM
+    chip = (rd * f_read + lp.write_bytes * f_write) * active / hbm
+    mode = lp.overlap
+    if mode == "double":
+        period = max(L, V, S, C, M1, F, chip)
+    elif mode == "serial":
+        period = max(L + V + C, S, M1, F, chip)
+    elif mode == "early":
+        period = max(L + lp.early * vec, V, S + lp.late * vec, C, M1, F, chip)
+    else:
+        period = L + V + S + C + M1 + F
+    fill = L + V + S + C + M1 + F
+    n = float(lp.n)
+    if lp.cont:
+        total = n * period
+    else:
+        total = fill + (n - 1.0) * period if n >= 1.0 else n * fill
+    used = {"mte1": M1, "mte2": L, "mte3": S, "vector": V - Sc, "cube": C, "fixpipe": F, "scalar": Sc}
+    return total, used
+
+
+def _kernel(work: Work, params: dict):
+    """(latency s, head s, core s, chip s, per-pipe s, bound) of one kernel launch."""
+    hw = work.hw
+    hbm = hw.hbm_peak_Bps * params["hbm_efficiency"]
+    l2 = hw.l2_peak_Bps * params["l2_efficiency"]
+    active = max(1, int(work.block_dim))
+    f_write = _write_hbm_fraction(work)
+    core = prev = 0.0
+    pipes = dict.fromkeys(PIPES, 0.0)
+    first_load = 0.0
+    for lp in work.loops:
+        if lp.n <= 0:
+            continue
+        first_load = first_load or lp.read_bytes
+        total, used = _loop_time(lp, params, hw, active, work.hbm_read_fraction, f_write, hbm, l2)
+        if lp.behind:
+            one = sum(used.values())
+            total = max(0.0, total - one - prev) + one
+        core += total
+        prev = total
+        for k in PIPES:
+            pipes[k] += used[k] * lp.n
+    per_core = params.get(f"launch_per_core_us@{work.launch_class or work.kernel}", params["launch_per_core_us"])
+    head = (params["launch_us"] + per_core * cores_started(work.core_type, active)) * 1e-6 \
+        + hw.head_seconds(work.core_type, active, first_load)
+    chip = (float(work.bytes_read) * work.hbm_read_fraction + float(work.bytes_written) * f_write) / hbm
+    if head >= core:
+        bound = "launch"
+    else:
+        cands = {"memory": max(pipes["mte1"], pipes["mte2"], pipes["mte3"], chip), "vector": pipes["vector"],
+                 "cube": pipes["cube"], "fixpipe": pipes["fixpipe"], "scalar": pipes["scalar"]}
+        bound = max(cands, key=cands.get)
+    return head + core, head, core, chip, pipes, bound
+
+
+def combine(work: Work, params: dict, op: str, product_id: str) -> Prediction:
+    """Latency and breakdown of `work` (and of the further kernels it launches) under calibration `params`
+    (one kernel family's dict)."""
+    latency, head, core, chip, pipes, bound = _kernel(work, params)
+    kernels = [(work.kernel or op, latency * 1e6)]
+    for w in work.extra:
+        lat_x, head_x, core_x, chip_x, pipes_x, _ = _kernel(w, params)
+        latency += lat_x
+        head += head_x
+        core += core_x
+        chip += chip_x
+        for k in PIPES:
+            pipes[k] += pipes_x[k]
+        kernels.append((w.kernel, lat_x * 1e6))
+    read = sum(float(w.bytes_read) for w in [work, *work.extra])
+    written = sum(float(w.bytes_written) for w in [work, *work.extra])
+    flops = sum(float(w.flops) for w in [work, *work.extra])
+    return Prediction(
+        op=op, product=product_id, soc=work.hw.soc.soc, latency_us=latency * 1e6,
+        pipes_us={k: v * 1e6 for k, v in pipes.items()}, head_us=head * 1e6, bound=bound,
+        bytes_read=int(read), bytes_written=int(written), flops=flops, block_dim=int(work.block_dim),
+        tiling_key=work.tiling_key, tiles=dict(work.tiles), achieved_GBps=(read + written) / latency / 1e9,
+        achieved_TOPS=flops / latency / 1e12, plan=work.plan, chip_us=chip * 1e6, core_us=core * 1e6,
+        kernels=kernels)
 
 
 def combine_many(works, params: dict, op: str, product_id: str) -> list:
-    """combine() of many Works at once: numpy over the works, the same operations in the same order
-    (powers in Python floats), so each result is exactly the one combine() gives."""
-    n_w = len(works)
-    if n_w == 0:
-        return []
-    dma_s, vec_s, cube_s = params["dma_scale"], params["vector_scale"], params["cube_scale"]
-    scale = {"mte1": dma_s, "mte2": dma_s, "mte3": dma_s, "fixpipe": dma_s, "vector": vec_s,
-             "cube": cube_s, "scalar": 1.0}
-    pipes = {p: np.zeros(n_w) for p in PIPES}
-    core = np.zeros(n_w)
-    n_phases = max(1 + len(w.phases) for w in works)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for k in range(n_phases):
-            phs = [((w.pipes, w.n_tiles, w.double_buffer) if k == 0 else w.phases[k - 1])
-                   if k <= len(w.phases) else None for w in works]
-            present = np.array([ph is not None for ph in phs])
-            ph = {p: np.array([(q[0].get(p, 0.0) if q is not None else 0.0) for q in phs]) * scale[p] for p in PIPES}
-            n = np.array([max(1, q[1]) if q is not None else 1 for q in phs], dtype=float)
-            db = np.array([bool(q[2]) if q is not None else True for q in phs])
-            total = np.zeros(n_w)
-            for p in PIPES:                   # left to right, as sum() does
-                total = total + ph[p]
-            vmax = np.maximum.reduce([ph[p] for p in PIPES])
-            active = present & (total > 0.0)
-            # double buffered: p-norm of the pipes plus one tile of fill/drain
-            terms = np.zeros(n_w)
-            pw = params["overlap_p"]
-            for p in PIPES:
-                terms = terms + _pow(np.where(vmax > 0, ph[p] / vmax, 0.0), pw)
-            pnorm = np.where(vmax > 0.0, vmax * _pow(terms, 1.0 / pw), 0.0)
-            dbl = pnorm + (total - vmax) / n
-            single = total - np.minimum(ph["mte2"], ph["mte3"]) * (1.0 - 1.0 / n)
-            core = core + np.where(active, np.where(db, dbl, single), 0.0)
-            for p in PIPES:
-                pipes[p] = pipes[p] + np.where(active, ph[p], 0.0)
-
-        read = np.array([float(w.bytes_read) for w in works])
-        written = np.array([float(w.bytes_written) for w in works])
-        hws = [w.hw for w in works]
-        l2 = np.array([float(h.soc.l2_bytes) for h in hws])
-        bypass = np.array([bool(w.l2_bypass) for w in works])
-        absorbed = np.minimum(written, np.maximum(0.0, l2 - np.where(bypass, 0.0, read)))
-        hbm_peak = np.array([h.hbm_peak_Bps for h in hws])
-        l2_peak = np.array([h.l2_peak_Bps for h in hws])
-        hbm = (read + written - absorbed) / (hbm_peak * params["hbm_efficiency"])
-        gm = np.array([float(w.gm_traffic) for w in works])
-        traffic = np.where(gm != 0.0, gm, read + written)
-        l2t = traffic / (l2_peak * params["l2_efficiency"])
-        chip = np.maximum(hbm, l2t)
-        q = params["mem_q"]
-        hi, lo = np.maximum(core, chip), np.minimum(core, chip)
-        both = (chip > 0.0) & (core > 0.0)
-        smooth = hi * _pow(1.0 + _pow(np.where(both, lo / hi, 0.0), q), 1.0 / q)
-        body = np.where(both, smooth, core + chip)
-        bd = np.array([float(w.block_dim) for w in works])
-        pipe_heads = np.array([w.hw.head_seconds(w.core_type, w.block_dim, w.largest_load) for w in works])
-        head = (params["launch_us"] + params["launch_per_core_us"] * bd) * 1e-6 + pipe_heads
-        latency = head + body
-
-        stretch = np.where(core > 0, body / core, 1.0)
-        stretched = chip > 0
-        pipes_out = {p: (np.where(stretched, v * stretch, v) if p in DMA_PIPES else v) * 1e6 for p, v in pipes.items()}
-        mem = np.maximum.reduce([chip] + [pipes_out[p] * 1e-6 for p in ("mte1", "mte2", "mte3")])
-        cands = np.stack([mem, pipes["vector"], pipes["cube"], pipes_out["fixpipe"] * 1e-6, pipes["scalar"]])
-        names = np.array(["memory", "vector", "cube", "fixpipe", "scalar"])
-        bound = np.where(head >= body, "launch", names[np.argmax(cands, axis=0)]).tolist()
-        flops = np.array([float(w.flops) for w in works])
-        gbps = ((read + written) / latency / 1e9).tolist()
-        tops = (flops / latency / 1e12).tolist()
-
-    lat_us, head_us, chip_us, core_us = ((v * 1e6).tolist() for v in (latency, head, chip, core))
-    pipes_l = {p: v.tolist() for p, v in pipes_out.items()}
-    out = []
-    for i, w in enumerate(works):
-        out.append(Prediction(
-            op=op, product=product_id, soc=w.hw.soc.soc, latency_us=lat_us[i],
-            pipes_us={p: pipes_l[p][i] for p in PIPES}, head_us=head_us[i], bound=bound[i],
-            bytes_read=int(w.bytes_read), bytes_written=int(w.bytes_written), flops=float(w.flops),
-            block_dim=int(w.block_dim), tiling_key=w.tiling_key, tiles=dict(w.tiles), achieved_GBps=gbps[i],
-            achieved_TOPS=tops[i], plan=w.plan, chip_us=chip_us[i], core_us=core_us[i]))
-    return out
-
-
-def _pnorm(values, p: float) -> float:
-    m = max(values)
-    if m <= 0.0:
-        return 0.0
-    return m * sum((v / m) ** p for v in values) ** (1.0 / p)
-
-
-def combine(work: Work, params: dict, op: str, product_id: str):
-    """Latency and breakdown of `work` under calibration `params` (one family's dict).
-
-    The reference, in plain floats (fast for one launch); combine_many is its vectorised twin for
-    sweeps, and tests hold the two to identical results."""
-    hw = work.hw
-    dma_s, vec_s, cube_s = params["dma_scale"], params["vector_scale"], params["cube_scale"]
-    scale = {"mte1": dma_s, "mte2": dma_s, "mte3": dma_s, "fixpipe": dma_s, "vector": vec_s,
-             "cube": cube_s, "scalar": 1.0}
-    pipes = dict.fromkeys(PIPES, 0.0)
-    core = 0.0
-    for ph_pipes, n_tiles, double_buffer in [(work.pipes, work.n_tiles, work.double_buffer), *work.phases]:
-        ph = {p: ph_pipes.get(p, 0.0) * scale[p] for p in PIPES}
-        vals = list(ph.values())
-        total = sum(vals)
-        n = max(1, n_tiles)
-        if total <= 0.0:
-            continue
-        if double_buffer:
-            core += _pnorm(vals, params["overlap_p"]) + (total - max(vals)) / n
-        else:
-            core += total - min(ph["mte2"], ph["mte3"]) * (1.0 - 1.0 / n)
-        for p in PIPES:
-            pipes[p] += ph[p]
-
-    read, written = work.bytes_read, work.bytes_written
-    l2 = hw.soc.l2_bytes
-    absorbed = min(written, max(0.0, l2 - (0.0 if work.l2_bypass else read)))
-    hbm = (read + written - absorbed) / (hw.hbm_peak_Bps * params["hbm_efficiency"])
-    traffic = work.gm_traffic or (read + written)
-    l2t = traffic / (hw.l2_peak_Bps * params["l2_efficiency"])
-    chip = max(hbm, l2t)
-    q = params["mem_q"]
-    if chip > 0.0 and core > 0.0:
-        body = max(core, chip) * (1.0 + (min(core, chip) / max(core, chip)) ** q) ** (1.0 / q)
-    else:
-        body = core + chip
-    head = (params["launch_us"] + params["launch_per_core_us"] * work.block_dim) * 1e-6 \
-        + hw.head_seconds(work.core_type, work.block_dim, work.largest_load)
-    latency = head + body
-
-    stretch = body / core if core > 0 else 1.0
-    pipes_out = {p: (v * stretch if p in DMA_PIPES and chip > 0 else v) * 1e6 for p, v in pipes.items()}
-    if head >= body:
-        bound = "launch"
-    else:
-        mem = max(chip, *(pipes_out[p] * 1e-6 for p in ("mte1", "mte2", "mte3")))
-        cands = {"memory": mem, "vector": pipes["vector"], "cube": pipes["cube"],
-                 "fixpipe": pipes_out["fixpipe"] * 1e-6, "scalar": pipes["scalar"]}
-        bound = max(cands, key=cands.get)
-    return Prediction(
-        op=op, product=product_id, soc=hw.soc.soc, latency_us=latency * 1e6, pipes_us=pipes_out,
-        head_us=head * 1e6, bound=bound, bytes_read=int(read), bytes_written=int(written),
-        flops=float(work.flops), block_dim=int(work.block_dim), tiling_key=work.tiling_key,
-        tiles=dict(work.tiles), achieved_GBps=(read + written) / latency / 1e9,
-        achieved_TOPS=work.flops / latency / 1e12, plan=work.plan, chip_us=chip * 1e6, core_us=core * 1e6)
+    """combine() of many Works (sweeps and the calibration fit)."""
+    return [combine(w, params, op, product_id) for w in works]

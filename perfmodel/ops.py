@@ -1,21 +1,23 @@
-"""Cost builders: a plan (or, for the generic kernels, the shapes) -> a per-tile list of transfers and
-vector/cube instructions -> `Work` (uncalibrated seconds per pipe on the critical core).
+"""Cost builders: a plan (or, for the generic kernels, the shapes) -> the loops of the critical core -> `Work`.
 
-The instruction lists follow the vendor kernels' steps as shared/spec/ARITHMETIC.md describes them
-(one Ascend C API call per step; reductions one call per row). Tile sizes come from the plan's tiles
-when the plan names them; otherwise they are derived from the shapes and the UB size (noted per builder).
+Each builder follows the vendor kernel's own loop: what one iteration loads, which Ascend C vector calls
+it makes (one ATT `k*n + b` cost per call, perfmodel/data/vector_ops.csv), which of them wait for the one
+before (PipeBarrier), what the scalar unit reads back, what it stores, and how the kernel's queues let
+iterations overlap (perfmodel.model.Loop). Tile sizes and core counts come from the operator's npusim plan.
+Sources per builder in its docstring; shared/spec/ARITHMETIC.md has the kernels' steps.
 """
 from __future__ import annotations
 
 import math
 
-from npusim import formats
-from npusim.plan import TensorSpec, spec_of
+import numpy as np
 
-from perfmodel.model import Work
+from npusim import _checks, formats
+from npusim.plan import spec_of
+
+from perfmodel.model import Loop, Work
 
 # -- helpers -------------------------------------------------------------------------------------------
-
 
 _DT_NAMES: dict = {}
 
@@ -29,147 +31,171 @@ def _dt(spec) -> str:
 
 
 def _size(spec) -> int:
-    """Elements of a TensorSpec (math.prod: TensorSpec.size goes through numpy, slow per call)."""
     return math.prod(spec.shape)
 
 
-def _nbytes(spec) -> int:
-    return math.prod(spec.shape) * spec.dtype.itemsize
-
-
-def _tile(plan, names, default):
-    """First of `names` present in plan.tiles (a positive number), else default."""
-    tiles = getattr(plan, "tiles", None) or {}
-    for n in names:
-        v = tiles.get(n)
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
-            return v
-    return default
+def _nbytes(spec) -> float:
+    n = math.prod(spec.shape)
+    return n * 0.5 if _dt(spec) == "int4" else n * spec.dtype.itemsize
 
 
 def _cdiv(a, b):
     return -(-int(a) // int(b))
 
 
-def _ub_rows(hw, row_ub_bytes: float, buffers: int = 2, reserve: int = 8192) -> int:
-    """Rows of `row_ub_bytes` UB footprint that fit in UB with `buffers` copies (0 if not even one)."""
-    return int(max(0, hw.soc.ub_bytes - reserve) // max(1.0, row_ub_bytes * buffers))
+def _align(a, b):
+    return _cdiv(a, b) * b
 
 
-def vector_rows(hw, *, rows, cols, in_bytes, out_bytes, block_dim, rows_per_tile, tile_ops, row_ops=(),
-                rows_ops=(), once_in_bytes=0.0, scalar_cycles_per_row=0.0, scatter_rows=False,
-                out_row_pieces=(), double_buffer=True, core_type="aiv"):
-    """Seconds per pipe on the critical core of a row-wise vector kernel.
+class Vec:
+    """The vector calls of one loop iteration: ATT seconds, dependent calls (PipeBarrier) and scalar reads."""
 
-    rows x cols elements; in_bytes/out_bytes per element streamed in/out (contiguous unless
-    scatter_rows: then every output row is its own store, pieces of out_row_pieces bytes each);
-    tile_ops: (op, dtype, factor) called once per tile over rows_per_tile*cols*factor elements;
-    row_ops: (op, dtype) called once per row over cols elements; rows_ops: (op, dtype) once per tile
-    over rows_per_tile elements. A row longer than UB is split (rows_per_tile < 1 = fraction of a row).
-    """
-    bd = max(1, int(block_dim))
-    rows_core = _cdiv(rows, bd) if rows > 0 else 0
-    # the costs depend on rows only through the critical core's share: a token sweep over 10,000 row
-    # counts needs a few hundred distinct evaluations (memoised per Hardware; callers get a copy)
-    key = (rows_core, cols, in_bytes, out_bytes, rows_per_tile, tuple(tile_ops), tuple(row_ops), tuple(rows_ops),
-           once_in_bytes, scalar_cycles_per_row, scatter_rows, tuple(out_row_pieces))
-    memo = hw.__dict__.setdefault("_vector_rows_memo", {})
-    hit = memo.get(key)
-    if hit is None:
-        hit = _vector_rows(hw, rows_core, cols, in_bytes, out_bytes, rows_per_tile, tile_ops, row_ops, rows_ops,
-                           once_in_bytes, scalar_cycles_per_row, scatter_rows, out_row_pieces)
-        if len(memo) >= 100_000:
-            memo.clear()
-        memo[key] = hit
-    return dict(hit[0]), hit[1]
+    def __init__(self, hw):
+        self.hw = hw
+        self.s = 0.0
+        self.barriers = 0.0
+        self.scalar_reads = 0.0
 
+    def __call__(self, op: str, dtype: str, elems: float, count: float = 1.0, barrier: bool = True) -> float:
+        t = self.hw.vec(op, dtype, elems, count) if elems > 0 and count > 0 else 0.0
+        self.s += t
+        if barrier and elems > 0:
+            self.barriers += count
+        return t
 
-def _vector_rows(hw, rows_core, cols, in_bytes, out_bytes, rows_per_tile, tile_ops, row_ops, rows_ops,
-                 once_in_bytes, scalar_cycles_per_row, scatter_rows, out_row_pieces):
-    rpt = rows_per_tile
-    pipes = dict.fromkeys(("mte2", "mte3", "vector", "scalar"), 0.0)
-    if rows_core == 0 or cols == 0:
-        return pipes, 0
-    if rpt >= 1:
-        rpt = int(rpt)
-        full, rem = divmod(rows_core, rpt)
-        tile_list = [(rpt, full)] + ([(rem, 1)] if rem else [])
-        n_tiles = full + (1 if rem else 0)
-        chunk_elems = rpt * cols
-    else:                                   # a row split into chunks of cols*rpt elements
-        chunks = math.ceil(1.0 / rpt)
-        tile_list = [(1, rows_core)]
-        n_tiles = rows_core * chunks
-        chunk_elems = math.ceil(cols / chunks)
-    for r, count in tile_list:
-        elems = r * cols
-        for op, dt, factor in tile_ops:
-            if rpt >= 1:
-                pipes["vector"] += hw.vec(op, dt, elems * factor, count)
-            else:
-                pipes["vector"] += hw.vec(op, dt, chunk_elems * factor, count * chunks)
-        for op, dt in row_ops:
-            pipes["vector"] += hw.vec(op, dt, cols, count * r)
-        for op, dt in rows_ops:
-            pipes["vector"] += hw.vec(op, dt, r, count)
-    pipes["mte2"] = hw.stream("gm_to_ub", rows_core * cols * in_bytes, chunk_elems * in_bytes) \
-        + hw.dma("gm_to_ub", once_in_bytes)
-    if scatter_rows:
-        for piece in out_row_pieces:
-            pipes["mte3"] += hw.dma("ub_to_gm", piece, rows_core)
-    else:
-        pipes["mte3"] = hw.stream("ub_to_gm", rows_core * cols * out_bytes, chunk_elems * out_bytes)
-        for piece in out_row_pieces:        # small per-row outputs (scales) stored once per tile
-            pipes["mte3"] += hw.stream("ub_to_gm", rows_core * piece, max(piece, min(rpt, rows_core) * piece))
-    pipes["scalar"] = scalar_cycles_per_row * rows_core / hw.vec_hz
-    return pipes, n_tiles
+    def vf(self, calls, elems: float, heads: float) -> None:
+        """A fused arch35 vector function over `elems` elements: the calls' per-element costs, `heads` VF
+        heads (HARDWARE.md sec. 4: 20 cycles)."""
+        hw = self.hw
+        self.s += (sum(hw.vec_coeffs(op, dt)[0] for op, dt in calls) * elems
+                   + hw.data["vector"]["vf_head_cycles"] * heads) / hw.vec_hz
+
+    def scale(self, factor: float) -> None:
+        """The same calls `factor` times (a row processed in chunks)."""
+        self.s *= factor
+        self.barriers *= factor
+        self.scalar_reads *= factor
 
 
-def _bits(dtype_name: str) -> float:
-    return 0.5 if dtype_name == "int4" else formats.as_dtype(dtype_name).itemsize
+def _io_bytes(plan):
+    rd = sum(_nbytes(s) for s in plan.inputs.values() if s is not None)
+    wr = sum(_nbytes(s) for s in plan.outputs.values() if s is not None)
+    return rd, wr
 
 
-# -- generic kernels -----------------------------------------------------------------------------------
+def _work(plan, hw, loops, *, bytes_read=None, bytes_written=None, flops=0.0, tiles=None, core_type=None,
+          block_dim=None, hbm_read_fraction=1.0, extra=()):
+    rd, wr = _io_bytes(plan)
+    t = dict(plan.tiles)
+    t.update({k: v for k, v in (tiles or {}).items() if k not in t})
+    return Work(hw=hw, core_type=core_type or plan.core_type, block_dim=max(1, int(block_dim or plan.block_dim)),
+                loops=loops, bytes_read=rd if bytes_read is None else bytes_read,
+                bytes_written=wr if bytes_written is None else bytes_written, hbm_read_fraction=hbm_read_fraction,
+                flops=flops, kernel=plan.kernel, tiling_key=plan.tiling_key, tiles=t, plan=plan, extra=list(extra))
 
-def add_work(hw, x, y, *, block_dim=None, tile_bytes=32768, double_buffer=True, l2_bypass=False,
-             bank_conflict_free=False):
-    """z = x + y streamed through UB (the Ascend C Add sample's structure, HARDWARE.md sec. 7.1)."""
-    x, y = spec_of(x), spec_of(y)
-    shape = x.shape if x.shape == y.shape else __import__("numpy").broadcast_shapes(x.shape, y.shape)
+
+def _vector_core_type(hw) -> str:
+    return "aiv" if hw.soc.core_layout == "split" else "aicore"
+
+
+# -- generic elementwise kernels -----------------------------------------------------------------------
+
+# op -> (number of inputs, vector calls per tile in the compute dtype). Compute dtype: fp16 and fp32 as
+# given; bf16 is computed in fp32 (Cast in and out). Calls of the CANN ops-math kernels as their ATT APIs;
+# Gelu is the tanh form x / (1 + exp(-1.5958 * (x + 0.044715 x^3))) written with ATT calls [E].
+ELEMENTWISE = {
+    "add": (2, ("add",)),
+    "maximum": (2, ("max",)),
+    "sqrt": (1, ("sqrt",)),
+    "sigmoid": (1, ("sigmoid",)),
+    "gelu": (1, ("mul", "mul", "muls", "add", "muls", "exp", "adds", "div")),
+}
+# Elements per core below which the ops-math elementwise tiling does not split further [E]: 1024.
+ELEMENTWISE_MIN_PER_CORE = 1024
+
+
+def elementwise_work(hw, op: str, x, y=None, *, block_dim=None, tile_bytes=None, double_buffer=True,
+                     l2_bypass=False, bank_conflict_free=False):
+    """z = op(x[, y]) streamed through UB: the flattened tensor split evenly over the vector cores, tiles of
+    `tile_bytes` per input (default: what fits UB twice), each tile loaded, computed and stored. The Add
+    best-practice sample (HARDWARE.md sec. 7.1) states its launch, tile, buffering and L2 mode; CANN's own
+    elementwise kernels are taken as double-buffered with UB-sized tiles [E]."""
+    if op not in ELEMENTWISE:
+        raise ValueError(f"elementwise: unknown op {op!r}; known: {sorted(ELEMENTWISE)}")
+    n_in, calls = ELEMENTWISE[op]
+    x = spec_of(x)
+    shape = x.shape
+    if n_in == 2:
+        if y is None:
+            raise ValueError(f"{op}: needs two inputs x and y")
+        y = spec_of(y)
+        shape = x.shape if x.shape == y.shape else tuple(np.broadcast_shapes(x.shape, y.shape))
     n = math.prod(shape)
     dt = _dt(x)
+    allowed = ("float16", "bfloat16", "float32") + (("int32",) if op in ("add", "maximum") else ())
+    for name, t in (("x", x), ("y", y)):
+        if t is not None and _dt(t) not in allowed:
+            raise ValueError(f"{op}: {name} dtype must be one of {', '.join(allowed)}, got {_dt(t)}")
     isz = x.dtype.itemsize
+    cdt = "float32" if dt in ("bfloat16", "float32", "int32") else "float16"
     cores = hw.vector_cores()
-    if block_dim is not None and int(block_dim) < 1:
-        raise ValueError(f"add: block_dim must be >= 1, got {block_dim}")
-    if int(tile_bytes) < isz:
-        raise ValueError(f"add: tile_bytes must hold at least one element, got {tile_bytes}")
-    bd = max(1, min(int(block_dim or cores), cores, _cdiv(max(n, 1) * isz, 256)))
-    tile_elems = max(1, int(tile_bytes) // isz)
-    pipes, n_tiles = vector_rows(hw, rows=_cdiv(n, tile_elems) if n else 0, cols=tile_elems, in_bytes=2 * isz,
-                                 out_bytes=isz, block_dim=bd, rows_per_tile=1,
-                                 tile_ops=[("add", dt, 1)], double_buffer=double_buffer)
-    # vector_rows streams x and y as one 2*isz stream: re-cost as two copies per tile
-    per_core = _cdiv(_cdiv(n, tile_elems), bd) if n else 0
-    pipes["mte2"] = 2 * hw.dma("gm_to_ub", tile_elems * isz, per_core)
-    if bank_conflict_free:
-        pipes["vector"] *= hw.bank_conflict_free_factor
-    nbytes = n * isz
-    core_type = "aiv" if hw.soc.core_layout == "split" else "aicore"
-    return Work(hw=hw, core_type=core_type, block_dim=bd, n_tiles=n_tiles, pipes=pipes,
-                bytes_read=_nbytes(x) + _nbytes(y), bytes_written=nbytes, double_buffer=double_buffer,
-                l2_bypass=l2_bypass, flops=n, largest_load=tile_elems * isz,
-                tiles={"tile_bytes": tile_elems * isz, "tiles_per_core": n_tiles,
+    if block_dim is not None and _checks.int_attr(op, "block_dim", block_dim) < 1:
+        raise ValueError(f"{op}: block_dim must be >= 1, got {block_dim}")
+    bd = max(1, min(int(block_dim or cores), cores, _cdiv(max(n, 1), ELEMENTWISE_MIN_PER_CORE)))
+    per_elem_ub = (n_in + 1) * isz + (8 if dt == "bfloat16" else 0)          # bf16: fp32 work buffers
+    if tile_bytes is None:
+        tile_elems = max(256, (hw.soc.ub_bytes - 8192) // (2 * per_elem_ub) // 256 * 256)
+    else:
+        if _checks.int_attr(op, "tile_bytes", tile_bytes) < isz:
+            raise ValueError(f"{op}: tile_bytes must hold at least one element, got {tile_bytes}")
+        tile_elems = max(1, int(tile_bytes) // isz)
+    per_core = _cdiv(n, bd) if n else 0
+    full, rem = divmod(per_core, tile_elems)
+    loops = []
+    for elems, count in ((tile_elems, full), (rem, 1 if rem else 0)):
+        if count == 0:
+            continue
+        v = Vec(hw)
+        if dt == "bfloat16":
+            v("cast_f16_f32", "float16", elems, n_in)
+        for c in calls:
+            v(c, cdt, elems)
+        if dt == "bfloat16":
+            v("cast_f32_f16", "float32", elems)
+        if bank_conflict_free:
+            v.s *= hw.bank_conflict_free_factor
+        b = elems * isz
+        loops.append(Loop(n=count, pipes={"mte2": hw.dma("gm_to_ub", b, n_in), "vector": v.s,
+                                          "mte3": hw.dma("ub_to_gm", b)},
+                          read_bytes=n_in * b, write_bytes=b, barriers=v.barriers,
+                          overlap="double" if double_buffer else "serial", cont=bool(loops)))
+    rd = sum(_nbytes(s) for s in (x, y) if s is not None)
+    return Work(hw=hw, core_type=_vector_core_type(hw), block_dim=bd, loops=loops, bytes_read=rd,
+                bytes_written=n * isz, l2_bypass=l2_bypass, flops=n * len(calls), kernel=op.title(),
+                launch_class="Elementwise",
+                tiles={"tile_bytes": tile_elems * isz, "tiles_per_core": full + (1 if rem else 0),
                        "double_buffer": int(bool(double_buffer))})
 
 
-def matmul_core(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, out_bytes=2.0, block_dim=None,
-                tiling="best", base=None, epilogue="fixpipe", core_type="aic"):
-    """Pipes of a tiled cube matmul (GM->L1 MTE2, L1->L0 MTE1, mmad, L0C->GM fixpipe).
+def add_work(hw, x, y, **kw):
+    """z = x + y (the Ascend C Add best-practice sample's structure, HARDWARE.md sec. 7.1)."""
+    kw.setdefault("tile_bytes", 32768)
+    return elementwise_work(hw, "add", x, y, **kw)
 
-    Base block (baseM, baseN, baseK) from the plan or the family's data file (best tiling), shrunk to
-    the problem; blocks of the output are dealt round-robin to the cores (the critical core gets
-    ceil(blocks / cores)). 'naive' tiling: 128x128 base blocks, one K step per GM->L1 copy.
+
+# -- cube kernels ------------------------------------------------------------------------------------------
+
+def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim=None, base=None,
+               tiling="best", l0c_out_bytes=2.0, depth_b=None):
+    """Loops of a tiled cube matmul on its critical core, and what the kernel moves.
+
+    Output blocks baseM x baseN are dealt to the AICs (the critical core gets ceil(blocks / cores)); each
+    block runs ceil(K / baseK) k-steps double-buffered (GM->L1 MTE2 in steps of l1_depth_k k-steps, B in
+    steps of depth_b where the kernel's tiling says so, L1->L0A/
+    L0B MTE1, mmad), then one FixPipe of the L0C block (a 128 x 256 fp32 L0C block fills L0C: not double-
+    buffered, so the next block's mmad waits for it). Loads hit L2 after the first touch: the HBM part of the
+    loaded bytes is the unique input bytes over all bytes loaded. On average blocks / ceil(blocks / cores)
+    cores stream at once (the last round runs on fewer cores).
     """
     c = hw.cube
     fm, fk, fn = hw.fractal(dtype)
@@ -177,6 +203,7 @@ def matmul_core(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, out_byte
     depth = c["l1_depth_k"]
     if tiling == "naive":
         bm, bn, depth = min(bm, 128), min(bn, 128), 1
+    depth_b = min(depth, depth_b or depth)
     bm = min(bm, _cdiv(M, fm) * fm)
     bn = min(bn, _cdiv(N, fn) * fn)
     bk = min(bk, _cdiv(K, fk) * fk)
@@ -185,19 +212,21 @@ def matmul_core(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, out_byte
     bd = max(1, min(int(block_dim or cores), cores, blocks))
     per_core = _cdiv(blocks, bd)
     ksteps = _cdiv(K, bk)
-    a_panel, b_panel = bm * K * in_bytes, K * bn * in_bytes
-    pipes = dict.fromkeys(("mte1", "mte2", "cube", "fixpipe"), 0.0)
-    pipes["cube"] = per_core * ksteps * hw.mmad(bm, bk, bn, dtype)
-    a_chunk, b_chunk = bm * bk * depth * in_bytes, bk * depth * bn * in_bytes
-    pipes["mte2"] = per_core * (hw.stream("gm_to_l1", a_panel, a_chunk) + hw.stream("gm_to_l1", b_panel, b_chunk))
-    pipes["mte1"] = per_core * ksteps * (hw.dma("l1_to_l0a", bm * bk * in_bytes)
-                                         + hw.dma("l1_to_l0b", bk * bn * in_bytes))
-    if epilogue == "fixpipe":
-        pipes["fixpipe"] = per_core * hw.dma("l0c_to_gm", bm * bn * out_bytes)
-    traffic = blocks * (a_panel + b_panel) + batch * M * N * out_bytes
+    a_step, b_step = bm * bk * in_bytes, bk * bn * in_bytes
+    # B is ND in GM and NZ in L1: its copies run at msKPP's ND->NZ rate (gm_to_l1_trans) [S]
+    mte2 = hw.dma("gm_to_l1", depth * a_step) / depth + hw.dma("gm_to_l1_trans", depth_b * b_step) / depth_b
+    kloop = Loop(n=per_core * ksteps, pipes={
+        "mte2": mte2,
+        "mte1": hw.dma("l1_to_l0a", a_step) + hw.dma("l1_to_l0b", b_step),
+        "cube": hw.mmad(bm, bk, bn, dtype)}, read_bytes=a_step + b_step, overlap="double",
+        active=blocks / per_core)
+    fix = Loop(n=per_core, pipes={"fixpipe": hw.dma("l0c_to_gm", bm * bn * l0c_out_bytes)},
+               write_bytes=bm * bn * l0c_out_bytes, overlap="none")
+    loaded = blocks * ksteps * (a_step + b_step)
+    unique = batch * (M * K + K * N) * in_bytes
     info = {"base_m": bm, "base_n": bn, "base_k": bk, "blocks": blocks, "blocks_per_core": per_core,
             "k_steps": ksteps}
-    return pipes, bd, per_core * ksteps, traffic, max(a_chunk, b_chunk), info
+    return [kloop, fix], bd, min(1.0, unique / loaded) if loaded else 1.0, info
 
 
 def matmul_work(hw, a, b, *, block_dim=None, tiling="best"):
@@ -210,106 +239,168 @@ def matmul_work(hw, a, b, *, block_dim=None, tiling="best"):
         raise ValueError(f"matmul: a and b must both be float16 or bfloat16, got {dt} and {_dt(b)}")
     if tiling not in ("best", "naive"):
         raise ValueError(f"matmul: tiling must be 'best' or 'naive', got {tiling!r}")
+    if block_dim is not None and _checks.int_attr("matmul", "block_dim", block_dim) < 1:
+        raise ValueError(f"matmul: block_dim must be >= 1, got {block_dim}")
     M, K = a.shape
     N = b.shape[1]
     if min(M, K, N) < 1:
         raise ValueError(f"matmul: M, K and N must be >= 1, got {M}, {K}, {N}")
-    pipes, bd, n_tiles, traffic, largest, info = matmul_core(hw, M=M, K=K, N=N, dtype=dt, block_dim=block_dim,
-                                                             tiling=tiling)
+    loops, bd, hbm_frac, info = cube_loops(hw, M=M, K=K, N=N, dtype=dt, block_dim=block_dim, tiling=tiling)
     core_type = "aic" if hw.soc.core_layout == "split" else "aicore"
-    return Work(hw=hw, core_type=core_type, block_dim=bd, n_tiles=n_tiles, pipes=pipes,
-                bytes_read=_nbytes(a) + _nbytes(b), bytes_written=M * N * 2, gm_traffic=traffic,
-                double_buffer=True, flops=2.0 * M * N * K, largest_load=largest, tiles=info)
+    return Work(hw=hw, core_type=core_type, block_dim=bd, loops=loops, bytes_read=_nbytes(a) + _nbytes(b),
+                bytes_written=M * N * 2, hbm_read_fraction=hbm_frac, flops=2.0 * M * N * K, kernel="MatMul",
+                tiles=info)
 
 
 # -- operators (from their npusim plans) -------------------------------------------------------------
 
-def _plan_work(plan, hw, pipes, n_tiles, *, bytes_read, bytes_written, flops, largest, tiles, core_type=None,
-               gm_traffic=0.0, double_buffer=None, phases=()):
-    if double_buffer is None:
-        double_buffer = bool(plan.tiles.get("double_buffer", True))
-    t = dict(plan.tiles)
-    t.update({k: v for k, v in tiles.items() if k not in t})
-    return Work(hw=hw, core_type=core_type or plan.core_type, block_dim=max(1, int(plan.block_dim)),
-                n_tiles=n_tiles, pipes=pipes, bytes_read=bytes_read, bytes_written=bytes_written,
-                gm_traffic=gm_traffic, double_buffer=double_buffer, flops=flops, largest_load=largest,
-                tiling_key=plan.tiling_key, tiles=t, plan=plan, phases=list(phases))
+def _rows_of_core(t) -> int:
+    """Rows of the critical core in a dynamic-quant style tiling."""
+    if t.get("headCoreNum", 0) > 0:
+        return int(t.get("rowPerHeadCore", 0))
+    return int(t.get("rowPerTailCore", t.get("rowPerHeadCore", 0)))
 
 
-def _io_bytes(plan):
-    rd = sum(_nbytes(s) for s in plan.inputs.values() if s is not None)
-    wr = sum(_nbytes(s) for s in plan.outputs.values() if s is not None)
-    return rd, wr
+def _dq_calls_multi_row(v, rows, H, smooth):
+    """dynamic_quant_multi_row.h (keys 10/100): each call over the whole pass of `rows` rows, the row max one
+    Max call per row. Returns the vector seconds before the input buffer is released (the first Cast) and
+    after the output buffer is needed (the last Mul and Cast)."""
+    f32 = "float32"
+    e = rows * H
+    v("cast_f16_f32", "float16", e)
+    early = v.s
+    if smooth:
+        v("broadcast", f32, e)
+        v("mul", f32, e)
+    v("abs", f32, e)
+    v("max", f32, max(0, H // 64 - 1) * 64, rows)                # fold each row's 64-lane repeats
+    if H % 64:
+        v("max", f32, H % 64, rows)
+    v("reduce_max", f32, 64 * rows)                              # WholeReduceMax, one repeat per row
+    v("div", f32, 64 * _cdiv(rows, 64))
+    v("broadcast", f32, e)                                       # BroadCast<float, 2, 1>: Brcb, then a copy [E]
+    v("broadcast", f32, e)
+    v("mul", f32, e)
+    v("cast_f32_i16", f32, e)
+    v("cast_i16_f16", "int32", e)
+    before_out = v.s
+    v("mul", f32, 64 * _cdiv(rows, 64), barrier=False)           # scale = max * 1/127
+    v("cast_f16_i8", "float16", e)
+    return early, v.s - before_out
+
+
+def _dq_calls_per_row(v, rows, H, smooth, asymmetric):
+    """dynamic_quant.h / _db.h / _moe.h (keys 0-3, 7): every call once per row; the scalar reads the row's
+    max (and min) back from UB to form the scale (and offset)."""
+    f32 = "float32"
+    fold = max(0, H // 64 - 1) * 64
+    v("cast_f16_f32", "float16", H, rows)
+    if smooth:
+        v("mul", f32, H, rows)
+    if asymmetric:                                               # ReduceMax and ReduceMin: the same calls
+        for _ in range(2):
+            v("max", f32, fold, rows)
+            v("reduce_max", f32, 64, rows)
+        v.scalar_reads += 2 * rows
+        v("muls", f32, H, rows)
+        v("adds", f32, H, rows)
+    else:
+        v("abs", f32, H, rows)
+        v("max", f32, fold, rows)
+        if H % 64 and fold:
+            v("max", f32, H % 64, rows)
+        v("reduce_max", f32, 64, rows)
+        v("div", f32, 8, rows)
+        v.scalar_reads += rows
+        v("muls", f32, H, rows)
+    v("cast_f32_i32", f32, H, rows)
+    v("cast_i32_f16", "int32", H, rows)
+    v("cast_f16_i8", "float16", H, rows, barrier=False)
+
+
+def _dq_calls_950(v, rows, H, smooth, asymmetric):
+    """arch35 RegBase kernels: the row's steps fused into vector functions (VF), each element costing what
+    the same ATT calls cost, one VF head per function (reduce, per-row scale, quantize) [E]."""
+    f32 = "float32"
+    calls = [("cast_f16_f32", "float16"), ("abs", f32), ("max", f32), ("div", f32), ("cast_f32_i16", f32),
+             ("cast_i16_f16", "int32"), ("cast_f16_i8", "float16")]
+    if smooth:
+        calls.append(("mul", f32))
+    if asymmetric:
+        calls += [("max", f32), ("adds", f32)]
+    v.vf(calls, rows * H, heads=2 + rows)
+
+
+def _dq_calls_310p(v, rows, H):
+    """dynamic_quant_align_310p.h: fp16 Abs, a ReduceMax per row read back by the scalar (127/m), Muls per
+    row, one Cast to int8."""
+    e = rows * H
+    v("abs", "float16", e)
+    v("reduce_max", "float16", H, rows)
+    v.scalar_reads += rows
+    v("muls", "float16", H, rows)
+    v("cast_f16_i8", "float16", e)
 
 
 def dynamic_quant_work(plan, hw, asymmetric=False):
-    """DynamicQuant(V2): per-row absmax (or min/max) then scale and cast (ARITHMETIC.md sec. 1).
+    """DynamicQuant(V2): per-row absmax (or min/max), scale, quantize (ARITHMETIC.md sec. 1).
 
-    Instruction lists: A2/A3 sec. 1.1/1.2 (Cast, [Mul smooth], Abs, ReduceMax, Div, Muls, Cast x3);
-    310P/910 sec. 1.4 (fp16 Abs, ReduceMax, scalar 127/m, fp16 Muls, Cast); 950 sec. 1.3 (Div by scale).
-    Rows per tile: plan.tiles 'rows_per_tile' (or 'ub_rows', 'multi_row_num', 'row_num_per_loop'), else
-    as many rows as fit UB twice.
+    A2/A3 (DAV_2201), by tiling key (dynamic_quant_tiling.cpp picks it; the plan carries it):
+      10 / 100 (dynamic_quant_multi_row.h / _single_row.h): one DataCopyPad of multiRowNum rows a pass; the
+        V->MTE2 flag after the first Cast lets the next pass load while this one computes ('early');
+      0/1 (dynamic_quant.h) and 7 (moe): TQue BUFFER_NUM = 1: the next load waits for the pass ('serial');
+      2/3 (dynamic_quant_db.h): the same per-row calls, double-buffered queues;
+      6/8 (a row split into innerLoopEle chunks): two passes over the chunks (max, then quantize).
+    Ascend 950 (arch35): fused vector functions, double-buffered when the tiling's useDb says so.
+    310P/910 (DAV_2002/1001): numCopyRow rows a pass, one buffer.
     """
+    t = plan.tiles
     x = plan.inputs["x"]
-    cols = x.shape[-1]
-    rows = _size(x) // max(1, cols)
-    dt_in = _dt(x)
-    y = plan.outputs.get("y")
-    out_name = _dt(y) if y is not None else "int8"
-    out_b = 0.5 if out_name in ("int4", "int32") else 1.0
-    if y is not None and out_name == "int32":
-        out_b = 0.5                          # packed int4
-    smooth = plan.inputs.get("smooth_scales")
-    group = plan.inputs.get("group_index")
-    fam = hw.family
-    f32 = "float32"
-    ub_row = cols * (x.dtype.itemsize + 4 * 2 + 1)
-    rpt = _tile(plan, ("multiRowNumHeadCore", "rows_per_tile"), None)
-    inner = _tile(plan, ("innerLoopEle",), None)
-    if inner and inner < cols:                # row split into UB-sized chunks (key 6/8)
-        rpt = inner / cols
-    if rpt is None:
-        fit = _ub_rows(hw, ub_row)
-        rpt = max(1, min(fit, 64)) if fit >= 1 else hw.soc.ub_bytes / 2 / max(1, ub_row)
+    H = x.shape[-1]
+    R = _size(x) // max(1, H)
+    isz = x.dtype.itemsize
+    out_b = 0.5 if _dt(plan.outputs["y"]) in ("int4", "int32") else 1.0
+    smooth = plan.inputs.get("smooth_scales") is not None or plan.inputs.get("group_index") is not None
+    key, fam = plan.tiling_key, hw.family
+    scale_bytes = 8.0 if asymmetric else 4.0
     if fam == "310p910":
-        tile_ops = [("abs", "float16", 1), ("muls", "float16", 1), ("cast_f16_i8", "float16", 1)]
-        row_ops = [("reduce_max", "float16")]
-        rows_ops = []
-        scalar = 20.0
+        rows, per, overlap = _cdiv(R, max(1, plan.block_dim)), max(1, int(t.get("numCopyRow", 8))), "serial"
     else:
-        tile_ops = [("cast_f16_f32", dt_in if dt_in == "float16" else "float16", 1), ("abs", f32, 1)]
-        if smooth is not None:
-            tile_ops.append(("mul", f32, 1))
-        row_ops = [("reduce_max", f32)]
-        rows_ops = [("div", f32), ("muls", f32)]
+        rows, per = (_rows_of_core(t) if R else 0), max(1, int(t.get("multiRowNumHeadCore", 1) or 1))
         if fam == "950":
-            tile_ops.append(("div", f32, 1))
+            overlap = "double" if t.get("useDb") else "serial"
+        elif key in (10, 100):
+            overlap = "early"
+        elif key in (2, 3):
+            overlap = "double"
         else:
-            row_ops.append(("muls", f32))
-        if out_name.startswith("float8"):
-            tile_ops.append(("cast_f32_f8", f32, 1))
+            overlap = "serial"
+    inner = int(t.get("innerLoopEle", 0) or 0)
+    chunks = _cdiv(H, inner) if 0 < inner < H else 1              # keys 6/8 and 950's large shapes
+    h = H if chunks == 1 else inner
+    loads = 2 if chunks > 1 else 1                                # the max pass and the quantize pass
+    loops = []
+    full, rem = divmod(rows, per)
+    for r, count in ((per, full), (rem, 1 if rem else 0)):
+        if count == 0:
+            continue
+        v = Vec(hw)
+        early = late = 0.0
+        if fam == "310p910":
+            _dq_calls_310p(v, r, h)
+        elif fam == "950":
+            _dq_calls_950(v, r, h, smooth, asymmetric)
+        elif key in (10, 100):
+            early, late = _dq_calls_multi_row(v, r, h, smooth)
         else:
-            tile_ops += [("cast_f32_i32", f32, 1), ("cast_i32_f16", "int32", 1), ("cast_f16_i8", "float16", 1)]
-        scalar = 10.0
-        if asymmetric:
-            row_ops.append(("reduce_max", f32))          # ReduceMin: same cost class
-            tile_ops.append(("adds", f32, 1))
-            scalar += 40.0                                # scalar scale/offset arithmetic per row
-    if group is not None:
-        scalar += 10.0                                    # which expert owns the row
-    once = _nbytes(smooth) if (smooth is not None and group is None) else 0.0
-    in_b = x.dtype.itemsize + (smooth.dtype.itemsize if (smooth is not None and group is not None) else 0.0)
-    pieces = [4.0] + ([4.0] if asymmetric else [])
-    pipes, n_tiles = vector_rows(hw, rows=rows, cols=cols, in_bytes=in_b, out_bytes=out_b,
-                                 block_dim=plan.block_dim, rows_per_tile=rpt, tile_ops=tile_ops, row_ops=row_ops,
-                                 rows_ops=rows_ops, once_in_bytes=once, scalar_cycles_per_row=scalar,
-                                 out_row_pieces=pieces)
-    # the vendor tiling's useDb (keys 2/3) double-buffers; the other keys' queues do not (ARITHMETIC sec. 1.0)
-    db = bool(plan.tiles.get("useDb", plan.tiles.get("double_buffer", 1)))
-    rd, wr = _io_bytes(plan)
-    return _plan_work(plan, hw, pipes, n_tiles, bytes_read=rd, bytes_written=wr, flops=rows * cols * 5.0,
-                      largest=min(rpt, 1e9) * cols * x.dtype.itemsize, tiles={"rows_per_tile": rpt},
-                      double_buffer=db)
+            _dq_calls_per_row(v, r, h, smooth, asymmetric)
+        v.scale(chunks)
+        pipes = {"mte2": loads * hw.dma_rows("gm_to_ub", H * isz, r), "vector": v.s,
+                 "mte3": hw.dma_rows("ub_to_gm", H * out_b, r) + hw.dma("ub_to_gm", r * scale_bytes)}
+        loops.append(Loop(n=count, pipes=pipes, read_bytes=loads * r * H * isz,
+                          write_bytes=r * (H * out_b + scale_bytes), barriers=v.barriers,
+                          scalar_reads=v.scalar_reads, overlap=overlap, early=early, late=late, cont=bool(loops)))
+    return _work(plan, hw, loops, flops=R * H * 5.0, tiles={"rows_per_core": rows, "rows_per_pass": per})
 
 
 def dynamic_quant_asym_work(plan, hw):
@@ -317,72 +408,127 @@ def dynamic_quant_asym_work(plan, hw):
 
 
 def indexer_compress_epilog_work(plan, hw):
-    """950 FP8 block quant of x rows, scattered by slot_mapping (ARITHMETIC.md sec. 2): per 128-element
-    block absmax -> scale -> Div -> fp8 cast; each row is stored to its own slot (two stores per row).
-    Rows per tile from plan.tiles ('rows_per_tile'...), else UB-derived. Every row is assumed valid
+    """950 FP8 block quant of x rows scattered by slot_mapping (ARITHMETIC.md sec. 2): per 128-element
+    block absmax -> scale -> Div -> fp8 cast in the arch35 vector functions; each row stored to its own
+    slot (two stores per row). rowFactor rows a pass, double-buffered. Every row is assumed valid
     (slot != -1): the plan does not know the slots."""
     x = plan.inputs["x"]
     d = x.shape[-1]
     rows = _size(x) // max(1, d)
-    cache = plan.inputs.get("indexer_compress_cache") or plan.outputs.get("indexer_compress_cache")
     scale = plan.inputs.get("indexer_compress_scale") or plan.outputs.get("indexer_compress_scale")
     scale_row = (_nbytes(scale) / max(1, scale.shape[0])) if scale is not None else d / 128 * 4
     mode = plan.attrs.get("quant_mode", 1)
     f32 = "float32"
-    rpt = _tile(plan, ("rowFactor", "rows_per_tile"), None)
-    if rpt is None:
-        rpt = max(1, min(_ub_rows(hw, d * (x.dtype.itemsize + 4 * 2 + 1)), 16))
-    tile_ops = [("cast_f16_f32", "float16", 1), ("abs", f32, 1), ("block_reduce_max", f32, 1),
-                ("div", f32, 1), ("cast_f32_f8", f32, 1)]
-    rows_ops = [("muls", f32)] + ([("maxs", f32), ("muls", f32)] if mode == 0 else [])
-    pipes, n_tiles = vector_rows(hw, rows=rows, cols=d, in_bytes=x.dtype.itemsize + 4.0 / d, out_bytes=1.0,
-                                 block_dim=plan.block_dim, rows_per_tile=rpt, tile_ops=tile_ops,
-                                 rows_ops=rows_ops, scalar_cycles_per_row=20.0, scatter_rows=True,
-                                 out_row_pieces=(d * 1.0, scale_row))
-    rd = _nbytes(x) + rows * 4
-    wr = rows * (d + scale_row)
-    return _plan_work(plan, hw, pipes, n_tiles, bytes_read=rd, bytes_written=wr, flops=rows * d * 4.0,
-                      largest=rpt * d * x.dtype.itemsize, tiles={"rows_per_tile": rpt},
-                      gm_traffic=rd + wr * (1 if cache is None else 1))
+    bd = max(1, int(plan.block_dim))
+    rows_core = _cdiv(rows, bd) if rows else 0
+    rpt = int(plan.tiles.get("rowFactor") or plan.tiles.get("rows_per_tile") or 1)
+    isz = x.dtype.itemsize
+    loops = []
+    full, rem = divmod(rows_core, max(1, rpt))
+    for r, count in ((rpt, full), (rem, 1 if rem else 0)):
+        if count == 0:
+            continue
+        e = r * d
+        v = Vec(hw)
+        v.vf((("cast_f16_f32", "float16"), ("abs", f32), ("block_reduce_max", f32), ("div", f32),
+              ("cast_f32_f8", f32)), e, heads=3 + (2 if mode == 0 else 0))
+        pipes = {"mte2": hw.dma("gm_to_ub", e * isz) + hw.dma("gm_to_ub", r * 4), "vector": v.s,
+                 "mte3": hw.dma("ub_to_gm", d, r) + hw.dma("ub_to_gm", scale_row, r)}
+        loops.append(Loop(n=count, pipes=pipes, read_bytes=e * isz + r * 4, write_bytes=r * (d + scale_row),
+                          overlap="double", cont=bool(loops)))
+    return _work(plan, hw, loops, bytes_read=_nbytes(x) + rows * 4, bytes_written=rows * (d + scale_row),
+                 flops=rows * d * 4.0, tiles={"rows_per_tile": rpt})
 
 
 def fake_quant_work(plan, hw):
     """FakeQuantPerChannelAffineCachemask (ARITHMETIC.md sec. 3.2): per element Mul by 1/scale, Cast
     (rint) and back, Add zp, two Compares + Select for the mask, Maxs/Mins clamp, Sub zp, Mul scale,
-    mask cast to bool; fp16 adds a Cast in and out. Tile elements from plan.tiles ('tile_len',
-    'ub_factor', 'elems_per_tile'), else UB-derived."""
+    mask cast to bool; fp16 adds a Cast in and out. Tile elements from plan.tiles ('tileLength'), else
+    UB-derived; double-buffered [E]."""
     x = plan.inputs.get("x") or plan.inputs.get("self")
     n = _size(x)
     dt = _dt(x)
     f32 = "float32"
-    ops = [("mul", f32, 1), ("cast_f32_i32", f32, 2), ("add", f32, 1), ("compare", f32, 2),
-           ("select", f32, 1), ("maxs", f32, 1), ("mins", f32, 1), ("sub", f32, 1), ("mul", f32, 1),
-           ("cast_f16_i8", "float16", 1)]
+    calls = [("mul", f32), ("cast_f32_i32", f32), ("cast_i32_f16", "int32"), ("add", f32), ("compare", f32),
+             ("compare", f32), ("select", f32), ("maxs", f32), ("mins", f32), ("sub", f32), ("mul", f32),
+             ("cast_f16_i8", "float16")]
     if dt == "float16":
-        ops += [("cast_f16_f32", "float16", 1), ("cast_f32_f16", f32, 1)]
-    tile = _tile(plan, ("tileLength", "tile_elems"), None)
-    if tile is None:
+        calls += [("cast_f16_f32", "float16"), ("cast_f32_f16", f32)]
+    tile = plan.tiles.get("tileLength") or plan.tiles.get("tile_elems")
+    if not tile:
         per_elem_ub = x.dtype.itemsize * 2 + 4 * 4 + 1 * 2
         tile = max(256, (hw.soc.ub_bytes - 8192) // per_elem_ub // 256 * 256)
     tile = int(tile)
-    rows = _cdiv(n, tile) if n else 0
-    pipes, n_tiles = vector_rows(hw, rows=rows, cols=tile, in_bytes=x.dtype.itemsize + 8.0 / 64,
-                                 out_bytes=x.dtype.itemsize + 1.0, block_dim=plan.block_dim,
-                                 rows_per_tile=1, tile_ops=ops)
-    rd, wr = _io_bytes(plan)
-    return _plan_work(plan, hw, pipes, n_tiles, bytes_read=rd, bytes_written=wr, flops=n * 8.0,
-                      largest=tile * x.dtype.itemsize, tiles={"tile_elems": tile})
+    bd = max(1, int(plan.block_dim))
+    per_core = _cdiv(n, bd) if n else 0
+    full, rem = divmod(per_core, tile)
+    isz = x.dtype.itemsize
+    loops = []
+    for e, count in ((tile, full), (rem, 1 if rem else 0)):
+        if count == 0:
+            continue
+        v = Vec(hw)
+        for op, odt in calls:
+            v(op, odt, e)
+        loops.append(Loop(n=count, pipes={"mte2": hw.dma("gm_to_ub", e * isz), "vector": v.s,
+                                          "mte3": hw.dma("ub_to_gm", e * isz) + hw.dma("ub_to_gm", e)},
+                          read_bytes=e * isz, write_bytes=e * (isz + 1), barriers=v.barriers, overlap="double",
+                          cont=bool(loops)))
+    return _work(plan, hw, loops, flops=n * 8.0, tiles={"tile_elems": tile})
+
+
+def trans_quant_param_work(hw, n: int):
+    """TransQuantParamV2: the float32 scale [n] packed into the int64 FixPipe words. op-plugin launches it
+    before QuantBatchMatmulV3 when the scale is float32, there is no per-token scale and the output is not
+    bf16/int32 (op_plugin QuantMatmulKernelNpuOpApi.cpp). One core; the scalar unit reads, masks and writes
+    each element (trans_quant_param kernel), the vector pipe only copies."""
+    loop = Loop(n=1, pipes={"mte2": hw.dma("gm_to_ub", n * 4), "mte3": hw.dma("ub_to_gm", n * 8)},
+                read_bytes=n * 4, write_bytes=n * 8, scalar_elements=n, overlap="none")
+    return Work(hw=hw, core_type=_vector_core_type(hw), block_dim=1, loops=[loop], bytes_read=n * 4,
+                bytes_written=n * 8, kernel="TransQuantParamV2")
+
+
+def _dequant_epilogue(hw, plan, *, bm, bn, M, out_b, pertoken):
+    """One output block's dequant on its AIV (mix kernels: one AIV per AIC does it, the other returns):
+    chunks of ubCalcM rows x baseN (CalcUbTiling's UB budget per row), each loaded, dequantized (int32 x
+    scale), [x per-token scale, + float bias per row], cast and stored, with its own MTE2->V and V->MTE3
+    waits (quant_batch_matmul_v3_bf16.h / _pertoken.h)."""
+    f32 = "float32"
+    scale = plan.inputs.get("scale")
+    bias = plan.inputs.get("bias")
+    s_b = scale.dtype.itemsize if scale is not None else 4
+    float_bias = bias is not None and _dt(bias) != "int32"
+    per_row = 20 * bn + 2 * s_b * bn + (4 * bn if (pertoken or float_bias) else 0) \
+        + (8 + 4 * bn if pertoken else 0) + (4 * bn if float_bias else 0)
+    fixed = (bm * 32 + 56 if pertoken else 0) + ((2 * bias.dtype.itemsize * bn + 4 * bn) if float_bias else 0)
+    rows = max(1, min((hw.soc.ub_bytes - fixed) // per_row, bm, M))
+    e = rows * bn
+    v = Vec(hw)
+    v("cast_i32_f16", "int32", e)                                  # AscendDequant: int32 -> fp32 x scale
+    v("mul", f32, e)
+    if pertoken:
+        v("broadcast", f32, e)
+        v("mul", f32, e)
+    if float_bias:
+        v("cast_f16_f32", "float16", bn)
+        v("add", f32, bn, rows)
+    v("cast_f32_f16", f32, e, barrier=False)
+    chunks = _cdiv(min(bm, M), rows)
+    return Loop(n=chunks, pipes={"mte2": hw.dma_rows("gm_to_ub", bn * 4, rows) + hw.dma("gm_to_ub", bn * s_b),
+                                 "vector": v.s, "mte3": hw.dma_rows("ub_to_gm", bn * out_b, rows)},
+                read_bytes=e * 4 + bn * s_b, write_bytes=e * out_b, barriers=v.barriers, overlap="serial")
 
 
 def quant_matmul_work(plan, hw):
-    """npu_quant_matmul (ARITHMETIC.md sec. 4.3): int8 (or packed int4) cube matmul; dequant in the
-    fixpipe (fp16/int8/int32 output without per-token scale) or in a vector epilogue on the AIVs (bf16 or
-    per-token: AIC writes int32 to a workspace, AIV applies scale/pertoken/bias and casts). 310P has no
-    fixpipe: L0C -> UB -> vector dequant -> GM. Base block from plan.tiles ('base_m', 'base_n', 'base_k')
-    when present."""
+    """npu_quant_matmul (ARITHMETIC.md sec. 4.3): int8 (or packed int4) cube matmul with the dequant in the
+    FixPipe (fp16/int8/int32 output without a per-token scale) or on the AIVs (bf16 output or a per-token
+    scale: a mix kernel whose AIC writes int32 blocks to a workspace and whose AIV dequantizes them while the
+    AIC computes the next block). 310P has no FixPipe: L0C -> UB -> vector dequant -> GM. A float32 scale with
+    fp16/int8 output also launches TransQuantParamV2 first (op-plugin). M <= baseM streams the weight past L2
+    (x2 CACHE_MODE_DISABLE in the kernels)."""
     x1, x2 = plan.inputs["x1"], plan.inputs["x2"]
     out = next(iter(plan.outputs.values()))
-    int4 = _dt(x1) == "int32" or _dt(x1) == "int4"
+    int4 = _dt(x1) in ("int32", "int4")
     dtype = "int4" if int4 else "int8"
     M, K = x1.shape[-2], x1.shape[-1] * (8 if _dt(x1) == "int32" else 1)
     N = out.shape[-1]
@@ -392,49 +538,49 @@ def quant_matmul_work(plan, hw):
     pertoken = plan.inputs.get("pertoken_scale") is not None
     out_name = _dt(out)
     fam = hw.family
-    unit = plan.tiles.get("epilogue_unit")
+    t = plan.tiles
+    unit = t.get("epilogue_unit")
+    if M * N == 0:      # 950 accepts m = 0 or n = 0 and returns an empty output: launch costs only
+        return _work(plan, hw, [], bytes_read=0.0, bytes_written=0.0)
     if fam == "310p910":
         epi = "ub"
     elif unit in ("vector", "fixpipe"):
         epi = unit
-    elif out_name == "bfloat16" or pertoken:
-        epi = "vector"
     else:
-        epi = "fixpipe"
+        epi = "vector" if (out_name == "bfloat16" or pertoken) else "fixpipe"
     base = None
-    bm = _tile(plan, ("base_m", "baseM"), None)
-    if bm:
-        base = (int(bm), int(_tile(plan, ("base_n", "baseN"), 256)), int(_tile(plan, ("base_k", "baseK"), 128)))
-    pipes, bd, n_tiles, traffic, largest, info = matmul_core(
-        hw, M=M, K=K, N=N, batch=batch, dtype=dtype, in_bytes=in_b, out_bytes=out_b if epi == "fixpipe" else 4,
-        block_dim=plan.block_dim, base=base, epilogue="fixpipe" if epi != "ub" else "none")
-    f32 = "float32"
+    if t.get("baseM"):
+        base = (int(t["baseM"]), int(t.get("baseN", 256)), int(t.get("baseK", 128)))
+    # with M <= baseM (128: where the kernels stream x2 past L2) x2 is copied one k-step per ND->NZ copy [E]: the
+    # measured decode rows move ~50 GB/s a core, what msKPP's ND->NZ curve gives for one k-step's B tile
+    loops, bd, hbm_frac, info = cube_loops(
+        hw, M=M, K=K, N=N, batch=batch, dtype=dtype, in_bytes=in_b, block_dim=plan.block_dim, base=base,
+        l0c_out_bytes=out_b if epi == "fixpipe" else 4, depth_b=1 if M <= 128 else None)
     if epi in ("vector", "ub"):
-        # the epilogue on this core's share of the output (split parts: 2 AIV per AIC share it)
-        share = _cdiv(batch * M * N, bd) / (2 if hw.soc.core_layout == "split" else 1)
-        chunk = 8192
-        calls = _cdiv(share, chunk)
-        vec = hw.vec("cast_f32_i32", f32, chunk, calls) + hw.vec("mul", f32, chunk, calls) \
-            + hw.vec("cast_f32_f16", f32, chunk, calls)
-        if pertoken:
-            vec += hw.vec("mul", f32, chunk, calls)
-        pipes["vector"] = vec
-        pipes["mte3"] = hw.stream("ub_to_gm", share * out_b, chunk * out_b)
-        if epi == "vector":
-            pipes["fixpipe"] = hw.stream("l0c_to_gm", _cdiv(batch * M * N, bd) * 4, info["base_m"] * info["base_n"] * 4)
-            pipes["mte2"] += hw.stream("gm_to_ub", share * 4, chunk * 4)
-            traffic += 2 * batch * M * N * 4
-    rd, wr = _io_bytes(plan)
+        epi_loop = _dequant_epilogue(hw, plan, bm=info["base_m"], bn=info["base_n"], M=M, out_b=out_b,
+                                     pertoken=pertoken)
+        epi_loop.n *= info["blocks_per_core"]
+        epi_loop.behind = True
+        loops.append(epi_loop)
+    extra = []
+    scale = plan.inputs.get("scale")
+    if (scale is not None and _dt(scale) == "float32" and not pertoken and out_name in ("float16", "int8")
+            and fam != "310p910"):
+        extra.append(trans_quant_param_work(hw, _size(scale)))
     core_type = "mix" if epi == "vector" else ("aicore" if hw.soc.core_layout == "coupled" else "aic")
-    w = _plan_work(plan, hw, pipes, n_tiles, bytes_read=rd, bytes_written=wr, flops=2.0 * batch * M * N * K,
-                   largest=largest, tiles=info, core_type=core_type, gm_traffic=traffic)
+    w = _work(plan, hw, loops, flops=2.0 * batch * M * N * K, tiles=info, core_type=core_type, block_dim=bd,
+              hbm_read_fraction=hbm_frac, extra=extra)
+    w.l2_bypass = M <= info["base_m"]
     return w
 
 
 def moe_init_routing_quant_work(plan, hw):
     """MoeInitRoutingQuant (ARITHMETIC.md sec. 5): phase 1 sorts the n*k expert ids (Cast, Muls -1,
     Sort32, MrgSort passes: per-core sort then a merge of the cores' runs), phase 2 scatters the row
-    indices and gathers, quantizes (fp16 Muls, Adds, Cast to int8) and stores the expanded rows."""
+    indices (one small store per element, split over the src_to_dst cores) and gathers, quantizes (fp16
+    Muls, Adds, Cast to int8) and stores the expanded rows (moe_quant_gather_out.h: per k-tile, source rows
+    loaded and quantized once, one store per destination row; moe_quant_gather_out_small_activate_row.h:
+    one gathered output row at a time). BUFFER_NUM = 1 in every stage."""
     x = plan.inputs["x"]
     n, H = x.shape
     eidx = plan.inputs.get("expert_idx")
@@ -444,77 +590,74 @@ def moe_init_routing_quant_work(plan, hw):
     out_rows = min(n, int(active)) * k
     bd = max(1, int(plan.block_dim))
     f32 = "float32"
-    vbs = plan.tiles.get("vbs") if isinstance(plan.tiles.get("vbs"), dict) else {}
+    tiles = plan.tiles
+    vbs = tiles.get("vbs") if isinstance(tiles.get("vbs"), dict) else {}
     sort_cores = max(1, int(vbs.get("needCoreNum", bd)))
     per_core = _cdiv(nk, sort_cores)
     passes = max(0, math.ceil(math.log(max(per_core, 32) / 32, 4)))
-    sort = dict.fromkeys(("mte2", "mte3", "vector", "scalar"), 0.0)
-    sort["mte2"] = hw.stream("gm_to_ub", per_core * 8, 16384)
-    sort["vector"] = hw.vec("cast_f32_i32", f32, per_core) + hw.vec("muls", f32, per_core) \
-        + hw.vec("sort32", f32, per_core) + passes * hw.vec("merge_sort", f32, per_core)
-    sort["mte3"] = hw.stream("ub_to_gm", per_core * 8, 16384)
-    merge = dict.fromkeys(("mte2", "mte3", "vector"), 0.0)
+    v = Vec(hw)
+    v("cast_f32_i32", f32, per_core)
+    v("muls", f32, per_core)
+    v("sort32", f32, per_core)
+    v("merge_sort", f32, per_core, passes)
+    loops = [Loop(n=1, pipes={"mte2": hw.dma("gm_to_ub", per_core * 8), "vector": v.s,
+                              "mte3": hw.dma("ub_to_gm", per_core * 8)},
+                  read_bytes=per_core * 8, write_bytes=per_core * 8, barriers=v.barriers, overlap="none")]
     if sort_cores > 1:
         mpasses = math.ceil(math.log(sort_cores, 4))
-        merge["vector"] = mpasses * hw.vec("merge_sort", f32, nk)
-        merge["mte2"] = hw.stream("gm_to_ub", nk * 8, 16384) * mpasses
-        merge["mte3"] = hw.stream("ub_to_gm", nk * 8, 16384) * mpasses
-    dt = _dt(x)
-    tile_ops = [("muls", "float16", 1), ("adds", "float16", 1), ("cast_f16_i8", "float16", 1)]
-    if dt != "float16":
-        tile_ops.insert(0, ("cast_f32_f16", f32, 1))
-        if dt == "bfloat16":
-            tile_ops.insert(0, ("cast_f16_f32", "float16", 1))
-    g = plan.tiles.get("gather") if isinstance(plan.tiles.get("gather"), dict) else {}
+        v = Vec(hw)
+        v("merge_sort", f32, nk, mpasses)
+        loops.append(Loop(n=1, pipes={"mte2": hw.dma("gm_to_ub", nk * 8) * mpasses, "vector": v.s,
+                                      "mte3": hw.dma("ub_to_gm", nk * 8) * mpasses},
+                          read_bytes=nk * 8 * mpasses / bd, write_bytes=nk * 8 * mpasses / bd,
+                          barriers=v.barriers, overlap="none"))
+    # expanded_row_idx: one small scattered store per element over the src_to_dst cores
+    s2d = tiles.get("src_to_dst") if isinstance(tiles.get("src_to_dst"), dict) else {}
+    s2d_rows = int(s2d.get("perCoreRows") or _cdiv(nk, bd))
+    loops.append(Loop(n=1, pipes={"mte2": hw.dma("gm_to_ub", s2d_rows * 4),
+                                  "mte3": hw.dma("ub_to_gm", 4, s2d_rows)},
+                      read_bytes=s2d_rows * 4, write_bytes=s2d_rows * 32, overlap="none"))
     isz = x.dtype.itemsize
-    if g.get("split") in ("n", "k") and g.get("perCoreRows") and g.get("perCorePerLoopRows"):
-        # moe_quant_gather_out.h (SPLIT_N / SPLIT_K): per k-tile, each loop copies perLoopRows consecutive
-        # SOURCE rows of x in one DataCopy, quantizes them once, then stores every row to each of its k
-        # destinations with its own DataCopyPad (skipped when the destination is >= activateRows)
+    dt = _dt(x)
+    quant = [("muls", "float16"), ("adds", "float16"), ("cast_f16_i8", "float16")]
+    if dt != "float16":
+        quant.insert(0, ("cast_f32_f16", f32))
+        if dt == "bfloat16":
+            quant.insert(0, ("cast_f16_f32", "float16"))
+    g = tiles.get("gather") if isinstance(tiles.get("gather"), dict) else {}
+    if out_rows * H == 0:           # k, active_num or H is 0: nothing to gather (no division by a 0 tile)
+        rpt = 0
+    elif g.get("split") in ("n", "k") and g.get("perCoreRows") and g.get("perCorePerLoopRows"):
         core_rows, per_loop = int(g["perCoreRows"]), int(g["perCorePerLoopRows"])
-        last_loop = int(g.get("perCoreLastLoopRows") or per_loop)
         core_k = int(g.get("perCoreK") or k)
         k_loops = _cdiv(core_k, max(1, int(g.get("perCorePerLoopK") or core_k)))
         max_cols = int(g.get("maxColsOneLoop") or H)
         cols_loops = _cdiv(H, max_cols)
-        col_tiles = [(max_cols, cols_loops - 1), (H - (cols_loops - 1) * max_cols, 1)]
-        loops = _cdiv(core_rows, per_loop)
-        gather = dict.fromkeys(("mte2", "mte3", "vector", "scalar"), 0.0)
-        for rows, count in ((per_loop, loops - 1), (last_loop, 1)):
-            gather["mte2"] += hw.dma("gm_to_ub", rows * 4 * min(k, core_k), count * k_loops)     # indices
-            for cols_t, c_count in col_tiles:
-                n_calls = count * c_count * k_loops
-                gather["mte2"] += hw.dma("gm_to_ub", rows * cols_t * isz, n_calls)
-                elems = rows * _cdiv(cols_t, 32) * 32
-                for op, odt, factor in tile_ops:
-                    gather["vector"] += hw.vec(op, odt, elems * factor, n_calls)
-        stores = core_rows * core_k * min(1.0, out_rows / max(1, nk))
-        for cols_t, c_count in col_tiles:
-            gather["mte3"] += hw.dma("ub_to_gm", cols_t, stores * c_count)
-        n_tiles = k_loops * loops * cols_loops
-        rpt = per_loop if cols_loops == 1 else 1.0 / cols_loops
+        loops_n = _cdiv(core_rows, per_loop)
+        stores = per_loop * core_k * min(1.0, out_rows / max(1, nk))
+        cols = min(max_cols, H)
+        v = Vec(hw)
+        for op, odt in quant:
+            v(op, odt, per_loop * _align(cols, 32))
+        loops.append(Loop(n=loops_n * k_loops * cols_loops, pipes={
+            "mte2": hw.dma("gm_to_ub", per_loop * 4 * min(k, core_k)) + hw.dma("gm_to_ub", per_loop * cols * isz),
+            "vector": v.s, "mte3": hw.dma("ub_to_gm", cols, stores / k_loops)},
+            read_bytes=per_loop * cols * isz, write_bytes=stores / k_loops * cols, barriers=v.barriers,
+            overlap="serial"))
+        rpt = per_loop
     else:
-        # SPLIT_ACTIVATE_ROW (moe_quant_gather_out_small_activate_row.h): one gathered OUTPUT row at a time
-        rpt = g.get("perCorePerLoopRows") or _tile(plan, ("rows_per_tile",), None)
-        if rpt and g.get("colsLoops", 1) > 1:
-            rpt = 1.0 / g["colsLoops"]               # a row split into column chunks
-        if rpt is None:
-            fit = _ub_rows(hw, H * (isz + 2 + 1))
-            rpt = max(1, min(fit, 32)) if fit >= 1 else hw.soc.ub_bytes / 2 / (H * (isz + 3))
         rows_core = int(g.get("perCoreRows") or _cdiv(out_rows, bd))
-        gather, n_tiles = vector_rows(hw, rows=rows_core, cols=H, in_bytes=isz, out_bytes=1.0,
-                                      block_dim=1, rows_per_tile=rpt, tile_ops=tile_ops)
-        # rows are gathered one by one (source row = sorted_row_idx % n): one load per row
-        gather["mte2"] = hw.dma("gm_to_ub", H * isz, rows_core)
-    # expanded_row_idx: one small scattered store per element, by the src_to_dst stage, which splits the
-    # n*k elements over its own cores (plan.tiles['src_to_dst'], not the sort's needCoreNum)
-    s2d = plan.tiles.get("src_to_dst") if isinstance(plan.tiles.get("src_to_dst"), dict) else {}
-    s2d_rows = int(s2d.get("perCoreRows") or _cdiv(nk, bd))
-    gather["mte3"] += hw.dma("ub_to_gm", 4, s2d_rows) + hw.stream("ub_to_gm", per_core * 4, 16384)
-    rd, wr = _io_bytes(plan)
-    return _plan_work(plan, hw, gather, n_tiles, bytes_read=rd, bytes_written=wr, flops=out_rows * H * 3.0 + nk * 8,
-                      largest=max(16384, H * isz), tiles={"rows_per_tile": rpt, "sort_passes": passes},
-                      gm_traffic=rd + wr + 4 * nk * 8, phases=[(sort, 1, False), (merge, 1, False)])
+        cols_loops = max(1, int(g.get("colsLoops", 1) or 1))
+        cols = _cdiv(H, cols_loops)
+        v = Vec(hw)
+        for op, odt in quant:
+            v(op, odt, _align(cols, 32))
+        loops.append(Loop(n=rows_core * cols_loops, pipes={
+            "mte2": hw.dma("gm_to_ub", cols * isz), "vector": v.s, "mte3": hw.dma("ub_to_gm", cols)},
+            read_bytes=cols * isz, write_bytes=cols, barriers=v.barriers, overlap="serial"))
+        rpt = 1
+    return _work(plan, hw, loops, flops=out_rows * H * 3.0 + nk * 8,
+                 tiles={"rows_per_tile": rpt, "sort_passes": passes})
 
 
 PLAN_BUILDERS = {
@@ -526,4 +669,4 @@ PLAN_BUILDERS = {
     "moe_init_routing_quant": moe_init_routing_quant_work,
 }
 
-__all__ = ["TensorSpec", "add_work", "matmul_work", "PLAN_BUILDERS"]
+__all__ = ["elementwise_work", "add_work", "matmul_work", "PLAN_BUILDERS", "ELEMENTWISE"]

@@ -1,11 +1,12 @@
 """predict(): operator name + product + the emulator's own arguments -> Prediction."""
 from __future__ import annotations
 
+import difflib
 import gc
 
 import npusim  # noqa: F401  (importing the package registers every planner)
 from npusim.plan import PLANNERS, PRODUCTS_OF, TensorSpec, spec_of
-from npusim.products import PRODUCTS, get_product
+from npusim.products import PRODUCTS, SOCS, get_product
 
 from perfmodel import ops
 from perfmodel.hw import hardware
@@ -16,16 +17,41 @@ ALL_PRODUCTS = list(PRODUCTS)
 # Products per operator: the ones each npusim operator registers with its planner (from the seeds),
 # in the product registry's order; the generic kernels run everywhere.
 SUPPORTED = {op: [p for p in ALL_PRODUCTS if p in PRODUCTS_OF[op]] for op in PLANNERS}
-SUPPORTED.update({"add": ALL_PRODUCTS, "matmul": ALL_PRODUCTS})
+SUPPORTED.update({op: ALL_PRODUCTS for op in (*ops.ELEMENTWISE, "matmul")})
 OPERATORS = list(SUPPORTED)
-_TENSOR_ARGS = {"add": ("x", "y"), "matmul": ("a", "b")}
+
+
+def did_you_mean(name, choices) -> str:
+    """' did you mean 'x'?' for the closest of `choices` to `name` (ignoring case, '_' vs '-'), or ''."""
+    norm = {str(c).lower().replace("_", "-"): c for c in choices}
+    close = difflib.get_close_matches(str(name).strip().lower().replace("_", "-"), list(norm), n=1, cutoff=0.6)
+    return f" did you mean {norm[close[0]]!r}?" if close else ""
+
+
+def check_operator(op) -> str:
+    """`op` when perfmodel models it, else a ValueError naming it, the closest name and the choices
+    (TypeError when it is not a string)."""
+    if not isinstance(op, str):
+        raise TypeError(f"operator must be a name (str), got {type(op).__name__}")
+    if op not in SUPPORTED:
+        raise ValueError(f"unknown operator {op!r};{did_you_mean(op, OPERATORS)} operators: {', '.join(OPERATORS)}")
+    return op
+
+
+def check_product(name):
+    """The Soc of a product id or SoC name (as npusim.get_product), else a ValueError naming the value, the
+    closest name and the product ids (SoC names are accepted too: `npusim list` shows them)."""
+    try:
+        return get_product(name)            # (a TypeError for a non-string passes through)
+    except ValueError:
+        pass
+    raise ValueError(f"unknown product {name!r};{did_you_mean(name, list(PRODUCTS) + list(SOCS))} products: "
+                     f"{', '.join(PRODUCTS)} (or one of their SoC names, see `npusim list`)") from None
 
 
 def supported_products(op: str) -> list[str]:
     """Product ids on which `op` runs (and can be predicted)."""
-    if op not in SUPPORTED:
-        raise ValueError(f"perfmodel: unknown operator {op!r}; supported: {OPERATORS}")
-    return list(SUPPORTED[op])
+    return list(SUPPORTED[check_operator(op)])
 
 
 def _specs(args: dict) -> dict:
@@ -76,28 +102,39 @@ def _plan(op, soc, args):
 
 def _resolve(op: str, product):
     """(Soc, Hardware) of a supported op/product pair, else a clear ValueError."""
-    soc = get_product(product)
-    if op not in SUPPORTED:
-        raise ValueError(f"perfmodel: unknown operator {op!r}; supported: {OPERATORS}")
+    check_operator(op)
+    soc = check_product(product)
     if soc.product not in SUPPORTED[op]:
         raise ValueError(f"perfmodel: {op} does not run on {soc.product} ({soc.soc}); "
                          f"supported products: {SUPPORTED[op]}")
     return soc, hardware(soc)
 
 
-def _work(op, soc, hw, args):
+L2_STATES = ("cold", "warm")
+
+
+def _work(op, soc, hw, args, l2="cold"):
+    if l2 not in L2_STATES:
+        raise ValueError(f"perfmodel: l2 must be one of {L2_STATES}, got {l2!r}")
     args = _specs(args)
     if op == "add":
-        return ops.add_work(hw, **args)
-    if op == "matmul":
-        return ops.matmul_work(hw, **args)
-    return ops.PLAN_BUILDERS[op](_plan(op, soc, args), hw)
+        work = ops.add_work(hw, **args)
+    elif op in ops.ELEMENTWISE:
+        work = ops.elementwise_work(hw, op, **args)
+    elif op == "matmul":
+        work = ops.matmul_work(hw, **args)
+    else:
+        work = ops.PLAN_BUILDERS[op](_plan(op, soc, args), hw)
+    if l2 == "warm":
+        for w in (work, *work.extra):       # inputs already in L2 (as far as they fit) are read from it
+            w.hbm_read_fraction *= max(0.0, 1.0 - hw.soc.l2_bytes / w.bytes_read) if w.bytes_read else 0.0
+    return work
 
 
-def build_work(op: str, product: str = "atlas-a2", **args):
+def build_work(op: str, product: str = "atlas-a2", *, l2: str = "cold", **args):
     """The uncalibrated Work of one launch and the product id (used by predict and the calibration fit)."""
     soc, hw = _resolve(op, product)
-    return _work(op, soc, hw, args), soc.product
+    return _work(op, soc, hw, args, l2), soc.product
 
 
 def _params(calibration, family):
@@ -108,22 +145,24 @@ def _params(calibration, family):
     return (calibration or default_calibration()).params_for(family)
 
 
-def predict(op: str, product: str = "atlas-a2", *, calibration=None, **args) -> Prediction:
+def predict(op: str, product: str = "atlas-a2", *, calibration=None, l2: str = "cold", **args) -> Prediction:
     """Predicted latency of one launch of `op` on `product`.
 
     op: an emulator function name ("npu_dynamic_quant", ...) or a generic kernel ("add": x, y;
     "matmul": a [M,K], b [K,N] fp16/bf16, output fp16). args: the emulator's own arguments, tensors
     as TensorSpec or arrays (only shape and dtype are read). product: product id or SoC name.
     calibration: a perfmodel.calibration.Calibration (default: the shipped one).
+    l2: 'cold' (inputs come from HBM, as after an L2 flush: the profilers' benchmark setting) or 'warm'
+    (inputs already in L2 as far as they fit, e.g. written by the kernel before).
     Generic kernels take options: add(block_dim, tile_bytes=32768, double_buffer=True, l2_bypass=False,
     bank_conflict_free=False); matmul(block_dim, tiling='best'|'naive').
     """
     soc, hw = _resolve(op, product)
-    work = _work(op, soc, hw, args)
+    work = _work(op, soc, hw, args, l2)
     return combine(work, _params(calibration, hw.family), op, soc.product)
 
 
-def predict_many(op: str, product: str = "atlas-a2", args_list=(), *, calibration=None,
+def predict_many(op: str, product: str = "atlas-a2", args_list=(), *, calibration=None, l2: str = "cold",
                  errors: str = "raise") -> list:
     """predict(op, product, calibration=calibration, **args) for every dict in `args_list`, sharing
     everything shape-independent (SoC data, DMA curves, calibration) and costing all launches in
@@ -144,7 +183,7 @@ def predict_many(op: str, product: str = "atlas-a2", args_list=(), *, calibratio
     try:
         for args in args_list:
             try:
-                works.append(_work(op, soc, hw, args))
+                works.append(_work(op, soc, hw, args, l2))
                 out.append(None)
             except Exception as exc:     # noqa: BLE001 -- recorded per point when asked to
                 if errors == "raise":

@@ -11,28 +11,35 @@ Both files and both header generations are read (HARDWARE.md section 6, after As
 A header without a unit is read in `unitless_unit` (microseconds unless told otherwise): the older
 CANN releases wrote either ns or us there, and the file itself does not say which.
 
-Rows the model cannot use (operators it does not cost, N/A or non-positive durations, malformed
-or missing shapes, ragged CSV lines) are skipped, counted by reason in `df.attrs["skipped"]` and
-listed in `df.attrs["skipped_rows"]`; reading never raises on row content.
+Rows the model cannot use (operators it does not cost, N/A, infinite or non-positive durations,
+malformed or missing shapes, ragged CSV lines) are skipped and counted by reason in
+`df.attrs["skipped"]`; `df.attrs["skipped_rows"]` keeps the first examples of each reason. Pipe and
+core times that are not finite non-negative numbers, and block dims that are not positive integers,
+read as NaN (not reported). Reading never raises on row content.
+
+Model-run profiles hold 10^5-10^6 kernel rows, most of them repeats of a few thousand calls. Files
+are read as a stream, in chunks, and each distinct call (operator type, shapes, dtypes, formats) is
+parsed once: rows of one call share its parsed shape and dtype lists (do not mutate them) and its
+`call` id. Memory stays at about 200 bytes per usable row.
 """
 from __future__ import annotations
 
 import csv
 import math
+import operator
 import os
 import re
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from npusim.plan import TensorSpec
+from perfmodel.model import PIPES
 
 __all__ = ["OP_TYPES", "PIPES", "read_profiles", "parse_shapes", "parse_dtypes", "to_predict_args",
            "skipped_summary"]
-
-# Per-pipe time columns of the Prediction (perfmodel contract) and of the profile rows (pipe_<name>_us).
-PIPES = ("mte1", "mte2", "mte3", "vector", "cube", "fixpipe", "scalar")
 
 # Profiler OP Type (case-insensitive) -> perfmodel operator name. DynamicQuantV2 is the asymmetric
 # kernel on A2/A3 but also the symmetric one on Ascend 950 (ARITHMETIC.md 1.0): resolved per row
@@ -49,6 +56,10 @@ OP_TYPES = {
     "moeinitroutingquant": "moe_init_routing_quant",
     # generic operators the model also costs (calibration anchors)
     "add": "add",
+    "maximum": "maximum",
+    "sqrt": "sqrt",
+    "sigmoid": "sigmoid",
+    "gelu": "gelu",
     "matmul": "matmul",
     "matmulv2": "matmul",
     "matmulv3": "matmul",
@@ -181,47 +192,136 @@ def _op_of(op_type: str, n_outputs: int) -> str | None:
     return op
 
 
+COLUMNS = ["source", "line", "format", "generation", "op", "op_type", "op_name", "task_type", "duration_us",
+           "block_dim", "mix_block_dim", "input_shapes", "input_dtypes", "input_formats", "output_shapes",
+           "output_dtypes", "aicore_time_us"] + [f"pipe_{p}_us" for p in PIPES] + ["call"]
+EXAMPLES_PER_REASON = 20        # skipped rows listed per reason in attrs['skipped_rows'] (all are counted)
+_CHUNK = 1 << 14                # rows converted to arrays at a time (bounds the per-row Python objects held)
+_CALL_FIELDS = ("op_type", "input_shapes", "input_dtypes", "input_formats", "output_shapes", "output_dtypes")
+_TIME_FIELDS = ("duration", "aicore_time", "aiv_time")
+
+
 def read_profiles(paths, *, unitless_unit: str = "us") -> pd.DataFrame:
     """Read profiler CSVs (files, or directories searched for op_summary*/kernel_details* files).
 
-    Returns one row per usable task with columns: source, line, format ('op_summary' or
-    'kernel_details'), generation ('new': Block Num headers, 'old': Block Dim), op (perfmodel name),
-    op_type, op_name, task_type, duration_us, block_dim, mix_block_dim, input_shapes (list of tuples),
-    input_dtypes, input_formats, output_shapes, output_dtypes, aicore_time_us, and pipe_<pipe>_us for
-    the pipes in PIPES (NaN when the profile has no such column). `df.attrs['skipped']` counts the
-    unusable rows by reason, `df.attrs['skipped_rows']` lists them (source, line, op_type, reason),
-    `df.attrs['files']` the files read. A missing or unreadable file counts as skipped, not an error.
+    Returns one row per usable task with the columns COLUMNS: source (the file), line (record number
+    in it, header = 1), format ('op_summary' or 'kernel_details'), generation ('new': Block Num
+    headers, 'old': Block Dim), op (perfmodel name), op_type, op_name, task_type, duration_us,
+    block_dim, mix_block_dim, input_shapes (list of tuples), input_dtypes, input_formats,
+    output_shapes, output_dtypes, aicore_time_us, pipe_<pipe>_us for the pipes in PIPES (NaN when
+    the profile has no such column), and call (an id shared by the rows of one distinct call).
+    `df.attrs['skipped']` counts the unusable rows by reason, `df.attrs['skipped_rows']` lists the
+    first EXAMPLES_PER_REASON of each (source, line, op_type, reason), `df.attrs['files']` the files
+    read. A missing or unreadable file counts as skipped, not an error.
     """
     if unitless_unit not in _TIME_UNITS:
         raise ValueError(f"unitless_unit must be one of {sorted(_TIME_UNITS)}, got {unitless_unit!r}")
-    rows, skipped_rows = [], []
+    acc = _Accumulator()
     files = _expand(paths)
     for path in files:
         try:
             with open(path, newline="", encoding="utf-8-sig") as fh:
-                records = list(csv.reader(fh))
+                _read_records(str(path), csv.reader(fh), _TIME_UNITS[unitless_unit], acc)
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            skipped_rows.append({"source": str(path), "line": 0, "op_type": "", "reason": f"unreadable file: {exc}"})
-            continue
-        rows_, skipped_ = _read_records(str(path), records, _TIME_UNITS[unitless_unit])
-        rows.extend(rows_)
-        skipped_rows.extend(skipped_)
-    columns = ["source", "line", "format", "generation", "op", "op_type", "op_name", "task_type", "duration_us",
-               "block_dim", "mix_block_dim", "input_shapes", "input_dtypes", "input_formats", "output_shapes",
-               "output_dtypes", "aicore_time_us"] + [f"pipe_{p}_us" for p in PIPES]
-    df = pd.DataFrame(rows, columns=columns)
-    df.attrs["skipped"] = dict(Counter(r["reason"] for r in skipped_rows))
-    df.attrs["skipped_rows"] = skipped_rows
+            acc.skip(str(path), 0, "", f"unreadable file: {type(exc).__name__}: {exc}"[:200])
+    df = acc.frame()
     df.attrs["files"] = [str(f) for f in files]
     return df
 
 
-def _read_records(source: str, records: list[list[str]], unitless_scale: float):
-    rows, skipped = [], []
-    if not records:
-        skipped.append({"source": source, "line": 0, "op_type": "", "reason": "empty file"})
-        return rows, skipped
-    header = records[0]
+class _Call:
+    """One distinct call (op type, shapes, dtypes, formats) parsed once: op, shapes, or why it is unusable."""
+    __slots__ = ("id", "op", "op_type", "reason", "input_shapes", "input_dtypes", "input_formats",
+                 "output_shapes", "output_dtypes")
+
+    def __init__(self, call_id, op_type, in_shapes, in_dtypes, in_formats, out_shapes, out_dtypes):
+        self.id, self.op_type, self.reason = call_id, op_type.strip(), ""
+        self.input_shapes = self.output_shapes = None
+        self.input_dtypes, self.input_formats = parse_dtypes(in_dtypes), _split(in_formats)
+        self.output_dtypes = parse_dtypes(out_dtypes)
+        self.op = _op_of(self.op_type, max(len(self.output_dtypes), len(_split(out_shapes))))
+        if self.op is None:
+            return
+        try:
+            self.input_shapes = parse_shapes(in_shapes)
+        except ValueError as exc:
+            self.reason = f"input shapes: {exc}"
+            return
+        try:
+            self.output_shapes = parse_shapes(out_shapes) if not _missing(out_shapes) else []
+        except ValueError as exc:
+            self.reason = f"output shapes: {exc}"
+
+
+class _Accumulator:
+    """Usable rows as arrays (chunk by chunk), the distinct calls, and the skip counts and examples."""
+
+    def __init__(self):
+        self.calls: dict = {}           # call text fields -> _Call
+        self.strings: dict = {}         # one shared str object per distinct op name / task type / file
+        self.parts: list = []           # per chunk: dict of column arrays
+        self.skipped: Counter = Counter()
+        self.examples: list = []
+
+    def skip(self, source, line, op_type, reason, count=1):
+        """Count `count` rows skipped for `reason`; the first of them (at `line`) may serve as an example."""
+        if self.skipped[reason] < EXAMPLES_PER_REASON:
+            self.examples.append({"source": source, "line": line, "op_type": op_type, "reason": reason})
+        self.skipped[reason] += count
+
+    def call(self, key) -> _Call:
+        c = self.calls.get(key)
+        if c is None:
+            c = self.calls[key] = _Call(len(self.calls), *key)
+        return c
+
+    def text(self, values) -> np.ndarray:
+        """Stripped strings, one shared object per distinct value (op names repeat across a run)."""
+        codes, uniques = pd.factorize(values)
+        share = self.strings.setdefault
+        shared = np.array([share(u.strip(), u.strip()) for u in uniques] + [""], dtype=object)
+        return shared[codes]
+
+    def frame(self) -> pd.DataFrame:
+        if self.parts:                  # column by column, releasing the chunks' copies as it goes
+            cols = {k: np.concatenate([p.pop(k) for p in self.parts]) for k in list(self.parts[0])}
+        else:
+            cols = {k: np.array([], dtype=np.int64 if k in ("line", "call") else float if k.endswith(("_us", "_dim"))
+                                else object) for k in COLUMNS}
+        calls = sorted(self.calls.values(), key=lambda c: c.id)
+        for name in ("op", "op_type", "input_shapes", "input_dtypes", "input_formats", "output_shapes",
+                     "output_dtypes"):
+            per_call = np.empty(len(calls) + 1, dtype=object)      # (+1: never a 0-length take source)
+            per_call[:-1] = [getattr(c, name) for c in calls]
+            cols[name] = per_call[cols["call"]]
+        df = pd.DataFrame(cols, columns=COLUMNS, copy=False)
+        df.attrs["skipped"] = dict(self.skipped)
+        df.attrs["skipped_rows"] = self.examples
+        return df
+
+
+def _number_array(values, scale: float) -> np.ndarray:
+    """Floats of CSV cells (NaN where missing or not a number) times the unit scale, vectorised."""
+    try:
+        out = np.asarray(values, dtype=np.float64)
+    except (ValueError, TypeError):     # N/A cells, quoted numbers: once per distinct cell text
+        codes, uniques = pd.factorize(np.asarray(values, dtype=object))
+        out = np.array([_float(u) for u in uniques] + [np.nan])[codes]
+    return out * scale
+
+
+def _float(text) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return _number(text)
+
+
+def _read_records(source: str, records, unitless_scale: float, acc: _Accumulator):
+    header = next(records, None)
+    if not header:
+        acc.skip(source, 0, "", "empty file")
+        return
     keys = [_header_key(h) for h in header]
     index = {k: (i, unit) for i, (k, unit) in enumerate(keys)}
 
@@ -234,73 +334,119 @@ def _read_records(source: str, records: list[list[str]], unitless_scale: float):
     cols = {name: find(names) for name, names in _COLUMNS.items()}
     pipe_cols = {p: [index[n] for n in names if n in index] for p, names in _PIPE_COLUMNS.items()}
     if cols["op_type"] is None or cols["duration"] is None:
-        skipped.append({"source": source, "line": 1, "op_type": "",
-                        "reason": "not a profiler CSV (no OP Type/Type or Duration column)"})
-        return rows, skipped
+        acc.skip(source, 1, "", "not a profiler CSV (no OP Type/Type or Duration column)")
+        return
     fmt = "op_summary" if "op_type" in index else "kernel_details"
     generation = "new" if ("block_num" in index or "mix_block_num" in index) else "old"
 
     def scale_of(unit):
         return _TIME_UNITS.get(unit, unitless_scale) if unit is not None else unitless_scale
 
-    for lineno, rec in enumerate(records[1:], start=2):
-        if not rec or all(not c.strip() for c in rec):
+    # the cells each row needs, in a fixed order: (position in the record, field name, unit scale); a pipe
+    # may come from several columns (the AIC and AIV views): 'pipe_<pipe>:<k>'
+    wanted = [(cols["duration"][0], "duration", scale_of(cols["duration"][1])),
+              (cols["op_type"][0], "op_type", 1.0)]
+    wanted += [(c[0], name, scale_of(c[1])) for name, c in cols.items() if c is not None and name in _READ]
+    for p, found in pipe_cols.items():
+        wanted += [(c[0], f"pipe_{p}:{k}", scale_of(c[1])) for k, c in enumerate(found)]
+    get = operator.itemgetter(*[w[0] for w in wanted])      # duration and op type: always a tuple
+    n_fields, op_type_at = len(header), cols["op_type"][0]
+    shared = {"source": acc.strings.setdefault(source, source), "format": fmt, "generation": generation}
+    chunk, lines = [], []
+    for lineno, rec in enumerate(records, start=2):
+        if len(rec) != n_fields:
+            if rec and any(c.strip() for c in rec):
+                acc.skip(source, lineno, rec[op_type_at].strip() if len(rec) > op_type_at else "",
+                         f"ragged line ({len(rec)} fields, header has {n_fields})")
             continue
-        op_type = rec[cols["op_type"][0]].strip() if len(rec) > cols["op_type"][0] else ""
+        if not rec[op_type_at] and not any(c.strip() for c in rec):
+            continue                    # a blank line of separators
+        chunk.append(get(rec))
+        lines.append(lineno)
+        if len(chunk) >= _CHUNK:
+            _convert(chunk, lines, wanted, shared, acc)
+            chunk, lines = [], []
+    if chunk:
+        _convert(chunk, lines, wanted, shared, acc)
 
-        def skip(reason):
-            skipped.append({"source": source, "line": lineno, "op_type": op_type, "reason": reason})
 
-        if len(rec) != len(header):
-            skip(f"ragged line ({len(rec)} fields, header has {len(header)})")
-            continue
+def _same(n: int, value) -> np.ndarray:
+    """n references to one object (np.full would make n copies of a string)."""
+    out = np.empty(n, dtype=object)
+    out.fill(value)
+    return out
 
-        def cell(name):
-            c = cols[name]
-            return None if c is None else rec[c[0]]
 
-        def time_us(col):
-            return _number(rec[col[0]]) * scale_of(col[1])
+_READ = {"op_name", "task_type", "block_dim", "mix_block_dim", "input_shapes", "input_dtypes", "input_formats",
+         "output_shapes", "output_dtypes", "aicore_time", "aiv_time"}
+_NOT_MODELLED, _BAD_DURATION = "operator not modelled", "duration missing, N/A, not finite or not positive"
 
-        out_dtypes = parse_dtypes(cell("output_dtypes"))
-        out_shapes_text = cell("output_shapes")
-        n_outputs = max(len(out_dtypes), len(_split(out_shapes_text)))
-        op = _op_of(op_type, n_outputs)
-        if op is None:
-            skip("operator not modelled")
+
+def _convert(chunk, lines, wanted, shared, acc: _Accumulator):
+    """One chunk of records -> column arrays of its usable rows; the rest counted as skipped. Work per row is
+    numpy; Python runs once per distinct call."""
+    table = np.empty((len(chunk), len(wanted)), dtype=object)
+    table[:] = chunk                    # (one C-level copy; zip(*chunk) would be slower)
+    at = {w[1]: i for i, w in enumerate(wanted)}
+    n = len(chunk)
+    blank = _same(n, "")
+
+    def column(name):
+        return table[:, at[name]] if name in at else blank
+
+    # distinct calls of the chunk: factorize each text field, then the combinations of their codes
+    codes, uniques = zip(*(pd.factorize(column(f)) for f in _CALL_FIELDS))
+    combo = np.zeros(n, dtype=np.int64)
+    for c in codes:
+        combo = pd.factorize(combo * (len(c) + 1) + c)[0]      # stays below n: no overflow
+    _, first = np.unique(combo, return_index=True)
+    calls = [acc.call(tuple(u[c[i]] for u, c in zip(uniques, codes))) for i in first]
+    call_ids = np.array([c.id for c in calls], dtype=np.int64)[combo]
+    not_modelled = np.array([c.op is None for c in calls])[combo]
+    call_reason = np.array([c.reason for c in calls] + [""], dtype=object)[combo]
+    duration = _number_array(table[:, 0], wanted[0][2])
+    bad_duration = ~not_modelled & ~(np.isfinite(duration) & (duration > 0))
+    bad_call = ~not_modelled & ~bad_duration & (call_reason != "")
+    lines = np.asarray(lines, dtype=np.int64)
+    op_types = column("op_type")
+    for mask, reason in ((not_modelled, _NOT_MODELLED), (bad_duration, _BAD_DURATION), (bad_call, None)):
+        rows = np.flatnonzero(mask)
+        if not len(rows):
             continue
-        duration = time_us(cols["duration"])
-        if not (duration > 0):      # also catches NaN
-            skip("duration missing, N/A or not positive")
-            continue
-        try:
-            in_shapes = parse_shapes(cell("input_shapes"))
-        except ValueError as exc:
-            skip(f"input shapes: {exc}")
-            continue
-        try:
-            out_shapes = parse_shapes(out_shapes_text) if not _missing(out_shapes_text) else []
-        except ValueError as exc:
-            skip(f"output shapes: {exc}")
-            continue
-        row = {
-            "source": source, "line": lineno, "format": fmt, "generation": generation, "op": op,
-            "op_type": op_type, "op_name": (cell("op_name") or "").strip(),
-            "task_type": (cell("task_type") or "").strip(), "duration_us": duration,
-            "block_dim": _number(cell("block_dim")), "mix_block_dim": _number(cell("mix_block_dim")),
-            "input_shapes": in_shapes, "input_dtypes": parse_dtypes(cell("input_dtypes")),
-            "input_formats": _split(cell("input_formats")), "output_shapes": out_shapes,
-            "output_dtypes": out_dtypes,
-        }
-        core_time = [time_us(cols[c]) for c in ("aicore_time", "aiv_time") if cols[c] is not None]
-        core_time = [t for t in core_time if not math.isnan(t)]
-        row["aicore_time_us"] = max(core_time) if core_time else math.nan
-        for p, found in pipe_cols.items():
-            vals = [time_us(c) for c in found]
-            vals = [v for v in vals if not math.isnan(v)]
-            row[f"pipe_{p}_us"] = max(vals) if vals else math.nan
-        rows.append(row)
-    return rows, skipped
+        texts = call_reason[rows] if reason is None else _same(len(rows), reason)
+        found, at_row, counts = np.unique(texts, return_index=True, return_counts=True)
+        for text, i, count in zip(found, at_row, counts):
+            acc.skip(shared["source"], int(lines[rows[i]]), str(op_types[rows[i]]).strip(), text, int(count))
+    idx = np.flatnonzero(~(not_modelled | bad_duration | bad_call))
+    if not len(idx):
+        return
+
+    def kept(name):
+        return column(name)[idx]
+
+    out = {"source": _same(len(idx), shared["source"]),
+           "line": lines[idx],
+           "format": _same(len(idx), shared["format"]), "generation": _same(len(idx), shared["generation"]),
+           "op_name": acc.text(kept("op_name")), "task_type": acc.text(kept("task_type")),
+           "call": call_ids[idx], "duration_us": duration[idx]}
+    for name in ("block_dim", "mix_block_dim"):
+        v = _number_array(kept(name), 1.0) if name in at else np.full(len(idx), np.nan)
+        v[~(np.isfinite(v) & (v >= 1) & (v == np.floor(v)))] = np.nan     # a launch is a positive core count
+        out[name] = v
+
+    def times(names):
+        """Largest of the valid (finite, >= 0) values of the named columns; NaN when none is."""
+        best = np.full(len(idx), np.nan)
+        for name in names:
+            v = _number_array(kept(name), wanted[at[name]][2])
+            v[~(np.isfinite(v) & (v >= 0))] = np.nan
+            best = np.fmax(best, v)
+        return best
+
+    out["aicore_time_us"] = times([t for t in _TIME_FIELDS[1:] if t in at])
+    for p in PIPES:
+        out[f"pipe_{p}_us"] = times([name for name in at if name.startswith(f"pipe_{p}:")])
+    acc.parts.append(out)
 
 
 def skipped_summary(df: pd.DataFrame) -> str:
@@ -422,10 +568,12 @@ def to_predict_args(row) -> dict:
                 active = min(n, outs[0][0][0] // k)
             return {"x": _spec(xs, xd), "row_idx": _spec(rs, rd), "expert_idx": _spec(es, ed),
                     "active_num": int(active), "scale": 1.0, "offset": 0.0}
-        if op == "add":
+        if op in ("add", "maximum"):
             if len(specs) < 2:
                 raise ValueError("needs x, y")
             return {"x": _spec(*specs[0]), "y": _spec(*specs[1])}
+        if op in ("sqrt", "sigmoid", "gelu"):
+            return {"x": _spec(*specs[0])}
         if op == "matmul":
             if len(specs) < 2 or not outs or len(outs[0][0]) != 2:
                 raise ValueError("needs a, b and a 2-D output")

@@ -25,11 +25,11 @@ from npusim.plan import TensorSpec
 from npusim.products import PRODUCTS, SOCS
 from perfmodel.profiles import PIPES
 
-__all__ = ["MEASURED_COLUMNS", "SAMPLE_CONFIGS", "default_published_path", "published_args", "config_args",
-           "read_published"]
+__all__ = ["MEASURED_COLUMNS", "SAMPLE_CONFIGS", "default_published_path", "default_measured_path",
+           "published_args", "config_args", "read_published", "read_measured", "calibration_set", "shape_family"]
 
-MEASURED_COLUMNS = ["op", "product", "target", "args", "measured_us", "block_dim", "label", "config", "source"] + \
-                   [f"pipe_{p}_us" for p in PIPES]
+MEASURED_COLUMNS = ["op", "product", "target", "args", "measured_us", "block_dim", "label", "config", "source",
+                    "family", "trust"] + [f"pipe_{p}_us" for p in PIPES]
 
 # (kernel, config text) -> launch options of the generic kernels (perfmodel.ops.add_work / matmul_work).
 SAMPLE_CONFIGS = {
@@ -50,6 +50,11 @@ SAMPLE_CONFIGS = {
 def default_published_path() -> Path:
     """The packaged copy of the published set (perfmodel/data/published_timings.csv; sources in its rows)."""
     return Path(__file__).resolve().parent / "data" / "published_timings.csv"
+
+
+def default_measured_path() -> Path:
+    """The packaged measured set (perfmodel/data/measured_timings.csv; sources in its rows)."""
+    return Path(__file__).resolve().parent / "data" / "measured_timings.csv"
 
 
 def _matmul_dims(shape: str) -> tuple[int, int, int]:
@@ -133,7 +138,7 @@ def read_published(path=None) -> pd.DataFrame:
         row = {"op": kernel, "product": product, "target": soc if soc in SOCS else product, "args": args,
                "measured_us": measured, "block_dim": float(args.get("block_dim", math.nan)),
                "label": f"{kernel} {r.get('shape', '')} {r.get('dtype', '')}: {config}", "config": config,
-               "source": r.get("source", "")}
+               "source": r.get("source", ""), "family": "sample", "trust": "measured"}
         vec_or_mac = "pipe_cube_us" if kernel == "matmul" else "pipe_vector_us"
         out_pipe = "pipe_fixpipe_us" if kernel == "matmul" else "pipe_mte3_us"
         for col, pipe in (("vec_or_mac_time_us", vec_or_mac), ("mte2_time_us", "pipe_mte2_us"),
@@ -144,4 +149,130 @@ def read_published(path=None) -> pd.DataFrame:
     df = pd.DataFrame(rows).reindex(columns=MEASURED_COLUMNS)
     df.attrs["skipped"] = dict(Counter(s["reason"] for s in skipped))
     df.attrs["skipped_rows"] = skipped
+    return df
+
+
+# -- the measured set (perfmodel/data/measured_timings.csv) ------------------------------------------------
+
+# measured-set operator names -> perfmodel operator names
+_MEASURED_OPS = {"dynamic_quant": "npu_dynamic_quant", "quant_matmul": "npu_quant_matmul", "add": "add",
+                 "matmul": "matmul", "moe_init_routing_quant": "moe_init_routing_quant", "maximum": "maximum",
+                 "sigmoid": "sigmoid", "gelu": "gelu", "sqrt": "sqrt"}
+
+
+def _named_shapes(text: str) -> dict:
+    """'x1 1024x3584; x2 3584x3584; scale 3584' -> {'x1': (1024, 3584), ...}."""
+    out = {}
+    for part in text.split(";"):
+        name, _, dims = part.strip().partition(" ")
+        if not name or not dims:
+            raise ValueError(f"cannot read shape {part!r}")
+        out[name] = tuple(int(d) for d in dims.strip().split("x"))
+    return out
+
+
+def _named_dtypes(text: str) -> dict:
+    """'x1 int8; x2 int8; out float16' -> {'x1': 'int8', ...}; 'float16->int8' -> {'in': .., 'out': ..};
+    'float16' -> {'in': 'float16'}."""
+    if ";" in text or " " in text.strip():
+        return dict(part.strip().split(" ", 1) for part in text.split(";"))
+    src, _, dst = text.partition("->")
+    return {"in": src.strip(), **({"out": dst.strip()} if dst else {})}
+
+
+def _attr(params: str, name: str):
+    m = re.search(rf"\b{name}\s*=\s*(-?\d+)", params)
+    return int(m.group(1)) if m else None
+
+
+def measured_args(op: str, shape: str, dtypes: str, params: str = "") -> dict:
+    """perfmodel.predict keyword arguments of one measured-set row (op already mapped)."""
+    shapes, dts = _named_shapes(shape), _named_dtypes(dtypes)
+    if op == "npu_dynamic_quant":
+        return {"x": TensorSpec(shapes["x"], dts["in"]), "dst_type": dts.get("out", "int8")}
+    if op in ("add", "maximum"):
+        return {"x": TensorSpec(shapes["x"], dts["in"]), "y": TensorSpec(shapes["y"], dts["in"])}
+    if op in ("sigmoid", "gelu", "sqrt"):
+        return {"x": TensorSpec(shapes["x"], dts["in"])}
+    if op == "matmul":
+        return {"a": TensorSpec(shapes["a"], dts["in"]), "b": TensorSpec(shapes["b"], dts["in"])}
+    if op == "npu_quant_matmul":
+        args = {name: TensorSpec(shapes[name], dts[name]) for name in shapes}
+        args["output_dtype"] = dts["out"]
+        return args
+    if op == "moe_init_routing_quant":
+        n, k = shapes["expert_idx"]
+        active = _attr(params, "active_num")
+        # MoeInitRoutingQuant's active_num counts source rows, MoeInitRoutingV3's counts expanded rows
+        return {"x": TensorSpec(shapes["x"], dts["in"]), "row_idx": TensorSpec((n, k), "int32"),
+                "expert_idx": TensorSpec((n, k), "int32"),
+                "active_num": n if active is None else min(n, -(-active // k)), "scale": 1.0, "offset": 0.0}
+    raise ValueError(f"operator {op!r} has no perfmodel mapping")
+
+
+def trust(params: str) -> str:
+    """How far a measured row can be trusted, from what its params column says: 'analogue' (another kernel
+    standing in for the operator), 'doubtful' (its source calls the values placeholders, or the row marks
+    itself doubtful and says why), else 'measured'."""
+    text = params.lower()
+    if "analogue" in text:
+        return "analogue"
+    if "placeholder" in text or "doubtful" in text:
+        return "doubtful"
+    return "measured"
+
+
+def shape_family(op: str, args: dict) -> str:
+    """The shape family of a measured row, for holding whole families out in cross-validation:
+    decode (M <= 16), batched, unaligned (a dimension off the 32-byte / fractal grid) or aligned."""
+    if op in ("npu_quant_matmul", "matmul"):
+        a, b = (args["x1"], args["x2"]) if op == "npu_quant_matmul" else (args["a"], args["b"])
+        m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+        if m <= 16:
+            return "decode"
+        if len(a.shape) > 2:
+            return "batched"
+        return "unaligned" if any(d % 16 for d in (m, k, n)) or min(m, k, n) < 128 else "aligned"
+    if op in ("npu_dynamic_quant", "add", "maximum", "sigmoid", "gelu", "sqrt"):
+        x = args["x"]
+        return "unaligned" if (x.shape[-1] * x.dtype.itemsize) % 32 else "aligned"
+    return "all"
+
+
+def read_measured(path=None) -> pd.DataFrame:
+    """Measured rows (MEASURED_COLUMNS) from a measured-timings CSV (default: the packaged set).
+    Rows the model cannot express are skipped (attrs['skipped'], attrs['skipped_rows'])."""
+    path = default_measured_path() if path is None else path
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    rows, skipped = [], []
+    for i, r in raw.iterrows():
+        where = {"source": f"{path}:{i + 2}", "line": i + 2, "op_type": r.get("op", "")}
+        op = _MEASURED_OPS.get(r.get("op", "").strip())
+        product, soc = r.get("product", "").strip(), r.get("soc", "").strip()
+        if op is None or product not in PRODUCTS:
+            skipped.append({**where, "reason": f"unknown operator or product {r.get('op')!r}/{product!r}"})
+            continue
+        try:
+            args = measured_args(op, r["shape"], r["dtypes"], r.get("params", ""))
+            measured = float(r["measured_us"])
+        except (ValueError, KeyError) as exc:
+            skipped.append({**where, "reason": str(exc)})
+            continue
+        row = {"op": op, "product": product, "target": soc if soc in SOCS else product, "args": args,
+               "measured_us": measured, "block_dim": math.nan,
+               "label": f"{r['op']} {r['shape']} {r['dtypes']}", "config": r.get("params", ""),
+               "source": r.get("source", ""), "family": shape_family(op, args), "trust": trust(r.get("params", ""))}
+        rows.append(row)
+    df = pd.DataFrame(rows).reindex(columns=MEASURED_COLUMNS)
+    df.attrs["skipped"] = dict(Counter(s["reason"] for s in skipped))
+    df.attrs["skipped_rows"] = skipped
+    return df
+
+
+def calibration_set() -> pd.DataFrame:
+    """The packaged calibration set: the measured set followed by the published best-practice samples."""
+    a, b = read_measured(), read_published()
+    df = pd.concat([a, b], ignore_index=True)
+    df.attrs = {"skipped": {**a.attrs["skipped"], **b.attrs["skipped"]},
+                "skipped_rows": a.attrs["skipped_rows"] + b.attrs["skipped_rows"]}
     return df

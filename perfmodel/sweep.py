@@ -1,26 +1,35 @@
 """Sweeps: predicted latency over a grid of operators, products, token counts, hidden sizes and dtypes.
 
-A grid point names an LLM-shaped call: `tokens` rows of activations of width `hidden` in `dtype`;
-`build_args` turns it into the operator's `perfmodel.predict` arguments (TensorSpecs, no data):
+A grid point names an LLM-shaped call: `tokens` rows of activations of width `hidden`, in the model's
+floating dtype `dtype`; `build_args` turns it into the operator's `perfmodel.predict` arguments
+(TensorSpecs, no data), and every row records the operator's own input and output dtypes:
 
-* npu_dynamic_quant / _asymmetric: x [tokens, hidden], int8 output.
-* indexer_compress_epilog: x [tokens, 4096] (d is fixed to 4096 by the op), float8_e4m3fn cache,
+* npu_dynamic_quant / _asymmetric: x [tokens, hidden] dtype -> int8 y and per-token scales.
+* indexer_compress_epilog: x [tokens, 4096] (d is fixed to 4096 by the op) -> float8_e4m3fn cache,
   float32 scale [tokens, 32] (quant_mode 1), slot_mapping [tokens].
 * fake_quantize_per_channel_affine_cachemask: x [tokens, hidden], per-channel scale/zero_point on
-  axis 1, int8 range.
-* npu_quant_matmul: x1 [tokens, hidden] int8, x2 [hidden, n] int8; fp16 output with an int64
-  (npu_trans_quant_param) per-channel scale, or for bf16 a float32 per-channel scale with a
-  per-token scale (the W8A8 dynamic-quant pattern).
-* moe_init_routing_quant: x [tokens, hidden], top-`topk` routing, active_num = tokens.
-* add: x + y, [tokens, hidden]; matmul: a [tokens, hidden] @ b [hidden, n].
+  axis 1, int8 range; output in x's dtype.
+* npu_quant_matmul: x1 [tokens, hidden] int8 @ x2 [hidden, n] int8 -> `dtype` output, with one of two
+  epilogues: 'pertoken' (the W8A8 dynamic-quant path: float32 per-channel scale [n] times the
+  per-token scale [tokens] that npu_dynamic_quant produced, vector epilogue) or 'fixpipe' (static
+  W8A8: int64 per-channel scale from npu_trans_quant_param, dequantized in the cube's fixpipe; fp16
+  output on A2/A3, fp16 or bf16 on Ascend 950).
+* moe_init_routing_quant: x [tokens, hidden], top-`topk` routing, active_num = tokens -> int8.
+* elementwise add, maximum (x, y), sqrt, sigmoid, gelu (x): [tokens, hidden]; matmul: a [tokens, hidden] @
+  b [hidden, n].
 
-A point the model cannot cost (operator not supported on the product, planner missing, dtype
-not allowed) is kept as a 'skipped' row with the reason: a sweep never stops on one bad point.
+`n` applies to the matmuls only and `topk` to MoE routing, `epilogue` to npu_quant_matmul: other
+rows leave them blank. By default every product that runs an operator is swept in bfloat16 and
+float16 (W8A8 inference runs bf16 activations), as far as the operator supports each on that product.
+A point the model cannot cost (e.g. a dtype you asked for that the product does not support) is kept
+as a 'skipped' row with the reason: a sweep never stops on one bad point. Bad axis values (unknown
+operators, products, dtypes, epilogues; non-positive or non-integer sizes) raise ValueError naming
+the value and the choices, before anything runs.
 """
 from __future__ import annotations
 
+import functools
 import itertools
-import math
 import sys
 import time
 import tomllib
@@ -29,23 +38,32 @@ from pathlib import Path
 
 import pandas as pd
 
+from npusim.formats import as_dtype, dtype_name
 from npusim.plan import TensorSpec
-from npusim.products import PRODUCTS
-from perfmodel.profiles import PIPES
+from perfmodel.ops import ELEMENTWISE
+from perfmodel.predict import check_operator, check_product, did_you_mean, supported_products
+from perfmodel.rows import ROW_COLUMNS, load_calibration, predict_rows
 
-__all__ = ["OPERATORS", "DEFAULT_TOKENS", "Point", "build_args", "grid", "load_config", "run_sweep",
-           "predict_row", "predict_rows", "supported_products", "load_calibration", "Progress"]
+__all__ = ["OPERATORS", "EXTRA_OPERATORS", "DEFAULT_TOKENS", "DEFAULT_DTYPES", "DTYPES", "EPILOGUES", "AXES",
+           "Point", "build_args", "io_dtypes", "grid", "supported_dtypes", "load_config", "run_sweep",
+           "SWEEP_COLUMNS", "Progress"]
 
-# The five operators of the project (the default sweep); 'add' and 'matmul' are available on request.
+# The five operators of the project (the default sweep); the generic kernels are available on request.
 OPERATORS = ("npu_dynamic_quant", "npu_dynamic_quant_asymmetric", "indexer_compress_epilog",
              "fake_quantize_per_channel_affine_cachemask", "npu_quant_matmul", "moe_init_routing_quant")
-EXTRA_OPERATORS = ("add", "matmul")
-DEFAULT_TOKENS = (1, 4, 16, 64, 256, 1024, 4096, 16384)
+EXTRA_OPERATORS = (*ELEMENTWISE, "matmul")
+DEFAULT_TOKENS = tuple(2 ** i for i in range(15))        # 1, 2, 4, ..., 16384
 DEFAULT_HIDDEN = 7168          # DeepSeek-V3 model width
 DEFAULT_N = 4096
 DEFAULT_TOPK = 8
-DEFAULT_DTYPE = "float16"      # the one activation dtype every product supports for all five operators
+DTYPES = ("bfloat16", "float16", "float32")            # model dtypes a sweep may ask for
+DEFAULT_DTYPES = ("bfloat16", "float16")
+EPILOGUES = {"pertoken": "float32 per-channel scale x per-token scale, vector epilogue (W8A8 dynamic)",
+             "fixpipe": "int64 per-channel scale dequantized in the fixpipe (static W8A8; fp16 output, also bf16 "
+                        "on 950)"}
 INDEXER_D = 4096               # indexer_compress_epilog: d fixed to 4096 (seed 001 constraints)
+MAX_DIM = 2 ** 31 - 1          # sizes beyond int32 are not LLM shapes (and overflow the vendor tiling data)
+_MATMULS = ("npu_quant_matmul", "matmul")
 
 
 @dataclass(frozen=True)
@@ -54,9 +72,14 @@ class Point:
     product: str
     tokens: int
     hidden: int = DEFAULT_HIDDEN
-    dtype: str = DEFAULT_DTYPE
-    n: int = DEFAULT_N
-    topk: int = DEFAULT_TOPK
+    dtype: str = "float16"
+    n: int | None = DEFAULT_N              # matmuls only (None elsewhere)
+    topk: int | None = DEFAULT_TOPK        # moe_init_routing_quant only
+    epilogue: str | None = None            # npu_quant_matmul only; None: pertoken for bfloat16, else fixpipe
+
+
+def _epilogue(p: Point) -> str:
+    return p.epilogue or ("pertoken" if p.dtype == "bfloat16" else "fixpipe")
 
 
 def build_args(p: Point) -> dict:
@@ -73,34 +96,37 @@ def build_args(p: Point) -> dict:
     if p.op == "fake_quantize_per_channel_affine_cachemask":
         return {"x": TensorSpec((t, h), dt), "scale": TensorSpec((h,), dt),
                 "zero_point": TensorSpec((h,), "int32"), "axis": 1, "quant_min": -128, "quant_max": 127}
+    n = DEFAULT_N if p.n is None else p.n
     if p.op == "npu_quant_matmul":
-        args = {"x1": TensorSpec((t, h), "int8"), "x2": TensorSpec((h, p.n), "int8")}
-        if dt == "bfloat16":
-            args.update(scale=TensorSpec((p.n,), "float32"), pertoken_scale=TensorSpec((t,), "float32"))
+        args = {"x1": TensorSpec((t, h), "int8"), "x2": TensorSpec((h, n), "int8")}
+        if _epilogue(p) == "pertoken":
+            args.update(scale=TensorSpec((n,), "float32"), pertoken_scale=TensorSpec((t,), "float32"))
         else:
-            args.update(scale=TensorSpec((p.n,), "int64"))
+            args.update(scale=TensorSpec((n,), "int64"))
         args["output_dtype"] = dt
         return args
     if p.op == "moe_init_routing_quant":
-        return {"x": TensorSpec((t, h), dt), "row_idx": TensorSpec((t, p.topk), "int32"),
-                "expert_idx": TensorSpec((t, p.topk), "int32"), "active_num": t, "scale": 1.0, "offset": 0.0}
-    if p.op == "add":
-        return {"x": TensorSpec((t, h), dt), "y": TensorSpec((t, h), dt)}
+        k = DEFAULT_TOPK if p.topk is None else p.topk
+        return {"x": TensorSpec((t, h), dt), "row_idx": TensorSpec((t, k), "int32"),
+                "expert_idx": TensorSpec((t, k), "int32"), "active_num": t, "scale": 1.0, "offset": 0.0}
+    if p.op in ELEMENTWISE:             # add, maximum (x, y); sqrt, sigmoid, gelu (x)
+        xs = {"x": TensorSpec((t, h), dt)}
+        return {**xs, "y": TensorSpec((t, h), dt)} if ELEMENTWISE[p.op][0] == 2 else xs
     if p.op == "matmul":
-        return {"a": TensorSpec((t, h), dt), "b": TensorSpec((h, p.n), dt)}
+        return {"a": TensorSpec((t, h), dt), "b": TensorSpec((h, n), dt)}
     raise ValueError(f"unknown operator {p.op!r}; known: {', '.join(OPERATORS + EXTRA_OPERATORS)}")
 
 
-def supported_products(op: str) -> list[str]:
-    """Products perfmodel supports for op (every product when perfmodel cannot say)."""
-    import perfmodel
-    fn = getattr(perfmodel, "supported_products", None)
-    if fn is not None:
-        try:
-            return list(fn(op))
-        except Exception:       # noqa: BLE001 -- an op perfmodel does not know: let predict report it
-            pass
-    return list(PRODUCTS)
+def io_dtypes(p: Point) -> tuple[str, str]:
+    """(input dtype, output dtype) of the operator's data tensors at a grid point (x -> y; x1 -> out)."""
+    out = {"npu_dynamic_quant": "int8", "npu_dynamic_quant_asymmetric": "int8", "moe_init_routing_quant": "int8",
+           "indexer_compress_epilog": "float8_e4m3fn"}.get(p.op, p.dtype)
+    return ("int8" if p.op == "npu_quant_matmul" else p.dtype), out
+
+
+# -- validation of the axes ------------------------------------------------------------------------------
+
+AXES = ("ops", "products", "tokens", "hidden", "dtypes", "n", "topk", "epilogues")
 
 
 def _as_list(v):
@@ -109,90 +135,170 @@ def _as_list(v):
     return list(v) if isinstance(v, (list, tuple)) else [v]
 
 
-def grid(ops=None, products=None, tokens=None, hidden=None, dtypes=None, n=None, topk=None,
+def _sizes(key, values) -> list[int]:
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_DIM:
+            raise ValueError(f"{key}: values must be integers in [1, {MAX_DIM}], got {v!r}"[:300])
+    return [int(v) for v in values]
+
+
+def _names(key, values) -> list[str]:
+    for v in values:
+        if not isinstance(v, str):
+            raise ValueError(f"{key}: values must be names (strings), got {v!r}"[:300])
+    return list(values)
+
+
+def _dtype(v: str) -> str:
+    try:
+        name = dtype_name(as_dtype(v))
+    except (TypeError, ValueError):
+        name = None
+    if name not in DTYPES:
+        raise ValueError(f"dtypes: unknown or unsupported dtype {v!r};{did_you_mean(v, DTYPES)} "
+                         f"sweep dtypes: {', '.join(DTYPES)} (bf16, fp16, fp32 accepted)")
+    return name
+
+
+def _check_axis(key: str, value):
+    """The axis as a validated list (names normalised: dtype aliases, nothing else changed), or None."""
+    values = _as_list(value)
+    if values is None:
+        return None
+    if not values:
+        raise ValueError(f"{key}: empty list (leave the key out for the default)")
+    if key in ("tokens", "hidden", "n", "topk"):
+        return _sizes(key, values)
+    values = _names(key, values)
+    if key == "ops":
+        return [check_operator(v) for v in values]
+    if key == "products":
+        for v in values:
+            check_product(v)
+        return values
+    if key == "dtypes":
+        return [_dtype(v) for v in values]
+    if key == "epilogues":
+        for v in values:
+            if v not in EPILOGUES:
+                raise ValueError(f"epilogues: unknown epilogue {v!r};{did_you_mean(v, EPILOGUES)} "
+                                 f"epilogues: {', '.join(EPILOGUES)}")
+        return values
+    raise ValueError(f"unknown sweep axis {key!r};{did_you_mean(key, AXES)} axes: {', '.join(AXES)}")
+
+
+@functools.lru_cache(maxsize=None)
+def _runs(op: str, product: str, dtype: str, epilogue: str | None) -> bool:
+    """Whether the model costs `op` on `product` in this dtype (and epilogue): one small probe point."""
+    p = Point(op, product, 16, DEFAULT_HIDDEN, dtype, DEFAULT_N, DEFAULT_TOPK, epilogue)
+    return predict_rows(op, product, [build_args(p)])[0]["status"] == "ok"
+
+
+def supported_dtypes(op: str, product: str) -> list[str]:
+    """The sweep dtypes (of DTYPES) in which perfmodel costs `op` on `product`."""
+    return [dt for dt in DTYPES if any(_runs(op, product, dt, e) for e in _epilogues_of(op))]
+
+
+def _epilogues_of(op):
+    return tuple(EPILOGUES) if op == "npu_quant_matmul" else (None,)
+
+
+def grid(ops=None, products=None, tokens=None, hidden=None, dtypes=None, n=None, topk=None, epilogues=None,
          overrides: dict | None = None) -> list[Point]:
-    """Every combination of the given axes (defaults: the five operators, every product that
-    supports each, DEFAULT_TOKENS, DEFAULT_HIDDEN, float16, DEFAULT_N, DEFAULT_TOPK).
-    overrides: {op: {axis: values}} replaces axes for one operator (TOML [op.<name>] tables)."""
+    """Every combination of the given axes. Defaults: the five operators; every product that runs each;
+    DEFAULT_TOKENS; DEFAULT_HIDDEN; DEFAULT_DTYPES and both epilogues, as far as the operator supports them
+    on the product; DEFAULT_N; DEFAULT_TOPK. Values you give are taken as they are (unsupported ones become
+    skipped rows with the reason). overrides: {op: {axis: values}} replaces axes for one operator (TOML
+    [op.<name>] tables). Raises ValueError on bad axis values (see the module docstring)."""
+    base = {k: _check_axis(k, v) for k, v in (("products", products), ("tokens", tokens), ("hidden", hidden),
+                                                ("dtypes", dtypes), ("n", n), ("topk", topk),
+                                                ("epilogues", epilogues))}
+    op_list = _check_axis("ops", ops) or list(OPERATORS)
+    overrides = _check_overrides(overrides)
+    for op in overrides:
+        if op not in op_list:
+            raise ValueError(f"[op.{op}]: {op} is not among the swept operators ({', '.join(op_list)})")
     points = []
-    for op in _as_list(ops) or list(OPERATORS):
-        axes = {"products": products, "tokens": tokens, "hidden": hidden, "dtypes": dtypes, "n": n, "topk": topk}
-        for k, v in ((overrides or {}).get(op) or {}).items():
-            if k not in axes:
-                raise ValueError(f"[op.{op}]: unknown key {k!r}; known: {sorted(axes)}")
-            axes[k] = v
-        prods = _as_list(axes["products"]) or supported_products(op)
-        # one n value for ops without an N axis, one topk for ops without routing: no duplicate rows
-        ns = (_as_list(axes["n"]) or [DEFAULT_N]) if op in ("npu_quant_matmul", "matmul") else [DEFAULT_N]
-        ks = (_as_list(axes["topk"]) or [DEFAULT_TOPK]) if op == "moe_init_routing_quant" else [DEFAULT_TOPK]
-        hs = [INDEXER_D] if op == "indexer_compress_epilog" else (_as_list(axes["hidden"]) or [DEFAULT_HIDDEN])
-        for prod, t, h, dt, nn, k in itertools.product(prods, _as_list(axes["tokens"]) or list(DEFAULT_TOKENS), hs,
-                                                       _as_list(axes["dtypes"]) or [DEFAULT_DTYPE], ns, ks):
-            points.append(Point(op, str(prod), int(t), int(h), str(dt), int(nn), int(k)))
+    for op in op_list:
+        axes = {**base, **overrides.get(op, {})}
+        prods = axes["products"] or supported_products(op)
+        # axes an operator does not have stay blank (None): one point, no duplicate rows
+        ns = (axes["n"] or [DEFAULT_N]) if op in _MATMULS else [None]
+        ks = (axes["topk"] or [DEFAULT_TOPK]) if op == "moe_init_routing_quant" else [None]
+        hs = [INDEXER_D] if op == "indexer_compress_epilog" else (axes["hidden"] or [DEFAULT_HIDDEN])
+        for prod in prods:
+            combos = _combos(op, prod, axes["dtypes"], axes["epilogues"])
+            for t, h, (dt, e), nn, k in itertools.product(axes["tokens"] or DEFAULT_TOKENS, hs, combos, ns, ks):
+                points.append(Point(op, prod, t, h, dt, nn, k, e))
     return points
 
 
-_CONFIG_KEYS = {"ops", "products", "tokens", "hidden", "dtypes", "n", "topk", "calibration", "op"}
+def _combos(op, product, dtypes, epilogues) -> list[tuple]:
+    """(dtype, epilogue) pairs of one operator on one product: the values given, and of a defaulted axis
+    only those the operator supports there (the first one when none is supported, so its rows say why)."""
+    options = _epilogues_of(op)
+    pairs = []
+    for dt in dtypes or DEFAULT_DTYPES:
+        if op == "npu_quant_matmul" and epilogues:
+            pairs += [(dt, e) for e in epilogues]
+        else:
+            pairs += [(dt, e) for e in options if _runs(op, product, dt, e)] or [(dt, options[0])]
+    if not dtypes:
+        pairs = [c for c in pairs if _runs(op, product, *c)] or pairs[:1]
+    return pairs
+
+
+def _check_overrides(overrides) -> dict:
+    if overrides is None:
+        return {}
+    if not isinstance(overrides, dict):
+        raise ValueError(f"[op] must hold [op.<operator>] tables, got {type(overrides).__name__} {overrides!r}"[:300])
+    out = {}
+    for op, table in overrides.items():
+        check_operator(op)
+        if not isinstance(table, dict):
+            raise ValueError(f"[op.{op}] must be a table of axes, got {type(table).__name__}")
+        out[op] = {}
+        for k, v in table.items():
+            if k not in AXES or k == "ops":
+                raise ValueError(f"[op.{op}]: unknown key {k!r};{did_you_mean(k, AXES[1:])} "
+                                 f"keys: {', '.join(AXES[1:])}")
+            out[op][k] = _check_axis(k, v)
+    return out
+
+
+_CONFIG_KEYS = AXES + ("calibration", "op")
 
 
 def load_config(path) -> dict:
-    """Read a sweep TOML file: top-level keys ops, products, tokens, hidden, dtypes, n, topk,
-    calibration, and optional [op.<name>] tables overriding axes for one operator."""
-    with open(path, "rb") as fh:
-        cfg = tomllib.load(fh)
-    unknown = set(cfg) - _CONFIG_KEYS
-    if unknown:
-        raise ValueError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted(_CONFIG_KEYS)}")
-    cfg["overrides"] = cfg.pop("op", {})
-    return cfg
-
-
-def load_calibration(cal):
-    """A Calibration from a path (JSON written by `npusim calibrate`), or cal itself."""
-    if cal is None or not isinstance(cal, (str, Path)):
-        return cal
-    from perfmodel import calibration
-    return calibration.Calibration.load(cal)
-
-
-def _row(pred) -> dict:
-    """A Prediction flattened to a sweep/compare row (status 'ok')."""
-    row = {"status": "ok", "reason": "", "soc": str(getattr(pred, "soc", ""))}
-    for key in ("latency_us", "head_us", "bound", "bytes_read", "bytes_written", "flops", "block_dim",
-                "tiling_key", "achieved_GBps", "achieved_TOPS"):
-        row[key] = getattr(pred, key, None)
-    pipes = getattr(pred, "pipes_us", None) or {}
-    for p in PIPES:
-        row[f"pipe_{p}_us"] = pipes.get(p, math.nan)
-    return row
-
-
-def _failed(exc) -> dict:
-    return {"status": "skipped", "reason": f"{type(exc).__name__}: {exc}".splitlines()[0][:300]}
-
-
-def predict_row(op: str, product: str, args: dict, calibration=None) -> dict:
-    """One prediction flattened to a dict: status 'ok', or 'skipped' with the reason."""
-    import perfmodel
+    """Read and validate a sweep TOML file: top-level axes (AXES), calibration (a path, relative to the config
+    file), and optional [op.<name>] tables overriding axes for one operator. Raises ValueError naming the file
+    and the key."""
     try:
-        pred = perfmodel.predict(op, product, calibration=calibration, **args)
-    except Exception as exc:    # noqa: BLE001 -- any failure of one point is recorded, never fatal
-        return _failed(exc)
-    return _row(pred)
-
-
-def predict_rows(op: str, product: str, args_list: list, calibration=None) -> list[dict]:
-    """predict_row for many argument dicts of one operator on one product, through the vectorised
-    perfmodel.predict_many (results identical to predict)."""
-    import perfmodel
-    many = getattr(perfmodel, "predict_many", None)
-    if many is None:
-        return [predict_row(op, product, a, calibration) for a in args_list]
+        with open(path, "rb") as fh:
+            cfg = tomllib.load(fh)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid TOML ({exc})") from None
+    for k in cfg:
+        if k not in _CONFIG_KEYS:
+            raise ValueError(f"{path}: unknown key {k!r};{did_you_mean(k, _CONFIG_KEYS)} "
+                             f"keys: {', '.join(_CONFIG_KEYS)}")
     try:
-        preds = many(op, product, args_list, calibration=calibration, errors="return")
-    except Exception as exc:    # noqa: BLE001 -- e.g. op not supported on the product: every point
-        return [_failed(exc)] * len(args_list)
-    return [_failed(p) if isinstance(p, BaseException) else _row(p) for p in preds]
+        out = {k: _check_axis(k, cfg[k]) for k in AXES if k in cfg}
+        out["overrides"] = _check_overrides(cfg.get("op"))
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    if "calibration" in cfg:
+        if not isinstance(cfg["calibration"], str):
+            raise ValueError(f"{path}: calibration must be a path (string), got {cfg['calibration']!r}"[:300])
+        cal = Path(path).parent / cfg["calibration"]         # relative to the config file
+        if not cal.is_file():
+            raise ValueError(f"{path}: calibration: {cal}: no such file")
+        out["calibration"] = str(cal)
+    return out
+
+
+SWEEP_COLUMNS = list(Point.__dataclass_fields__) + ["in_dtype", "out_dtype"] + ROW_COLUMNS
 
 
 class Progress:
@@ -225,9 +331,9 @@ class Progress:
 
 
 def run_sweep(points, calibration=None, progress: bool | None = None) -> pd.DataFrame:
-    """Predict every point. Columns: the Point fields, status, reason, soc, latency_us, head_us,
-    bound, bytes_read, bytes_written, flops, block_dim, tiling_key, achieved_GBps, achieved_TOPS,
-    pipe_<pipe>_us. progress: None = show a bar when there are 50 points or more."""
+    """Predict every point. Columns (SWEEP_COLUMNS): the Point fields, in_dtype, out_dtype, status, reason,
+    soc, latency_us, head_us, bound, bytes_read, bytes_written, flops, block_dim, tiling_key,
+    achieved_GBps, achieved_TOPS, pipe_<pipe>_us. progress: None = show a bar when there are 50 points or more."""
     points = list(points)
     calibration = load_calibration(calibration)
     bar = Progress(len(points), enabled=(len(points) >= 50) if progress is None else progress)
@@ -247,8 +353,8 @@ def run_sweep(points, calibration=None, progress: bool | None = None) -> pd.Data
                 rows[i] = row
             for i, _ in part:
                 bar.step(f"{op} {product} {points[i].tokens}")
-    rows = [{**asdict(p), **row} for p, row in zip(points, rows)]
-    cols = list(asdict(Point("", "", 0))) + ["status", "reason", "soc", "latency_us", "head_us", "bound",
-                                             "bytes_read", "bytes_written", "flops", "block_dim", "tiling_key",
-                                             "achieved_GBps", "achieved_TOPS"] + [f"pipe_{p}_us" for p in PIPES]
-    return pd.DataFrame(rows).reindex(columns=cols)
+    rows = [{**asdict(p), **dict(zip(("in_dtype", "out_dtype"), io_dtypes(p))), **row} for p, row in zip(points, rows)]
+    df = pd.DataFrame(rows).reindex(columns=SWEEP_COLUMNS)
+    for c in ("n", "topk"):         # blank where the axis does not apply, integers elsewhere
+        df[c] = df[c].astype("Int64")
+    return df

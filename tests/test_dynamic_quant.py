@@ -231,6 +231,44 @@ def test_950(product, dst, symmetric, dt):
         _check(got, ref, dst)
 
 
+@pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "asym"])
+@pytest.mark.parametrize("dt", [np.float16, BF16], ids=["fp16", "bf16"])
+def test_950_hifloat8(symmetric, dt):
+    """dstType 34: the 950 formula with DTMAX 32768 (range 65536), then the saturating CAST_ROUND hifloat8
+    cast, from the table-based reference of test_hifloat8 (NaN quotient -> code 0)."""
+    from test_hifloat8 import ref_encode
+    rng = np.random.default_rng(23)
+    x = _data(10, 128, dt, rng)
+    x[1, 5] = np.nan                                             # a NaN row: scale NaN, every y 0
+    sm = rng.uniform(0.25, 4, 128).astype(dt)
+    fn = npusim.npu_dynamic_quant if symmetric else npusim.npu_dynamic_quant_asymmetric
+    got = fn(x, sm, dst_type="hifloat8", product="ascend-950pr")
+    with np.errstate(all="ignore"):
+        v = x.astype(F) * sm.astype(F)
+        if symmetric:
+            s = (np.max(np.abs(v), axis=1) * F(1 / 32768)).astype(F)
+            yf = (v / s[:, None]).astype(F)
+        else:
+            mx, mn = np.max(v, axis=1), np.min(v, axis=1)
+            s = ((mx - mn) * F(1 / 65536)).astype(F)
+            off = (-(mx / s) + F(32768)).astype(F)
+            yf = ((v / s[:, None]).astype(F) + off[:, None]).astype(F)
+            assert_bitexact(got[2], np.where(np.isnan(off), F(np.nan), off).astype(F))
+    yf[np.max(np.abs(v), axis=1) == 0] = 0                       # all-zero rows: 0/0 emitted as 0
+    assert got[0].dtype == np.uint8
+    assert_bitexact(got[0], ref_encode(yf, saturate=True).reshape(x.shape), err_msg="y")
+    assert_bitexact(got[1], np.where(np.isnan(s), F(np.nan), s).astype(F))
+    assert (got[0][1] == 0).all()
+    # the aclnn face, dstType 34, into a caller-owned uint8 yOut
+    y, sc = np.full(x.shape, 7, np.uint8), np.empty(x.shape[0], F)
+    ws, ex = npusim.aclnn.aclnnDynamicQuantV2GetWorkspaceSize(x, sm, None, 34, y, sc, None if symmetric else
+                                                             np.empty(x.shape[0], F), product="ascend-950dt")
+    npusim.aclnn.aclnnDynamicQuantV2(None, ws, ex)
+    assert_bitexact(y, got[0])
+    with pytest.raises(AclnnError, match="hifloat8"):                # hifloat8 is a 950 output only
+        fn(x, sm, dst_type="hifloat8", product="atlas-a2")
+
+
 def test_950_moe():
     rng = np.random.default_rng(17)
     x = _data(20, 64, BF16, rng)

@@ -341,7 +341,8 @@ BAD = {
     "slot-high": (dict(slot_mapping=np.array([0, 6, 1, 2], np.int32)), "slot_mapping", 161002),
     "slot-low": (dict(slot_mapping=np.array([0, -2, 1, 2], np.int32)), "slot_mapping", 161002),
     "slot-duplicate": (dict(slot_mapping=np.array([3, -1, 1, 3], np.int32)), "slot_mapping", 161002),
-    "quant-mode-2": (dict(quant_mode=2), "quant_mode", 161002),
+    "quant-mode-2-fp8-cache": (dict(quant_mode=2), "indexer_compress_cache", 161002),   # mode 2 wants uint8
+    "quant-mode-2-scale-attr": (dict(quant_mode=2, scale="0.5"), "scale", 161002),
     "quant-mode-3": (dict(quant_mode=3), "quant_mode", 161002),
     "round-scale": (dict(round_scale="yes"), "round_scale", 161002),
     "mx-rule": (dict(mx_scale_rule="floor"), "mx_scale_rule", 161002),
@@ -438,3 +439,48 @@ def test_aclnn_two_phase():
         npusim.aclnn.aclnnIndexerCompressEpilogGetWorkspaceSize(
             args["indexer_compress_cache"], args["indexer_compress_scale"], args["x"], args["slot_mapping"], 1)
     assert ei.value.param == "indexer_compress_scale"
+
+
+# ------------------------------------------------------------------ quant_mode 2 (hifloat8 cache)
+@pytest.mark.parametrize("xdt", [np.float16, BF16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("attr", [1.0, 0.5, 3.0e-3, 1.0e6])
+def test_hifloat8_mode(xdt, attr):
+    """y = hif8(f32(x * scale)) per the kernel's VFProcessHifp8Quant (saturating CAST_ROUND), from the
+    table-based reference of test_hifloat8; the scale array and skipped slots keep their old bytes."""
+    from test_hifloat8 import ref_encode
+    rng = np.random.default_rng(31)
+    T, rows = 5, 7
+    x = random_x(rng, T, xdt)
+    x[0, :4] = [np.inf, -np.inf, np.nan, 0.0]
+    cache = rng.integers(0, 256, (rows, D), dtype=np.uint8)
+    scale = rng.standard_normal((rows, NB)).astype(np.float32)
+    slots = np.array([4, -1, 0, 6, 2], np.int32)
+    want_c, want_s = cache.copy(), scale.copy()
+    with np.errstate(over="ignore", invalid="ignore"):
+        q = (x.astype(np.float32) * np.float32(attr)).astype(np.float32)
+    for i, s in enumerate(slots):
+        if s >= 0:
+            want_c[s] = ref_encode(q[i], saturate=True)
+    npusim.indexer_compress_epilog(cache, scale, x, slots, quant_mode=2, scale=attr)
+    assert_bitexact(cache, want_c)
+    assert_bitexact(scale, want_s)
+    assert cache[4, :4].tolist() == [0x6E, 0xEE, 0x00, 0x00]         # +-inf saturate, NaN -> 0
+
+
+def test_hifloat8_mode_plan_and_aclnn():
+    spec = dict(indexer_compress_cache=TensorSpec((8192, D), "uint8"),
+                indexer_compress_scale=TensorSpec((8192, NB), "float32"),
+                x=TensorSpec((8192, D), "bf16"), slot_mapping=TensorSpec((8192,), "int32"))
+    assert npusim.make_plan("indexer_compress_epilog", **spec, quant_mode=2).tiling_key == 10011
+    rng = np.random.default_rng(5)
+    x = random_x(rng, 3, np.float16)
+    cache, scale = np.zeros((3, D), np.uint8), np.zeros((3, NB), np.float32)
+    ws, ex = npusim.aclnn.aclnnIndexerCompressEpilogGetWorkspaceSize(cache, scale, x, np.arange(3, dtype=np.int32),
+                                                                      2, True, 0.25)
+    assert ex.plan.tiling_key == 10001 and ex.plan.attrs["scale"] == 0.25
+    npusim.aclnn.aclnnIndexerCompressEpilog(None, ws, ex)
+    want = np.zeros_like(cache)
+    npusim.indexer_compress_epilog(want, np.zeros_like(scale), x, np.arange(3, dtype=np.int32), quant_mode=2,
+                                   scale=0.25)
+    assert_bitexact(cache, want)
+    assert not scale.any()

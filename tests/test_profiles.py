@@ -37,7 +37,7 @@ def test_op_summary_new_generation():
     df = read_profiles(NEW_OPS)
     assert sorted(df["line"]) == [2, 3, 4, 5, 10]
     assert set(df["format"]) == {"op_summary"} and set(df["generation"]) == {"new"}
-    assert df.attrs["skipped"] == {"operator not modelled": 1, "duration missing, N/A or not positive": 1,
+    assert df.attrs["skipped"] == {"operator not modelled": 1, "duration missing, N/A, not finite or not positive": 1,
                                    "input shapes: malformed shape '1024,abc'": 1,
                                    "ragged line (10 fields, header has 34)": 1}
     dq = by_line(df, 2)
@@ -60,7 +60,7 @@ def test_op_summary_old_generation_unitless_headers():
     df = read_profiles(OLD_OPS)
     assert sorted(df["line"]) == [2, 3, 4] and set(df["generation"]) == {"old"}
     assert df.attrs["skipped"] == {"operator not modelled": 1, "input shapes: shapes missing": 1,
-                                   "duration missing, N/A or not positive": 1}
+                                   "duration missing, N/A, not finite or not positive": 1}
     fq = by_line(df, 2)
     assert fq["op"] == "fake_quantize_per_channel_affine_cachemask" and fq["duration_us"] == 42.0
     assert (fq["pipe_mte2_us"], fq["pipe_vector_us"], fq["pipe_cube_us"]) == (30.0, 20.0, 0.0)
@@ -76,7 +76,7 @@ def test_kernel_details_both_generations():
     assert set(new["format"]) == set(old["format"]) == {"kernel_details"}
     assert set(new["generation"]) == {"new"} and set(old["generation"]) == {"old"}
     assert list(new["op"]) == ["indexer_compress_epilog", "npu_dynamic_quant"]   # 2 outputs: symmetric
-    assert new.attrs["skipped"] == {"operator not modelled": 1, "duration missing, N/A or not positive": 1}
+    assert new.attrs["skipped"] == {"operator not modelled": 1, "duration missing, N/A, not finite or not positive": 1}
     ice = by_line(new, 2)
     assert ice["block_dim"] == 64 and ice["input_shapes"] == [(512, 4096), (512, 32), (512, 4096), (512,)]
     assert ice["input_dtypes"] == ["float8_e4m3fn", "float32", "bfloat16", "int32"]

@@ -5,6 +5,7 @@ The accumulator tests run on every GEMM path (fixture `simd`: NPUSIM_GEMM_SIMD=c
 a path this build or CPU cannot run is skipped)."""
 import struct
 import tracemalloc
+import warnings
 from fractions import Fraction
 
 import ml_dtypes
@@ -150,18 +151,22 @@ def test_accumulator_vs_torch_int_mm(simd):
     assert_bitexact(y, expect)
 
 
+def pack_words(v):
+    """int4 values (rows, 8j) -> int32 words, element 8j+i at bits 4i..4i+3 (torch_npu's int32 int4 layout)."""
+    nib = (v.astype(np.int64) & 0xF).reshape(*v.shape[:-1], -1, 8)
+    words = sum(nib[..., i] << (4 * i) for i in range(8))
+    return words.astype(np.uint32).view(np.int32)
+
+
+def i4(*shape):
+    return RNG.integers(-8, 8, shape).astype(np.int8)
+
+
 def test_int4_packed_inputs(simd):
     m, k, n = 6, 64, 16
-    v1 = RNG.integers(-8, 8, (m, k)).astype(np.int8)
-    v2 = RNG.integers(-8, 8, (k, n)).astype(np.int8)
-
-    def pack(v):  # 8 nibbles per int32 word, element 8j+i at bits 4i..4i+3
-        nib = (v.astype(np.int64) & 0xF).reshape(v.shape[0], -1, 8)
-        words = sum(nib[..., i] << (4 * i) for i in range(8))
-        return words.astype(np.uint32).view(np.int32)
-
+    v1, v2 = i4(m, k), i4(k, n)
     q = npusim.npu_trans_quant_param(np.array([0.25], np.float32))
-    y = npusim.npu_quant_matmul(pack(v1), pack(v2), q, output_dtype="float16")
+    y = npusim.npu_quant_matmul(pack_words(v1), pack_words(v2), q, output_dtype="float16")
     assert_bitexact(y, ref_deqf16(ref_acc(v1, v2), q))
 
 
@@ -232,6 +237,91 @@ def test_simd_switch(monkeypatch):
     monkeypatch.setenv("NPUSIM_GEMM_SIMD", "sse9")
     with pytest.raises(ValueError, match="NPUSIM_GEMM_SIMD"):
         _int32_mm(i8(2, 8), i8(8, 3))
+# ------------------------------------------------------------------ int4: support matrix, transposed weights
+@pytest.mark.parametrize("product", ["atlas-a2", "atlas-a3"])
+@pytest.mark.parametrize("out,scale_dt,bias_dt", [
+    (ml_dtypes.bfloat16, np.float32, None), (ml_dtypes.bfloat16, ml_dtypes.bfloat16, np.float32),
+    (np.float16, np.float32, np.int32), (np.float16, np.float32, np.float16)])
+def test_int4_pertoken_vector_epilogue(product, out, scale_dt, bias_dt):
+    """op-plugin test_npu_quant_matmul_a4w4_pertoken / vllm-ascend W4A4: int4 + per-token scale -> bf16 / fp16."""
+    m, k, n = 9, 128, 24
+    v1, v2 = i4(m, k), i4(k, n)
+    scale = RNG.uniform(1e-3, 1e-2, n).astype(scale_dt)
+    pt = RNG.uniform(0.5, 2, m).astype(np.float32)
+    bias = None if bias_dt is None else (RNG.integers(-99, 99, n) if bias_dt == np.int32
+                                         else RNG.uniform(-2, 2, n)).astype(bias_dt)
+    y = npusim.npu_quant_matmul(pack_words(v1), pack_words(v2), scale, pertoken_scale=pt, bias=bias,
+                                output_dtype=np.dtype(out).name, product=product)
+    ibias = bias if bias_dt == np.int32 else None
+    fbias = None if bias_dt in (None, np.int32) else bias
+    assert_bitexact(y, ref_vector(ref_acc(v1, v2, ibias), scale, pt, fbias, out))
+
+
+@pytest.mark.parametrize("product", ["atlas-a2", "atlas-a3"])
+def test_int4_transposed_weight_is_bit_identical(product):
+    """x2 as (k // 8, n): the transpose of npu_convert_weight_to_int4pack's (n, k // 8) (torch_npu doc)."""
+    m, k, n = 5, 96, 40
+    v1, w = i4(m, k), i4(n, k)                           # weight (n, k), as checkpoints hold it
+    x2_t = pack_words(w).T                                 # (k // 8, n) view of the contiguous (n, k // 8)
+    assert x2_t.shape == (k // 8, n) and not x2_t.flags.c_contiguous
+    scale, pt = RNG.uniform(1e-3, 1e-2, n).astype(np.float32), RNG.uniform(0.5, 2, m).astype(np.float32)
+    y = npusim.npu_quant_matmul(pack_words(v1), x2_t, scale, pertoken_scale=pt, output_dtype="bfloat16",
+                                product=product)
+    assert_bitexact(y, ref_vector(ref_acc(v1, w.T), scale, pt))
+    assert_bitexact(y, npusim.npu_quant_matmul(pack_words(v1), pack_words(w.T), scale, pertoken_scale=pt,
+                                               output_dtype="bfloat16", product=product))
+    q = npusim.npu_trans_quant_param(scale)
+    assert_bitexact(npusim.npu_quant_matmul(pack_words(v1), np.ascontiguousarray(x2_t), q, output_dtype="float16",
+                                            product=product), ref_deqf16(ref_acc(v1, w.T), q))
+    with pytest.raises(AclnnError, match="multiple of 8") as ei:    # (k // 8, n) with n = 12
+        npusim.npu_quant_matmul(pack_words(v1), pack_words(i4(12, k)).T, np.ones(1, np.float32),
+                                pertoken_scale=pt, output_dtype="bfloat16")
+    assert ei.value.param == "x2"
+    with pytest.raises(AclnnError, match=r"neither \(k, n // 8\) nor \(k // 8, n\)"):
+        npusim.npu_quant_matmul(pack_words(v1), pack_words(i4(k // 2, 8)), np.ones(1, np.float32),
+                                output_dtype="float16")
+
+
+@pytest.mark.parametrize("kw,param,match", [
+    (dict(output_dtype="bfloat16"), "pertoken_scale", "need a pertoken_scale"),
+    (dict(output_dtype="int8"), "output_dtype", "float16 or bfloat16"),
+    (dict(output_dtype="int32"), "output_dtype", "float16 or bfloat16"),
+    (dict(output_dtype="float16", bias=np.zeros((1, 1, 8), np.int32)), "bias", "1-D")])
+def test_int4_support_matrix_rejections(kw, param, match):
+    x1, x2 = pack_words(i4(4, 16)), pack_words(i4(16, 8))
+    with pytest.raises(AclnnError, match=match) as ei:
+        npusim.npu_quant_matmul(x1[None], x2, np.ones(1, np.float32), **kw)
+    assert ei.value.param == param and ei.value.status == 161002
+    with pytest.raises(AclnnError) as ei:           # Atlas inference (310P): int8 only
+        npusim.npu_quant_matmul(x1, x2, np.ones(1, np.float32), output_dtype="float16", product="atlas-inference")
+    assert ei.value.param == "x1" and "Ascend310P" in str(ei.value) and "table 1" in str(ei.value)
+
+
+# ------------------------------------------------------------------ weight preparation helpers
+def test_convert_weight_to_int4pack_layout_and_errors():
+    w = RNG.integers(-8, 8, (2, 6, 16)).astype(np.int32)
+    packed = npusim.npu_convert_weight_to_int4pack(w)
+    ref = np.zeros((2, 6, 2), np.uint32)                 # the spec, element by element
+    for idx in np.ndindex(w.shape):
+        ref[idx[:-1] + (idx[-1] // 8,)] |= np.uint32((int(w[idx]) & 0xF) << (4 * (idx[-1] % 8)))
+    assert_bitexact(packed, ref.view(np.int32))
+    assert_bitexact(npusim.npu_convert_weight_to_int4pack(w[0], inner_k_tiles=1, product="atlas-a3"), packed[0])
+    for bad, param in ((w.astype(np.int8), "weight"), (w[..., :12], "weight"), (w * 2, "weight"),
+                       (w[0, 0], "weight")):
+        with pytest.raises(AclnnError) as ei:
+            npusim.npu_convert_weight_to_int4pack(bad)
+        assert ei.value.param == param
+    with pytest.raises(AclnnError) as ei:
+        npusim.npu_convert_weight_to_int4pack(w, product="atlas-inference")
+    assert ei.value.param == "product"
+
+
+def test_format_cast_changes_no_values():
+    w = i8(64, 32)
+    for fmt in (2, 29):
+        assert npusim.npu_format_cast(w, fmt) is w
+    with pytest.raises(AclnnError, match="not emulated"):
+        npusim.npu_format_cast(w, 4)
 
 
 # ------------------------------------------------------------------ npu_trans_quant_param
@@ -281,7 +371,7 @@ def test_trans_quant_param_broadcast_and_layout():
     (dict(scale=np.ones(3, np.float32), round_mode=2), "round_mode"),
     (dict(scale=np.ones(3, np.float32), offset=np.ones(3, np.int32)), "offset"),
     (dict(scale=None), "scale"),
-    (dict(scale=np.ones(3, np.float32), product="ascend-950pr"), "product"),
+    (dict(scale=np.ones(3, np.float32), product="atlas-training"), "product"),
 ])
 def test_trans_quant_param_errors(kw, param):
     with pytest.raises(AclnnError) as ei:
@@ -435,7 +525,7 @@ Q64 = np.full(4, 0x3F800000 | (1 << 46), np.int64)
     (dict(x1=i8(2, 3, 8), x2=i8(3, 8, 4)), "x2"),
     (dict(x1=None), "x1"),
     (dict(scale=None), "scale"),
-    (dict(product="ascend-950pr"), "product"),
+    (dict(product="atlas-training"), "product"),
     (dict(scale=np.full(4, (1 << 46) | (1 << 33), np.int64)), "scale"),
 ])
 def test_invalid_combinations(kw, param):
@@ -504,6 +594,30 @@ def test_linear_a8w8_quant_fp16_and_pertoken():
         pt_layer(x)
     with pytest.raises(AclnnError):
         layer(x, pertoken_scale=pt)
+
+
+def test_linear_a8w8_quant_torch_npu_module_contract():
+    """torch_npu's LinearA8W8Quant keeps pertoken_scale as a parameter and passes offset= next to the int64
+    scale it folded the offset into: no warning, the offset is not applied twice; with float16 output the
+    offset is rejected, as the NPU's aclnn checker does (offset only with int8 output)."""
+    w, x = i8(8, 32), i8(5, 32)
+    layer = npusim.LinearA8W8Quant(32, 8, bias=True, offset=True)
+    layer.weight, layer.bias = w, RNG.integers(-500, 500, 8).astype(np.int32)
+    layer.scale = RNG.uniform(1e-3, 1e-2, 8).astype(np.float32)
+    layer.offset = RNG.uniform(-10, 10, 8).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = layer(x)
+    assert_bitexact(y, ref_req8(ref_acc(x, w.T, layer.bias), ref_trans_quant_param(layer.scale, layer.offset)))
+    layer.output_dtype = "float16"
+    with pytest.raises(AclnnError) as ei:
+        layer(x)
+    assert ei.value.param == "offset"
+    pt_layer = npusim.LinearA8W8Quant(32, 8, bias=False, pertoken_scale=True, output_dtype="bfloat16")
+    assert pt_layer.pertoken_scale.shape == (8,) and pt_layer.pertoken_scale.dtype == np.float32
+    pt_layer.weight, pt_layer.scale = w, layer.scale
+    pt_layer.pertoken_scale = RNG.uniform(0.5, 2, 5).astype(np.float32)
+    assert_bitexact(pt_layer(x), ref_vector(ref_acc(x, w.T), layer.scale, pt_layer.pertoken_scale))
 
 
 @pytest.mark.parametrize("product,output_dtype", [("atlas-a2", "int32"), ("atlas-a3", "int32"),

@@ -310,10 +310,10 @@ def test_fake_quant_aclnn_outputs_any_layout(c, out_kinds, out_dtype, seed):
 # ------------------------------------------------------------------ npu_quant_matmul / npu_trans_quant_param
 @st.composite
 def qm_case(draw):
-    product = draw(st.sampled_from(["atlas-a2", "atlas-a3", "atlas-inference"]))
+    product = draw(st.sampled_from(["atlas-a2", "atlas-a3", "atlas-inference", "ascend-950pr"]))
     inference = product == "atlas-inference"
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    int4 = not inference and draw(st.integers(0, 5)) == 0
+    int4 = product in ("atlas-a2", "atlas-a3") and draw(st.integers(0, 5)) == 0     # 950: int8 only
     out = "float16" if int4 else draw(st.sampled_from(["int8", "float16"] if inference
                                                       else ["int8", "float16", "bfloat16", "int32"]))
     m = draw(st.integers(1, 9))
@@ -444,7 +444,7 @@ def ice_case(draw):
     product = draw(st.sampled_from(["ascend-950pr", "ascend-950dt"]))
     t, rows = draw(st.integers(0, 5)), draw(st.integers(0, 6))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    quant_mode = draw(st.sampled_from([0, 1]))
+    quant_mode = draw(st.sampled_from([0, 1, 2]))
     x = fill(rng, (t, 4096), draw(st.sampled_from([np.float16, BF16])), special=draw(st.sampled_from([0.0, 0.01])))
     slots = np.full(t, -1, np.int32)
     take = min(t, rows)
@@ -452,8 +452,8 @@ def ice_case(draw):
     slots[rng.random(t) < 0.3] = -1
     slots = rng.permutation(slots).astype(np.int32)
     cache = np.frombuffer(rng.bytes(rows * 4096), np.uint8).reshape(rows, 4096).copy().view(
-        draw(st.sampled_from([E4M3, E5M2])))
-    sdt = np.float32 if quant_mode == 1 else E8M0
+        np.uint8 if quant_mode == 2 else draw(st.sampled_from([E4M3, E5M2])))      # mode 2: hifloat8 codes
+    sdt = E8M0 if quant_mode == 0 else np.float32
     scale = np.frombuffer(rng.bytes(rows * 32 * np.dtype(sdt).itemsize), np.uint8).copy().view(sdt).reshape(rows, 32)
     return dict(product=product, x=x, slot_mapping=slots, cache=cache, scale=scale, quant_mode=quant_mode,
                 round_scale=draw(st.booleans()), rule=draw(st.sampled_from(["kernel", "ceil"])))
@@ -808,7 +808,7 @@ BROKEN = [
     ("npu_quant_matmul", "scalar", dict(x1=np.int8(3)), INVALID, "'x1'"),
     ("npu_quant_matmul", "enum", dict(output_dtype="float64"), INVALID, "'output_dtype'"),
     ("npu_quant_matmul", "enum", dict(output_dtype=object()), INVALID, "'output_dtype'"),
-    ("npu_quant_matmul", "product", dict(product="ascend-950pr"), INVALID, "'product'"),
+    ("npu_quant_matmul", "product", dict(product="atlas-training"), INVALID, "'product'"),
     ("npu_quant_matmul", "shape", dict(x2=_X2[:31]), INVALID, "'x2'"),
     ("npu_quant_matmul", "empty", dict(x1=np.zeros((0, 32), np.int8)), INVALID, "'x1'"),
     ("npu_quant_matmul", "data", dict(scale=np.full(8, 1 << 50, np.int64)), INVALID, "'scale'"),
@@ -839,7 +839,7 @@ BROKEN = [
     ("indexer_compress_epilog", "list", dict(slot_mapping=_SLOTS.tolist()), INVALID, "'slot_mapping'"),
     ("indexer_compress_epilog", "list", dict(indexer_compress_cache=np.zeros((4, 4096)).tolist()), INVALID,
      "'indexer_compress_cache'"),
-    ("indexer_compress_epilog", "enum", dict(quant_mode=2), INVALID, "'quant_mode'"),
+    ("indexer_compress_epilog", "enum", dict(quant_mode=3), INVALID, "'quant_mode'"),
     ("indexer_compress_epilog", "enum", dict(mx_scale_rule="floor"), INVALID, "'mx_scale_rule'"),
     ("indexer_compress_epilog", "enum", dict(mx_scale_rule=["kernel"]), INVALID, "'mx_scale_rule'"),
     ("indexer_compress_epilog", "enum", dict(round_scale=1), INVALID, "'round_scale'"),

@@ -6,7 +6,6 @@ is importable.
 """
 import json
 import math
-import sys
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,14 +80,19 @@ def fake_predict_many(op, product="atlas-a2", args_list=(), *, calibration=None,
 
 @pytest.fixture
 def fake_model(monkeypatch):
-    monkeypatch.setattr(perfmodel, "predict", fake_predict, raising=False)
-    monkeypatch.setattr(perfmodel, "predict_many", fake_predict_many, raising=False)
-    monkeypatch.setattr(perfmodel, "supported_products", lambda op: list(SUPPORTED), raising=False)
+    """The fake model in place of perfmodel.predict_many (in the rows layer, which sweep and compare share)."""
+    from perfmodel import rows
+    monkeypatch.setattr(rows, "predict_many", fake_predict_many)
+    monkeypatch.setattr(rows, "Calibration", FakeCalibration)
+    monkeypatch.setattr(sweep, "supported_products", lambda op: list(SUPPORTED))
     cal = types.ModuleType("perfmodel.calibration")
     cal.Calibration, cal.fit, cal.PARAMS = FakeCalibration, fake_fit, ("factor",)
+    cal.calibrate = lambda measured, path=None, product=None, params=None, **kw: fake_fit(measured, product)
     cal.default_calibration = lambda: None
-    monkeypatch.setitem(sys.modules, "perfmodel.calibration", cal)
-    monkeypatch.setattr(perfmodel, "calibration", cal, raising=False)
+    monkeypatch.setattr(perfmodel, "calibration", cal)
+    sweep._runs.cache_clear()          # dtype support probes ran against the fake
+    yield
+    sweep._runs.cache_clear()
 
 
 def nonempty(path):
@@ -101,15 +105,58 @@ def nonempty(path):
 def test_grid_axes_and_overrides(fake_model):
     pts = sweep.grid()
     assert {p.op for p in pts} == set(sweep.OPERATORS)
-    assert len(pts) == len(sweep.OPERATORS) * len(SUPPORTED) * len(sweep.DEFAULT_TOKENS)
+    # the fake runs everything: bf16 and fp16 for each op, times both epilogues for the quant matmul
+    combos = 2 * (len(sweep.OPERATORS) - 1) + 2 * 2
+    assert len(pts) == combos * len(SUPPORTED) * 15 and sorted({p.tokens for p in pts}) == [2 ** i for i in range(15)]
     assert {p.hidden for p in pts if p.op == "indexer_compress_epilog"} == {4096}
+    qmm = {(p.dtype, p.epilogue) for p in pts if p.op == "npu_quant_matmul"}
+    assert qmm == {("bfloat16", "pertoken"), ("bfloat16", "fixpipe"), ("float16", "pertoken"), ("float16", "fixpipe")}
+    # axes an operator does not have are blank
+    assert all(p.n is None and p.topk is None and p.epilogue is None for p in pts if p.op == "npu_dynamic_quant")
+    assert all(p.topk == 8 and p.n is None for p in pts if p.op == "moe_init_routing_quant")
     pts = sweep.grid(ops=["npu_quant_matmul", "npu_dynamic_quant"], products=["atlas-a2"], tokens=[1, 2],
-                     n=[1024, 2048], overrides={"npu_dynamic_quant": {"tokens": [7]}})
-    assert sorted((p.op, p.tokens, p.n) for p in pts) == [
-        ("npu_dynamic_quant", 7, sweep.DEFAULT_N), ("npu_quant_matmul", 1, 1024), ("npu_quant_matmul", 1, 2048),
+                     n=[1024, 2048], dtypes=["bf16"], epilogues=["pertoken"],
+                     overrides={"npu_dynamic_quant": {"tokens": [7]}})
+    assert sorted((p.op, p.tokens, p.n or 0) for p in pts) == [
+        ("npu_dynamic_quant", 7, 0), ("npu_quant_matmul", 1, 1024), ("npu_quant_matmul", 1, 2048),
         ("npu_quant_matmul", 2, 1024), ("npu_quant_matmul", 2, 2048)]
+    assert {p.dtype for p in pts} == {"bfloat16"}          # the alias is normalised
     with pytest.raises(ValueError):
         sweep.grid(ops=["add"], overrides={"add": {"bogus": 1}})
+
+
+def test_grid_rejects_mistakes_with_the_choices():
+    cases = [(dict(ops=["npu_dynamic_quantt"]), "'npu_dynamic_quantt'.*did you mean 'npu_dynamic_quant'"),
+             (dict(products=["atlas_a2"]), "'atlas_a2'.*did you mean 'atlas-a2'.*atlas-training"),
+             (dict(dtypes=["bf17"]), "'bf17'.*bfloat16, float16, float32"),
+             (dict(epilogues=["per_token"]), "did you mean 'pertoken'"),
+             (dict(tokens=[[1]]), r"tokens: .*integers.*\[1\]"), (dict(tokens=[0]), "tokens"),
+             (dict(hidden=[1.5]), "hidden"), (dict(n=[True]), "n: "), (dict(tokens=[]), "empty"),
+             (dict(ops=[5]), "ops: .*names"),
+             (dict(overrides={"npu_dynamic_quantt": {}}), "did you mean 'npu_dynamic_quant'"),
+             (dict(overrides=5), r"\[op\]"), (dict(overrides={"add": {"tokenz": [1]}}), "did you mean 'tokens'"),
+             (dict(ops=["add"], overrides={"matmul": {"tokens": [1]}}), "not among the swept operators")]
+    for kw, match in cases:
+        with pytest.raises(ValueError, match=match):
+            sweep.grid(**kw)
+
+
+def test_default_dtypes_follow_what_each_product_supports():
+    """No skipped rows in the default sweep: bf16 only where the operator takes it (not on 310P/910, not for
+    fake quant), the fixpipe epilogue only with fp16 output, per-token on A2 but not on 310P."""
+    pts = sweep.grid(tokens=[16])
+    got: dict = {}
+    for p in pts:
+        got.setdefault((p.op, p.product), set()).add((p.dtype, p.epilogue or ""))
+    got = {k: sorted(v) for k, v in got.items()}
+    assert got[("npu_dynamic_quant", "atlas-inference")] == [("float16", "")]
+    assert got[("npu_dynamic_quant", "atlas-a2")] == [("bfloat16", ""), ("float16", "")]
+    assert got[("fake_quantize_per_channel_affine_cachemask", "atlas-a2")] == [("float16", "")]
+    assert got[("npu_quant_matmul", "atlas-a2")] == [("bfloat16", "pertoken"), ("float16", "fixpipe"),
+                                                    ("float16", "pertoken")]
+    assert got[("npu_quant_matmul", "atlas-inference")] == [("float16", "fixpipe")]
+    df = sweep.run_sweep(pts, progress=False)
+    assert (df["status"] == "ok").all()
 
 
 def test_build_args_shapes():
@@ -123,7 +170,7 @@ def test_build_args_shapes():
 
 def test_run_sweep_records_failures(fake_model):
     pts = sweep.grid(ops=["add", "npu_dynamic_quant"], products=["atlas-a2", "atlas-inference"], tokens=[1, 1000],
-                     hidden=[1000])
+                     hidden=[1000], dtypes=["float16"])
     df = sweep.run_sweep(pts, progress=False)
     assert len(df) == 8
     skipped = df[df["status"] == "skipped"]
@@ -133,11 +180,29 @@ def test_run_sweep_records_failures(fake_model):
     assert ok["pipe_mte2_us"] == pytest.approx(4.0) and math.isnan(ok["pipe_cube_us"])
 
 
-def test_run_sweep_survives_missing_model(monkeypatch):
-    monkeypatch.delattr(perfmodel, "predict", raising=False)
-    monkeypatch.delattr(perfmodel, "predict_many", raising=False)
-    df = sweep.run_sweep(sweep.grid(ops=["add"], products=["atlas-a2"], tokens=[1]), progress=False)
-    assert list(df["status"]) == ["skipped"]
+def test_run_sweep_survives_a_failing_model(monkeypatch):
+    from perfmodel import rows
+
+    def broken(*a, **k):
+        raise RuntimeError("model exploded")
+    monkeypatch.setattr(rows, "predict_many", broken)
+    df = sweep.run_sweep(sweep.grid(ops=["add"], products=["atlas-a2"], tokens=[1], dtypes=["float16"]),
+                         progress=False)
+    assert list(df["status"]) == ["skipped"] and "model exploded" in df["reason"][0]
+
+
+def test_sweep_csv_columns_say_what_ran():
+    """W8A8 rows record the matmul's int8 input, bf16 output and per-token epilogue; n/topk/epilogue are
+    blank where they do not apply."""
+    pts = sweep.grid(ops=["npu_dynamic_quant", "npu_quant_matmul", "moe_init_routing_quant"], products=["atlas-a2"],
+                     tokens=[4], dtypes=["bfloat16"])
+    df = sweep.run_sweep(pts, progress=False).set_index("op")
+    assert tuple(df.loc["npu_quant_matmul", ["in_dtype", "out_dtype", "epilogue", "n"]]) == (
+        "int8", "bfloat16", "pertoken", 4096)
+    assert tuple(df.loc["npu_dynamic_quant", ["in_dtype", "out_dtype"]]) == ("bfloat16", "int8")
+    for op, blank in (("npu_dynamic_quant", ("n", "topk", "epilogue")), ("moe_init_routing_quant", ("n", "epilogue"))):
+        assert all(pd.isna(df.loc[op, c]) for c in blank)
+    assert df.loc["moe_init_routing_quant", "topk"] == 8
 
 
 def test_progress_plain_text():
@@ -203,11 +268,14 @@ def test_cli_sweep_end_to_end(fake_model, tmp_path, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     df = pd.read_csv(out / "sweep.csv")
-    assert len(df) == 2 * 2 * 7 and (df["status"] == "ok").sum() == 14
+    # atlas-a2: bf16 + fp16 (the fake runs both), the quant matmul with both epilogues: 6 combinations; the fake
+    # runs nothing on atlas-inference: one combination per operator, kept as skipped rows that say why
+    assert len(df) == (6 + 2) * 7 and (df["status"] == "ok").sum() == 6 * 7
     assert "not supported" in text
     figs = sorted((out / "figures").iterdir())
     names = {p.name for p in figs}
-    for stem in ("latency_vs_tokens_atlas-a2_float16", "roofline_atlas-a2", "pipes_atlas-a2_float16"):
+    for stem in ("latency_vs_tokens_atlas-a2_float16", "latency_vs_tokens_atlas-a2_bfloat16", "roofline_atlas-a2",
+                 "pipes_atlas-a2_float16"):
         assert {stem + ".png", stem + ".svg"} <= names
     assert all(nonempty(p) for p in figs)
     for p in figs:                                  # every output path is printed
@@ -219,11 +287,12 @@ def test_cli_sweep_toml(fake_model, tmp_path):
     cfg = tmp_path / "s.toml"
     cfg.write_text('ops = ["add", "moe_init_routing_quant"]\nproducts = ["ascend-950pr"]\ntokens = [2, 4]\n'
                    'hidden = [256]\n[op.moe_init_routing_quant]\ntopk = [2, 4]\ntokens = [8]\n')
-    rc = cli.main(["sweep", "--config", str(cfg), "--out", str(tmp_path), "--no-plots", "--quiet"])
+    rc = cli.main(["sweep", "--config", str(cfg), "--out", str(tmp_path), "--no-plots", "--quiet", "--dtypes", "fp16"])
     assert rc == 0
     df = pd.read_csv(tmp_path / "sweep.csv")
-    assert sorted(zip(df["op"], df["tokens"], df["topk"])) == [
-        ("add", 2, 8), ("add", 4, 8), ("moe_init_routing_quant", 8, 2), ("moe_init_routing_quant", 8, 4)]
+    assert sorted(zip(df["op"], df["tokens"], df["topk"].fillna(0))) == [
+        ("add", 2, 0), ("add", 4, 0), ("moe_init_routing_quant", 8, 2), ("moe_init_routing_quant", 8, 4)]
+    assert set(df["dtype"]) == {"float16"}
     bad = tmp_path / "bad.toml"
     bad.write_text("opps = []\n")
     assert cli.main(["sweep", "--config", str(bad), "--out", str(tmp_path)]) == 2
@@ -250,11 +319,6 @@ def test_cli_compare_profiles_and_published(fake_model, tmp_path, capsys):
     assert "unusable profile rows" in text
 
 
-def test_cli_compare_needs_data(fake_model, tmp_path, monkeypatch):
-    monkeypatch.setattr(cmp, "default_published_path", lambda: tmp_path / "nope.csv")
-    assert cli.main(["compare", "--out", str(tmp_path)]) == 2
-
-
 def test_cli_calibrate_then_use(fake_model, tmp_path, capsys):
     pub = tmp_path / "pub.csv"
     pub.write_text("kernel,product,soc,shape,dtype,config,task_duration_us,aiv_or_aic_time_us,vec_or_mac_time_us,"
@@ -270,7 +334,7 @@ def test_cli_calibrate_then_use(fake_model, tmp_path, capsys):
 
 def test_cli_plot_every_kind(fake_model, tmp_path, capsys):
     assert cli.main(["sweep", "--ops", "add", "matmul", "--products", "atlas-a2", "--tokens", "1,8,64",
-                     "--out", str(tmp_path), "--no-plots", "--quiet"]) == 0
+                     "--dtypes", "float16", "--out", str(tmp_path), "--no-plots", "--quiet"]) == 0
     for kind, stem in (("latency", "latency_vs_tokens_atlas-a2_float16"), ("roofline", "roofline_atlas-a2"),
                        ("pipes", "pipes_atlas-a2_float16")):
         figdir = tmp_path / kind
@@ -291,29 +355,19 @@ def test_real_model_tiny_sweep(tmp_path):
     assert (ok["latency_us"] > 0).all()
 
 
-def test_compare_and_fit_report_agree_on_the_published_set(capsys):
-    """`npusim compare` and `python -m perfmodel.fit_report` map every published row to the same launch:
-    same per-row errors (the shipped calibration), all within 15% of the measured Task Duration."""
-    from perfmodel import calibration
-    path = cmp.default_published_path()
-    if not path.exists():
-        pytest.skip(f"{path} not present")
-    rows = calibration.published_rows(path)
-    rep = calibration.report(calibration.default_calibration(), rows)
-    joined = cmp.compare(cmp.read_published(path))
-    assert len(rep) == len(joined) == 9 and (joined["status"] == "ok").all()
-    assert list(joined["predicted_us"].round(2)) == list(rep["predicted_us"])
-    assert list(joined["error_pct"].round(2)) == list(rep["error_pct"])
-    assert joined["ape_pct"].max() < 15.0 and joined["same_launch"].all()
+def test_compare_and_fit_report_agree_on_the_calibration_set(capsys):
+    """`npusim compare` and `python -m perfmodel.fit_report` map every packaged measured row to the same
+    launch: the same predictions under the shipped calibration."""
+    from perfmodel import fit_report
+    from perfmodel.published import calibration_set
+    rows = calibration_set()
+    joined = cmp.compare(rows)
+    assert len(joined) == len(rows) and (joined["status"] == "ok").all()
+    _cal, per_row = fit_report.evaluate(rows)
+    assert list(joined["predicted_us"].round(6)) == list(per_row["predicted_us"].round(6))
     # the published configuration reaches the model: 1-core and 48-core Add differ ~25x
-    add = joined[joined["op"] == "add"].set_index("config")["predicted_us"]
+    add = joined[(joined["op"] == "add") & joined["config"].str.contains("DataCopy")].set_index("config")["predicted_us"]
     assert add["1 AIV, 8 KB DataCopy"] / add["48 AIV, 8 KB DataCopy"] > 15
-    # fit_report prints the same per-row table
-    assert calibration.main(["--csv", str(path), "--no-write"]) == 0
-    text = capsys.readouterr().out
-    for r in cmp.per_row(cmp.compare(rows, calibration=calibration.fit(rows, params=calibration.PUBLISHED_FIT_PARAMS))
-                         ).itertuples():
-        assert f"{r.error_pct:.2f}".rstrip("0").rstrip(".") in text
 
 
 def test_published_config_mapping():

@@ -1,0 +1,83 @@
+"""pytest plugin of npusim (registered through the `pytest11` entry point): run torch_npu tests on the CPU.
+
+* fixture `npusim_torch_npu`: npusim.torch_npu installed as torch_npu for one test (yields the module).
+* marker `@pytest.mark.npusim_product("ascend-950pr")` on a test, class or module: the product it emulates;
+  a marked test gets the stand-in installed even without the fixture.
+* option `--npusim-product NAME`: the product for unmarked tests (else $NPUSIM_PRODUCT, else atlas-a2).
+* option `--npusim-torch-npu` (or the ini setting `npusim_torch_npu = true`): the stand-in is torch_npu for
+  the whole session, installed before conftest.py files and test modules are imported, so a module that
+  does `import torch_npu` at its top gets the stand-in (pytest imports test modules while collecting,
+  before any fixture runs). Without torch the option does nothing (such modules should importorskip torch).
+
+Importing this module does not import torch; the fixture skips the test when torch is missing.
+"""
+from __future__ import annotations
+
+import pytest
+
+_STAND_IN = "npusim.torch_npu"
+_SKIP_REASON = "npusim's torch_npu stand-in needs torch (pip install 'npusim[torch]')"
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("npusim", "npusim torch_npu stand-in")
+    group.addoption("--npusim-product", default=None, metavar="NAME",
+                    help="product the torch_npu stand-in emulates for unmarked tests (default: $NPUSIM_PRODUCT, "
+                         "else atlas-a2)")
+    group.addoption("--npusim-torch-npu", action="store_true", default=False,
+                    help="make `import torch_npu` give npusim's stand-in for the whole session (for test modules "
+                         "that import torch_npu at their top)")
+    parser.addini("npusim_torch_npu", type="bool", default=False,
+                  help="as --npusim-torch-npu: npusim's torch_npu stand-in for the whole session")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config, parser, args):
+    """The session-wide stand-in goes in before the first conftest.py or test module imports torch_npu."""
+    if not (early_config.known_args_namespace.npusim_torch_npu or early_config.getini("npusim_torch_npu")):
+        return
+    try:
+        import importlib
+        stand_in = importlib.import_module(_STAND_IN)
+    except ImportError:           # no torch: modules importing torch_npu should pytest.importorskip("torch")
+        return
+    installed = stand_in.install(early_config.known_args_namespace.npusim_product)
+    installed.__enter__()
+    early_config.add_cleanup(lambda: installed.__exit__(None, None, None))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "npusim_product(name): the product npusim's torch_npu stand-in emulates "
+                                       "for this test (installs the stand-in for it)")
+
+
+def _marked_product(request):
+    marker = request.node.get_closest_marker("npusim_product")
+    if marker is None:
+        return None
+    if len(marker.args) != 1 or not isinstance(marker.args[0], str) or marker.kwargs:
+        raise pytest.UsageError(f"npusim_product takes one product name, e.g. "
+                                f"@pytest.mark.npusim_product('atlas-a2'); got {marker}")
+    return marker.args[0]
+
+
+@pytest.fixture
+def npusim_torch_npu(request):
+    """npusim.torch_npu installed as torch_npu for this test; the product comes from the npusim_product
+    marker, else --npusim-product, else $NPUSIM_PRODUCT, else atlas-a2. Yields the stand-in module."""
+    stand_in = pytest.importorskip(_STAND_IN, reason=_SKIP_REASON)
+    product = _marked_product(request) or request.config.getoption("npusim_product")
+    with stand_in.install(product) as module:
+        yield module
+
+
+@pytest.fixture(autouse=True)
+def _npusim_product_marker(request):
+    """A test marked npusim_product gets the stand-in with that product even without the fixture."""
+    product = _marked_product(request)
+    if product is None or "npusim_torch_npu" in request.fixturenames:
+        yield
+        return
+    stand_in = pytest.importorskip(_STAND_IN, reason=_SKIP_REASON)
+    with stand_in.install(product):
+        yield

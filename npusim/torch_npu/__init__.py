@@ -1,0 +1,328 @@
+"""npusim.torch_npu: a CPU stand-in for torch_npu over npusim's emulator (needs torch: pip install "npusim[torch]").
+
+The functions here have torch_npu's names, signatures and dtype conventions; they take and return torch
+CPU tensors and run npusim's bit-exact numpy core (the results are the numpy face's, bit for bit, and bad
+arguments raise the same npusim.AclnnError). bfloat16 and float8 tensors cross without copies: the tensor
+is viewed through a same-width integer dtype, and numpy views that as the ml_dtypes dtype.
+
+    import npusim.torch_npu
+    with npusim.torch_npu.install(product="atlas-a2"):     # sys.modules["torch_npu"] is the stand-in
+        import torch_npu
+        y, scale = torch_npu.npu_dynamic_quant(x_bf16)       # runs the Atlas A2 kernel's arithmetic
+
+Product: install(product=...) while the block runs; otherwise the environment variable NPUSIM_PRODUCT;
+otherwise DEFAULT_PRODUCT ("atlas-a2"). The pytest plugin (npusim.pytest_plugin) has the fixture
+`npusim_torch_npu` and the option --npusim-torch-npu for test modules that `import torch_npu` at their top.
+
+Emulated: npu_dynamic_quant, npu_dynamic_quant_asymmetric, npu_quant_matmul, npu_trans_quant_param,
+npu_convert_weight_to_int4pack, npu_format_cast (ND / FRACTAL_NZ: no value changes),
+contrib.module.LinearA8W8Quant, torch.ops.custom.indexer_compress_epilog (registered on import, in place),
+and, under names a torch user looks for: fake_quantize_per_channel_affine_cachemask /
+fake_quantize_per_channel_affine (torch's own op names, here with the NPU kernel's semantics; torch itself
+is not patched) and npu_moe_init_routing_quant (aclnnMoeInitRoutingQuant; torch_npu has no binding of
+its own for it). Anything else torch_npu has (other operators, torch_npu.npu, .npu() devices, other
+formats) raises an error that says it is not emulated.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+import ml_dtypes
+import numpy as np
+import torch
+
+import npusim
+from npusim.errors import invalid
+
+__all__ = ["install", "current_product", "to_numpy", "from_numpy", "NotEmulatedError", "DEFAULT_PRODUCT",
+           "PRODUCT_ENV", "npu_dynamic_quant", "npu_dynamic_quant_asymmetric", "npu_quant_matmul",
+           "npu_trans_quant_param", "npu_convert_weight_to_int4pack", "npu_format_cast",
+           "fake_quantize_per_channel_affine_cachemask",
+           "fake_quantize_per_channel_affine", "npu_moe_init_routing_quant", "contrib"]
+
+DEFAULT_PRODUCT = "atlas-a2"
+PRODUCT_ENV = "NPUSIM_PRODUCT"
+
+
+class NotEmulatedError(NotImplementedError):
+    """A torch_npu feature npusim's stand-in does not emulate (NPU devices, other operators, formats)."""
+
+
+# ------------------------------------------------------------------ tensors <-> arrays, no copies
+# dtypes numpy has no own type for: the same-width integer torch views them through, and the ml_dtypes type
+_NARROW = {
+    torch.bfloat16: (torch.int16, np.dtype(ml_dtypes.bfloat16)),
+    torch.float8_e4m3fn: (torch.uint8, np.dtype(ml_dtypes.float8_e4m3fn)),
+    torch.float8_e5m2: (torch.uint8, np.dtype(ml_dtypes.float8_e5m2)),
+    torch.float8_e8m0fnu: (torch.uint8, np.dtype(ml_dtypes.float8_e8m0fnu)),
+}
+_FROM_NARROW = {np_dt: t_dt for t_dt, (_, np_dt) in _NARROW.items()}
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    """A CPU tensor as a numpy array over the same memory (strides kept, nothing copied).
+
+    bfloat16 / float8 tensors become ml_dtypes arrays through a same-width integer view. Raises
+    NotEmulatedError for tensors on another device, TypeError for non-tensors."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor, got {type(t).__name__}")
+    if t.device.type != "cpu":
+        raise NotEmulatedError(f"npusim's torch_npu stand-in runs on CPU tensors; a tensor on device "
+                               f"'{t.device}' is not emulated (keep it on the CPU)")
+    if t.layout != torch.strided or t.is_quantized:
+        raise NotEmulatedError(f"npusim's torch_npu stand-in takes dense strided tensors, got layout {t.layout}"
+                               + (" (quantized)" if t.is_quantized else ""))
+    t = t.detach()
+    if t.is_conj() or t.is_neg():
+        t = t.resolve_conj().resolve_neg()
+    narrow = _NARROW.get(t.dtype)
+    if narrow is None:
+        return t.numpy()
+    return t.view(narrow[0]).numpy().view(narrow[1])
+
+
+def from_numpy(a: np.ndarray) -> torch.Tensor:
+    """A numpy array (ml_dtypes bfloat16 / float8 included) as a CPU tensor over the same memory."""
+    a = np.asarray(a)
+    if not a.flags.writeable:      # torch tensors are writable: never share read-only memory
+        a = a.copy()
+    t_dt = _FROM_NARROW.get(a.dtype)
+    if t_dt is None:
+        return torch.from_numpy(a)
+    return torch.from_numpy(a.view(np.int16 if a.dtype.itemsize == 2 else np.uint8)).view(t_dt)
+
+
+def _arrays(op: str, **tensors):
+    """Each tensor argument as an array (None stays None); a non-tensor is a TypeError naming it."""
+    out = []
+    for name, t in tensors.items():
+        if t is None:
+            out.append(None)
+        elif isinstance(t, torch.Tensor):
+            out.append(to_numpy(t))
+        else:
+            raise TypeError(f"{op}: '{name}' must be a torch.Tensor (the torch_npu stand-in takes tensors), "
+                            f"got {type(t).__name__}")
+    return out
+
+
+def _dtype_name(op: str, param: str, dt) -> str | None:
+    """A torch dtype as npusim's dtype name (None stays None)."""
+    if dt is None:
+        return None
+    if not isinstance(dt, torch.dtype):
+        raise TypeError(f"{op}: '{param}' must be a torch.dtype or None, got {dt!r}")
+    return str(dt).removeprefix("torch.")
+
+
+# ------------------------------------------------------------------ product selection
+_products: list = []          # install(product=...) frames, innermost last (None: no product given)
+
+
+def current_product() -> str:
+    """The product the stand-in emulates now: the innermost install(product=...), else $NPUSIM_PRODUCT,
+    else DEFAULT_PRODUCT ('atlas-a2')."""
+    for p in reversed(_products):
+        if p is not None:
+            return p
+    return os.environ.get(PRODUCT_ENV) or DEFAULT_PRODUCT
+
+
+_MODULE_NAMES = ("torch_npu", "torch_npu.contrib", "torch_npu.contrib.module")
+_MISSING = object()
+
+
+def _tensor_npu(self, *args, **kwargs):
+    raise NotEmulatedError("Tensor.npu(): npusim's torch_npu stand-in emulates NPU operators on CPU tensors; "
+                           "NPU devices are not emulated (keep the tensors on the CPU and drop .npu())")
+
+
+@contextlib.contextmanager
+def install(product: str | None = None):
+    """Make `import torch_npu` give this stand-in while the block runs, emulating `product`.
+
+    Puts the stand-in (and its contrib, contrib.module) into sys.modules and restores whatever was there
+    before (a real torch_npu, a MagicMock stub, or nothing) on exit; Tensor.npu() raises NotEmulatedError
+    inside the block. Nested blocks are allowed; the innermost product wins. Yields the stand-in module."""
+    if product is not None:
+        npusim.get_product(product)          # an unknown product fails here, not at the first call
+    this = sys.modules[__name__]
+    saved = {name: sys.modules.get(name, _MISSING) for name in _MODULE_NAMES}
+    saved_npu = torch.Tensor.__dict__.get("npu", _MISSING)
+    sys.modules.update({"torch_npu": this, "torch_npu.contrib": contrib, "torch_npu.contrib.module": contrib.module})
+    torch.Tensor.npu = _tensor_npu
+    _products.append(product)
+    try:
+        yield this
+    finally:
+        _products.pop()
+        for name, mod in saved.items():
+            if mod is _MISSING:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = mod
+        if saved_npu is _MISSING:
+            del torch.Tensor.npu
+        else:
+            torch.Tensor.npu = saved_npu
+
+
+# ------------------------------------------------------------------ operators
+def _dst_type(op: str, dst_type) -> str:
+    """torch_npu's dst_type (a torch dtype) as the numpy face's name; quint4x2 = int4 packed 8 per int32."""
+    if dst_type is None:
+        return "int8"
+    allowed = {torch.int8: "int8", torch.quint4x2: "quint4x2", torch.float8_e4m3fn: "float8_e4m3fn",
+               torch.float8_e5m2: "float8_e5m2"}
+    if dst_type not in allowed:
+        raise invalid(op, "dst_type", f"must be None, torch.int8, torch.quint4x2 (int4 packed eight per int32) or, "
+                      f"on Ascend 950, torch.float8_e4m3fn / torch.float8_e5m2; got {dst_type!r}", current_product())
+    return allowed[dst_type]
+
+
+def npu_dynamic_quant(x, *, smooth_scales=None, group_index=None, dst_type=None):
+    """torch_npu.npu_dynamic_quant -> (y, scale): npusim.npu_dynamic_quant on the current product.
+
+    dst_type None / torch.int8 gives int8 y; torch.quint4x2 gives int32 y with x's last dim / 8 (eight int4
+    per word); Ascend 950 also takes torch.float8_e4m3fn / torch.float8_e5m2. scale is float32."""
+    op = "npu_dynamic_quant"
+    x, smooth_scales, group_index = _arrays(op, x=x, smooth_scales=smooth_scales, group_index=group_index)
+    y, scale = npusim.npu_dynamic_quant(x, smooth_scales, group_index, _dst_type(op, dst_type),
+                                        product=current_product())
+    return from_numpy(y), from_numpy(scale)
+
+
+def npu_dynamic_quant_asymmetric(x, *, smooth_scales=None, group_index=None, dst_type=None):
+    """torch_npu.npu_dynamic_quant_asymmetric -> (y, scale, offset), as npu_dynamic_quant."""
+    op = "npu_dynamic_quant_asymmetric"
+    x, smooth_scales, group_index = _arrays(op, x=x, smooth_scales=smooth_scales, group_index=group_index)
+    y, scale, offset = npusim.npu_dynamic_quant_asymmetric(x, smooth_scales, group_index, _dst_type(op, dst_type),
+                                                           product=current_product())
+    return from_numpy(y), from_numpy(scale), from_numpy(offset)
+
+
+def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=None, output_dtype=None,
+                     group_sizes=None):
+    """torch_npu.npu_quant_matmul: npusim.npu_quant_matmul on the current product.
+
+    output_dtype: None (int8), torch.int8, torch.float16, torch.bfloat16, torch.int32. group_sizes
+    (per-group int4 quantization) is not emulated."""
+    op = "npu_quant_matmul"
+    if group_sizes is not None:
+        raise NotEmulatedError(f"{op}: group_sizes (per-group quantization) is not emulated by npusim")
+    _int4_layout_rules(op, x1, x2)
+    x1, x2, scale, offset, pertoken_scale, bias = _arrays(op, x1=x1, x2=x2, scale=scale, offset=offset,
+                                                          pertoken_scale=pertoken_scale, bias=bias)
+    y = npusim.npu_quant_matmul(x1, x2, scale, offset=offset, pertoken_scale=pertoken_scale, bias=bias,
+                                output_dtype=_dtype_name(op, "output_dtype", output_dtype), product=current_product())
+    return from_numpy(y)
+
+
+def _int4_layout_rules(op, x1, x2):
+    """torch_npu's int4 layout rules that only a tensor shows: x1 (m, k // 8) contiguous; a (k // 8, n) x2 is
+    the transpose of a contiguous (n, k // 8) (torch_npu npu_quant_matmul doc, int4 constraints)."""
+    if not (isinstance(x1, torch.Tensor) and isinstance(x2, torch.Tensor)
+            and x1.dtype == x2.dtype == torch.int32 and x1.dim() >= 2 and x2.dim() == 2):
+        return
+    if not x1.is_contiguous():
+        raise invalid(op, "x1", "int4 (int32-packed) x1 must be contiguous (m, k // 8) (torch_npu doc)",
+                      current_product())
+    k = 8 * x1.shape[-1]
+    if x2.shape[0] != k and 8 * x2.shape[0] == k and not x2.t().is_contiguous():
+        raise invalid(op, "x2", "an int4 weight given as (k // 8, n) must be the transpose of a contiguous "
+                      "(n, k // 8) tensor, e.g. npu_convert_weight_to_int4pack(w).t() (torch_npu doc)",
+                      current_product())
+
+
+def npu_convert_weight_to_int4pack(weight, inner_k_tiles=0):
+    """torch_npu.npu_convert_weight_to_int4pack: int32 int4 values (k, n) / (n, k) -> int32 (., last / 8).
+    torch_npu takes contiguous weights only."""
+    op = "npu_convert_weight_to_int4pack"
+    (w,) = _arrays(op, weight=weight)
+    if not weight.is_contiguous():
+        raise invalid(op, "weight", "must be contiguous (torch_npu doc)", current_product())
+    return from_numpy(npusim.npu_convert_weight_to_int4pack(w, inner_k_tiles, product=current_product()))
+
+
+def npu_format_cast(input, acl_format, customize_dtype=None):
+    """torch_npu.npu_format_cast: returns `input` itself. ACL format 2 (ND) or 29 (FRACTAL_NZ) changes only
+    the NPU's storage order, never values, and npusim computes from values; other formats and
+    customize_dtype are not emulated."""
+    if customize_dtype is not None:
+        raise NotEmulatedError("npu_format_cast: customize_dtype is not emulated by npusim")
+    _arrays("npu_format_cast", input=input)
+    return npusim.npu_format_cast(input, acl_format)
+
+
+def npu_trans_quant_param(scale, offset=None, round_mode=0):
+    """torch_npu.npu_trans_quant_param -> int64 tensor: npusim.npu_trans_quant_param."""
+    scale, offset = _arrays("npu_trans_quant_param", scale=scale, offset=offset)
+    return from_numpy(npusim.npu_trans_quant_param(scale, offset, round_mode, product=current_product()))
+
+
+def fake_quantize_per_channel_affine_cachemask(input, scale, zero_point, axis, quant_min, quant_max):
+    """torch.fake_quantize_per_channel_affine_cachemask's signature with the NPU kernel's arithmetic
+    (aclnnFakeQuantPerChannelAffineCachemask): returns (out, mask). torch itself is not patched."""
+    x, scale, zero_point = _arrays("fake_quantize_per_channel_affine_cachemask", input=input, scale=scale,
+                                   zero_point=zero_point)
+    out, mask = npusim.fake_quantize_per_channel_affine_cachemask(x, scale, zero_point, axis, quant_min, quant_max,
+                                                                  product=current_product())
+    return from_numpy(out), from_numpy(mask)
+
+
+def fake_quantize_per_channel_affine(input, scale, zero_point, axis, quant_min, quant_max):
+    """torch.fake_quantize_per_channel_affine on the NPU: the cachemask kernel's out (the mask is dropped)."""
+    return fake_quantize_per_channel_affine_cachemask(input, scale, zero_point, axis, quant_min, quant_max)[0]
+
+
+def npu_moe_init_routing_quant(x, row_idx, expert_idx, active_num, scale, offset):
+    """aclnnMoeInitRoutingQuant as a torch_npu-style function (npusim's name: torch_npu binds only the
+    unquantized npu_moe_init_routing with this argument order) -> (expanded_x int8, expanded_row_idx,
+    expanded_expert_idx). scale and offset are Python numbers (the kernel's float attributes)."""
+    x, row_idx, expert_idx = _arrays("npu_moe_init_routing_quant", x=x, row_idx=row_idx, expert_idx=expert_idx)
+    outs = npusim.moe_init_routing_quant(x, row_idx, expert_idx, active_num, scale, offset, product=current_product())
+    return tuple(from_numpy(a) for a in outs)
+
+
+# torch.ops.custom.indexer_compress_epilog, with the schema of the vendor's torch binding (in place), plus
+# npusim's `scale` (the hifloat8 multiplier of quant_mode 2; see npusim.indexer_compress_epilog)
+_INDEXER_SCHEMA = ("indexer_compress_epilog(Tensor(a!) indexer_compress_cache, Tensor(b!) indexer_compress_scale, "
+                   "Tensor x, Tensor slot_mapping, *, int quant_mode=1, bool round_scale=True, "
+                   "float scale=1.0) -> ()")
+
+
+def _indexer_compress_epilog(indexer_compress_cache, indexer_compress_scale, x, slot_mapping, *, quant_mode=1,
+                             round_scale=True, scale=1.0):
+    cache, scales, x, slot = _arrays("indexer_compress_epilog", indexer_compress_cache=indexer_compress_cache,
+                                     indexer_compress_scale=indexer_compress_scale, x=x, slot_mapping=slot_mapping)
+    npusim.indexer_compress_epilog(cache, scales, x, slot, quant_mode=quant_mode, round_scale=round_scale,
+                                   scale=scale, product=current_product())
+
+
+def _register_custom_ops():
+    """Define torch.ops.custom.indexer_compress_epilog once per process (a Library must stay referenced)."""
+    try:
+        torch.ops.custom.indexer_compress_epilog
+        return None                       # already defined (by an earlier import or by the vendor's package)
+    except (AttributeError, RuntimeError):
+        pass
+    lib = torch.library.Library("custom", "FRAGMENT")
+    lib.define(_INDEXER_SCHEMA)
+    lib.impl("indexer_compress_epilog", _indexer_compress_epilog, "CPU")
+    lib.impl("indexer_compress_epilog", lambda *args, **kwargs: None, "Meta")
+    return lib
+
+
+_CUSTOM_LIB = _register_custom_ops()
+
+from npusim.torch_npu import contrib  # noqa: E402  (contrib.module uses the operators above)
+
+
+def __getattr__(name: str):
+    if name.startswith("__"):
+        raise AttributeError(name)
+    raise AttributeError(f"torch_npu.{name} is not emulated by npusim's torch_npu stand-in; it emulates "
+                         f"{', '.join(n for n in __all__ if n.startswith(('npu_', 'fake_')))}, "
+                         "contrib.module.LinearA8W8Quant and torch.ops.custom.indexer_compress_epilog")

@@ -1,0 +1,73 @@
+"""torch_npu.contrib.module in npusim's stand-in: LinearA8W8Quant as a torch.nn.Module."""
+from __future__ import annotations
+
+import torch
+from torch.nn import Parameter
+
+from npusim import quant_matmul
+
+__all__ = ["LinearA8W8Quant"]
+
+_PARAMS = ("weight", "scale", "offset", "pertoken_scale", "bias")
+
+
+class LinearA8W8Quant(torch.nn.Module):
+    """torch_npu.contrib.module.LinearA8W8Quant(in_features, out_features, *, bias=True, offset=False,
+    pertoken_scale=False, output_dtype=None) on CPU tensors, bit-exact to npusim's numpy face.
+
+    Parameters (requires_grad False), set through `.data` as torch_npu's tests do: weight (out, in) int8,
+    scale (out,) float32 / int64 (npu_trans_quant_param) / bfloat16, offset (out,) float32, pertoken_scale
+    (m,) float32 of the input to come, bias (out,) int32 (or a float bias where npu_quant_matmul takes one).
+    forward(x1) follows torch_npu: a float32 scale is packed with npu_trans_quant_param(scale, offset) unless
+    pertoken_scale is set or the output is bfloat16, then npu_quant_matmul(x1, weight^T, ...) runs on the
+    product npusim.torch_npu.current_product() names (npusim.quant_matmul.linear_a8w8_quant_forward).
+    Initial values (torch_npu leaves them uninitialised): weight 0 int8, scale 1, offset 0, pertoken_scale
+    1 (shape (out,), as torch_npu), bias 0 int32. Loading a state dict adopts the saved tensors' dtypes and
+    shapes (an int8 weight, an int64 scale), where torch's default copy would convert them into these.
+    device: CPU only (another device raises NotEmulatedError); dtype is accepted and unused, as in torch_npu.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, offset: bool = False,
+                 pertoken_scale: bool = False, device=None, dtype=None, output_dtype=None) -> None:
+        super().__init__()
+        if device is not None and torch.device(device).type != "cpu":
+            from npusim.torch_npu import NotEmulatedError
+            raise NotEmulatedError(f"LinearA8W8Quant: device '{device}' is not emulated; npusim runs on the CPU")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.output_dtype = output_dtype
+        self.weight = Parameter(torch.zeros((out_features, in_features), dtype=torch.int8), False)
+        self.scale = Parameter(torch.ones(out_features, dtype=torch.float32), False)
+        for name, wanted, init in (("offset", offset, torch.zeros), ("pertoken_scale", pertoken_scale, torch.ones)):
+            if wanted:
+                setattr(self, name, Parameter(init(out_features, dtype=torch.float32), False))
+            else:
+                self.register_parameter(name, None)
+        if bias:
+            self.bias = Parameter(torch.zeros(out_features, dtype=torch.int32), False)
+        else:
+            self.register_parameter("bias", None)
+
+    def forward(self, x1: torch.Tensor) -> torch.Tensor:
+        from npusim import torch_npu as stand_in
+        op = "LinearA8W8Quant"
+        args = stand_in._arrays(op, x1=x1, **{name: getattr(self, name) for name in _PARAMS})
+        out = quant_matmul.linear_a8w8_quant_forward(
+            *args, stand_in._dtype_name(op, "output_dtype", self.output_dtype), product=stand_in.current_product())
+        return stand_in.from_numpy(out)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # quantized layers hold int8/int64/... tensors: take the saved dtype and shape instead of casting
+        for name in _PARAMS:
+            param, saved = getattr(self, name), state_dict.get(prefix + name)
+            if param is not None and isinstance(saved, torch.Tensor) and (
+                    saved.dtype != param.dtype or saved.shape != param.shape):
+                param.data = torch.empty_like(saved)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"offset={self.offset is not None}, pertoken_scale={self.pertoken_scale is not None}, "
+                f"output_dtype={self.output_dtype}")

@@ -1,0 +1,50 @@
+"""Predictions as table rows: the layer `perfmodel.sweep` and `perfmodel.compare` share.
+
+A row is a flat dict: status 'ok' with the Prediction's fields (latency_us, head_us, bound, bytes,
+flops, block_dim, tiling_key, achieved rates, soc, pipe_<pipe>_us), or status 'skipped' with the
+reason. One bad point never stops a sweep or a comparison.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from perfmodel.calibration import Calibration
+from perfmodel.model import PIPES
+from perfmodel.predict import predict_many
+
+__all__ = ["ROW_COLUMNS", "load_calibration", "predict_rows"]
+
+ROW_COLUMNS = ["status", "reason", "soc", "latency_us", "head_us", "bound", "bytes_read", "bytes_written", "flops",
+               "block_dim", "tiling_key", "achieved_GBps", "achieved_TOPS"] + [f"pipe_{p}_us" for p in PIPES]
+
+
+def load_calibration(cal):
+    """A Calibration from a path (a JSON written by `npusim calibrate`, validated on load), or cal itself."""
+    if cal is None or not isinstance(cal, (str, Path)):
+        return cal
+    return Calibration.load(cal)
+
+
+def _row(pred) -> dict:
+    row = {"status": "ok", "reason": "", "soc": str(getattr(pred, "soc", ""))}
+    for key in ROW_COLUMNS[3:-len(PIPES)]:
+        row[key] = getattr(pred, key, None)
+    pipes = getattr(pred, "pipes_us", None) or {}
+    for p in PIPES:
+        row[f"pipe_{p}_us"] = pipes.get(p, math.nan)
+    return row
+
+
+def _failed(exc) -> dict:
+    return {"status": "skipped", "reason": f"{type(exc).__name__}: {exc}".splitlines()[0][:300]}
+
+
+def predict_rows(op: str, product: str, args_list: list, calibration=None) -> list[dict]:
+    """One row per argument dict of one operator on one product, through the vectorised
+    perfmodel.predict_many (results identical to perfmodel.predict)."""
+    try:
+        preds = predict_many(op, product, args_list, calibration=calibration, errors="return")
+    except Exception as exc:    # noqa: BLE001 -- e.g. op not supported on the product: every point
+        return [_failed(exc)] * len(args_list)
+    return [_failed(p) if isinstance(p, BaseException) else _row(p) for p in preds]

@@ -1,0 +1,462 @@
+"""The `npusim` command as a careless or hostile user meets it (issue 15 classes 3 and 5, issue 16).
+
+Every mistake ends with a non-zero exit and a message naming the bad value and the choices, never a
+traceback; hostile calibration, config, profile and sweep files (hypothesis) never crash a command,
+and a command that succeeds never writes a non-finite or non-positive prediction. Runs the real model
+on tiny inputs; figures only where a test is about them.
+"""
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from perfmodel import calibration, cli, sweep
+from perfmodel.calibration import BOUNDS, FAMILIES, Calibration
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import (HealthCheck, currently_in_test_context, event, given, settings,  # noqa: E402
+                        strategies as st)
+
+DATA = Path(__file__).parent / "data"
+
+
+def cheap(divisor: int):
+    """Fewer examples than the profile's default for properties that run a whole command per example."""
+    return settings(max_examples=max(5, settings.default.max_examples // divisor),
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+def run(capsys, *argv):
+    """(exit status, stdout, stderr) of one `npusim` call; any exception fails the test."""
+    rc = cli.main([str(a) for a in argv])
+    out = capsys.readouterr()
+    assert isinstance(rc, int)
+    if currently_in_test_context():
+        event(f"{argv[0]} exit {rc}")   # (hypothesis statistics: how many examples got how far)
+    return rc, out.out, out.err
+
+
+# -- mistakes on the command line -------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, names", [
+    (["sweep", "--ops", "npu_dynamic_quantt"], ["'npu_dynamic_quantt'", "did you mean 'npu_dynamic_quant'",
+                                                "moe_init_routing_quant"]),
+    (["sweep", "--products", "atlas_a2"], ["'atlas_a2'", "did you mean 'atlas-a2'", "ascend-950pr"]),
+    (["sweep", "--dtypes", "bf17"], ["'bf17'", "bfloat16, float16, float32"]),
+    (["sweep", "--epilogues", "pertokn"], ["'pertokn'", "did you mean 'pertoken'", "fixpipe"]),
+    (["compare", "--profiles", DATA], ["--product is required", "atlas-a2", "atlas-inference"]),
+    (["compare", "--product", "atlas-a2"], ["--product applies to --profiles"]),
+    (["compare", "--profiles", "/nonexistent/prof", "--product", "atlas-a2"], ["/nonexistent/prof",
+                                                                              "no such file"]),
+    (["compare", "--profiles", DATA, "--product", "910b9"], ["'910b9'", "products:"]),
+    (["compare", "--published", "/nonexistent.csv"], ["/nonexistent.csv"]),
+    (["calibrate", "--params", "hbm_eficiency"], ["'hbm_eficiency'", "hbm_efficiency"]),
+    (["plot", "--sweep", "/nonexistent.csv"], ["/nonexistent.csv"]),
+])
+def test_mistakes_name_the_value_and_the_choices(argv, names, tmp_path, capsys):
+    rc, out, err = run(capsys, *argv, "--out", tmp_path)
+    assert rc == 2, (out, err)
+    for name in names:
+        assert str(name) in err, err
+
+
+@pytest.mark.parametrize("argv", [["sweep", "--tokens", "0"], ["sweep", "--tokens", "1:x"], ["sweep", "--n", "-4"],
+                                  ["sweep", "--pipe-tokens", "0"], ["plot", "--kind", "bars"], ["swep"]])
+def test_argument_errors_exit_2_with_usage(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_compare_with_no_arguments_uses_the_packaged_calibration_set(tmp_path, capsys, monkeypatch):
+    from perfmodel.published import calibration_set
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run(capsys, "compare", "--no-plots")
+    assert rc == 0, err
+    assert f"packaged calibration set" in out and f": {len(calibration_set())} usable rows" in out
+    assert len(pd.read_csv(tmp_path / "npusim-out" / "compare.csv")) > 10
+
+
+def test_token_ranges_are_powers_of_two():
+    assert cli._sizes("1:16") == [1, 2, 4, 8, 16] and cli._sizes("3:20") == [3, 6, 12]
+    assert cli._sizes("1,5, 9") == [1, 5, 9]
+
+
+def test_version_list_and_help(capsys):
+    import npusim
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"npusim {npusim.__version__}"
+    rc, out, _ = run(capsys, "list")
+    assert rc == 0
+    from npusim.products import PRODUCTS, SOCS
+    for name in [*sweep.OPERATORS, *PRODUCTS, *SOCS, *sweep.EPILOGUES]:
+        assert name in out
+    # the 310P runs npu_dynamic_quant in fp16 only (seed table); A2 in bf16 and fp16
+    row = next(line for line in out.splitlines() if line.strip().startswith("npu_dynamic_quant "))
+    assert "bf16 fp16" in row
+    sub = cli.build_parser()._subparsers._group_actions[0].choices
+    assert set(sub) == {"sweep", "compare", "calibrate", "plot", "list"}
+    assert all(p.description for p in sub.values())
+
+
+def test_dtype_alias_and_config_mistakes(tmp_path, capsys):
+    rc, _, _ = run(capsys, "sweep", "--ops", "npu_dynamic_quant", "--products", "atlas-a2", "--tokens", "4",
+                   "--dtypes", "bf16", "--no-plots", "--quiet", "--out", tmp_path)
+    assert rc == 0 and list(pd.read_csv(tmp_path / "sweep.csv")["dtype"]) == ["bfloat16"]
+    for text, names in (("[op.npu_dynamic_quantt]\ntokens = [1]\n", ["npu_dynamic_quantt", "did you mean"]),
+                        ("tokens = [[1]]\n", ["tokens", "[1]"]), ("op = 5\n", ["[op]", "5"]),
+                        ("opps = []\n", ["'opps'", "did you mean 'ops'"]), ("tokens = [\n", ["not valid TOML"]),
+                        ("calibration = 3\n", ["calibration", "3"]), ("dtypes = 'bf16x'\n", ["'bf16x'"])):
+        cfg = tmp_path / "s.toml"
+        cfg.write_text(text)
+        rc, _, err = run(capsys, "sweep", "--config", cfg, "--no-plots", "--out", tmp_path)
+        assert rc == 2 and str(cfg) in err, (text, err)
+        for name in names:
+            assert name in err, (text, err)
+
+
+def test_config_calibration_path_is_relative_to_the_config(tmp_path, capsys, monkeypatch):
+    d = tmp_path / "cfg"
+    d.mkdir()
+    (d / "cal.json").write_text(json.dumps({"params": {"a2a3": {"launch_us": 30.0}}}))
+    (d / "s.toml").write_text('ops = ["add"]\nproducts = ["atlas-a2"]\ntokens = [1]\ndtypes = ["fp16"]\n'
+                              'calibration = "cal.json"\n')
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = run(capsys, "sweep", "--config", d / "s.toml", "--no-plots", "--out", tmp_path / "a")
+    slow = pd.read_csv(tmp_path / "a" / "sweep.csv")["latency_us"][0]
+    rc2, _, _ = run(capsys, "sweep", "--ops", "add", "--products", "atlas-a2", "--tokens", "1", "--dtypes", "fp16",
+                    "--no-plots", "--out", tmp_path / "b")
+    assert rc == rc2 == 0, err
+    assert slow > pd.read_csv(tmp_path / "b" / "sweep.csv")["latency_us"][0] + 20    # the 30 µs launch floor applied
+    (d / "s.toml").write_text('calibration = "missing.json"\n')
+    rc, _, err = run(capsys, "sweep", "--config", d / "s.toml", "--no-plots", "--out", tmp_path)
+    assert rc == 2 and "missing.json" in err and "s.toml" in err
+
+
+# -- calibration files (issue 15 class 3) --------------------------------------------------------------
+
+def _shipped() -> dict:
+    return {"params": {f: dict(v) for f, v in calibration.default_calibration().params.items()}, "source": "s"}
+
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda d: d["params"]["a2a3"].update(hbm_efficiency=float("nan")), "params.a2a3.hbm_efficiency"),
+    (lambda d: d["params"]["a2a3"].update(launch_us=0), "params.a2a3.launch_us"),
+    (lambda d: d["params"]["950"].update(dma_scale=-997), "params.950.dma_scale"),
+    (lambda d: d["params"]["a2a3"].update(mem_q=float("inf")), "params.a2a3.mem_q"),
+    (lambda d: d["params"]["a2a3"].update(hbm_eficiency=0.5), "params.a2a3.hbm_eficiency"),
+    (lambda d: d["params"]["a2a3"].update(vector_scale="1.0"), "params.a2a3.vector_scale"),
+    (lambda d: d["params"]["a2a3"].update(vector_scale=True), "params.a2a3.vector_scale"),
+    (lambda d: d["params"].update(atlas_a2={}), "params.atlas_a2"),
+    (lambda d: d.update(parms={}), "'parms'"),
+    (lambda d: d.update(params=[1]), "params"),
+])
+def test_hostile_calibration_values_are_rejected_naming_file_and_key(edit, key, tmp_path, capsys):
+    d = _shipped()
+    edit(d)
+    f = tmp_path / "cal.json"
+    f.write_text(json.dumps(d))                     # json writes NaN / Infinity, as Python's reader accepts
+    with pytest.raises(ValueError, match=re.escape(key)) as e:
+        Calibration.load(f)
+    assert str(f) in str(e.value)
+    rc, _, err = run(capsys, "sweep", "--ops", "add", "--products", "atlas-a2", "--tokens", "1", "--no-plots",
+                     "--calibration", f, "--out", tmp_path)
+    assert rc == 2 and key in err and str(f) in err
+
+
+def test_shipped_calibration_loads_and_a_json_list_is_an_error(tmp_path):
+    cal = Calibration.load(Path(calibration.__file__).parent / "data" / "calibration.json")
+    assert cal.params == calibration.default_calibration().params
+    f = tmp_path / "c.json"
+    for text in ("[1, 2]", "{", "", '"x"', "\x00"):
+        f.write_text(text)
+        with pytest.raises(ValueError, match=re.escape(str(f))):
+            Calibration.load(f)
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                           lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
+                           max_leaves=12)
+param_values = st.one_of(st.floats(), st.integers(-10 ** 30, 10 ** 30), st.booleans(), st.none(), st.text(max_size=4),
+                         st.sampled_from([0, -997, 1e-300, 1e300, 0.5, 1.0, 3.0]))
+
+
+@st.composite
+def calibration_docs(draw):
+    """A shipped calibration with hostile edits (values, keys, families, structure), or any JSON value."""
+    if draw(st.booleans()):
+        return draw(json_values)
+    d = _shipped()
+    for _ in range(draw(st.integers(1, 4))):
+        fam = draw(st.sampled_from(list(FAMILIES) + ["a2", "atlas-a2"]))
+        name = draw(st.sampled_from(list(BOUNDS) + ["hbm_eficiency", "launch"]))
+        d["params"].setdefault(fam, {})[name] = draw(param_values)
+    if draw(st.booleans()):
+        d[draw(st.sampled_from(["source", "report", "params", "extra"]))] = draw(json_values)
+    return d
+
+
+@cheap(2)
+@given(doc=calibration_docs())
+def test_hostile_calibration_files_are_rejected_or_give_sane_predictions(doc, tmp_path_factory):
+    f = tmp_path_factory.mktemp("cal") / "cal.json"
+    f.write_text(json.dumps(doc))
+    try:
+        cal = Calibration.load(f)
+    except ValueError as exc:
+        assert str(f) in str(exc)
+        return
+    for fam, values in cal.params.items():
+        for name, v in values.items():
+            lo, hi = BOUNDS.get(name.partition("@")[0], (0.0, math.inf))
+            assert math.isfinite(v) and lo <= v <= hi
+    import perfmodel
+    from perfmodel import TensorSpec
+    for product in ("atlas-a2", "ascend-950pr", "atlas-inference", "atlas-200i-500-a2"):
+        p = perfmodel.predict("add", product, calibration=cal, x=TensorSpec((64, 4096), "float16"),
+                              y=TensorSpec((64, 4096), "float16"))
+        assert math.isfinite(p.latency_us) and p.latency_us > 0
+
+
+# -- sweep config files --------------------------------------------------------------------------------
+
+def _toml(v) -> str:
+    """A TOML value (inline) for bools, numbers, strings, lists and tables."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else ("inf" if v == math.inf else "-inf" if v == -math.inf else repr(v))
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    return "{" + ", ".join(f"{json.dumps(k)} = {_toml(x)}" for k, x in v.items()) + "}"
+
+
+axis_values = st.one_of(
+    st.integers(-3, 70), st.sampled_from([0, 2 ** 31 - 1, 2 ** 31, 2 ** 63 - 1, 1.5, float("nan"), True]),
+    st.sampled_from(["npu_dynamic_quant", "add", "atlas-a2", "ascend-950pr", "atlas_a2", "bf16", "float16", "fp32",
+                     "pertoken", "fixpipe", "int8", "", "1"]), st.text(max_size=5))
+axis = st.one_of(axis_values, st.lists(axis_values, max_size=3),
+                 st.lists(st.lists(axis_values, max_size=2), max_size=2),
+                 st.dictionaries(st.sampled_from(["a", "tokens"]), axis_values, max_size=2))
+keys = st.sampled_from(list(sweep.AXES) + ["opps", "calibration", "tokens", "tokens", "ops", "products"])
+
+
+good_axes = {"ops": st.lists(st.sampled_from(["npu_dynamic_quant", "npu_quant_matmul", "add", "matmul"]), min_size=1,
+                             max_size=2),
+             "products": st.lists(st.sampled_from(["atlas-a2", "ascend-950pr", "Ascend910B4", "atlas-inference"]),
+                                  min_size=1, max_size=2),
+             "tokens": st.lists(st.integers(1, 5000), min_size=1, max_size=3),
+             "hidden": st.lists(st.integers(1, 20000), min_size=1, max_size=2),
+             "dtypes": st.lists(st.sampled_from(["bf16", "float16", "fp32"]), min_size=1, max_size=2),
+             "epilogues": st.lists(st.sampled_from(list(sweep.EPILOGUES)), min_size=1, max_size=2),
+             "n": st.lists(st.integers(1, 70000), min_size=1, max_size=2),
+             "topk": st.lists(st.integers(1, 300), min_size=1, max_size=2)}
+
+
+@st.composite
+def sweep_configs(draw):
+    """Valid axes with hostile ones mixed in: wrong types, nesting, unknown names, huge or non-positive sizes,
+    unknown keys and tables, TOML syntax errors."""
+    cfg = {k: draw(good_axes[k]) for k in draw(st.lists(st.sampled_from(list(good_axes)), max_size=4, unique=True))}
+    cfg.update({k: draw(axis) for k in draw(st.lists(keys, max_size=1))})
+    # keep the grid small: a few operators and products unless the draw says otherwise
+    cfg.setdefault("ops", ["npu_dynamic_quant", "add"])
+    cfg.setdefault("products", ["atlas-a2"])
+    cfg.setdefault("tokens", [1, 16])
+    lines = [f"{k} = {_toml(v)}" for k, v in cfg.items()]
+    if draw(st.booleans()):
+        op = draw(st.sampled_from(["npu_dynamic_quant", "add", "npu_dynamic_quantt", "5"]))
+        lines.append(f"[op.{json.dumps(op)}]")
+        lines += [f"{k} = {_toml(draw(axis))}" for k in draw(st.lists(keys, max_size=2, unique=True))]
+    if draw(st.booleans()):
+        lines.append(draw(st.sampled_from(["op = 5", "[op]\nx = 1", "= 1", "tokens = [1,", "[[ops]]"])))
+    return "\n".join(lines) + "\n"
+
+
+@cheap(2)
+@given(text=sweep_configs())
+def test_hostile_sweep_configs_never_crash(text, tmp_path_factory, capsys):
+    d = tmp_path_factory.mktemp("sweep")
+    cfg = d / "s.toml"
+    cfg.write_text(text)
+    rc, out, err = run(capsys, "sweep", "--config", cfg, "--no-plots", "--quiet", "--out", d)
+    assert rc in (0, 1, 2), (text, err)
+    if rc == 2:
+        assert "error:" in err and str(cfg) in err, (text, err)
+    else:
+        df = pd.read_csv(d / "sweep.csv")
+        ok = df[df["status"] == "ok"]
+        assert (np.isfinite(ok["latency_us"]) & (ok["latency_us"] > 0)).all()
+        assert (rc == 0) == (len(ok) > 0)
+
+
+# -- profiles and published files (issue 15 class 5) -----------------------------------------------------
+
+HEADER = ["Op Name", "OP Type", "Task Type", "Task Duration(us)", "Block Num", "Input Shapes", "Input Data Types",
+          "Input Formats", "Output Shapes", "Output Data Types", "aiv_vec_time(us)", "aiv_mte2_time(us)",
+          "aic_mac_time(us)"]
+# well-formed calls: (OP Type, Input Shapes, Input Data Types, Output Shapes, Output Data Types)
+CALLS = [("DynamicQuant", '"16,7168"', "DT_BF16", '"16,7168;16"', "INT8;FLOAT"),
+         ("DynamicQuantV2", '"128,4096;4096"', "DT_BF16;DT_BF16", '"128,4096;128;128"', "INT8;FLOAT;FLOAT"),
+         ("QuantBatchMatmulV3", '"16,7168;7168,4096;4096;16"', "INT8;INT8;FLOAT;FLOAT", '"16,4096"', "DT_BF16"),
+         ("MoeInitRoutingQuant", '"64,1024;64,8;64,8"', "FLOAT16;INT32;INT32", '"512,1024;512;512"',
+          "INT8;INT32;INT32"),
+         ("Add", '"64,4096;64,4096"', "FLOAT16;FLOAT16", '"64,4096"', "FLOAT16"),
+         ("MatMulV2", '"256,512;512,1024"', "FLOAT16;FLOAT16", '"256,1024"', "FLOAT16"),
+         ("RmsNorm", '"16,7168"', "DT_BF16", '"16,7168"', "DT_BF16")]
+CALL_COLUMNS = ["OP Type", "Input Shapes", "Input Data Types", "Output Shapes", "Output Data Types"]
+hostile_text = st.sampled_from(['"99999999999999999999,4"', '"0,16"', '"-1,4"', '"1.5,4"', "N/A", "", '"16,"', "x",
+                                '"2,3,4,5,6,7,8,9,10"', "DT_COMPLEX64", "INT32;INT32", '"4096,4096;4096;4096"',
+                                "FakeQuantAffineCachemask", "IndexerCompressEpilog", "add", '"1,2;;3"'])
+numbers = st.one_of(st.sampled_from(["inf", "-inf", "nan", "NaN", "N/A", "", "0", "-5", "1e400", "1e-300", "12.5",
+                                     '"7.5"', " 3 ", "abc", "48", "1e20", "2.5"]),
+                    st.floats(allow_nan=True, allow_infinity=True).map(repr))
+good_numbers = st.floats(0.5, 5000).map(lambda v: f"{v:.3f}")
+
+
+@st.composite
+def profile_files(draw):
+    """An op_summary-like CSV: usually the needed columns, mostly well-formed calls and times, with hostile
+    cells, ragged lines and a hostile prefix mixed in."""
+    header = list(draw(st.permutations(HEADER)))
+    if draw(st.integers(0, 4)) == 0:
+        header = header[:draw(st.integers(2, len(header)))]
+    rows = []
+    for _ in range(draw(st.integers(0, 8))):
+        call = dict(zip(CALL_COLUMNS, draw(st.sampled_from(CALLS))))
+        rec = []
+        for h in header:
+            if draw(st.integers(0, 15)) == 0:                   # a hostile cell
+                rec.append(draw(hostile_text if h in CALL_COLUMNS else numbers))
+            elif h in call:
+                rec.append(call[h])
+            elif h == "Op Name":
+                rec.append("k")
+            elif h == "Task Type":
+                rec.append("AI_CORE")
+            else:
+                rec.append(draw(good_numbers))
+        if draw(st.integers(0, 9)) == 0:
+            rec = rec[:-1] if draw(st.booleans()) else rec + ["extra"]
+        rows.append(",".join(rec))
+    text = ",".join(header) + "\n" + "\n".join(rows) + "\n"
+    if draw(st.integers(0, 9)) == 0:
+        text = draw(st.sampled_from(["", "\n\n", "a,b\n1,2\n", '"unterminated\n', "\x00\x01,\xff\n"])) + text
+    return text
+
+
+@cheap(2)
+@given(text=profile_files(), command=st.sampled_from(["compare", "calibrate"]))
+def test_hostile_profiles_never_crash(text, command, tmp_path_factory, capsys):
+    d = tmp_path_factory.mktemp("prof")
+    f = d / "op_summary_0.csv"
+    f.write_text(text)
+    from perfmodel.profiles import read_profiles
+    df = read_profiles(f)                           # reading never raises; every row is used or counted
+    assert (np.isfinite(df["duration_us"]) & (df["duration_us"] > 0)).all()
+    for col in [c for c in df if c.startswith("pipe_")] + ["block_dim"]:
+        v = df[col].dropna()
+        assert (np.isfinite(v) & (v >= 0)).all()
+    argv = [command, "--profiles", f, "--product", "atlas-a2", "--out", d]
+    rc, out, err = run(capsys, *(argv + (["--no-plots"] if command == "compare" else [])))
+    assert rc in (0, 1), (text, err)
+    if rc:
+        assert "error:" in err
+    elif command == "compare":
+        launches = pd.read_csv(d / "compare.csv")
+        ok = launches[launches["status"] == "ok"]
+        assert len(ok) and (np.isfinite(ok["predicted_us"]) & (ok["predicted_us"] > 0)).all()
+
+
+def test_bad_profile_rows_are_counted_not_fatal_and_figures_survive(tmp_path, capsys):
+    """One row with duration inf among good ones (issue 15): the good rows are compared, the bad one counted,
+    figures drawn; a file whose every row is unusable exits 1 with the reasons."""
+    good = (DATA / "synthetic_op_summary_cann83.csv").read_text().splitlines()
+    head, row = good[0], good[1]
+    cols = head.split(",")
+    k = cols.index("Task Duration(us)")
+    fields = row.split(",")                         # this row has no quoted commas before the duration
+    bad_rows = [",".join(fields[:k] + [v] + fields[k + 1:]) for v in ("inf", "-inf", "nan", "-3", "1e400")]
+    f = tmp_path / "op_summary_inf.csv"
+    f.write_text("\n".join([head, row, *bad_rows, row]) + "\n")
+    rc, out, err = run(capsys, "compare", "--profiles", f, "--product", "atlas-a2", "--out", tmp_path)
+    assert rc == 0, err
+    assert "2 usable rows" in out and re.search(r"5\s+duration missing, N/A, not finite or not positive", out)
+    assert (tmp_path / "figures" / "pred_vs_measured.png").stat().st_size > 1000
+    f.write_text("\n".join([head, *bad_rows]) + "\n")
+    rc, out, err = run(capsys, "compare", "--profiles", f, "--product", "atlas-a2", "--out", tmp_path)
+    assert rc == 1 and "no usable measured row" in err and "not finite" in out
+
+
+published = st.lists(st.tuples(st.sampled_from(["add", "add", "matmul", "matmul", "softmax", ""]),
+                               st.sampled_from(["atlas-a2", "atlas-a2", "ascend-950pr", "nowhere", ""]),
+                               st.sampled_from(['"64x32"', '"M=16,N=32,K=64"', '"M=N=K=8"', '"x"', '"0x5"', ""]),
+                               st.sampled_from(["fp16", "fp16", "bf16", "int8", ""]),
+                               st.sampled_from(['"48 AIV, 8 KB"', '"32 AIC"', "", '"0 AIV"', '"99999999999 AIC"']),
+                               st.one_of(good_numbers, numbers)), max_size=4)
+
+
+@cheap(2)
+@given(rows=published)
+def test_hostile_published_sets_never_crash(rows, tmp_path_factory, capsys):
+    d = tmp_path_factory.mktemp("pub")
+    f = d / "pub.csv"
+    f.write_text("kernel,product,soc,shape,dtype,config,task_duration_us,aiv_or_aic_time_us,vec_or_mac_time_us,"
+                 "mte2_time_us,mte3_or_fixpipe_time_us,source\n" +
+                 "".join(f"{k},{p},x,{s},{dt},{c},{v},,{v},,,src\n" for k, p, s, dt, c, v in rows))
+    rc, out, err = run(capsys, "compare", "--published", f, "--no-plots", "--out", d)
+    assert rc in (0, 1, 2), err
+    if rc == 0:
+        launches = pd.read_csv(d / "compare.csv")
+        ok = launches[launches["status"] == "ok"]
+        assert (np.isfinite(ok["predicted_us"]) & (ok["predicted_us"] > 0)).all()
+        assert (np.isfinite(ok["measured_us"]) & (ok["measured_us"] > 0)).all()
+
+
+# -- sweep CSVs given to `npusim plot` ---------------------------------------------------------------------
+
+def test_plot_names_the_missing_columns(tmp_path, capsys):
+    f = tmp_path / "s.csv"
+    f.write_text("op,product,tokens\nadd,atlas-a2,1\n")
+    rc, _, err = run(capsys, "plot", "--sweep", f, "--kind", "latency", "--out", tmp_path)
+    assert rc == 2 and "latency_us" in err and str(f) in err
+    f.write_text("")
+    rc, _, err = run(capsys, "plot", "--sweep", f, "--out", tmp_path)
+    assert rc == 2 and str(f) in err
+
+
+@pytest.fixture(scope="module")
+def small_sweep():
+    pts = sweep.grid(ops=["npu_dynamic_quant", "npu_quant_matmul"], products=["atlas-a2"], tokens=[1, 64, 1024])
+    return sweep.run_sweep(pts, progress=False)
+
+
+@cheap(8)
+@given(data=st.data(), kind=st.sampled_from(["latency", "roofline", "pipes"]))
+def test_hostile_sweep_csvs_never_crash_plot(small_sweep, data, kind, tmp_path_factory, capsys):
+    """A real sweep CSV with hostile edits: cells replaced (text, inf, NaN, negative, unknown products),
+    columns dropped, rows removed."""
+    df = small_sweep.copy().astype(object)
+    for _ in range(data.draw(st.integers(0, 6))):
+        r, c = data.draw(st.integers(0, len(df) - 1)), data.draw(st.sampled_from(list(df.columns)))
+        df.iat[r, df.columns.get_loc(c)] = data.draw(st.one_of(numbers, hostile_text, st.sampled_from(
+            ["nowhere", "ok", "skipped", "ascend-950pr", "Ascend910B4"])))
+    drop = data.draw(st.lists(st.sampled_from(list(df.columns)), max_size=2, unique=True))
+    keep = data.draw(st.lists(st.integers(0, len(df) - 1), min_size=0, max_size=len(df), unique=True))
+    d = tmp_path_factory.mktemp("plot")
+    f = d / "s.csv"
+    df.drop(columns=drop).iloc[sorted(keep)].to_csv(f, index=False)
+    rc, out, err = run(capsys, "plot", "--sweep", f, "--kind", kind, "--out", d)
+    assert rc in (0, 1, 2), err
+    if rc == 0:
+        assert all(Path(p).stat().st_size > 500 for p in out.split("wrote:")[1].split())

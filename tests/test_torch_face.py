@@ -1,0 +1,339 @@
+"""npusim.torch_npu (the torch CPU stand-in for torch_npu): every function over each dtype it accepts gives
+the numpy face's bits, dtypes and shapes; errors are the same AclnnErrors; narrow floats cross without
+copies; install() puts the stand-in in sys.modules and restores what was there.
+
+Results are compared through torch's own integer views (torch.Tensor.view), not through the converter
+under test, so a wrong dtype mapping or a byte mix-up in npusim.torch_npu.to_numpy / from_numpy fails here.
+"""
+import subprocess
+import sys
+import types
+from unittest import mock
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import npusim  # noqa: E402
+from npusim import AclnnError  # noqa: E402
+from npusim import torch_npu as tnpu  # noqa: E402
+
+RNG = np.random.default_rng(2024)
+_INT_OF_SIZE = {1: (torch.uint8, np.uint8), 2: (torch.int16, np.int16), 4: (torch.int32, np.int32),
+                8: (torch.int64, np.int64)}
+_TORCH_DTYPE = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32,
+                "int8": torch.int8, "uint8": torch.uint8, "int32": torch.int32, "int64": torch.int64,
+                "uint64": torch.uint64,
+                "bool": torch.bool,
+                "float8_e4m3fn": torch.float8_e4m3fn, "float8_e5m2": torch.float8_e5m2,
+                "float8_e8m0": torch.float8_e8m0fnu}
+
+
+def assert_same(t, a):
+    """torch tensor t holds exactly numpy array a: dtype (by name), shape and every bit."""
+    assert isinstance(t, torch.Tensor) and t.device.type == "cpu"
+    name = npusim.formats.dtype_name(a.dtype)
+    assert t.dtype == _TORCH_DTYPE[name], (t.dtype, name)
+    assert tuple(t.shape) == a.shape
+    if t.dtype == torch.bool:
+        np.testing.assert_array_equal(t.numpy(), a)
+        return
+    tdt, ndt = _INT_OF_SIZE[t.element_size()]
+    np.testing.assert_array_equal(t.contiguous().view(tdt).numpy(), np.ascontiguousarray(a).view(ndt))
+
+
+def tensor(a):
+    """A torch tensor with the bits of numpy array a (built with torch's views, independent of from_numpy)."""
+    a = np.ascontiguousarray(a)
+    name = npusim.formats.dtype_name(a.dtype)
+    if name in ("bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e8m0"):
+        tdt, ndt = _INT_OF_SIZE[a.dtype.itemsize]
+        return torch.from_numpy(a.view(ndt).copy()).view(_TORCH_DTYPE[name])
+    return torch.from_numpy(a.copy())
+
+
+def same_error(torch_call, numpy_call):
+    with pytest.raises(AclnnError) as et:
+        torch_call()
+    with pytest.raises(AclnnError) as en:
+        numpy_call()
+    assert (str(et.value), et.value.status) == (str(en.value), en.value.status)
+
+
+# ------------------------------------------------------------------ dynamic quant
+@pytest.mark.parametrize("product,xdt,dst", [
+    ("atlas-a2", "bfloat16", None), ("atlas-a2", "float16", torch.int8), ("atlas-a3", "bfloat16", torch.quint4x2),
+    ("atlas-inference", "float16", None),
+    ("ascend-950pr", "bfloat16", torch.float8_e4m3fn), ("ascend-950dt", "float16", torch.float8_e5m2)])
+def test_dynamic_quant_bit_identical(product, xdt, dst):
+    H = 256
+    x = (RNG.standard_normal((3, 5, H)) * 4).astype(npusim.formats.as_dtype(xdt))
+    np_dst = {None: "int8", torch.int8: "int8", torch.quint4x2: "quint4x2"}.get(dst, str(dst)[6:])
+    smooth = None if product == "atlas-inference" else RNG.uniform(0.5, 2, H).astype(x.dtype)
+    with tnpu.install(product):
+        y, s = tnpu.npu_dynamic_quant(tensor(x), smooth_scales=None if smooth is None else tensor(smooth),
+                                      dst_type=dst)
+    ry, rs = npusim.npu_dynamic_quant(x, smooth, dst_type=np_dst, product=product)
+    assert_same(y, ry)
+    assert_same(s, rs)
+    if product != "atlas-inference":          # asymmetric, and MoE smooth rows with group_index
+        group = np.array([4, 15], np.int32)
+        smooth2 = RNG.uniform(0.5, 2, (2, H)).astype(x.dtype)
+        with tnpu.install(product):
+            out = tnpu.npu_dynamic_quant_asymmetric(tensor(x), smooth_scales=tensor(smooth2),
+                                                    group_index=tensor(group), dst_type=dst)
+        for t, a in zip(out, npusim.npu_dynamic_quant_asymmetric(x, smooth2, group, np_dst, product=product)):
+            assert_same(t, a)
+
+
+def test_dynamic_quant_non_contiguous_bf16_view():
+    base = (RNG.standard_normal((64, 48)) * 3).astype(ml_dtypes.bfloat16)
+    t = tensor(base).t()                       # (48, 64), strides (1, 48)
+    assert not t.is_contiguous()
+    y, s = tnpu.npu_dynamic_quant(t)
+    ry, rs = npusim.npu_dynamic_quant(base.T, product=tnpu.DEFAULT_PRODUCT)
+    assert_same(y, ry)
+    assert_same(s, rs)
+
+
+def test_dynamic_quant_errors_match_numpy_face():
+    x = RNG.standard_normal((2, 30)).astype(ml_dtypes.bfloat16)
+    same_error(lambda: tnpu.npu_dynamic_quant(tensor(x), dst_type=torch.quint4x2),
+               lambda: npusim.npu_dynamic_quant(x, dst_type="quint4x2", product=tnpu.current_product()))
+    with tnpu.install("atlas-a2"):
+        with pytest.raises(AclnnError, match="dst_type.*torch.quint4x2") as ei:
+            tnpu.npu_dynamic_quant(tensor(x), dst_type=torch.float32)
+    assert ei.value.status == 161002
+    with pytest.raises(TypeError, match="smooth_scales"):
+        tnpu.npu_dynamic_quant(tensor(x), smooth_scales=np.ones(30, ml_dtypes.bfloat16))
+
+
+# ------------------------------------------------------------------ quant matmul / trans quant param
+def i8(*shape):
+    return RNG.integers(-128, 128, shape).astype(np.int8)
+
+
+@pytest.mark.parametrize("scale_dt,out,pertoken,bias_dt", [
+    ("float32", torch.int8, False, "int32"), ("int64", None, False, None), ("uint64", torch.float16, False, None),
+    ("float32", torch.float16, False, "int32"),
+    ("float32", torch.float16, True, "float16"), ("bfloat16", torch.bfloat16, True, "bfloat16"),
+    ("float32", torch.bfloat16, False, "float32"), ("float32", torch.int32, False, "int32")])
+def test_quant_matmul_bit_identical(scale_dt, out, pertoken, bias_dt):
+    m, k, n = 7, 96, 24
+    x1, x2 = i8(2, m, k), i8(k, n)
+    scale = RNG.uniform(1e-3, 1e-2, n).astype(np.float32)
+    if scale_dt in ("int64", "uint64"):
+        scale = npusim.npu_trans_quant_param(scale, RNG.uniform(-5, 5, n).astype(np.float32)).view(scale_dt)
+    else:
+        scale = scale.astype(npusim.formats.as_dtype(scale_dt))
+    pt = RNG.uniform(0.5, 2, m).astype(np.float32) if pertoken else None
+    bias = None if bias_dt is None else (RNG.integers(-999, 999, n) if bias_dt == "int32" else
+                                         RNG.uniform(-3, 3, n)).astype(npusim.formats.as_dtype(bias_dt))
+    y = tnpu.npu_quant_matmul(tensor(x1), tensor(x2), tensor(scale), pertoken_scale=None if pt is None else tensor(pt),
+                              bias=None if bias is None else tensor(bias), output_dtype=out)
+    ref = npusim.npu_quant_matmul(x1, x2, scale, pertoken_scale=pt, bias=bias,
+                                  output_dtype=None if out is None else str(out)[6:], product="atlas-a2")
+    assert_same(y, ref)
+
+
+def test_quant_matmul_float_offset_and_int4pack():
+    x1, x2 = i8(6, 40), i8(40, 16)
+    scale, offset = RNG.uniform(1e-3, 1e-2, 16).astype(np.float32), RNG.uniform(-20, 20, 16).astype(np.float32)
+    assert_same(tnpu.npu_quant_matmul(tensor(x1), tensor(x2), tensor(scale), offset=tensor(offset)),
+                npusim.npu_quant_matmul(x1, x2, scale, offset=offset))
+    w = RNG.integers(-8, 8, (3, 24, 16)).astype(np.int32)
+    assert_same(tnpu.npu_convert_weight_to_int4pack(tensor(w)), npusim.npu_convert_weight_to_int4pack(w))
+
+
+def test_quant_matmul_int4_and_trans_quant_param():
+    m, k, n = 5, 64, 16
+    x1 = RNG.integers(-2**31, 2**31, (m, k // 8)).astype(np.int32)
+    x2 = RNG.integers(-2**31, 2**31, (k, n // 8)).astype(np.int32)
+    scale, offset = RNG.uniform(1e-4, 1e-3, n).astype(np.float32), RNG.uniform(-9, 9, n).astype(np.float32)
+    for round_mode in (0, 1):
+        assert_same(tnpu.npu_trans_quant_param(tensor(scale), tensor(offset), round_mode),
+                    npusim.npu_trans_quant_param(scale, offset, round_mode))
+    q = tnpu.npu_trans_quant_param(tensor(scale))
+    y = tnpu.npu_quant_matmul(tensor(x1), tensor(x2), q, output_dtype=torch.float16)
+    assert_same(y, npusim.npu_quant_matmul(x1, x2, npusim.npu_trans_quant_param(scale), output_dtype="float16"))
+
+
+def test_quant_matmul_errors_and_not_emulated():
+    x1, x2, s = i8(4, 8), i8(9, 4), np.ones(4, np.float32)
+    same_error(lambda: tnpu.npu_quant_matmul(tensor(x1), tensor(x2), tensor(s)),
+               lambda: npusim.npu_quant_matmul(x1, x2, s, product=tnpu.current_product()))
+    with pytest.raises(tnpu.NotEmulatedError, match="group_sizes"):
+        tnpu.npu_quant_matmul(tensor(x1), tensor(i8(8, 4)), tensor(s), group_sizes=[0, 0, 32])
+    with pytest.raises(tnpu.NotEmulatedError, match="device 'meta'"):
+        tnpu.npu_quant_matmul(torch.empty(4, 8, dtype=torch.int8, device="meta"), tensor(i8(8, 4)), tensor(s))
+
+
+# ------------------------------------------------------------------ LinearA8W8Quant module
+@pytest.mark.parametrize("out,offset,pertoken", [(None, True, False), (torch.float16, False, False),
+                                                 (torch.bfloat16, False, True), (torch.float16, False, True)])
+def test_linear_a8w8_quant_module(out, offset, pertoken):
+    k, n, m = 32, 12, 6
+    w, x = i8(n, k), i8(m, k)
+    scale = RNG.uniform(1e-3, 1e-2, n).astype(np.float32)
+    off = RNG.uniform(-6, 6, n).astype(np.float32)
+    pt = RNG.uniform(0.5, 2, m).astype(np.float32)
+    bias = RNG.integers(-300, 300, n).astype(np.int32)
+    layer = tnpu.contrib.module.LinearA8W8Quant(k, n, bias=True, offset=offset, pertoken_scale=pertoken,
+                                                output_dtype=out)
+    assert isinstance(layer, torch.nn.Module)
+    assert [p for p, _ in layer.named_parameters()] == ["weight", "scale"] + ["offset"] * offset \
+        + ["pertoken_scale"] * pertoken + ["bias"]
+    layer.weight.data, layer.scale.data, layer.bias.data = tensor(w), tensor(scale), tensor(bias)
+    if offset:
+        layer.offset.data = tensor(off)
+    if pertoken:
+        layer.pertoken_scale.data = tensor(pt)
+    ref_layer = npusim.LinearA8W8Quant(k, n, bias=True, offset=offset, pertoken_scale=pertoken,
+                                       output_dtype=None if out is None else str(out)[6:])
+    ref_layer.weight, ref_layer.scale, ref_layer.bias = w, scale, bias
+    ref_layer.offset = off if offset else None
+    ref_layer.pertoken_scale = pt if pertoken else None
+    ref = ref_layer(x)
+    assert_same(layer(tensor(x)), ref)
+    # state_dict round trip: a fresh module takes the saved int8 weight / float scale as they are
+    again = tnpu.contrib.module.LinearA8W8Quant(k, n, bias=True, offset=offset, pertoken_scale=pertoken,
+                                                output_dtype=out)
+    again.load_state_dict(layer.state_dict())
+    assert_same(again(tensor(x)), ref)
+
+
+def test_linear_a8w8_quant_int64_scale_state_dict_and_errors():
+    layer = tnpu.contrib.module.LinearA8W8Quant(16, 8, bias=False)
+    layer.weight.data = tensor(i8(8, 16))
+    layer.scale.data = tnpu.npu_trans_quant_param(tensor(np.full(8, 0.01, np.float32)))
+    again = tnpu.contrib.module.LinearA8W8Quant(16, 8, bias=False)
+    again.load_state_dict(layer.state_dict())
+    assert again.scale.dtype == torch.int64
+    x = i8(3, 16)
+    assert torch.equal(again(tensor(x)), layer(tensor(x)))
+    layer.output_dtype = torch.int32
+    with pytest.raises(AclnnError, match="output_dtype"):
+        layer(tensor(x))
+    with pytest.raises(tnpu.NotEmulatedError):
+        tnpu.contrib.module.LinearA8W8Quant(16, 8, device="meta")
+
+
+# ------------------------------------------------------------------ fake quant, moe, indexer custom op
+@pytest.mark.parametrize("xdt,sdt", [("float32", "float32"), ("float16", "float16"), ("float16", "float32")])
+def test_fake_quant_bit_identical(xdt, sdt):
+    x = (RNG.standard_normal((4, 6, 5)) * 20).astype(xdt)
+    scale = RNG.uniform(0.05, 0.5, 6).astype(sdt)
+    zp = RNG.integers(-3, 4, 6).astype(np.int32)
+    out, mask = tnpu.fake_quantize_per_channel_affine_cachemask(tensor(x), tensor(scale), tensor(zp), 1, -128, 127)
+    ro, rm = npusim.fake_quantize_per_channel_affine_cachemask(x, scale, zp, 1, -128, 127)
+    assert_same(out, ro)
+    assert_same(mask, rm)
+    assert_same(tnpu.fake_quantize_per_channel_affine(tensor(x), tensor(scale), tensor(zp), 1, -128, 127), ro)
+
+
+@pytest.mark.parametrize("xdt", ["float16", "bfloat16", "float32"])
+def test_moe_init_routing_quant_bit_identical(xdt):
+    n, k, H = 6, 2, 32
+    x = (RNG.standard_normal((n, H)) * 3).astype(npusim.formats.as_dtype(xdt))
+    row_idx = np.arange(n * k, dtype=np.int32).reshape(k, n).T.copy()
+    expert_idx = RNG.integers(0, 4, (n, k)).astype(np.int32)
+    outs = tnpu.npu_moe_init_routing_quant(tensor(x), tensor(row_idx), tensor(expert_idx), 4, 1.7, -0.5)
+    for t, a in zip(outs, npusim.moe_init_routing_quant(x, row_idx, expert_idx, 4, 1.7, -0.5)):
+        assert_same(t, a)
+
+
+@pytest.mark.parametrize("xdt,cache_dt,quant_mode", [("bfloat16", "float8_e4m3fn", 1), ("float16", "float8_e5m2", 1),
+                                                     ("bfloat16", "float8_e4m3fn", 0)])
+def test_indexer_compress_epilog_custom_op_in_place(xdt, cache_dt, quant_mode):
+    T, rows = 4, 6
+    x = (RNG.standard_normal((T, 4096)) * 2).astype(npusim.formats.as_dtype(xdt))
+    slots = np.array([5, -1, 0, 2], np.int32)
+    cache = np.zeros((rows, 4096), npusim.formats.as_dtype(cache_dt))
+    scale = np.zeros((rows, 32), np.float32 if quant_mode else ml_dtypes.float8_e8m0fnu)
+    t_cache, t_scale = tensor(cache), tensor(scale)
+    with tnpu.install("ascend-950pr"):
+        assert torch.ops.custom.indexer_compress_epilog(t_cache, t_scale, tensor(x), tensor(slots),
+                                                        quant_mode=quant_mode) is None
+    npusim.indexer_compress_epilog(cache, scale, x, slots, quant_mode=quant_mode, product="ascend-950pr")
+    assert_same(t_cache, cache)
+    assert_same(t_scale, scale)
+    before = t_cache.clone()
+    with pytest.raises(AclnnError, match="product"):        # default product atlas-a2: not an indexer product
+        torch.ops.custom.indexer_compress_epilog(t_cache, t_scale, tensor(x), tensor(slots))
+    assert torch.equal(t_cache.view(torch.uint8), before.view(torch.uint8))
+
+
+def test_indexer_compress_epilog_custom_op_hifloat8():
+    x = (RNG.standard_normal((3, 4096)) * 3).astype(ml_dtypes.bfloat16)
+    slots = np.array([1, 0, -1], np.int32)
+    cache, scale = np.zeros((2, 4096), np.uint8), np.zeros((2, 32), np.float32)
+    t_cache, t_scale = tensor(cache), tensor(scale)
+    with tnpu.install("ascend-950pr"):
+        torch.ops.custom.indexer_compress_epilog(t_cache, t_scale, tensor(x), tensor(slots), quant_mode=2, scale=0.25)
+    npusim.indexer_compress_epilog(cache, scale, x, slots, quant_mode=2, scale=0.25, product="ascend-950pr")
+    assert_same(t_cache, cache)
+    assert cache.any()
+
+
+# ------------------------------------------------------------------ conversions, product, install
+@pytest.mark.parametrize("dt", [torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2, torch.float8_e8m0fnu,
+                                torch.float16, torch.int8])
+def test_to_numpy_shares_memory_no_copy(dt):
+    t = torch.zeros(8, 6).to(dt).t()
+    a = tnpu.to_numpy(t)
+    assert a.shape == (6, 8) and a.ctypes.data == t.data_ptr()
+    assert a.strides == tuple(s * t.element_size() for s in t.stride())
+    back = tnpu.from_numpy(a)
+    assert back.dtype == dt and back.data_ptr() == t.data_ptr()
+
+
+def test_product_selection_env_default_and_nesting(monkeypatch):
+    monkeypatch.delenv(tnpu.PRODUCT_ENV, raising=False)
+    assert tnpu.current_product() == "atlas-a2" == tnpu.DEFAULT_PRODUCT
+    monkeypatch.setenv(tnpu.PRODUCT_ENV, "atlas-a3")
+    assert tnpu.current_product() == "atlas-a3"
+    with tnpu.install("ascend-950pr"):
+        with tnpu.install():
+            assert tnpu.current_product() == "ascend-950pr"
+        with tnpu.install("atlas-inference"):
+            assert tnpu.current_product() == "atlas-inference"
+    assert tnpu.current_product() == "atlas-a3"
+    with pytest.raises(ValueError):
+        with tnpu.install("no-such-npu"):
+            pass
+
+
+def test_install_restores_sys_modules_and_tensor_npu():
+    stub = types.ModuleType("torch_npu")
+    stub.npu_quant_matmul = mock.MagicMock()
+    saved = {name: sys.modules.get(name) for name in ("torch_npu", "torch_npu.contrib", "torch_npu.contrib.module")}
+    npu_before = torch.Tensor.__dict__.get("npu")      # the session may run with the stand-in installed
+    try:
+        sys.modules["torch_npu"] = stub
+        sys.modules.pop("torch_npu.contrib", None)
+        sys.modules.pop("torch_npu.contrib.module", None)
+        with tnpu.install("atlas-a2") as mod:
+            import torch_npu
+            from torch_npu.contrib.module import LinearA8W8Quant
+            assert torch_npu is mod is tnpu and LinearA8W8Quant is tnpu.contrib.module.LinearA8W8Quant
+            with pytest.raises(tnpu.NotEmulatedError, match="npu"):
+                torch.ones(2).npu()
+            with pytest.raises(AttributeError, match="npu_rms_norm is not emulated"):
+                torch_npu.npu_rms_norm
+            assert not hasattr(torch_npu, "npu")
+        assert sys.modules["torch_npu"] is stub and "torch_npu.contrib" not in sys.modules
+        assert torch.Tensor.__dict__.get("npu") is npu_before
+    finally:
+        for name, mod in saved.items():
+            if mod is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = mod
+
+
+def test_import_npusim_does_not_import_torch():
+    code = ("import sys, npusim, npusim.pytest_plugin, npusim.testing; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
