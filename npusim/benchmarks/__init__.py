@@ -57,12 +57,14 @@ def best_time(fn: Callable[[], object], repeat: int = 5, min_time: float = 0.2) 
 
 
 def best_times(fns: dict[str, Callable[[], object]], repeat: int = 5, min_time: float = 0.2,
-               slow: float = 5.0) -> dict[str, float]:
+               slow: float = 5.0, settle: float = 0.15) -> dict[str, float]:
     """Best wall time of each function, with the rounds of all functions interleaved, so that a change in
     the machine's load hits all of them alike and their ratios stay meaningful. Each is warmed up first
     (page faults, thread pools); one that raises ImportError there is left out, and one slower than `slow`
-    seconds is timed by that single call. NumPy's overflow warnings are silenced: the inputs overflow on
-    purpose (saturation cases)."""
+    seconds is timed by that single call. Before each round of one of several functions the machine is left
+    idle for `settle` seconds: thread pools spin-wait after a call (OpenBLAS for about 2^28 cycles), which
+    would otherwise slow the next function's round. NumPy's overflow warnings are silenced: the inputs
+    overflow on purpose (saturation cases)."""
     best, active = {}, []
     with np.errstate(over="ignore", invalid="ignore"):
         for name, fn in fns.items():
@@ -77,6 +79,8 @@ def best_times(fns: dict[str, Callable[[], object]], repeat: int = 5, min_time: 
                 best[name] = float("inf")
         for _ in range(repeat):
             for name in active:
+                if len(active) > 1:
+                    time.sleep(settle)
                 n, t0 = 0, time.perf_counter()
                 while True:
                     fns[name]()
