@@ -370,12 +370,15 @@ AVX2_INLINE void avx2_micro_rows(const int R, int np, const int32_t* ap, const i
         for (int v = 0; v < AVX2_NV; v++) acc[i][v] = _mm256_setzero_si256();
         if (accumulate) _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T0);   /* c comes from far away */
     }
+    /* Pointer steps, not int index products: Python builds extensions with -fwrapv, and wrapping int
+       arithmetic in the addresses cost 25%. Unrolled: gcc then keeps the accumulators in place (+15%). */
+    const int32_t* const aend = ap + (ptrdiff_t)np * AVX2_MR;
 #pragma GCC unroll 2
-    for (int p = 0; p < np; p++) {                      /* unrolled: gcc then keeps acc in place (+15%) */
+    for (; ap < aend; ap += AVX2_MR, bp += AVX2_NR) {
         __m256i b[AVX2_NV];
-        for (int v = 0; v < AVX2_NV; v++) b[v] = _mm256_load_si256((const __m256i*)(bp + AVX2_NR * p + 8 * v));
+        for (int v = 0; v < AVX2_NV; v++) b[v] = _mm256_load_si256((const __m256i*)(bp + 8 * v));
         for (int i = 0; i < R; i++) {
-            __m256i x = _mm256_set1_epi32(ap[AVX2_MR * p + i]);
+            __m256i x = _mm256_set1_epi32(ap[i]);
             for (int v = 0; v < AVX2_NV; v++) acc[i][v] = _mm256_add_epi32(acc[i][v], _mm256_madd_epi16(x, b[v]));
         }
     }
@@ -573,12 +576,13 @@ A512_INLINE void a512_micro_rows(const int R, int nq, const int32_t* ap, const u
         if (accumulate)
             for (int v = 0; v < A512_NV; v++) _mm_prefetch((const char*)(c + i * ldc + 16 * v), _MM_HINT_T0);
     }
+    const int32_t* const aend = ap + (ptrdiff_t)nq * A512_MR;     /* pointer steps: see avx2_micro_rows */
 #pragma GCC unroll 2
-    for (int q = 0; q < nq; q++) {
+    for (; ap < aend; ap += A512_MR, bp += 4 * A512_NR) {
         __m512i b[A512_NV];
-        for (int v = 0; v < A512_NV; v++) b[v] = _mm512_load_si512((const void*)(bp + 4 * (A512_NR * q + 16 * v)));
+        for (int v = 0; v < A512_NV; v++) b[v] = _mm512_load_si512((const void*)(bp + 64 * v));
         for (int i = 0; i < R; i++) {
-            __m512i x = _mm512_set1_epi32(ap[A512_MR * q + i]);
+            __m512i x = _mm512_set1_epi32(ap[i]);
             for (int v = 0; v < A512_NV; v++) acc[i][v] = _mm512_dpbusd_epi32(acc[i][v], b[v], x);
         }
     }
