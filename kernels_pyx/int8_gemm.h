@@ -93,21 +93,26 @@ static inline size_t gemm_panel(int ngroups, int width) { return (size_t)ngroups
 #define GC_MB 32
 #define GC_NB 128
 
+static inline void gemm_c_dot(const int R, const gemm_args* g, int i, int j, int n1) {
+    /* R x 4 dot products of contiguous rows (R = 4, or 1 for the last rows); columns past n1 point at
+       column j and are not stored. */
+    const int8_t* ar[4];
+    const int8_t* br[4];
+    int32_t acc[4][4] = {{0}};
+    for (int r = 0; r < R; r++) ar[r] = g->a + (ptrdiff_t)(i + r) * g->lda;
+    for (int s = 0; s < 4; s++) br[s] = g->b + (ptrdiff_t)(j + s < n1 ? j + s : j) * g->sbn;
+    for (int k = 0; k < g->K; k++)
+        for (int r = 0; r < R; r++)
+            for (int s = 0; s < 4; s++) acc[r][s] += (int32_t)ar[r][k] * (int32_t)br[s][k];
+    for (int r = 0; r < R; r++)
+        for (int s = 0; s < 4 && j + s < n1; s++) g->c[(ptrdiff_t)(i + r) * g->ldc + j + s] = acc[r][s];
+}
+
 static void gemm_c_nk_task(const gemm_args* g, int m0, int m1, int n0, int n1) {
-    /* 4 x 4 dot products of contiguous rows; tails point at a valid row and are not stored. */
-    for (int i = m0; i < m1; i += 4) {
-        const int8_t* ar[4];
-        for (int r = 0; r < 4; r++) ar[r] = g->a + (ptrdiff_t)(i + r < m1 ? i + r : i) * g->lda;
-        for (int j = n0; j < n1; j += 4) {
-            const int8_t* br[4];
-            for (int s = 0; s < 4; s++) br[s] = g->b + (ptrdiff_t)(j + s < n1 ? j + s : j) * g->sbn;
-            int32_t acc[4][4] = {{0}};
-            for (int k = 0; k < g->K; k++)
-                for (int r = 0; r < 4; r++)
-                    for (int s = 0; s < 4; s++) acc[r][s] += (int32_t)ar[r][k] * (int32_t)br[s][k];
-            for (int r = 0; r < 4 && i + r < m1; r++)
-                for (int s = 0; s < 4 && j + s < n1; s++) g->c[(ptrdiff_t)(i + r) * g->ldc + j + s] = acc[r][s];
-        }
+    for (int j = n0; j < n1; j += 4) {
+        int i = m0;
+        for (; i + 4 <= m1; i += 4) gemm_c_dot(4, g, i, j, n1);
+        for (; i < m1; i++) gemm_c_dot(1, g, i, j, n1);
     }
 }
 
