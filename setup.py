@@ -1,9 +1,13 @@
 """Build the Cython kernels in kernels_pyx/ as extension modules npusim._kernels.<name>.
 
 Flags: -O3 for the CPU of the building machine (-march=native); set NPUSIM_PORTABLE=1 for
-portable wheels. -ffp-contract=off is essential: a fused multiply-add would round once where
-the NPU rounds twice and break bit-exactness. OpenMP is used when the compiler has it.
-NPUSIM_ONLY=name1,name2 builds only those kernels (handy while developing one kernel).
+portable wheels, or NPUSIM_MARCH=<arch> (e.g. x86-64-v3) to build for that instruction set and
+nothing beyond it: the int8 GEMM's run-time SIMD paths (kernels_pyx/int8_gemm.h) are then limited
+to the ones <arch> enables, so NPUSIM_MARCH=x86-64-v3 gives a build without any AVX-512 instruction,
+as on an AVX2-only machine. -ffp-contract=off is essential: a fused multiply-add would round once where
+the NPU rounds twice and break bit-exactness (the integer SIMD code is unaffected). OpenMP is used
+when the compiler has it. NPUSIM_ONLY=name1,name2 builds only those kernels (handy while developing
+one kernel).
 """
 import os
 import shutil
@@ -36,14 +40,20 @@ def _compiler_has_openmp() -> bool:
 def _extensions():
     only = {n for n in os.environ.get("NPUSIM_ONLY", "").split(",") if n}
     portable = os.environ.get("NPUSIM_PORTABLE", "") not in ("", "0")
+    march = os.environ.get("NPUSIM_MARCH", "")
     openmp = _compiler_has_openmp()
     cflags = ["-O3", "-ffp-contract=off", "-fno-strict-aliasing", "-Wno-unused-function"]
-    cflags.append("-mtune=generic" if portable else "-march=native")
+    macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"), ("NPUSIM_OPENMP", "1" if openmp else "0")]
+    if march:
+        cflags.append(f"-march={march}")
+        macros.append(("NPUSIM_SIMD_FROM_MARCH", "1"))
+    else:
+        cflags.append("-mtune=generic" if portable else "-march=native")
     lflags = []
     if openmp:
         cflags.append("-fopenmp")
         lflags.append("-fopenmp")
-    print(f"npusim build: openmp={openmp} portable={portable}", file=sys.stderr)
+    print(f"npusim build: openmp={openmp} portable={portable} march={march or '-'}", file=sys.stderr)
     exts = []
     for pyx in sorted(KERNELS.glob("*.pyx")):
         if only and pyx.stem not in only:
@@ -52,8 +62,8 @@ def _extensions():
             f"npusim._kernels.{pyx.stem}",
             [str(pyx.relative_to(HERE))],
             include_dirs=[np.get_include(), str(KERNELS)],
-            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
-                           ("NPUSIM_OPENMP", "1" if openmp else "0")],
+            depends=[str(h.relative_to(HERE)) for h in KERNELS.glob("*.h")],      # C headers the .pyx includes
+            define_macros=macros,
             extra_compile_args=cflags,
             extra_link_args=lflags,
         ))

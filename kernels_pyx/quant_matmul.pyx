@@ -1,13 +1,9 @@
 # cython: language_level=3
 """Exact int8 x int8 -> int32 GEMM and the npu_quant_matmul epilogues (ARITHMETIC.md section 4).
 
-GEMM: x1 arrives biased to uint8 (x + 128, a free XOR of the sign bit) and x2 transposed to
-[N, K], so every output element is one contiguous dot product of uint8 x int8 terms; compilers turn
-that pattern into VNNI dot-product instructions (vpdpbusd) where the CPU has them. The bias is
-removed exactly afterwards: acc = sum((x1 + 128) * x2) - 128 * sum(x2). Bounds: |(x1 + 128) * x2|
-<= 255 * 128 and K <= 65535 give |partial sums| <= 2139095040 < 2^31, so no int32 overflow ever
-happens (int4 inputs are smaller still). Work is tiled (MB rows x NB columns per task) and spread
-over the OpenMP threads; each task computes 4 x 4 output blocks with 16 register accumulators.
+GEMM: int8_gemm.h (exact int32 accumulation with AVX2 / AVX-512 VNNI / portable C paths chosen at
+run time; its header comment explains the arithmetic and the blocking). The weight is read in place,
+as [K, N] rows or as the transposed view of [N, K] rows.
 
 Epilogues (one pass over the int32 accumulator, per element):
   EPI_INT32   y = acc + bias_i32
@@ -18,7 +14,7 @@ Epilogues (one pass over the int32 accumulator, per element):
               y = RNE to fp16/bf16 (IEEE overflow to inf)
 """
 from cython.parallel cimport prange
-from libc.stdint cimport int8_t, uint8_t, int16_t, uint16_t, int32_t, uint32_t, int64_t
+from libc.stdint cimport int8_t, uint8_t, uint16_t, int32_t, uint32_t, int64_t
 from libc.math cimport rint, isnan
 from ascend_cast cimport *
 
@@ -29,99 +25,60 @@ cdef enum:
     EPI_VEC_FP16 = 3
     EPI_VEC_BF16 = 4
 
-# Tile of one parallel task. Measured on the dev box (Zen4, 2 threads, K = 4096): 32 x 128 with the
-# whole K in one pass ran at ~205 GOPS; K chunks below 2048 were slower (more partial-sum traffic).
-DEF MB = 32
-DEF NB = 128
-DEF KC = 8192
+cdef extern from "int8_gemm.h" nogil:
+    ctypedef struct gemm_args:
+        int M, N, K
+        const int8_t* a
+        Py_ssize_t lda
+        const int8_t* b
+        Py_ssize_t sbk, sbn
+        int32_t* c
+        Py_ssize_t ldc
+    int gemm_available(int path)
+    int gemm_s8(int path, const gemm_args* g)
+
+# Names of the GEMM paths, by id (int8_gemm.h); the last available one is the default.
+SIMD_PATHS = ("c", "avx2", "avx512_vnni")
 
 
-cdef inline void _dot4x4(const uint8_t* a, const int8_t* b, Py_ssize_t K, Py_ssize_t kl,
-                         int32_t* c) noexcept nogil:
-    """c[4 x 4] = dot products of 4 biased rows of x1 (stride K) with 4 rows of x2^T (stride K)."""
-    cdef Py_ssize_t k
-    cdef int32_t s00 = 0, s01 = 0, s02 = 0, s03 = 0, s10 = 0, s11 = 0, s12 = 0, s13 = 0
-    cdef int32_t s20 = 0, s21 = 0, s22 = 0, s23 = 0, s30 = 0, s31 = 0, s32 = 0, s33 = 0
-    cdef const uint8_t* a0 = a
-    cdef const uint8_t* a1 = a + K
-    cdef const uint8_t* a2 = a + 2 * K
-    cdef const uint8_t* a3 = a + 3 * K
-    cdef const int8_t* b0 = b
-    cdef const int8_t* b1 = b + K
-    cdef const int8_t* b2 = b + 2 * K
-    cdef const int8_t* b3 = b + 3 * K
-    for k in range(kl):
-        s00 += <int32_t>a0[k] * <int32_t>b0[k]
-        s01 += <int32_t>a0[k] * <int32_t>b1[k]
-        s02 += <int32_t>a0[k] * <int32_t>b2[k]
-        s03 += <int32_t>a0[k] * <int32_t>b3[k]
-        s10 += <int32_t>a1[k] * <int32_t>b0[k]
-        s11 += <int32_t>a1[k] * <int32_t>b1[k]
-        s12 += <int32_t>a1[k] * <int32_t>b2[k]
-        s13 += <int32_t>a1[k] * <int32_t>b3[k]
-        s20 += <int32_t>a2[k] * <int32_t>b0[k]
-        s21 += <int32_t>a2[k] * <int32_t>b1[k]
-        s22 += <int32_t>a2[k] * <int32_t>b2[k]
-        s23 += <int32_t>a2[k] * <int32_t>b3[k]
-        s30 += <int32_t>a3[k] * <int32_t>b0[k]
-        s31 += <int32_t>a3[k] * <int32_t>b1[k]
-        s32 += <int32_t>a3[k] * <int32_t>b2[k]
-        s33 += <int32_t>a3[k] * <int32_t>b3[k]
-    c[0] = s00; c[1] = s01; c[2] = s02; c[3] = s03
-    c[4] = s10; c[5] = s11; c[6] = s12; c[7] = s13
-    c[8] = s20; c[9] = s21; c[10] = s22; c[11] = s23
-    c[12] = s30; c[13] = s31; c[14] = s32; c[15] = s33
+def simd_paths():
+    """The GEMM paths this build can run on this CPU, slowest first."""
+    return tuple(name for i, name in enumerate(SIMD_PATHS) if gemm_available(i))
 
 
-cdef void _gemm_tile(const uint8_t* a, const int8_t* bt, const int32_t* corr, int32_t* c,
-                     Py_ssize_t K, Py_ssize_t Np, Py_ssize_t i0, Py_ssize_t i1,
-                     Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
-    """c[i0:i1, j0:j1] = a[i0:i1] . bt[j0:j1]^T - corr[j0:j1] (a biased by +128, corr = 128 * col sums)."""
-    cdef int32_t blk[16]
-    cdef Py_ssize_t k0 = 0, kl, i, j, r, q
-    while k0 < K:
-        kl = K - k0 if K - k0 < KC else KC
-        i = i0
-        while i < i1:
-            j = j0
-            while j < j1:
-                _dot4x4(a + i * K + k0, bt + j * K + k0, K, kl, blk)
-                for r in range(4):
-                    for q in range(4):
-                        if k0 == 0:
-                            c[(i + r) * Np + j + q] = blk[4 * r + q] - corr[j + q]
-                        else:
-                            c[(i + r) * Np + j + q] += blk[4 * r + q]
-                j += 4
-            i += 4
-        k0 += KC
+def int8_gemm(const int8_t[:, :, ::1] x1, const int8_t[:, :, :] x2, const int64_t[::1] a_index,
+              const int64_t[::1] b_index, int32_t[:, :, ::1] c, int path):
+    """c[b] = x1[a_index[b]] @ x2[b_index[b]] exactly (int32), for every output batch b, on GEMM path `path`.
 
-
-def int8_gemm(const uint8_t[:, :, ::1] a_biased, const int8_t[:, :, ::1] bt, const int32_t[:, ::1] corr,
-              const int64_t[::1] a_index, const int64_t[::1] b_index, int32_t[:, :, ::1] c):
-    """c[b] = x1[a_index[b]] @ x2[b_index[b]] exactly, for every output batch b.
-
-    a_biased: [B1, Mp, K] uint8 = x1 + 128; bt: [B2, Np, K] int8 = x2 transposed; corr: [B2, Np]
-    int32 = 128 * sum_k x2; c: [B, Mp, Np] int32. Mp and Np are multiples of 4 (zero padded).
+    x1: [B1, M, K] int8 contiguous; x2: [B2, K, N] int8 with x2.strides[2] == 1 ([K, N] rows) or
+    x2.strides[1] == 1 (the transposed view of [N, K] rows), read in place; c: [B, M, N] int32.
     """
-    cdef Py_ssize_t B = c.shape[0], Mp = c.shape[1], Np = c.shape[2], K = a_biased.shape[2]
-    cdef Py_ssize_t tm = (Mp + MB - 1) // MB, tn = (Np + NB - 1) // NB
-    cdef Py_ssize_t t, b, im, jn, i1, j1
-    if K == 0 or B == 0 or Mp == 0 or Np == 0:
+    cdef gemm_args g
+    cdef Py_ssize_t b, B = c.shape[0]
+    cdef int rc = 0
+    if not gemm_available(path):
+        raise ValueError(f"GEMM path {path} is not available here (available: {simd_paths()})")
+    if x2.strides[1] != 1 and x2.strides[2] != 1:
+        raise ValueError("x2 must have unit stride along k or n")
+    g.M = <int>c.shape[1]
+    g.N = <int>c.shape[2]
+    g.K = <int>x1.shape[2]
+    g.lda = x1.shape[2]
+    g.sbk = x2.strides[1]
+    g.sbn = x2.strides[2]
+    g.ldc = c.shape[2]
+    if g.M == 0 or g.N == 0:
         return
     with nogil:
-        for t in prange(B * tm * tn, schedule="dynamic"):
-            b = t // (tm * tn)
-            im = (t % (tm * tn)) % tm
-            jn = (t % (tm * tn)) // tm
-            i1 = (im + 1) * MB
-            if i1 > Mp:
-                i1 = Mp
-            j1 = (jn + 1) * NB
-            if j1 > Np:
-                j1 = Np
-            _gemm_tile(&a_biased[a_index[b], 0, 0], &bt[b_index[b], 0, 0], &corr[b_index[b], 0],
-                       &c[b, 0, 0], K, Np, im * MB, i1, jn * NB, j1)
+        for b in range(B):
+            g.a = &x1[a_index[b], 0, 0]
+            g.b = &x2[b_index[b], 0, 0]
+            g.c = &c[b, 0, 0]
+            rc = gemm_s8(path, &g)
+            if rc != 0:
+                break
+    if rc != 0:
+        raise MemoryError("npu_quant_matmul: out of memory for the GEMM work buffers")
 
 
 cdef inline int32_t _add_wrap(int32_t a, int32_t b) noexcept nogil:

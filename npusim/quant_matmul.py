@@ -27,6 +27,7 @@ quant_batch_matmul_v3.cpp); their support matrix is in _validate and the README.
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -654,28 +655,36 @@ def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=No
 
 
 def _accumulate(x1, x2, call: _Call, nbatch: int) -> np.ndarray:
-    """int32 [batch, Mp, Np] = x1 @ x2 exactly (Mp, Np = M, N rounded up to 4; padding is zero)."""
+    """int32 [batch, M, N] = x1 @ x2 exactly. The weight x2 is not copied when it is int8 [..., K, N] with
+    contiguous rows or the transposed view of contiguous [..., N, K] rows (LinearA8W8Quant, torch users).
+    NPUSIM_GEMM_SIMD (read per call) forces a GEMM path: c, avx2 or avx512_vnni; default: the fastest."""
     M, K, N = call.M, call.K, call.N
     if call.int4:
         x1 = formats.unpack_int4(np.ascontiguousarray(x1), "int32")
         x2 = formats.unpack_int4(np.ascontiguousarray(x2), "int32")
-    Mp, Np = _ceil_to(M, 4), _ceil_to(N, 4)
-    b1 = x1.reshape((-1, M, K))
-    b2 = x2.reshape((-1, K, N))
+    b1 = np.ascontiguousarray(x1.reshape((-1, M, K)))
+    b2 = x2.reshape((-1, K, N))                   # a view for both weight layouts
+    if b2.strides[1] != 1 and b2.strides[2] != 1:
+        b2 = np.ascontiguousarray(b2)
     # output batch b -> input batch of x1 / x2 (broadcast dims reuse the same input matrix)
     bshape = call.batch
     ia = np.broadcast_to(np.arange(b1.shape[0]).reshape(x1.shape[:-2] or (1,)), bshape).reshape(-1) \
         if bshape else np.zeros(1, np.int64)
     ib = np.broadcast_to(np.arange(b2.shape[0]).reshape(x2.shape[:-2] or (1,)), bshape).reshape(-1) \
         if bshape else np.zeros(1, np.int64)
-    a = np.full((b1.shape[0], Mp, K), 0x80, np.uint8)
-    np.bitwise_xor(b1.view(np.uint8), np.uint8(0x80), out=a[:, :M])       # x + 128 as uint8
-    bt = np.zeros((b2.shape[0], Np, K), np.int8)
-    bt[:, :N] = b2.swapaxes(-1, -2)
-    corr = (bt.sum(axis=2, dtype=np.int64) * 128).astype(np.int32)
-    acc = np.empty((nbatch, Mp, Np), np.int32)
-    _k.int8_gemm(a, bt, corr, np.ascontiguousarray(ia, np.int64), np.ascontiguousarray(ib, np.int64), acc)
+    acc = np.empty((nbatch, M, N), np.int32)
+    _k.int8_gemm(b1, b2, np.ascontiguousarray(ia, np.int64), np.ascontiguousarray(ib, np.int64), acc,
+                 _gemm_path())
     return acc
+
+
+def _gemm_path() -> int:
+    """Id of the GEMM path to run: NPUSIM_GEMM_SIMD if set, else the fastest this build has for this CPU."""
+    avail = _k.simd_paths()
+    want = os.environ.get("NPUSIM_GEMM_SIMD", "") or avail[-1]
+    if want not in avail:
+        raise ValueError(f"NPUSIM_GEMM_SIMD={want!r}: this build and CPU offer {', '.join(avail)}")
+    return _k.SIMD_PATHS.index(want)
 
 
 # --------------------------------------------------------------------------- LinearA8W8Quant

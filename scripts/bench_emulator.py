@@ -6,6 +6,7 @@
     python scripts/bench_emulator.py --csv bench.csv
 """
 import argparse
+import os
 
 import pandas as pd
 
@@ -19,6 +20,7 @@ def main(argv=None):
     ap.add_argument("--csv", help="also write the table to this CSV file")
     args = ap.parse_args(argv)
     df = benchmarks.run(args.select, args.repeat)
+    print(f"CPU: {df.attrs['cpu']}, {os.cpu_count()} logical cores")
     print(f"memory-copy bandwidth of this machine (measured now): {df.attrs['copy_GBps']:.2f} GB/s")
     with pd.option_context("display.max_columns", None, "display.width", 200, "display.float_format", "{:.3g}".format):
         print(df.to_string(index=False))

@@ -1,6 +1,10 @@
 """npu_trans_quant_param / npu_quant_matmul / LinearA8W8Quant against slow NumPy references written
-from ARITHMETIC.md 4.1-4.3 (independent of the kernel), plus torch._int_mm for the accumulator."""
+from ARITHMETIC.md 4.1-4.3 (independent of the kernel), plus torch._int_mm for the accumulator.
+
+The accumulator tests run on every GEMM path (fixture `simd`: NPUSIM_GEMM_SIMD=c / avx2 / avx512_vnni;
+a path this build or CPU cannot run is skipped)."""
 import struct
+import tracemalloc
 import warnings
 from fractions import Fraction
 
@@ -10,9 +14,19 @@ import pytest
 
 import npusim
 from npusim import AclnnError, TensorSpec, formats, make_plan
+from npusim._kernels import quant_matmul as qmm_kernels
 from npusim.testing import assert_bitexact
 
 RNG = np.random.default_rng(1234)
+
+
+@pytest.fixture(params=qmm_kernels.SIMD_PATHS)
+def simd(request, monkeypatch):
+    """Force one GEMM path for the test (read per call from NPUSIM_GEMM_SIMD)."""
+    if request.param not in qmm_kernels.simd_paths():
+        pytest.skip(f"GEMM path {request.param} is not available in this build / on this CPU")
+    monkeypatch.setenv("NPUSIM_GEMM_SIMD", request.param)
+    return request.param
 
 
 # ------------------------------------------------------------------ references
@@ -105,13 +119,13 @@ def i8(*shape, lo=-128, hi=128):
 
 # ------------------------------------------------------------------ accumulator
 @pytest.mark.parametrize("m,k,n", [(1, 1, 1), (3, 5, 7), (17, 33, 9), (64, 256, 130), (129, 1000, 67)])
-def test_accumulator_exact(m, k, n):
+def test_accumulator_exact(m, k, n, simd):
     x1, x2 = i8(m, k), i8(k, n)
     y = npusim.npu_quant_matmul(x1, x2, np.ones(1, np.float32), output_dtype="int32")
     assert_bitexact(y, ref_acc(x1, x2))
 
 
-def test_accumulator_extremes_k_65535():
+def test_accumulator_extremes_k_65535(simd):
     k = 65535
     for a, b in ((-128, -128), (-128, 127), (127, 127)):
         x1 = np.full((5, k), a, np.int8)
@@ -120,7 +134,7 @@ def test_accumulator_extremes_k_65535():
         assert (y == a * b * k).all()
 
 
-def test_accumulator_batch_broadcast():
+def test_accumulator_batch_broadcast(simd):
     x1, x2 = i8(2, 1, 5, 40), i8(3, 40, 6)
     y = npusim.npu_quant_matmul(x1, x2, np.ones(1, np.float32), output_dtype="int32")
     assert y.shape == (2, 3, 5, 6)
@@ -129,7 +143,7 @@ def test_accumulator_batch_broadcast():
     assert_bitexact(npusim.npu_quant_matmul(x1, x2, np.ones(1, np.float32), output_dtype="int32"), ref_acc(x1, x2))
 
 
-def test_accumulator_vs_torch_int_mm():
+def test_accumulator_vs_torch_int_mm(simd):
     torch = pytest.importorskip("torch")
     x1, x2 = i8(32, 4096), i8(4096, 24)
     y = npusim.npu_quant_matmul(x1, x2, np.ones(1, np.float32), output_dtype="int32")
@@ -148,7 +162,7 @@ def i4(*shape):
     return RNG.integers(-8, 8, shape).astype(np.int8)
 
 
-def test_int4_packed_inputs():
+def test_int4_packed_inputs(simd):
     m, k, n = 6, 64, 16
     v1, v2 = i4(m, k), i4(k, n)
     q = npusim.npu_trans_quant_param(np.array([0.25], np.float32))
@@ -156,6 +170,73 @@ def test_int4_packed_inputs():
     assert_bitexact(y, ref_deqf16(ref_acc(v1, v2), q))
 
 
+def _int32_mm(x1, x2):
+    return npusim.npu_quant_matmul(x1, x2, np.ones(1, np.float32), output_dtype="int32")
+
+
+# Shapes that reach every kernel branch of every path: M <= 32 (dot kernel for [N, K] weights), small M
+# with short k blocks (128), M above the row block (96 / 128) with several k blocks (512 / 1024), and
+# tails in M (register tile 4 / 8 rows), N (16 / 32 columns) and K (pairs, quads, 16- and 64-byte steps).
+GEMM_SHAPES = [(1, 1, 1), (1, 67, 33), (2, 5, 2000), (3, 130, 50), (32, 300, 100), (40, 1100, 70),
+               (130, 1100, 47), (250, 130, 31), (99, 2049, 17)]
+
+
+@pytest.mark.parametrize("m,k,n", GEMM_SHAPES)
+def test_accumulator_weight_layouts(simd, m, k, n):
+    """x2 as contiguous [K, N], as the transposed view of a contiguous [N, K] weight (LinearA8W8Quant),
+    and as views with other strides; all against the float64-BLAS product (exact: |sum| < 2^53)."""
+    x1, w = i8(m, k), i8(n, k)
+    expect = (x1.astype(np.float64) @ w.T.astype(np.float64)).astype(np.int32)
+    assert_bitexact(_int32_mm(x1, np.ascontiguousarray(w.T)), expect)
+    assert_bitexact(_int32_mm(x1, w.T), expect)
+    wide = np.zeros((n, 2 * k), np.int8)
+    wide[:, ::2] = w
+    assert_bitexact(_int32_mm(x1, wide[:, ::2].T), expect)              # no unit stride: copied first
+    assert_bitexact(_int32_mm(x1[::-1], w.T[:, ::-1]), expect[::-1, ::-1])   # negative strides
+
+
+def test_accumulator_extremes_every_kernel(simd):
+    """|sum| reaches 2^30 (K = 65535 of -128 * -128) in the dot kernel, the small-M and the large-M kernels."""
+    k = 65535
+    for m, n, signs in ((2, 5, 3), (40, 20, 3), (131, 17, 1)):
+        for a, b in ((-128, -128), (-128, 127), (127, -128))[:signs]:
+            x1 = np.full((m, k), a, np.int8)
+            w = np.full((n, k), b, np.int8)
+            w[:, -1] = a                        # one different product, so the tails count too
+            want = a * b * (k - 1) + a * a
+            assert (_int32_mm(x1, w.T) == want).all() and (_int32_mm(x1, np.ascontiguousarray(w.T)) == want).all()
+
+
+def test_accumulator_batched_transposed_weights(simd):
+    x1, w = i8(2, 1, 5, 70), i8(3, 40, 70)
+    y = _int32_mm(x1, w.swapaxes(-1, -2))
+    assert y.shape == (2, 3, 5, 40)
+    assert_bitexact(y, ref_acc(x1, w.swapaxes(-1, -2)))
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_weight_is_not_copied(transposed):
+    """Decode shape: neither weight layout is copied per call (traced NumPy allocations stay far below
+    the 4 MiB weight; the kernel's own work buffers are a few KiB)."""
+    w = i8(1024, 4096)
+    x2 = w.T if transposed else np.ascontiguousarray(w.T)
+    x1 = i8(1, 4096)
+    _int32_mm(x1, x2)
+    tracemalloc.start()
+    try:
+        _int32_mm(x1, x2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < w.nbytes // 8, peak
+
+
+def test_simd_switch(monkeypatch):
+    paths = qmm_kernels.simd_paths()
+    assert paths[0] == "c" and set(paths) <= set(qmm_kernels.SIMD_PATHS)
+    monkeypatch.setenv("NPUSIM_GEMM_SIMD", "sse9")
+    with pytest.raises(ValueError, match="NPUSIM_GEMM_SIMD"):
+        _int32_mm(i8(2, 8), i8(8, 3))
 # ------------------------------------------------------------------ int4: support matrix, transposed weights
 @pytest.mark.parametrize("product", ["atlas-a2", "atlas-a3"])
 @pytest.mark.parametrize("out,scale_dt,bias_dt", [

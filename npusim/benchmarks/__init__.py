@@ -52,25 +52,57 @@ def load_cases() -> list[Case]:
 
 
 def best_time(fn: Callable[[], object], repeat: int = 5, min_time: float = 0.2) -> float:
-    """Best wall time of fn() over `repeat` rounds (each round at least min_time/repeat seconds).
-    NumPy's overflow warnings are silenced: the inputs overflow on purpose (saturation cases)."""
+    """Best wall time of fn() over `repeat` rounds (each round at least min_time/repeat seconds)."""
+    return best_times({"fn": fn}, repeat, min_time)["fn"]
+
+
+def best_times(fns: dict[str, Callable[[], object]], repeat: int = 5, min_time: float = 0.2,
+               slow: float = 5.0, settle: float = 0.15) -> dict[str, float]:
+    """Best wall time of each function, with the rounds of all functions interleaved, so that a change in
+    the machine's load hits all of them alike and their ratios stay meaningful. Each is warmed up first
+    (page faults, thread pools); one that raises ImportError there is left out, and one slower than `slow`
+    seconds is timed by that single call. Before each round of one of several functions the machine is left
+    idle for `settle` seconds: thread pools spin-wait after a call (OpenBLAS for about 2^28 cycles), which
+    would otherwise slow the next function's round. NumPy's overflow warnings are silenced: the inputs
+    overflow on purpose (saturation cases)."""
+    best, active = {}, []
     with np.errstate(over="ignore", invalid="ignore"):
-        return _best_time(fn, repeat, min_time)
-
-
-def _best_time(fn, repeat, min_time):
-    fn()  # warm up (page faults, thread pool start)
-    best = float("inf")
-    for _ in range(repeat):
-        n, t0 = 0, time.perf_counter()
-        while True:
-            fn()
-            n += 1
-            el = time.perf_counter() - t0
-            if el >= min_time / repeat:
-                break
-        best = min(best, el / n)
+        for name, fn in fns.items():
+            try:
+                t0 = time.perf_counter()
+                fn()
+            except ImportError:
+                continue
+            best[name] = time.perf_counter() - t0
+            if best[name] <= slow:
+                active.append(name)
+                best[name] = float("inf")
+        for _ in range(repeat):
+            for name in active:
+                if len(active) > 1:
+                    time.sleep(settle)
+                n, t0 = 0, time.perf_counter()
+                while True:
+                    fns[name]()
+                    n += 1
+                    el = time.perf_counter() - t0
+                    if el >= min_time / repeat:
+                        break
+                best[name] = min(best[name], el / n)
     return best
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux, else platform.processor())."""
+    import platform
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def copy_bandwidth(nbytes: int = 64 << 20) -> float:
@@ -90,28 +122,26 @@ def run(select: str | None = None, repeat: int = 5) -> "pandas.DataFrame":
         if select and select not in case.name and select != case.group:
             continue
         state = case.setup()
-        t_k = best_time(lambda: case.kernel(state), repeat)
+        fns = {"npusim": lambda: case.kernel(state)}
+        if case.numpy is not None:
+            fns["numpy"] = lambda: case.numpy(state)
+        fns.update({peer: (lambda fn=fn: fn(state)) for peer, fn in case.peers.items()})
+        times = best_times(fns, repeat)
+        t_k = times["npusim"]
         row = {"case": case.name, "group": case.group, "MB": case.nbytes / 1e6,
                "npusim_ms": t_k * 1e3, "npusim_GBps": case.nbytes / t_k / 1e9,
                "copy_fraction": (case.nbytes / t_k) / bw}
         if case.ops:
             row["npusim_GOPS"] = case.ops / t_k / 1e9
-        if case.numpy is not None:
-            t_n = best_time(lambda: case.numpy(state), repeat)
-            row["numpy_ms"] = t_n * 1e3
-            if case.ops:
-                row["numpy_GOPS"] = case.ops / t_n / 1e9
-            row["speedup_vs_numpy"] = t_n / t_k
-        for peer, fn in case.peers.items():
-            try:
-                t_p = best_time(lambda: fn(state), repeat)
-            except ImportError:
+        for name, t in times.items():
+            if name == "npusim":
                 continue
-            row[f"{peer}_ms"] = t_p * 1e3
+            row[f"{name}_ms"] = t * 1e3
             if case.ops:
-                row[f"{peer}_GOPS"] = case.ops / t_p / 1e9
-            row[f"speedup_vs_{peer}"] = t_p / t_k
+                row[f"{name}_GOPS"] = case.ops / t / 1e9
+            row[f"speedup_vs_{name}"] = t / t_k
         rows.append(row)
     df = pd.DataFrame(rows)
     df.attrs["copy_GBps"] = bw / 1e9
+    df.attrs["cpu"] = cpu_model()
     return df
