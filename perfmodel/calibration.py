@@ -11,8 +11,8 @@ perfmodel/data/<family>.toml [calibration]):
   vector_scale, dma_scale, cube_scale   multipliers on the table-based pipe times (cube_scale >= 1)
 
 perfmodel.fitting.fit(measured) fits them to measured rows. The shipped values
-(perfmodel/data/calibration.json) come from fitting the packaged calibration set (perfmodel.published.calibration_set); reproduce them, with in-sample and
-cross-validated errors, with
+(perfmodel/data/calibration.json) come from fitting the packaged calibration set
+(perfmodel.published.calibration_set); reproduce them, with in-sample and cross-validated errors, with
     python -m perfmodel.fit_report --cv
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Per-SoC cost primitives: DMA transfers, vector instructions, cube fractals, pipe heads.
+"""Per-SoC cost primitives: DMA transfers, vector instructions, cube fractals, op heads.
 
 Every constant comes from the data files in perfmodel/data/ (one TOML per kernel family plus the msKPP
 and ATT tables as CSV); each value there carries its source. Costs here are UNCALIBRATED seconds on one
@@ -217,15 +217,15 @@ class Hardware:
         return 2.0 * fm * fk * fn * self.soc.aic * self.cube_hz
 
     # -- heads -------------------------------------------------------------------------------------
-    def head_seconds(self, core_type: str, block_dim: int, largest_load: float) -> float:
-        """Non-overlapped op head + pipe heads of the first tile (ATT heads)."""
+    def head_seconds(self, core_type: str) -> float:
+        """The op head (ATT), plus the vector pipe's head on vector kernels. ATT's MTE2/MTE3 pipe heads
+        are not added: they belong to its constant-bandwidth pipe model, where they stand for each
+        transfer's start latency. Here the first iteration's loads and stores run back to back on msKPP's
+        measured size-dependent DMA curves, which include that start; counting ATT's heads as well would
+        count it twice (and its 25000-byte switch between two MTE2 heads made predictions jump with the tile
+        size). What the chip adds per core launched is the fitted per-core start cost."""
         h = self.heads
-        if largest_load >= h["mte2_large_threshold_bytes"]:
-            mte2 = h["mte2_large_base"] + h["mte2_large_per_core"] * block_dim
-        else:
-            mte2 = h["mte2_small_base"] + h["mte2_small_per_core"] * block_dim
-        cyc = h["op"] + mte2 + h["mte3"]
-        cyc += h["cube"] if core_type in ("aic",) else h["vector"]
+        cyc = h["op"] + (h["vector"] if core_type != "aic" else 0.0)
         return cyc / (self.cube_hz if core_type == "aic" else self.vec_hz)
 
     def vector_cores(self) -> int:

@@ -25,8 +25,9 @@ consecutive iterations overlap. `combine` applies the calibration and plays the 
 * vector time = ATT cycles x vector_scale + dependent instructions (PipeBarrier) x barrier_cycles + scalar
   reads of vector results (V->S flag + GetValue) x scalar_read_cycles;
 * latency = launch (launch_us + launch_per_core_us x cores started; a kernel's own per-core start cost,
-  launch_per_core_us@<kernel>, where its measurements fix one) + the pipe heads (ATT: op head, the
-  first load's and store's start latency, HARDWARE.md sec. 4) + the loops; an operator that launches
+  launch_per_core_us@<kernel>, where its measurements fix one) + the op head (ATT, HARDWARE.md sec. 4;
+  the first load's and store's start latency is in the loops' first iteration, see
+  Hardware.head_seconds) + the loops; an operator that launches
   several kernels (Work.extra, e.g. TransQuantParamV2 before QuantBatchMatmulV3) adds them up, as the
   profiler's per-kernel Task Durations do.
 """
@@ -176,11 +177,9 @@ def _kernel(work: Work, params: dict):
     f_write = _write_hbm_fraction(work)
     core = prev = 0.0
     pipes = dict.fromkeys(PIPES, 0.0)
-    first_load = 0.0
     for lp in work.loops:
         if lp.n <= 0:
             continue
-        first_load = first_load or lp.read_bytes
         total, used = _loop_time(lp, params, hw, active, work.hbm_read_fraction, f_write, hbm, l2)
         if lp.behind:
             one = sum(used.values())
@@ -191,7 +190,7 @@ def _kernel(work: Work, params: dict):
             pipes[k] += used[k] * lp.n
     per_core = params.get(f"launch_per_core_us@{work.launch_class or work.kernel}", params["launch_per_core_us"])
     head = (params["launch_us"] + per_core * cores_started(work.core_type, active)) * 1e-6 \
-        + hw.head_seconds(work.core_type, active, first_load)
+        + hw.head_seconds(work.core_type)
     chip = (float(work.bytes_read) * work.hbm_read_fraction + float(work.bytes_written) * f_write) / hbm
     if head >= core:
         bound = "launch"

@@ -260,7 +260,7 @@ def _pick_tokens(g: pd.DataFrame, tokens) -> int:
 def plot_pipe_bars(sweep: pd.DataFrame, outdir, tokens: int | None = None) -> list[str]:
     """One figure per product and model dtype, at the swept token count nearest `tokens` (default 1024): a
     panel per operator with each pipe's predicted busy time side by side (pipes run concurrently, so the
-    bars are not stacked), the bound pipe hatched, and the latency and head (launch + pipe heads) marked."""
+    bars are not stacked), the bound pipe hatched, and the latency and head (launch, per-core start, op head) marked."""
     df, paths = _usable(sweep, "pipes"), []
     for product, pg in df.groupby("product", sort=True):
         for dtype, g in _dtype_groups(pg):
@@ -293,7 +293,7 @@ def plot_pipe_bars(sweep: pd.DataFrame, outdir, tokens: int | None = None) -> li
                 ax.grid(True, axis="x", alpha=0.3)
             fig.suptitle(f"Predicted pipe busy time per operator — {_soc_text(product, g)}, {t} tokens"
                          + (f", model dtype {dtype}" if dtype else "") + "\npipes run concurrently: bars are busy "
-                         "times side by side, solid line = latency, dotted = head (launch + pipe heads), "
+                         "times side by side, solid line = latency, dotted = head (launch + op head), "
                          "hatched = bound pipe ('bound memory': the chip's HBM/L2 bandwidth)", fontsize=9)
             fig.tight_layout()
             paths += save(fig, Path(outdir) / f"pipes_{product}{'_' + dtype if dtype else ''}")
