@@ -84,14 +84,15 @@ def _io_bytes(plan):
 
 
 def _work(plan, hw, loops, *, bytes_read=None, bytes_written=None, flops=0.0, tiles=None, core_type=None,
-          block_dim=None, hbm_read_fraction=1.0, extra=()):
+          block_dim=None, hbm_read_fraction=1.0, extra=(), launch_class=""):
     rd, wr = _io_bytes(plan)
     t = dict(plan.tiles)
     t.update({k: v for k, v in (tiles or {}).items() if k not in t})
     return Work(hw=hw, core_type=core_type or plan.core_type, block_dim=max(1, int(block_dim or plan.block_dim)),
                 loops=loops, bytes_read=rd if bytes_read is None else bytes_read,
                 bytes_written=wr if bytes_written is None else bytes_written, hbm_read_fraction=hbm_read_fraction,
-                flops=flops, kernel=plan.kernel, tiling_key=plan.tiling_key, tiles=t, plan=plan, extra=list(extra))
+                flops=flops, kernel=plan.kernel, tiling_key=plan.tiling_key, tiles=t, plan=plan, extra=list(extra),
+                launch_class=launch_class)
 
 
 def _vector_core_type(hw) -> str:
@@ -400,7 +401,10 @@ def dynamic_quant_work(plan, hw, asymmetric=False):
         loops.append(Loop(n=count, pipes=pipes, read_bytes=loads * r * H * isz,
                           write_bytes=r * (H * out_b + scale_bytes), barriers=v.barriers,
                           scalar_reads=v.scalar_reads, overlap=overlap, early=early, late=late, cont=bool(loops)))
-    return _work(plan, hw, loops, flops=R * H * 5.0, tiles={"rows_per_core": rows, "rows_per_pass": per})
+    # the DynamicQuantV2 kernel runs the DynamicQuant templates (dynamic_quant.h, dynamic_quant_db.h;
+    # ARITHMETIC.md sec. 1.2): both start alike, so they share the measured start cost per core
+    return _work(plan, hw, loops, flops=R * H * 5.0, tiles={"rows_per_core": rows, "rows_per_pass": per},
+                 launch_class="dynamic_quant")
 
 
 def dynamic_quant_asym_work(plan, hw):
