@@ -241,7 +241,7 @@ def cmd_calibrate(a) -> int:
                              f"known: {', '.join(calibration.PARAMS)}")
     # start from (and stay near) the shipped calibration: a few rows then move only what they inform
     cal = fitting.calibrate(fit_rows, product=a.fit_product, params=params,
-                                base=calibration.default_calibration())
+                            base=calibration.default_calibration())
     path = Path(a.output) if a.output else Path(a.out) / "calibration.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     cal.save(path)

@@ -127,8 +127,8 @@ def compare(measured: pd.DataFrame, calibration=None) -> pd.DataFrame:
 
 def summarize(joined: pd.DataFrame) -> pd.DataFrame:
     """Per operator, product and trust (the packaged set's column; else 'measured') over the predicted rows:
-    n, MAPE (%), median and max APE (%),
-    mean signed error (%), rows within 10% and 25%, and MAPE over the same-launch rows only."""
+    n, MAPE (%), median and max APE (%), mean signed error (%), rows within 10% and 25%, and MAPE over the
+    same-launch rows only."""
     ok = joined[joined["status"] == "ok"] if len(joined) else joined
     # the packaged set says how far each row can be trusted (measured, doubtful, analogue): kept apart
     trust = ok["trust"].astype(object).fillna("measured") if "trust" in ok else pd.Series("measured", index=ok.index)
