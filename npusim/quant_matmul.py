@@ -26,7 +26,6 @@ quant_batch_matmul_v3.cpp); their support matrix is in _validate and the README.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import warnings
 from dataclasses import dataclass
@@ -372,8 +371,6 @@ def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product
         epi = "int32"
 
     plan = _make_plan(soc, x1, x2, scale, offset, pertoken_scale, bias, M, K, N, batch, out_shape, out, epi, int4)
-    if arch35:
-        plan = _arch35_plan(plan, x2, M, K, N)
     arrays = {"x1": x1, "x2": x2_kn, "scale": scale, "offset": offset, "pertoken_scale": pertoken_scale, "bias": bias}
     return _Call(soc, int4, M, K, N, batch, out_shape, out, epi, s_t, o_t, b_t, has_pt, plan, arrays)
 
@@ -381,19 +378,30 @@ def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product
 def _make_plan(soc, x1, x2, scale, offset, pertoken, bias, M, K, N, batch, out_shape, out, epi, int4) -> Plan:
     nbatch = int(np.prod(batch)) if batch else 1
     fixpipe = epi in _FIXPIPE_EPILOGUES
-    # Base blocks: documented estimate after QuantBatchMatmulV3BasicTiling (ops-nn
-    # matmul/quant_batch_matmul_v3/op_host/op_tiling/quant_batch_matmul_v3_basic_tiling.cpp): basic block
-    # 128 x 256 (BASIC_BLOCK_SIZE = 256 * 128), baseK from K_BASE {1024 .. 32} elements; here baseK = 128 B of
-    # int8 (256 int4) so that double-buffered L0A/L0B tiles fit; the long side of the output gets baseN=256.
-    base_m, base_n = (128, 256) if N >= M else (256, 128)
-    base_m = min(base_m, max(_ceil_to(M, 16), 16))          # max(): a 950 empty output (M or N = 0)
-    base_n = min(base_n, max(_ceil_to(N, 16), 16))
-    base_k = min(256 if int4 else 128, _ceil_to(K, 64 if int4 else 32))
+    arch35 = soc.family == "950"
+    if arch35:
+        # transposeX2 is what torch_npu passes for a transposed contiguous x2 view (is_transpose_last_two_dims);
+        # a TensorSpec is taken as contiguous
+        trans_b = (isinstance(x2, np.ndarray) and x2.ndim >= 2 and x2.shape[-1] * x2.shape[-2] > 1
+                   and x2.strides[-2] == x2.itemsize and x2.strides[-1] == x2.shape[-2] * x2.itemsize)
+        if M == 0 or N == 0:                                  # an empty output: one launch, no work
+            base_m, base_n, base_k = 16, 16, 32
+        else:
+            base_m, base_n, base_k = _arch35_base_block(M, K, N, soc.aic, soc.l0a_bytes, trans_b)
+    else:
+        # Base blocks: documented estimate after QuantBatchMatmulV3BasicTiling (ops-nn
+        # matmul/quant_batch_matmul_v3/op_host/op_tiling/quant_batch_matmul_v3_basic_tiling.cpp): basic block
+        # 128 x 256 (BASIC_BLOCK_SIZE = 256 * 128), baseK from K_BASE {1024 .. 32} elements; here baseK = 128 B
+        # of int8 (256 int4) so that double-buffered L0A/L0B tiles fit; the long side of the output gets
+        # baseN=256.
+        base_m, base_n = (128, 256) if N >= M else (256, 128)
+        base_m = min(base_m, _ceil_to(M, 16))
+        base_n = min(base_n, _ceil_to(N, 16))
+        base_k = min(256 if int4 else 128, _ceil_to(K, 64 if int4 else 32))
     m_cnt = -(-M // base_m)
     n_cnt = -(-N // base_n)
     blocks = nbatch * m_cnt * n_cnt
-    cores = soc.aic
-    block_dim = max(1, min(cores, blocks))                 # 1: a 950 empty output still plans one launch
+    block_dim = max(1, min(soc.aic, blocks))                 # 1: a 950 empty output still plans one launch
     core_type = "aicore" if soc.core_layout == "coupled" else ("aic" if fixpipe else "mix")
     in_bytes = 0.5 if int4 else 1
     tiles = {
@@ -401,7 +409,7 @@ def _make_plan(soc, x1, x2, scale, offset, pertoken, bias, M, K, N, batch, out_s
         "baseM": base_m, "baseN": base_n, "baseK": base_k,
         "mCnt": m_cnt, "nCnt": n_cnt, "kLoops": -(-K // base_k),
         "total_blocks": blocks, "blocks_per_core": -(-blocks // block_dim),
-        "tail_m": M - (m_cnt - 1) * base_m, "tail_n": N - (n_cnt - 1) * base_n,
+        "tail_m": M - (m_cnt - 1) * base_m if m_cnt else 0, "tail_n": N - (n_cnt - 1) * base_n if n_cnt else 0,
         "l0a_tile_bytes": int(base_m * base_k * in_bytes), "l0b_tile_bytes": int(base_k * base_n * in_bytes),
         "l0c_tile_bytes": base_m * base_n * 4, "double_buffer": True,
         "epilogue": epi, "epilogue_unit": "fixpipe" if fixpipe else "vector",
@@ -410,15 +418,23 @@ def _make_plan(soc, x1, x2, scale, offset, pertoken, bias, M, K, N, batch, out_s
         "ub_tile_elems": 0 if fixpipe else base_m * base_n // 2,     # per AIV (two AIVs per AIC)
         "macs": nbatch * M * N * K,
     }
+    if arch35:
+        tiles.update(transB=bool(trans_b), kernelFamily="arch35")
+        kernel = "QuantBatchMatmulV3 (arch35)"
+        notes = ("arch35 adaptive-sliding-window base block (base_block_calculator.cpp); block_dim = min(AIC, "
+                 "blocks), the tail-round split is not modelled" + ("; empty output, no work" if not blocks else ""))
+    else:
+        kernel = "QuantBatchMatmulV3"
+        notes = ("base block sizes are an estimate after the vendor basic tiling; "
+                 "block_dim = min(AIC cores, output blocks)")
     # Tiling keys are not reproduced; 0 = fixpipe cube kernel, 1 = mix kernel with a vector epilogue.
-    return Plan(op=OP_QMM, soc=soc, kernel="QuantBatchMatmulV3", tiling_key=0 if fixpipe else 1,
+    return Plan(op=OP_QMM, soc=soc, kernel=kernel, tiling_key=0 if fixpipe else 1,
                 block_dim=block_dim, core_type=core_type, tiles=tiles,
                 inputs={"x1": _spec(x1), "x2": _spec(x2), "scale": _spec(scale), "offset": _spec(offset),
                         "pertoken_scale": _spec(pertoken), "bias": _spec(bias)},
                 outputs={"y": _checks.out_spec(OP_QMM, "y", out_shape, out, soc.soc)},
                 attrs={"output_dtype": out, "int4": int4},
-                notes="base block sizes are an estimate after the vendor basic tiling; "
-                      "block_dim = min(AIC cores, output blocks)")
+                notes=notes)
 
 
 def _spec(x):
@@ -489,36 +505,6 @@ def _arch35_base_block(M: int, K: int, N: int, aic: int, l0a_bytes: int, trans_b
         if base_k > _BASEK_LIMIT:
             base_k = _ceil_to(base_k // 2, k_align)
     return base_m, base_n, base_k
-
-
-def _arch35_plan(plan: Plan, x2, M: int, K: int, N: int) -> Plan:
-    """The plan with the A2 estimate in plan.tiles replaced by with the arch35 adaptive-sliding-window base block.
-    transposeX2 is what torch_npu passes for a transposed contiguous x2 view (is_transpose_last_two_dims);
-    a TensorSpec is taken as contiguous. Not modelled: the tail-round split of the last blocks over idle
-    cores (CalcTailRoundBasicBlockSplit), full-load and L1 depth choices, the tiling key."""
-    soc, t = plan.soc, plan.tiles
-    trans_b = (isinstance(x2, np.ndarray) and x2.ndim >= 2 and x2.shape[-1] * x2.shape[-2] > 1
-               and x2.strides[-2] == x2.itemsize and x2.strides[-1] == x2.shape[-2] * x2.itemsize)
-    nbatch = t["batch"]
-    if M == 0 or N == 0:
-        base_m = base_n = 16
-        base_k = 32
-    else:
-        base_m, base_n, base_k = _arch35_base_block(M, K, N, soc.aic, soc.l0a_bytes, trans_b)
-    m_cnt, n_cnt = -(-M // base_m), -(-N // base_n)
-    blocks = nbatch * m_cnt * n_cnt
-    block_dim = max(1, min(soc.aic, blocks))
-    t.update(baseM=base_m, baseN=base_n, baseK=base_k, mCnt=m_cnt, nCnt=n_cnt, kLoops=-(-K // base_k),
-             total_blocks=blocks, blocks_per_core=-(-blocks // block_dim),
-             tail_m=M - (m_cnt - 1) * base_m if m_cnt else 0, tail_n=N - (n_cnt - 1) * base_n if n_cnt else 0,
-             l0a_tile_bytes=base_m * base_k, l0b_tile_bytes=base_k * base_n, l0c_tile_bytes=base_m * base_n * 4,
-             transB=bool(trans_b), kernelFamily="arch35")
-    if not t["ub_tile_elems"] == 0:
-        t["ub_tile_elems"] = base_m * base_n // 2
-    return dataclasses.replace(
-        plan, block_dim=block_dim, kernel="QuantBatchMatmulV3 (arch35)",
-        notes="arch35 adaptive-sliding-window base block (base_block_calculator.cpp); block_dim = min(AIC, "
-              "blocks), the tail-round split is not modelled" + ("; empty output, no work" if not blocks else ""))
 
 
 @planner(OP_QMM, SUPPORTED)
