@@ -2,6 +2,7 @@
 launch floors, every operator x product, clear errors, calibration round trip, the packaged calibration
 set (read without ../shared) and the shipped fit's errors on it."""
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -313,7 +314,11 @@ def test_shipped_fit_on_the_calibration_set():
     cal, per_row = evaluate()
     assert list(per_row["predicted_us"].round(6)) == list(
         pd.Series(perfmodel.fitting.predicted_us(perfmodel.calibration.default_calibration(),
-                                                      perfmodel.fitting.works_of(calibration_set()))).round(6))
+                                                 perfmodel.fitting.works_of(calibration_set()))).round(6))
+    # and the validation table the README shows was drawn from this fit
+    table = pd.read_csv(Path(__file__).parents[1] / "perfmodel" / "validation" / "validation.csv")
+    assert list(table["label"]) == list(per_row["label"])
+    assert np.allclose(table["predicted_us"], per_row["predicted_us"], rtol=0, atol=6e-4)
     assert set(summary(per_row).columns) >= {"rows", "in_sample_mape", "worst_pct"}
 
 
