@@ -28,7 +28,11 @@ CHILD = textwrap.dedent("""
     import pkgutil, importlib, npusim, perfmodel
     for pkg in (npusim, perfmodel):
         for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
-            importlib.import_module(m.name)
+            try:
+                importlib.import_module(m.name)
+            except ModuleNotFoundError as exc:      # the torch face, where PyTorch is not installed
+                if exc.name != "torch":
+                    raise
     from perfmodel import cli
     rc = [cli.main(["compare", "--out", "cmp"]),
           cli.main(["sweep", "--ops", "npu_dynamic_quant", "--products", "atlas-a2", "--tokens", "1,64",
