@@ -61,6 +61,8 @@ def data_tensors(op: str, product=None, **tensors) -> None:
 def dtype_in(op: str, name: str, a: np.ndarray, allowed, product=None) -> str:
     """Check a.dtype is one of `allowed` (dtype names); return its canonical name."""
     got = formats.dtype_name(a.dtype)
+    if got in allowed:          # already canonical names (the usual call): nothing to convert
+        return got
     allowed = tuple(formats.dtype_name(d) for d in allowed)
     if got not in allowed:
         raise invalid(op, name, f"dtype must be one of {', '.join(allowed)}, got {got}",

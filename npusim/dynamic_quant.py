@@ -48,6 +48,7 @@ Special values (the kernels' behaviour is undocumented; ARITHMETIC 1.1 step 8, 1
 """
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -125,7 +126,7 @@ def _validate(op, x, smooth, group, dst, symmetric, soc):
     if not 1 < x.ndim < 9:
         raise invalid(op, "x", f"must have 2 to 8 dimensions, got shape {tuple(x.shape)}", prod)
     H = int(x.shape[-1])
-    R = int(np.prod(x.shape[:-1], dtype=np.int64))
+    R = math.prod(int(d) for d in x.shape[:-1])
     if dst not in _Y_BY_FAMILY[fam]:
         raise invalid(op, "dst_type", f"output {dst} is not supported; allowed: {', '.join(_Y_BY_FAMILY[fam])}",
                       prod)

@@ -16,6 +16,7 @@ op_host/fake_quant_affine_cachemask_tiling.cpp (tiling), op_kernel/fake_quant_af
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,7 +126,7 @@ def _validate(op, names, x, scale, zero_point, axis, quant_min, quant_max, produ
 
 def _plan(ck: _Checked) -> Plan:
     soc = ck.soc
-    numel = int(np.prod(ck.shape, dtype=np.int64))
+    numel = math.prod(int(d) for d in ck.shape)
     head = ck.shape[ck.axis] if ck.shape else 1
     calc = numel // head if head else 0
     kd = ck.kernel_dtype

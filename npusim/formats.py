@@ -69,6 +69,8 @@ def as_dtype(dtype) -> np.dtype:
         if key in _ALIASES:
             return _BY_NAME[_ALIASES[key]]
         raise ValueError(f"unknown dtype name {dtype!r}; known: {sorted(_ALIASES)}")
+    if isinstance(dtype, np.dtype) and dtype.byteorder != ">":
+        return dtype                    # the common case (an array's dtype): np.dtype(dtype) is dtype
     try:
         dt = np.dtype(dtype)
     except TypeError as exc:
@@ -76,13 +78,18 @@ def as_dtype(dtype) -> np.dtype:
     return dt.newbyteorder("=") if dt.byteorder == ">" else dt
 
 
+_NAMES: dict = {}       # dtype -> canonical name (every check asks for names: the scan below is slow)
+
+
 def dtype_name(dtype) -> str:
     """Canonical short name of a dtype ('float16', 'bfloat16', 'float8_e8m0', ...)."""
     dt = as_dtype(dtype)
-    for name, d in _BY_NAME.items():
-        if d == dt:
-            return name
-    return dt.name
+    name = _NAMES.get(dt)
+    if name is None:
+        name = next((n for n, d in _BY_NAME.items() if d == dt), dt.name)
+        if len(_NAMES) < 1024:
+            _NAMES[dt] = name
+    return name
 
 
 def round_mode_code(round_mode: str) -> int:

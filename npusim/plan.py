@@ -47,6 +47,9 @@ def _dims(shape, dtype: np.dtype) -> tuple[int, ...]:
     """A shape as numpy takes it (an integer or a sequence of integers), checked: integers only (no
     floats, strings or bools, which numpy and PyTorch refuse too), each >= 0, and the tensor's bytes
     within int64 as numpy requires, so that no plan or prediction ever works on a wrapped size."""
+    if type(shape) is tuple and all(type(d) is int and d >= 0 for d in shape):      # the usual, fast case
+        if math.prod(d or 1 for d in shape) * dtype.itemsize <= MAX_BYTES:
+            return shape
     if isinstance(shape, (int, np.integer)) and not isinstance(shape, (bool, np.bool_)):
         shape = (shape,)
     try:

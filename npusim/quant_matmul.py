@@ -26,6 +26,7 @@ quant_batch_matmul_v3.cpp); their support matrix is in _validate and the README.
 """
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -271,7 +272,7 @@ def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product
             raise invalid(op, name, f"must have 2 to 6 dimensions, got {len(a.shape)}", p)
         # 950 (V4 doc): m = 0 or n = 0 gives an empty output; every other empty tensor is rejected
         empty_ok = arch35 and 0 not in a.shape[:-2] and (a.shape[-1] if name == "x1" else a.shape[-2]) != 0
-        if int(np.prod(a.shape)) == 0 and not empty_ok:
+        if 0 in a.shape and not empty_ok:
             raise invalid(op, name, f"must not be empty, got shape {tuple(a.shape)}", p)
         if a.shape[-1] > MAX_LAST_DIM:
             raise invalid(op, name, f"last dimension must be <= {MAX_LAST_DIM}, got {a.shape[-1]}", p)
@@ -376,7 +377,7 @@ def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product
 
 
 def _make_plan(soc, x1, x2, scale, offset, pertoken, bias, M, K, N, batch, out_shape, out, epi, int4) -> Plan:
-    nbatch = int(np.prod(batch)) if batch else 1
+    nbatch = math.prod(batch)
     fixpipe = epi in _FIXPIPE_EPILOGUES
     arch35 = soc.family == "950"
     if arch35:

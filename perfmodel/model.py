@@ -130,26 +130,41 @@ def _write_hbm_fraction(work: Work) -> float:
     return 1.0 - min(w, room) / w
 
 
-def _loop_time(lp: Loop, p: dict, hw, active: int, f_read: float, f_write: float, hbm: float, l2: float):
-    """(seconds of the loop, per-pipe seconds of one iteration with contention)."""
-    dma, vec = p["dma_scale"], p["vector_scale"]
-    t = {k: lp.pipes.get(k, 0.0) for k in PIPES}
+class _Rates:
+    """What every loop of one calibration family reads from the calibration (looked up once per combine)."""
+    __slots__ = ("dma", "vec", "cube", "load_latency", "barrier", "scalar_read", "scalar_element", "hbm_eff",
+                 "l2_eff", "launch", "per_core", "params")
+
+    def __init__(self, p: dict):
+        self.params = p
+        self.dma, self.vec, self.cube = p["dma_scale"], p["vector_scale"], p["cube_scale"]
+        self.load_latency = p["load_latency_us"] * 1e-6
+        self.barrier, self.scalar_read = p["barrier_cycles"], p["scalar_read_cycles"]
+        self.scalar_element = p["scalar_element_cycles"]
+        self.hbm_eff, self.l2_eff = p["hbm_efficiency"], p["l2_efficiency"]
+        self.launch, self.per_core = p["launch_us"], p["launch_per_core_us"]
+
+
+def _loop_time(lp: Loop, r: _Rates, vec_hz: float, active: int, read_rate: float, write_rate: float,
+               f_read: float, f_write: float, hbm: float):
+    """(seconds of the loop, per-pipe seconds of one iteration with contention, in PIPES order).
+    read_rate / write_rate: seconds per byte of the chip's share (f / hbm + (1 - f) / l2)."""
+    dma, vec = r.dma, r.vec
+    pipes = lp.pipes
     active = lp.active or active
-    rd = lp.read_bytes
-    load_chip = rd * active * (f_read / hbm + (1.0 - f_read) / l2)
-    store_chip = lp.write_bytes * active * (f_write / hbm + (1.0 - f_write) / l2)
-    L = max(t["mte2"] * dma, load_chip)
-    if lp.overlap != "double" and L > 0:
-        L += p["load_latency_us"] * 1e-6    # nothing prefetched: the next load's latency is in the loop
-    S = max(t["mte3"] * dma, store_chip)
-    extra = (lp.barriers * p["barrier_cycles"] + lp.scalar_reads * p["scalar_read_cycles"]) / hw.vec_hz
-    Sc = t["scalar"] + lp.scalar_elements * p["scalar_element_cycles"] / hw.vec_hz
-    V = t["vector"] * vec + extra + Sc
-    C = t["cube"] * p["cube_scale"]
-    M1, F = t["mte1"] * dma, t["fixpipe"] * dma
-    # loads and stores that run at the same time share HBM
-    chip = (rd * f_read + lp.write_bytes * f_write) * active / hbm
+    rd, wr = lp.read_bytes, lp.write_bytes
+    L = max(pipes.get("mte2", 0.0) * dma, rd * active * read_rate)
     mode = lp.overlap
+    if mode != "double" and L > 0:
+        L += r.load_latency             # nothing prefetched: the next load's latency is in the loop
+    S = max(pipes.get("mte3", 0.0) * dma, wr * active * write_rate)
+    extra = (lp.barriers * r.barrier + lp.scalar_reads * r.scalar_read) / vec_hz
+    Sc = pipes.get("scalar", 0.0) + lp.scalar_elements * r.scalar_element / vec_hz
+    V = pipes.get("vector", 0.0) * vec + extra + Sc
+    C = pipes.get("cube", 0.0) * r.cube
+    M1, F = pipes.get("mte1", 0.0) * dma, pipes.get("fixpipe", 0.0) * dma
+    # loads and stores that run at the same time share HBM
+    chip = (rd * f_read + wr * f_write) * active / hbm
     if mode == "double":
         period = max(L, V, S, C, M1, F, chip)
     elif mode == "serial":
@@ -164,63 +179,71 @@ def _loop_time(lp: Loop, p: dict, hw, active: int, f_read: float, f_write: float
         total = n * period
     else:
         total = fill + (n - 1.0) * period if n >= 1.0 else n * fill
-    used = {"mte1": M1, "mte2": L, "mte3": S, "vector": V - Sc, "cube": C, "fixpipe": F, "scalar": Sc}
-    return total, used
+    return total, (M1, L, S, V - Sc, C, F, Sc)
 
 
-def _kernel(work: Work, params: dict):
-    """(latency s, head s, core s, chip s, per-pipe s, bound) of one kernel launch."""
+def _kernel(work: Work, r: _Rates):
+    """(latency s, head s, core s, chip s, per-pipe s in PIPES order, bound) of one kernel launch."""
     hw = work.hw
-    hbm = hw.hbm_peak_Bps * params["hbm_efficiency"]
-    l2 = hw.l2_peak_Bps * params["l2_efficiency"]
+    hbm = hw.hbm_peak_Bps * r.hbm_eff
+    l2 = hw.l2_peak_Bps * r.l2_eff
     active = max(1, int(work.block_dim))
+    f_read = work.hbm_read_fraction
     f_write = _write_hbm_fraction(work)
+    read_rate = f_read / hbm + (1.0 - f_read) / l2
+    write_rate = f_write / hbm + (1.0 - f_write) / l2
+    vec_hz = hw.vec_hz
     core = prev = 0.0
-    pipes = dict.fromkeys(PIPES, 0.0)
+    m1 = m2 = m3 = v = c = f = sc = 0.0
     for lp in work.loops:
         if lp.n <= 0:
             continue
-        total, used = _loop_time(lp, params, hw, active, work.hbm_read_fraction, f_write, hbm, l2)
+        total, used = _loop_time(lp, r, vec_hz, active, read_rate, write_rate, f_read, f_write, hbm)
         if lp.behind:
-            one = sum(used.values())
+            one = sum(used)
             total = max(0.0, total - one - prev) + one
         core += total
         prev = total
-        for k in PIPES:
-            pipes[k] += used[k] * lp.n
-    per_core = params.get(f"launch_per_core_us@{work.launch_class or work.kernel}", params["launch_per_core_us"])
-    head = (params["launch_us"] + per_core * cores_started(work.core_type, active)) * 1e-6 \
-        + hw.head_seconds(work.core_type)
-    chip = (float(work.bytes_read) * work.hbm_read_fraction + float(work.bytes_written) * f_write) / hbm
+        n = lp.n
+        m1 += used[0] * n
+        m2 += used[1] * n
+        m3 += used[2] * n
+        v += used[3] * n
+        c += used[4] * n
+        f += used[5] * n
+        sc += used[6] * n
+    per_core = r.params.get(f"launch_per_core_us@{work.launch_class or work.kernel}", r.per_core)
+    head = (r.launch + per_core * cores_started(work.core_type, active)) * 1e-6 + hw.head_seconds(work.core_type)
+    chip = (float(work.bytes_read) * f_read + float(work.bytes_written) * f_write) / hbm
     if head >= core:
         bound = "launch"
-    else:
-        cands = {"memory": max(pipes["mte1"], pipes["mte2"], pipes["mte3"], chip), "vector": pipes["vector"],
-                 "cube": pipes["cube"], "fixpipe": pipes["fixpipe"], "scalar": pipes["scalar"]}
-        bound = max(cands, key=cands.get)
-    return head + core, head, core, chip, pipes, bound
+    else:       # the first of the largest, in this order
+        bound = max((("memory", max(m1, m2, m3, chip)), ("vector", v), ("cube", c), ("fixpipe", f), ("scalar", sc)),
+                    key=lambda kv: kv[1])[0]
+    return head + core, head, core, chip, [m1, m2, m3, v, c, f, sc], bound
 
 
-def combine(work: Work, params: dict, op: str, product_id: str) -> Prediction:
+def combine(work: Work, params: dict, op: str, product_id: str, rates: _Rates | None = None) -> Prediction:
     """Latency and breakdown of `work` (and of the further kernels it launches) under calibration `params`
-    (one kernel family's dict)."""
-    latency, head, core, chip, pipes, bound = _kernel(work, params)
+    (one kernel family's dict; `rates`: the same, looked up already)."""
+    r = rates or _Rates(params)
+    latency, head, core, chip, pipes, bound = _kernel(work, r)
     kernels = [(work.kernel or op, latency * 1e6)]
+    read, written, flops = float(work.bytes_read), float(work.bytes_written), float(work.flops)
     for w in work.extra:
-        lat_x, head_x, core_x, chip_x, pipes_x, _ = _kernel(w, params)
+        lat_x, head_x, core_x, chip_x, pipes_x, _ = _kernel(w, r)
         latency += lat_x
         head += head_x
         core += core_x
         chip += chip_x
-        for k in PIPES:
-            pipes[k] += pipes_x[k]
+        pipes = [a + b for a, b in zip(pipes, pipes_x)]
         kernels.append((w.kernel, lat_x * 1e6))
-    read = sum(float(w.bytes_read) for w in [work, *work.extra])
-    written = sum(float(w.bytes_written) for w in [work, *work.extra])
-    flops = sum(float(w.flops) for w in [work, *work.extra])
+        read += float(w.bytes_read)
+        written += float(w.bytes_written)
+        flops += float(w.flops)
     return Prediction(
         op=op, product=product_id, soc=work.hw.soc.soc, latency_us=latency * 1e6,
-        pipes_us={k: v * 1e6 for k, v in pipes.items()}, head_us=head * 1e6, bound=bound,
+        pipes_us={k: x * 1e6 for k, x in zip(PIPES, pipes)}, head_us=head * 1e6, bound=bound,
         bytes_read=int(read), bytes_written=int(written), flops=flops, block_dim=int(work.block_dim),
         tiling_key=work.tiling_key, tiles=dict(work.tiles), achieved_GBps=(read + written) / latency / 1e9,
         achieved_TOPS=flops / latency / 1e12, plan=work.plan, chip_us=chip * 1e6, core_us=core * 1e6,
@@ -228,5 +251,6 @@ def combine(work: Work, params: dict, op: str, product_id: str) -> Prediction:
 
 
 def combine_many(works, params: dict, op: str, product_id: str) -> list:
-    """combine() of many Works (sweeps and the calibration fit)."""
-    return [combine(w, params, op, product_id) for w in works]
+    """combine() of many Works (sweeps and the calibration fit): the calibration is looked up once."""
+    r = _Rates(params)
+    return [combine(w, params, op, product_id, r) for w in works]

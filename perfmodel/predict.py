@@ -58,10 +58,9 @@ def _specs(args: dict) -> dict:
     """Arrays and TensorSpecs -> TensorSpecs (only shape/dtype are read); other arguments unchanged."""
     out = {}
     for k, v in args.items():
-        if isinstance(v, TensorSpec) or (hasattr(v, "shape") and hasattr(v, "dtype")):
-            out[k] = spec_of(v)
-        else:
-            out[k] = v
+        if type(v) is not TensorSpec and hasattr(v, "shape") and hasattr(v, "dtype"):
+            v = spec_of(v)
+        out[k] = v
     return out
 
 
@@ -70,15 +69,11 @@ _PLAN_MEMO_MAX = 200_000
 
 
 def _plan_key(op, soc_name, args):
-    """Hashable key of a planner call (TensorSpecs by shape and dtype), or None when an argument is not
-    hashable (then the planner is simply called)."""
-    items = []
-    for k, v in args.items():
-        if isinstance(v, TensorSpec):
-            v = (TensorSpec, v.shape, v.dtype)
-        items.append((k, v))
-    key = (op, soc_name, tuple(sorted(items, key=lambda kv: kv[0])))
+    """Hashable key of a planner call (TensorSpecs compare by shape and dtype; arguments in any order; by
+    type too, since 1 == 1.0 == True and a planner may take one and refuse another), or None when an
+    argument is not hashable (then the planner is simply called)."""
     try:
+        key = (op, soc_name, frozenset([(k, type(v), v) for k, v in args.items()]))
         hash(key)
     except TypeError:
         return None
