@@ -62,12 +62,21 @@ def is_hifloat8(dtype) -> bool:
     return isinstance(dtype, str) and dtype.strip().lower() in _HIF8_NAMES
 
 
+_BY_STR: dict = {}      # a dtype name as given -> its dtype (planners look names up on every call)
+
+
 def as_dtype(dtype) -> np.dtype:
     """A numpy dtype from a dtype, a type, or a name such as 'bf16', 'float8_e4m3fn', 'int4'."""
     if isinstance(dtype, str):
+        dt = _BY_STR.get(dtype)
+        if dt is not None:
+            return dt
         key = dtype.strip().lower().removeprefix("torch.").removeprefix("np.")
         if key in _ALIASES:
-            return _BY_NAME[_ALIASES[key]]
+            dt = _BY_NAME[_ALIASES[key]]
+            if len(_BY_STR) < 1024:
+                _BY_STR[dtype] = dt
+            return dt
         raise ValueError(f"unknown dtype name {dtype!r}; known: {sorted(_ALIASES)}")
     if isinstance(dtype, np.dtype) and dtype.byteorder != ">":
         return dtype                    # the common case (an array's dtype): np.dtype(dtype) is dtype

@@ -109,17 +109,16 @@ def _tiling(bs: int, d: int, quant_mode: int, core_num: int, ub_bytes: int) -> d
     scale_bytes = 1 if quant_mode == 0 else 4
     per_block_scales = _UB_BLOCK_BYTES // scale_bytes
 
-    def ub_need(r: int) -> dict:
-        x_b = r * _round_up(d, 16) * 2 * _DOUBLE_BUFFER
-        y_b = r * _round_up(d, 32) * 1 * _DOUBLE_BUFFER
-        s_b = r * _round_up(scale_col, per_block_scales) * scale_bytes * _DOUBLE_BUFFER
-        idx_b = _round_up(r, 8) * 4
-        return {"x_ub_bytes": x_b, "y_ub_bytes": y_b, "scale_ub_bytes": s_b, "index_ub_bytes": idx_b,
-                "ub_bytes_used": x_b + y_b + s_b + idx_b}
+    x_row, y_row = _round_up(d, 16) * 2 * _DOUBLE_BUFFER, _round_up(d, 32) * 1 * _DOUBLE_BUFFER
+    scale_row = _round_up(scale_col, per_block_scales) * scale_bytes * _DOUBLE_BUFFER
+
+    def ub_need(r: int) -> tuple:
+        """UB bytes of x, y, scale and the slot indices at r rows a pass."""
+        return r * x_row, r * y_row, r * scale_row, _round_up(r, 8) * 4
 
     row_factor = min(row_former, 1)
     while row_factor <= row_former:
-        if ub_need(row_factor)["ub_bytes_used"] > ub_bytes:
+        if sum(ub_need(row_factor)) > ub_bytes:
             row_factor -= 1
             break
         row_factor += 1
@@ -138,7 +137,8 @@ def _tiling(bs: int, d: int, quant_mode: int, core_num: int, ub_bytes: int) -> d
         "quant_block": QUANT_BLOCK,
         "double_buffer": True,
     }
-    tiles.update(ub_need(row_factor))
+    need = ub_need(row_factor)
+    tiles.update(zip(("x_ub_bytes", "y_ub_bytes", "scale_ub_bytes", "index_ub_bytes"), need), ub_bytes_used=sum(need))
     return tiles
 
 

@@ -10,6 +10,8 @@ moe_quant_src_to_dst_op.h, moe_quant_gather_out.h, moe_quant_gather_out_small_ac
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from npusim import _checks, formats
@@ -26,6 +28,7 @@ X_DTYPES = ("float16", "bfloat16", "float32")
 
 # The sort key is float(expertIdx) (Cast int32 -> fp32): ids beyond 2^24 may not be exact.
 FP32_EXACT_INT = 1 << 24
+INT32_MAX = 2**31 - 1                       # row indices are int32
 
 # Tiling constants of moe_init_routing_quant_tiling.cpp
 _SORT32_ALIGN = 32
@@ -80,7 +83,7 @@ def _check_shapes(op, names, x, row_idx, expert_idx, active_num, product):
         raise invalid(op, names["expert_idx"], f"must have as many rows as {names['x']} ({xs.shape[0]}), "
                       f"got {es.shape[0]}", soc.soc)
     n, k = es.shape
-    if n * k > np.iinfo(np.int32).max:
+    if n * k > INT32_MAX:
         raise invalid(op, names["expert_idx"], f"NUM_ROWS*K = {n * k} must fit in int32 (row indices are int32)",
                       soc.soc)
     active = _checks.int_attr(op, names["active_num"], active_num, soc.soc)
@@ -89,19 +92,26 @@ def _check_shapes(op, names, x, row_idx, expert_idx, active_num, product):
     return soc, n, k, xs.shape[1], x_dtype, active
 
 
-def _quant_param(op, name, v, product) -> np.float16:
-    """scale/offset: the aclnn double becomes the op's Float attribute (RNE), the kernel uses
-    static_cast<half>(float) (RNE). Non-finite values are rejected (hardware result undocumented)."""
+def _check_quant_param(op, name, v, product) -> float:
+    """scale/offset as the aclnn double: a finite real number (the hardware result of a non-finite one is
+    undocumented)."""
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
         raise invalid(op, name, f"must be a real number, got {v!r}", product)
     try:
-        finite = np.isfinite(float(v))
+        finite = math.isfinite(float(v))
     except OverflowError:                   # a Python int beyond any double
         finite = False
     if not finite:
         raise invalid(op, name, f"must be finite, got {v!r}", product)
+    return float(v)
+
+
+def _quant_param(op, name, v, product) -> np.float16:
+    """scale/offset: the aclnn double becomes the op's Float attribute (RNE), the kernel uses
+    static_cast<half>(float) (RNE)."""
+    v = _check_quant_param(op, name, v, product)
     with np.errstate(over="ignore"):
-        return np.float16(np.float32(float(v)))
+        return np.float16(np.float32(v))
 
 
 def _check_data(op, names, row_idx, expert_idx, n, k, product):
@@ -241,7 +251,7 @@ def plan_moe_init_routing_quant(x, row_idx, expert_idx, active_num, scale=1.0, o
     """
     soc, n, k, cols, x_dtype, active = _check_shapes(_op, _names, x, row_idx, expert_idx, active_num, product)
     for key, v in (("scale", scale), ("offset", offset)):
-        _quant_param(_op, _names[key], v, soc.soc)
+        _check_quant_param(_op, _names[key], v, soc.soc)
     xsize = formats.as_dtype(x_dtype).itemsize
     total = n * k
     aiv = 1 if total <= _SORT32_ALIGN else soc.aiv

@@ -16,15 +16,15 @@ from npusim import formats
 from npusim.products import Soc
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class TensorSpec:
     """Shape and dtype of a tensor, standing in for the data when only a plan is wanted."""
     shape: tuple
     dtype: Any
 
-    def __post_init__(self):
-        dtype = formats.as_dtype(self.dtype)
-        object.__setattr__(self, "shape", _dims(self.shape, dtype))
+    def __init__(self, shape, dtype):       # (not the dataclass one: checked values are set once)
+        dtype = formats.as_dtype(dtype)
+        object.__setattr__(self, "shape", _dims(shape, dtype))
         object.__setattr__(self, "dtype", dtype)
 
     @property

@@ -138,6 +138,7 @@ class Hardware:
         self.mmad_pts = _mmad_curves()[self.cube["mmad_curve_soc"]]
         self.bank_conflict_free_factor = d["vector"]["bank_conflict_free_factor"]
         self._vec = vector_table()
+        self._vec_memo: dict = {}
         self._dma_memo: dict = {}
 
     # -- DMA ---------------------------------------------------------------------------------------
@@ -185,7 +186,10 @@ class Hardware:
         """Seconds for `count` calls of vector API `op` over `elems` elements each (ATT k*n+b)."""
         if count <= 0 or elems <= 0:
             return 0.0
-        k, b = self.vec_coeffs(op, dtype)
+        kb = self._vec_memo.get((op, dtype))          # builders make this call millions of times in a sweep
+        if kb is None:
+            kb = self._vec_memo[(op, dtype)] = self.vec_coeffs(op, dtype)
+        k, b = kb
         return count * (k * elems + b) / self.vec_hz
 
     # -- cube --------------------------------------------------------------------------------------

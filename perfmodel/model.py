@@ -133,7 +133,7 @@ def _write_hbm_fraction(work: Work) -> float:
 class _Rates:
     """What every loop of one calibration family reads from the calibration (looked up once per combine)."""
     __slots__ = ("dma", "vec", "cube", "load_latency", "barrier", "scalar_read", "scalar_element", "hbm_eff",
-                 "l2_eff", "launch", "per_core", "params")
+                 "l2_eff", "launch", "per_core", "params", "_per_core_of")
 
     def __init__(self, p: dict):
         self.params = p
@@ -143,6 +143,14 @@ class _Rates:
         self.scalar_element = p["scalar_element_cycles"]
         self.hbm_eff, self.l2_eff = p["hbm_efficiency"], p["l2_efficiency"]
         self.launch, self.per_core = p["launch_us"], p["launch_per_core_us"]
+        self._per_core_of: dict = {}
+
+    def per_core_of(self, kernel: str) -> float:
+        """A kernel's start cost per core: its own (launch_per_core_us@<kernel>) where the calibration has one."""
+        t = self._per_core_of.get(kernel)
+        if t is None:
+            t = self._per_core_of[kernel] = self.params.get(f"launch_per_core_us@{kernel}", self.per_core)
+        return t
 
 
 def _loop_time(lp: Loop, r: _Rates, vec_hz: float, active: int, read_rate: float, write_rate: float,
@@ -212,14 +220,16 @@ def _kernel(work: Work, r: _Rates):
         c += used[4] * n
         f += used[5] * n
         sc += used[6] * n
-    per_core = r.params.get(f"launch_per_core_us@{work.launch_class or work.kernel}", r.per_core)
-    head = (r.launch + per_core * cores_started(work.core_type, active)) * 1e-6 + hw.head_seconds(work.core_type)
+    head = (r.launch + r.per_core_of(work.launch_class or work.kernel) * cores_started(work.core_type, active)) \
+        * 1e-6 + hw.head_seconds(work.core_type)
     chip = (float(work.bytes_read) * f_read + float(work.bytes_written) * f_write) / hbm
     if head >= core:
         bound = "launch"
     else:       # the first of the largest, in this order
-        bound = max((("memory", max(m1, m2, m3, chip)), ("vector", v), ("cube", c), ("fixpipe", f), ("scalar", sc)),
-                    key=lambda kv: kv[1])[0]
+        bound, top = "memory", max(m1, m2, m3, chip)
+        for name, t in (("vector", v), ("cube", c), ("fixpipe", f), ("scalar", sc)):
+            if t > top:
+                bound, top = name, t
     return head + core, head, core, chip, [m1, m2, m3, v, c, f, sc], bound
 
 
