@@ -285,8 +285,9 @@ def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product
         N = int(x2.shape[-1])
         if int(x2.shape[-2]) != K:
             raise invalid(op, "x2", f"shape[-2] ({x2.shape[-2]}) must equal x1.shape[-1] = {K}", p)
+    b1, b2 = tuple(x1.shape[:-2]), tuple(x2.shape[:-2])
     try:
-        batch = tuple(np.broadcast_shapes(tuple(x1.shape[:-2]), tuple(x2.shape[:-2])))
+        batch = b1 if b1 == b2 else tuple(np.broadcast_shapes(b1, b2))
     except ValueError:
         raise invalid(op, "x2", f"batch dims {tuple(x2.shape[:-2])} do not broadcast with x1's "
                       f"{tuple(x1.shape[:-2])}", p) from None

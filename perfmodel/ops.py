@@ -8,6 +8,7 @@ Sources per builder in its docstring; shared/spec/ARITHMETIC.md has the kernels'
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -84,6 +85,7 @@ def memo_calls(fn):
     """Memoise `fn(v, *args)`, a builder's vector calls on a fresh Vec (what they add to it and return), by
     hardware and args: a sweep repeats the same iterations (a full pass of the same rows) launch after
     launch. On a Vec that already holds calls it just runs (sums in another order could round otherwise)."""
+    @functools.wraps(fn)
     def run(v, *args):
         if v.s or v.barriers or v.scalar_reads:
             return fn(v, *args)
@@ -96,7 +98,6 @@ def memo_calls(fn):
             return out
         v.s, v.barriers, v.scalar_reads, out = hit
         return out
-    run.__doc__, run.__name__ = fn.__doc__, fn.__name__
     return run
 
 

@@ -95,6 +95,14 @@ def _plan(op, soc, args):
     return plan
 
 
+def clear_memos() -> None:
+    """Forget every memoised plan, builder vector-call sequence and DMA time (what `python -m perfmodel.bench`
+    does before timing a cold sweep). Results never depend on these memos, only speed does."""
+    _PLAN_MEMO.clear()
+    ops._CALLS_MEMO.clear()
+    hardware.cache_clear()          # Hardware objects hold the DMA and vector-coefficient memos
+
+
 def _resolve(op: str, product):
     """(Soc, Hardware) of a supported op/product pair, else a clear ValueError."""
     check_operator(op)

@@ -381,6 +381,111 @@ def test_predict_many_equals_predict(op, product):
         perfmodel.predict_many(op, product, [bad])
 
 
+_WIDTHS = (16, 64, 100, 128, 511, 1024, 4096, 5120, 7168, 10240, 16384, 17000, 30000)
+
+
+def random_args(op, product, rng):
+    """Random, mostly valid, arguments of `op`: every size and option that picks a tiling regime is drawn
+    (rows around the core counts and key 100's [4, 384], widths across the UB limits, smooth/group/int4,
+    quant modes, epilogues, active_num)."""
+    n = int(rng.choice([1, 2, 3, 4, 17, 40, 48, 100, 383, 384, 385, 1000, 4096, 20000]))
+    h = int(rng.choice(_WIDTHS))
+    if product == "atlas-inference" and rng.random() < 0.8:
+        h = max(32, h // 32 * 32)           # its dynamic quant takes rows of 32k elements only
+    coupled = product in ("atlas-training", "atlas-inference")
+    fdt = "float16" if coupled else str(rng.choice(["float16", "bfloat16"]))
+    if op in ("npu_dynamic_quant", "npu_dynamic_quant_asymmetric"):
+        a = {"x": T((n, h), fdt)}
+        r = rng.random()
+        if coupled:
+            pass
+        elif r < 0.3:
+            a["smooth_scales"] = T((h,), fdt)
+        elif r < 0.45 and op == "npu_dynamic_quant":
+            e = int(rng.integers(1, 9))
+            a.update(smooth_scales=T((e, h), fdt), group_index=T((e,), "int32"))
+        if not coupled and rng.random() < 0.2:
+            a["dst_type"] = str(rng.choice(["int4", "int32"]))
+        return a
+    if op == "indexer_compress_epilog":
+        mode = int(rng.integers(0, 3))
+        return {"indexer_compress_cache": T((n, 4096), "uint8" if mode == 2 else "float8_e4m3fn"),
+                "indexer_compress_scale": T((n, 32), "float8_e8m0" if mode == 0 else "float32"),
+                "x": T((n, 4096), fdt), "slot_mapping": T((n,), "int32"), "quant_mode": mode}
+    if op == "fake_quantize_per_channel_affine_cachemask":
+        dt = str(rng.choice(["float16", "float32"]))
+        shape = (n, h) if rng.random() < 0.7 else (int(rng.integers(1, 9)), n, 3)
+        axis = int(rng.integers(0, len(shape)))
+        return {"x": T(shape, dt), "scale": T((shape[axis],), dt), "zero_point": T((shape[axis],), "int32"),
+                "axis": axis, "quant_min": -128, "quant_max": 127}
+    if op == "npu_quant_matmul":
+        nn = int(rng.choice([64, 1025, 4096, 7168]))
+        a = {"x1": T((n, h), "int8"), "x2": T((h, nn), "int8")}
+        r = rng.random()
+        if r < 0.4:
+            a.update(scale=T((nn,), "float32"), pertoken_scale=T((n,), "float32"), output_dtype=fdt)
+        elif r < 0.7:
+            a.update(scale=T((nn,), "int64"), output_dtype="float16")
+        else:
+            a.update(scale=T((nn,), "float32"), output_dtype=str(rng.choice(["float16", "int8", "int32"])))
+        if rng.random() < 0.3:
+            a["bias"] = T((nn,), "int32")
+        return a
+    if op == "moe_init_routing_quant":
+        k = int(rng.choice([1, 2, 8]))
+        return {"x": T((n, h), fdt), "row_idx": T((n, k), "int32"), "expert_idx": T((n, k), "int32"),
+                "active_num": int(rng.choice([n, max(1, n // 3), 0])), "scale": 1.0, "offset": 0.0}
+    if op == "matmul":
+        return {"a": T((n, h), fdt), "b": T((h, int(rng.choice([64, 1025, 4096]))), fdt)}
+    return op_args(op, product, n)
+
+
+def _same(a, b) -> bool:
+    """Identical predictions (every field, the plan's too), or the same error."""
+    if isinstance(a, Exception) or isinstance(b, Exception):
+        return type(a) is type(b) and str(a) == str(b)
+    return (a.to_row() == b.to_row() and a.pipes_us == b.pipes_us and a.tiles == b.tiles
+            and a.kernels == b.kernels and a.plan == b.plan)
+
+
+@pytest.mark.parametrize("op,product", ALL_COMBOS)
+def test_predict_many_equals_fresh_predict_on_random_shapes(op, product):
+    """One predict_many batch (whose points share memoised plans, vector-call sequences and DMA times)
+    gives exactly what predict() gives for each point alone with every memo forgotten first; the draws
+    reach every tiling key of the operator on the product (checked for dynamic quant on A2 below)."""
+    from perfmodel.predict import clear_memos
+    rng = np.random.default_rng([len(op), len(product), sum(map(ord, op + product))])
+    args = [random_args(op, product, rng) for _ in range(24)]
+    clear_memos()
+    many = perfmodel.predict_many(op, product, args, errors="return")
+    for a, m in zip(args, many):
+        clear_memos()
+        try:
+            one = perfmodel.predict(op, product, **a)
+        except Exception as exc:        # noqa: BLE001 -- the same error is expected in the batch
+            one = exc
+        assert _same(m, one), a
+    assert sum(not isinstance(m, Exception) for m in many) >= len(many) // 3
+
+
+def test_random_shapes_reach_every_dynamic_quant_key():
+    rng = np.random.default_rng(0)
+    args = [random_args("npu_dynamic_quant", "atlas-a2", rng) for _ in range(200)]
+    keys = {p.tiling_key for p in perfmodel.predict_many("npu_dynamic_quant", "atlas-a2", args, errors="return")
+            if not isinstance(p, Exception)}
+    assert keys >= {0, 1, 2, 3, 6, 7, 8, 10, 100}, keys
+
+
+def test_plan_memo_tells_equal_values_of_other_types_apart():
+    """1 == 1.0 == True in Python, but a planner takes quant_mode=1 and refuses True: the memoised plan of
+    the first must not answer for the second."""
+    a = op_args("indexer_compress_epilog", "ascend-950pr", 64)
+    out = perfmodel.predict_many("indexer_compress_epilog", "ascend-950pr",
+                                 [dict(a, quant_mode=1), dict(a, quant_mode=True)], errors="return")
+    assert not isinstance(out[0], Exception) and isinstance(out[1], ValueError)
+    assert "quant_mode" in str(out[1])
+
+
 def test_predict_many_unsupported_product_raises():
     with pytest.raises(ValueError, match="does not run on atlas-a2"):
         perfmodel.predict_many("indexer_compress_epilog", "atlas-a2", [])
