@@ -168,8 +168,10 @@ def predict(op: str, product: str = "atlas-a2", *, calibration=None, l2: str = "
 def predict_many(op: str, product: str = "atlas-a2", args_list=(), *, calibration=None, l2: str = "cold",
                  errors: str = "raise") -> list:
     """predict(op, product, calibration=calibration, **args) for every dict in `args_list`, sharing
-    everything shape-independent (SoC data, DMA curves, calibration) and costing all launches in
-    one vectorised pass (perfmodel.model.combine_many); results equal predict()'s exactly.
+    everything shape-independent (SoC data, DMA curves, the calibration looked up once) and what the
+    points have in common (memoised plans, vector-call sequences of the same passes, DMA times); each
+    point is still planned, built and costed in Python, one after the other. Results equal predict()'s
+    exactly.
 
     errors: 'raise' (the first bad point raises, as predict would) or 'return' (its list entry is the
     exception instead, so that a sweep can record it and go on).

@@ -41,7 +41,7 @@ def _failed(exc) -> dict:
 
 
 def predict_rows(op: str, product: str, args_list: list, calibration=None) -> list[dict]:
-    """One row per argument dict of one operator on one product, through the vectorised
+    """One row per argument dict of one operator on one product, through the batched
     perfmodel.predict_many (results identical to perfmodel.predict)."""
     try:
         preds = predict_many(op, product, args_list, calibration=calibration, errors="return")

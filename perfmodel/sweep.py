@@ -338,7 +338,7 @@ def run_sweep(points, calibration=None, progress: bool | None = None) -> pd.Data
     calibration = load_calibration(calibration)
     bar = Progress(len(points), enabled=(len(points) >= 50) if progress is None else progress)
     rows: list = [None] * len(points)
-    groups: dict = {}               # (op, product) -> [(index, args)]: one vectorised call per group
+    groups: dict = {}               # (op, product) -> [(index, args)]: one predict_many call per group
     for i, p in enumerate(points):
         try:
             groups.setdefault((p.op, p.product), []).append((i, build_args(p)))

@@ -355,11 +355,11 @@ def test_calibration_round_trip(tmp_path):
         perfmodel.predict(r["op"], r["product"], calibration=cal, **r["args"]).latency_us)
 
 
-# -- the vectorised sweep path ------------------------------------------------------------------------
+# -- the batched sweep path ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("op,product", ALL_COMBOS)
 def test_predict_many_equals_predict(op, product):
-    """predict_many (batched plans + vectorised combine) gives exactly predict()'s results, in order,
+    """predict_many (memoised plans, one calibration lookup) gives exactly predict()'s results, in order,
     whatever else is in the batch; a bad point is returned as its exception with errors='return'."""
     ns = [1, 3, 17, 48, 100, 513, 2048, 8191]
     args = [op_args(op, product, n) for n in ns]
