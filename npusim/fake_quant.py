@@ -25,7 +25,7 @@ from npusim import _checks, formats
 from npusim._kernels import fake_quant as _kernel
 from npusim.aclnn import aclnn_api, get_workspace_size, run_executor
 from npusim.errors import invalid, nullptr
-from npusim.plan import Plan, TensorSpec, planner
+from npusim.plan import Plan, TensorSpec, planner, spec_of
 
 __all__ = ["fake_quantize_per_channel_affine_cachemask"]
 
@@ -156,9 +156,7 @@ def _plan(ck: _Checked) -> Plan:
              "axis moved to 0 by Transpose (input, then out and mask back)" if tiles["transposes"] else "")
     return Plan(op=TORCH_OP, soc=soc, kernel="FakeQuantAffineCachemask", tiling_key=TILING_KEY[kd],
                 block_dim=cores, core_type="aiv" if soc.core_layout == "split" else "aicore", tiles=tiles,
-                inputs={"self": TensorSpec(ck.shape, ck.x_dtype),
-                        "scale": TensorSpec(tuple(ck.scale.shape), _dtype(ck.scale)),
-                        "zero_point": TensorSpec(tuple(ck.zero_point.shape), "int32")},
+                inputs={"self": spec_of(ck.x), "scale": spec_of(ck.scale), "zero_point": spec_of(ck.zero_point)},
                 outputs={"out": TensorSpec(ck.shape, ck.out_dtype), "mask": TensorSpec(ck.shape, np.bool_)},
                 attrs={"axis": ck.axis, "quant_min": ck.qmin, "quant_max": ck.qmax}, notes=notes)
 
