@@ -19,8 +19,9 @@ consecutive iterations overlap. `combine` applies the calibration and plays the 
     after the output buffer is needed);
   - 'none': nothing overlaps;
   the first iteration runs its stages back to back (fill), the rest at the period. A loop marked `behind`
-  runs on other cores while the loop before it runs (a mix kernel's AIV epilogue of block b under the AIC's
-  block b+1): only what exceeds the loop before, and its last iteration, count;
+  runs on other cores while the loops before it run (a mix kernel's AIV epilogue of block b under the AIC's
+  block b+1, the ping-pong workspace of the basic-tiling kernels): only what exceeds those loops, and its
+  last iteration, count;
 
 * vector time = ATT cycles x vector_scale + dependent instructions (PipeBarrier) x barrier_cycles + scalar
   reads of vector results (V->S flag + GetValue) x scalar_read_cycles;
@@ -54,7 +55,7 @@ class Loop:
     early: float = 0.0                # 'early': vector seconds before the input buffer is released
     late: float = 0.0                 # 'early': vector seconds after the output buffer is needed
     cont: bool = False                # continues the loop before it (its tail iterations): no fill of its own
-    behind: bool = False              # runs on other cores under the loop before it (see the module docstring)
+    behind: bool = False              # runs on other cores under the loops before it (see the module docstring)
     active: float = 0.0               # cores streaming at once on average (0: the launch's block dim)
 
 
@@ -175,7 +176,7 @@ def _kernel(work: Work, params: dict):
     l2 = hw.l2_peak_Bps * params["l2_efficiency"]
     active = max(1, int(work.block_dim))
     f_write = _write_hbm_fraction(work)
-    core = prev = 0.0
+    core = 0.0
     pipes = dict.fromkeys(PIPES, 0.0)
     for lp in work.loops:
         if lp.n <= 0:
@@ -183,9 +184,8 @@ def _kernel(work: Work, params: dict):
         total, used = _loop_time(lp, params, hw, active, work.hbm_read_fraction, f_write, hbm, l2)
         if lp.behind:
             one = sum(used.values())
-            total = max(0.0, total - one - prev) + one
+            total = max(0.0, total - one - core) + one
         core += total
-        prev = total
         for k in PIPES:
             pipes[k] += used[k] * lp.n
     per_core = params.get(f"launch_per_core_us@{work.launch_class or work.kernel}", params["launch_per_core_us"])
