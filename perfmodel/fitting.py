@@ -73,9 +73,10 @@ def fit(measured, product=None, params=None, base: Calibration | None = None, pr
         if fam != "a2a3" and "a2a3" in by_family:
             _inherit(base, fam)
         names = [n for n in (params or FIT_PARAMS.get(fam, PARAMS)) if n.split("@")[0] in BOUNDS]
-        if params is None and "launch_per_core_us" in names:
-            # each kernel's own start cost per core, where its rows can say
-            names += sorted({f"launch_per_core_us@{w.launch_class or w.kernel}" for w, *_ in frows})
+        for base_name in ("launch_us", "launch_per_core_us"):
+            if params is None and base_name in names:
+                # each kernel's own start costs (fixed, and per core), where its rows can say
+                names += sorted({f"{base_name}@{w.launch_class or w.kernel}" for w, *_ in frows})
         if not names:
             continue
         prior = base.params_for(fam)
@@ -86,7 +87,7 @@ def fit(measured, product=None, params=None, base: Calibration | None = None, pr
         sw = math.sqrt(prior_weight)
         works_f = [w for w, *_ in frows]
 
-        # a kernel's own start cost per core is pulled towards the family's (fitted) one, not a fixed number:
+        # a kernel's own start costs are pulled towards the family's (fitted) ones, not fixed numbers:
         # a kernel the rows do not cover gets what the others share
         hier = [(i, names.index(n.split("@")[0])) for i, n in enumerate(names)
                 if "@" in n and n.split("@")[0] in names]

@@ -25,12 +25,12 @@ consecutive iterations overlap. `combine` applies the calibration and plays the 
 
 * vector time = ATT cycles x vector_scale + dependent instructions (PipeBarrier) x barrier_cycles + scalar
   reads of vector results (V->S flag + GetValue) x scalar_read_cycles;
-* latency = launch (launch_us + launch_per_core_us x cores started; a kernel's own per-core start cost,
-  launch_per_core_us@<kernel>, where its measurements fix one) + the op head (ATT, HARDWARE.md sec. 4;
-  the first load's and store's start latency is in the loops' first iteration, see
-  Hardware.head_seconds) + the loops; an operator that launches
-  several kernels (Work.extra, e.g. TransQuantParamV2 before QuantBatchMatmulV3) adds them up, as the
-  profiler's per-kernel Task Durations do.
+* latency = launch (launch_us + launch_per_core_us x cores started; a kernel's own fixed and per-core start
+  costs, launch_us@<kernel> and launch_per_core_us@<kernel>, where its measurements fix them: e.g. every core
+  reading the kernel's tiling data from GM costs microseconds, HARDWARE.md sec. 2) + the op head (ATT,
+  HARDWARE.md sec. 4; the first load's and store's start latency is in the loops' first iteration, see
+  Hardware.head_seconds) + the loops; an operator that launches several kernels (Work.extra, e.g.
+  TransQuantParamV2 before QuantBatchMatmulV3) adds them up, as the profiler's per-kernel Task Durations do.
 """
 from __future__ import annotations
 
@@ -188,9 +188,10 @@ def _kernel(work: Work, params: dict):
         core += total
         for k in PIPES:
             pipes[k] += used[k] * lp.n
-    per_core = params.get(f"launch_per_core_us@{work.launch_class or work.kernel}", params["launch_per_core_us"])
-    head = (params["launch_us"] + per_core * cores_started(work.core_type, active)) * 1e-6 \
-        + hw.head_seconds(work.core_type)
+    kernel = work.launch_class or work.kernel
+    launch = params.get(f"launch_us@{kernel}", params["launch_us"])
+    per_core = params.get(f"launch_per_core_us@{kernel}", params["launch_per_core_us"])
+    head = (launch + per_core * cores_started(work.core_type, active)) * 1e-6 + hw.head_seconds(work.core_type)
     chip = (float(work.bytes_read) * work.hbm_read_fraction + float(work.bytes_written) * f_write) / hbm
     if head >= core:
         bound = "launch"
