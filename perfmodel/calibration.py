@@ -3,7 +3,8 @@
 Parameters (per kernel family 'a2a3', '950', '310p910', '310b'; defaults and sources in
 perfmodel/data/<family>.toml [calibration]):
   hbm_efficiency, l2_efficiency  effective fraction of the HBM / L2 peak bandwidth (<= 1)
-  launch_us, launch_per_core_us  launch floor and its growth with the cores launched
+  launch_us, launch_per_core_us  launch floor and its growth with the cores launched (each may also be
+                                 fitted per kernel: 'launch_us@QuantBatchMatmulV3')
   barrier_cycles                 extra cycles of a vector call that waits for the one before (PipeBarrier)
   scalar_read_cycles             cycles of a vector result read back by the scalar unit (V->S + GetValue)
   scalar_element_cycles          cycles per element of a scalar loop over GM data (TransQuantParamV2)
@@ -60,7 +61,7 @@ class Calibration:
     def load(cls, path) -> "Calibration":
         """Read a calibration JSON (as `save` writes it), validated: an object with the keys 'params' (family ->
         {parameter: number}), 'source' (text) and 'report' (list); known families and parameters only (a
-        parameter may be qualified by a kernel, 'launch_per_core_us@<kernel>'); every value a finite number in
+        parameter may be qualified by a kernel, e.g. 'launch_us@<kernel>'); every value a finite number in
         the parameter's range (BOUNDS). Anything else raises ValueError naming the
         file and the key."""
         try:
@@ -103,7 +104,7 @@ def _checked_params(d, path) -> dict:
         known = set(BOUNDS) | set(family_data(fam)["calibration"])
         for name, v in values.items():
             key = f"params.{fam}.{name}"
-            base, _, kernel = name.partition("@")       # 'launch_per_core_us@<kernel>': one kernel's own value
+            base, _, kernel = name.partition("@")       # '<parameter>@<kernel>': one kernel's own value
             if base not in known or (_ and not kernel):
                 bad(key, f"unknown parameter; known: {', '.join(sorted(known))} (or <parameter>@<kernel>)")
             lo, hi = BOUNDS.get(base, (0.0, math.inf))

@@ -112,6 +112,14 @@ def compare(measured: pd.DataFrame, calibration=None) -> pd.DataFrame:
         per_launch[:-1] = [r.get(col, math.nan) for r in results]
         v = per_launch[launch]
         df[name] = pd.to_numeric(v, errors="coerce") if name not in ("status", "reason", "soc", "bound") else v
+    # a row that names the kernels its time covers is compared with those alone (the first, the
+    # operator's own kernel, always counts; fitting.works_of drops the others the same way)
+    if "kernels" in measured:
+        per_kernel = [r.get("kernels") or [] for r in results] + [[]]
+        for i, (covered, k) in enumerate(zip(measured["kernels"].to_numpy(), launch)):
+            if isinstance(covered, tuple) and covered and per_kernel[k]:
+                df.iloc[i, df.columns.get_loc("predicted_us")] = sum(
+                    us for j, (name, us) in enumerate(per_kernel[k]) if j == 0 or name in covered)
     meas = pd.to_numeric(df["measured_us"], errors="coerce")
     unusable = ~(np.isfinite(meas) & (meas > 0))          # a measured time no error can be computed from
     if unusable.any():

@@ -19,8 +19,11 @@ __all__ = ["FIT_PARAMS", "INHERITED", "fit", "works_of", "predicted_us", "report
 
 # The parameters each family's measurements can inform. Ascend 950 has only the two published MatMul 8192^3
 # rows: they may move its cube and HBM constants and nothing else; 310P/910A/310B have no measurement.
-# dma_scale stays 1 on A2/A3: the single-core DMA curves are msKPP's own measurements.
-FIT_PARAMS = {"a2a3": tuple(p for p in PARAMS if p != "dma_scale"),
+# dma_scale stays 1 on A2/A3: the single-core DMA curves are msKPP's own measurements. cube_scale stays 1 on
+# A2/A3 too: the cube model (one fractal a cycle at msKPP's MMAD efficiency) gives 3091 us of MAC time for the
+# Ascend C matmul sample on 910B1 (8192^3 fp16, 24 AIC), whose profile measured 3076.4 us (HARDWARE.md sec. 7.2);
+# a fitted cube_scale would only soak up what the loads cost.
+FIT_PARAMS = {"a2a3": tuple(p for p in PARAMS if p not in ("dma_scale", "cube_scale")),
               "950": ("cube_scale", "hbm_efficiency"), "310p910": (), "310b": ()}
 
 
@@ -31,10 +34,14 @@ def _target(r) -> str:
 
 
 def works_of(measured) -> list:
-    """(Work, product id, op, measured_us) of every measured row (the launches fit and report cost)."""
+    """(Work, product id, op, measured_us) of every measured row (the launches fit and report cost); a row
+    that names the kernels its time covers (column kernels) keeps only those of the operator's launches."""
     out = []
     for r in measured.itertuples(index=False):
         work, pid = build_work(r.op, _target(r), **dict(r.args))
+        covered = getattr(r, "kernels", ())
+        if isinstance(covered, tuple) and covered:     # the measurement times only these kernels
+            work.extra = [w for w in work.extra if w.kernel in covered]
         out.append((work, pid, r.op, float(r.measured_us)))
     return out
 
@@ -66,9 +73,10 @@ def fit(measured, product=None, params=None, base: Calibration | None = None, pr
         if fam != "a2a3" and "a2a3" in by_family:
             _inherit(base, fam)
         names = [n for n in (params or FIT_PARAMS.get(fam, PARAMS)) if n.split("@")[0] in BOUNDS]
-        if params is None and "launch_per_core_us" in names:
-            # each kernel's own start cost per core, where its rows can say
-            names += sorted({f"launch_per_core_us@{w.launch_class or w.kernel}" for w, *_ in frows})
+        for base_name in ("launch_us", "launch_per_core_us"):
+            if params is None and base_name in names:
+                # each kernel's own start costs (fixed, and per core), where its rows can say
+                names += sorted({f"{base_name}@{w.launch_class or w.kernel}" for w, *_ in frows})
         if not names:
             continue
         prior = base.params_for(fam)
@@ -79,7 +87,7 @@ def fit(measured, product=None, params=None, base: Calibration | None = None, pr
         sw = math.sqrt(prior_weight)
         works_f = [w for w, *_ in frows]
 
-        # a kernel's own start cost per core is pulled towards the family's (fitted) one, not a fixed number:
+        # a kernel's own start costs are pulled towards the family's (fitted) ones, not fixed numbers:
         # a kernel the rows do not cover gets what the others share
         hier = [(i, names.index(n.split("@")[0])) for i, n in enumerate(names)
                 if "@" in n and n.split("@")[0] in names]

@@ -19,17 +19,18 @@ consecutive iterations overlap. `combine` applies the calibration and plays the 
     after the output buffer is needed);
   - 'none': nothing overlaps;
   the first iteration runs its stages back to back (fill), the rest at the period. A loop marked `behind`
-  runs on other cores while the loop before it runs (a mix kernel's AIV epilogue of block b under the AIC's
-  block b+1): only what exceeds the loop before, and its last iteration, count;
+  runs on other cores while the loops before it run (a mix kernel's AIV epilogue of block b under the AIC's
+  block b+1, the ping-pong workspace of the basic-tiling kernels): only what exceeds those loops, and its
+  last iteration, count;
 
 * vector time = ATT cycles x vector_scale + dependent instructions (PipeBarrier) x barrier_cycles + scalar
   reads of vector results (V->S flag + GetValue) x scalar_read_cycles;
-* latency = launch (launch_us + launch_per_core_us x cores started; a kernel's own per-core start cost,
-  launch_per_core_us@<kernel>, where its measurements fix one) + the op head (ATT, HARDWARE.md sec. 4;
-  the first load's and store's start latency is in the loops' first iteration, see
-  Hardware.head_seconds) + the loops; an operator that launches
-  several kernels (Work.extra, e.g. TransQuantParamV2 before QuantBatchMatmulV3) adds them up, as the
-  profiler's per-kernel Task Durations do.
+* latency = launch (launch_us + launch_per_core_us x cores started; a kernel's own fixed and per-core start
+  costs, launch_us@<kernel> and launch_per_core_us@<kernel>, where its measurements fix them: e.g. every core
+  reading the kernel's tiling data from GM costs microseconds, HARDWARE.md sec. 2) + the op head (ATT,
+  HARDWARE.md sec. 4; the first load's and store's start latency is in the loops' first iteration, see
+  Hardware.head_seconds) + the loops; an operator that launches several kernels (Work.extra, e.g.
+  TransQuantParamV2 before QuantBatchMatmulV3) adds them up, as the profiler's per-kernel Task Durations do.
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ class Loop:
     early: float = 0.0                # 'early': vector seconds before the input buffer is released
     late: float = 0.0                 # 'early': vector seconds after the output buffer is needed
     cont: bool = False                # continues the loop before it (its tail iterations): no fill of its own
-    behind: bool = False              # runs on other cores under the loop before it (see the module docstring)
+    behind: bool = False              # runs on other cores under the loops before it (see the module docstring)
     active: float = 0.0               # cores streaming at once on average (0: the launch's block dim)
 
 
@@ -133,7 +134,7 @@ def _write_hbm_fraction(work: Work) -> float:
 class _Rates:
     """What every loop of one calibration family reads from the calibration (looked up once per combine)."""
     __slots__ = ("dma", "vec", "cube", "load_latency", "barrier", "scalar_read", "scalar_element", "hbm_eff",
-                 "l2_eff", "launch", "per_core", "params", "_per_core_of")
+                 "l2_eff", "params", "_start")
 
     def __init__(self, p: dict):
         self.params = p
@@ -142,14 +143,16 @@ class _Rates:
         self.barrier, self.scalar_read = p["barrier_cycles"], p["scalar_read_cycles"]
         self.scalar_element = p["scalar_element_cycles"]
         self.hbm_eff, self.l2_eff = p["hbm_efficiency"], p["l2_efficiency"]
-        self.launch, self.per_core = p["launch_us"], p["launch_per_core_us"]
-        self._per_core_of: dict = {}
+        self._start: dict = {}
 
-    def per_core_of(self, kernel: str) -> float:
-        """A kernel's start cost per core: its own (launch_per_core_us@<kernel>) where the calibration has one."""
-        t = self._per_core_of.get(kernel)
+    def start_of(self, kernel: str) -> tuple[float, float]:
+        """(launch_us, launch_per_core_us) of a kernel: its own (launch_us@<kernel>,
+        launch_per_core_us@<kernel>) where the calibration has them, else the family's."""
+        t = self._start.get(kernel)
         if t is None:
-            t = self._per_core_of[kernel] = self.params.get(f"launch_per_core_us@{kernel}", self.per_core)
+            p = self.params
+            t = self._start[kernel] = (p.get(f"launch_us@{kernel}", p["launch_us"]),
+                                       p.get(f"launch_per_core_us@{kernel}", p["launch_per_core_us"]))
         return t
 
 
@@ -201,7 +204,7 @@ def _kernel(work: Work, r: _Rates):
     read_rate = f_read / hbm + (1.0 - f_read) / l2
     write_rate = f_write / hbm + (1.0 - f_write) / l2
     vec_hz = hw.vec_hz
-    core = prev = 0.0
+    core = 0.0
     m1 = m2 = m3 = v = c = f = sc = 0.0
     for lp in work.loops:
         if lp.n <= 0:
@@ -209,9 +212,8 @@ def _kernel(work: Work, r: _Rates):
         total, used = _loop_time(lp, r, vec_hz, active, read_rate, write_rate, f_read, f_write, hbm)
         if lp.behind:
             one = sum(used)
-            total = max(0.0, total - one - prev) + one
+            total = max(0.0, total - one - core) + one
         core += total
-        prev = total
         n = lp.n
         m1 += used[0] * n
         m2 += used[1] * n
@@ -220,8 +222,8 @@ def _kernel(work: Work, r: _Rates):
         c += used[4] * n
         f += used[5] * n
         sc += used[6] * n
-    head = (r.launch + r.per_core_of(work.launch_class or work.kernel) * cores_started(work.core_type, active)) \
-        * 1e-6 + hw.head_seconds(work.core_type)
+    launch, per_core = r.start_of(work.launch_class or work.kernel)
+    head = (launch + per_core * cores_started(work.core_type, active)) * 1e-6 + hw.head_seconds(work.core_type)
     chip = (float(work.bytes_read) * f_read + float(work.bytes_written) * f_write) / hbm
     if head >= core:
         bound = "launch"

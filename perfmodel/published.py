@@ -26,10 +26,11 @@ from npusim.products import PRODUCTS, SOCS
 from perfmodel.profiles import PIPES
 
 __all__ = ["MEASURED_COLUMNS", "SAMPLE_CONFIGS", "default_published_path", "default_measured_path",
-           "published_args", "config_args", "read_published", "read_measured", "calibration_set", "shape_family"]
+           "published_args", "config_args", "read_published", "read_measured", "calibration_set", "shape_family",
+           "measured_kernels"]
 
 MEASURED_COLUMNS = ["op", "product", "target", "args", "measured_us", "block_dim", "label", "config", "source",
-                    "family", "trust"] + [f"pipe_{p}_us" for p in PIPES]
+                    "family", "trust", "kernels"] + [f"pipe_{p}_us" for p in PIPES]
 
 # (kernel, config text) -> launch options of the generic kernels (perfmodel.ops.add_work / matmul_work).
 SAMPLE_CONFIGS = {
@@ -138,7 +139,7 @@ def read_published(path=None) -> pd.DataFrame:
         row = {"op": kernel, "product": product, "target": soc if soc in SOCS else product, "args": args,
                "measured_us": measured, "block_dim": float(args.get("block_dim", math.nan)),
                "label": f"{kernel} {r.get('shape', '')} {r.get('dtype', '')}: {config}", "config": config,
-               "source": r.get("source", ""), "family": "sample", "trust": "measured"}
+               "source": r.get("source", ""), "family": "sample", "trust": "measured", "kernels": ()}
         vec_or_mac = "pipe_cube_us" if kernel == "matmul" else "pipe_vector_us"
         out_pipe = "pipe_fixpipe_us" if kernel == "matmul" else "pipe_mte3_us"
         for col, pipe in (("vec_or_mac_time_us", vec_or_mac), ("mte2_time_us", "pipe_mte2_us"),
@@ -222,6 +223,17 @@ def trust(params: str) -> str:
     return "measured"
 
 
+def measured_kernels(params: str) -> tuple:
+    """The kernels a measurement covers, when its params column names them ('baseline_kernels: A x1, B x1',
+    cann-bench's own list of the kernels its timing sums), else () for every kernel the operator launches.
+    E.g. cann-bench times npu_quant_matmul with a float32 scale as QuantBatchMatmulV3 alone: the
+    TransQuantParamV2 launch op-plugin puts before it is not in the measured time."""
+    m = re.search(r"baseline_kernels:\s*([^;]*)", params)
+    if not m:
+        return ()
+    return tuple(re.sub(r"\s*[x\u00d7]\s*\d+\s*$", "", k).strip() for k in m.group(1).split(",") if k.strip())
+
+
 def shape_family(op: str, args: dict) -> str:
     """The shape family of a measured row, for holding whole families out in cross-validation:
     decode (M <= 16), batched, unaligned (a dimension off the 32-byte / fractal grid) or aligned."""
@@ -261,7 +273,8 @@ def read_measured(path=None) -> pd.DataFrame:
         row = {"op": op, "product": product, "target": soc if soc in SOCS else product, "args": args,
                "measured_us": measured, "block_dim": math.nan,
                "label": f"{r['op']} {r['shape']} {r['dtypes']}", "config": r.get("params", ""),
-               "source": r.get("source", ""), "family": shape_family(op, args), "trust": trust(r.get("params", ""))}
+               "source": r.get("source", ""), "family": shape_family(op, args), "trust": trust(r.get("params", "")),
+               "kernels": measured_kernels(r.get("params", ""))}
         rows.append(row)
     df = pd.DataFrame(rows).reindex(columns=MEASURED_COLUMNS)
     df.attrs["skipped"] = dict(Counter(s["reason"] for s in skipped))

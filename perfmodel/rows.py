@@ -33,6 +33,7 @@ def _row(pred) -> dict:
     pipes = getattr(pred, "pipes_us", None) or {}
     for p in PIPES:
         row[f"pipe_{p}_us"] = pipes.get(p, math.nan)
+    row["kernels"] = list(getattr(pred, "kernels", None) or [])    # (name, latency_us) per launched kernel
     return row
 
 

@@ -500,3 +500,24 @@ def test_sweep_uses_predict_many_and_matches_predict():
     for p, row in zip(pts, df.itertuples()):
         one = perfmodel.predict(p.op, p.product, **sweep.build_args(p))
         assert row.latency_us == one.latency_us and row.block_dim == one.block_dim
+
+
+def test_a_row_that_names_its_kernels_is_compared_with_those_alone():
+    from perfmodel.compare import compare
+    from perfmodel.fitting import works_of
+    from perfmodel.published import measured_kernels
+    assert measured_kernels("case 3; baseline_kernels: QuantBatchMatmulV3 x1") == ("QuantBatchMatmulV3",)
+    assert measured_kernels("a; baseline_kernels: A x1, B \u00d72; b") == ("A", "B")
+    assert measured_kernels("no list") == ()
+    args = dict(x1=T((1024, 2048), "int8"), x2=T((2048, 2048), "int8"), scale=T((2048,), "float32"),
+                output_dtype="float16")
+    full = perfmodel.predict("npu_quant_matmul", "atlas-a2", **args)
+    names = [k for k, _ in full.kernels]
+    assert names == ["QuantBatchMatmulV3", "TransQuantParamV2"]     # op-plugin's launch before the matmul
+    rows = pd.DataFrame([{"op": "npu_quant_matmul", "product": "atlas-a2", "target": "atlas-a2", "args": args,
+                          "measured_us": 30.0, "block_dim": math.nan, "kernels": kernels} for kernels in ((), ("QuantBatchMatmulV3",))])
+    got = compare(rows)["predicted_us"].to_list()
+    assert got[0] == pytest.approx(full.latency_us)
+    assert got[1] == pytest.approx(dict(full.kernels)["QuantBatchMatmulV3"]) and got[1] < got[0]
+    (w_all, *_), (w_qbmm, *_) = works_of(rows)
+    assert [w.kernel for w in w_all.extra] == ["TransQuantParamV2"] and w_qbmm.extra == []
