@@ -218,7 +218,7 @@ def add_work(hw, x, y, **kw):
 # -- cube kernels ------------------------------------------------------------------------------------------
 
 def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim=None, base=None,
-               tiling="best", l0c_out_bytes=2.0, depth_b=None):
+               tiling="best", l0c_out_bytes=2.0, depth_b=None, a_row_bytes=None, b_row_bytes=None):
     """Loops of a tiled cube matmul on its critical core, and what the kernel moves.
 
     Output blocks baseM x baseN are dealt to the AICs (the critical core gets ceil(blocks / cores)); each
@@ -228,6 +228,11 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
     buffered, so the next block's mmad waits for it). Loads hit L2 after the first touch: the HBM part of the
     loaded bytes is the unique input bytes over all bytes loaded. On average blocks / ceil(blocks / cores)
     cores stream at once (the last round runs on fewer cores).
+
+    a_row_bytes, b_row_bytes: the row strides of A and B in GM (default K and N elements). The ND->NZ copy
+    reads each fractal row as a 32-byte piece of a source row; with a stride that is not a multiple of 32
+    bytes every piece straddles two 32-byte sectors, so the copy fetches twice the sectors (GM transfers
+    are rounded up to whole aligned bursts, HARDWARE.md sec. 2; the penalty itself is not published).
     """
     c = hw.cube
     fm, fk, fn = hw.fractal(dtype)
@@ -245,8 +250,11 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
     per_core = _cdiv(blocks, bd)
     ksteps = _cdiv(K, bk)
     a_step, b_step = bm * bk * in_bytes, bk * bn * in_bytes
+    a_sect = 2 if (K * in_bytes if a_row_bytes is None else a_row_bytes) % 32 else 1
+    b_sect = 2 if (N * in_bytes if b_row_bytes is None else b_row_bytes) % 32 else 1
     # B is ND in GM and NZ in L1: its copies run at msKPP's ND->NZ rate (gm_to_l1_trans) [S]
-    mte2 = hw.dma("gm_to_l1", depth * a_step) / depth + hw.dma("gm_to_l1_trans", depth_b * b_step) / depth_b
+    mte2 = hw.dma("gm_to_l1", depth * a_step * a_sect) / depth \
+        + hw.dma("gm_to_l1_trans", depth_b * b_step * b_sect) / depth_b
     kloop = Loop(n=per_core * ksteps, pipes={
         "mte2": mte2,
         "mte1": hw.dma("l1_to_l0a", a_step) + hw.dma("l1_to_l0b", b_step),

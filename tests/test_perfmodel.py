@@ -521,3 +521,19 @@ def test_a_row_that_names_its_kernels_is_compared_with_those_alone():
     assert got[1] == pytest.approx(dict(full.kernels)["QuantBatchMatmulV3"]) and got[1] < got[0]
     (w_all, *_), (w_qbmm, *_) = works_of(rows)
     assert [w.kernel for w in w_all.extra] == ["TransQuantParamV2"] and w_qbmm.extra == []
+
+
+def test_nd_to_nz_copy_of_a_row_stride_off_the_32_byte_grid_fetches_twice_the_sectors():
+    from perfmodel.ops import cube_loops
+    hw = hardware("atlas-a2")
+    dims = dict(M=128, K=512, N=256, dtype="int8", in_bytes=1.0)
+    aligned = cube_loops(hw, **dims)[0][0].pipes["mte2"]
+    off_b = cube_loops(hw, **dims, b_row_bytes=1025)[0][0].pipes["mte2"]
+    off_a = cube_loops(hw, **dims, a_row_bytes=513)[0][0].pipes["mte2"]
+    depth = hw.cube["l1_depth_k"]
+    a_step, b_step = 128 * 128, 128 * 256          # base 128 x 256, baseK 128 int8
+    a = hw.dma("gm_to_l1", depth * a_step) / depth
+    b = hw.dma("gm_to_l1_trans", depth * b_step) / depth
+    assert aligned == pytest.approx(a + b)
+    assert off_b == pytest.approx(a + hw.dma("gm_to_l1_trans", 2 * depth * b_step) / depth)
+    assert off_a == pytest.approx(hw.dma("gm_to_l1", 2 * depth * a_step) / depth + b)
