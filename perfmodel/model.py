@@ -13,7 +13,8 @@ consecutive iterations overlap. `combine` applies the calibration and plays the 
   - 'double' (double-buffered queues): period = the slowest pipe;
   - 'serial' (one buffer, TQue BUFFER_NUM = 1): the next load waits until the compute has freed the
     input buffer, the store of one iteration runs under the next load: period = max(load + compute, store);
-    a load that nothing prefetched also pays the GM latency under load (load_latency_us);
+    a load that nothing prefetched also pays the GM latency under load (load_latency_us, in proportion to
+    the share of the chip's cores streaming: one core alone sees the idle latency the DMA curves hold);
   - 'early' (one buffer released early: the vendor sets a V->MTE2 flag right after the first Cast, e.g.
     dynamic_quant_multi_row.h): period = max(load + vector before the release, vector, store + vector
     after the output buffer is needed);
@@ -157,7 +158,7 @@ class _Rates:
 
 
 def _loop_time(lp: Loop, r: _Rates, vec_hz: float, active: int, read_rate: float, write_rate: float,
-               f_read: float, f_write: float, hbm: float):
+               f_read: float, f_write: float, hbm: float, cores: int):
     """(seconds of the loop, per-pipe seconds of one iteration with contention, in PIPES order).
     read_rate / write_rate: seconds per byte of the chip's share (f / hbm + (1 - f) / l2)."""
     dma, vec = r.dma, r.vec
@@ -167,7 +168,9 @@ def _loop_time(lp: Loop, r: _Rates, vec_hz: float, active: int, read_rate: float
     L = max(pipes.get("mte2", 0.0) * dma, rd * active * read_rate)
     mode = lp.overlap
     if mode != "double" and L > 0:
-        L += r.load_latency             # nothing prefetched: the next load's latency is in the loop
+        # nothing prefetched: the next load's latency is in the loop. The DMA curves (one core alone) hold the
+        # idle latency; what queues behind the other cores' requests grows with the share of cores streaming
+        L += r.load_latency * min(1.0, active / cores)
     S = max(pipes.get("mte3", 0.0) * dma, wr * active * write_rate)
     extra = (lp.barriers * r.barrier + lp.scalar_reads * r.scalar_read) / vec_hz
     Sc = pipes.get("scalar", 0.0) + lp.scalar_elements * r.scalar_element / vec_hz
@@ -204,12 +207,13 @@ def _kernel(work: Work, r: _Rates):
     read_rate = f_read / hbm + (1.0 - f_read) / l2
     write_rate = f_write / hbm + (1.0 - f_write) / l2
     vec_hz = hw.vec_hz
+    cores = hw.soc.aic if work.core_type in ("aic", "aicore", "mix") else hw.vector_cores()
     core = 0.0
     m1 = m2 = m3 = v = c = f = sc = 0.0
     for lp in work.loops:
         if lp.n <= 0:
             continue
-        total, used = _loop_time(lp, r, vec_hz, active, read_rate, write_rate, f_read, f_write, hbm)
+        total, used = _loop_time(lp, r, vec_hz, active, read_rate, write_rate, f_read, f_write, hbm, cores)
         if lp.behind:
             one = sum(used)
             total = max(0.0, total - one - core) + one

@@ -129,9 +129,13 @@ def test_loop_timelines_hand_checked():
         p = combine(w, _params(), "x", "atlas-a2")
         assert p.head_us == pytest.approx(head) and p.latency_us == pytest.approx(head + body), overlap
         assert p.pipes_us["mte2"] == pytest.approx(400) and p.bound == "memory"
-    # a single-buffered load also waits for the GM latency; a continuing loop has no fill of its own
-    p = combine(_one_loop("serial"), _params(load_latency_us=1.5), "x", "atlas-a2")
-    assert p.latency_us == pytest.approx(head + 71.5 + 9 * 51.5)
+    # a single-buffered load also waits for the GM latency under load: all of it with every AIV streaming, a
+    # quarter with 12 of the 48; a continuing loop has no fill of its own
+    for cores, lat in ((48, 1.5), (12, 1.5 * 12 / 48)):
+        w = _one_loop("serial")
+        w.block_dim = cores
+        p = combine(w, _params(load_latency_us=1.5), "x", "atlas-a2")
+        assert p.latency_us == pytest.approx(head + 70 + lat + 9 * (50 + lat)), cores
     w = _one_loop("double")
     w.loops.append(Loop(n=2, pipes={"mte2": 5e-6, "vector": 8e-6}, cont=True))
     assert combine(w, _params(), "x", "atlas-a2").latency_us == pytest.approx(head + 430 + 2 * 8)
