@@ -13,6 +13,8 @@ consecutive iterations overlap. `combine` applies the calibration and plays the 
   - 'double' (double-buffered queues): period = the slowest pipe;
   - 'serial' (one buffer, TQue BUFFER_NUM = 1): the next load waits until the compute has freed the
     input buffer, the store of one iteration runs under the next load: period = max(load + compute, store);
+    past the first iteration the cores drift apart (each core's load waits on its own compute), so a load
+    runs at the core's own rate and the chip's bandwidth bounds the period instead;
     a load that nothing prefetched also pays the GM latency under load (load_latency_us, in proportion to
     the share of the chip's cores streaming: one core alone sees the idle latency the DMA curves hold);
   - 'early' (one buffer released early: the vendor sets a V->MTE2 flag right after the first Cast, e.g.
@@ -165,13 +167,16 @@ def _loop_time(lp: Loop, r: _Rates, vec_hz: float, active: int, read_rate: float
     pipes = lp.pipes
     active = lp.active or active
     rd, wr = lp.read_bytes, lp.write_bytes
-    L = max(pipes.get("mte2", 0.0) * dma, rd * active * read_rate)
+    own_load, own_store = pipes.get("mte2", 0.0) * dma, pipes.get("mte3", 0.0) * dma
+    L = max(own_load, rd * active * read_rate)
+    S = max(own_store, wr * active * write_rate)
     mode = lp.overlap
     if mode != "double" and L > 0:
         # nothing prefetched: the next load's latency is in the loop. The DMA curves (one core alone) hold the
         # idle latency; what queues behind the other cores' requests grows with the share of cores streaming
-        L += r.load_latency * min(1.0, active / cores)
-    S = max(pipes.get("mte3", 0.0) * dma, wr * active * write_rate)
+        lat = r.load_latency * min(1.0, active / cores)
+        L += lat
+        own_load += lat
     extra = (lp.barriers * r.barrier + lp.scalar_reads * r.scalar_read) / vec_hz
     Sc = pipes.get("scalar", 0.0) + lp.scalar_elements * r.scalar_element / vec_hz
     V = pipes.get("vector", 0.0) * vec + extra + Sc
@@ -181,10 +186,14 @@ def _loop_time(lp: Loop, r: _Rates, vec_hz: float, active: int, read_rate: float
     chip = (rd * f_read + wr * f_write) * active / hbm
     if mode == "double":
         period = max(L, V, S, C, M1, F, chip)
-    elif mode == "serial":
-        period = max(L + V + C, S, M1, F, chip)
-    elif mode == "early":
-        period = max(L + lp.early * vec, V, S + lp.late * vec, C, M1, F, chip)
+    elif mode in ("serial", "early"):
+        # past the first iteration the cores drift apart: a core's load waits on its own compute, so not
+        # every core loads at once; each load runs at the core's own rate and the chip bounds the period
+        chip_all = rd * active * read_rate + wr * active * write_rate
+        if mode == "serial":
+            period = max(own_load + V + C, own_store, M1, F, chip, chip_all)
+        else:
+            period = max(own_load + lp.early * vec, V, own_store + lp.late * vec, C, M1, F, chip, chip_all)
     else:
         period = L + V + S + C + M1 + F
     fill = L + V + S + C + M1 + F

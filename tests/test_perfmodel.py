@@ -541,3 +541,19 @@ def test_nd_to_nz_copy_of_a_row_stride_off_the_32_byte_grid_fetches_twice_the_se
     assert aligned == pytest.approx(a + b)
     assert off_b == pytest.approx(a + hw.dma("gm_to_l1_trans", 2 * depth * b_step) / depth)
     assert off_a == pytest.approx(hw.dma("gm_to_l1", 2 * depth * a_step) / depth + b)
+
+
+def test_single_buffered_cores_drift_apart_after_the_first_iteration():
+    # 48 AIVs, each iteration loads 1 MiB: in lockstep (the first iteration) the chip serves them together;
+    # after it each core's load runs at its own rate, and the chip's bandwidth bounds the period
+    hw = hardware("Ascend910B2")
+    p = _params()
+    hbm = hw.hbm_peak_Bps * p["hbm_efficiency"]
+    rd = 2 ** 20
+    shared = rd * 48 / hbm                          # seconds for 48 cores' loads through the chip at once
+    for own, vec in ((5e-6, 40e-6), (5e-6, 1e-6)):
+        lp = Loop(n=10, pipes={"mte2": own, "vector": vec}, read_bytes=rd, overlap="serial")
+        w = Work(hw=hw, core_type="aiv", block_dim=48, loops=[lp], bytes_read=48 * 10 * rd, bytes_written=0)
+        body = combine(w, p, "x", "atlas-a2").core_us * 1e-6
+        fill = max(own, shared) + vec
+        assert body == pytest.approx(fill + 9 * max(own + vec, shared)), (own, vec)
