@@ -20,15 +20,9 @@ from perfmodel.model import Loop, Work
 
 # -- helpers -------------------------------------------------------------------------------------------
 
-_DT_NAMES: dict = {}
-
-
 def _dt(spec) -> str:
-    """Canonical dtype name (memoised: formats.dtype_name scans every known dtype)."""
-    name = _DT_NAMES.get(spec.dtype)
-    if name is None:
-        name = _DT_NAMES[spec.dtype] = formats.dtype_name(spec.dtype)
-    return name
+    """Canonical dtype name."""
+    return formats.dtype_name(spec.dtype)
 
 
 def _size(spec) -> int:
