@@ -320,20 +320,23 @@ def _prepare(op, names, x, row_idx, expert_idx, active_num, scale, offset, produ
                                              (expanded_x, expanded_row_idx, expanded_expert_idx))
         total = n * k
         sorted_row = np.empty(total, np.int32)
+        # the gather indexes rows by expanded_row_idx: it reads the sort's own copy, never the caller's
+        # output buffer, which another thread could rewrite under it
+        row_of = np.empty(total, np.int32)
         if total:
             emin, emax = int(expert_.min()), int(expert_.max())
-            _k.route_sort(expert_, row_, emin, emax - emin + 1,
-                          expanded_expert_idx, sorted_row, expanded_row_idx)
+            _k.route_sort(expert_, row_, emin, emax - emin + 1, expanded_expert_idx, sorted_row, row_of)
+        expanded_row_idx[...] = row_of
         if expanded_x.size == 0:
             return
         from_half = np.empty(65536, np.int8)
         from_bf16 = np.empty(65536, np.int8)
         _k.quant_tables(int(sh.view(np.uint16)), int(oh.view(np.uint16)), from_half, from_bf16)
         if x_dtype == "float32":
-            _k.gather_quant(x_, from_half, expanded_row_idx, active_rows, expanded_x)
+            _k.gather_quant(x_, from_half, row_of, active_rows, expanded_x)
         else:
             table = from_half if x_dtype == "float16" else from_bf16
-            _k.gather_quant(x_.view(np.uint16), table, expanded_row_idx, active_rows, expanded_x)
+            _k.gather_quant(x_.view(np.uint16), table, row_of, active_rows, expanded_x)
 
     return plan, run
 

@@ -1,6 +1,8 @@
 """MoeInitRoutingQuant: bit-exact against a slow NumPy reference written from ARITHMETIC.md section 5
 (stable argsort + numpy float16 arithmetic, as the vendor golden gen_data.py and the vllm-ascend golden
 describe it), against torch as an independent peer, plus validation and plan checks."""
+import sys
+
 import numpy as np
 import pytest
 
@@ -196,6 +198,26 @@ def test_aclnn_two_phase_matches_function():
         assert_bitexact(g, w)
     with pytest.raises(AclnnError):
         npusim.aclnn.aclnnMoeInitRoutingQuant(None, ws, ex)           # single use
+
+
+def test_gather_never_reads_the_callers_row_index_buffer(monkeypatch):
+    # the gather indexes output rows by expanded_row_idx: read from the caller's buffer, another thread
+    # rewriting it mid-gather could send a write out of bounds (it crashed before this rule)
+    m = sys.modules["npusim.moe_init_routing_quant"]      # (the package attribute is the function)
+    x, r, e, active, outs = _aclnn_args()
+    seen = []
+    real = m._k.gather_quant
+
+    def spy(x_, table, index, active_rows, out):
+        seen.append(np.shares_memory(index, outs[1]))
+        return real(x_, table, index, active_rows, out)
+
+    monkeypatch.setattr(m._k, "gather_quant", spy)
+    ws, ex = npusim.aclnn.aclnnMoeInitRoutingQuantGetWorkspaceSize(x, r, e, active, 4.0, 1.0, *outs)
+    npusim.aclnn.aclnnMoeInitRoutingQuant(None, ws, ex)
+    assert seen == [False]
+    for g, w in zip(outs, reference(x, r, e, active, 4.0, 1.0)):
+        assert_bitexact(g, w)
 
 
 def test_aclnn_rejects_bad_outputs_untouched():
