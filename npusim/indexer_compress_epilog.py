@@ -51,50 +51,57 @@ def _round_up(a: int, b: int) -> int:
     return _ceil_div(a, b) * b
 
 
-def _check_attrs(quant_mode, round_scale, mx_scale_rule, product, scale=1.0) -> tuple[int, bool]:
-    quant_mode = _checks.int_attr(OP, "quant_mode", quant_mode, product)
+# Parameter names in errors: the function's (and the planner's), and the aclnn call's
+_SNAKE = {"cache": "indexer_compress_cache", "scale": "indexer_compress_scale", "x": "x",
+          "slot_mapping": "slot_mapping", "quant_mode": "quant_mode", "round_scale": "round_scale",
+          "hif8_scale": "scale", "mx_scale_rule": "mx_scale_rule"}
+_CAMEL = {**_SNAKE, "cache": "indexerCompressCache", "scale": "indexerCompressScale",
+          "slot_mapping": "slotMapping", "quant_mode": "quantMode", "round_scale": "roundScale"}
+
+
+def _check_attrs(quant_mode, round_scale, mx_scale_rule, product, scale=1.0, op=OP,
+                 names=_SNAKE) -> tuple[int, bool]:
+    quant_mode = _checks.int_attr(op, names["quant_mode"], quant_mode, product)
     if quant_mode not in (0, 1, 2):
-        raise invalid(OP, "quant_mode", f"must be 0 (MX quant), 1 (normal quant) or 2 (hifloat8), got "
+        raise invalid(op, names["quant_mode"], f"must be 0 (MX quant), 1 (normal quant) or 2 (hifloat8), got "
                       f"{quant_mode}", product)
     if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, (int, float, np.integer, np.floating)):
-        raise invalid(OP, "scale", f"must be a float (the hifloat8 multiplier of quant_mode 2), got {scale!r}",
-                      product)
+        raise invalid(op, names["hif8_scale"], f"must be a float (the hifloat8 multiplier of quant_mode 2), got "
+                      f"{scale!r}", product)
     if not isinstance(round_scale, (bool, np.bool_)):
-        raise invalid(OP, "round_scale", f"must be a bool, got {round_scale!r}", product)
+        raise invalid(op, names["round_scale"], f"must be a bool, got {round_scale!r}", product)
     if not isinstance(mx_scale_rule, str) or mx_scale_rule not in MX_SCALE_RULES:
-        raise invalid(OP, "mx_scale_rule", f"must be one of {sorted(MX_SCALE_RULES)}, got {mx_scale_rule!r}",
-                      product)
+        raise invalid(op, names["mx_scale_rule"], f"must be one of {sorted(MX_SCALE_RULES)}, got "
+                      f"{mx_scale_rule!r}", product)
     return quant_mode, bool(round_scale)
 
 
-def _check_specs(cache, scale, x, slot_mapping, quant_mode, product) -> dict:
+def _check_specs(cache, scale, x, slot_mapping, quant_mode, product, op=OP, names=_SNAKE) -> dict:
     """Shape and dtype rules (shared by the planner and the emulator). Returns dtype names and sizes."""
-    specs = {"indexer_compress_cache": cache, "indexer_compress_scale": scale, "x": x,
-             "slot_mapping": slot_mapping}
-    for name, s in specs.items():
+    for key, s in (("cache", cache), ("scale", scale), ("x", x), ("slot_mapping", slot_mapping)):
         if s is None:
-            _checks.tensor(OP, name, None, product)          # raises the nullptr error
-    x_dt = _checks.dtype_in(OP, "x", x, X_DTYPES, product)
-    cache_dt = _checks.dtype_in(OP, "indexer_compress_cache", cache, CACHE_DTYPES[quant_mode], product)
+            _checks.tensor(op, names[key], None, product)          # raises the nullptr error
+    n_cache, n_scale, n_x, n_slot = names["cache"], names["scale"], names["x"], names["slot_mapping"]
+    x_dt = _checks.dtype_in(op, n_x, x, X_DTYPES, product)
+    cache_dt = _checks.dtype_in(op, n_cache, cache, CACHE_DTYPES[quant_mode], product)
     want_scale = SCALE_DTYPE[quant_mode]
     got_scale = formats.dtype_name(scale.dtype)
     if got_scale != want_scale:
-        raise invalid(OP, "indexer_compress_scale", f"dtype must be {want_scale} with quant_mode={quant_mode}, "
+        raise invalid(op, n_scale, f"dtype must be {want_scale} with {names['quant_mode']}={quant_mode}, "
                       f"got {got_scale}", product)
-    _checks.dtype_in(OP, "slot_mapping", slot_mapping, ("int32",), product)
+    _checks.dtype_in(op, n_slot, slot_mapping, ("int32",), product)
     if len(x.shape) != 2 or x.shape[1] != HEAD_DIM:
-        raise invalid(OP, "x", f"shape must be [T, {HEAD_DIM}] (d is fixed at {HEAD_DIM}), got {tuple(x.shape)}",
+        raise invalid(op, n_x, f"shape must be [T, {HEAD_DIM}] (d is fixed at {HEAD_DIM}), got {tuple(x.shape)}",
                       product)
     T = int(x.shape[0])
     if tuple(slot_mapping.shape) != (T,):
-        raise invalid(OP, "slot_mapping", f"shape must be [T] = ({T},) to match x, got {tuple(slot_mapping.shape)}",
+        raise invalid(op, n_slot, f"shape must be [T] = ({T},) to match {n_x}, got {tuple(slot_mapping.shape)}",
                       product)
     if len(cache.shape) != 2 or cache.shape[1] != HEAD_DIM:
-        raise invalid(OP, "indexer_compress_cache", f"shape must be [rows, {HEAD_DIM}], got {tuple(cache.shape)}",
-                      product)
+        raise invalid(op, n_cache, f"shape must be [rows, {HEAD_DIM}], got {tuple(cache.shape)}", product)
     rows = int(cache.shape[0])
     if tuple(scale.shape) != (rows, SCALE_COLS):
-        raise invalid(OP, "indexer_compress_scale", f"shape must be [rows of the cache, {SCALE_COLS}] = "
+        raise invalid(op, n_scale, f"shape must be [rows of the cache, {SCALE_COLS}] = "
                       f"({rows}, {SCALE_COLS}), got {tuple(scale.shape)}", product)
     return {"T": T, "rows": rows, "x_dtype": x_dt, "cache_dtype": cache_dt}
 
@@ -145,7 +152,7 @@ def _tiling(bs: int, d: int, quant_mode: int, core_num: int, ub_bytes: int) -> d
 @planner(OP, PRODUCTS)
 def plan_indexer_compress_epilog(indexer_compress_cache, indexer_compress_scale, x, slot_mapping, *,
                                  quant_mode=1, round_scale=True, mx_scale_rule="kernel", scale=1.0,
-                                 product="ascend-950pr") -> Plan:
+                                 product="ascend-950pr", _op: str = OP, _names: dict = _SNAKE) -> Plan:
     """The vendor tiling of indexer_compress_epilog for these shapes/dtypes (arrays or TensorSpecs).
 
     Follows op_host/indexer_compress_epilog_tiling.cpp: bs = T rows are split over all AIV cores
@@ -163,12 +170,13 @@ def plan_indexer_compress_epilog(indexer_compress_cache, indexer_compress_scale,
     scale_ub_bytes, index_ub_bytes and ub_bytes_used (UB bytes at rowFactor rows). Rows whose slot is
     -1 are still read from slot_mapping but neither loaded nor stored (data-dependent; not in the plan).
     """
-    soc = _checks.resolve_product(OP, product, PRODUCTS)
-    quant_mode, round_scale = _check_attrs(quant_mode, round_scale, mx_scale_rule, soc.soc, scale)
+    soc = _checks.resolve_product(_op, product, PRODUCTS)
+    quant_mode, round_scale = _check_attrs(quant_mode, round_scale, mx_scale_rule, soc.soc, scale, _op, _names)
     specs = {k: spec_of(v) if v is not None else None for k, v in
              (("cache", indexer_compress_cache), ("scale", indexer_compress_scale), ("x", x),
               ("slot_mapping", slot_mapping))}
-    info = _check_specs(specs["cache"], specs["scale"], specs["x"], specs["slot_mapping"], quant_mode, soc.soc)
+    info = _check_specs(specs["cache"], specs["scale"], specs["x"], specs["slot_mapping"], quant_mode, soc.soc,
+                        _op, _names)
     tiles = _tiling(info["T"], HEAD_DIM, quant_mode, soc.aiv, soc.ub_bytes)
     key = _TILING_KEYS[(tiles["rowFactor"] != 1, quant_mode)]
     return Plan(
@@ -183,50 +191,52 @@ def plan_indexer_compress_epilog(indexer_compress_cache, indexer_compress_scale,
     )
 
 
-def _in_place(name: str, a, product) -> np.ndarray:
+def _in_place(op: str, name: str, a, product) -> np.ndarray:
     if a is None:
-        _checks.tensor(OP, name, None, product)
+        _checks.tensor(op, name, None, product)
     if not isinstance(a, np.ndarray):
-        raise invalid(OP, name, f"must be a numpy array (it is updated in place), got {type(a).__name__}", product)
+        raise invalid(op, name, f"must be a numpy array (it is updated in place), got {type(a).__name__}", product)
     if not a.flags.writeable:
-        raise invalid(OP, name, "must be writable (it is updated in place)", product)
+        raise invalid(op, name, "must be writable (it is updated in place)", product)
     return a
 
 
-def _prepare(cache, scale, x, slot_mapping, quant_mode, round_scale, mx_scale_rule, product, hif8_scale=1.0):
-    """Every check, before anything is written. Returns (plan, bound kernel call)."""
-    soc = _checks.resolve_product(OP, product, PRODUCTS)
+def _prepare(cache, scale, x, slot_mapping, quant_mode, round_scale, mx_scale_rule, product, hif8_scale=1.0,
+             op=OP, names=_SNAKE):
+    """Every check, before anything is written; errors name `op` and its parameters (`names`). Returns
+    (plan, bound kernel call)."""
+    soc = _checks.resolve_product(op, product, PRODUCTS)
     prod = soc.soc
-    _check_attrs(quant_mode, round_scale, mx_scale_rule, prod, hif8_scale)
-    cache = _in_place("indexer_compress_cache", cache, prod)
-    scale = _in_place("indexer_compress_scale", scale, prod)
-    _checks.data_tensors(OP, prod, x=x, slot_mapping=slot_mapping)
-    x = _checks.tensor(OP, "x", x, prod)
-    slot_mapping = _checks.tensor(OP, "slot_mapping", slot_mapping, prod)
+    _check_attrs(quant_mode, round_scale, mx_scale_rule, prod, hif8_scale, op, names)
+    n_cache, n_scale, n_x, n_slot = names["cache"], names["scale"], names["x"], names["slot_mapping"]
+    cache = _in_place(op, n_cache, cache, prod)
+    scale = _in_place(op, n_scale, scale, prod)
+    _checks.data_tensors(op, prod, **{n_x: x, n_slot: slot_mapping})
+    x = _checks.tensor(op, n_x, x, prod)
+    slot_mapping = _checks.tensor(op, n_slot, slot_mapping, prod)
     plan = plan_indexer_compress_epilog(cache, scale, x, slot_mapping, quant_mode=quant_mode,
                                         round_scale=round_scale, mx_scale_rule=mx_scale_rule, scale=hif8_scale,
-                                        product=product)
-    for name, a in (("indexer_compress_cache", cache), ("indexer_compress_scale", scale), ("x", x),
-                    ("slot_mapping", slot_mapping)):
+                                        product=product, _op=op, _names=names)
+    for name, a in ((n_cache, cache), (n_scale, scale), (n_x, x), (n_slot, slot_mapping)):
         if not a.flags.c_contiguous:
-            raise invalid(OP, name, "must be contiguous (non-contiguous tensors are not supported)", prod)
+            raise invalid(op, name, "must be contiguous (non-contiguous tensors are not supported)", prod)
     if cache.dtype.byteorder == ">" or scale.dtype.byteorder == ">":
-        raise invalid(OP, "indexer_compress_scale", "must be in native byte order (it is updated in place)", prod)
-    _checks.written_apart(OP, prod, indexer_compress_cache=cache, indexer_compress_scale=scale)
-    slot_mapping = _checks.index_tensor(OP, "slot_mapping", slot_mapping, prod)     # checked and read as one copy
+        raise invalid(op, n_scale, "must be in native byte order (it is updated in place)", prod)
+    _checks.written_apart(op, prod, **{n_cache: cache, n_scale: scale})
+    slot_mapping = _checks.index_tensor(op, n_slot, slot_mapping, prod)     # checked and read as one copy
     rows = cache.shape[0]
     if slot_mapping.size:
         lo, hi = int(slot_mapping.min()), int(slot_mapping.max())
         if lo < -1 or hi >= rows:
             bad = int(np.flatnonzero((slot_mapping < -1) | (slot_mapping >= rows))[0])
-            raise invalid(OP, "slot_mapping", f"values must lie in [-1, {rows}) (rows of the cache); "
-                          f"slot_mapping[{bad}] = {int(slot_mapping[bad])}", prod)
+            raise invalid(op, n_slot, f"values must lie in [-1, {rows}) (rows of the cache); "
+                          f"{n_slot}[{bad}] = {int(slot_mapping[bad])}", prod)
         valid = slot_mapping[slot_mapping >= 0]
         uniq, first, counts = np.unique(valid, return_index=True, return_counts=True)
         if uniq.size != valid.size:
             dup = int(uniq[counts > 1][0])
             where = np.flatnonzero(slot_mapping == dup)[:2].tolist()
-            raise invalid(OP, "slot_mapping", f"valid slots must be distinct (the NPU writes duplicates in an "
+            raise invalid(op, n_slot, f"valid slots must be distinct (the NPU writes duplicates in an "
                           f"undefined order); slot {dup} appears at positions {where}", prod)
     is_bf16 = formats.dtype_name(x.dtype) == "bfloat16"
     fmt = 4 if formats.dtype_name(cache.dtype) == "float8_e5m2" else 3      # ascend_cast F_E5M2 / F_E4M3
@@ -311,7 +321,8 @@ def aclnnIndexerCompressEpilogGetWorkspaceSize(indexerCompressCache, indexerComp
     multiplier of quantMode 2): validates everything and returns (workspace_size, executor); the vendor
     tiling asks for 32 bytes."""
     return get_workspace_size(ACLNN_OP, lambda: _prepare(indexerCompressCache, indexerCompressScale, x, slotMapping,
-                                                         quantMode, roundScale, mx_scale_rule, product, scale),
+                                                         quantMode, roundScale, mx_scale_rule, product, scale,
+                                                         ACLNN_OP, _CAMEL),
                               lambda plan: _WORKSPACE_BYTES)
 
 

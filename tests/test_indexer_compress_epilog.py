@@ -438,7 +438,8 @@ def test_aclnn_two_phase():
     with pytest.raises(AclnnError) as ei:
         npusim.aclnn.aclnnIndexerCompressEpilogGetWorkspaceSize(
             args["indexer_compress_cache"], args["indexer_compress_scale"], args["x"], args["slot_mapping"], 1)
-    assert ei.value.param == "indexer_compress_scale"
+    assert ei.value.param == "indexerCompressScale"                    # the aclnn call's own names
+    assert "aclnnIndexerCompressEpilog" in str(ei.value) and "quantMode=1" in str(ei.value)
 
 
 # ------------------------------------------------------------------ quant_mode 2 (hifloat8 cache)

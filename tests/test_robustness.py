@@ -851,10 +851,10 @@ BROKEN = [
      "byte order"),
     ("indexer_compress_epilog", "data", dict(slot_mapping=np.array([1, 1, -1], np.int32)), INVALID, "distinct"),
     ("indexer_compress_epilog", "data", dict(slot_mapping=np.array([4, 0, -1], np.int32)), INVALID, "[-1, 4)"),
-    ("aclnnIndexerCompressEpilog", "none", dict(slotMapping=None), NULLPTR, "'slot_mapping'"),
-    ("aclnnIndexerCompressEpilog", "enum", dict(quantMode=-1), INVALID, "'quant_mode'"),
+    ("aclnnIndexerCompressEpilog", "none", dict(slotMapping=None), NULLPTR, "'slotMapping'"),
+    ("aclnnIndexerCompressEpilog", "enum", dict(quantMode=-1), INVALID, "'quantMode'"),
     ("aclnnIndexerCompressEpilog", "data", dict(slotMapping=np.array([0, -2, 1], np.int32)), INVALID,
-     "'slot_mapping'"),
+     "'slotMapping'"),
 ]
 
 
