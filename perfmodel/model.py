@@ -22,9 +22,8 @@ consecutive iterations overlap. `combine` applies the calibration and plays the 
     after the output buffer is needed);
   - 'none': nothing overlaps;
   the first iteration runs its stages back to back (fill), the rest at the period. A loop marked `behind`
-  runs on other cores while the loops before it run (a mix kernel's AIV epilogue of block b under the AIC's
-  block b+1, the ping-pong workspace of the basic-tiling kernels): only what exceeds those loops, and its
-  last iteration, count;
+  runs on other cores while the loops before it run (the per-token decode kernel's AIV epilogue of block b
+  under the AIC's block b+1): only what exceeds those loops, and its last iteration, count;
 
 * vector time = ATT cycles x vector_scale + dependent instructions (PipeBarrier) x barrier_cycles + scalar
   reads of vector results (V->S flag + GetValue) x scalar_read_cycles;

@@ -532,7 +532,8 @@ def _dequant_epilogue(hw, plan, *, bm, bn, M, out_b, pertoken):
     """One output block's dequant on its AIV (mix kernels: one AIV per AIC does it, the other returns):
     chunks of ubCalcM rows x baseN (CalcUbTiling's UB budget per row), each loaded, dequantized (int32 x
     scale), [x per-token scale, + float bias per row], cast and stored, with its own MTE2->V and V->MTE3
-    waits (quant_batch_matmul_v3_bf16.h / _pertoken.h)."""
+    waits (quant_batch_matmul_v3_bf16.h / _pertoken.h); one buffer here, quant_matmul_work sets how the
+    mix kernels' chunks overlap."""
     f32 = "float32"
     scale = plan.inputs.get("scale")
     bias = plan.inputs.get("bias")
@@ -562,8 +563,8 @@ def _dequant_epilogue(hw, plan, *, bm, bn, M, out_b, pertoken):
 def quant_matmul_work(plan, hw):
     """npu_quant_matmul (ARITHMETIC.md sec. 4.3): int8 (or packed int4) cube matmul with the dequant in the
     FixPipe (fp16/int8/int32 output without a per-token scale) or on the AIVs (bf16 output or a per-token
-    scale: a mix kernel whose AIC writes int32 blocks to a workspace and whose AIV dequantizes them while the
-    AIC computes the next block). 310P has no FixPipe: L0C -> UB -> vector dequant -> GM. A float32 scale with
+    scale: a mix kernel whose AIC writes int32 blocks to a workspace and whose AIV dequantizes each block
+    after it; the per-token decode kernel dequantizes while the AIC computes the next). 310P has no FixPipe: L0C -> UB -> vector dequant -> GM. A float32 scale with
     fp16/int8 output also launches TransQuantParamV2 first (op-plugin). M <= baseM streams the weight past L2
     (x2 CACHE_MODE_DISABLE in the kernels)."""
     x1, x2 = plan.inputs["x1"], plan.inputs["x2"]
@@ -600,7 +601,13 @@ def quant_matmul_work(plan, hw):
         epi_loop = _dequant_epilogue(hw, plan, bm=info["base_m"], bn=info["base_n"], M=M, out_b=out_b,
                                      pertoken=pertoken)
         epi_loop.n *= info["blocks_per_core"]
-        epi_loop.behind = True
+        if epi == "vector":
+            # the TBE mix kernels (BmmDequantBf16, BmmDequantPertoken) drive the AIC's matmul from the AIV,
+            # block by block (Iterate, then GetTensorC): a block's dequant follows its cube work, its chunks
+            # on the double-buffered queues (BUFFER_NUM = 2, quant_batch_matmul_v3_base.h). The per-token OPT
+            # kernel (M <= baseM, _pertoken_opt.h) computes the scales while the AIC works: behind the cube.
+            epi_loop.overlap = "double"
+            epi_loop.behind = pertoken and M <= info["base_m"]
         loops.append(epi_loop)
     extra = []
     scale = plan.inputs.get("scale")
