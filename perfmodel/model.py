@@ -19,7 +19,7 @@ consecutive iterations overlap. `combine` applies the calibration and plays the 
     the share of the chip's cores streaming: one core alone sees the idle latency the DMA curves hold);
   - 'early' (one buffer released early: the vendor sets a V->MTE2 flag right after the first Cast, e.g.
     dynamic_quant_multi_row.h): period = max(load + vector before the release, vector, store + vector
-    after the output buffer is needed);
+    after the output buffer is needed); its cores drift apart as in 'serial';
   - 'none': nothing overlaps;
   the first iteration runs its stages back to back (fill), the rest at the period. A loop marked `behind`
   runs on other cores while the loops before it run (the per-token decode kernel's AIV epilogue of block b
