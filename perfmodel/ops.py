@@ -564,7 +564,9 @@ def quant_matmul_work(plan, hw):
     """npu_quant_matmul (ARITHMETIC.md sec. 4.3): int8 (or packed int4) cube matmul with the dequant in the
     FixPipe (fp16/int8/int32 output without a per-token scale) or on the AIVs (bf16 output or a per-token
     scale: a mix kernel whose AIC writes int32 blocks to a workspace and whose AIV dequantizes each block
-    after it; the per-token decode kernel dequantizes while the AIC computes the next). 310P has no FixPipe: L0C -> UB -> vector dequant -> GM. A float32 scale with
+    after it; the per-token decode kernel dequantizes while the AIC computes the next). A per-channel FixPipe
+    dequant loads each block's scale words before the block's store. 310P has no FixPipe: L0C -> UB -> vector
+    dequant -> GM. A float32 scale with
     fp16/int8 output also launches TransQuantParamV2 first (op-plugin). M <= baseM streams the weight past L2
     (x2 CACHE_MODE_DISABLE in the kernels)."""
     x1, x2 = plan.inputs["x1"], plan.inputs["x2"]
@@ -597,6 +599,15 @@ def quant_matmul_work(plan, hw):
     loops, bd, hbm_frac, info = cube_loops(
         hw, M=M, K=K, N=N, batch=batch, dtype=dtype, in_bytes=in_b, block_dim=plan.block_dim, base=base,
         l0c_out_bytes=out_b if epi == "fixpipe" else 4, depth_b=1 if M <= 128 else None)
+    scale = plan.inputs.get("scale")
+    if epi == "fixpipe" and fam == "a2a3" and scale is not None and _size(scale) > 1:
+        # per-channel FixPipe dequant: before each block's store the matmul API waits for the previous store,
+        # loads the block's baseN uint64 scale words GM -> L1, waits for them and moves them to the FixPipe
+        # buffer (asc-devkit copy_cube_out_fixpipe.h, quant_processor_fixpipe.h CopyDeqTensorToL1): one
+        # unprefetched load per block (a per-tensor scale is a register, SetQuantScalar)
+        fix = loops[1]
+        fix.pipes = {**fix.pipes, "mte2": hw.dma("gm_to_l1", info["base_n"] * 8)}
+        fix.read_bytes = info["base_n"] * 8
     if epi in ("vector", "ub"):
         epi_loop = _dequant_epilogue(hw, plan, bm=info["base_m"], bn=info["base_n"], M=M, out_b=out_b,
                                      pertoken=pertoken)
@@ -610,7 +621,6 @@ def quant_matmul_work(plan, hw):
             epi_loop.behind = pertoken and M <= info["base_m"]
         loops.append(epi_loop)
     extra = []
-    scale = plan.inputs.get("scale")
     if (scale is not None and _dt(scale) == "float32" and not pertoken and out_name in ("float16", "int8")
             and fam != "310p910"):
         extra.append(trans_quant_param_work(hw, _size(scale)))

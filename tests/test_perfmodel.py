@@ -14,6 +14,7 @@ from perfmodel.calibration import Calibration
 from perfmodel.fitting import fit, report
 from perfmodel.hw import hardware
 from perfmodel.model import Loop, Work, combine
+from perfmodel.predict import build_work
 
 GIB = 2.0 ** 30
 
@@ -557,3 +558,22 @@ def test_single_buffered_cores_drift_apart_after_the_first_iteration():
         body = combine(w, p, "x", "atlas-a2").core_us * 1e-6
         fill = max(own, shared) + vec
         assert body == pytest.approx(fill + 9 * max(own + vec, shared)), (own, vec)
+
+
+def test_per_channel_fixpipe_dequant_loads_each_blocks_scale_before_its_store():
+    # the matmul API fetches a block's baseN uint64 scale words GM -> L1 before the block's FixPipe store;
+    # a per-tensor scale is a register: nothing to load
+    hw = hardware("atlas-a2")
+    args = dict(x1=T((1024, 2048), "int8"), x2=T((2048, 2048), "int8"), output_dtype="float16")
+    per_channel = build_work("npu_quant_matmul", "atlas-a2", scale=T((2048,), "int64"), **args)[0]
+    per_tensor = build_work("npu_quant_matmul", "atlas-a2", scale=T((1,), "int64"), **args)[0]
+    fix_c, fix_t = per_channel.loops[1], per_tensor.loops[1]
+    base_n = per_channel.tiles["base_n"]
+    assert set(fix_c.pipes) == {"fixpipe", "mte2"} and fix_c.overlap == "none"
+    assert fix_c.pipes["mte2"] == pytest.approx(hw.dma("gm_to_l1", base_n * 8)) and fix_c.read_bytes == base_n * 8
+    assert set(fix_t.pipes) == {"fixpipe"} and fix_t.read_bytes == 0
+    assert fix_c.n == fix_t.n == per_channel.tiles["blocks_per_core"]
+    assert per_channel.block_dim == hw.soc.aic                  # every AIC streams: the whole GM latency
+    p = _params(load_latency_us=0.5)
+    slower = combine(per_channel, p, "q", "atlas-a2").core_us - combine(per_tensor, p, "q", "atlas-a2").core_us
+    assert slower == pytest.approx(fix_c.n * (fix_c.pipes["mte2"] * 1e6 + 0.5))    # per block: load + latency
