@@ -126,15 +126,18 @@ def _vector_core_type(hw) -> str:
 
 # -- generic elementwise kernels -----------------------------------------------------------------------
 
-# op -> (number of inputs, vector calls per tile in the compute dtype). Compute dtype: fp16 and fp32 as
-# given; bf16 is computed in fp32 (Cast in and out). Calls of the CANN ops-math kernels as their ATT APIs;
-# Gelu is the tanh form x / (1 + exp(-1.5958 * (x + 0.044715 x^3))) written with ATT calls [E].
+# op -> (number of inputs, vector calls per tile in the compute dtype, whether fp16 is computed in fp32).
+# Compute dtype: fp32 as given, bf16 in fp32 (Cast in and out), fp16 as given unless the kernel widens it.
+# Calls of the CANN kernels as their ATT APIs. On 910B/910_93 the TBE Sigmoid and Gelu widen fp16 to fp32 in
+# their default high-precision mode (sigmoid.py sigmoid_compute; gelu.py gelu_compute_v2, taken after v200;
+# the model widens on every product);
+# Gelu is its tanh form x / (1 + exp(-1.5958 * (x + 0.044715 x^3))): Mul, Mul, Muls, Add, Muls, Exp, Adds, Div.
 ELEMENTWISE = {
-    "add": (2, ("add",)),
-    "maximum": (2, ("max",)),
-    "sqrt": (1, ("sqrt",)),
-    "sigmoid": (1, ("sigmoid",)),
-    "gelu": (1, ("mul", "mul", "muls", "add", "muls", "exp", "adds", "div")),
+    "add": (2, ("add",), False),
+    "maximum": (2, ("max",), False),
+    "sqrt": (1, ("sqrt",), False),
+    "sigmoid": (1, ("sigmoid",), True),
+    "gelu": (1, ("mul", "mul", "muls", "add", "muls", "exp", "adds", "div"), True),
 }
 # Elements per core below which the ops-math elementwise tiling does not split further [E]: 1024.
 ELEMENTWISE_MIN_PER_CORE = 1024
@@ -148,7 +151,7 @@ def elementwise_work(hw, op: str, x, y=None, *, block_dim=None, tile_bytes=None,
     elementwise kernels are taken as double-buffered with UB-sized tiles [E]."""
     if op not in ELEMENTWISE:
         raise ValueError(f"elementwise: unknown op {op!r}; known: {sorted(ELEMENTWISE)}")
-    n_in, calls = ELEMENTWISE[op]
+    n_in, calls, widens_fp16 = ELEMENTWISE[op]
     x = spec_of(x)
     shape = x.shape
     if n_in == 2:
@@ -163,12 +166,13 @@ def elementwise_work(hw, op: str, x, y=None, *, block_dim=None, tile_bytes=None,
         if t is not None and _dt(t) not in allowed:
             raise ValueError(f"{op}: {name} dtype must be one of {', '.join(allowed)}, got {_dt(t)}")
     isz = x.dtype.itemsize
-    cdt = "float32" if dt in ("bfloat16", "float32", "int32") else "float16"
+    widen = dt == "bfloat16" or (dt == "float16" and widens_fp16)      # computed in fp32, Cast in and out
+    cdt = "float32" if widen or dt in ("float32", "int32") else "float16"
     cores = hw.vector_cores()
     if block_dim is not None and _checks.int_attr(op, "block_dim", block_dim) < 1:
         raise ValueError(f"{op}: block_dim must be >= 1, got {block_dim}")
     bd = max(1, min(int(block_dim or cores), cores, _cdiv(max(n, 1), ELEMENTWISE_MIN_PER_CORE)))
-    per_elem_ub = (n_in + 1) * isz + (8 if dt == "bfloat16" else 0)          # bf16: fp32 work buffers
+    per_elem_ub = (n_in + 1) * isz + (8 if widen else 0)                    # fp32 work buffers
     if tile_bytes is None:
         tile_elems = max(256, (hw.soc.ub_bytes - 8192) // (2 * per_elem_ub) // 256 * 256)
     else:
@@ -182,11 +186,11 @@ def elementwise_work(hw, op: str, x, y=None, *, block_dim=None, tile_bytes=None,
         if count == 0:
             continue
         v = Vec(hw)
-        if dt == "bfloat16":
+        if widen:
             v("cast_f16_f32", "float16", elems, n_in)
         for c in calls:
             v(c, cdt, elems)
-        if dt == "bfloat16":
+        if widen:
             v("cast_f32_f16", "float32", elems)
         if bank_conflict_free:
             v.s *= hw.bank_conflict_free_factor

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import perfmodel
-from perfmodel import TensorSpec as T
+from perfmodel import TensorSpec as T, ops
 from perfmodel.calibration import Calibration
 from perfmodel.fitting import fit, report
 from perfmodel.hw import hardware
@@ -577,3 +577,16 @@ def test_per_channel_fixpipe_dequant_loads_each_blocks_scale_before_its_store():
     p = _params(load_latency_us=0.5)
     slower = combine(per_channel, p, "q", "atlas-a2").core_us - combine(per_tensor, p, "q", "atlas-a2").core_us
     assert slower == pytest.approx(fix_c.n * (fix_c.pipes["mte2"] * 1e6 + 0.5))    # per block: load + latency
+
+
+def test_sigmoid_and_gelu_compute_fp16_in_fp32_as_bf16_while_add_stays_fp16():
+    # the TBE Sigmoid and Gelu widen fp16 to fp32 (high-precision default on 910B): an fp16 tile costs what a
+    # bf16 one does (Cast in, fp32 calls, Cast out); Add computes fp16 natively
+    hw = hardware("atlas-a2")
+    x16, xb = T((4096, 4096), "float16"), T((4096, 4096), "bfloat16")
+    for op in ("sigmoid", "gelu"):
+        f16, bf16 = ops.elementwise_work(hw, op, x16), ops.elementwise_work(hw, op, xb)
+        assert [lp.pipes["vector"] for lp in f16.loops] == [lp.pipes["vector"] for lp in bf16.loops], op
+        assert f16.tiles == bf16.tiles, op
+    add16, addb = ops.add_work(hw, x16, x16), ops.add_work(hw, xb, xb)          # the same 32 KB tiles
+    assert add16.loops[0].pipes["vector"] < addb.loops[0].pipes["vector"]
