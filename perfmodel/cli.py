@@ -185,8 +185,8 @@ def cmd_compare(a) -> int:
     launches = cmp.by_launch(joined)
     _print_table(summary, "MAPE per operator and product (APE = |predicted - measured| / measured):")
     if a.published is None and not a.profiles:
-        print("(in-sample: the shipped calibration was fitted to the 'measured' rows; doubtful and analogue rows are\n"
-              " predicted, never fitted. Cross-validated errors: python -m perfmodel.fit_report --cv)")
+        print("(in-sample: the shipped calibration was fitted to the 'measured' rows; doubtful, analogue and holdout\n"
+              " rows are predicted, never fitted. Cross-validated errors: python -m perfmodel.fit_report --cv)")
     if len(joined) <= PER_ROW_MAX:
         _print_table(cmp.per_row(joined), "per row (error = (predicted - measured) / measured, %):",
                      float_format="{:.2f}")

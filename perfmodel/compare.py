@@ -138,7 +138,7 @@ def summarize(joined: pd.DataFrame) -> pd.DataFrame:
     n, MAPE (%), median and max APE (%), mean signed error (%), rows within 10% and 25%, and MAPE over the
     same-launch rows only."""
     ok = joined[joined["status"] == "ok"] if len(joined) else joined
-    # the packaged set says how far each row can be trusted (measured, doubtful, analogue): kept apart
+    # the packaged set says how far each row can be trusted (measured, doubtful, analogue, holdout): kept apart
     trust = ok["trust"].astype(object).fillna("measured") if "trust" in ok else pd.Series("measured", index=ok.index)
     rows = []
     for (op, product, tr), g in ok.groupby([ok["op"], ok["product"], trust], sort=True):

@@ -7,8 +7,9 @@
 
 The calibration set is perfmodel.published.calibration_set(): the measured set (msprof/profiler Task
 Durations of CANN kernels, with sources) and the published best-practice samples. Rows flagged as
-analogues (another kernel standing in for an operator) or doubtful (values their source calls
-placeholders) are predicted and shown, never fitted, and kept out of the summary. Groups are operator x
+analogues (another kernel standing in for an operator), doubtful (values their source calls
+placeholders) or held out (sound measurements kept out of the fit to check the model where it was not
+fitted) are predicted and shown, never fitted, and kept out of the summary. Groups are operator x
 SoC. Cross-validation refits the calibration without the held-out rows and predicts them:
   * LOGO: each group held out in turn (its operator's constants must come from the other operators);
   * family: each shape family (decode, batched, unaligned, aligned, sample) held out in turn.

@@ -417,7 +417,7 @@ def plot_validation(per_row: pd.DataFrame, stem, title: str = "perfmodel against
         -> list[str]:
     """Predicted against measured latency, one panel per error column of a fit_report.evaluate table
     (in-sample, and cross-validated when present): the prediction a panel shows is measured * (1 + error).
-    Colour = operator × SoC group; rows the fit does not use (doubtful, analogue) are grey crosses. The
+    Colour = operator × SoC group; rows the fit does not use (doubtful, analogue, held out) are grey crosses. The
     panel title gives the MAPE over the fitted rows."""
     panels = [(c, t) for c, t in VALIDATION_PANELS if c in per_row]
     fig = Figure(figsize=(5.2 * len(panels), 5.6))
@@ -438,7 +438,7 @@ def plot_validation(per_row: pd.DataFrame, stem, title: str = "perfmodel against
                        zorder=3)
         if (~fitted).any():
             ax.scatter(m[~fitted], pred[~fitted], s=22, color="0.45", marker="x", zorder=2,
-                       label="not fitted (doubtful / analogue)")
+                       label="not fitted (doubtful / analogue / held out)")
         mape = float(np.mean(np.abs(_num(per_row, col)[fitted])))
         _log_axes(ax, "measured latency (µs)", "predicted latency (µs)",
                   f"{name}: MAPE {mape:.1f}% over {int(fitted.sum())} rows", legend_size=6,

@@ -214,8 +214,11 @@ def measured_args(op: str, shape: str, dtypes: str, params: str = "") -> dict:
 def trust(params: str) -> str:
     """How far a measured row can be trusted, from what its params column says: 'analogue' (another kernel
     standing in for the operator), 'doubtful' (its source calls the values placeholders, or the row marks
-    itself doubtful and says why), else 'measured'."""
+    itself doubtful and says why), 'holdout' (a sound measurement kept out of the fit on purpose, to check
+    the model where it was not fitted: the row says 'held out of the fit' and why), else 'measured'."""
     text = params.lower()
+    if "held out of the fit" in text:
+        return "holdout"
     if "analogue" in text:
         return "analogue"
     if "placeholder" in text or "doubtful" in text:

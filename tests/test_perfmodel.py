@@ -590,3 +590,19 @@ def test_sigmoid_and_gelu_compute_fp16_in_fp32_as_bf16_while_add_stays_fp16():
         assert f16.tiles == bf16.tiles, op
     add16, addb = ops.add_work(hw, x16, x16), ops.add_work(hw, xb, xb)          # the same 32 KB tiles
     assert add16.loops[0].pipes["vector"] < addb.loops[0].pipes["vector"]
+
+
+def test_rows_held_out_of_the_fit_are_shown_not_fitted():
+    from perfmodel.fit_report import evaluate
+    from perfmodel.published import calibration_set, trust
+    assert trust("kernel MatMulV2; held out of the fit: another chip") == "holdout"
+    assert trust("LOOSE ANALOGUE: another op") == "analogue" and trust("placeholder values") == "doubtful"
+    assert trust("cann-bench case 3") == "measured"
+    rows = calibration_set()
+    held = rows[rows["trust"] == "holdout"]
+    assert len(held) >= 9 and set(held["target"]) == {"Ascend910B4"}
+    # the fit is the same without them: they only get predicted
+    cal_all, per_row = evaluate(rows)
+    cal_without, _ = evaluate(rows[rows["trust"] != "holdout"].reset_index(drop=True))
+    assert cal_all.params == cal_without.params
+    assert per_row.loc[per_row["trust"] == "holdout", "predicted_us"].notna().all()
