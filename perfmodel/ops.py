@@ -128,10 +128,10 @@ def _vector_core_type(hw) -> str:
 
 # op -> (number of inputs, vector calls per tile in the compute dtype, whether fp16 is computed in fp32).
 # Compute dtype: fp32 as given, bf16 in fp32 (Cast in and out), fp16 as given unless the kernel widens it.
-# Calls of the CANN kernels as their ATT APIs. On 910B/910_93 the TBE Sigmoid and Gelu widen fp16 to fp32 in
-# their default high-precision mode (sigmoid.py sigmoid_compute; gelu.py gelu_compute_v2, taken after v200;
-# the model widens on every product);
-# Gelu is its tanh form x / (1 + exp(-1.5958 * (x + 0.044715 x^3))): Mul, Mul, Muls, Add, Muls, Exp, Adds, Div.
+# Calls of the CANN kernels as their ATT APIs. The TBE Sigmoid and Gelu widen fp16 to fp32 on 910B/910_93 in
+# their default high-precision mode (sigmoid.py sigmoid_compute; gelu.py gelu_compute_v2, the path after
+# v200); the model widens them on every product. Gelu is the tanh form x / (1 + exp(-1.5958 (x + 0.044715
+# x^3))): Mul, Mul, Muls, Add, Muls, Exp, Adds, Div.
 ELEMENTWISE = {
     "add": (2, ("add",), False),
     "maximum": (2, ("max",), False),
@@ -570,9 +570,8 @@ def quant_matmul_work(plan, hw):
     scale: a mix kernel whose AIC writes int32 blocks to a workspace and whose AIV dequantizes each block
     after it; the per-token decode kernel dequantizes while the AIC computes the next). A per-channel FixPipe
     dequant loads each block's scale words before the block's store. 310P has no FixPipe: L0C -> UB -> vector
-    dequant -> GM. A float32 scale with
-    fp16/int8 output also launches TransQuantParamV2 first (op-plugin). M <= baseM streams the weight past L2
-    (x2 CACHE_MODE_DISABLE in the kernels)."""
+    dequant -> GM. A float32 scale with fp16/int8 output also launches TransQuantParamV2 first (op-plugin).
+    M <= baseM streams the weight past L2 (x2 CACHE_MODE_DISABLE in the kernels)."""
     x1, x2 = plan.inputs["x1"], plan.inputs["x2"]
     out = next(iter(plan.outputs.values()))
     int4 = _dt(x1) in ("int32", "int4")

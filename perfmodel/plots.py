@@ -417,8 +417,8 @@ def plot_validation(per_row: pd.DataFrame, stem, title: str = "perfmodel against
         -> list[str]:
     """Predicted against measured latency, one panel per error column of a fit_report.evaluate table
     (in-sample, and cross-validated when present): the prediction a panel shows is measured * (1 + error).
-    Colour = operator × SoC group; rows the fit does not use (doubtful, analogue, held out) are grey crosses. The
-    panel title gives the MAPE over the fitted rows."""
+    Colour = operator × SoC group; rows the fit does not use (doubtful, analogue, held out) are grey crosses.
+    The panel title gives the MAPE over the fitted rows."""
     panels = [(c, t) for c, t in VALIDATION_PANELS if c in per_row]
     fig = Figure(figsize=(5.2 * len(panels), 5.6))
     m = _num(per_row, "measured_us")
