@@ -10,6 +10,8 @@ perfmodel/data/<family>.toml [calibration]):
   scalar_element_cycles          cycles per element of a scalar loop over GM data (TransQuantParamV2)
   load_latency_us                GM latency of a load that nothing prefetched (single-buffered loops)
   vector_scale, dma_scale, cube_scale   multipliers on the table-based pipe times (cube_scale >= 1)
+  offgrid_copy_scale             multiplier on what an ND->NZ copy with source rows off the 32-byte grid takes
+                                 beyond the aligned copy (1: the time of fetching twice the sectors)
 
 perfmodel.fitting.fit(measured) fits them to measured rows. The shipped values
 (perfmodel/data/calibration.json) come from fitting the packaged calibration set
@@ -33,6 +35,7 @@ BOUNDS = {
     "launch_per_core_us": (0.0, 1.0), "barrier_cycles": (0.0, 400.0), "scalar_read_cycles": (0.0, 2000.0),
     "scalar_element_cycles": (0.1, 100.0), "load_latency_us": (0.0, 5.0),
     "vector_scale": (0.2, 5.0), "dma_scale": (0.2, 5.0), "cube_scale": (1.0, 5.0),
+    "offgrid_copy_scale": (0.0, 10.0),
 }
 PARAMS = tuple(BOUNDS)
 SHIPPED = "calibration.json"

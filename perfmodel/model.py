@@ -59,6 +59,7 @@ class Loop:
     cont: bool = False                # continues the loop before it (its tail iterations): no fill of its own
     behind: bool = False              # runs on other cores under the loops before it (see the module docstring)
     active: float = 0.0               # cores streaming at once on average (0: the launch's block dim)
+    offgrid_mte2: float = 0.0         # MTE2 seconds an ND->NZ copy off the 32-byte grid adds (x offgrid_copy_scale)
 
 
 @dataclass
@@ -136,7 +137,7 @@ def _write_hbm_fraction(work: Work) -> float:
 class _Rates:
     """What every loop of one calibration family reads from the calibration (looked up once per combine)."""
     __slots__ = ("dma", "vec", "cube", "load_latency", "barrier", "scalar_read", "scalar_element", "hbm_eff",
-                 "l2_eff", "params", "_start")
+                 "l2_eff", "offgrid", "params", "_start")
 
     def __init__(self, p: dict):
         self.params = p
@@ -145,6 +146,7 @@ class _Rates:
         self.barrier, self.scalar_read = p["barrier_cycles"], p["scalar_read_cycles"]
         self.scalar_element = p["scalar_element_cycles"]
         self.hbm_eff, self.l2_eff = p["hbm_efficiency"], p["l2_efficiency"]
+        self.offgrid = p["offgrid_copy_scale"]
         self._start: dict = {}
 
     def start_of(self, kernel: str) -> tuple[float, float]:
@@ -166,7 +168,8 @@ def _loop_time(lp: Loop, r: _Rates, vec_hz: float, active: int, read_rate: float
     pipes = lp.pipes
     active = lp.active or active
     rd, wr = lp.read_bytes, lp.write_bytes
-    own_load, own_store = pipes.get("mte2", 0.0) * dma, pipes.get("mte3", 0.0) * dma
+    own_load = (pipes.get("mte2", 0.0) + lp.offgrid_mte2 * r.offgrid) * dma
+    own_store = pipes.get("mte3", 0.0) * dma
     L = max(own_load, rd * active * read_rate)
     S = max(own_store, wr * active * write_rate)
     mode = lp.overlap

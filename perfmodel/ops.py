@@ -230,7 +230,8 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
     a_row_bytes, b_row_bytes: the row strides of A and B in GM (default K and N elements). The ND->NZ copy
     reads each fractal row as a 32-byte piece of a source row; with a stride that is not a multiple of 32
     bytes every piece straddles two 32-byte sectors, so the copy fetches twice the sectors (GM transfers
-    are rounded up to whole aligned bursts, HARDWARE.md sec. 2; the penalty itself is not published).
+    are rounded up to whole aligned bursts, HARDWARE.md sec. 2). The vendor does not publish the penalty:
+    what the doubled fetch adds is kept apart (Loop.offgrid_mte2) for the calibration to scale.
     """
     c = hw.cube
     fm, fk, fn = hw.fractal(dtype)
@@ -248,16 +249,18 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
     per_core = _cdiv(blocks, bd)
     ksteps = _cdiv(K, bk)
     a_step, b_step = bm * bk * in_bytes, bk * bn * in_bytes
-    a_sect = 2 if (K * in_bytes if a_row_bytes is None else a_row_bytes) % 32 else 1
-    b_sect = 2 if (N * in_bytes if b_row_bytes is None else b_row_bytes) % 32 else 1
     # B is ND in GM and NZ in L1: its copies run at msKPP's ND->NZ rate (gm_to_l1_trans) [S]
-    mte2 = hw.dma("gm_to_l1", depth * a_step * a_sect) / depth \
-        + hw.dma("gm_to_l1_trans", depth_b * b_step * b_sect) / depth_b
+    a_load, b_load = hw.dma("gm_to_l1", depth * a_step) / depth, hw.dma("gm_to_l1_trans", depth_b * b_step) / depth_b
+    offgrid = 0.0           # what fetching twice the sectors adds (the calibration's offgrid_copy_scale scales it)
+    if (K * in_bytes if a_row_bytes is None else a_row_bytes) % 32:
+        offgrid += hw.dma("gm_to_l1", 2 * depth * a_step) / depth - a_load
+    if (N * in_bytes if b_row_bytes is None else b_row_bytes) % 32:
+        offgrid += hw.dma("gm_to_l1_trans", 2 * depth_b * b_step) / depth_b - b_load
     kloop = Loop(n=per_core * ksteps, pipes={
-        "mte2": mte2,
+        "mte2": a_load + b_load,
         "mte1": hw.dma("l1_to_l0a", a_step) + hw.dma("l1_to_l0b", b_step),
         "cube": hw.mmad(bm, bk, bn, dtype)}, read_bytes=a_step + b_step, overlap="double",
-        active=blocks / per_core)
+        active=blocks / per_core, offgrid_mte2=offgrid)
     fix = Loop(n=per_core, pipes={"fixpipe": hw.dma("l0c_to_gm", bm * bn * l0c_out_bytes)},
                write_bytes=bm * bn * l0c_out_bytes, overlap="none")
     loaded = blocks * ksteps * (a_step + b_step)
