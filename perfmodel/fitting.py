@@ -138,8 +138,8 @@ def fit(measured, product=None, params=None, base: Calibration | None = None, pr
     return base
 
 
-# What the A2/A3 measurements teach about kernels rather than about A2/A3's memory and cube: the families
-# without measurements of their own (950, 310P/910, 310B) take these fitted values.
+# What the A2/A3 measurements teach about kernels rather than about A2/A3's memory, DMA engine and cube: the
+# families without measurements of their own (950, 310P/910, 310B) take these fitted values.
 INHERITED = ("launch_us", "launch_per_core_us", "barrier_cycles", "scalar_read_cycles", "load_latency_us",
              "scalar_element_cycles", "vector_scale")
 
