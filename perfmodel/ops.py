@@ -270,8 +270,30 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
     return [kloop, fix], bd, min(1.0, unique / loaded) if loaded else 1.0, info
 
 
+def core_grid_tile(M, N, K, cores, fractal=(16, 16, 16)):
+    """(rows, cols) of one core's share of C in a generic matmul (MatMulV2): of the splits m_dim x n_dim <=
+    cores, the one that minimises a core's load, ceil(m / m_dim) + ceil(n / n_dim) panels of one fractal over
+    the whole K (ties: more N splits). That is the objective of CANN's matmul cache tiling (cache_tiling.cc
+    GetBlockDim, which also limits the splits to divisors of the extents; on A2 a cycle-model pattern search
+    usually decides first, and it is closed). A problem whose A, B and C fit L0 (m k, n k <= 128 fractals,
+    m n k <= 256) stays on one core, the cache tiling's mini-shape rule. m, n, k in fractals."""
+    fm, fk, fn = fractal
+    m, n, k = _cdiv(M, fm), _cdiv(N, fn), _cdiv(K, fk)
+    if m * k <= 128 and n * k <= 128 and m * n * k <= 256:
+        return m * fm, n * fn
+    best = None
+    for m_dim in range(1, min(m, cores) + 1):
+        for n_dim in range(1, min(n, cores // m_dim) + 1):
+            key = (_cdiv(m, m_dim) + _cdiv(n, n_dim), -n_dim)
+            if best is None or key < best[0]:
+                best = (key, _cdiv(m, m_dim) * fm, _cdiv(n, n_dim) * fn)
+    return best[1], best[2]
+
+
 def matmul_work(hw, a, b, *, block_dim=None, tiling="best"):
-    """C[M,N] fp16 = A[M,K] @ B[K,N] (fp16/bf16) with the Ascend C matmul sample's tiling (sec. 7.2)."""
+    """C[M,N] fp16 = A[M,K] @ B[K,N] (fp16/bf16): tiling 'best' is the Ascend C matmul sample's (sec. 7.2)
+    128 x 256 base blocks, shrunk to one core's share of C where the problem is small (core_grid_tile),
+    dealt to the cores in turn; 'naive' is the sample's naive split."""
     a, b = spec_of(a), spec_of(b)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
         raise ValueError(f"matmul: a must be [M,K] and b [K,N], got {a.shape} and {b.shape}")
@@ -286,7 +308,14 @@ def matmul_work(hw, a, b, *, block_dim=None, tiling="best"):
     N = b.shape[1]
     if min(M, K, N) < 1:
         raise ValueError(f"matmul: M, K and N must be >= 1, got {M}, {K}, {N}")
-    loops, bd, hbm_frac, info = cube_loops(hw, M=M, K=K, N=N, dtype=dt, block_dim=block_dim, tiling=tiling)
+    base = None
+    if tiling == "best":
+        c = hw.cube
+        fm, fk, fn = hw.fractal(dt)
+        rows, cols = core_grid_tile(M, N, K, min(int(block_dim or hw.soc.aic), hw.soc.aic), (fm, fk, fn))
+        base = (min(c["base_m"], rows), min(c["base_n"], cols), max(fk, int(c["base_k_bytes"] / 2)))
+    loops, bd, hbm_frac, info = cube_loops(hw, M=M, K=K, N=N, dtype=dt, block_dim=block_dim, tiling=tiling,
+                                           base=base)
     core_type = "aic" if hw.soc.core_layout == "split" else "aicore"
     return Work(hw=hw, core_type=core_type, block_dim=bd, loops=loops, bytes_read=_nbytes(a) + _nbytes(b),
                 bytes_written=M * N * 2, hbm_read_fraction=hbm_frac, flops=2.0 * M * N * K, kernel="MatMul",

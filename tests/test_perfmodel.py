@@ -619,3 +619,20 @@ def test_rows_held_out_of_the_fit_are_shown_not_fitted():
     cal_without, _ = evaluate(rows[rows["trust"] != "holdout"].reset_index(drop=True))
     assert cal_all.params == cal_without.params
     assert per_row.loc[per_row["trust"] == "holdout", "predicted_us"].notna().all()
+
+
+def test_generic_matmul_tiles_shrink_to_one_cores_share_of_a_small_problem():
+    # worked by hand in fractals of 16 (fp16): a core's load is ceil(m/m_dim) + ceil(n/n_dim) panels
+    assert ops.core_grid_tile(64, 64, 64, 24) == (64, 64)            # A, B, C fit L0: one core (mini shape)
+    # m = 8, n = 32 on 20 cores: m_dim 2 x n_dim 10 loads 4 + 4 panels; 2 x 8 ties and loses (fewer N splits)
+    assert ops.core_grid_tile(128, 512, 1024, 20) == (64, 64)
+    assert ops.core_grid_tile(1, 4096, 4096, 24) == (16, 176)        # decode: 1 x 24, ceil(256 / 24) = 11
+    assert ops.core_grid_tile(4096, 4096, 4096, 24) == (1024, 688)   # 4 x 6: 64 + 43 panels, 6 x 4 ties
+    hw = hardware("atlas-a2")
+    # the same on 24 AICs: 2 x 12 loads 4 + 3 panels (3 x 8 ties and loses): 64 x 48 tiles, 2 x 11 of them
+    small = ops.matmul_work(hw, T((128, 1024), "float16"), T((1024, 512), "float16"))
+    big = ops.matmul_work(hw, T((4096, 4096), "float16"), T((4096, 4096), "float16"))
+    assert (small.tiles["base_m"], small.tiles["base_n"], small.block_dim) == (64, 48, 22)
+    assert (big.tiles["base_m"], big.tiles["base_n"], big.block_dim) == (128, 256, 24)   # capped at the sample's
+    naive = ops.matmul_work(hw, T((128, 1024), "float16"), T((1024, 512), "float16"), tiling="naive")
+    assert (naive.tiles["base_m"], naive.tiles["base_n"]) == (128, 128)
