@@ -283,10 +283,10 @@ def core_grid_tile(M, N, K, cores, fractal=(16, 16, 16)):
         return m * fm, n * fn
     best = None
     for m_dim in range(1, min(m, cores) + 1):
-        for n_dim in range(1, min(n, cores // m_dim) + 1):
-            key = (_cdiv(m, m_dim) + _cdiv(n, n_dim), -n_dim)
-            if best is None or key < best[0]:
-                best = (key, _cdiv(m, m_dim) * fm, _cdiv(n, n_dim) * fn)
+        n_dim = min(n, cores // m_dim)          # the most N splits that fit: the load only falls with them
+        key = (_cdiv(m, m_dim) + _cdiv(n, n_dim), -n_dim)
+        if best is None or key < best[0]:
+            best = (key, _cdiv(m, m_dim) * fm, _cdiv(n, n_dim) * fn)
     return best[1], best[2]
 
 
