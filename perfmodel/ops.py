@@ -281,12 +281,18 @@ def core_grid_tile(M, N, K, cores, fractal=(16, 16, 16)):
     m, n, k = _cdiv(M, fm), _cdiv(N, fn), _cdiv(K, fk)
     if m * k <= 128 and n * k <= 128 and m * n * k <= 256:
         return m * fm, n * fn
+    m_dim, n_dim = _least_load_grid(m, n, cores)
+    return -(-m // m_dim) * fm, -(-n // n_dim) * fn
+
+
+@functools.lru_cache(maxsize=4096)
+def _least_load_grid(m: int, n: int, cores: int) -> tuple[int, int]:
     best = None
     for m_dim in range(1, min(m, cores) + 1):
         n_dim = min(n, cores // m_dim)          # the most N splits that fit: the load only falls with them
-        key = (_cdiv(m, m_dim) + _cdiv(n, n_dim), -n_dim)
+        key = (-(-m // m_dim) - (-n // n_dim), -n_dim)
         if best is None or key < best[0]:
-            best = (key, _cdiv(m, m_dim) * fm, _cdiv(n, n_dim) * fn)
+            best = (key, m_dim, n_dim)
     return best[1], best[2]
 
 

@@ -96,10 +96,12 @@ def _plan(op, soc, args):
 
 
 def clear_memos() -> None:
-    """Forget every memoised plan, builder vector-call sequence and DMA time (what `python -m perfmodel.bench`
-    does before timing a cold sweep). Results never depend on these memos, only speed does."""
+    """Forget every memoised plan, builder vector-call sequence, matmul core grid and DMA time (what
+    `python -m perfmodel.bench` does before timing a cold sweep). Results never depend on these memos, only
+    speed does."""
     _PLAN_MEMO.clear()
     ops._CALLS_MEMO.clear()
+    ops._least_load_grid.cache_clear()
     hardware.cache_clear()          # Hardware objects hold the DMA and vector-coefficient memos
 
 
