@@ -216,7 +216,8 @@ def add_work(hw, x, y, **kw):
 # -- cube kernels ------------------------------------------------------------------------------------------
 
 def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim=None, base=None,
-               tiling="best", l0c_out_bytes=2.0, depth_b=None, a_row_bytes=None, b_row_bytes=None):
+               tiling="best", l0c_out_bytes=2.0, depth_b=None, a_row_bytes=None, b_row_bytes=None,
+               core_share=None, fix_load_per_col=0):
     """Loops of a tiled cube matmul on its critical core, and what the kernel moves.
 
     Output blocks baseM x baseN are dealt to the AICs (the critical core gets ceil(blocks / cores)); each
@@ -232,6 +233,10 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
     bytes every piece straddles two 32-byte sectors, so the copy fetches twice the sectors (GM transfers
     are rounded up to whole aligned bursts, HARDWARE.md sec. 2). The vendor does not publish the penalty:
     what the doubled fetch adds is kept apart (Loop.offgrid_mte2) for the calibration to scale.
+
+    core_share: (rows, cols) of one core's share of C; base blocks are no larger. fix_load_per_col: bytes per
+    output column each block loads from GM, unprefetched, before its FixPipe store (a per-channel dequant's
+    scale words).
     """
     c = hw.cube
     fm, fk, fn = hw.fractal(dtype)
@@ -239,6 +244,8 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
     depth = c["l1_depth_k"]
     if tiling == "naive":
         bm, bn, depth = min(bm, 128), min(bn, 128), 1
+    if core_share:
+        bm, bn = min(bm, core_share[0]), min(bn, core_share[1])
     depth_b = min(depth, depth_b or depth)
     bm = min(bm, _cdiv(M, fm) * fm)
     bn = min(bn, _cdiv(N, fn) * fn)
@@ -261,7 +268,10 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
         "mte1": hw.dma("l1_to_l0a", a_step) + hw.dma("l1_to_l0b", b_step),
         "cube": hw.mmad(bm, bk, bn, dtype)}, read_bytes=a_step + b_step, overlap="double",
         active=blocks / per_core, offgrid_mte2=offgrid)
-    fix = Loop(n=per_core, pipes={"fixpipe": hw.dma("l0c_to_gm", bm * bn * l0c_out_bytes)},
+    fix_pipes = {"fixpipe": hw.dma("l0c_to_gm", bm * bn * l0c_out_bytes)}
+    if fix_load_per_col:
+        fix_pipes["mte2"] = hw.dma("gm_to_l1", bn * fix_load_per_col)
+    fix = Loop(n=per_core, pipes=fix_pipes, read_bytes=bn * fix_load_per_col,
                write_bytes=bm * bn * l0c_out_bytes, overlap="none")
     loaded = blocks * ksteps * (a_step + b_step)
     unique = batch * (M * K + K * N) * in_bytes
@@ -314,14 +324,11 @@ def matmul_work(hw, a, b, *, block_dim=None, tiling="best"):
     N = b.shape[1]
     if min(M, K, N) < 1:
         raise ValueError(f"matmul: M, K and N must be >= 1, got {M}, {K}, {N}")
-    base = None
+    share = None
     if tiling == "best":
-        c = hw.cube
-        fm, fk, fn = hw.fractal(dt)
-        rows, cols = core_grid_tile(M, N, K, min(int(block_dim or hw.soc.aic), hw.soc.aic), (fm, fk, fn))
-        base = (min(c["base_m"], rows), min(c["base_n"], cols), max(fk, int(c["base_k_bytes"] / 2)))
+        share = core_grid_tile(M, N, K, min(int(block_dim or hw.soc.aic), hw.soc.aic), hw.fractal(dt))
     loops, bd, hbm_frac, info = cube_loops(hw, M=M, K=K, N=N, dtype=dt, block_dim=block_dim, tiling=tiling,
-                                           base=base)
+                                           core_share=share)
     core_type = "aic" if hw.soc.core_layout == "split" else "aicore"
     return Work(hw=hw, core_type=core_type, block_dim=bd, loops=loops, bytes_read=_nbytes(a) + _nbytes(b),
                 bytes_written=M * N * 2, hbm_read_fraction=hbm_frac, flops=2.0 * M * N * K, kernel="MatMul",
@@ -635,20 +642,18 @@ def quant_matmul_work(plan, hw):
     base = None
     if t.get("baseM"):
         base = (int(t["baseM"]), int(t.get("baseN", 256)), int(t.get("baseK", 128)))
+    scale = plan.inputs.get("scale")
+    # per-channel FixPipe dequant: before each block's store the matmul API waits for the previous store,
+    # loads the block's baseN uint64 scale words GM -> L1, waits for them and moves them to the FixPipe buffer
+    # (asc-devkit copy_cube_out_fixpipe.h, quant_processor_fixpipe.h CopyDeqTensorToL1); a per-tensor scale
+    # is a register (SetQuantScalar)
+    per_channel_fix = epi == "fixpipe" and fam == "a2a3" and scale is not None and _size(scale) > 1
     # with M <= baseM (128: where the kernels stream x2 past L2) x2 is copied one k-step per ND->NZ copy [E]: the
     # measured decode rows move ~50 GB/s a core, what msKPP's ND->NZ curve gives for one k-step's B tile
     loops, bd, hbm_frac, info = cube_loops(
         hw, M=M, K=K, N=N, batch=batch, dtype=dtype, in_bytes=in_b, block_dim=plan.block_dim, base=base,
-        l0c_out_bytes=out_b if epi == "fixpipe" else 4, depth_b=1 if M <= 128 else None)
-    scale = plan.inputs.get("scale")
-    if epi == "fixpipe" and fam == "a2a3" and scale is not None and _size(scale) > 1:
-        # per-channel FixPipe dequant: before each block's store the matmul API waits for the previous store,
-        # loads the block's baseN uint64 scale words GM -> L1, waits for them and moves them to the FixPipe
-        # buffer (asc-devkit copy_cube_out_fixpipe.h, quant_processor_fixpipe.h CopyDeqTensorToL1): one
-        # unprefetched load per block (a per-tensor scale is a register, SetQuantScalar)
-        fix = loops[1]
-        fix.pipes = {**fix.pipes, "mte2": hw.dma("gm_to_l1", info["base_n"] * 8)}
-        fix.read_bytes = info["base_n"] * 8
+        l0c_out_bytes=out_b if epi == "fixpipe" else 4, depth_b=1 if M <= 128 else None,
+        fix_load_per_col=8 if per_channel_fix else 0)
     if epi in ("vector", "ub"):
         epi_loop = _dequant_epilogue(hw, plan, bm=info["base_m"], bn=info["base_n"], M=M, out_b=out_b,
                                      pertoken=pertoken)
