@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 
 import numpy as np
 
@@ -215,9 +216,14 @@ def add_work(hw, x, y, **kw):
 
 # -- cube kernels ------------------------------------------------------------------------------------------
 
+# Launch class of the Ascend C kernels built on the Matmul high-level API (QuantBatchMatmulV3, GroupedMatmul):
+# they start alike (Matmul object and L1 queues set up, a tiling of ~400 B with a TCubeTiling read from GM,
+# briefs in the README), measured ~6-9 us for the smallest shapes of both, where MatMulV2 (TBE) takes 1.9 us.
+MATMUL_API = "MatmulApi"
+
 def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim=None, base=None,
                tiling="best", l0c_out_bytes=2.0, depth_b=None, a_row_bytes=None, b_row_bytes=None,
-               core_share=None, fix_load_per_col=0):
+               c_row_bytes=None, core_share=None, block_loads=(), group_rows=None):
     """Loops of a tiled cube matmul on its critical core, and what the kernel moves.
 
     Output blocks baseM x baseN are dealt to the AICs (the critical core gets ceil(blocks / cores)); each
@@ -228,15 +234,19 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
     loaded bytes is the unique input bytes over all bytes loaded. On average blocks / ceil(blocks / cores)
     cores stream at once (the last round runs on fewer cores).
 
-    a_row_bytes, b_row_bytes: the row strides of A and B in GM (default K and N elements). The ND->NZ copy
-    reads each fractal row as a 32-byte piece of a source row; with a stride that is not a multiple of 32
-    bytes every piece straddles two 32-byte sectors, so the copy fetches twice the sectors (GM transfers
-    are rounded up to whole aligned bursts, HARDWARE.md sec. 2). The vendor does not publish the penalty:
-    what the doubled fetch adds is kept apart (Loop.offgrid_mte2) for the calibration to scale.
+    a_row_bytes, b_row_bytes, c_row_bytes: the row strides of A, B and C in GM (default K, N and N elements).
+    The ND->NZ copy reads each fractal row as a 32-byte piece of a source row; with a stride that is not a
+    multiple of 32 bytes every piece straddles two 32-byte sectors, so the copy fetches twice the sectors
+    (GM transfers are rounded up to whole aligned bursts, HARDWARE.md sec. 2); the FixPipe's NZ->ND store
+    of C writes its rows' pieces alike. The vendor does not publish the penalty: what the doubled sectors
+    add is kept apart (Loop.offgrid_mte2) for the calibration to scale.
 
-    core_share: (rows, cols) of one core's share of C; base blocks are no larger. fix_load_per_col: bytes per
-    output column each block loads from GM, unprefetched, before its FixPipe store (a per-channel dequant's
-    scale words).
+    core_share: (rows, cols) of one core's share of C; base blocks are no larger. block_loads: bytes per output
+    column of each load a block makes from GM, unprefetched, besides its A and B tiles (a per-channel dequant's
+    scale words before the FixPipe store; a bias before the first mmad, GM -> L1 -> bias table). group_rows:
+    the rows of each of several matmuls that share K and N but not M (a grouped matmul's groups, each with
+    its own B): their blocks are dealt to the cores together; M is then the largest group's rows and batch
+    is ignored.
     """
     c = hw.cube
     fm, fk, fn = hw.fractal(dtype)
@@ -247,10 +257,12 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
     if core_share:
         bm, bn = min(bm, core_share[0]), min(bn, core_share[1])
     depth_b = min(depth, depth_b or depth)
+    if group_rows is None:
+        group_rows = (M,) * batch
     bm = min(bm, _cdiv(M, fm) * fm)
     bn = min(bn, _cdiv(N, fn) * fn)
     bk = min(bk, _cdiv(K, fk) * fk)
-    blocks = batch * _cdiv(M, bm) * _cdiv(N, bn)
+    blocks = sum(_cdiv(m, bm) for m in group_rows) * _cdiv(N, bn)
     cores = hw.soc.aic
     bd = max(1, min(int(block_dim or cores), cores, blocks))
     per_core = _cdiv(blocks, bd)
@@ -269,12 +281,15 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
         "cube": hw.mmad(bm, bk, bn, dtype)}, read_bytes=a_step + b_step, overlap="double",
         active=blocks / per_core, offgrid_mte2=offgrid)
     fix_pipes = {"fixpipe": hw.dma("l0c_to_gm", bm * bn * l0c_out_bytes)}
-    if fix_load_per_col:
-        fix_pipes["mte2"] = hw.dma("gm_to_l1", bn * fix_load_per_col)
-    fix = Loop(n=per_core, pipes=fix_pipes, read_bytes=bn * fix_load_per_col,
-               write_bytes=bm * bn * l0c_out_bytes, overlap="none")
+    if block_loads:
+        fix_pipes["mte2"] = sum(hw.dma("gm_to_l1", bn * b) for b in block_loads)
+    fix_off = 0.0
+    if (N * l0c_out_bytes if c_row_bytes is None else c_row_bytes) % 32:
+        fix_off = hw.dma("l0c_to_gm", 2 * bm * bn * l0c_out_bytes) - fix_pipes["fixpipe"]
+    fix = Loop(n=per_core, pipes=fix_pipes, read_bytes=bn * sum(block_loads),
+               write_bytes=bm * bn * l0c_out_bytes, overlap="none", offgrid_mte2=fix_off)
     loaded = blocks * ksteps * (a_step + b_step)
-    unique = batch * (M * K + K * N) * in_bytes
+    unique = (sum(group_rows) * K + sum(1 for m in group_rows if m) * K * N) * in_bytes
     info = {"base_m": bm, "base_n": bn, "base_k": bk, "blocks": blocks, "blocks_per_core": per_core,
             "k_steps": ksteps}
     return [kloop, fix], bd, min(1.0, unique / loaded) if loaded else 1.0, info
@@ -333,6 +348,62 @@ def matmul_work(hw, a, b, *, block_dim=None, tiling="best"):
     return Work(hw=hw, core_type=core_type, block_dim=bd, loops=loops, bytes_read=_nbytes(a) + _nbytes(b),
                 bytes_written=M * N * 2, hbm_read_fraction=hbm_frac, flops=2.0 * M * N * K, kernel="MatMul",
                 tiles=info)
+
+
+def grouped_matmul_work(hw, x, weight, group_list, bias=None, *, transpose_weight=False, block_dim=None):
+    """y = x @ weight[g] for the rows of each group g (GroupedMatmul, torch_npu.npu_grouped_matmul with one x,
+    one weight tensor and group_type 0): x [M,K] and weight [E,K,N] ([E,N,K] with transpose_weight) fp16 or
+    bf16, group_list the E cumulative row counts (group_list_type 0), bias [E,N] optional; y [M,N] in x's
+    dtype. ops-transformer's GroupedMatmul on A2 (AIC only): 128 x 256 x 64 base blocks (the kernel sizes a
+    group's last block to its rows; here no block is taller than the largest group), numbered across the
+    groups and dealt to the AICs in turn, each a fresh full-K matmul with the bias loaded into the bias
+    table first (cube_loops group_rows, block_loads). Empty groups are skipped."""
+    x, weight = spec_of(x), spec_of(weight)
+    if x.ndim != 2 or weight.ndim != 3:
+        raise ValueError(f"grouped_matmul: x must be [M,K] and weight [E,K,N], got {x.shape} and {weight.shape}")
+    dt = _dt(x)
+    if dt not in ("float16", "bfloat16") or _dt(weight) != dt:
+        raise ValueError(f"grouped_matmul: x and weight must both be float16 or bfloat16, got {dt} and "
+                         f"{_dt(weight)}")
+    M, K = x.shape
+    E = weight.shape[0]
+    wk, N = (weight.shape[2], weight.shape[1]) if transpose_weight else weight.shape[1:]
+    if wk != K:
+        raise ValueError(f"grouped_matmul: weight {'[E,N,K]' if transpose_weight else '[E,K,N]'} "
+                         f"{weight.shape} does not match x's K = {K}")
+    try:
+        ends = list(group_list)
+    except TypeError:
+        ends = None
+    if ends is None or not all(isinstance(g, numbers.Integral) and not isinstance(g, bool) for g in ends):
+        raise ValueError(f"grouped_matmul: group_list must be a sequence of cumulative row counts (ints), "
+                         f"got {group_list!r}"[:300])
+    ends = [int(g) for g in ends]
+    if len(ends) != E or any(b < a for a, b in zip([0] + ends, ends)) or (ends and ends[-1] > M):
+        raise ValueError(f"grouped_matmul: group_list must hold E = {E} non-decreasing cumulative row counts "
+                         f"ending at most at M = {M}, got {ends}")
+    if bias is not None:
+        bias = spec_of(bias)
+        if tuple(bias.shape) != (E, N):
+            raise ValueError(f"grouped_matmul: bias must be [E,N] = [{E},{N}], got {bias.shape}")
+    if block_dim is not None and _checks.int_attr("grouped_matmul", "block_dim", block_dim) < 1:
+        raise ValueError(f"grouped_matmul: block_dim must be >= 1, got {block_dim}")
+    if min(K, N) < 1:
+        raise ValueError(f"grouped_matmul: K and N must be >= 1, got {K} and {N}")
+    rows = [b - a for a, b in zip([0] + ends, ends)]
+    in_b = x.dtype.itemsize
+    core_type = "aic" if hw.soc.core_layout == "split" else "aicore"
+    if not any(rows):           # nothing to compute: launch costs only
+        return Work(hw=hw, core_type=core_type, block_dim=1, loops=[], bytes_read=0.0, bytes_written=0.0,
+                    kernel="GroupedMatmul", launch_class=MATMUL_API)
+    loops, bd, hbm_frac, info = cube_loops(hw, M=max(rows), K=K, N=N, dtype=dt, in_bytes=in_b, block_dim=block_dim,
+                                           b_row_bytes=(K if transpose_weight else N) * in_b, group_rows=rows,
+                                           block_loads=(bias.dtype.itemsize,) if bias is not None else ())
+    used = sum(1 for m in rows if m)
+    read = (sum(rows) * K + used * K * N) * in_b + (used * N * bias.dtype.itemsize if bias is not None else 0)
+    return Work(hw=hw, core_type=core_type, block_dim=bd, loops=loops, bytes_read=read,
+                bytes_written=sum(rows) * N * in_b, hbm_read_fraction=hbm_frac, flops=2.0 * sum(rows) * N * K,
+                kernel="GroupedMatmul", launch_class=MATMUL_API, tiles={**info, "groups": E})
 
 
 # -- operators (from their npusim plans) -------------------------------------------------------------
@@ -653,7 +724,8 @@ def quant_matmul_work(plan, hw):
     loops, bd, hbm_frac, info = cube_loops(
         hw, M=M, K=K, N=N, batch=batch, dtype=dtype, in_bytes=in_b, block_dim=plan.block_dim, base=base,
         l0c_out_bytes=out_b if epi == "fixpipe" else 4, depth_b=1 if M <= 128 else None,
-        fix_load_per_col=8 if per_channel_fix else 0)
+        c_row_bytes=None if epi == "fixpipe" else 64,     # else whole int32 blocks to a workspace (or UB): on the grid
+        block_loads=(8,) if per_channel_fix else ())
     if epi in ("vector", "ub"):
         epi_loop = _dequant_epilogue(hw, plan, bm=info["base_m"], bn=info["base_n"], M=M, out_b=out_b,
                                      pertoken=pertoken)
@@ -672,7 +744,7 @@ def quant_matmul_work(plan, hw):
         extra.append(trans_quant_param_work(hw, _size(scale)))
     core_type = "mix" if epi == "vector" else ("aicore" if hw.soc.core_layout == "coupled" else "aic")
     w = _work(plan, hw, loops, flops=2.0 * batch * M * N * K, tiles=info, core_type=core_type, block_dim=bd,
-              hbm_read_fraction=hbm_frac, extra=extra)
+              hbm_read_fraction=hbm_frac, extra=extra, launch_class=MATMUL_API)
     w.l2_bypass = M <= info["base_m"]
     return w
 
@@ -770,4 +842,4 @@ PLAN_BUILDERS = {
     "moe_init_routing_quant": moe_init_routing_quant_work,
 }
 
-__all__ = ["elementwise_work", "add_work", "matmul_work", "PLAN_BUILDERS", "ELEMENTWISE"]
+__all__ = ["elementwise_work", "add_work", "matmul_work", "grouped_matmul_work", "PLAN_BUILDERS", "ELEMENTWISE"]

@@ -17,7 +17,7 @@ ALL_PRODUCTS = list(PRODUCTS)
 # Products per operator: the ones each npusim operator registers with its planner (from the seeds),
 # in the product registry's order; the generic kernels run everywhere.
 SUPPORTED = {op: [p for p in ALL_PRODUCTS if p in PRODUCTS_OF[op]] for op in PLANNERS}
-SUPPORTED.update({op: ALL_PRODUCTS for op in (*ops.ELEMENTWISE, "matmul")})
+SUPPORTED.update({op: ALL_PRODUCTS for op in (*ops.ELEMENTWISE, "matmul", "grouped_matmul")})
 OPERATORS = list(SUPPORTED)
 
 
@@ -55,10 +55,13 @@ def supported_products(op: str) -> list[str]:
 
 
 def _specs(args: dict) -> dict:
-    """Arrays and TensorSpecs -> TensorSpecs (only shape/dtype are read); other arguments unchanged."""
+    """Arrays and TensorSpecs -> TensorSpecs (only shape/dtype are read); other arguments unchanged, but for
+    grouped_matmul's group_list, whose values are read (an array of them -> a tuple)."""
     out = {}
     for k, v in args.items():
-        if type(v) is not TensorSpec and hasattr(v, "shape") and hasattr(v, "dtype"):
+        if k == "group_list" and hasattr(v, "tolist"):
+            v = tuple(v.tolist())
+        elif type(v) is not TensorSpec and hasattr(v, "shape") and hasattr(v, "dtype"):
             v = spec_of(v)
         out[k] = v
     return out
@@ -128,6 +131,8 @@ def _work(op, soc, hw, args, l2="cold"):
         work = ops.elementwise_work(hw, op, **args)
     elif op == "matmul":
         work = ops.matmul_work(hw, **args)
+    elif op == "grouped_matmul":
+        work = ops.grouped_matmul_work(hw, **args)
     else:
         work = ops.PLAN_BUILDERS[op](_plan(op, soc, args), hw)
     if l2 == "warm":
@@ -154,13 +159,14 @@ def predict(op: str, product: str = "atlas-a2", *, calibration=None, l2: str = "
     """Predicted latency of one launch of `op` on `product`.
 
     op: an emulator function name ("npu_dynamic_quant", ...) or a generic kernel ("add": x, y;
-    "matmul": a [M,K], b [K,N] fp16/bf16, output fp16). args: the emulator's own arguments, tensors
-    as TensorSpec or arrays (only shape and dtype are read). product: product id or SoC name.
+    "matmul": a [M,K], b [K,N] fp16/bf16, output fp16; "grouped_matmul": x [M,K], weight [E,K,N],
+    group_list (E cumulative row counts), bias [E,N] optional, transpose_weight). args: the emulator's own
+    arguments, tensors as TensorSpec or arrays (only shape and dtype are read). product: product id or SoC name.
     calibration: a perfmodel.calibration.Calibration (default: the shipped one).
     l2: 'cold' (inputs come from HBM, as after an L2 flush: the profilers' benchmark setting) or 'warm'
     (inputs already in L2 as far as they fit, e.g. written by the kernel before).
     Generic kernels take options: add(block_dim, tile_bytes=32768, double_buffer=True, l2_bypass=False,
-    bank_conflict_free=False); matmul(block_dim, tiling='best'|'naive').
+    bank_conflict_free=False); matmul(block_dim, tiling='best'|'naive'); grouped_matmul(block_dim).
     """
     soc, hw = _resolve(op, product)
     work = _work(op, soc, hw, args, l2)

@@ -63,6 +63,7 @@ OP_TYPES = {
     "matmul": "matmul",
     "matmulv2": "matmul",
     "matmulv3": "matmul",
+    "groupedmatmul": "grouped_matmul",
 }
 
 # Canonical column <- header names (lower case, unit suffix removed, spaces -> '_').
@@ -482,7 +483,9 @@ def to_predict_args(row) -> dict:
     on it); quant matmul: K from x1, N from the output (so NZ or transposed weights give the same
     x2 [K, N]), optional inputs by dtype/length, output_dtype from the output; moe routing:
     active_num from the expanded_x rows, scale 1.0, offset 0.0; indexer epilog: tensors by dtype,
-    quant_mode from the scale dtype (float32 -> 1, float8_e8m0 -> 0). Raises ValueError (with the
+    quant_mode from the scale dtype (float32 -> 1, float8_e8m0 -> 0); grouped matmul: the weight
+    transposed when its last dimension is x's K, bias the float [E, N] input, and the rows split evenly over
+    the E groups (the profiler records group_list's shape, not its values). Raises ValueError (with the
     reason) when the row does not determine the call.
     """
     op = row["op"]
@@ -583,6 +586,19 @@ def to_predict_args(row) -> dict:
                 raise ValueError(f"a shape {as_} is not 2-D")
             k = as_[1] if as_[0] == m else as_[0]
             return {"a": _spec((m, k), ad), "b": _spec((k, n), bd)}
+        if op == "grouped_matmul":
+            if len(specs) < 2 or len(specs[0][0]) != 2 or len(specs[1][0]) != 3:
+                raise ValueError("needs x [M,K] and one weight [E,K,N] (or [E,N,K])")
+            (xs, xd), (ws, wd) = specs[:2]
+            m, k = xs
+            e = ws[0]
+            args = {"x": _spec(xs, xd), "weight": _spec(ws, wd), "transpose_weight": ws[1] != k and ws[2] == k,
+                    "group_list": tuple(m * (g + 1) // e for g in range(e))}
+            n = ws[1] if args["transpose_weight"] else ws[2]
+            for s_, d in specs[2:]:
+                if d in _FLOATS and tuple(s_) == (e, n):
+                    args["bias"] = _spec(s_, d)
+            return args
     except (TypeError, IndexError) as exc:
         raise ValueError(f"{op}: cannot map inputs {row['input_shapes']} {row['input_dtypes']}: {exc}") from None
     raise ValueError(f"operator {op!r} has no argument mapping")

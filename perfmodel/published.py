@@ -158,17 +158,22 @@ def read_published(path=None) -> pd.DataFrame:
 # measured-set operator names -> perfmodel operator names
 _MEASURED_OPS = {"dynamic_quant": "npu_dynamic_quant", "quant_matmul": "npu_quant_matmul", "add": "add",
                  "matmul": "matmul", "moe_init_routing_quant": "moe_init_routing_quant", "maximum": "maximum",
-                 "sigmoid": "sigmoid", "gelu": "gelu", "sqrt": "sqrt"}
+                 "sigmoid": "sigmoid", "gelu": "gelu", "sqrt": "sqrt", "grouped_matmul": "grouped_matmul"}
 
 
 def _named_shapes(text: str) -> dict:
-    """'x1 1024x3584; x2 3584x3584; scale 3584' -> {'x1': (1024, 3584), ...}."""
+    """'x1 1024x3584; x2 3584x3584; scale 3584' -> {'x1': (1024, 3584), ...}; a list of values
+    ('group_list [32, 64]') -> a tuple of them."""
     out = {}
     for part in text.split(";"):
         name, _, dims = part.strip().partition(" ")
+        dims = dims.strip()
         if not name or not dims:
             raise ValueError(f"cannot read shape {part!r}")
-        out[name] = tuple(int(d) for d in dims.strip().split("x"))
+        if dims.startswith("["):
+            out[name] = tuple(int(d) for d in dims.strip("[]").split(","))
+        else:
+            out[name] = tuple(int(d) for d in dims.split("x"))
     return out
 
 
@@ -197,6 +202,12 @@ def measured_args(op: str, shape: str, dtypes: str, params: str = "") -> dict:
         return {"x": TensorSpec(shapes["x"], dts["in"])}
     if op == "matmul":
         return {"a": TensorSpec(shapes["a"], dts["in"]), "b": TensorSpec(shapes["b"], dts["in"])}
+    if op == "grouped_matmul":
+        args = {name: TensorSpec(shapes[name], dts[name]) for name in ("x", "w", "bias") if name in shapes}
+        args["weight"] = args.pop("w")
+        args["group_list"] = shapes["group_list"]
+        args["transpose_weight"] = bool(re.search(r"transpose_weight\s*=\s*true", params, flags=re.I))
+        return args
     if op == "npu_quant_matmul":
         args = {name: TensorSpec(shapes[name], dts[name]) for name in shapes}
         args["output_dtype"] = dts["out"]
@@ -247,6 +258,14 @@ def shape_family(op: str, args: dict) -> str:
             return "decode"
         if len(a.shape) > 2:
             return "batched"
+        return "unaligned" if any(d % 16 for d in (m, k, n)) or min(m, k, n) < 128 else "aligned"
+    if op == "grouped_matmul":          # by its largest group
+        ends = args["group_list"]
+        m = max(b - a for a, b in zip((0, *ends), ends))
+        k = args["x"].shape[-1]
+        n = args["weight"].shape[-2 if args.get("transpose_weight") else -1]
+        if m <= 16:
+            return "decode"
         return "unaligned" if any(d % 16 for d in (m, k, n)) or min(m, k, n) < 128 else "aligned"
     if op in ("npu_dynamic_quant", "add", "maximum", "sigmoid", "gelu", "sqrt"):
         x = args["x"]

@@ -16,7 +16,8 @@ floating dtype `dtype`; `build_args` turns it into the operator's `perfmodel.pre
   output on A2/A3, fp16 or bf16 on Ascend 950).
 * moe_init_routing_quant: x [tokens, hidden], top-`topk` routing, active_num = tokens -> int8.
 * elementwise add, maximum (x, y), sqrt, sigmoid, gelu (x): [tokens, hidden]; matmul: a [tokens, hidden] @
-  b [hidden, n].
+  b [hidden, n]; grouped_matmul: x [tokens, hidden] @ weight [8, hidden, n], the tokens split as evenly as
+  they go over GROUPED_MATMUL_EXPERTS = 8 groups (an MoE layer's expert matmul after routing).
 
 `n` applies to the matmuls only and `topk` to MoE routing, `epilogue` to npu_quant_matmul: other
 rows leave them blank. By default every product that runs an operator is swept in bfloat16 and
@@ -51,7 +52,7 @@ __all__ = ["OPERATORS", "EXTRA_OPERATORS", "DEFAULT_TOKENS", "DEFAULT_DTYPES", "
 # The five operators of the project (the default sweep); the generic kernels are available on request.
 OPERATORS = ("npu_dynamic_quant", "npu_dynamic_quant_asymmetric", "indexer_compress_epilog",
              "fake_quantize_per_channel_affine_cachemask", "npu_quant_matmul", "moe_init_routing_quant")
-EXTRA_OPERATORS = (*ELEMENTWISE, "matmul")
+EXTRA_OPERATORS = (*ELEMENTWISE, "matmul", "grouped_matmul")
 DEFAULT_TOKENS = tuple(2 ** i for i in range(15))        # 1, 2, 4, ..., 16384
 DEFAULT_HIDDEN = 7168          # DeepSeek-V3 model width
 DEFAULT_N = 4096
@@ -63,7 +64,8 @@ EPILOGUES = {"pertoken": "float32 per-channel scale x per-token scale, vector ep
                         "on 950)"}
 INDEXER_D = 4096               # indexer_compress_epilog: d fixed to 4096 (seed 001 constraints)
 MAX_DIM = 2 ** 31 - 1          # sizes beyond int32 are not LLM shapes (and overflow the vendor tiling data)
-_MATMULS = ("npu_quant_matmul", "matmul")
+_MATMULS = ("npu_quant_matmul", "matmul", "grouped_matmul")
+GROUPED_MATMUL_EXPERTS = 8
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,10 @@ def build_args(p: Point) -> dict:
         return {**xs, "y": TensorSpec((t, h), dt)} if ELEMENTWISE[p.op][0] == 2 else xs
     if p.op == "matmul":
         return {"a": TensorSpec((t, h), dt), "b": TensorSpec((h, n), dt)}
+    if p.op == "grouped_matmul":
+        e = GROUPED_MATMUL_EXPERTS
+        return {"x": TensorSpec((t, h), dt), "weight": TensorSpec((e, h, n), dt),
+                "group_list": tuple(t * (g + 1) // e for g in range(e))}
     raise ValueError(f"unknown operator {p.op!r}; known: {', '.join(OPERATORS + EXTRA_OPERATORS)}")
 
 

@@ -44,6 +44,9 @@ def op_args(op, product, n=1024):
         return dict(x=T((n, 4096), "bfloat16"))
     if op == "matmul":
         return dict(a=T((n, 1024), "float16"), b=T((1024, 2048), "float16"))
+    if op == "grouped_matmul":      # n rows over 8 experts, as routed tokens split unevenly
+        ends = tuple(min(n, (n * (g + 1) * 3) // 16) for g in range(7)) + (n,)
+        return dict(x=T((n, 1024), "bfloat16"), weight=T((8, 1024, 2048), "bfloat16"), group_list=ends)
     raise KeyError(op)
 
 
@@ -636,3 +639,85 @@ def test_generic_matmul_tiles_shrink_to_one_cores_share_of_a_small_problem():
     assert (big.tiles["base_m"], big.tiles["base_n"], big.block_dim) == (128, 256, 24)   # capped at the sample's
     naive = ops.matmul_work(hw, T((128, 1024), "float16"), T((1024, 512), "float16"), tiling="naive")
     assert (naive.tiles["base_m"], naive.tiles["base_n"]) == (128, 128)
+
+
+# -- grouped matmul -----------------------------------------------------------------------------------------
+
+def test_grouped_matmul_deals_every_groups_blocks_to_the_cores_together():
+    # groups of 300, 30, 0 and 170 rows, N = 600, K = 256 fp16 on 24 AICs, worked by hand: base blocks
+    # 128 x 256 x 64; row blocks 3 + 1 + 0 + 2 = 6, column blocks ceil(600 / 256) = 3: 18 blocks, one per core
+    hw = hardware("Ascend910B2")
+    w = ops.grouped_matmul_work(hw, T((500, 256), "float16"), T((4, 256, 600), "float16"), (300, 330, 330, 500))
+    assert (w.tiles["base_m"], w.tiles["base_n"], w.tiles["base_k"]) == (128, 256, 64)
+    assert w.tiles["blocks"] == 18 and w.block_dim == 18 and w.tiles["blocks_per_core"] == 1
+    kloop, fix = w.loops
+    assert kloop.n == 4 and fix.n == 1                          # K / 64 k-steps of the critical core's block
+    assert w.bytes_read == (500 * 256 + 3 * 256 * 600) * 2       # x once, the weights of the 3 used groups once
+    assert w.bytes_written == 500 * 600 * 2 and w.flops == 2.0 * 500 * 600 * 256
+    assert w.core_type == "aic" and w.launch_class == ops.MATMUL_API
+
+
+def test_grouped_matmul_of_equal_groups_costs_the_batched_matmul():
+    hw = hardware("Ascend910B2")
+    g = ops.grouped_matmul_work(hw, T((4 * 200, 512), "bfloat16"), T((4, 512, 768), "bfloat16"), (200, 400, 600, 800))
+    loops, bd, frac, info = ops.cube_loops(hw, M=200, K=512, N=768, batch=4, dtype="bfloat16", in_bytes=2)
+    assert [(lp.n, lp.pipes) for lp in g.loops] == [(lp.n, lp.pipes) for lp in loops]
+    assert g.block_dim == bd and g.hbm_read_fraction == frac and g.tiles["blocks"] == info["blocks"]
+
+
+def test_grouped_matmul_bias_is_loaded_per_block_and_off_grid_rows_cost_more():
+    hw = hardware("Ascend910B2")
+    x, w = T((1024, 512), "float16"), T((4, 512, 256), "float16")
+    plain = ops.grouped_matmul_work(hw, x, w, (256, 512, 768, 1024))
+    biased = ops.grouped_matmul_work(hw, x, w, (256, 512, 768, 1024), T((4, 256), "float16"))
+    assert "mte2" not in plain.loops[1].pipes
+    assert biased.loops[1].pipes["mte2"] == pytest.approx(hw.dma("gm_to_l1", 256 * 2))
+    # N = 255: C's rows (510 bytes) are off the 32-byte grid, like B's: the FixPipe store fetches twice the sectors
+    off = ops.grouped_matmul_work(hw, x, T((4, 512, 255), "float16"), (256, 512, 768, 1024))
+    assert plain.loops[1].offgrid_mte2 == 0 and off.loops[1].offgrid_mte2 == pytest.approx(
+        hw.dma("l0c_to_gm", 2 * 128 * 256 * 2) - hw.dma("l0c_to_gm", 128 * 256 * 2))
+    assert off.loops[0].offgrid_mte2 > 0 == plain.loops[0].offgrid_mte2
+    t = [combine(off, _params(offgrid_copy_scale=s), "g", "atlas-a2").latency_us for s in (1.0, 3.0)]
+    assert t[1] > t[0]
+
+
+@pytest.mark.parametrize("kw,rule", [
+    (dict(group_list=(64, 128)), "E = 4"), (dict(group_list=(64, 32, 96, 128)), "non-decreasing"),
+    (dict(group_list=(32, 64, 96, 200)), "at most at M = 128"), (dict(group_list=(32.0, 64, 96, 128)), "ints"),
+    (dict(group_list=(32, 64, 96, 128), bias=T((4, 100), "float16")), "bias must be [E,N]"),
+    (dict(group_list=(32, 64, 96, 128), transpose_weight=True), "does not match x's K"),
+])
+def test_grouped_matmul_bad_arguments_name_the_rule(kw, rule):
+    with pytest.raises(ValueError, match="grouped_matmul") as e:
+        perfmodel.predict("grouped_matmul", "atlas-a2", x=T((128, 256), "float16"),
+                          weight=T((4, 256, 512), "float16"), **kw)
+    assert rule in str(e.value)
+
+
+def test_group_list_may_be_an_array_of_counts():
+    args = dict(x=T((128, 256), "float16"), weight=T((4, 256, 512), "float16"))
+    want = perfmodel.predict("grouped_matmul", "atlas-a2", group_list=(32, 64, 96, 128), **args).latency_us
+    got = perfmodel.predict("grouped_matmul", "atlas-a2", group_list=np.array([32, 64, 96, 128]), **args)
+    assert got.latency_us == want
+
+
+def test_quant_matmul_and_grouped_matmul_start_as_one_launch_class():
+    # both are Ascend C kernels on the Matmul API: the calibration fits one start cost for them, so either one
+    # held out is predicted from the other's measurements
+    q = build_work("npu_quant_matmul", "atlas-a2", **op_args("npu_quant_matmul", "atlas-a2"))[0]
+    g = build_work("grouped_matmul", "atlas-a2", **op_args("grouped_matmul", "atlas-a2"))[0]
+    m = build_work("matmul", "atlas-a2", **op_args("matmul", "atlas-a2"))[0]
+    assert q.launch_class == g.launch_class == ops.MATMUL_API != (m.launch_class or m.kernel)
+
+
+def test_grouped_matmul_rows_of_the_measured_set():
+    from perfmodel.published import calibration_set, measured_args
+    rows = calibration_set()
+    g = rows[rows["op"] == "grouped_matmul"]
+    assert len(g) == 18 and set(g["trust"]) == {"measured"} and set(g["target"]) == {"Ascend910B2"}
+    a = measured_args("grouped_matmul", "x 2048x1024; w 8x2048x1024; bias 8x2048; group_list [256, 512]",
+                      "x float16; w float16; bias float16; out float16", "split_item=2; transpose_weight=true")
+    assert a["weight"].shape == (8, 2048, 1024) and a["transpose_weight"] and a["group_list"] == (256, 512)
+    assert a["bias"].shape == (8, 2048) and str(a["x"].dtype) == "float16"
+    assert not measured_args("grouped_matmul", "x 64x32; w 4x32x32; group_list [16, 32, 48, 64]",
+                             "x float16; w float16; out float16", "transpose_weight=false")["transpose_weight"]

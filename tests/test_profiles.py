@@ -135,6 +135,12 @@ def test_to_predict_args():
     assert spec(a, "indexer_compress_scale") == ((512, 32), "float32") and a["quant_mode"] == 1
     a = to_predict_args(rows["matmul:2"])
     assert spec(a, "a") == ((8192, 8192), "float16") and spec(a, "b") == ((8192, 8192), "float16")
+    gmm = {"op": "grouped_matmul", "input_shapes": [(1000, 512), (4, 768, 512), (4, 768), (4,)],
+           "input_dtypes": ["bfloat16", "bfloat16", "float32", "int64"], "output_shapes": [(1000, 768)],
+           "output_dtypes": ["bfloat16"]}
+    a = to_predict_args(gmm)        # weight [E,N,K]: transposed; the rows split evenly over the 4 groups
+    assert a["transpose_weight"] and a["group_list"] == (250, 500, 750, 1000)
+    assert spec(a, "bias") == ((4, 768), "float32")
     bad = dict(rows["npu_quant_matmul:4"])
     bad["input_dtypes"] = ["int32", "int32", "int64", "int32"]
     with pytest.raises(ValueError):
