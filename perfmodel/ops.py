@@ -217,8 +217,9 @@ def add_work(hw, x, y, **kw):
 # -- cube kernels ------------------------------------------------------------------------------------------
 
 # Launch class of the Ascend C kernels built on the Matmul high-level API (QuantBatchMatmulV3, GroupedMatmul):
-# they start alike (Matmul object and L1 queues set up, a tiling of ~400 B with a TCubeTiling read from GM,
-# briefs in the README), measured ~6-9 us for the smallest shapes of both, where MatMulV2 (TBE) takes 1.9 us.
+# they start alike (each core sets up the Matmul object and its L1 queues and copies a tiling of 0.4-2 KB,
+# with its 200-byte TCubeTiling, from GM: ops-nn and ops-transformer tiling data); the smallest shapes of
+# both take 6-9 us, where MatMulV2 (TBE) takes 1.9 us.
 MATMUL_API = "MatmulApi"
 
 def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim=None, base=None,
@@ -384,8 +385,9 @@ def grouped_matmul_work(hw, x, weight, group_list, bias=None, *, transpose_weigh
                          f"ending at most at M = {M}, got {ends}")
     if bias is not None:
         bias = spec_of(bias)
-        if tuple(bias.shape) != (E, N):
-            raise ValueError(f"grouped_matmul: bias must be [E,N] = [{E},{N}], got {bias.shape}")
+        if tuple(bias.shape) != (E, N) or _dt(bias) not in ("float16", "bfloat16", "float32"):
+            raise ValueError(f"grouped_matmul: bias must be [E,N] = [{E},{N}] float16, bfloat16 or float32, "
+                             f"got {bias.shape} {_dt(bias)}")
     if block_dim is not None and _checks.int_attr("grouped_matmul", "block_dim", block_dim) < 1:
         raise ValueError(f"grouped_matmul: block_dim must be >= 1, got {block_dim}")
     if min(K, N) < 1:

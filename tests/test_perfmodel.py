@@ -685,6 +685,7 @@ def test_grouped_matmul_bias_is_loaded_per_block_and_off_grid_rows_cost_more():
     (dict(group_list=(64, 128)), "E = 4"), (dict(group_list=(64, 32, 96, 128)), "non-decreasing"),
     (dict(group_list=(32, 64, 96, 200)), "at most at M = 128"), (dict(group_list=(32.0, 64, 96, 128)), "ints"),
     (dict(group_list=(32, 64, 96, 128), bias=T((4, 100), "float16")), "bias must be [E,N]"),
+    (dict(group_list=(32, 64, 96, 128), bias=T((4, 512), "int32")), "bias must be [E,N]"),
     (dict(group_list=(32, 64, 96, 128), transpose_weight=True), "does not match x's K"),
 ])
 def test_grouped_matmul_bad_arguments_name_the_rule(kw, rule):
