@@ -3,7 +3,8 @@
 * fixture `npusim_torch_npu`: npusim.torch_npu installed as torch_npu for one test (yields the module).
 * marker `@pytest.mark.npusim_product("ascend-950pr")` on a test, class or module: the product it emulates;
   a marked test gets the stand-in installed even without the fixture.
-* option `--npusim-product NAME`: the product for unmarked tests (else $NPUSIM_PRODUCT, else atlas-a2).
+* option `--npusim-product NAME`: the product for unmarked tests (else $NPUSIM_PRODUCT, else atlas-a2); an
+  unknown name stops pytest with a usage error that lists the valid names.
 * option `--npusim-torch-npu` (or the ini setting `npusim_torch_npu = true`): the stand-in is torch_npu for
   the whole session, installed before conftest.py files and test modules are imported, so a module that
   does `import torch_npu` at its top gets the stand-in (pytest imports test modules while collecting,
@@ -31,9 +32,21 @@ def pytest_addoption(parser):
                   help="as --npusim-torch-npu: npusim's torch_npu stand-in for the whole session")
 
 
+def _option_product(name):
+    """--npusim-product's value, checked: an unknown name ends pytest with a usage error, not a traceback."""
+    if name is not None:
+        import npusim             # npusim alone does not import torch
+        try:
+            npusim.get_product(name)
+        except ValueError as e:
+            raise pytest.UsageError(f"--npusim-product: {e}") from None
+    return name
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config, parser, args):
     """The session-wide stand-in goes in before the first conftest.py or test module imports torch_npu."""
+    product = _option_product(early_config.known_args_namespace.npusim_product)
     if not (early_config.known_args_namespace.npusim_torch_npu or early_config.getini("npusim_torch_npu")):
         return
     try:
@@ -41,12 +54,13 @@ def pytest_load_initial_conftests(early_config, parser, args):
         stand_in = importlib.import_module(_STAND_IN)
     except ImportError:           # no torch: modules importing torch_npu should pytest.importorskip("torch")
         return
-    installed = stand_in.install(early_config.known_args_namespace.npusim_product)
+    installed = stand_in.install(product)
     installed.__enter__()
     early_config.add_cleanup(lambda: installed.__exit__(None, None, None))
 
 
 def pytest_configure(config):
+    _option_product(config.getoption("npusim_product"))      # also when the plugin came in after the conftests
     config.addinivalue_line("markers", "npusim_product(name): the product npusim's torch_npu stand-in emulates "
                                        "for this test (installs the stand-in for it)")
 

@@ -1,8 +1,9 @@
-"""Quant matmul as real clients call it, unchanged, inside npusim.torch_npu.install(...): vllm-ascend's W8A8
-dynamic and static linear methods, W4A4 with quint4x2 activations and a transposed packed weight (op-plugin's
+"""Quant matmul as real clients call it, inside npusim.torch_npu.install(...): vllm-ascend's W8A8 dynamic and
+static linear methods, W4A4 with quint4x2 activations and a transposed packed weight (op-plugin's
 test_npu_quant_matmul_a4w4_pertoken, vllm-ascend / sglang W4A4), and torch_npu's own LinearA8W8Quant test
-with the parameters set through .data. Each checks the bits against npusim's numpy face (itself checked
-against spec references in test_quant_matmul.py) and the values against the float computation."""
+with the parameters set through .data. Device moves (.npu(), .to(device)) are left out: the stand-in runs on
+CPU tensors. Each checks the bits against npusim's numpy face (itself checked against spec references in
+test_quant_matmul.py) and the values against the float computation."""
 import numpy as np
 import pytest
 
@@ -38,6 +39,7 @@ def w4a4_apply(layer, x):
 
 
 def w4a4_process_weights(layer):
+    """vllm-ascend's W4A4 weight packing without its .npu() / .to(original_device) moves."""
     import torch_npu
     layer.weight_packed = torch_npu.npu_convert_weight_to_int4pack(layer.weight.data.to(torch.int32))
 

@@ -1,12 +1,14 @@
-"""npusim.torch_npu (the torch CPU stand-in for torch_npu): every function over each dtype it accepts gives
-the numpy face's bits, dtypes and shapes; errors are the same AclnnErrors; narrow floats cross without
-copies; install() puts the stand-in in sys.modules and restores what was there.
+"""npusim.torch_npu (the torch CPU stand-in for torch_npu): every function, and its torch.ops.npu op, over each
+dtype it accepts gives the numpy face's bits, dtypes and shapes; errors are the same AclnnErrors; fake quant's
+gradient is torch's own; narrow floats cross without copies; install() puts the stand-in in sys.modules and
+restores what was there.
 
 Results are compared through torch's own integer views (torch.Tensor.view), not through the converter
 under test, so a wrong dtype mapping or a byte mix-up in npusim.torch_npu.to_numpy / from_numpy fails here.
 """
 import subprocess
 import sys
+import textwrap
 import types
 from unittest import mock
 
@@ -170,6 +172,24 @@ def test_quant_matmul_errors_and_not_emulated():
         tnpu.npu_quant_matmul(torch.empty(4, 8, dtype=torch.int8, device="meta"), tensor(i8(8, 4)), tensor(s))
 
 
+# keywords of torch_npu's current npu_quant_matmul signature that npusim takes as None only
+QMM_NONE_ONLY = {"x1_dtype": 1, "x2_dtype": 1, "pertoken_scale_dtype": 1, "scale_dtype": 1,
+                 "group_sizes": [1, 128, 128], "y_scale": torch.ones(1, 8, dtype=torch.int64)}
+
+
+def test_quant_matmul_current_keywords_none_or_not_emulated():
+    x1, x2 = i8(5, 32), i8(32, 8)
+    scale, pt = RNG.uniform(1e-3, 1e-2, 8).astype(np.float32), RNG.uniform(0.5, 2, 5).astype(np.float32)
+    expected = npusim.npu_quant_matmul(x1, x2, scale, pertoken_scale=pt, output_dtype="bfloat16")
+    args = (tensor(x1), tensor(x2), tensor(scale))
+    y = tnpu.npu_quant_matmul(*args, pertoken_scale=tensor(pt), output_dtype=torch.bfloat16,
+                              **dict.fromkeys(QMM_NONE_ONLY))          # forwarded as a kwargs dict, all None
+    assert_same(y, expected)
+    for name, value in QMM_NONE_ONLY.items():
+        with pytest.raises(tnpu.NotEmulatedError, match=f"'{name}'.*only None"):
+            tnpu.npu_quant_matmul(*args, pertoken_scale=tensor(pt), output_dtype=torch.bfloat16, **{name: value})
+
+
 # ------------------------------------------------------------------ LinearA8W8Quant module
 @pytest.mark.parametrize("out,offset,pertoken", [(None, True, False), (torch.float16, False, False),
                                                  (torch.bfloat16, False, True), (torch.float16, False, True)])
@@ -233,15 +253,68 @@ def test_fake_quant_bit_identical(xdt, sdt):
     assert_same(tnpu.fake_quantize_per_channel_affine(tensor(x), tensor(scale), tensor(zp), 1, -128, 127), ro)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_fake_quant_gradient_is_torchs_straight_through(dtype):
+    """QAT: the output requires grad like torch's CPU op, and the input gradient is torch's own where the
+    forward outputs agree (torch's backward: grad * mask, zero where the value was clamped)."""
+    gen = torch.Generator().manual_seed(5)
+    x = (torch.randn(4, 6, 5, generator=gen) * 40).to(dtype)
+    scale = torch.rand(6, generator=gen) * 0.45 + 0.05
+    zp = torch.randint(-3, 4, (6,), generator=gen, dtype=torch.int32)
+    grad = torch.randn(4, 6, 5, generator=gen).to(dtype)
+    x_npu, x_torch = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y = tnpu.fake_quantize_per_channel_affine(x_npu, scale, zp, 1, -128, 127)
+    y_torch = torch.fake_quantize_per_channel_affine(x_torch, scale, zp, 1, -128, 127)
+    assert y.requires_grad and y.dtype == y_torch.dtype
+    y.backward(grad)
+    y_torch.backward(grad)
+    agree = y.detach() == y_torch.detach()
+    assert agree.float().mean() > 0.99
+    clamped = x_torch.grad[agree] == 0
+    assert clamped.any() and not clamped.all()            # both sides of the straight-through mask are checked
+    assert torch.equal(x_npu.grad[agree], x_torch.grad[agree])
+    # the cachemask form: out differentiable, mask not; no grad wanted, none recorded
+    out, mask = tnpu.fake_quantize_per_channel_affine_cachemask(x.clone().requires_grad_(), scale, zp, 1, -128, 127)
+    assert out.requires_grad and not mask.requires_grad and mask.dtype == torch.bool
+    assert not tnpu.fake_quantize_per_channel_affine(x, scale, zp, 1, -128, 127).requires_grad
+    with torch.no_grad():
+        assert not tnpu.fake_quantize_per_channel_affine(x_npu, scale, zp, 1, -128, 127).requires_grad
+
+
+def test_fake_quant_scale_and_zero_point_are_not_differentiable_as_in_torch():
+    x, zp = torch.randn(2, 3), torch.zeros(3, dtype=torch.int32)
+    scale = torch.full((3,), 0.1, requires_grad=True)
+    with pytest.raises(RuntimeError, match="not differentiable"):          # torch's own op refuses it too
+        torch.fake_quantize_per_channel_affine(x, scale, zp, 1, -128, 127)
+    with pytest.raises(RuntimeError, match="'scale' must not require grad"):
+        tnpu.fake_quantize_per_channel_affine(x, scale, zp, 1, -128, 127)
+
+
 @pytest.mark.parametrize("xdt", ["float16", "bfloat16", "float32"])
-def test_moe_init_routing_quant_bit_identical(xdt):
+def test_moe_init_routing_quant_v1_bit_identical(xdt):
     n, k, H = 6, 2, 32
     x = (RNG.standard_normal((n, H)) * 3).astype(npusim.formats.as_dtype(xdt))
     row_idx = np.arange(n * k, dtype=np.int32).reshape(k, n).T.copy()
     expert_idx = RNG.integers(0, 4, (n, k)).astype(np.int32)
-    outs = tnpu.npu_moe_init_routing_quant(tensor(x), tensor(row_idx), tensor(expert_idx), 4, 1.7, -0.5)
+    outs = tnpu.npusim_moe_init_routing_quant(tensor(x), tensor(row_idx), tensor(expert_idx), 4, 1.7, -0.5)
     for t, a in zip(outs, npusim.moe_init_routing_quant(x, row_idx, expert_idx, 4, 1.7, -0.5)):
         assert_same(t, a)
+
+
+def test_moe_init_routing_quant_v2_name_is_not_emulated():
+    """torch_npu.npu_moe_init_routing_quant is the V2 op: neither its call nor V1's binds to V1 silently."""
+    x = torch.randn(3, 32)
+    expert_idx = torch.tensor([[1, 2], [0, 1], [0, 2]], dtype=torch.int32)
+    row_idx = torch.arange(6, dtype=torch.int32).reshape(2, 3).t().contiguous()
+    with tnpu.install("atlas-a2"):
+        import torch_npu
+        for call in (lambda: torch_npu.npu_moe_init_routing_quant(      # op-plugin doc's call (V2)
+                         x, expert_idx, scale=torch.ones(1), offset=torch.zeros(1), active_num=0, expert_capacity=0,
+                         expert_num=3, drop_pad_mode=0, expert_tokens_num_mode=1, quant_mode=0),
+                     lambda: torch_npu.npu_moe_init_routing_quant(x, row_idx, expert_idx, 3, 1.0, 0.0)):
+            with pytest.raises(tnpu.NotEmulatedError, match="V2.*npusim_moe_init_routing_quant"):
+                call()
+        assert "npu_moe_init_routing_quant" not in torch_npu.__all__
 
 
 @pytest.mark.parametrize("xdt,cache_dt,quant_mode", [("bfloat16", "float8_e4m3fn", 1), ("float16", "float8_e5m2", 1),
@@ -275,6 +348,65 @@ def test_indexer_compress_epilog_custom_op_hifloat8():
     npusim.indexer_compress_epilog(cache, scale, x, slots, quant_mode=2, scale=0.25, product="ascend-950pr")
     assert_same(t_cache, cache)
     assert cache.any()
+
+
+# ------------------------------------------------------------------ torch.ops.npu.<name>
+def test_torch_ops_npu_run_the_emulator():
+    """Each emulated operator is torch.ops.npu.<name> inside install(), called the way compile passes and
+    sglang / vllm-ascend code call it, with the numpy face's bits and errors and the block's product."""
+    x = (RNG.standard_normal((4, 256)) * 3).astype(ml_dtypes.bfloat16)
+    smooth = RNG.uniform(0.5, 2, 256).astype(ml_dtypes.bfloat16)
+    x1, x2 = i8(4, 64), i8(64, 16)
+    scale, offset = RNG.uniform(1e-3, 1e-2, 16).astype(np.float32), RNG.uniform(-5, 5, 16).astype(np.float32)
+    pt, bias = RNG.uniform(0.5, 2, 4).astype(np.float32), RNG.uniform(-3, 3, 16).astype(np.float32)
+    w4 = RNG.integers(-8, 8, (32, 16)).astype(np.int32)
+    with tnpu.install("atlas-a3"):
+        ops = torch.ops.npu
+        y, s = ops.npu_dynamic_quant(input=tensor(x), smooth_scales=tensor(smooth), dst_type=torch.quint4x2)
+        for t, a in zip((y, s), npusim.npu_dynamic_quant(x, smooth, dst_type="quint4x2", product="atlas-a3")):
+            assert_same(t, a)
+        for t, a in zip(ops.npu_dynamic_quant_asymmetric(tensor(x)),
+                        npusim.npu_dynamic_quant_asymmetric(x, product="atlas-a3")):
+            assert_same(t, a)
+        assert_same(ops.npu_quant_matmul(tensor(x1), tensor(x2), tensor(scale), pertoken_scale=tensor(pt),
+                                         bias=tensor(bias), output_dtype=torch.bfloat16, x1_dtype=None, y_scale=None),
+                    npusim.npu_quant_matmul(x1, x2, scale, pertoken_scale=pt, bias=bias, output_dtype="bfloat16",
+                                            product="atlas-a3"))
+        assert_same(ops.npu_trans_quant_param(tensor(scale), tensor(offset), 1),
+                    npusim.npu_trans_quant_param(scale, offset, 1))
+        assert_same(ops.npu_convert_weight_to_int4pack(tensor(w4)), npusim.npu_convert_weight_to_int4pack(w4))
+        w = tensor(x2)
+        assert ops.npu_format_cast(w, 29) is w
+        same_error(lambda: ops.npu_quant_matmul(tensor(x1), tensor(i8(63, 16)), tensor(scale)),
+                   lambda: npusim.npu_quant_matmul(x1, i8(63, 16), scale, product="atlas-a3"))
+        with pytest.raises(tnpu.NotEmulatedError, match="'group_sizes'"):
+            ops.npu_quant_matmul(tensor(x1), tensor(x2), tensor(scale), group_sizes=[1, 128, 128])
+        with pytest.raises(tnpu.NotEmulatedError, match="meta tensors"):    # no output shapes modelled twice
+            ops.npu_dynamic_quant(torch.empty(2, 64, dtype=torch.bfloat16, device="meta"))
+    with tnpu.install("ascend-950pr"):                       # the product of the block in force
+        y, s = torch.ops.npu.npu_dynamic_quant(tensor(x), dst_type=torch.float8_e4m3fn)
+    for t, a in zip((y, s), npusim.npu_dynamic_quant(x, dst_type="float8_e4m3fn", product="ascend-950pr")):
+        assert_same(t, a)
+
+
+def test_torch_ops_npu_exist_only_while_installed():
+    """Outside install() torch.ops.npu stays free for a real torch_npu (a fresh process: this session may run
+    with the stand-in installed throughout)."""
+    code = textwrap.dedent("""
+        import torch, npusim.torch_npu as tnpu
+        def defined():
+            return hasattr(torch.ops.npu, "npu_dynamic_quant") and hasattr(torch.ops.npu, "npu_format_cast")
+        assert not defined()
+        for _ in range(2):
+            with tnpu.install("atlas-a2"):
+                with tnpu.install():
+                    assert defined()
+                assert defined()
+                y, s = torch.ops.npu.npu_dynamic_quant(torch.ones(2, 64, dtype=torch.float16))
+                assert int(y[0, 0]) == 127
+            assert not defined()
+    """)
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # ------------------------------------------------------------------ conversions, product, install
@@ -323,6 +455,10 @@ def test_install_restores_sys_modules_and_tensor_npu():
             with pytest.raises(AttributeError, match="npu_rms_norm is not emulated"):
                 torch_npu.npu_rms_norm
             assert not hasattr(torch_npu, "npu")
+            # no torch_npu version is claimed: the not-emulated error, still an AttributeError for getattr()
+            with pytest.raises(tnpu.NotEmulatedError, match="__version__ is not emulated"):
+                torch_npu.__version__
+            assert getattr(torch_npu, "__version__", "none") == "none"
         assert sys.modules["torch_npu"] is stub and "torch_npu.contrib" not in sys.modules
         assert torch.Tensor.__dict__.get("npu") is npu_before
     finally:

@@ -53,3 +53,16 @@ def test_session_option_serves_modules_importing_torch_npu_at_their_top(pytester
     """))
     result = pytester.runpytest_subprocess("--npusim-torch-npu", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize("session_flag", [[], ["--npusim-torch-npu"]])
+def test_bad_product_option_is_a_usage_error(pytester, session_flag):
+    """An unknown --npusim-product ends pytest at startup with a usage error naming the option, the value and
+    the valid names, with or without the session-wide stand-in (a fresh process, as on the command line)."""
+    pytester.makepyfile(test_never_runs="def test_never_runs():\n    raise AssertionError('collected')\n")
+    result = pytester.runpytest_subprocess(*session_flag, "--npusim-product", "A2", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert "ERROR: --npusim-product: unknown product 'A2'; valid names: " in err
+    assert "atlas-a2" in err and "ascend-950pr" in err
+    assert "Traceback" not in err + result.stdout.str()

@@ -15,13 +15,14 @@ otherwise DEFAULT_PRODUCT ("atlas-a2"). The pytest plugin (npusim.pytest_plugin)
 `npusim_torch_npu` and the option --npusim-torch-npu for test modules that `import torch_npu` at their top.
 
 Emulated: npu_dynamic_quant, npu_dynamic_quant_asymmetric, npu_quant_matmul, npu_trans_quant_param,
-npu_convert_weight_to_int4pack, npu_format_cast (ND / FRACTAL_NZ: no value changes),
-contrib.module.LinearA8W8Quant, torch.ops.custom.indexer_compress_epilog (registered on import, in place),
-and, under names a torch user looks for: fake_quantize_per_channel_affine_cachemask /
-fake_quantize_per_channel_affine (torch's own op names, here with the NPU kernel's semantics; torch itself
-is not patched) and npu_moe_init_routing_quant (aclnnMoeInitRoutingQuant; torch_npu has no binding of
-its own for it). Anything else torch_npu has (other operators, torch_npu.npu, .npu() devices, other
-formats) raises an error that says it is not emulated.
+npu_convert_weight_to_int4pack, npu_format_cast (ND / FRACTAL_NZ: no value changes), each also as
+torch.ops.npu.<name> while install() is in force, contrib.module.LinearA8W8Quant,
+torch.ops.custom.indexer_compress_epilog (registered on import, in place), and, under names a torch user
+looks for: fake_quantize_per_channel_affine_cachemask / fake_quantize_per_channel_affine (torch's own op
+names and straight-through gradient, here with the NPU kernel's forward; torch itself is not patched).
+npusim_moe_init_routing_quant is aclnnMoeInitRoutingQuant (V1) under npusim's own name: torch_npu's
+npu_moe_init_routing_quant is the V2 op, which is not emulated. Anything else torch_npu has (other
+operators, torch_npu.npu, .npu() devices, other formats) raises an error that says it is not emulated.
 """
 from __future__ import annotations
 
@@ -36,11 +37,11 @@ import torch
 import npusim
 from npusim.errors import invalid
 
-__all__ = ["install", "current_product", "to_numpy", "from_numpy", "NotEmulatedError", "DEFAULT_PRODUCT",
-           "PRODUCT_ENV", "npu_dynamic_quant", "npu_dynamic_quant_asymmetric", "npu_quant_matmul",
+__all__ = ["install", "current_product", "to_numpy", "from_numpy", "NotEmulatedError", "NotEmulatedAttributeError",
+           "DEFAULT_PRODUCT", "PRODUCT_ENV", "npu_dynamic_quant", "npu_dynamic_quant_asymmetric", "npu_quant_matmul",
            "npu_trans_quant_param", "npu_convert_weight_to_int4pack", "npu_format_cast",
            "fake_quantize_per_channel_affine_cachemask",
-           "fake_quantize_per_channel_affine", "npu_moe_init_routing_quant", "contrib"]
+           "fake_quantize_per_channel_affine", "npusim_moe_init_routing_quant", "contrib"]
 
 DEFAULT_PRODUCT = "atlas-a2"
 PRODUCT_ENV = "NPUSIM_PRODUCT"
@@ -48,6 +49,11 @@ PRODUCT_ENV = "NPUSIM_PRODUCT"
 
 class NotEmulatedError(NotImplementedError):
     """A torch_npu feature npusim's stand-in does not emulate (NPU devices, other operators, formats)."""
+
+
+class NotEmulatedAttributeError(NotEmulatedError, AttributeError):
+    """A torch_npu attribute the stand-in lacks: still an AttributeError, so hasattr() and getattr(m, name,
+    default) behave as for any module."""
 
 
 # ------------------------------------------------------------------ tensors <-> arrays, no copies
@@ -145,7 +151,8 @@ def install(product: str | None = None):
 
     Puts the stand-in (and its contrib, contrib.module) into sys.modules and restores whatever was there
     before (a real torch_npu, a MagicMock stub, or nothing) on exit; Tensor.npu() raises NotEmulatedError
-    inside the block. Nested blocks are allowed; the innermost product wins. Yields the stand-in module."""
+    inside the block, and the emulated operators are torch.ops.npu.<name> too (see _NPU_OPS). Nested blocks
+    are allowed; the innermost product wins. Yields the stand-in module."""
     if product is not None:
         npusim.get_product(product)          # an unknown product fails here, not at the first call
     this = sys.modules[__name__]
@@ -153,11 +160,15 @@ def install(product: str | None = None):
     saved_npu = torch.Tensor.__dict__.get("npu", _MISSING)
     sys.modules.update({"torch_npu": this, "torch_npu.contrib": contrib, "torch_npu.contrib.module": contrib.module})
     torch.Tensor.npu = _tensor_npu
+    if not _products:                        # the outermost block defines torch.ops.npu.*
+        _npu_lib.append(_define_ops("npu", _NPU_OPS, _no_fake_shapes))
     _products.append(product)
     try:
         yield this
     finally:
         _products.pop()
+        if not _products:                    # dropping the Library removes its ops again (a real torch_npu
+            _npu_lib.clear()                 # imported later defines its own)
         for name, mod in saved.items():
             if mod is _MISSING:
                 sys.modules.pop(name, None)
@@ -203,15 +214,28 @@ def npu_dynamic_quant_asymmetric(x, *, smooth_scales=None, group_index=None, dst
     return from_numpy(y), from_numpy(scale), from_numpy(offset)
 
 
+# npu_quant_matmul keywords of the current signature that npusim accepts only as None (torch_npu doc: reserved
+# on Atlas A2/A3; Ascend 950 features the stand-in does not model)
+_QMM_NONE_ONLY = {"x1_dtype": "read x1 as another dtype", "x2_dtype": "read x2 as another dtype",
+                  "pertoken_scale_dtype": "read pertoken_scale as another dtype",
+                  "scale_dtype": "read scale as another dtype", "group_sizes": "per-group quantization",
+                  "y_scale": "dequantizing the output"}
+
+
 def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=None, output_dtype=None,
-                     group_sizes=None):
+                     x1_dtype=None, x2_dtype=None, pertoken_scale_dtype=None, scale_dtype=None, group_sizes=None,
+                     y_scale=None):
     """torch_npu.npu_quant_matmul: npusim.npu_quant_matmul on the current product.
 
-    output_dtype: None (int8), torch.int8, torch.float16, torch.bfloat16, torch.int32. group_sizes
-    (per-group int4 quantization) is not emulated."""
+    output_dtype: None (int8), torch.int8, torch.float16, torch.bfloat16, torch.int32. x1_dtype, x2_dtype,
+    pertoken_scale_dtype, scale_dtype, group_sizes and y_scale are accepted as None only (NotEmulatedError)."""
     op = "npu_quant_matmul"
-    if group_sizes is not None:
-        raise NotEmulatedError(f"{op}: group_sizes (per-group quantization) is not emulated by npusim")
+    given = {"x1_dtype": x1_dtype, "x2_dtype": x2_dtype, "pertoken_scale_dtype": pertoken_scale_dtype,
+             "scale_dtype": scale_dtype, "group_sizes": group_sizes, "y_scale": y_scale}
+    for name, value in given.items():
+        if value is not None:
+            raise NotEmulatedError(f"{op}: '{name}' ({_QMM_NONE_ONLY[name]}) is not emulated by npusim; "
+                                   f"only None is accepted")
     _int4_layout_rules(op, x1, x2)
     x1, x2, scale, offset, pertoken_scale, bias = _arrays(op, x1=x1, x2=x2, scale=scale, offset=offset,
                                                           pertoken_scale=pertoken_scale, bias=bias)
@@ -262,14 +286,37 @@ def npu_trans_quant_param(scale, offset=None, round_mode=0):
     return from_numpy(npusim.npu_trans_quant_param(scale, offset, round_mode, product=current_product()))
 
 
+class _FakeQuantPerChannel(torch.autograd.Function):
+    """The NPU kernel's (out, mask) forward with torch's straight-through backward: grad_input = grad * mask
+    (torch's fake_quantize_per_channel_affine_cachemask_backward). As in torch, scale and zero_point are
+    not differentiable, so QAT code that needs no more than torch's op runs unchanged."""
+
+    @staticmethod
+    def forward(ctx, input, scale, zero_point, axis, quant_min, quant_max):
+        op = "fake_quantize_per_channel_affine_cachemask"
+        for name, needs_grad in zip(("scale", "zero_point"), ctx.needs_input_grad[1:3]):
+            if needs_grad:
+                raise RuntimeError(f"{op}: not differentiable with respect to '{name}' (as in torch); "
+                                   f"'{name}' must not require grad")
+        x, scale, zero_point = _arrays(op, input=input, scale=scale, zero_point=zero_point)
+        out, mask = npusim.fake_quantize_per_channel_affine_cachemask(x, scale, zero_point, axis, quant_min,
+                                                                      quant_max, product=current_product())
+        out, mask = from_numpy(out), from_numpy(mask)
+        ctx.mark_non_differentiable(mask)
+        ctx.save_for_backward(mask)
+        return out, mask
+
+    @staticmethod
+    def backward(ctx, grad_out, _grad_mask):
+        (mask,) = ctx.saved_tensors
+        return grad_out * mask, None, None, None, None, None
+
+
 def fake_quantize_per_channel_affine_cachemask(input, scale, zero_point, axis, quant_min, quant_max):
     """torch.fake_quantize_per_channel_affine_cachemask's signature with the NPU kernel's arithmetic
-    (aclnnFakeQuantPerChannelAffineCachemask): returns (out, mask). torch itself is not patched."""
-    x, scale, zero_point = _arrays("fake_quantize_per_channel_affine_cachemask", input=input, scale=scale,
-                                   zero_point=zero_point)
-    out, mask = npusim.fake_quantize_per_channel_affine_cachemask(x, scale, zero_point, axis, quant_min, quant_max,
-                                                                  product=current_product())
-    return from_numpy(out), from_numpy(mask)
+    (aclnnFakeQuantPerChannelAffineCachemask): returns (out, mask). out carries torch's straight-through
+    gradient (grad * mask) when input requires grad. torch itself is not patched."""
+    return _FakeQuantPerChannel.apply(input, scale, zero_point, axis, quant_min, quant_max)
 
 
 def fake_quantize_per_channel_affine(input, scale, zero_point, axis, quant_min, quant_max):
@@ -277,13 +324,23 @@ def fake_quantize_per_channel_affine(input, scale, zero_point, axis, quant_min, 
     return fake_quantize_per_channel_affine_cachemask(input, scale, zero_point, axis, quant_min, quant_max)[0]
 
 
-def npu_moe_init_routing_quant(x, row_idx, expert_idx, active_num, scale, offset):
-    """aclnnMoeInitRoutingQuant as a torch_npu-style function (npusim's name: torch_npu binds only the
-    unquantized npu_moe_init_routing with this argument order) -> (expanded_x int8, expanded_row_idx,
-    expanded_expert_idx). scale and offset are Python numbers (the kernel's float attributes)."""
-    x, row_idx, expert_idx = _arrays("npu_moe_init_routing_quant", x=x, row_idx=row_idx, expert_idx=expert_idx)
+def npusim_moe_init_routing_quant(x, row_idx, expert_idx, active_num, scale, offset):
+    """aclnnMoeInitRoutingQuant (V1) on tensors, under npusim's own name (torch_npu has no binding for V1)
+    -> (expanded_x int8, expanded_row_idx, expanded_expert_idx). scale and offset are Python numbers (the
+    kernel's float attributes). The numpy face is npusim.moe_init_routing_quant."""
+    x, row_idx, expert_idx = _arrays("npusim_moe_init_routing_quant", x=x, row_idx=row_idx, expert_idx=expert_idx)
     outs = npusim.moe_init_routing_quant(x, row_idx, expert_idx, active_num, scale, offset, product=current_product())
     return tuple(from_numpy(a) for a in outs)
+
+
+def npu_moe_init_routing_quant(*args, **kwargs):
+    """torch_npu.npu_moe_init_routing_quant is the V2 op (x, expert_idx, *, scale=None, offset=None, ...,
+    quant_mode=1) -> 5 tensors: not emulated. Defined so that a call fails here, not with V1's semantics."""
+    raise NotEmulatedError("npu_moe_init_routing_quant: torch_npu's op is MoeInitRoutingQuantV2 "
+                           "(x, expert_idx, *, scale, offset, active_num, expert_capacity, expert_num, ...) "
+                           "-> 5 tensors, which npusim does not emulate; aclnnMoeInitRoutingQuant (V1) is "
+                           "npusim.torch_npu.npusim_moe_init_routing_quant(x, row_idx, expert_idx, active_num, "
+                           "scale, offset)")
 
 
 # torch.ops.custom.indexer_compress_epilog, with the schema of the vendor's torch binding (in place), plus
@@ -301,28 +358,61 @@ def _indexer_compress_epilog(indexer_compress_cache, indexer_compress_scale, x, 
                                    scale=scale, product=current_product())
 
 
-def _register_custom_ops():
-    """Define torch.ops.custom.indexer_compress_epilog once per process (a Library must stay referenced)."""
-    try:
-        torch.ops.custom.indexer_compress_epilog
-        return None                       # already defined (by an earlier import or by the vendor's package)
-    except (AttributeError, RuntimeError):
-        pass
-    lib = torch.library.Library("custom", "FRAGMENT")
-    lib.define(_INDEXER_SCHEMA)
-    lib.impl("indexer_compress_epilog", _indexer_compress_epilog, "CPU")
-    lib.impl("indexer_compress_epilog", lambda *args, **kwargs: None, "Meta")
+# torch.ops.npu.<name> with op-plugin's schemas (op_plugin_functions.yaml; npu_quant_matmul with the keywords of
+# its current doc, npu_format_cast as torch_npu's doc): the kernels are the functions above themselves
+_NPU_OPS = (
+    ("npu_dynamic_quant(Tensor input, *, Tensor? smooth_scales=None, Tensor? group_index=None, "
+     "ScalarType? dst_type=None) -> (Tensor, Tensor)", npu_dynamic_quant),
+    ("npu_dynamic_quant_asymmetric(Tensor input, *, Tensor? smooth_scales=None, Tensor? group_index=None, "
+     "ScalarType? dst_type=None) -> (Tensor, Tensor, Tensor)", npu_dynamic_quant_asymmetric),
+    ("npu_quant_matmul(Tensor x1, Tensor x2, Tensor scale, *, Tensor? offset=None, Tensor? pertoken_scale=None, "
+     "Tensor? bias=None, ScalarType? output_dtype=None, int? x1_dtype=None, int? x2_dtype=None, "
+     "int? pertoken_scale_dtype=None, int? scale_dtype=None, SymInt[]? group_sizes=None, Tensor? y_scale=None) "
+     "-> Tensor", npu_quant_matmul),
+    ("npu_trans_quant_param(Tensor scale, Tensor? offset=None, int? round_mode=0) -> Tensor", npu_trans_quant_param),
+    ("npu_convert_weight_to_int4pack(Tensor weight, int inner_k_tiles=0) -> Tensor", npu_convert_weight_to_int4pack),
+    ("npu_format_cast(Tensor self, int acl_format, int? customize_dtype=None) -> Tensor", npu_format_cast),
+)
+_CUSTOM_OPS = ((_INDEXER_SCHEMA, _indexer_compress_epilog),)
+
+
+def _no_fake_shapes(*args, **kwargs):
+    # the Meta kernel: a NotImplementedError here makes torch.compile call the op eagerly (a graph break)
+    # instead of failing, and npusim need not model the output shapes a second time
+    raise NotEmulatedError("torch.ops.npu.*: npusim's stand-in runs these operators eagerly on CPU tensors; "
+                           "fake / meta tensors (torch.compile tracing) are not emulated")
+
+
+def _define_ops(namespace: str, ops, meta):
+    """A torch.library Library defining torch.ops.<namespace>.<name> for each (schema, CPU kernel) whose op is
+    not defined yet (by an earlier call or by the vendor's package), with `meta` as the Meta kernel, or None
+    if none was missing. The ops live as long as the Library is referenced."""
+    lib = None
+    for schema, kernel in ops:
+        name = schema.split("(", 1)[0]
+        try:
+            getattr(getattr(torch.ops, namespace), name)
+            continue
+        except (AttributeError, RuntimeError):
+            pass
+        if lib is None:
+            lib = torch.library.Library(namespace, "FRAGMENT")
+        lib.define(schema)
+        lib.impl(name, kernel, "CPU")
+        lib.impl(name, meta, "Meta")
     return lib
 
 
-_CUSTOM_LIB = _register_custom_ops()
+_CUSTOM_LIB = _define_ops("custom", _CUSTOM_OPS, lambda *args, **kwargs: None)   # from import on (returns ())
+_npu_lib: list = []                                   # torch.ops.npu.*: the Library while install() is in force
 
 from npusim.torch_npu import contrib  # noqa: E402  (contrib.module uses the operators above)
 
 
 def __getattr__(name: str):
-    if name.startswith("__"):
+    if name.startswith("__") and name != "__version__":     # dunders: what tools probe for, left plain
         raise AttributeError(name)
-    raise AttributeError(f"torch_npu.{name} is not emulated by npusim's torch_npu stand-in; it emulates "
-                         f"{', '.join(n for n in __all__ if n.startswith(('npu_', 'fake_')))}, "
-                         "contrib.module.LinearA8W8Quant and torch.ops.custom.indexer_compress_epilog")
+    raise NotEmulatedAttributeError(
+        f"torch_npu.{name} is not emulated by npusim's torch_npu stand-in; it emulates "
+        f"{', '.join(n for n in __all__ if n.startswith(('npu_', 'fake_')))}, "
+        "contrib.module.LinearA8W8Quant and torch.ops.custom.indexer_compress_epilog")
