@@ -389,6 +389,28 @@ def test_torch_ops_npu_run_the_emulator():
         assert_same(t, a)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_torch_compile_calls_the_stand_in_eagerly(dtype):
+    """Code under torch.compile (vllm-ascend compiles its model code) gets the emulator's bits: the stand-in's
+    functions and ops are graph breaks, never traced with fake tensors (a bf16 tensor's numpy view failed so)."""
+    import torch_npu                      # the stand-in (installed for the session, or just below)
+
+    def layer(x, w, w_scale):
+        q, pertoken = torch_npu.npu_dynamic_quant(x)
+        y = torch_npu.npu_quant_matmul(q, w, w_scale, pertoken_scale=pertoken, output_dtype=x.dtype)
+        q2, s2 = torch.ops.npu.npu_dynamic_quant(y)
+        return y * 2, q2, s2
+
+    x = torch.tensor(RNG.standard_normal((8, 64)) * 3, dtype=dtype)
+    w, w_scale = tensor(i8(64, 32)), torch.tensor(RNG.uniform(1e-3, 1e-2, 32), dtype=torch.float32)
+    with tnpu.install("atlas-a2"):
+        torch._dynamo.reset()
+        compiled = torch.compile(layer, backend="eager")(x, w, w_scale)
+        eager = layer(x, w, w_scale)
+    for c, e in zip(compiled, eager):
+        assert c.dtype == e.dtype and torch.equal(c.view(torch.int8), e.view(torch.int8))
+
+
 def test_torch_ops_npu_exist_only_while_installed():
     """Outside install() torch.ops.npu stays free for a real torch_npu (a fresh process: this session may run
     with the stand-in installed throughout)."""

@@ -56,6 +56,11 @@ class NotEmulatedAttributeError(NotEmulatedError, AttributeError):
     default) behave as for any module."""
 
 
+# torch.compile does not trace into the emulator (numpy views of narrow dtypes, C kernels): each operator is a
+# graph break and runs eagerly, as an op without a meta kernel would
+_eager = torch.compiler.disable
+
+
 # ------------------------------------------------------------------ tensors <-> arrays, no copies
 # dtypes numpy has no own type for: the same-width integer torch views them through, and the ml_dtypes type
 _NARROW = {
@@ -193,6 +198,7 @@ def _dst_type(op: str, dst_type) -> str:
     return allowed[dst_type]
 
 
+@_eager
 def npu_dynamic_quant(x, *, smooth_scales=None, group_index=None, dst_type=None):
     """torch_npu.npu_dynamic_quant -> (y, scale): npusim.npu_dynamic_quant on the current product.
 
@@ -205,6 +211,7 @@ def npu_dynamic_quant(x, *, smooth_scales=None, group_index=None, dst_type=None)
     return from_numpy(y), from_numpy(scale)
 
 
+@_eager
 def npu_dynamic_quant_asymmetric(x, *, smooth_scales=None, group_index=None, dst_type=None):
     """torch_npu.npu_dynamic_quant_asymmetric -> (y, scale, offset), as npu_dynamic_quant."""
     op = "npu_dynamic_quant_asymmetric"
@@ -222,6 +229,7 @@ _QMM_NONE_ONLY = {"x1_dtype": "read x1 as another dtype", "x2_dtype": "read x2 a
                   "y_scale": "dequantizing the output"}
 
 
+@_eager
 def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=None, output_dtype=None,
                      x1_dtype=None, x2_dtype=None, pertoken_scale_dtype=None, scale_dtype=None, group_sizes=None,
                      y_scale=None):
@@ -260,6 +268,7 @@ def _int4_layout_rules(op, x1, x2):
                       current_product())
 
 
+@_eager
 def npu_convert_weight_to_int4pack(weight, inner_k_tiles=0):
     """torch_npu.npu_convert_weight_to_int4pack: int32 int4 values (k, n) / (n, k) -> int32 (., last / 8).
     torch_npu takes contiguous weights only."""
@@ -270,6 +279,7 @@ def npu_convert_weight_to_int4pack(weight, inner_k_tiles=0):
     return from_numpy(npusim.npu_convert_weight_to_int4pack(w, inner_k_tiles, product=current_product()))
 
 
+@_eager
 def npu_format_cast(input, acl_format, customize_dtype=None):
     """torch_npu.npu_format_cast: returns `input` itself. ACL format 2 (ND) or 29 (FRACTAL_NZ) changes only
     the NPU's storage order, never values, and npusim computes from values; other formats and
@@ -280,6 +290,7 @@ def npu_format_cast(input, acl_format, customize_dtype=None):
     return npusim.npu_format_cast(input, acl_format)
 
 
+@_eager
 def npu_trans_quant_param(scale, offset=None, round_mode=0):
     """torch_npu.npu_trans_quant_param -> int64 tensor: npusim.npu_trans_quant_param."""
     scale, offset = _arrays("npu_trans_quant_param", scale=scale, offset=offset)
@@ -312,6 +323,7 @@ class _FakeQuantPerChannel(torch.autograd.Function):
         return grad_out * mask, None, None, None, None, None
 
 
+@_eager
 def fake_quantize_per_channel_affine_cachemask(input, scale, zero_point, axis, quant_min, quant_max):
     """torch.fake_quantize_per_channel_affine_cachemask's signature with the NPU kernel's arithmetic
     (aclnnFakeQuantPerChannelAffineCachemask): returns (out, mask). out carries torch's straight-through
@@ -319,11 +331,13 @@ def fake_quantize_per_channel_affine_cachemask(input, scale, zero_point, axis, q
     return _FakeQuantPerChannel.apply(input, scale, zero_point, axis, quant_min, quant_max)
 
 
+@_eager
 def fake_quantize_per_channel_affine(input, scale, zero_point, axis, quant_min, quant_max):
     """torch.fake_quantize_per_channel_affine on the NPU: the cachemask kernel's out (the mask is dropped)."""
     return fake_quantize_per_channel_affine_cachemask(input, scale, zero_point, axis, quant_min, quant_max)[0]
 
 
+@_eager
 def npusim_moe_init_routing_quant(x, row_idx, expert_idx, active_num, scale, offset):
     """aclnnMoeInitRoutingQuant (V1) on tensors, under npusim's own name (torch_npu has no binding for V1)
     -> (expanded_x int8, expanded_row_idx, expanded_expert_idx). scale and offset are Python numbers (the
@@ -350,6 +364,7 @@ _INDEXER_SCHEMA = ("indexer_compress_epilog(Tensor(a!) indexer_compress_cache, T
                    "float scale=1.0) -> ()")
 
 
+@_eager
 def _indexer_compress_epilog(indexer_compress_cache, indexer_compress_scale, x, slot_mapping, *, quant_mode=1,
                              round_scale=True, scale=1.0):
     cache, scales, x, slot = _arrays("indexer_compress_epilog", indexer_compress_cache=indexer_compress_cache,
