@@ -495,3 +495,14 @@ def test_import_npusim_does_not_import_torch():
     code = ("import sys, npusim, npusim.pytest_plugin, npusim.testing; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_stand_in_checks_name_the_product_as_the_core_does():
+    """An error raised by the stand-in's own checks and one raised by npusim's core name the product alike."""
+    x = torch.randn(2, 32, dtype=torch.float16)
+    with tnpu.install("atlas-a3"):
+        with pytest.raises(AclnnError) as own:
+            tnpu.npu_dynamic_quant(x, dst_type=torch.int16)
+        with pytest.raises(AclnnError) as core:
+            tnpu.npu_dynamic_quant(torch.randn(2, 32, dtype=torch.float64))
+    assert own.value.product == core.value.product == npusim.get_product("atlas-a3").soc

@@ -141,6 +141,14 @@ def current_product() -> str:
     return os.environ.get(PRODUCT_ENV) or DEFAULT_PRODUCT
 
 
+def _product_named() -> str:
+    """The product in force as npusim's own errors name it (its SoC), for the stand-in's checks."""
+    try:
+        return npusim.get_product(current_product()).soc
+    except ValueError:            # an unknown $NPUSIM_PRODUCT: the operator call itself reports it
+        return current_product()
+
+
 _MODULE_NAMES = ("torch_npu", "torch_npu.contrib", "torch_npu.contrib.module")
 _MISSING = object()
 
@@ -194,7 +202,7 @@ def _dst_type(op: str, dst_type) -> str:
                torch.float8_e5m2: "float8_e5m2"}
     if dst_type not in allowed:
         raise invalid(op, "dst_type", f"must be None, torch.int8, torch.quint4x2 (int4 packed eight per int32) or, "
-                      f"on Ascend 950, torch.float8_e4m3fn / torch.float8_e5m2; got {dst_type!r}", current_product())
+                      f"on Ascend 950, torch.float8_e4m3fn / torch.float8_e5m2; got {dst_type!r}", _product_named())
     return allowed[dst_type]
 
 
@@ -260,12 +268,12 @@ def _int4_layout_rules(op, x1, x2):
         return
     if not x1.is_contiguous():
         raise invalid(op, "x1", "int4 (int32-packed) x1 must be contiguous (m, k // 8) (torch_npu doc)",
-                      current_product())
+                      _product_named())
     k = 8 * x1.shape[-1]
     if x2.shape[0] != k and 8 * x2.shape[0] == k and not x2.t().is_contiguous():
         raise invalid(op, "x2", "an int4 weight given as (k // 8, n) must be the transpose of a contiguous "
                       "(n, k // 8) tensor, e.g. npu_convert_weight_to_int4pack(w).t() (torch_npu doc)",
-                      current_product())
+                      _product_named())
 
 
 @_eager
@@ -275,7 +283,7 @@ def npu_convert_weight_to_int4pack(weight, inner_k_tiles=0):
     op = "npu_convert_weight_to_int4pack"
     (w,) = _arrays(op, weight=weight)
     if not weight.is_contiguous():
-        raise invalid(op, "weight", "must be contiguous (torch_npu doc)", current_product())
+        raise invalid(op, "weight", "must be contiguous (torch_npu doc)", _product_named())
     return from_numpy(npusim.npu_convert_weight_to_int4pack(w, inner_k_tiles, product=current_product()))
 
 
