@@ -20,8 +20,8 @@ from perfmodel.sweep import Point, build_args
 
 SWEEPS = [("add", "atlas-a2"), ("matmul", "atlas-a2"), ("grouped_matmul", "atlas-a2"),
           ("npu_dynamic_quant", "atlas-a2"), ("npu_dynamic_quant_asymmetric", "atlas-a2"),
-          ("indexer_compress_epilog", "ascend-950pr"), ("fake_quantize_per_channel_affine_cachemask", "atlas-a2"), ("npu_quant_matmul", "atlas-a2"),
-          ("moe_init_routing_quant", "atlas-a2")]
+          ("indexer_compress_epilog", "ascend-950pr"), ("fake_quantize_per_channel_affine_cachemask", "atlas-a2"),
+          ("npu_quant_matmul", "atlas-a2"), ("moe_init_routing_quant", "atlas-a2")]
 
 
 def _best(fn, repeat: int, cold: bool) -> float:

@@ -251,21 +251,18 @@ def measured_kernels(params: str) -> tuple:
 def shape_family(op: str, args: dict) -> str:
     """The shape family of a measured row, for holding whole families out in cross-validation:
     decode (M <= 16), batched, unaligned (a dimension off the 32-byte / fractal grid) or aligned."""
-    if op in ("npu_quant_matmul", "matmul"):
-        a, b = (args["x1"], args["x2"]) if op == "npu_quant_matmul" else (args["a"], args["b"])
-        m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+    if op in ("npu_quant_matmul", "matmul", "grouped_matmul"):
+        if op == "grouped_matmul":          # by its largest group
+            ends = args["group_list"]
+            m, k = max(b - a for a, b in zip((0, *ends), ends)), args["x"].shape[-1]
+            n, batched = args["weight"].shape[-2 if args.get("transpose_weight") else -1], False
+        else:
+            a, b = (args["x1"], args["x2"]) if op == "npu_quant_matmul" else (args["a"], args["b"])
+            m, k, n, batched = a.shape[-2], a.shape[-1], b.shape[-1], len(a.shape) > 2
         if m <= 16:
             return "decode"
-        if len(a.shape) > 2:
+        if batched:
             return "batched"
-        return "unaligned" if any(d % 16 for d in (m, k, n)) or min(m, k, n) < 128 else "aligned"
-    if op == "grouped_matmul":          # by its largest group
-        ends = args["group_list"]
-        m = max(b - a for a, b in zip((0, *ends), ends))
-        k = args["x"].shape[-1]
-        n = args["weight"].shape[-2 if args.get("transpose_weight") else -1]
-        if m <= 16:
-            return "decode"
         return "unaligned" if any(d % 16 for d in (m, k, n)) or min(m, k, n) < 128 else "aligned"
     if op in ("npu_dynamic_quant", "add", "maximum", "sigmoid", "gelu", "sqrt"):
         x = args["x"]
