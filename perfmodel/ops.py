@@ -241,8 +241,8 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
     (GM transfers are rounded up to whole aligned bursts, HARDWARE.md sec. 2); the FixPipe's NZ->ND store
     of C writes its rows' pieces alike. The vendor does not publish the penalty: what the doubled sectors
     add is kept apart (Loop.offgrid_mte2) for the calibration to scale. (Its ND2NZ best-practice page calls
-    any row that is not a multiple of 256 bytes slow; counted that way the measured set fits worse, 11.7%
-    against 10.8% held out, and small fp16 MatMuls lose their start cost to the penalty.)
+    any row that is not a multiple of 256 bytes slow; counted that way the measured set fitted worse when
+    tried, 11.7% against 10.8% held out, and small fp16 MatMuls lost their start cost to the penalty.)
 
     core_share: (rows, cols) of one core's share of C; base blocks are no larger. block_loads: bytes per output
     column of each load a block makes from GM, unprefetched, besides its A and B tiles (a per-channel dequant's
@@ -723,13 +723,17 @@ def quant_matmul_work(plan, hw):
     # (asc-devkit copy_cube_out_fixpipe.h, quant_processor_fixpipe.h CopyDeqTensorToL1); a per-tensor scale
     # is a register (SetQuantScalar)
     per_channel_fix = epi == "fixpipe" and fam == "a2a3" and scale is not None and _size(scale) > 1
+    # an int32 bias goes into the cube's bias table before each block (SetBias: GM -> L1 -> BT), as in
+    # GroupedMatmul; a float bias is added by the vector epilogue
+    bias = plan.inputs.get("bias")
+    bt_bias = fam == "a2a3" and bias is not None and _dt(bias) == "int32"
     # with M <= baseM (128: where the kernels stream x2 past L2) x2 is copied one k-step per ND->NZ copy [E]: the
     # measured decode rows move ~50 GB/s a core, what msKPP's ND->NZ curve gives for one k-step's B tile
     loops, bd, hbm_frac, info = cube_loops(
         hw, M=M, K=K, N=N, batch=batch, dtype=dtype, in_bytes=in_b, block_dim=plan.block_dim, base=base,
         l0c_out_bytes=out_b if epi == "fixpipe" else 4, depth_b=1 if M <= 128 else None,
         c_row_bytes=None if epi == "fixpipe" else 64,     # else whole int32 blocks to a workspace (or UB): on the grid
-        block_loads=(8,) if per_channel_fix else ())
+        block_loads=((8,) if per_channel_fix else ()) + ((4,) if bt_bias else ()))
     if epi in ("vector", "ub"):
         epi_loop = _dequant_epilogue(hw, plan, bm=info["base_m"], bn=info["base_n"], M=M, out_b=out_b,
                                      pertoken=pertoken)

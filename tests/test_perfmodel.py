@@ -722,3 +722,16 @@ def test_grouped_matmul_rows_of_the_measured_set():
     assert a["bias"].shape == (8, 2048) and str(a["x"].dtype) == "float16"
     assert not measured_args("grouped_matmul", "x 64x32; w 4x32x32; group_list [16, 32, 48, 64]",
                              "x float16; w float16; out float16", "transpose_weight=false")["transpose_weight"]
+
+
+def test_quant_matmul_int32_bias_goes_to_the_bias_table_each_block():
+    # SetBias per block: GM -> L1 -> bias table, an unprefetched load of baseN int32 before the block's mmad
+    # (beside the per-channel scale words before its store); a float bias is the vector epilogue's
+    hw = hardware("atlas-a2")
+    args = dict(x1=T((1024, 2048), "int8"), x2=T((2048, 2048), "int8"), scale=T((2048,), "int64"),
+                output_dtype="float16")
+    plain = build_work("npu_quant_matmul", "atlas-a2", **args)[0]
+    biased = build_work("npu_quant_matmul", "atlas-a2", bias=T((2048,), "int32"), **args)[0]
+    base_n = biased.tiles["base_n"]
+    assert biased.loops[1].pipes["mte2"] == pytest.approx(plain.loops[1].pipes["mte2"] + hw.dma("gm_to_l1", base_n * 4))
+    assert biased.loops[1].read_bytes == plain.loops[1].read_bytes + base_n * 4
