@@ -4,7 +4,7 @@ Parameters (per kernel family 'a2a3', '950', '310p910', '310b'; defaults and sou
 perfmodel/data/<family>.toml [calibration]):
   hbm_efficiency, l2_efficiency  effective fraction of the HBM / L2 peak bandwidth (<= 1)
   launch_us, launch_per_core_us  launch floor and its growth with the cores launched (each may also be
-                                 fitted per kernel: 'launch_us@QuantBatchMatmulV3')
+                                 fitted per kernel or launch class: 'launch_us@MatmulApi')
   barrier_cycles                 extra cycles of a vector call that waits for the one before (PipeBarrier)
   scalar_read_cycles             cycles of a vector result read back by the scalar unit (V->S + GetValue)
   scalar_element_cycles          cycles per element of a scalar loop over GM data (TransQuantParamV2)
@@ -28,6 +28,7 @@ from importlib import resources
 from pathlib import Path
 
 from perfmodel.hw import family_data
+from perfmodel.ops import MATMUL_API
 
 FAMILIES = ("a2a3", "950", "310p910", "310b")
 BOUNDS = {
@@ -38,6 +39,8 @@ BOUNDS = {
     "offgrid_copy_scale": (0.0, 10.0),
 }
 PARAMS = tuple(BOUNDS)
+# kernels whose start costs moved to a launch class shared with others
+RENAMED_LAUNCH_CLASSES = {"QuantBatchMatmulV3": MATMUL_API}
 SHIPPED = "calibration.json"
 
 
@@ -110,6 +113,9 @@ def _checked_params(d, path) -> dict:
             base, _, kernel = name.partition("@")       # '<parameter>@<kernel>': one kernel's own value
             if base not in known or (_ and not kernel):
                 bad(key, f"unknown parameter; known: {', '.join(sorted(known))} (or <parameter>@<kernel>)")
+            if kernel in RENAMED_LAUNCH_CLASSES:         # a value no kernel would read any more
+                bad(key, f"{kernel} now starts as the launch class {RENAMED_LAUNCH_CLASSES[kernel]}: rename the "
+                         f"key to {base}@{RENAMED_LAUNCH_CLASSES[kernel]} (or refit)")
             lo, hi = BOUNDS.get(base, (0.0, math.inf))
             try:
                 f = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan

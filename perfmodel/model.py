@@ -60,6 +60,7 @@ class Loop:
     behind: bool = False              # runs on other cores under the loops before it (see the module docstring)
     active: float = 0.0               # cores streaming at once on average (0: the launch's block dim)
     offgrid_mte2: float = 0.0         # MTE2 seconds an ND->NZ copy off the 32-byte grid adds (x offgrid_copy_scale)
+    offgrid_fixpipe: float = 0.0      # FixPipe seconds a store of rows off the 32-byte grid adds (x the same)
 
 
 @dataclass
@@ -183,7 +184,7 @@ def _loop_time(lp: Loop, r: _Rates, vec_hz: float, active: int, read_rate: float
     Sc = pipes.get("scalar", 0.0) + lp.scalar_elements * r.scalar_element / vec_hz
     V = pipes.get("vector", 0.0) * vec + extra + Sc
     C = pipes.get("cube", 0.0) * r.cube
-    M1, F = pipes.get("mte1", 0.0) * dma, pipes.get("fixpipe", 0.0) * dma
+    M1, F = pipes.get("mte1", 0.0) * dma, (pipes.get("fixpipe", 0.0) + lp.offgrid_fixpipe * r.offgrid) * dma
     # loads and stores that run at the same time share HBM
     chip = (rd * f_read + wr * f_write) * active / hbm
     if mode == "double":

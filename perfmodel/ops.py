@@ -240,9 +240,10 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
     multiple of 32 bytes every piece straddles two 32-byte sectors, so the copy fetches twice the sectors
     (GM transfers are rounded up to whole aligned bursts, HARDWARE.md sec. 2); the FixPipe's NZ->ND store
     of C writes its rows' pieces alike. The vendor does not publish the penalty: what the doubled sectors
-    add is kept apart (Loop.offgrid_mte2) for the calibration to scale. (Its ND2NZ best-practice page calls
-    any row that is not a multiple of 256 bytes slow; counted that way the measured set fitted worse when
-    tried, 11.7% against 10.8% held out, and small fp16 MatMuls lost their start cost to the penalty.)
+    add is kept apart (Loop.offgrid_mte2, Loop.offgrid_fixpipe) for the calibration to scale. (Its ND2NZ
+    best-practice page calls any row that is not a multiple of 256 bytes slow; counted that way the measured
+    set fitted worse when tried, 11.7% against 10.8% held out, and small fp16 MatMuls lost their start cost
+    to the penalty.)
 
     core_share: (rows, cols) of one core's share of C; base blocks are no larger. block_loads: bytes per output
     column of each load a block makes from GM, unprefetched, besides its A and B tiles (a per-channel dequant's
@@ -290,7 +291,7 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
     if (N * l0c_out_bytes if c_row_bytes is None else c_row_bytes) % 32:
         fix_off = hw.dma("l0c_to_gm", 2 * bm * bn * l0c_out_bytes) - fix_pipes["fixpipe"]
     fix = Loop(n=per_core, pipes=fix_pipes, read_bytes=bn * sum(block_loads),
-               write_bytes=bm * bn * l0c_out_bytes, overlap="none", offgrid_mte2=fix_off)
+               write_bytes=bm * bn * l0c_out_bytes, overlap="none", offgrid_fixpipe=fix_off)
     loaded = blocks * ksteps * (a_step + b_step)
     unique = (sum(group_rows) * K + sum(1 for m in group_rows if m) * K * N) * in_bytes
     info = {"base_m": bm, "base_n": bn, "base_k": bk, "blocks": blocks, "blocks_per_core": per_core,
@@ -353,6 +354,21 @@ def matmul_work(hw, a, b, *, block_dim=None, tiling="best"):
                 tiles=info)
 
 
+# grouped_matmul's bias dtype for each input dtype (torch_npu npu_grouped_matmul doc, ptaoplist_000880:
+# the non-quantized rows of its dtype table)
+GROUPED_MATMUL_BIAS = {"float16": "float16", "bfloat16": "float32"}
+
+
+def group_sizes(ends) -> list:
+    """Rows of each group from cumulative row counts (group_list_type 0)."""
+    return [b - a for a, b in zip((0, *ends), ends)]
+
+
+def even_group_list(rows: int, groups: int) -> tuple:
+    """Cumulative row counts of `rows` split as evenly as they go over `groups` (the first groups smaller)."""
+    return tuple(rows * (g + 1) // groups for g in range(groups))
+
+
 def grouped_matmul_work(hw, x, weight, group_list, bias=None, *, transpose_weight=False, block_dim=None):
     """y = x @ weight[g] for the rows of each group g (GroupedMatmul, torch_npu.npu_grouped_matmul with one x,
     one weight tensor and group_type 0): x [M,K] and weight [E,K,N] ([E,N,K] with transpose_weight) fp16 or
@@ -364,6 +380,8 @@ def grouped_matmul_work(hw, x, weight, group_list, bias=None, *, transpose_weigh
     x, weight = spec_of(x), spec_of(weight)
     if x.ndim != 2 or weight.ndim != 3:
         raise ValueError(f"grouped_matmul: x must be [M,K] and weight [E,K,N], got {x.shape} and {weight.shape}")
+    if not isinstance(transpose_weight, (bool, np.bool_)):
+        raise ValueError(f"grouped_matmul: transpose_weight must be True or False, got {transpose_weight!r}"[:300])
     dt = _dt(x)
     if dt not in ("float16", "bfloat16") or _dt(weight) != dt:
         raise ValueError(f"grouped_matmul: x and weight must both be float16 or bfloat16, got {dt} and "
@@ -374,12 +392,10 @@ def grouped_matmul_work(hw, x, weight, group_list, bias=None, *, transpose_weigh
     if wk != K:
         raise ValueError(f"grouped_matmul: weight {'[E,N,K]' if transpose_weight else '[E,K,N]'} "
                          f"{weight.shape} does not match x's K = {K}")
-    try:
-        ends = list(group_list)
-    except TypeError:
-        ends = None
-    if ends is None or not all(isinstance(g, numbers.Integral) and not isinstance(g, bool) for g in ends):
-        raise ValueError(f"grouped_matmul: group_list must be a sequence of cumulative row counts (ints), "
+    ends = group_list.tolist() if isinstance(group_list, np.ndarray) else group_list
+    if not isinstance(ends, (list, tuple)) or not all(
+            isinstance(g, numbers.Integral) and not isinstance(g, bool) for g in ends):
+        raise ValueError(f"grouped_matmul: group_list must be a list or tuple of cumulative row counts (ints), "
                          f"got {group_list!r}"[:300])
     ends = [int(g) for g in ends]
     if len(ends) != E or any(b < a for a, b in zip([0] + ends, ends)) or (ends and ends[-1] > M):
@@ -387,14 +403,15 @@ def grouped_matmul_work(hw, x, weight, group_list, bias=None, *, transpose_weigh
                          f"ending at most at M = {M}, got {ends}")
     if bias is not None:
         bias = spec_of(bias)
-        if tuple(bias.shape) != (E, N) or _dt(bias) not in ("float16", "bfloat16", "float32"):
-            raise ValueError(f"grouped_matmul: bias must be [E,N] = [{E},{N}] float16, bfloat16 or float32, "
-                             f"got {bias.shape} {_dt(bias)}")
+        want = GROUPED_MATMUL_BIAS[dt]
+        if tuple(bias.shape) != (E, N) or _dt(bias) != want:
+            raise ValueError(f"grouped_matmul: bias must be [E,N] = [{E},{N}] {want} with {dt} x (torch_npu's "
+                             f"npu_grouped_matmul dtype table), got {bias.shape} {_dt(bias)}")
     if block_dim is not None and _checks.int_attr("grouped_matmul", "block_dim", block_dim) < 1:
         raise ValueError(f"grouped_matmul: block_dim must be >= 1, got {block_dim}")
     if min(K, N) < 1:
         raise ValueError(f"grouped_matmul: K and N must be >= 1, got {K} and {N}")
-    rows = [b - a for a, b in zip([0] + ends, ends)]
+    rows = group_sizes(ends)
     in_b = x.dtype.itemsize
     core_type = "aic" if hw.soc.core_layout == "split" else "aicore"
     if not any(rows):           # nothing to compute: launch costs only
@@ -850,4 +867,5 @@ PLAN_BUILDERS = {
     "moe_init_routing_quant": moe_init_routing_quant_work,
 }
 
-__all__ = ["elementwise_work", "add_work", "matmul_work", "grouped_matmul_work", "PLAN_BUILDERS", "ELEMENTWISE"]
+__all__ = ["elementwise_work", "add_work", "matmul_work", "grouped_matmul_work", "group_sizes", "even_group_list",
+           "PLAN_BUILDERS", "ELEMENTWISE"]

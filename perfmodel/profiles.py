@@ -37,6 +37,7 @@ import pandas as pd
 
 from npusim.plan import TensorSpec
 from perfmodel.model import PIPES
+from perfmodel.ops import even_group_list
 
 __all__ = ["OP_TYPES", "PIPES", "read_profiles", "parse_shapes", "parse_dtypes", "to_predict_args",
            "skipped_summary"]
@@ -593,7 +594,7 @@ def to_predict_args(row) -> dict:
             m, k = xs
             e = ws[0]
             args = {"x": _spec(xs, xd), "weight": _spec(ws, wd), "transpose_weight": ws[1] != k and ws[2] == k,
-                    "group_list": tuple(m * (g + 1) // e for g in range(e))}
+                    "group_list": even_group_list(m, e)}
             n = ws[1] if args["transpose_weight"] else ws[2]
             for s_, d in specs[2:]:
                 if d in _FLOATS and tuple(s_) == (e, n):

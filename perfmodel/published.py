@@ -23,6 +23,7 @@ import pandas as pd
 
 from npusim.plan import TensorSpec
 from npusim.products import PRODUCTS, SOCS
+from perfmodel.ops import group_sizes
 from perfmodel.profiles import PIPES
 
 __all__ = ["MEASURED_COLUMNS", "SAMPLE_CONFIGS", "default_published_path", "default_measured_path",
@@ -253,8 +254,7 @@ def shape_family(op: str, args: dict) -> str:
     decode (M <= 16), batched, unaligned (a dimension off the 32-byte / fractal grid) or aligned."""
     if op in ("npu_quant_matmul", "matmul", "grouped_matmul"):
         if op == "grouped_matmul":          # by its largest group
-            ends = args["group_list"]
-            m, k = max(b - a for a, b in zip((0, *ends), ends)), args["x"].shape[-1]
+            m, k = max(group_sizes(args["group_list"])), args["x"].shape[-1]
             n, batched = args["weight"].shape[-2 if args.get("transpose_weight") else -1], False
         else:
             a, b = (args["x1"], args["x2"]) if op == "npu_quant_matmul" else (args["a"], args["b"])

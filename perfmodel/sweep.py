@@ -41,7 +41,7 @@ import pandas as pd
 
 from npusim.formats import as_dtype, dtype_name
 from npusim.plan import TensorSpec
-from perfmodel.ops import ELEMENTWISE
+from perfmodel.ops import ELEMENTWISE, even_group_list
 from perfmodel.predict import check_operator, check_product, did_you_mean, supported_products
 from perfmodel.rows import ROW_COLUMNS, load_calibration, predict_rows
 
@@ -118,8 +118,7 @@ def build_args(p: Point) -> dict:
         return {"a": TensorSpec((t, h), dt), "b": TensorSpec((h, n), dt)}
     if p.op == "grouped_matmul":
         e = GROUPED_MATMUL_EXPERTS
-        return {"x": TensorSpec((t, h), dt), "weight": TensorSpec((e, h, n), dt),
-                "group_list": tuple(t * (g + 1) // e for g in range(e))}
+        return {"x": TensorSpec((t, h), dt), "weight": TensorSpec((e, h, n), dt), "group_list": even_group_list(t, e)}
     raise ValueError(f"unknown operator {p.op!r}; known: {', '.join(OPERATORS + EXTRA_OPERATORS)}")
 
 

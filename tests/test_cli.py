@@ -156,6 +156,9 @@ def _shipped() -> dict:
     (lambda d: d["params"].update(atlas_a2={}), "params.atlas_a2"),
     (lambda d: d.update(parms={}), "'parms'"),
     (lambda d: d.update(params=[1]), "params"),
+    # an older calibration's own QuantBatchMatmulV3 start: now the MatmulApi class's, so it would be ignored
+    (lambda d: d["params"]["a2a3"].update({"launch_us@QuantBatchMatmulV3": 5.5}),
+     "params.a2a3.launch_us@QuantBatchMatmulV3: QuantBatchMatmulV3 now starts as the launch class MatmulApi"),
 ])
 def test_hostile_calibration_values_are_rejected_naming_file_and_key(edit, key, tmp_path, capsys):
     d = _shipped()

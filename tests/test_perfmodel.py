@@ -657,12 +657,12 @@ def test_grouped_matmul_deals_every_groups_blocks_to_the_cores_together():
     assert w.core_type == "aic" and w.launch_class == ops.MATMUL_API
 
 
-def test_grouped_matmul_of_equal_groups_costs_the_batched_matmul():
-    hw = hardware("Ascend910B2")
-    g = ops.grouped_matmul_work(hw, T((4 * 200, 512), "bfloat16"), T((4, 512, 768), "bfloat16"), (200, 400, 600, 800))
-    loops, bd, frac, info = ops.cube_loops(hw, M=200, K=512, N=768, batch=4, dtype="bfloat16", in_bytes=2)
-    assert [(lp.n, lp.pipes) for lp in g.loops] == [(lp.n, lp.pipes) for lp in loops]
-    assert g.block_dim == bd and g.hbm_read_fraction == frac and g.tiles["blocks"] == info["blocks"]
+def test_grouped_matmul_more_groups_of_the_same_rows_never_faster():
+    # the same 2048 rows over more experts: as many or more blocks, and one more weight to read per group
+    x = T((2048, 1024), "bfloat16")
+    lat = [perfmodel.predict("grouped_matmul", "atlas-a2", x=x, weight=T((e, 1024, 1536), "bfloat16"),
+                             group_list=ops.even_group_list(2048, e)).latency_us for e in (1, 2, 4, 8, 16, 64)]
+    assert all(b >= a for a, b in zip(lat, lat[1:])), lat
 
 
 def test_grouped_matmul_bias_is_loaded_per_block_and_off_grid_rows_cost_more():
@@ -674,8 +674,13 @@ def test_grouped_matmul_bias_is_loaded_per_block_and_off_grid_rows_cost_more():
     assert biased.loops[1].pipes["mte2"] == pytest.approx(hw.dma("gm_to_l1", 256 * 2))
     # N = 255: C's rows (510 bytes) are off the 32-byte grid, like B's: the FixPipe store fetches twice the sectors
     off = ops.grouped_matmul_work(hw, x, T((4, 512, 255), "float16"), (256, 512, 768, 1024))
-    assert plain.loops[1].offgrid_mte2 == 0 and off.loops[1].offgrid_mte2 == pytest.approx(
+    # (what a second store of the block's bytes would add, on the FixPipe: nothing is loaded, so no GM latency)
+    assert plain.loops[1].offgrid_fixpipe == 0 and off.loops[1].offgrid_fixpipe == pytest.approx(
         hw.dma("l0c_to_gm", 2 * 128 * 256 * 2) - hw.dma("l0c_to_gm", 128 * 256 * 2))
+    store = Work(hw=hw, core_type="aic", block_dim=1, loops=[off.loops[1]], bytes_read=0, bytes_written=0)
+    t0, t1 = (combine(store, _params(load_latency_us=0.5, offgrid_copy_scale=s), "g", "atlas-a2") for s in (0.0, 1.0))
+    assert t1.pipes_us["mte2"] == t0.pipes_us["mte2"] == 0
+    assert t1.core_us - t0.core_us == pytest.approx(off.loops[1].n * off.loops[1].offgrid_fixpipe * 1e6)
     assert off.loops[0].offgrid_mte2 > 0 == plain.loops[0].offgrid_mte2
     t = [combine(off, _params(offgrid_copy_scale=s), "g", "atlas-a2").latency_us for s in (1.0, 3.0)]
     assert t[1] > t[0]
@@ -686,6 +691,9 @@ def test_grouped_matmul_bias_is_loaded_per_block_and_off_grid_rows_cost_more():
     (dict(group_list=(32, 64, 96, 200)), "at most at M = 128"), (dict(group_list=(32.0, 64, 96, 128)), "ints"),
     (dict(group_list=(32, 64, 96, 128), bias=T((4, 100), "float16")), "bias must be [E,N]"),
     (dict(group_list=(32, 64, 96, 128), bias=T((4, 512), "int32")), "bias must be [E,N]"),
+    (dict(group_list=(32, 64, 96, 128), bias=T((4, 512), "bfloat16")), "float16 with float16 x"),
+    (dict(group_list={32, 64, 96, 128}), "list or tuple"),
+    (dict(group_list=(32, 64, 96, 128), transpose_weight="false"), "True or False"),
     (dict(group_list=(32, 64, 96, 128), transpose_weight=True), "does not match x's K"),
 ])
 def test_grouped_matmul_bad_arguments_name_the_rule(kw, rule):
@@ -735,3 +743,13 @@ def test_quant_matmul_int32_bias_goes_to_the_bias_table_each_block():
     base_n = biased.tiles["base_n"]
     assert biased.loops[1].pipes["mte2"] == pytest.approx(plain.loops[1].pipes["mte2"] + hw.dma("gm_to_l1", base_n * 4))
     assert biased.loops[1].read_bytes == plain.loops[1].read_bytes + base_n * 4
+
+
+def test_sweep_points_of_grouped_matmul_split_the_tokens_over_eight_experts():
+    from perfmodel.sweep import GROUPED_MATMUL_EXPERTS, Point, build_args
+    for t in (1, 5, 8, 1001):
+        a = build_args(Point("grouped_matmul", "atlas-a2", t, 256, "bfloat16", 512))
+        sizes = ops.group_sizes(a["group_list"])
+        assert len(sizes) == GROUPED_MATMUL_EXPERTS == a["weight"].shape[0] and sum(sizes) == t
+        assert max(sizes) - min(sizes) <= 1            # as evenly as they go (fewer tokens than experts: empty groups)
+        assert perfmodel.predict("grouped_matmul", "atlas-a2", **a).latency_us > 0

@@ -506,3 +506,13 @@ def test_stand_in_checks_name_the_product_as_the_core_does():
         with pytest.raises(AclnnError) as core:
             tnpu.npu_dynamic_quant(torch.randn(2, 32, dtype=torch.float64))
     assert own.value.product == core.value.product == npusim.get_product("atlas-a3").soc
+
+
+def test_unknown_product_from_the_environment_is_the_error_reported(monkeypatch):
+    # the stand-in's own dst_type check must not report its rule "(product bogus)" before the bad product
+    monkeypatch.setenv(tnpu.PRODUCT_ENV, "bogus")
+    for call in (lambda: tnpu.npu_dynamic_quant(torch.randn(2, 32, dtype=torch.float16), dst_type=torch.int16),
+                 lambda: tnpu.npu_dynamic_quant(torch.randn(2, 32, dtype=torch.float16))):
+        with pytest.raises(AclnnError, match="unknown product 'bogus'") as e:
+            call()
+        assert e.value.param == "product"

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 import npusim
-from npusim.errors import invalid
+from npusim.errors import AclnnError, invalid
 
 __all__ = ["install", "current_product", "to_numpy", "from_numpy", "NotEmulatedError", "NotEmulatedAttributeError",
            "DEFAULT_PRODUCT", "PRODUCT_ENV", "npu_dynamic_quant", "npu_dynamic_quant_asymmetric", "npu_quant_matmul",
@@ -141,12 +141,13 @@ def current_product() -> str:
     return os.environ.get(PRODUCT_ENV) or DEFAULT_PRODUCT
 
 
-def _product_named() -> str:
-    """The product in force as npusim's own errors name it (its SoC), for the stand-in's checks."""
+def _product_named(op: str) -> str:
+    """The product in force as npusim's own errors name it (its SoC), for the stand-in's checks; an unknown
+    one (e.g. from $NPUSIM_PRODUCT) is the error to report, as npusim's own operators report it."""
     try:
         return npusim.get_product(current_product()).soc
-    except ValueError:            # an unknown $NPUSIM_PRODUCT: the operator call itself reports it
-        return current_product()
+    except ValueError as exc:
+        raise AclnnError(str(exc), op=op, param="product") from None
 
 
 _MODULE_NAMES = ("torch_npu", "torch_npu.contrib", "torch_npu.contrib.module")
@@ -171,12 +172,13 @@ def install(product: str | None = None):
     this = sys.modules[__name__]
     saved = {name: sys.modules.get(name, _MISSING) for name in _MODULE_NAMES}
     saved_npu = torch.Tensor.__dict__.get("npu", _MISSING)
-    sys.modules.update({"torch_npu": this, "torch_npu.contrib": contrib, "torch_npu.contrib.module": contrib.module})
-    torch.Tensor.npu = _tensor_npu
-    if not _products:                        # the outermost block defines torch.ops.npu.*
-        _npu_lib.append(_define_ops("npu", _NPU_OPS, _no_fake_shapes))
     _products.append(product)
     try:
+        sys.modules.update({"torch_npu": this, "torch_npu.contrib": contrib,
+                            "torch_npu.contrib.module": contrib.module})
+        torch.Tensor.npu = _tensor_npu
+        if len(_products) == 1:              # the outermost block defines torch.ops.npu.*
+            _npu_lib.append(_define_ops("npu", _NPU_OPS, _no_fake_shapes))
         yield this
     finally:
         _products.pop()
@@ -202,7 +204,8 @@ def _dst_type(op: str, dst_type) -> str:
                torch.float8_e5m2: "float8_e5m2"}
     if dst_type not in allowed:
         raise invalid(op, "dst_type", f"must be None, torch.int8, torch.quint4x2 (int4 packed eight per int32) or, "
-                      f"on Ascend 950, torch.float8_e4m3fn / torch.float8_e5m2; got {dst_type!r}", _product_named())
+                      f"on Ascend 950, torch.float8_e4m3fn / torch.float8_e5m2; got {dst_type!r}",
+                      _product_named(op))
     return allowed[dst_type]
 
 
@@ -246,9 +249,9 @@ def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=No
     output_dtype: None (int8), torch.int8, torch.float16, torch.bfloat16, torch.int32. x1_dtype, x2_dtype,
     pertoken_scale_dtype, scale_dtype, group_sizes and y_scale are accepted as None only (NotEmulatedError)."""
     op = "npu_quant_matmul"
-    given = {"x1_dtype": x1_dtype, "x2_dtype": x2_dtype, "pertoken_scale_dtype": pertoken_scale_dtype,
-             "scale_dtype": scale_dtype, "group_sizes": group_sizes, "y_scale": y_scale}
-    for name, value in given.items():
+    given = locals()                      # the arguments by name, for the reserved keywords below
+    for name in _QMM_NONE_ONLY:
+        value = given[name]
         if value is not None:
             raise NotEmulatedError(f"{op}: '{name}' ({_QMM_NONE_ONLY[name]}) is not emulated by npusim; "
                                    f"only None is accepted")
@@ -268,12 +271,12 @@ def _int4_layout_rules(op, x1, x2):
         return
     if not x1.is_contiguous():
         raise invalid(op, "x1", "int4 (int32-packed) x1 must be contiguous (m, k // 8) (torch_npu doc)",
-                      _product_named())
+                      _product_named(op))
     k = 8 * x1.shape[-1]
     if x2.shape[0] != k and 8 * x2.shape[0] == k and not x2.t().is_contiguous():
         raise invalid(op, "x2", "an int4 weight given as (k // 8, n) must be the transpose of a contiguous "
                       "(n, k // 8) tensor, e.g. npu_convert_weight_to_int4pack(w).t() (torch_npu doc)",
-                      _product_named())
+                      _product_named(op))
 
 
 @_eager
@@ -283,7 +286,7 @@ def npu_convert_weight_to_int4pack(weight, inner_k_tiles=0):
     op = "npu_convert_weight_to_int4pack"
     (w,) = _arrays(op, weight=weight)
     if not weight.is_contiguous():
-        raise invalid(op, "weight", "must be contiguous (torch_npu doc)", _product_named())
+        raise invalid(op, "weight", "must be contiguous (torch_npu doc)", _product_named(op))
     return from_numpy(npusim.npu_convert_weight_to_int4pack(w, inner_k_tiles, product=current_product()))
 
 
