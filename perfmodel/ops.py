@@ -392,7 +392,7 @@ def grouped_matmul_work(hw, x, weight, group_list, bias=None, *, transpose_weigh
     if wk != K:
         raise ValueError(f"grouped_matmul: weight {'[E,N,K]' if transpose_weight else '[E,K,N]'} "
                          f"{weight.shape} does not match x's K = {K}")
-    ends = group_list.tolist() if isinstance(group_list, np.ndarray) else group_list
+    ends = group_list.tolist() if hasattr(group_list, "tolist") else group_list     # numpy or torch
     if not isinstance(ends, (list, tuple)) or not all(
             isinstance(g, numbers.Integral) and not isinstance(g, bool) for g in ends):
         raise ValueError(f"grouped_matmul: group_list must be a list or tuple of cumulative row counts (ints), "

@@ -55,13 +55,11 @@ def supported_products(op: str) -> list[str]:
 
 
 def _specs(args: dict) -> dict:
-    """Arrays and TensorSpecs -> TensorSpecs (only shape/dtype are read); other arguments unchanged, but for
-    grouped_matmul's group_list, whose values are read (an array of them -> a tuple)."""
+    """Arrays and TensorSpecs -> TensorSpecs (only shape/dtype are read); other arguments unchanged, and so is
+    grouped_matmul's group_list, whose values are read."""
     out = {}
     for k, v in args.items():
-        if k == "group_list" and hasattr(v, "tolist"):
-            v = tuple(v.tolist())
-        elif type(v) is not TensorSpec and hasattr(v, "shape") and hasattr(v, "dtype"):
+        if k != "group_list" and type(v) is not TensorSpec and hasattr(v, "shape") and hasattr(v, "dtype"):
             v = spec_of(v)
         out[k] = v
     return out
