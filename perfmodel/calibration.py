@@ -10,8 +10,8 @@ perfmodel/data/<family>.toml [calibration]):
   scalar_element_cycles          cycles per element of a scalar loop over GM data (TransQuantParamV2)
   load_latency_us                GM latency of a load that nothing prefetched (single-buffered loops)
   vector_scale, dma_scale, cube_scale   multipliers on the table-based pipe times (cube_scale >= 1)
-  offgrid_copy_scale             multiplier on what an ND->NZ copy with source rows off the 32-byte grid takes
-                                 beyond the aligned copy (1: the time of fetching twice the sectors)
+  offgrid_row_cycles             MTE2 cycles an ND->NZ copy spends on each source row off the 32-byte grid
+                                 that it fetches from HBM (perfmodel.ops.cube_loops)
 
 perfmodel.fitting.fit(measured) fits them to measured rows. The shipped values
 (perfmodel/data/calibration.json) come from fitting the packaged calibration set
@@ -36,11 +36,14 @@ BOUNDS = {
     "launch_per_core_us": (0.0, 1.0), "barrier_cycles": (0.0, 400.0), "scalar_read_cycles": (0.0, 2000.0),
     "scalar_element_cycles": (0.1, 100.0), "load_latency_us": (0.0, 5.0),
     "vector_scale": (0.2, 5.0), "dma_scale": (0.2, 5.0), "cube_scale": (1.0, 5.0),
-    "offgrid_copy_scale": (0.0, 10.0),
+    "offgrid_row_cycles": (0.0, 2000.0),
 }
 PARAMS = tuple(BOUNDS)
 # kernels whose start costs moved to a launch class shared with others
 RENAMED_LAUNCH_CLASSES = {"QuantBatchMatmulV3": MATMUL_API}
+# parameters the model no longer reads, and what replaced them
+RETIRED_PARAMS = {"offgrid_copy_scale": "replaced by offgrid_row_cycles (a cost per off-grid source row fetched "
+                                        "from HBM, not a factor on doubled sectors)"}
 SHIPPED = "calibration.json"
 
 
@@ -111,6 +114,8 @@ def _checked_params(d, path) -> dict:
         for name, v in values.items():
             key = f"params.{fam}.{name}"
             base, _, kernel = name.partition("@")       # '<parameter>@<kernel>': one kernel's own value
+            if base in RETIRED_PARAMS:
+                bad(key, f"no longer a parameter: {RETIRED_PARAMS[base]}; refit")
             if base not in known or (_ and not kernel):
                 bad(key, f"unknown parameter; known: {', '.join(sorted(known))} (or <parameter>@<kernel>)")
             if kernel in RENAMED_LAUNCH_CLASSES:         # a value no kernel would read any more

@@ -59,8 +59,8 @@ class Loop:
     cont: bool = False                # continues the loop before it (its tail iterations): no fill of its own
     behind: bool = False              # runs on other cores under the loops before it (see the module docstring)
     active: float = 0.0               # cores streaming at once on average (0: the launch's block dim)
-    offgrid_mte2: float = 0.0         # MTE2 seconds an ND->NZ copy off the 32-byte grid adds (x offgrid_copy_scale)
-    offgrid_fixpipe: float = 0.0      # FixPipe seconds a store of rows off the 32-byte grid adds (x the same)
+    offgrid_rows: float = 0.0         # source rows off the 32-byte grid an ND->NZ copy fetches from HBM per
+                                      # iteration (offgrid_row_cycles of MTE2 each)
 
 
 @dataclass
@@ -138,7 +138,7 @@ def _write_hbm_fraction(work: Work) -> float:
 class _Rates:
     """What every loop of one calibration family reads from the calibration (looked up once per combine)."""
     __slots__ = ("dma", "vec", "cube", "load_latency", "barrier", "scalar_read", "scalar_element", "hbm_eff",
-                 "l2_eff", "offgrid", "params", "_start")
+                 "l2_eff", "offgrid_row", "params", "_start")
 
     def __init__(self, p: dict):
         self.params = p
@@ -147,7 +147,7 @@ class _Rates:
         self.barrier, self.scalar_read = p["barrier_cycles"], p["scalar_read_cycles"]
         self.scalar_element = p["scalar_element_cycles"]
         self.hbm_eff, self.l2_eff = p["hbm_efficiency"], p["l2_efficiency"]
-        self.offgrid = p["offgrid_copy_scale"]
+        self.offgrid_row = p["offgrid_row_cycles"]
         self._start: dict = {}
 
     def start_of(self, kernel: str) -> tuple[float, float]:
@@ -169,7 +169,7 @@ def _loop_time(lp: Loop, r: _Rates, vec_hz: float, active: int, read_rate: float
     pipes = lp.pipes
     active = lp.active or active
     rd, wr = lp.read_bytes, lp.write_bytes
-    own_load = (pipes.get("mte2", 0.0) + lp.offgrid_mte2 * r.offgrid) * dma
+    own_load = (pipes.get("mte2", 0.0) + lp.offgrid_rows * r.offgrid_row / vec_hz) * dma
     own_store = pipes.get("mte3", 0.0) * dma
     L = max(own_load, rd * active * read_rate)
     S = max(own_store, wr * active * write_rate)
@@ -184,7 +184,7 @@ def _loop_time(lp: Loop, r: _Rates, vec_hz: float, active: int, read_rate: float
     Sc = pipes.get("scalar", 0.0) + lp.scalar_elements * r.scalar_element / vec_hz
     V = pipes.get("vector", 0.0) * vec + extra + Sc
     C = pipes.get("cube", 0.0) * r.cube
-    M1, F = pipes.get("mte1", 0.0) * dma, (pipes.get("fixpipe", 0.0) + lp.offgrid_fixpipe * r.offgrid) * dma
+    M1, F = pipes.get("mte1", 0.0) * dma, pipes.get("fixpipe", 0.0) * dma
     # loads and stores that run at the same time share HBM
     chip = (rd * f_read + wr * f_write) * active / hbm
     if mode == "double":

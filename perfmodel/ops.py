@@ -224,7 +224,8 @@ MATMUL_API = "MatmulApi"
 
 def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim=None, base=None,
                tiling="best", l0c_out_bytes=2.0, depth_b=None, a_row_bytes=None, b_row_bytes=None,
-               c_row_bytes=None, core_share=None, block_loads=(), group_rows=None):
+               b_transposed=False, b_streamed=False, c_row_bytes=None, core_share=None, block_loads=(),
+               group_rows=None):
     """Loops of a tiled cube matmul on its critical core, and what the kernel moves.
 
     Output blocks baseM x baseN are dealt to the AICs (the critical core gets ceil(blocks / cores)); each
@@ -235,15 +236,20 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
     loaded bytes is the unique input bytes over all bytes loaded. On average blocks / ceil(blocks / cores)
     cores stream at once (the last round runs on fewer cores).
 
-    a_row_bytes, b_row_bytes, c_row_bytes: the row strides of A, B and C in GM (default K, N and N elements).
-    The ND->NZ copy reads each fractal row as a 32-byte piece of a source row; with a stride that is not a
-    multiple of 32 bytes every piece straddles two 32-byte sectors, so the copy fetches twice the sectors
-    (GM transfers are rounded up to whole aligned bursts, HARDWARE.md sec. 2); the FixPipe's NZ->ND store
-    of C writes its rows' pieces alike. The vendor does not publish the penalty: what the doubled sectors
-    add is kept apart (Loop.offgrid_mte2, Loop.offgrid_fixpipe) for the calibration to scale. (Its ND2NZ
-    best-practice page calls any row that is not a multiple of 256 bytes slow; counted that way the measured
-    set fitted worse when tried, 11.7% against 10.8% held out, and small fp16 MatMuls lost their start cost
-    to the penalty.)
+    a_row_bytes, b_row_bytes, c_row_bytes: the row strides of A, B and C in GM (default K, N (K when
+    b_transposed: B is [N,K]) and N elements). Rows off the 32-byte grid cost more (GM transfers are rounded
+    up to whole aligned bursts, HARDWARE.md sec. 2); the vendor does not publish by how much. The FixPipe's
+    NZ->ND store of C writes every 32-byte piece of such a row across two sectors: twice the sectors. An
+    ND->NZ copy in pays a fixed cost for each source row it fetches from HBM (Loop.offgrid_rows, x the
+    calibration's offgrid_row_cycles); rows already in L2 (the operand's re-reads by the other blocks) pay
+    none, and b_streamed B (read past L2) is all HBM. Per row, not per byte: GroupedMatmul's off-grid blocks
+    cost about the same at K = 127 and K = 511, and QuantBatchMatmulV3 1024x4096x1025, whose weight rows
+    eight row blocks re-read, is far cheaper than a per-row cost of every read. Counted otherwise the measured
+    set fitted worse: per doubled sector, in and out with one fitted factor, GroupedMatmul 12.8% in-sample
+    (11.9% per row) and a worst row of 32% (23%); per 32-byte piece of each HBM row (the work unit of the
+    ND2NZ instruction's definition), 14.2% in-sample and 26% held out (15.5%); with any row not a multiple
+    of 256 bytes off-grid, as the vendor's ND2NZ best-practice page calls them slow, small fp16 MatMuls lost
+    their start cost to the penalty.
 
     core_share: (rows, cols) of one core's share of C; base blocks are no larger. block_loads: bytes per output
     column of each load a block makes from GM, unprefetched, besides its A and B tiles (a per-channel dequant's
@@ -274,26 +280,30 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
     a_step, b_step = bm * bk * in_bytes, bk * bn * in_bytes
     # B is ND in GM and NZ in L1: its copies run at msKPP's ND->NZ rate (gm_to_l1_trans) [S]
     a_load, b_load = hw.dma("gm_to_l1", depth * a_step) / depth, hw.dma("gm_to_l1_trans", depth_b * b_step) / depth_b
-    offgrid = 0.0           # what fetching twice the sectors adds (the calibration's offgrid_copy_scale scales it)
+    unique_a = sum(group_rows) * K * in_bytes
+    unique_b = sum(1 for m in group_rows if m) * K * N * in_bytes
+    # off-grid source rows per k-step that come from HBM: A fills of bm rows; B fills of bk K-rows ([K,N]) or
+    # of bn rows ([N,K]); each operand's first touches over all it loads (the rest are L2 hits)
+    offgrid_rows = 0.0
     if (K * in_bytes if a_row_bytes is None else a_row_bytes) % 32:
-        offgrid += hw.dma("gm_to_l1", 2 * depth * a_step) / depth - a_load
-    if (N * in_bytes if b_row_bytes is None else b_row_bytes) % 32:
-        offgrid += hw.dma("gm_to_l1_trans", 2 * depth_b * b_step) / depth_b - b_load
+        first = min(1.0, unique_a / (blocks * ksteps * a_step))
+        offgrid_rows += first * bm * _cdiv(ksteps, depth) / ksteps
+    if ((K if b_transposed else N) * in_bytes if b_row_bytes is None else b_row_bytes) % 32:
+        first = 1.0 if b_streamed else min(1.0, unique_b / (blocks * ksteps * b_step))
+        offgrid_rows += first * (bn * _cdiv(ksteps, depth_b) / ksteps if b_transposed else bk)
     kloop = Loop(n=per_core * ksteps, pipes={
         "mte2": a_load + b_load,
         "mte1": hw.dma("l1_to_l0a", a_step) + hw.dma("l1_to_l0b", b_step),
         "cube": hw.mmad(bm, bk, bn, dtype)}, read_bytes=a_step + b_step, overlap="double",
-        active=blocks / per_core, offgrid_mte2=offgrid)
-    fix_pipes = {"fixpipe": hw.dma("l0c_to_gm", bm * bn * l0c_out_bytes)}
+        active=blocks / per_core, offgrid_rows=offgrid_rows)
+    c_off = (N * l0c_out_bytes if c_row_bytes is None else c_row_bytes) % 32
+    fix_pipes = {"fixpipe": hw.dma("l0c_to_gm", (2 if c_off else 1) * bm * bn * l0c_out_bytes)}
     if block_loads:
         fix_pipes["mte2"] = sum(hw.dma("gm_to_l1", bn * b) for b in block_loads)
-    fix_off = 0.0
-    if (N * l0c_out_bytes if c_row_bytes is None else c_row_bytes) % 32:
-        fix_off = hw.dma("l0c_to_gm", 2 * bm * bn * l0c_out_bytes) - fix_pipes["fixpipe"]
     fix = Loop(n=per_core, pipes=fix_pipes, read_bytes=bn * sum(block_loads),
-               write_bytes=bm * bn * l0c_out_bytes, overlap="none", offgrid_fixpipe=fix_off)
+               write_bytes=bm * bn * l0c_out_bytes, overlap="none")
     loaded = blocks * ksteps * (a_step + b_step)
-    unique = (sum(group_rows) * K + sum(1 for m in group_rows if m) * K * N) * in_bytes
+    unique = unique_a + unique_b
     info = {"base_m": bm, "base_n": bn, "base_k": bk, "blocks": blocks, "blocks_per_core": per_core,
             "k_steps": ksteps}
     return [kloop, fix], bd, min(1.0, unique / loaded) if loaded else 1.0, info
@@ -418,7 +428,7 @@ def grouped_matmul_work(hw, x, weight, group_list, bias=None, *, transpose_weigh
         return Work(hw=hw, core_type=core_type, block_dim=1, loops=[], bytes_read=0.0, bytes_written=0.0,
                     kernel="GroupedMatmul", launch_class=MATMUL_API)
     loops, bd, hbm_frac, info = cube_loops(hw, M=max(rows), K=K, N=N, dtype=dt, in_bytes=in_b, block_dim=block_dim,
-                                           b_row_bytes=(K if transpose_weight else N) * in_b, group_rows=rows,
+                                           b_transposed=transpose_weight, group_rows=rows,
                                            block_loads=(bias.dtype.itemsize,) if bias is not None else ())
     used = sum(1 for m in rows if m)
     read = (sum(rows) * K + used * K * N) * in_b + (used * N * bias.dtype.itemsize if bias is not None else 0)
@@ -748,7 +758,7 @@ def quant_matmul_work(plan, hw):
     # measured decode rows move ~50 GB/s a core, what msKPP's ND->NZ curve gives for one k-step's B tile
     loops, bd, hbm_frac, info = cube_loops(
         hw, M=M, K=K, N=N, batch=batch, dtype=dtype, in_bytes=in_b, block_dim=plan.block_dim, base=base,
-        l0c_out_bytes=out_b if epi == "fixpipe" else 4, depth_b=1 if M <= 128 else None,
+        l0c_out_bytes=out_b if epi == "fixpipe" else 4, depth_b=1 if M <= 128 else None, b_streamed=M <= 128,
         c_row_bytes=None if epi == "fixpipe" else 64,     # else whole int32 blocks to a workspace (or UB): on the grid
         block_loads=((8,) if per_channel_fix else ()) + ((4,) if bt_bias else ()))
     if epi in ("vector", "ub"):

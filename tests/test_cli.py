@@ -159,6 +159,9 @@ def _shipped() -> dict:
     # an older calibration's own QuantBatchMatmulV3 start: now the MatmulApi class's, so it would be ignored
     (lambda d: d["params"]["a2a3"].update({"launch_us@QuantBatchMatmulV3": 5.5}),
      "params.a2a3.launch_us@QuantBatchMatmulV3: QuantBatchMatmulV3 now starts as the launch class MatmulApi"),
+    # an older calibration's off-grid factor: the model now charges off-grid rows in cycles
+    (lambda d: d["params"]["a2a3"].update(offgrid_copy_scale=5.9),
+     "params.a2a3.offgrid_copy_scale: no longer a parameter: replaced by offgrid_row_cycles"),
 ])
 def test_hostile_calibration_values_are_rejected_naming_file_and_key(edit, key, tmp_path, capsys):
     d = _shipped()

@@ -535,29 +535,33 @@ def test_a_row_that_names_its_kernels_is_compared_with_those_alone():
     assert [w.kernel for w in w_all.extra] == ["TransQuantParamV2"] and w_qbmm.extra == []
 
 
-def test_nd_to_nz_copy_of_a_row_stride_off_the_32_byte_grid_fetches_twice_the_sectors():
+def test_nd_to_nz_copy_pays_per_source_row_off_the_32_byte_grid_that_it_fetches_from_hbm():
     from perfmodel.ops import cube_loops
     hw = hardware("atlas-a2")
     dims = dict(M=128, K=512, N=256, dtype="int8", in_bytes=1.0)
     aligned = cube_loops(hw, **dims)[0][0]
-    off_b = cube_loops(hw, **dims, b_row_bytes=1025)[0][0]
     off_a = cube_loops(hw, **dims, a_row_bytes=513)[0][0]
+    off_b = cube_loops(hw, **dims, b_row_bytes=1025)[0][0]
+    off_bt = cube_loops(hw, **dims, b_row_bytes=1025, b_transposed=True)[0][0]
     depth = hw.cube["l1_depth_k"]
-    a_step, b_step = 128 * 128, 128 * 256          # base 128 x 256, baseK 128 int8
+    assert depth == 4
+    a_step, b_step = 128 * 128, 128 * 256          # base 128 x 256, baseK 128 int8: one block, 4 k-steps
     a = hw.dma("gm_to_l1", depth * a_step) / depth
     b = hw.dma("gm_to_l1_trans", depth * b_step) / depth
-    for lp in (aligned, off_a, off_b):
-        assert lp.pipes["mte2"] == pytest.approx(a + b)
-    # what the doubled fetch adds is kept apart, for the calibration's offgrid_copy_scale
-    assert aligned.offgrid_mte2 == 0.0
-    assert off_b.offgrid_mte2 == pytest.approx(hw.dma("gm_to_l1_trans", 2 * depth * b_step) / depth - b)
-    assert off_a.offgrid_mte2 == pytest.approx(hw.dma("gm_to_l1", 2 * depth * a_step) / depth - a)
-    # at scale 1 the copy takes the time of twice the sectors; at 0, the aligned copy's
-    for scale, load in ((1.0, a + hw.dma("gm_to_l1_trans", 2 * depth * b_step) / depth), (0.0, a + b), (3.0, None)):
+    for lp in (aligned, off_a, off_b, off_bt):
+        assert lp.n == 4 and lp.pipes["mte2"] == pytest.approx(a + b)
+    # rows per k-step, all first touches: one A fill of 128 rows over the 4 k-steps; B [K,N]: each k-step's
+    # 128 K-rows; B [N,K]: one fill of 256 rows
+    assert (aligned.offgrid_rows, off_a.offgrid_rows, off_b.offgrid_rows, off_bt.offgrid_rows) == (0, 32, 128, 64)
+    # eight row blocks re-read the same B: one read in eight comes from HBM, unless B streams past L2
+    re_read = dict(dims, M=1024)
+    assert cube_loops(hw, **re_read, b_row_bytes=1025)[0][0].offgrid_rows == pytest.approx(128 / 8)
+    assert cube_loops(hw, **re_read, b_row_bytes=1025, b_streamed=True)[0][0].offgrid_rows == 128
+    # each row costs offgrid_row_cycles of MTE2 at the core clock
+    for cycles in (0.0, 50.0, 200.0):
         w = Work(hw=hw, core_type="aic", block_dim=1, loops=[off_b], bytes_read=0, bytes_written=0)
-        per_step = combine(w, _params(offgrid_copy_scale=scale), "m", "atlas-a2").pipes_us["mte2"] / off_b.n
-        expect = load if load is not None else a + b + 3.0 * off_b.offgrid_mte2
-        assert per_step == pytest.approx(expect * 1e6), scale
+        per_step = combine(w, _params(offgrid_row_cycles=cycles), "m", "atlas-a2").pipes_us["mte2"] / off_b.n
+        assert per_step == pytest.approx((a + b + 128 * cycles / hw.vec_hz) * 1e6), cycles
 
 
 def test_single_buffered_cores_drift_apart_after_the_first_iteration():
@@ -672,17 +676,16 @@ def test_grouped_matmul_bias_is_loaded_per_block_and_off_grid_rows_cost_more():
     biased = ops.grouped_matmul_work(hw, x, w, (256, 512, 768, 1024), T((4, 256), "float16"))
     assert "mte2" not in plain.loops[1].pipes
     assert biased.loops[1].pipes["mte2"] == pytest.approx(hw.dma("gm_to_l1", 256 * 2))
-    # N = 255: C's rows (510 bytes) are off the 32-byte grid, like B's: the FixPipe store fetches twice the sectors
+    # N = 255: C's rows (510 bytes) are off the 32-byte grid, like B's: the FixPipe store writes twice the sectors
     off = ops.grouped_matmul_work(hw, x, T((4, 512, 255), "float16"), (256, 512, 768, 1024))
-    # (what a second store of the block's bytes would add, on the FixPipe: nothing is loaded, so no GM latency)
-    assert plain.loops[1].offgrid_fixpipe == 0 and off.loops[1].offgrid_fixpipe == pytest.approx(
-        hw.dma("l0c_to_gm", 2 * 128 * 256 * 2) - hw.dma("l0c_to_gm", 128 * 256 * 2))
-    store = Work(hw=hw, core_type="aic", block_dim=1, loops=[off.loops[1]], bytes_read=0, bytes_written=0)
-    t0, t1 = (combine(store, _params(load_latency_us=0.5, offgrid_copy_scale=s), "g", "atlas-a2") for s in (0.0, 1.0))
-    assert t1.pipes_us["mte2"] == t0.pipes_us["mte2"] == 0
-    assert t1.core_us - t0.core_us == pytest.approx(off.loops[1].n * off.loops[1].offgrid_fixpipe * 1e6)
-    assert off.loops[0].offgrid_mte2 > 0 == plain.loops[0].offgrid_mte2
-    t = [combine(off, _params(offgrid_copy_scale=s), "g", "atlas-a2").latency_us for s in (1.0, 3.0)]
+    assert plain.loops[1].pipes["fixpipe"] == pytest.approx(hw.dma("l0c_to_gm", 128 * 256 * 2))
+    assert off.loops[1].pipes["fixpipe"] == pytest.approx(hw.dma("l0c_to_gm", 2 * 128 * 256 * 2))
+    assert "mte2" not in off.loops[1].pipes         # a store loads nothing: no GM load latency
+    # B [K,N] rows of 510 bytes: each k-step's 64 K-rows (fp16 baseK); each group's B is read by its two row
+    # blocks, so of the 8 blocks x 8 k-steps of 64 x 256 loaded, the 4 weights' 512 x 255 come from HBM
+    assert plain.loops[0].offgrid_rows == 0
+    assert off.loops[0].offgrid_rows == pytest.approx(64 * (4 * 512 * 255) / (8 * 8 * 64 * 256))
+    t = [combine(off, _params(offgrid_row_cycles=c), "g", "atlas-a2").latency_us for c in (30.0, 90.0)]
     assert t[1] > t[0]
 
 
