@@ -223,14 +223,14 @@ def add_work(hw, x, y, **kw):
 MATMUL_API = "MatmulApi"
 
 def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim=None, base=None,
-               tiling="best", l0c_out_bytes=2.0, depth_b=None, a_row_bytes=None, b_row_bytes=None,
+               tiling="best", l0c_out_bytes=2.0, depth_a=None, depth_b=None, a_row_bytes=None, b_row_bytes=None,
                b_transposed=False, b_streamed=False, c_row_bytes=None, core_share=None, block_loads=(),
                group_rows=None):
     """Loops of a tiled cube matmul on its critical core, and what the kernel moves.
 
     Output blocks baseM x baseN are dealt to the AICs (the critical core gets ceil(blocks / cores)); each
-    block runs ceil(K / baseK) k-steps double-buffered (GM->L1 MTE2 in steps of l1_depth_k k-steps, B in
-    steps of depth_b where the kernel's tiling says so, L1->L0A/
+    block runs ceil(K / baseK) k-steps double-buffered (GM->L1 MTE2 in steps of l1_depth_k k-steps, A in
+    steps of depth_a and B of depth_b where the kernel's tiling says so, L1->L0A/
     L0B MTE1, mmad), then one FixPipe of the L0C block (a 128 x 256 fp32 L0C block fills L0C: not double-
     buffered, so the next block's mmad waits for it). Loads hit L2 after the first touch: the HBM part of the
     loaded bytes is the unique input bytes over all bytes loaded. On average blocks / ceil(blocks / cores)
@@ -267,6 +267,7 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
     if core_share:
         bm, bn = min(bm, core_share[0]), min(bn, core_share[1])
     depth_b = min(depth, depth_b or depth)
+    depth = depth_a or depth
     if group_rows is None:
         group_rows = (M,) * batch
     bm = min(bm, _cdiv(M, fm) * fm)
@@ -423,12 +424,15 @@ def grouped_matmul_work(hw, x, weight, group_list, bias=None, *, transpose_weigh
         raise ValueError(f"grouped_matmul: K and N must be >= 1, got {K} and {N}")
     rows = group_sizes(ends)
     in_b = x.dtype.itemsize
+    # A's k-steps per GM->L1 copy: stepKa = 8 from the L1 the B side (256 KB) leaves, 4 when the bias's
+    # reserve shrinks it below a multiple of stepKb = 4 (ops-transformer CalcStepKaKb, 128 x 256 x 64 blocks)
+    a_steps = 4 if bias is not None else 8
     core_type = "aic" if hw.soc.core_layout == "split" else "aicore"
     if not any(rows):           # nothing to compute: launch costs only
         return Work(hw=hw, core_type=core_type, block_dim=1, loops=[], bytes_read=0.0, bytes_written=0.0,
                     kernel="GroupedMatmul", launch_class=MATMUL_API)
     loops, bd, hbm_frac, info = cube_loops(hw, M=max(rows), K=K, N=N, dtype=dt, in_bytes=in_b, block_dim=block_dim,
-                                           b_transposed=transpose_weight, group_rows=rows,
+                                           b_transposed=transpose_weight, group_rows=rows, depth_a=a_steps,
                                            block_loads=(bias.dtype.itemsize,) if bias is not None else ())
     used = sum(1 for m in rows if m)
     read = (sum(rows) * K + used * K * N) * in_b + (used * N * bias.dtype.itemsize if bias is not None else 0)

@@ -676,6 +676,11 @@ def test_grouped_matmul_bias_is_loaded_per_block_and_off_grid_rows_cost_more():
     biased = ops.grouped_matmul_work(hw, x, w, (256, 512, 768, 1024), T((4, 256), "float16"))
     assert "mte2" not in plain.loops[1].pipes
     assert biased.loops[1].pipes["mte2"] == pytest.approx(hw.dma("gm_to_l1", 256 * 2))
+    # A is copied 8 k-steps at a time (stepKa), 4 when the bias's L1 reserve leaves no room; B 4 at a time
+    a_step, b_step = 128 * 64 * 2, 64 * 256 * 2
+    b = hw.dma("gm_to_l1_trans", 4 * b_step) / 4
+    assert plain.loops[0].pipes["mte2"] == pytest.approx(hw.dma("gm_to_l1", 8 * a_step) / 8 + b)
+    assert biased.loops[0].pipes["mte2"] == pytest.approx(hw.dma("gm_to_l1", 4 * a_step) / 4 + b)
     # N = 255: C's rows (510 bytes) are off the 32-byte grid, like B's: the FixPipe store writes twice the sectors
     off = ops.grouped_matmul_work(hw, x, T((4, 512, 255), "float16"), (256, 512, 768, 1024))
     assert plain.loops[1].pipes["fixpipe"] == pytest.approx(hw.dma("l0c_to_gm", 128 * 256 * 2))
