@@ -302,7 +302,7 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
     if block_loads:
         fix_pipes["mte2"] = sum(hw.dma("gm_to_l1", bn * b) for b in block_loads)
     fix = Loop(n=per_core, pipes=fix_pipes, read_bytes=bn * sum(block_loads),
-               write_bytes=bm * bn * l0c_out_bytes, overlap="none")
+               write_bytes=bm * bn * l0c_out_bytes, overlap="none", active=blocks / per_core)
     loaded = blocks * ksteps * (a_step + b_step)
     unique = unique_a + unique_b
     info = {"base_m": bm, "base_n": bn, "base_k": bk, "blocks": blocks, "blocks_per_core": per_core,
@@ -436,6 +436,12 @@ def grouped_matmul_work(hw, x, weight, group_list, bias=None, *, transpose_weigh
                                            block_loads=(bias.dtype.itemsize,) if bias is not None else ())
     used = sum(1 for m in rows if m)
     read = (sum(rows) * K + used * K * N) * in_b + (used * N * bias.dtype.itemsize if bias is not None else 0)
+    if block_dim is None:
+        # the tiling launches mDim x nDim AICs (at most all of them), mDim = E + (M - E) // baseM an upper
+        # bound on the row blocks (the host cannot see group_list's values), baseM = 128 or M rounded up to
+        # 16 below that (ops-transformer CalUsedCoreNum); blocks are dealt round-robin, extra cores idle
+        base_m = min(hw.cube["base_m"], _cdiv(M, 16) * 16)
+        bd = max(bd, min(hw.soc.aic, (E + (M - E) // base_m) * _cdiv(N, hw.cube["base_n"])))
     return Work(hw=hw, core_type=core_type, block_dim=bd, loops=loops, bytes_read=read,
                 bytes_written=sum(rows) * N * in_b, hbm_read_fraction=hbm_frac, flops=2.0 * sum(rows) * N * K,
                 kernel="GroupedMatmul", launch_class=MATMUL_API, tiles={**info, "groups": E})
