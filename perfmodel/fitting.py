@@ -13,7 +13,7 @@ import math
 from perfmodel.calibration import BOUNDS, FAMILIES, PARAMS, Calibration
 from perfmodel.predict import build_work
 
-__all__ = ["FIT_PARAMS", "INHERITED", "fit", "works_of", "predicted_us", "report", "calibrate"]
+__all__ = ["FIT_PARAMS", "INHERITED", "NOT_INHERITED", "fit", "works_of", "predicted_us", "report", "calibrate"]
 
 # -- fitting ----------------------------------------------------------------------------------------
 
@@ -142,12 +142,17 @@ def fit(measured, product=None, params=None, base: Calibration | None = None, pr
 # families without measurements of their own (950, 310P/910, 310B) take these fitted values.
 INHERITED = ("launch_us", "launch_per_core_us", "barrier_cycles", "scalar_read_cycles", "load_latency_us",
              "scalar_element_cycles", "vector_scale")
+# ... except where the vendor's own cost model says the family differs: ATT grows the MTE2 pipe head with the
+# cores launched on A2/A3 (v1: 32.72 cycles a core) and not on Ascend 950 (v2: a constant 1174 cycles),
+# HARDWARE.md sec. 4, so 950 keeps its own per-core start (950.toml)
+NOT_INHERITED = {"950": ("launch_per_core_us",)}
 
 
 def _inherit(cal: Calibration, fam: str) -> None:
     src = cal.params.get("a2a3", {})
     own = set(FIT_PARAMS.get(fam, ()))
-    keep = {k: v for k, v in src.items() if (k.split("@")[0] in INHERITED) and k not in own}
+    keep = {k: v for k, v in src.items() if k.split("@")[0] in INHERITED and k not in own
+            and k.split("@")[0] not in NOT_INHERITED.get(fam, ())}
     cal.params[fam] = {**cal.params.get(fam, {}), **keep}
 
 

@@ -334,6 +334,21 @@ def test_shipped_fit_on_the_calibration_set():
     assert set(summary(per_row).columns) >= {"rows", "in_sample_mape", "worst_pct"}
 
 
+def test_ascend_950_takes_the_a2_fits_kernel_starts_but_not_their_growth_with_cores():
+    # ATT's MTE2 pipe head grows with the cores launched on A2/A3 and not on 950 (HARDWARE.md sec. 4)
+    cal = perfmodel.calibration.default_calibration()
+    a2, p950 = cal.params_for("a2a3"), cal.params_for("950")
+    assert p950["launch_us@dynamic_quant"] == a2["launch_us@dynamic_quant"]
+    assert p950["scalar_read_cycles"] == a2["scalar_read_cycles"]
+    assert not any(k.startswith("launch_per_core_us@") for k in cal.params["950"]) and p950["launch_per_core_us"] == 0
+    one, full = (perfmodel.predict("npu_dynamic_quant", "ascend-950pr", x=T(s, "float16")) for s in ((1, 4096),
+                                                                                                     (1024, 1024)))
+    assert (one.block_dim, full.block_dim) == (1, 64) and one.head_us == pytest.approx(full.head_us)
+    one, full = (perfmodel.predict("npu_dynamic_quant", "atlas-a2", x=T(s, "float16")) for s in ((1, 4096),
+                                                                                                 (1024, 1024)))
+    assert full.head_us - one.head_us == pytest.approx((full.block_dim - 1) * a2["launch_per_core_us@dynamic_quant"])
+
+
 def _synthetic_rows():
     rows = []
     for n in (64, 1024, 4096, 16384, 65536):
