@@ -245,7 +245,7 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
     none, and b_streamed B (read past L2) is all HBM. Per row, not per byte: GroupedMatmul's off-grid blocks
     cost about the same at K = 127 and K = 511, and QuantBatchMatmulV3 1024x4096x1025, whose weight rows
     eight row blocks re-read, is far cheaper than a per-row cost of every read. Counted otherwise the measured
-    set fitted worse: per doubled sector, in and out with one fitted factor, GroupedMatmul 12.8% in-sample
+    set fitted worse when tried: per doubled sector, in and out with one fitted factor, GroupedMatmul 12.8% in-sample
     (11.9% per row) and a worst row of 32% (23%); per 32-byte piece of each HBM row (the work unit of the
     ND2NZ instruction's definition), 14.2% in-sample and 26% held out (15.5%); with any row not a multiple
     of 256 bytes off-grid, as the vendor's ND2NZ best-practice page calls them slow, small fp16 MatMuls lost
@@ -441,7 +441,7 @@ def grouped_matmul_work(hw, x, weight, group_list, bias=None, *, transpose_weigh
         # bound on the row blocks (the host cannot see group_list's values), baseM = 128 or M rounded up to
         # 16 below that (ops-transformer CalUsedCoreNum); blocks are dealt round-robin, extra cores idle
         base_m = min(hw.cube["base_m"], _cdiv(M, 16) * 16)
-        bd = max(bd, min(hw.soc.aic, (E + (M - E) // base_m) * _cdiv(N, hw.cube["base_n"])))
+        bd = max(bd, min(hw.soc.aic, (E + max(0, M - E) // base_m) * _cdiv(N, hw.cube["base_n"])))
     return Work(hw=hw, core_type=core_type, block_dim=bd, loops=loops, bytes_read=read,
                 bytes_written=sum(rows) * N * in_b, hbm_read_fraction=hbm_frac, flops=2.0 * sum(rows) * N * K,
                 kernel="GroupedMatmul", launch_class=MATMUL_API, tiles={**info, "groups": E})
