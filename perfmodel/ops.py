@@ -125,6 +125,10 @@ def _vector_core_type(hw) -> str:
     return "aiv" if hw.soc.core_layout == "split" else "aicore"
 
 
+def _cube_core_type(hw) -> str:
+    return "aic" if hw.soc.core_layout == "split" else "aicore"
+
+
 # -- generic elementwise kernels -----------------------------------------------------------------------
 
 # op -> (number of inputs, vector calls per tile in the compute dtype, whether fp16 is computed in fp32).
@@ -359,7 +363,7 @@ def matmul_work(hw, a, b, *, block_dim=None, tiling="best"):
         share = core_grid_tile(M, N, K, min(int(block_dim or hw.soc.aic), hw.soc.aic), hw.fractal(dt))
     loops, bd, hbm_frac, info = cube_loops(hw, M=M, K=K, N=N, dtype=dt, block_dim=block_dim, tiling=tiling,
                                            core_share=share)
-    core_type = "aic" if hw.soc.core_layout == "split" else "aicore"
+    core_type = _cube_core_type(hw)
     return Work(hw=hw, core_type=core_type, block_dim=bd, loops=loops, bytes_read=_nbytes(a) + _nbytes(b),
                 bytes_written=M * N * 2, hbm_read_fraction=hbm_frac, flops=2.0 * M * N * K, kernel="MatMul",
                 tiles=info)
@@ -427,7 +431,7 @@ def grouped_matmul_work(hw, x, weight, group_list, bias=None, *, transpose_weigh
     # A's k-steps per GM->L1 copy: stepKa = 8 from the L1 the B side (256 KB) leaves, 4 when the bias's
     # reserve shrinks it below a multiple of stepKb = 4 (ops-transformer CalcStepKaKb, 128 x 256 x 64 blocks)
     a_steps = 4 if bias is not None else 8
-    core_type = "aic" if hw.soc.core_layout == "split" else "aicore"
+    core_type = _cube_core_type(hw)
     if not any(rows):           # nothing to compute: launch costs only
         return Work(hw=hw, core_type=core_type, block_dim=1, loops=[], bytes_read=0.0, bytes_written=0.0,
                     kernel="GroupedMatmul", launch_class=MATMUL_API)
@@ -766,9 +770,10 @@ def quant_matmul_work(plan, hw):
     bt_bias = fam == "a2a3" and bias is not None and _dt(bias) == "int32"
     # with M <= baseM (128: where the kernels stream x2 past L2) x2 is copied one k-step per ND->NZ copy [E]: the
     # measured decode rows move ~50 GB/s a core, what msKPP's ND->NZ curve gives for one k-step's B tile
+    streamed = M <= 128
     loops, bd, hbm_frac, info = cube_loops(
         hw, M=M, K=K, N=N, batch=batch, dtype=dtype, in_bytes=in_b, block_dim=plan.block_dim, base=base,
-        l0c_out_bytes=out_b if epi == "fixpipe" else 4, depth_b=1 if M <= 128 else None, b_streamed=M <= 128,
+        l0c_out_bytes=out_b if epi == "fixpipe" else 4, depth_b=1 if streamed else None, b_streamed=streamed,
         c_row_bytes=None if epi == "fixpipe" else 64,     # else whole int32 blocks to a workspace (or UB): on the grid
         block_loads=((8,) if per_channel_fix else ()) + ((4,) if bt_bias else ()))
     if epi in ("vector", "ub"):
@@ -787,7 +792,7 @@ def quant_matmul_work(plan, hw):
     if (scale is not None and _dt(scale) == "float32" and not pertoken and out_name in ("float16", "int8")
             and fam != "310p910"):
         extra.append(trans_quant_param_work(hw, _size(scale)))
-    core_type = "mix" if epi == "vector" else ("aicore" if hw.soc.core_layout == "coupled" else "aic")
+    core_type = "mix" if epi == "vector" else _cube_core_type(hw)
     w = _work(plan, hw, loops, flops=2.0 * batch * M * N * K, tiles=info, core_type=core_type, block_dim=bd,
               hbm_read_fraction=hbm_frac, extra=extra, launch_class=MATMUL_API)
     w.l2_bypass = M <= info["base_m"]
