@@ -228,8 +228,8 @@ MATMUL_API = "MatmulApi"
 
 def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim=None, base=None,
                tiling="best", l0c_out_bytes=2.0, depth_a=None, depth_b=None, a_row_bytes=None, b_row_bytes=None,
-               b_transposed=False, b_streamed=False, c_row_bytes=None, core_share=None, block_loads=(),
-               group_rows=None):
+               b_transposed=False, b_streamed=False, b_nz=False, c_row_bytes=None, core_share=None,
+               block_loads=(), group_rows=None):
     """Loops of a tiled cube matmul on its critical core, and what the kernel moves.
 
     Output blocks baseM x baseN are dealt to the AICs (the critical core gets ceil(blocks / cores)); each
@@ -254,6 +254,10 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
     ND2NZ instruction's definition), 14.2% in-sample and 26% held out (15.5%); with any row not a multiple
     of 256 bytes off-grid, as the vendor's ND2NZ best-practice page calls them slow, small fp16 MatMuls lost
     their start cost to the penalty.
+
+    b_nz: B is stored FRACTAL_NZ in GM (npu_format_cast(w, 29), as vllm-ascend's static W8A8 method does):
+    its tiles are whole fractals laid out as in L1, so they move as plain GM->L1 copies (msKPP's gm_to_l1
+    curve, not the ND->NZ one) and no B row is off the grid (NZ pads K and N to the fractal).
 
     core_share: (rows, cols) of one core's share of C; base blocks are no larger. block_loads: bytes per output
     column of each load a block makes from GM, unprefetched, besides its A and B tiles (a per-channel dequant's
@@ -283,17 +287,20 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
     per_core = _cdiv(blocks, bd)
     ksteps = _cdiv(K, bk)
     a_step, b_step = bm * bk * in_bytes, bk * bn * in_bytes
-    # B is ND in GM and NZ in L1: its copies run at msKPP's ND->NZ rate (gm_to_l1_trans) [S]
-    a_load, b_load = hw.dma("gm_to_l1", depth * a_step) / depth, hw.dma("gm_to_l1_trans", depth_b * b_step) / depth_b
+    # B is ND in GM and NZ in L1: its copies run at msKPP's ND->NZ rate (gm_to_l1_trans) [S]; an NZ B is
+    # copied as it lies
+    a_load = hw.dma("gm_to_l1", depth * a_step) / depth
+    b_load = hw.dma("gm_to_l1" if b_nz else "gm_to_l1_trans", depth_b * b_step) / depth_b
     unique_a = sum(group_rows) * K * in_bytes
-    unique_b = sum(1 for m in group_rows if m) * K * N * in_bytes
+    kb, nb = (_cdiv(K, fk) * fk, _cdiv(N, fn) * fn) if b_nz else (K, N)     # an NZ B is stored padded
+    unique_b = sum(1 for m in group_rows if m) * kb * nb * in_bytes
     # off-grid source rows per k-step that come from HBM: A fills of bm rows; B fills of bk K-rows ([K,N]) or
     # of bn rows ([N,K]); each operand's first touches over all it loads (the rest are L2 hits)
     offgrid_rows = 0.0
     if (K * in_bytes if a_row_bytes is None else a_row_bytes) % 32:
         first = min(1.0, unique_a / (blocks * ksteps * a_step))
         offgrid_rows += first * bm * _cdiv(ksteps, depth) / ksteps
-    if ((K if b_transposed else N) * in_bytes if b_row_bytes is None else b_row_bytes) % 32:
+    if not b_nz and ((K if b_transposed else N) * in_bytes if b_row_bytes is None else b_row_bytes) % 32:
         first = 1.0 if b_streamed else min(1.0, unique_b / (blocks * ksteps * b_step))
         offgrid_rows += first * (bn * _cdiv(ksteps, depth_b) / ksteps if b_transposed else bk)
     kloop = Loop(n=per_core * ksteps, pipes={
@@ -725,14 +732,15 @@ def _dequant_epilogue(hw, plan, *, bm, bn, M, out_b, pertoken):
                 read_bytes=e * 4 + bn * s_b, write_bytes=e * out_b, barriers=v.barriers, overlap="serial")
 
 
-def quant_matmul_work(plan, hw):
+def quant_matmul_work(plan, hw, x2_format="ND"):
     """npu_quant_matmul (ARITHMETIC.md sec. 4.3): int8 (or packed int4) cube matmul with the dequant in the
     FixPipe (fp16/int8/int32 output without a per-token scale) or on the AIVs (bf16 output or a per-token
     scale: a mix kernel whose AIC writes int32 blocks to a workspace and whose AIV dequantizes each block
     after it; the per-token decode kernel dequantizes while the AIC computes the next). A per-channel FixPipe
     dequant loads each block's scale words before the block's store. 310P has no FixPipe: L0C -> UB -> vector
     dequant -> GM. A float32 scale with fp16/int8 output also launches TransQuantParamV2 first (op-plugin).
-    M <= baseM streams the weight past L2 (x2 CACHE_MODE_DISABLE in the kernels)."""
+    M <= baseM streams the weight past L2 (x2 CACHE_MODE_DISABLE in the kernels). x2_format: 'ND' or 'NZ'
+    (the weight cast to FRACTAL_NZ beforehand, see cube_loops' b_nz)."""
     x1, x2 = plan.inputs["x1"], plan.inputs["x2"]
     out = next(iter(plan.outputs.values()))
     int4 = _dt(x1) in ("int32", "int4")
@@ -774,6 +782,7 @@ def quant_matmul_work(plan, hw):
     loops, bd, hbm_frac, info = cube_loops(
         hw, M=M, K=K, N=N, batch=batch, dtype=dtype, in_bytes=in_b, block_dim=plan.block_dim, base=base,
         l0c_out_bytes=out_b if epi == "fixpipe" else 4, depth_b=1 if streamed else None, b_streamed=streamed,
+        b_nz=x2_format == "NZ",
         c_row_bytes=None if epi == "fixpipe" else 64,     # else whole int32 blocks to a workspace (or UB): on the grid
         block_loads=((8,) if per_channel_fix else ()) + ((4,) if bt_bias else ()))
     if epi in ("vector", "ub"):

@@ -119,6 +119,19 @@ def _resolve(op: str, product):
 L2_STATES = ("cold", "warm")
 
 
+def _x2_format(value) -> str:
+    """'ND' or 'NZ' from npu_quant_matmul's x2_format option: a name ('ND', 'NZ', 'FRACTAL_NZ', any case) or
+    the ACL format code npu_format_cast takes (2 or 29), else a ValueError naming the option."""
+    from npusim.quant_matmul import ACL_FORMAT_FRACTAL_NZ, ACL_FORMAT_ND
+    codes = {ACL_FORMAT_ND: "ND", ACL_FORMAT_FRACTAL_NZ: "NZ"}
+    if isinstance(value, str) and value.strip().upper() in ("ND", "NZ", "FRACTAL_NZ"):
+        return "ND" if value.strip().upper() == "ND" else "NZ"
+    if isinstance(value, int) and not isinstance(value, bool) and value in codes:
+        return codes[value]
+    raise ValueError(f"perfmodel: npu_quant_matmul option 'x2_format' must be 'ND' or 'NZ' (or the ACL format "
+                     f"code {ACL_FORMAT_ND} or {ACL_FORMAT_FRACTAL_NZ}), got {value!r}")
+
+
 def _work(op, soc, hw, args, l2="cold"):
     if l2 not in L2_STATES:
         raise ValueError(f"perfmodel: l2 must be one of {L2_STATES}, got {l2!r}")
@@ -131,6 +144,10 @@ def _work(op, soc, hw, args, l2="cold"):
         work = ops.matmul_work(hw, **args)
     elif op == "grouped_matmul":
         work = ops.grouped_matmul_work(hw, **args)
+    elif op == "npu_quant_matmul" and "x2_format" in args:      # a model option, not an emulator argument
+        args = dict(args)
+        fmt = _x2_format(args.pop("x2_format"))
+        work = ops.quant_matmul_work(_plan(op, soc, args), hw, x2_format=fmt)
     else:
         work = ops.PLAN_BUILDERS[op](_plan(op, soc, args), hw)
     if l2 == "warm":

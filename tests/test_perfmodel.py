@@ -741,6 +741,41 @@ def test_group_list_may_be_an_array_of_counts():
     assert got.latency_us == want
 
 
+def test_quant_matmul_weight_stored_nz_is_copied_as_it_lies():
+    # npu_format_cast(w, 29) before npu_quant_matmul (vllm-ascend's W8A8 weights): B's tiles are whole fractals
+    # in GM, so they move on msKPP's plain GM->L1 curve, and an NZ B has no row off the grid
+    from perfmodel.ops import cube_loops
+    hw = hardware("atlas-a2")
+    dims = dict(M=128, K=512, N=256, dtype="int8", in_bytes=1.0)
+    depth = hw.cube["l1_depth_k"]
+    a_step, b_step = 128 * 128, 128 * 256
+    nz = cube_loops(hw, **dims, b_nz=True, b_row_bytes=1025)[0][0]
+    assert nz.pipes["mte2"] == pytest.approx((hw.dma("gm_to_l1", depth * a_step) + hw.dma("gm_to_l1", depth * b_step))
+                                             / depth)
+    assert nz.offgrid_rows == 0 and cube_loops(hw, **dims, b_row_bytes=1025)[0][0].offgrid_rows == 128
+    # the NZ weight is stored padded to the int8 fractal (32 K x 16 N): K = 500 moves as 512
+    unique = cube_loops(hw, **dict(dims, K=500), b_nz=True)[2] * 4 * 128 * (128 + 256) * 1.0
+    assert unique == pytest.approx(128 * 500 + 512 * 256)
+
+    def qmm(m, k, n, **fmt):
+        return perfmodel.predict("npu_quant_matmul", "atlas-a2", x1=T((m, k), "int8"), x2=T((k, n), "int8"),
+                                 scale=T((n,), "int64"), output_dtype="float16", **fmt).latency_us
+    for m, k, n in ((1, 4096, 4096), (16, 7168, 4096), (1024, 4096, 4096), (1024, 4096, 1025)):
+        nd = qmm(m, k, n)
+        assert qmm(m, k, n, x2_format="ND") == qmm(m, k, n, x2_format=2) == nd       # ND is the default
+        assert qmm(m, k, n, x2_format="NZ") == qmm(m, k, n, x2_format=29) == qmm(m, k, n, x2_format="fractal_nz")
+        assert qmm(m, k, n, x2_format="NZ") < nd, (m, k, n)
+    # a decode GEMV on an NZ weight is still bound by HBM: never faster than its weight over the peak bandwidth
+    assert qmm(1, 7168, 7168, x2_format="NZ") > 7168 * 7168 / hw.hbm_peak_Bps * 1e6
+    args = dict(x1=T((1, 4096), "int8"), x2=T((4096, 4096), "int8"), scale=T((4096,), "int64"), output_dtype="float16",
+                x2_format="NZ")
+    assert perfmodel.predict_many("npu_quant_matmul", "atlas-a2", [args])[0].latency_us == qmm(1, 4096, 4096,
+                                                                                             x2_format="NZ")
+    for bad in ("NCHW", 3, True, None, 29.0):
+        with pytest.raises(ValueError, match="x2_format"):
+            qmm(1, 256, 256, x2_format=bad)
+
+
 def test_quant_matmul_and_grouped_matmul_start_as_one_launch_class():
     # both are Ascend C kernels on the Matmul API: the calibration fits one start cost for them, so either one
     # held out is predicted from the other's measurements
