@@ -391,14 +391,28 @@ def even_group_list(rows: int, groups: int) -> tuple:
     return tuple(rows * (g + 1) // groups for g in range(groups))
 
 
-def grouped_matmul_work(hw, x, weight, group_list, bias=None, *, transpose_weight=False, block_dim=None):
+def storage_format(op: str, option: str, value) -> str:
+    """'ND' or 'NZ' from a weight-format option: a name ('ND', 'NZ', 'FRACTAL_NZ', any case) or the ACL format
+    code npu_format_cast takes (2 or 29), else a ValueError naming the operator and the option."""
+    from npusim.quant_matmul import ACL_FORMAT_FRACTAL_NZ, ACL_FORMAT_ND
+    if isinstance(value, str) and value.strip().upper() in ("ND", "NZ", "FRACTAL_NZ"):
+        return "ND" if value.strip().upper() == "ND" else "NZ"
+    if isinstance(value, int) and not isinstance(value, bool) and value in (ACL_FORMAT_ND, ACL_FORMAT_FRACTAL_NZ):
+        return "ND" if value == ACL_FORMAT_ND else "NZ"
+    raise ValueError(f"perfmodel: {op} option {option!r} must be 'ND' or 'NZ' (or the ACL format code "
+                     f"{ACL_FORMAT_ND} or {ACL_FORMAT_FRACTAL_NZ}), got {value!r}"[:300])
+
+
+def grouped_matmul_work(hw, x, weight, group_list, bias=None, *, transpose_weight=False, block_dim=None,
+                        weight_format="ND"):
     """y = x @ weight[g] for the rows of each group g (GroupedMatmul, torch_npu.npu_grouped_matmul with one x,
     one weight tensor and group_type 0): x [M,K] and weight [E,K,N] ([E,N,K] with transpose_weight) fp16 or
     bf16, group_list the E cumulative row counts (group_list_type 0), bias [E,N] optional; y [M,N] in x's
     dtype. ops-transformer's GroupedMatmul on A2 (AIC only): 128 x 256 x 64 base blocks (the kernel sizes a
     group's last block to its rows; here no block is taller than the largest group), numbered across the
     groups and dealt to the AICs in turn, each a fresh full-K matmul with the bias loaded into the bias
-    table first (cube_loops group_rows, block_loads). Empty groups are skipped."""
+    table first (cube_loops group_rows, block_loads). Empty groups are skipped. weight_format 'NZ': the
+    weight cast to FRACTAL_NZ beforehand (cube_loops b_nz)."""
     x, weight = spec_of(x), spec_of(weight)
     if x.ndim != 2 or weight.ndim != 3:
         raise ValueError(f"grouped_matmul: x must be [M,K] and weight [E,K,N], got {x.shape} and {weight.shape}")
@@ -433,6 +447,7 @@ def grouped_matmul_work(hw, x, weight, group_list, bias=None, *, transpose_weigh
         raise ValueError(f"grouped_matmul: block_dim must be >= 1, got {block_dim}")
     if min(K, N) < 1:
         raise ValueError(f"grouped_matmul: K and N must be >= 1, got {K} and {N}")
+    nz = storage_format("grouped_matmul", "weight_format", weight_format) == "NZ"
     rows = group_sizes(ends)
     in_b = x.dtype.itemsize
     # A's k-steps per GM->L1 copy: stepKa = 8 from the L1 the B side (256 KB) leaves, 4 when the bias's
@@ -443,7 +458,8 @@ def grouped_matmul_work(hw, x, weight, group_list, bias=None, *, transpose_weigh
         return Work(hw=hw, core_type=core_type, block_dim=1, loops=[], bytes_read=0.0, bytes_written=0.0,
                     kernel="GroupedMatmul", launch_class=MATMUL_API)
     loops, bd, hbm_frac, info = cube_loops(hw, M=max(rows), K=K, N=N, dtype=dt, in_bytes=in_b, block_dim=block_dim,
-                                           b_transposed=transpose_weight, group_rows=rows, depth_a=a_steps,
+                                           b_transposed=transpose_weight, b_nz=nz, group_rows=rows,
+                                           depth_a=a_steps,
                                            block_loads=(bias.dtype.itemsize,) if bias is not None else ())
     used = sum(1 for m in rows if m)
     read = (sum(rows) * K + used * K * N) * in_b + (used * N * bias.dtype.itemsize if bias is not None else 0)
@@ -902,4 +918,4 @@ PLAN_BUILDERS = {
 }
 
 __all__ = ["elementwise_work", "add_work", "matmul_work", "grouped_matmul_work", "group_sizes", "even_group_list",
-           "PLAN_BUILDERS", "ELEMENTWISE"]
+           "storage_format", "PLAN_BUILDERS", "ELEMENTWISE"]

@@ -119,19 +119,6 @@ def _resolve(op: str, product):
 L2_STATES = ("cold", "warm")
 
 
-def _x2_format(value) -> str:
-    """'ND' or 'NZ' from npu_quant_matmul's x2_format option: a name ('ND', 'NZ', 'FRACTAL_NZ', any case) or
-    the ACL format code npu_format_cast takes (2 or 29), else a ValueError naming the option."""
-    from npusim.quant_matmul import ACL_FORMAT_FRACTAL_NZ, ACL_FORMAT_ND
-    codes = {ACL_FORMAT_ND: "ND", ACL_FORMAT_FRACTAL_NZ: "NZ"}
-    if isinstance(value, str) and value.strip().upper() in ("ND", "NZ", "FRACTAL_NZ"):
-        return "ND" if value.strip().upper() == "ND" else "NZ"
-    if isinstance(value, int) and not isinstance(value, bool) and value in codes:
-        return codes[value]
-    raise ValueError(f"perfmodel: npu_quant_matmul option 'x2_format' must be 'ND' or 'NZ' (or the ACL format "
-                     f"code {ACL_FORMAT_ND} or {ACL_FORMAT_FRACTAL_NZ}), got {value!r}")
-
-
 def _work(op, soc, hw, args, l2="cold"):
     if l2 not in L2_STATES:
         raise ValueError(f"perfmodel: l2 must be one of {L2_STATES}, got {l2!r}")
@@ -146,7 +133,7 @@ def _work(op, soc, hw, args, l2="cold"):
         work = ops.grouped_matmul_work(hw, **args)
     elif op == "npu_quant_matmul" and "x2_format" in args:      # a model option, not an emulator argument
         args = dict(args)
-        fmt = _x2_format(args.pop("x2_format"))
+        fmt = ops.storage_format("npu_quant_matmul", "x2_format", args.pop("x2_format"))
         work = ops.quant_matmul_work(_plan(op, soc, args), hw, x2_format=fmt)
     else:
         work = ops.PLAN_BUILDERS[op](_plan(op, soc, args), hw)
@@ -181,7 +168,8 @@ def predict(op: str, product: str = "atlas-a2", *, calibration=None, l2: str = "
     l2: 'cold' (inputs come from HBM, as after an L2 flush: the profilers' benchmark setting) or 'warm'
     (inputs already in L2 as far as they fit, e.g. written by the kernel before).
     Generic kernels take options: add(block_dim, tile_bytes=32768, double_buffer=True, l2_bypass=False,
-    bank_conflict_free=False); matmul(block_dim, tiling='best'|'naive'); grouped_matmul(block_dim).
+    bank_conflict_free=False); matmul(block_dim, tiling='best'|'naive'); grouped_matmul(block_dim,
+    weight_format='ND'|'NZ'). npu_quant_matmul takes x2_format='ND'|'NZ' (a weight cast to FRACTAL_NZ).
     """
     soc, hw = _resolve(op, product)
     work = _work(op, soc, hw, args, l2)

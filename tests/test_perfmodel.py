@@ -774,6 +774,14 @@ def test_quant_matmul_weight_stored_nz_is_copied_as_it_lies():
     for bad in ("NCHW", 3, True, None, 29.0):
         with pytest.raises(ValueError, match="x2_format"):
             qmm(1, 256, 256, x2_format=bad)
+    # the MoE expert matmul's weights likewise (grouped_matmul weight_format)
+    g = dict(x=T((4096, 7168), "bfloat16"), weight=T((8, 7168, 2048), "bfloat16"),
+             group_list=[512 * e for e in range(1, 9)])
+    nd = perfmodel.predict("grouped_matmul", "atlas-a2", **g).latency_us
+    assert perfmodel.predict("grouped_matmul", "atlas-a2", weight_format="ND", **g).latency_us == nd
+    assert perfmodel.predict("grouped_matmul", "atlas-a2", weight_format=29, **g).latency_us < nd
+    with pytest.raises(ValueError, match="weight_format"):
+        perfmodel.predict("grouped_matmul", "atlas-a2", weight_format="nd2", **g)
 
 
 def test_quant_matmul_and_grouped_matmul_start_as_one_launch_class():
