@@ -397,7 +397,8 @@ def storage_format(op: str, option: str, value) -> str:
     from npusim.quant_matmul import ACL_FORMAT_FRACTAL_NZ, ACL_FORMAT_ND
     if isinstance(value, str) and value.strip().upper() in ("ND", "NZ", "FRACTAL_NZ"):
         return "ND" if value.strip().upper() == "ND" else "NZ"
-    if isinstance(value, int) and not isinstance(value, bool) and value in (ACL_FORMAT_ND, ACL_FORMAT_FRACTAL_NZ):
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value in (ACL_FORMAT_ND,
+                                                                                         ACL_FORMAT_FRACTAL_NZ):
         return "ND" if value == ACL_FORMAT_ND else "NZ"
     raise ValueError(f"perfmodel: {op} option {option!r} must be 'ND' or 'NZ' (or the ACL format code "
                      f"{ACL_FORMAT_ND} or {ACL_FORMAT_FRACTAL_NZ}), got {value!r}"[:300])
