@@ -463,7 +463,9 @@ def grouped_matmul_work(hw, x, weight, group_list, bias=None, *, transpose_weigh
                                            depth_a=a_steps,
                                            block_loads=(bias.dtype.itemsize,) if bias is not None else ())
     used = sum(1 for m in rows if m)
-    read = (sum(rows) * K + used * K * N) * in_b + (used * N * bias.dtype.itemsize if bias is not None else 0)
+    _fm, fk, fn = hw.fractal(dt)
+    w_elems = _cdiv(K, fk) * fk * _cdiv(N, fn) * fn if nz else K * N          # an NZ weight is stored padded
+    read = (sum(rows) * K + used * w_elems) * in_b + (used * N * bias.dtype.itemsize if bias is not None else 0)
     if block_dim is None:
         # the tiling launches mDim x nDim AICs (at most all of them), mDim = E + (M - E) // baseM an upper
         # bound on the row blocks (the host cannot see group_list's values), baseM = 128 or M rounded up to

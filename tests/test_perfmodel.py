@@ -782,6 +782,11 @@ def test_quant_matmul_weight_stored_nz_is_copied_as_it_lies():
     assert perfmodel.predict("grouped_matmul", "atlas-a2", weight_format=29, **g).latency_us < nd
     with pytest.raises(ValueError, match="weight_format"):
         perfmodel.predict("grouped_matmul", "atlas-a2", weight_format="nd2", **g)
+    # bytes read: x, and each used expert's weight as stored (N = 2040 pads to 2048 in NZ)
+    g["weight"] = T((8, 7168, 2040), "bfloat16")
+    for fmt, n in (("ND", 2040), ("NZ", 2048)):
+        got = perfmodel.predict("grouped_matmul", "atlas-a2", weight_format=fmt, **g).bytes_read
+        assert got == (4096 * 7168 + 8 * 7168 * n) * 2, fmt
 
 
 def test_quant_matmul_and_grouped_matmul_start_as_one_launch_class():
