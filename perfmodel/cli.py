@@ -105,7 +105,8 @@ def _print_paths(paths):
 def cmd_sweep(a) -> int:
     cfg = sweep.load_config(a.config) if a.config else {}
     flags = {"ops": a.ops, "products": a.products, "tokens": _flat(a.tokens), "hidden": _flat(a.hidden),
-             "dtypes": a.dtypes, "n": _flat(a.n), "topk": _flat(a.topk), "epilogues": a.epilogues}
+             "dtypes": a.dtypes, "n": _flat(a.n), "topk": _flat(a.topk), "epilogues": a.epilogues,
+             "weight_formats": a.weight_formats}
     axes = {k: (v if v is not None else cfg.get(k)) for k, v in flags.items()}
     try:
         points = sweep.grid(**axes, overrides=cfg.get("overrides"))
@@ -302,6 +303,9 @@ def cmd_list(a) -> int:
     print("npu_quant_matmul epilogues (--epilogues):")
     for name, text in sweep.EPILOGUES.items():
         print(f"  {name:9s} {text}")
+    print("npu_quant_matmul and grouped_matmul weight formats (--weight-formats):")
+    for name, text in sweep.WEIGHT_FORMATS.items():
+        print(f"  {name:9s} {text}")
     print(f"per-pipe times: {', '.join(PIPES)}")
     return 0
 
@@ -348,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epilogues", nargs="+", metavar="E",
                    help=f"npu_quant_matmul epilogues: {', '.join(sweep.EPILOGUES)} "
                    "(default: both, where supported)")
+    s.add_argument("--weight-formats", nargs="+", metavar="F",
+                   help=f"how npu_quant_matmul's and grouped_matmul's weight is stored: "
+                   f"{', '.join(sweep.WEIGHT_FORMATS)} (default ND)")
     s.add_argument("--calibration", metavar="JSON", help="calibration written by `npusim calibrate`")
     s.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
     s.add_argument("--pipe-tokens", type=_positive, metavar="T", help="token count of the per-pipe bars (default 1024)")

@@ -74,7 +74,7 @@ def _usable(df: pd.DataFrame, kind: str) -> pd.DataFrame:
               "tiling_key", "head_us", *[f"pipe_{p}_us" for p in PIPES]):
         if c in df:
             df[c] = _num(df, c)
-    for c in ("op", "product", "dtype", "in_dtype", "out_dtype", "epilogue", "soc", "bound"):
+    for c in ("op", "product", "dtype", "in_dtype", "out_dtype", "epilogue", "weight_format", "soc", "bound"):
         if c in df:
             df[c] = df[c].where(df[c].notna(), "").astype(str)
     good = np.isfinite(df["latency_us"]) & (df["latency_us"] > 0) & (df["op"] != "")
@@ -109,7 +109,9 @@ def _what(rows) -> str:
     text, ins, outs, epilogue = values("op"), values("in_dtype"), values("out_dtype"), values("epilogue")
     if ins and outs:
         text += f" {ins}→{outs}"
-    return f"{text} {epilogue}" if epilogue else text
+    text = f"{text} {epilogue}" if epilogue else text
+    weight = values("weight_format")
+    return f"{text} {weight} weight" if weight not in ("", "ND") else text
 
 
 def roofs(soc) -> dict:
@@ -165,7 +167,7 @@ def plot_latency_vs_tokens(sweep: pd.DataFrame, outdir) -> list[str]:
                                 for d, dg in _dtype_groups(pg)]:
         fig = Figure(figsize=(9, 5.6))
         ax = fig.add_subplot()
-        keys = [c for c in ("op", "epilogue", "hidden", "n", "topk") if c in g]
+        keys = [c for c in ("op", "epilogue", "weight_format", "hidden", "n", "topk") if c in g]
         vary = [c for c in ("hidden", "n", "topk") if c in g and g[c].nunique() > 1]
         handles = []
         for i, (_, line) in enumerate(g.groupby(keys, sort=True, dropna=False)):
@@ -237,7 +239,8 @@ def plot_roofline(sweep: pd.DataFrame, outdir) -> list[str]:
                     rotation=_line_angle(ax, lo, r["mem_Bps"] * lo / 1e12, top, r["mem_Bps"] * top / 1e12),
                     rotation_mode="anchor", color="0.25")
         pts = g[good]
-        for i, (_, sel) in enumerate(pts.groupby(["op", *[c for c in ("epilogue",) if c in pts]], sort=True)):
+        keys = ["op", *[c for c in ("epilogue", "weight_format") if c in pts]]
+        for i, (_, sel) in enumerate(pts.groupby(keys, sort=True)):
             handles.append(ax.scatter(ai[sel.index], perf[sel.index] / 1e12, color=_color(i), s=22, zorder=3,
                                       marker=_MARKERS[i % len(_MARKERS)], label=_what(sel)))
         dts = sorted({d for d in pts["dtype"] if d}) if "dtype" in pts else []
@@ -266,7 +269,7 @@ def plot_pipe_bars(sweep: pd.DataFrame, outdir, tokens: int | None = None) -> li
         for dtype, g in _dtype_groups(pg):
             t = _pick_tokens(g, tokens)
             g = g[g["tokens"] == t]
-            keys = [c for c in ("op", "epilogue", "hidden", "n", "topk") if c in g]
+            keys = [c for c in ("op", "epilogue", "weight_format", "hidden", "n", "topk") if c in g]
             g = g.sort_values(keys).drop_duplicates(keys)
             n = len(g)
             cols = min(3, n)

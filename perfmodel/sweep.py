@@ -19,13 +19,16 @@ floating dtype `dtype`; `build_args` turns it into the operator's `perfmodel.pre
   b [hidden, n]; grouped_matmul: x [tokens, hidden] @ weight [8, hidden, n], the tokens split as evenly as
   they go over GROUPED_MATMUL_EXPERTS = 8 groups (an MoE layer's expert matmul after routing).
 
-`n` applies to the matmuls only and `topk` to MoE routing, `epilogue` to npu_quant_matmul: other
-rows leave them blank. By default every product that runs an operator is swept in bfloat16 and
-float16 (W8A8 inference runs bf16 activations), as far as the operator supports each on that product.
-A point the model cannot cost (e.g. a dtype you asked for that the product does not support) is kept
-as a 'skipped' row with the reason: a sweep never stops on one bad point. Bad axis values (unknown
-operators, products, dtypes, epilogues; non-positive or non-integer sizes) raise ValueError naming
-the value and the choices, before anything runs.
+`weight_format` ('ND', the default, or 'NZ': the weight cast to FRACTAL_NZ first, as vllm-ascend's static
+W8A8 method does) applies to npu_quant_matmul's x2 and grouped_matmul's weight.
+
+`n` applies to the matmuls only, `topk` to MoE routing, `epilogue` to npu_quant_matmul and
+`weight_format` to npu_quant_matmul and grouped_matmul: other rows leave them blank. By default every
+product that runs an operator is swept in bfloat16 and float16 (W8A8 inference runs bf16 activations), as
+far as the operator supports each on that product. A point the model cannot cost (e.g. a dtype you asked
+for that the product does not support) is kept as a 'skipped' row with the reason: a sweep never stops on
+one bad point. Bad axis values (unknown operators, products, dtypes, epilogues, weight formats;
+non-positive or non-integer sizes) raise ValueError naming the value and the choices, before anything runs.
 """
 from __future__ import annotations
 
@@ -45,7 +48,8 @@ from perfmodel.ops import ELEMENTWISE, even_group_list
 from perfmodel.predict import check_operator, check_product, did_you_mean, supported_products
 from perfmodel.rows import ROW_COLUMNS, load_calibration, predict_rows
 
-__all__ = ["OPERATORS", "EXTRA_OPERATORS", "DEFAULT_TOKENS", "DEFAULT_DTYPES", "DTYPES", "EPILOGUES", "AXES",
+__all__ = ["OPERATORS", "EXTRA_OPERATORS", "DEFAULT_TOKENS", "DEFAULT_DTYPES", "DTYPES", "EPILOGUES",
+           "WEIGHT_FORMATS", "AXES",
            "Point", "build_args", "io_dtypes", "grid", "supported_dtypes", "load_config", "run_sweep",
            "SWEEP_COLUMNS", "Progress"]
 
@@ -62,6 +66,10 @@ DEFAULT_DTYPES = ("bfloat16", "float16")
 EPILOGUES = {"pertoken": "float32 per-channel scale x per-token scale, vector epilogue (W8A8 dynamic)",
              "fixpipe": "int64 per-channel scale dequantized in the fixpipe (static W8A8; fp16 output, also bf16 "
                         "on 950)"}
+# how the matmuls' weight is stored in GM (perfmodel.predict's x2_format / weight_format)
+WEIGHT_FORMATS = {"ND": "row-major, as the weight is loaded (default; every measured row)",
+                  "NZ": "cast to FRACTAL_NZ first (npu_format_cast(w, 29)): copied into L1 as it lies, no ND->NZ"}
+_WEIGHT_OPTION = {"npu_quant_matmul": "x2_format", "grouped_matmul": "weight_format"}
 INDEXER_D = 4096               # indexer_compress_epilog: d fixed to 4096 (seed 001 constraints)
 MAX_DIM = 2 ** 31 - 1          # sizes beyond int32 are not LLM shapes (and overflow the vendor tiling data)
 _MATMULS = ("npu_quant_matmul", "matmul", "grouped_matmul")
@@ -78,6 +86,7 @@ class Point:
     n: int | None = DEFAULT_N              # matmuls only (None elsewhere)
     topk: int | None = DEFAULT_TOPK        # moe_init_routing_quant only
     epilogue: str | None = None            # npu_quant_matmul only; None: pertoken for bfloat16, else fixpipe
+    weight_format: str | None = None       # npu_quant_matmul and grouped_matmul only; None: ND
 
 
 def _epilogue(p: Point) -> str:
@@ -106,7 +115,7 @@ def build_args(p: Point) -> dict:
         else:
             args.update(scale=TensorSpec((n,), "int64"))
         args["output_dtype"] = dt
-        return args
+        return _with_weight_format(args, p)
     if p.op == "moe_init_routing_quant":
         k = DEFAULT_TOPK if p.topk is None else p.topk
         return {"x": TensorSpec((t, h), dt), "row_idx": TensorSpec((t, k), "int32"),
@@ -118,8 +127,15 @@ def build_args(p: Point) -> dict:
         return {"a": TensorSpec((t, h), dt), "b": TensorSpec((h, n), dt)}
     if p.op == "grouped_matmul":
         e = GROUPED_MATMUL_EXPERTS
-        return {"x": TensorSpec((t, h), dt), "weight": TensorSpec((e, h, n), dt), "group_list": even_group_list(t, e)}
+        return _with_weight_format({"x": TensorSpec((t, h), dt), "weight": TensorSpec((e, h, n), dt),
+                                    "group_list": even_group_list(t, e)}, p)
     raise ValueError(f"unknown operator {p.op!r}; known: {', '.join(OPERATORS + EXTRA_OPERATORS)}")
+
+
+def _with_weight_format(args: dict, p: Point) -> dict:
+    if p.weight_format not in (None, "ND"):         # ND is the model's default: the arguments stay the emulator's
+        args[_WEIGHT_OPTION[p.op]] = p.weight_format
+    return args
 
 
 def io_dtypes(p: Point) -> tuple[str, str]:
@@ -131,7 +147,7 @@ def io_dtypes(p: Point) -> tuple[str, str]:
 
 # -- validation of the axes ------------------------------------------------------------------------------
 
-AXES = ("ops", "products", "tokens", "hidden", "dtypes", "n", "topk", "epilogues")
+AXES = ("ops", "products", "tokens", "hidden", "dtypes", "n", "topk", "epilogues", "weight_formats")
 
 
 def _as_list(v):
@@ -189,6 +205,12 @@ def _check_axis(key: str, value):
                 raise ValueError(f"epilogues: unknown epilogue {v!r};{did_you_mean(v, EPILOGUES)} "
                                  f"epilogues: {', '.join(EPILOGUES)}")
         return values
+    if key == "weight_formats":
+        for v in values:
+            if v not in WEIGHT_FORMATS:
+                raise ValueError(f"weight_formats: unknown weight format {v!r};"
+                                 f"{did_you_mean(v, WEIGHT_FORMATS)} weight formats: {', '.join(WEIGHT_FORMATS)}")
+        return values
     raise ValueError(f"unknown sweep axis {key!r};{did_you_mean(key, AXES)} axes: {', '.join(AXES)}")
 
 
@@ -209,15 +231,15 @@ def _epilogues_of(op):
 
 
 def grid(ops=None, products=None, tokens=None, hidden=None, dtypes=None, n=None, topk=None, epilogues=None,
-         overrides: dict | None = None) -> list[Point]:
+         weight_formats=None, overrides: dict | None = None) -> list[Point]:
     """Every combination of the given axes. Defaults: the five operators; every product that runs each;
     DEFAULT_TOKENS; DEFAULT_HIDDEN; DEFAULT_DTYPES and both epilogues, as far as the operator supports them
-    on the product; DEFAULT_N; DEFAULT_TOPK. Values you give are taken as they are (unsupported ones become
-    skipped rows with the reason). overrides: {op: {axis: values}} replaces axes for one operator (TOML
+    on the product; DEFAULT_N; DEFAULT_TOPK; ND weights. Values you give are taken as they are (unsupported
+    ones become skipped rows with the reason). overrides: {op: {axis: values}} replaces axes for one operator (TOML
     [op.<name>] tables). Raises ValueError on bad axis values (see the module docstring)."""
     base = {k: _check_axis(k, v) for k, v in (("products", products), ("tokens", tokens), ("hidden", hidden),
                                                 ("dtypes", dtypes), ("n", n), ("topk", topk),
-                                                ("epilogues", epilogues))}
+                                                ("epilogues", epilogues), ("weight_formats", weight_formats))}
     op_list = _check_axis("ops", ops) or list(OPERATORS)
     overrides = _check_overrides(overrides)
     for op in overrides:
@@ -230,11 +252,13 @@ def grid(ops=None, products=None, tokens=None, hidden=None, dtypes=None, n=None,
         # axes an operator does not have stay blank (None): one point, no duplicate rows
         ns = (axes["n"] or [DEFAULT_N]) if op in _MATMULS else [None]
         ks = (axes["topk"] or [DEFAULT_TOPK]) if op == "moe_init_routing_quant" else [None]
+        ws = (axes["weight_formats"] or ["ND"]) if op in _WEIGHT_OPTION else [None]
         hs = [INDEXER_D] if op == "indexer_compress_epilog" else (axes["hidden"] or [DEFAULT_HIDDEN])
         for prod in prods:
             combos = _combos(op, prod, axes["dtypes"], axes["epilogues"])
-            for t, h, (dt, e), nn, k in itertools.product(axes["tokens"] or DEFAULT_TOKENS, hs, combos, ns, ks):
-                points.append(Point(op, prod, t, h, dt, nn, k, e))
+            for t, h, (dt, e), nn, k, w in itertools.product(axes["tokens"] or DEFAULT_TOKENS, hs, combos, ns, ks,
+                                                                ws):
+                points.append(Point(op, prod, t, h, dt, nn, k, e, w))
     return points
 
 

@@ -134,6 +134,7 @@ def test_grid_rejects_mistakes_with_the_choices():
              (dict(products=["atlas_a2"]), "'atlas_a2'.*did you mean 'atlas-a2'.*atlas-training"),
              (dict(dtypes=["bf17"]), "'bf17'.*bfloat16, float16, float32"),
              (dict(epilogues=["per_token"]), "did you mean 'pertoken'"),
+             (dict(weight_formats=["nz"]), "weight_formats: .*'nz'.*did you mean 'NZ'.*ND, NZ"),
              (dict(tokens=[[1]]), r"tokens: .*integers.*\[1\]"), (dict(tokens=[0]), "tokens"),
              (dict(hidden=[1.5]), "hidden"), (dict(n=[True]), "n: "), (dict(tokens=[]), "empty"),
              (dict(ops=[5]), "ops: .*names"),
@@ -207,6 +208,28 @@ def test_sweep_csv_columns_say_what_ran():
     for op, blank in (("npu_dynamic_quant", ("n", "topk", "epilogue")), ("moe_init_routing_quant", ("n", "epilogue"))):
         assert all(pd.isna(df.loc[op, c]) for c in blank)
     assert df.loc["moe_init_routing_quant", "topk"] == 8
+
+
+def test_weight_format_axis_sweeps_nd_and_nz_weights():
+    """The matmuls' weight stored ND (default) or FRACTAL_NZ: an axis of npu_quant_matmul and grouped_matmul
+    only, passed to perfmodel.predict as x2_format / weight_format; an ND point keeps the emulator's own
+    arguments."""
+    pts = sweep.grid(ops=["npu_quant_matmul", "grouped_matmul", "npu_dynamic_quant"], products=["atlas-a2"],
+                     tokens=[1], dtypes=["float16"], epilogues=["fixpipe"], weight_formats=["ND", "NZ"])
+    assert sorted((p.op, p.weight_format or "") for p in pts) == [
+        ("grouped_matmul", "ND"), ("grouped_matmul", "NZ"), ("npu_dynamic_quant", ""),
+        ("npu_quant_matmul", "ND"), ("npu_quant_matmul", "NZ")]
+    by = {(p.op, p.weight_format): sweep.build_args(p) for p in pts}
+    assert "x2_format" not in by["npu_quant_matmul", "ND"] and by["npu_quant_matmul", "NZ"]["x2_format"] == "NZ"
+    assert "weight_format" not in by["grouped_matmul", "ND"] and by["grouped_matmul", "NZ"]["weight_format"] == "NZ"
+    df = sweep.run_sweep(pts, progress=False).set_index(["op", "weight_format"])
+    assert set(df["status"]) == {"ok"}
+    nz, nd = (df.loc[("npu_quant_matmul", f), "latency_us"] for f in ("NZ", "ND"))
+    assert nz == perfmodel.predict("npu_quant_matmul", "atlas-a2", x2_format="NZ",
+                                   **sweep.build_args(pts[0])).latency_us < nd
+    # the default: ND on the two matmuls, blank elsewhere
+    assert {p.weight_format for p in sweep.grid(ops=["npu_quant_matmul", "moe_init_routing_quant"],
+                                                products=["atlas-a2"], tokens=[1])} == {"ND", None}
 
 
 def test_progress_plain_text():
