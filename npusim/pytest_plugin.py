@@ -9,6 +9,9 @@
   the whole session, installed before conftest.py files and test modules are imported, so a module that
   does `import torch_npu` at its top gets the stand-in (pytest imports test modules while collecting,
   before any fixture runs). Without torch the option does nothing (such modules should importorskip torch).
+* option `--npusim-npu-device` (or the ini setting `npusim_npu_device = true`): every stand-in the plugin
+  installs has npu_device=True, so that tests written for the NPU (x.npu(), device="npu", torch.npu.*) run
+  unchanged on the CPU.
 
 Importing this module does not import torch; the fixture skips the test when torch is missing.
 """
@@ -30,6 +33,17 @@ def pytest_addoption(parser):
                          "that import torch_npu at their top)")
     parser.addini("npusim_torch_npu", type="bool", default=False,
                   help="as --npusim-torch-npu: npusim's torch_npu stand-in for the whole session")
+    group.addoption("--npusim-npu-device", action="store_true", default=False,
+                    help="the 'npu' device is the CPU in every stand-in the plugin installs (x.npu(), "
+                         "device='npu', torch.npu.is_available() work unchanged)")
+    parser.addini("npusim_npu_device", type="bool", default=False,
+                  help="as --npusim-npu-device: the 'npu' device is the CPU")
+
+
+def _npu_device(config, known_args=None) -> bool:
+    """--npusim-npu-device or the ini setting (known_args: the early parse, before the options are final)."""
+    option = known_args.npusim_npu_device if known_args is not None else config.getoption("npusim_npu_device")
+    return bool(option or config.getini("npusim_npu_device"))
 
 
 def _option_product(name):
@@ -54,7 +68,7 @@ def pytest_load_initial_conftests(early_config, parser, args):
         stand_in = importlib.import_module(_STAND_IN)
     except ImportError:           # no torch: modules importing torch_npu should pytest.importorskip("torch")
         return
-    installed = stand_in.install(product)
+    installed = stand_in.install(product, npu_device=_npu_device(early_config, early_config.known_args_namespace))
     installed.__enter__()
     early_config.add_cleanup(lambda: installed.__exit__(None, None, None))
 
@@ -81,7 +95,7 @@ def npusim_torch_npu(request):
     marker, else --npusim-product, else $NPUSIM_PRODUCT, else atlas-a2. Yields the stand-in module."""
     stand_in = pytest.importorskip(_STAND_IN, reason=_SKIP_REASON)
     product = _marked_product(request) or request.config.getoption("npusim_product")
-    with stand_in.install(product) as module:
+    with stand_in.install(product, npu_device=_npu_device(request.config)) as module:
         yield module
 
 
@@ -93,5 +107,5 @@ def _npusim_product_marker(request):
         yield
         return
     stand_in = pytest.importorskip(_STAND_IN, reason=_SKIP_REASON)
-    with stand_in.install(product):
+    with stand_in.install(product, npu_device=_npu_device(request.config)):
         yield

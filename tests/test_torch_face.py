@@ -491,6 +491,47 @@ def test_install_restores_sys_modules_and_tensor_npu():
                 sys.modules[name] = mod
 
 
+def test_npu_device_mode_runs_npu_code_unchanged_on_the_cpu():
+    """install(npu_device=True): the device idioms of torch_npu's doc examples leave tensors on the CPU, and the
+    operators give the bits they give without them; everything is restored on exit."""
+    owners = (torch.Tensor, torch.nn.Module, torch)       # each gets an `npu` attribute in the block
+    before = [(o.__dict__.get("npu"), "npu" in o.__dict__) for o in owners]
+    x = torch.from_numpy(RNG.standard_normal((8, 256)).astype(ml_dtypes.bfloat16).view(np.int16)).view(torch.bfloat16)
+    with tnpu.install("atlas-a2"):
+        import torch_npu
+        want_y, want_scale = torch_npu.npu_dynamic_quant(x)
+        with pytest.raises(tnpu.NotEmulatedError, match="npu_device=True"):
+            x.npu()
+    with tnpu.install("atlas-a2", npu_device=True) as torch_npu:
+        xs = [x.npu(), x.to("npu"), x.to("npu:0"), x.to(device="npu"), x.to(torch.device("npu", 0))]
+        assert xs[0] is x and all(t.device.type == "cpu" and torch.equal(t, x) for t in xs)
+        assert torch.randn(2, device="npu:0").device.type == "cpu" == torch.zeros(2, device="npu").device.type
+        assert torch.device("npu") == torch.device("cpu")
+        layer = torch.nn.Linear(4, 2)
+        assert layer.npu() is layer and layer.to("npu").weight.device.type == "cpu"
+        assert torch.npu is torch_npu.npu and torch.npu.is_available() and torch.npu.device_count() == 1
+        assert torch.npu.current_device() == 0 and torch.npu.get_device_name() == "Ascend910B2"
+        torch_npu.npu.set_device(0)
+        torch.npu.synchronize()
+        for y, scale in (torch_npu.npu_dynamic_quant(x.npu()), torch.ops.npu.npu_dynamic_quant(x.to("npu"))):
+            assert torch.equal(y, want_y) and torch.equal(scale, want_scale)
+        with pytest.raises(tnpu.NotEmulatedError, match="torch.npu.Stream is not emulated"):
+            torch.npu.Stream
+        assert not hasattr(torch.npu, "Event")
+        with tnpu.install("ascend-950pr"):               # a nested block keeps the npu device
+            assert x.npu() is x and torch.npu.get_device_name() == "Ascend950PR_9589"
+        assert torch.npu.get_device_name() == "Ascend910B2"
+        # only exact device names change: other strings pass through
+        assert torch.tensor([1.0]).to("cpu", dtype=torch.float64).dtype == torch.float64
+    assert [(o.__dict__.get("npu"), "npu" in o.__dict__) for o in owners] == before
+    if not before[2][1]:                                 # unless a real torch_npu is around, torch has no npu again
+        with pytest.raises(RuntimeError):
+            torch.device("npu")
+    with pytest.raises(TypeError, match="npu_device"):
+        with tnpu.install(npu_device="yes"):
+            pass
+
+
 def test_import_npusim_does_not_import_torch():
     code = ("import sys, npusim, npusim.pytest_plugin, npusim.testing; "
             "assert 'torch' not in sys.modules, 'torch imported'")

@@ -66,3 +66,28 @@ def test_bad_product_option_is_a_usage_error(pytester, session_flag):
     assert "ERROR: --npusim-product: unknown product 'A2'; valid names: " in err
     assert "atlas-a2" in err and "ascend-950pr" in err
     assert "Traceback" not in err + result.stdout.str()
+
+
+def test_npu_device_option_runs_npu_code_unchanged(pytester):
+    """--npusim-npu-device: the stand-ins the plugin installs (session-wide here, then the fixture's) map the 'npu'
+    device to the CPU, so a module written for the NPU (.npu() at its top, torch.npu calls) runs as it is."""
+    pytester.makepyfile(test_npu_code=textwrap.dedent("""
+        import torch
+        import torch_npu
+
+        X = torch.ones(2, 64, dtype=torch.bfloat16).npu()           # at import, under the session-wide stand-in
+
+        def test_as_written_for_the_npu(npusim_torch_npu):
+            assert torch.npu.is_available() and X.device.type == "cpu"
+            y, scale = torch_npu.npu_dynamic_quant(X.to("npu"))
+            torch.npu.synchronize()
+            assert y.dtype == torch.int8 and int(y[0, 0]) == 127 and y.device == torch.device("npu")
+    """))
+    result = pytester.runpytest_subprocess("--npusim-torch-npu", "--npusim-npu-device", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    # without the option the same module fails at its first .npu(), with the stand-in's message
+    result = pytester.runpytest_subprocess("--npusim-torch-npu", "-p", "no:cacheprovider")
+    assert result.ret != 0 and "install(npu_device=True)" in result.stdout.str()
+    # the ini setting does what the option does
+    pytester.makeini("[pytest]\nnpusim_npu_device = true\n")
+    pytester.runpytest_subprocess("--npusim-torch-npu", "-p", "no:cacheprovider").assert_outcomes(passed=1)

@@ -22,13 +22,16 @@ looks for: fake_quantize_per_channel_affine_cachemask / fake_quantize_per_channe
 names and straight-through gradient, here with the NPU kernel's forward; torch itself is not patched).
 npusim_moe_init_routing_quant is aclnnMoeInitRoutingQuant (V1) under npusim's own name: torch_npu's
 npu_moe_init_routing_quant is the V2 op, which is not emulated. Anything else torch_npu has (other
-operators, torch_npu.npu, .npu() devices, other formats) raises an error that says it is not emulated.
+operators, torch_npu.npu, .npu() devices, other formats) raises an error that says it is not emulated;
+install(npu_device=True) makes the 'npu' device the CPU (x.npu(), device="npu", torch.npu.is_available()).
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
+import types
 
 import ml_dtypes
 import numpy as np
@@ -156,31 +159,105 @@ _MISSING = object()
 
 def _tensor_npu(self, *args, **kwargs):
     raise NotEmulatedError("Tensor.npu(): npusim's torch_npu stand-in emulates NPU operators on CPU tensors; "
-                           "NPU devices are not emulated (keep the tensors on the CPU and drop .npu())")
+                           "NPU devices are not emulated (keep the tensors on the CPU and drop .npu(), or "
+                           "install(npu_device=True) to have the 'npu' device mean the CPU)")
+
+
+# ------------------------------------------------------------------ install(npu_device=True): 'npu' is the CPU
+_NPU_DEVICE = re.compile(r"npu(:\d+)?")
+
+
+def _cpu_if_npu(value):
+    return "cpu" if isinstance(value, str) and _NPU_DEVICE.fullmatch(value) else value
+
+
+class _NpuIsCpu(torch.overrides.TorchFunctionMode):
+    """Every torch call sees 'npu' / 'npu:N' (a device argument, or the string torch.device parses) as 'cpu'.
+    torch itself has no npu device without the real torch_npu; only strings that are exactly a device name
+    change."""
+
+    def __torch_function__(self, func, _types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        args = tuple(_cpu_if_npu(a) for a in args)
+        if "device" in kwargs or "type" in kwargs:
+            kwargs = {k: _cpu_if_npu(v) if k in ("device", "type") else v for k, v in kwargs.items()}
+        return func(*args, **kwargs)
+
+
+def _to_cpu(self, *args, **kwargs):
+    """Tensor.npu() / Module.npu() with install(npu_device=True): the tensor or module stays on the CPU."""
+    return self
+
+
+def _npu_module() -> types.ModuleType:
+    """torch.npu (and torch_npu.npu) with install(npu_device=True): one device, the CPU; its housekeeping calls
+    do nothing; anything else is not emulated."""
+    m = types.ModuleType("torch.npu", "npusim's stand-in for torch.npu: one 'npu' device, which is the CPU")
+    m.is_available = lambda: True
+    m.is_initialized = lambda: True
+    m.device_count = lambda: 1
+    m.current_device = lambda: 0
+    m.set_device = lambda device: None
+    m.synchronize = lambda device=None: None
+    m.empty_cache = lambda: None
+    m.manual_seed = m.manual_seed_all = lambda seed: torch.manual_seed(seed)
+    m.get_device_name = lambda device=None: _product_named("torch.npu.get_device_name")
+
+    def missing(name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise NotEmulatedAttributeError(f"torch.npu.{name} is not emulated by npusim's torch_npu stand-in (with "
+                                        "npu_device=True it has is_available, is_initialized, device_count, "
+                                        "current_device, set_device, synchronize, empty_cache, manual_seed, "
+                                        "manual_seed_all and get_device_name)")
+    m.__getattr__ = missing
+    return m
+
+
+_npu_device: list = []        # the modes of the install(npu_device=True) blocks in force, innermost last
 
 
 @contextlib.contextmanager
-def install(product: str | None = None):
+def install(product: str | None = None, *, npu_device: bool = False):
     """Make `import torch_npu` give this stand-in while the block runs, emulating `product`.
 
     Puts the stand-in (and its contrib, contrib.module) into sys.modules and restores whatever was there
     before (a real torch_npu, a MagicMock stub, or nothing) on exit; Tensor.npu() raises NotEmulatedError
     inside the block, and the emulated operators are torch.ops.npu.<name> too (see _NPU_OPS). Nested blocks
-    are allowed; the innermost product wins. Yields the stand-in module."""
+    are allowed; the innermost product wins. Yields the stand-in module.
+
+    npu_device=True: code written for the NPU runs unchanged on the CPU. The 'npu' device is the CPU
+    (x.npu(), x.to("npu"), torch.randn(..., device="npu:0"), torch.device("npu"), module.npu() leave the
+    tensors on the CPU), and torch.npu / torch_npu.npu answer is_available() etc. for one device. Every torch
+    call in the block then goes through a TorchFunctionMode that rewrites those device names. A block nested
+    in one with npu_device=True keeps it."""
     if product is not None:
         npusim.get_product(product)          # an unknown product fails here, not at the first call
+    if not isinstance(npu_device, bool):
+        raise TypeError(f"install(): npu_device must be True or False, got {npu_device!r}"[:200])
     this = sys.modules[__name__]
     saved = {name: sys.modules.get(name, _MISSING) for name in _MODULE_NAMES}
-    saved_npu = torch.Tensor.__dict__.get("npu", _MISSING)
+    patched = [(torch.Tensor, "npu"), (torch.nn.Module, "npu"), (torch, "npu")]
+    saved_attrs = [(owner, name, owner.__dict__.get(name, _MISSING)) for owner, name in patched]
+    npu_device = npu_device or bool(_npu_device)
+    mode = _NpuIsCpu() if npu_device else None
     _products.append(product)
     try:
         sys.modules.update({"torch_npu": this, "torch_npu.contrib": contrib,
                             "torch_npu.contrib.module": contrib.module})
-        torch.Tensor.npu = _tensor_npu
+        torch.Tensor.npu = _to_cpu if npu_device else _tensor_npu
+        if mode is not None:
+            torch.nn.Module.npu = _to_cpu
+            torch.npu = _npu_module()
+            mode.__enter__()
+            _npu_device.append(mode)
         if len(_products) == 1:              # the outermost block defines torch.ops.npu.*
             _npu_lib.append(_define_ops("npu", _NPU_OPS, _no_fake_shapes))
         yield this
     finally:
+        if _npu_device and _npu_device[-1] is mode:        # this block's mode was entered
+            _npu_device.pop()
+            mode.__exit__(None, None, None)
         _products.pop()
         if not _products:                    # dropping the Library removes its ops again (a real torch_npu
             _npu_lib.clear()                 # imported later defines its own)
@@ -189,10 +266,12 @@ def install(product: str | None = None):
                 sys.modules.pop(name, None)
             else:
                 sys.modules[name] = mod
-        if saved_npu is _MISSING:
-            del torch.Tensor.npu
-        else:
-            torch.Tensor.npu = saved_npu
+        for owner, name, value in saved_attrs:
+            if value is _MISSING:
+                if name in owner.__dict__:
+                    delattr(owner, name)
+            else:
+                setattr(owner, name, value)
 
 
 # ------------------------------------------------------------------ operators
@@ -438,6 +517,8 @@ from npusim.torch_npu import contrib  # noqa: E402  (contrib.module uses the ope
 def __getattr__(name: str):
     if name.startswith("__") and name != "__version__":     # dunders: what tools probe for, left plain
         raise AttributeError(name)
+    if name == "npu" and _npu_device:
+        return torch.npu
     raise NotEmulatedAttributeError(
         f"torch_npu.{name} is not emulated by npusim's torch_npu stand-in; it emulates "
         f"{', '.join(n for n in __all__ if n.startswith(('npu_', 'fake_')))}, "
