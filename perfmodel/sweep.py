@@ -70,6 +70,7 @@ EPILOGUES = {"pertoken": "float32 per-channel scale x per-token scale, vector ep
 WEIGHT_FORMATS = {"ND": "row-major, as the weight is loaded (default; every measured row)",
                   "NZ": "cast to FRACTAL_NZ first (npu_format_cast(w, 29)): copied into L1 as it lies, no ND->NZ"}
 _WEIGHT_OPTION = {"npu_quant_matmul": "x2_format", "grouped_matmul": "weight_format"}
+_NAMED_CHOICES = {"epilogues": ("epilogue", EPILOGUES), "weight_formats": ("weight format", WEIGHT_FORMATS)}
 INDEXER_D = 4096               # indexer_compress_epilog: d fixed to 4096 (seed 001 constraints)
 MAX_DIM = 2 ** 31 - 1          # sizes beyond int32 are not LLM shapes (and overflow the vendor tiling data)
 _MATMULS = ("npu_quant_matmul", "matmul", "grouped_matmul")
@@ -199,17 +200,12 @@ def _check_axis(key: str, value):
         return values
     if key == "dtypes":
         return [_dtype(v) for v in values]
-    if key == "epilogues":
+    if key in _NAMED_CHOICES:
+        what, choices = _NAMED_CHOICES[key]
         for v in values:
-            if v not in EPILOGUES:
-                raise ValueError(f"epilogues: unknown epilogue {v!r};{did_you_mean(v, EPILOGUES)} "
-                                 f"epilogues: {', '.join(EPILOGUES)}")
-        return values
-    if key == "weight_formats":
-        for v in values:
-            if v not in WEIGHT_FORMATS:
-                raise ValueError(f"weight_formats: unknown weight format {v!r};"
-                                 f"{did_you_mean(v, WEIGHT_FORMATS)} weight formats: {', '.join(WEIGHT_FORMATS)}")
+            if v not in choices:
+                raise ValueError(f"{key}: unknown {what} {v!r};{did_you_mean(v, choices)} "
+                                 f"{key.replace('_', ' ')}: {', '.join(choices)}")
         return values
     raise ValueError(f"unknown sweep axis {key!r};{did_you_mean(key, AXES)} axes: {', '.join(AXES)}")
 
