@@ -226,7 +226,7 @@ def test_weight_format_axis_sweeps_nd_and_nz_weights():
     assert set(df["status"]) == {"ok"}
     nz, nd = (df.loc[("npu_quant_matmul", f), "latency_us"] for f in ("NZ", "ND"))
     assert nz == perfmodel.predict("npu_quant_matmul", "atlas-a2", x2_format="NZ",
-                                   **sweep.build_args(pts[0])).latency_us < nd
+                                   **by["npu_quant_matmul", "ND"]).latency_us < nd
     # the default: ND on the two matmuls, blank elsewhere
     assert {p.weight_format for p in sweep.grid(ops=["npu_quant_matmul", "moe_init_routing_quant"],
                                                 products=["atlas-a2"], tokens=[1])} == {"ND", None}
