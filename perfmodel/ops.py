@@ -16,6 +16,7 @@ import numpy as np
 
 from npusim import _checks, formats
 from npusim.plan import spec_of
+from npusim.quant_matmul import ACL_FORMAT_FRACTAL_NZ, ACL_FORMAT_ND
 
 from perfmodel.model import Loop, Work
 
@@ -226,6 +227,14 @@ def add_work(hw, x, y, **kw):
 # both take 6-9 us, where MatMulV2 (TBE) takes 1.9 us.
 MATMUL_API = "MatmulApi"
 
+def _stored_kn(hw, dtype, K, N, nz) -> tuple[int, int]:
+    """K x N of a B operand as stored in GM: as it is in ND; padded to whole fractals in FRACTAL_NZ."""
+    if not nz:
+        return K, N
+    _fm, fk, fn = hw.fractal(dtype)
+    return _cdiv(K, fk) * fk, _cdiv(N, fn) * fn
+
+
 def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim=None, base=None,
                tiling="best", l0c_out_bytes=2.0, depth_a=None, depth_b=None, a_row_bytes=None, b_row_bytes=None,
                b_transposed=False, b_streamed=False, b_nz=False, c_row_bytes=None, core_share=None,
@@ -292,7 +301,7 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
     a_load = hw.dma("gm_to_l1", depth * a_step) / depth
     b_load = hw.dma("gm_to_l1" if b_nz else "gm_to_l1_trans", depth_b * b_step) / depth_b
     unique_a = sum(group_rows) * K * in_bytes
-    kb, nb = (_cdiv(K, fk) * fk, _cdiv(N, fn) * fn) if b_nz else (K, N)     # an NZ B is stored padded
+    kb, nb = _stored_kn(hw, dtype, K, N, b_nz)
     unique_b = sum(1 for m in group_rows if m) * kb * nb * in_bytes
     # off-grid source rows per k-step that come from HBM: A fills of bm rows; B fills of bk K-rows ([K,N]) or
     # of bn rows ([N,K]); each operand's first touches over all it loads (the rest are L2 hits)
@@ -394,7 +403,6 @@ def even_group_list(rows: int, groups: int) -> tuple:
 def storage_format(op: str, option: str, value) -> str:
     """'ND' or 'NZ' from a weight-format option: a name ('ND', 'NZ', 'FRACTAL_NZ', any case) or the ACL format
     code npu_format_cast takes (2 or 29), else a ValueError naming the operator and the option."""
-    from npusim.quant_matmul import ACL_FORMAT_FRACTAL_NZ, ACL_FORMAT_ND
     if isinstance(value, str) and value.strip().upper() in ("ND", "NZ", "FRACTAL_NZ"):
         return "ND" if value.strip().upper() == "ND" else "NZ"
     if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value in (ACL_FORMAT_ND,
@@ -463,9 +471,8 @@ def grouped_matmul_work(hw, x, weight, group_list, bias=None, *, transpose_weigh
                                            depth_a=a_steps,
                                            block_loads=(bias.dtype.itemsize,) if bias is not None else ())
     used = sum(1 for m in rows if m)
-    _fm, fk, fn = hw.fractal(dt)
-    w_elems = _cdiv(K, fk) * fk * _cdiv(N, fn) * fn if nz else K * N          # an NZ weight is stored padded
-    read = (sum(rows) * K + used * w_elems) * in_b + (used * N * bias.dtype.itemsize if bias is not None else 0)
+    kb, nb = _stored_kn(hw, dt, K, N, nz)
+    read = (sum(rows) * K + used * kb * nb) * in_b + (used * N * bias.dtype.itemsize if bias is not None else 0)
     if block_dim is None:
         # the tiling launches mDim x nDim AICs (at most all of them), mDim = E + (M - E) // baseM an upper
         # bound on the row blocks (the host cannot see group_list's values), baseM = 128 or M rounded up to
@@ -759,7 +766,8 @@ def quant_matmul_work(plan, hw, x2_format="ND"):
     dequant loads each block's scale words before the block's store. 310P has no FixPipe: L0C -> UB -> vector
     dequant -> GM. A float32 scale with fp16/int8 output also launches TransQuantParamV2 first (op-plugin).
     M <= baseM streams the weight past L2 (x2 CACHE_MODE_DISABLE in the kernels). x2_format: 'ND' or 'NZ'
-    (the weight cast to FRACTAL_NZ beforehand, see cube_loops' b_nz)."""
+    (the weight cast to FRACTAL_NZ beforehand, see cube_loops' b_nz; storage_format's spellings)."""
+    nz = storage_format("npu_quant_matmul", "x2_format", x2_format) == "NZ"
     x1, x2 = plan.inputs["x1"], plan.inputs["x2"]
     out = next(iter(plan.outputs.values()))
     int4 = _dt(x1) in ("int32", "int4")
@@ -801,7 +809,7 @@ def quant_matmul_work(plan, hw, x2_format="ND"):
     loops, bd, hbm_frac, info = cube_loops(
         hw, M=M, K=K, N=N, batch=batch, dtype=dtype, in_bytes=in_b, block_dim=plan.block_dim, base=base,
         l0c_out_bytes=out_b if epi == "fixpipe" else 4, depth_b=1 if streamed else None, b_streamed=streamed,
-        b_nz=x2_format == "NZ",
+        b_nz=nz,
         c_row_bytes=None if epi == "fixpipe" else 64,     # else whole int32 blocks to a workspace (or UB): on the grid
         block_loads=((8,) if per_channel_fix else ()) + ((4,) if bt_bias else ()))
     if epi in ("vector", "ub"):
@@ -911,6 +919,10 @@ def moe_init_routing_quant_work(plan, hw):
                  tiles={"rows_per_tile": rpt, "sort_passes": passes})
 
 
+# options of a plan builder that are the model's, not arguments of the emulator's function (predict passes
+# them to the builder, not to the planner)
+BUILDER_OPTIONS = {"npu_quant_matmul": ("x2_format",)}
+
 PLAN_BUILDERS = {
     "npu_dynamic_quant": dynamic_quant_work,
     "npu_dynamic_quant_asymmetric": dynamic_quant_asym_work,
@@ -921,4 +933,4 @@ PLAN_BUILDERS = {
 }
 
 __all__ = ["elementwise_work", "add_work", "matmul_work", "grouped_matmul_work", "group_sizes", "even_group_list",
-           "storage_format", "PLAN_BUILDERS", "ELEMENTWISE"]
+           "storage_format", "PLAN_BUILDERS", "BUILDER_OPTIONS", "ELEMENTWISE"]

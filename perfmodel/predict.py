@@ -131,12 +131,9 @@ def _work(op, soc, hw, args, l2="cold"):
         work = ops.matmul_work(hw, **args)
     elif op == "grouped_matmul":
         work = ops.grouped_matmul_work(hw, **args)
-    elif op == "npu_quant_matmul" and "x2_format" in args:      # a model option, not an emulator argument
-        args = dict(args)
-        fmt = ops.storage_format("npu_quant_matmul", "x2_format", args.pop("x2_format"))
-        work = ops.quant_matmul_work(_plan(op, soc, args), hw, x2_format=fmt)
     else:
-        work = ops.PLAN_BUILDERS[op](_plan(op, soc, args), hw)
+        options = {k: args.pop(k) for k in ops.BUILDER_OPTIONS.get(op, ()) if k in args}   # args: _specs' copy
+        work = ops.PLAN_BUILDERS[op](_plan(op, soc, args), hw, **options)
     if l2 == "warm":
         for w in (work, *work.extra):       # inputs already in L2 (as far as they fit) are read from it
             w.hbm_read_fraction *= max(0.0, 1.0 - hw.soc.l2_bytes / w.bytes_read) if w.bytes_read else 0.0
