@@ -420,35 +420,45 @@ def plot_validation(per_row: pd.DataFrame, stem, title: str = "perfmodel against
         -> list[str]:
     """Predicted against measured latency, one panel per error column of a fit_report.evaluate table
     (in-sample, and cross-validated when present): the prediction a panel shows is measured * (1 + error).
-    Colour = operator × SoC group; rows the fit does not use (doubtful, analogue, held out) are grey crosses.
-    The panel title gives the MAPE over the fitted rows."""
+    Colour = operator × SoC group; rows the fit does not use because of doubt (doubtful, analogue) are grey
+    crosses. The panel title gives the MAPE over the fitted rows. A last panel shows the rows held out of
+    the fit on purpose (trust 'holdout', e.g. Ascend 950PR), coloured by group, with their MAPE."""
     panels = [(c, t) for c, t in VALIDATION_PANELS if c in per_row]
-    fig = Figure(figsize=(5.2 * len(panels), 5.6))
+    held = (per_row["trust"] == "holdout").to_numpy()
+    fig = Figure(figsize=(5.2 * (len(panels) + held.any()), 5.6))
     m = _num(per_row, "measured_us")
     lo, hi = m.min() / 2, m.max() * 2
     x = np.logspace(math.log10(lo), math.log10(hi), 50)
     fitted = (per_row["trust"] == "measured").to_numpy()
-    groups = sorted(per_row.loc[fitted, "group"].unique())
-    for k, (col, name) in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), k + 1)
+    doubted = ~fitted & ~held
+
+    def panel(k, rows, col, name):
+        ax = fig.add_subplot(1, len(panels) + held.any(), k + 1)
         ax.fill_between(x, x / 1.25, x * 1.25, color="0.9", label="±25%")
         ax.fill_between(x, x / 1.10, x * 1.10, color="0.78", label="±10%")
         ax.plot(x, x, "k-", lw=1, label="y = x")
         pred = m * (1 + _num(per_row, col) / 100)
-        for i, g in enumerate(groups):
-            sel = fitted & (per_row["group"] == g).to_numpy()
+        for i, g in enumerate(sorted(per_row.loc[rows, "group"].unique())):
+            sel = rows & (per_row["group"] == g).to_numpy()
             ax.scatter(m[sel], pred[sel], s=22, color=_color(i), marker=_MARKERS[i % len(_MARKERS)], label=g,
                        zorder=3)
-        if (~fitted).any():
-            ax.scatter(m[~fitted], pred[~fitted], s=22, color="0.45", marker="x", zorder=2,
-                       label="not fitted (doubtful / analogue / held out)")
-        mape = float(np.mean(np.abs(_num(per_row, col)[fitted])))
+        mape = float(np.mean(np.abs(_num(per_row, col)[rows])))
         _log_axes(ax, "measured latency (µs)", "predicted latency (µs)",
-                  f"{name}: MAPE {mape:.1f}% over {int(fitted.sum())} rows", legend_size=6,
-                  legend_loc="upper left")
+                  f"{name}: MAPE {mape:.1f}% over {int(rows.sum())} rows", legend_size=6, legend_loc="upper left")
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
+        return ax, pred
+
+    for k, (col, name) in enumerate(panels):
+        ax, pred = panel(k, fitted, col, name)
+        if doubted.any():
+            ax.scatter(m[doubted], pred[doubted], s=22, color="0.45", marker="x", zorder=2,
+                       label="not fitted (doubtful / analogue)")
+            if k == 0:
+                ax.legend(fontsize=6, loc="upper left")
         if k:
             ax.get_legend().remove()
+    if held.any():
+        panel(len(panels), held, "error_pct", "never fitted (held out on purpose)")
     fig.suptitle(title, fontsize=11)
     return save(fig, stem)

@@ -637,12 +637,25 @@ def test_rows_held_out_of_the_fit_are_shown_not_fitted():
     assert trust("cann-bench case 3") == "measured"
     rows = calibration_set()
     held = rows[rows["trust"] == "holdout"]
-    assert len(held) >= 9 and set(held["target"]) == {"Ascend910B4"}
+    assert len(held) >= 9 and set(held["target"]) == {"Ascend910B4", "ascend-950pr"}
+    # issue 13: 950 is predicted from its hardware facts; its only fitted rows are the two MatMul samples
+    on_950 = rows[rows["product"].isin(["ascend-950pr", "ascend-950dt"])]
+    assert set(on_950.loc[on_950["trust"] == "measured", "op"]) == {"matmul"}
+    assert {"npu_dynamic_quant", "sigmoid"} <= set(on_950.loc[on_950["trust"] == "holdout", "op"])
     # the fit is the same without them: they only get predicted
     cal_all, per_row = evaluate(rows)
     cal_without, _ = evaluate(rows[rows["trust"] != "holdout"].reset_index(drop=True))
     assert cal_all.params == cal_without.params
     assert per_row.loc[per_row["trust"] == "holdout", "predicted_us"].notna().all()
+    # their own summary: one MAPE per group (none of them was fitted), worked from the per-row errors
+    from perfmodel.fit_report import summary
+    s = summary(per_row, "holdout")
+    assert list(s.columns) == ["rows", "mape", "worst_pct"]
+    h = per_row[(per_row["trust"] == "holdout") & (per_row["soc"] == "Ascend950PR_9589")
+                & (per_row["op"] == "npu_dynamic_quant")]
+    assert s.loc["npu_dynamic_quant Ascend950PR_9589", "rows"] == len(h) == 20
+    assert s.loc["npu_dynamic_quant Ascend950PR_9589", "mape"] == pytest.approx(h["error_pct"].abs().mean())
+    assert s.loc["all", "rows"] == len(held)
 
 
 def test_generic_matmul_tiles_shrink_to_one_cores_share_of_a_small_problem():

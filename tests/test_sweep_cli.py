@@ -403,13 +403,16 @@ def test_fit_report_figure_and_table(tmp_path, monkeypatch, capsys):
     from perfmodel import fit_report
     from perfmodel.published import calibration_set
     rows = calibration_set()
-    small = rows[rows["op"].isin(["add", "moe_init_routing_quant"])].reset_index(drop=True)
+    small = rows[rows["op"].isin(["add", "moe_init_routing_quant"])
+                 | ((rows["op"] == "sigmoid") & (rows["trust"] == "holdout"))].reset_index(drop=True)
     monkeypatch.setattr(fit_report, "calibration_set", lambda: small)
     stem = tmp_path / "validation"
     assert fit_report.main(["--no-write", "--figure", str(stem)]) == 0
     assert nonempty(stem.with_suffix(".png")) and nonempty(stem.with_suffix(".svg"))
+    out = capsys.readouterr().out
+    assert "held out of the fit on purpose" in out and "sigmoid Ascend950PR_9589" in out
     table = pd.read_csv(stem.with_suffix(".csv"))
-    assert len(table) == len(small) and set(table["trust"]) == {"measured", "doubtful", "analogue"}
+    assert len(table) == len(small) and set(table["trust"]) == {"measured", "doubtful", "analogue", "holdout"}
     err = 100 * (table["predicted_us"] - table["measured_us"]) / table["measured_us"]
     assert np.allclose(err, table["error_pct"], atol=0.01)
 
