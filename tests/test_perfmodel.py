@@ -815,7 +815,10 @@ def test_grouped_matmul_rows_of_the_measured_set():
     from perfmodel.published import calibration_set, measured_args
     rows = calibration_set()
     g = rows[rows["op"] == "grouped_matmul"]
-    assert len(g) == 18 and set(g["trust"]) == {"measured"} and set(g["target"]) == {"Ascend910B2"}
+    fitted, held = g[g["trust"] == "measured"], g[g["trust"] == "holdout"]
+    assert len(fitted) == 18 and set(fitted["target"]) == {"Ascend910B2"}
+    assert len(held) == 18 and set(held["target"]) == {"ascend-950pr"}      # the same cases, on 950PR
+    assert sorted(map(repr, held["args"])) == sorted(map(repr, fitted["args"]))
     a = measured_args("grouped_matmul", "x 2048x1024; w 8x2048x1024; bias 8x2048; group_list [256, 512]",
                       "x float16; w float16; bias float16; out float16", "split_item=2; transpose_weight=true")
     assert a["weight"].shape == (8, 2048, 1024) and a["transpose_weight"] and a["group_list"] == (256, 512)
