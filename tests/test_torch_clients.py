@@ -148,7 +148,8 @@ def test_torch_npu_int4_layout_rules():
     assert ei.value.param == "x1"
     with pytest.raises(AclnnError, match="contiguous"):
         stand_in.npu_convert_weight_to_int4pack(w.t())
-    assert stand_in.npu_format_cast(w, 29) is w
+    nz = stand_in.npu_format_cast(w, 29)
+    assert torch.equal(nz, w) and stand_in.get_npu_format(nz) == 29 and stand_in.npu_format_cast(nz, 29) is nz
     with pytest.raises(AclnnError, match="not emulated"):
         stand_in.npu_format_cast(w, 3)
     with pytest.raises(stand_in.NotEmulatedError):

@@ -6,6 +6,7 @@ restores what was there.
 Results are compared through torch's own integer views (torch.Tensor.view), not through the converter
 under test, so a wrong dtype mapping or a byte mix-up in npusim.torch_npu.to_numpy / from_numpy fails here.
 """
+import gc
 import subprocess
 import sys
 import textwrap
@@ -376,7 +377,9 @@ def test_torch_ops_npu_run_the_emulator():
                     npusim.npu_trans_quant_param(scale, offset, 1))
         assert_same(ops.npu_convert_weight_to_int4pack(tensor(w4)), npusim.npu_convert_weight_to_int4pack(w4))
         w = tensor(x2)
-        assert ops.npu_format_cast(w, 29) is w
+        nz = ops.npu_format_cast(w, 29)
+        assert nz is not w and torch.equal(nz, w) and ops.get_npu_format(nz) == 29 and ops.get_npu_format(w) == 2
+        assert ops.npu_format_cast(nz, 29) is nz and ops.npu_format_cast_(w, 29) is w and ops.get_npu_format(w) == 29
         same_error(lambda: ops.npu_quant_matmul(tensor(x1), tensor(i8(63, 16)), tensor(scale)),
                    lambda: npusim.npu_quant_matmul(x1, i8(63, 16), scale, product="atlas-a3"))
         with pytest.raises(tnpu.NotEmulatedError, match="'group_sizes'"):
@@ -387,6 +390,43 @@ def test_torch_ops_npu_run_the_emulator():
         y, s = torch.ops.npu.npu_dynamic_quant(tensor(x), dst_type=torch.float8_e4m3fn)
     for t, a in zip((y, s), npusim.npu_dynamic_quant(x, dst_type="float8_e4m3fn", product="ascend-950pr")):
         assert_same(t, a)
+
+
+def test_formats_live_with_the_storage_as_on_the_npu():
+    """npu_format_cast / npu_format_cast_ / get_npu_format: the format belongs to the storage (torch_npu's NPU
+    storage descriptor), so views and a Parameter whose .data is replaced by a cast tensor report it;
+    values never change, and a quant matmul on an NZ weight gives the ND result bit for bit."""
+    w = torch.from_numpy(RNG.integers(-128, 128, (64, 32), dtype=np.int8))
+    assert tnpu.get_npu_format(w) == 2
+    view = w.t()                                        # a transposed view: the cast keeps its strides
+    nz = tnpu.npu_format_cast(view, 29)
+    assert (nz.shape, nz.stride(), nz.storage_offset()) == (view.shape, view.stride(), view.storage_offset())
+    assert torch.equal(nz, view) and tnpu.get_npu_format(nz) == 29 and tnpu.get_npu_format(w) == 2
+    assert tnpu.get_npu_format(nz.t()) == 29 and tnpu.get_npu_format(nz[:3]) == 29      # views share it
+    w[0, 0] = 7 if w[0, 0] != 7 else 8                  # a new storage: the original can change alone
+    assert nz[0, 0] != w[0, 0]
+    assert tnpu.npu_format_cast(nz, 29) is nz           # already NZ
+    back = tnpu.npu_format_cast(nz, torch.zeros(1))      # a tensor argument: its format (ND)
+    assert tnpu.get_npu_format(back) == 2 and torch.equal(back, nz)
+    layer = torch.nn.Linear(32, 64, bias=False)          # vllm-ascend: layer.weight.data = npu_format_cast(...)
+    layer.weight.data = tnpu.npu_format_cast(layer.weight.data, 29)
+    gc.collect()
+    assert tnpu.get_npu_format(layer.weight) == 29
+    assert tnpu.npu_format_cast_(w, 29) is w and tnpu.get_npu_format(w[1:]) == 29
+    assert tnpu.npu_format_cast_(w, 2) is w and tnpu.get_npu_format(w) == 2
+    # the emulator computes from values: an NZ weight gives the ND weight's result
+    x1 = torch.from_numpy(RNG.integers(-128, 128, (5, 32), dtype=np.int8))
+    scale = torch.rand(64, dtype=torch.float32)
+    assert torch.equal(tnpu.npu_quant_matmul(x1, nz, scale, output_dtype=torch.bfloat16).view(torch.int16),
+                       tnpu.npu_quant_matmul(x1, back, scale, output_dtype=torch.bfloat16).view(torch.int16))
+    before = tnpu.get_npu_format(w)
+    for bad in (3, True, 29.0):
+        with pytest.raises(AclnnError, match="acl_format"):
+            tnpu.npu_format_cast_(w, bad)
+    assert tnpu.get_npu_format(w) == before              # a failed call changes nothing
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        tnpu.get_npu_format(np.zeros(3))
+
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

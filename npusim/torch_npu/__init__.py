@@ -15,7 +15,8 @@ otherwise DEFAULT_PRODUCT ("atlas-a2"). The pytest plugin (npusim.pytest_plugin)
 `npusim_torch_npu` and the option --npusim-torch-npu for test modules that `import torch_npu` at their top.
 
 Emulated: npu_dynamic_quant, npu_dynamic_quant_asymmetric, npu_quant_matmul, npu_trans_quant_param,
-npu_convert_weight_to_int4pack, npu_format_cast (ND / FRACTAL_NZ: no value changes), each also as
+npu_convert_weight_to_int4pack, npu_format_cast / npu_format_cast_ / get_npu_format (ND / FRACTAL_NZ, kept
+with the tensor's storage; no value changes), each also as
 torch.ops.npu.<name> while install() is in force, contrib.module.LinearA8W8Quant,
 torch.ops.custom.indexer_compress_epilog (registered on import, in place), and, under names a torch user
 looks for: fake_quantize_per_channel_affine_cachemask / fake_quantize_per_channel_affine (torch's own op
@@ -39,10 +40,12 @@ import torch
 
 import npusim
 from npusim.errors import AclnnError, invalid
+from npusim.quant_matmul import ACL_FORMAT_ND
 
 __all__ = ["install", "current_product", "to_numpy", "from_numpy", "NotEmulatedError", "NotEmulatedAttributeError",
            "DEFAULT_PRODUCT", "PRODUCT_ENV", "npu_dynamic_quant", "npu_dynamic_quant_asymmetric", "npu_quant_matmul",
-           "npu_trans_quant_param", "npu_convert_weight_to_int4pack", "npu_format_cast",
+           "npu_trans_quant_param", "npu_convert_weight_to_int4pack", "npu_format_cast", "npu_format_cast_",
+           "get_npu_format",
            "fake_quantize_per_channel_affine_cachemask",
            "fake_quantize_per_channel_affine", "npusim_moe_init_routing_quant", "contrib"]
 
@@ -369,15 +372,51 @@ def npu_convert_weight_to_int4pack(weight, inner_k_tiles=0):
     return from_numpy(npusim.npu_convert_weight_to_int4pack(w, inner_k_tiles, product=current_product()))
 
 
+# torch_npu keeps a tensor's format in its storage's NPU descriptor: views of it, and a Parameter whose .data
+# is replaced by it, report it too. The stand-in keeps it the same way, on the storage's Python object, which
+# torch keeps alive (with its attributes) as long as the storage lives.
+_FORMAT_ATTR = "_npusim_acl_format"
+
+
+def _acl_format(op: str, tensor, acl_format) -> int:
+    """The checked ACL format code of a cast (an int, or a tensor whose format is taken), npusim's rule."""
+    (x,) = _arrays(op, input=tensor)
+    if isinstance(acl_format, torch.Tensor):
+        acl_format = get_npu_format(acl_format)
+    npusim.npu_format_cast(x, acl_format)          # 2 (ND) or 29 (FRACTAL_NZ), else an AclnnError
+    return int(acl_format)
+
+
+def get_npu_format(input) -> int:
+    """torch_npu.get_npu_format: the ACL format of the tensor's storage, 29 (FRACTAL_NZ) when npu_format_cast
+    made it or npu_format_cast_ set it, else 2 (ND)."""
+    _arrays("get_npu_format", input=input)          # a dense CPU tensor, else a clear error
+    return getattr(input.untyped_storage(), _FORMAT_ATTR, ACL_FORMAT_ND)
+
+
 @_eager
 def npu_format_cast(input, acl_format, customize_dtype=None):
-    """torch_npu.npu_format_cast: returns `input` itself. ACL format 2 (ND) or 29 (FRACTAL_NZ) changes only
-    the NPU's storage order, never values, and npusim computes from values; other formats and
-    customize_dtype are not emulated."""
+    """torch_npu.npu_format_cast: `input` itself if its storage has the format already, else the same view of
+    a copy of its storage in that format (torch_npu's FormatCast.cpp writes a new tensor); get_npu_format
+    reports it. ACL format 2 (ND) or 29 (FRACTAL_NZ), or a tensor whose format to take; the values never
+    change (npusim computes from values). Other formats and customize_dtype are not emulated."""
     if customize_dtype is not None:
         raise NotEmulatedError("npu_format_cast: customize_dtype is not emulated by npusim")
-    _arrays("npu_format_cast", input=input)
-    return npusim.npu_format_cast(input, acl_format)
+    fmt = _acl_format("npu_format_cast", input, acl_format)
+    if get_npu_format(input) == fmt:
+        return input
+    # the whole storage is cast and the view keeps its sizes, strides and offset (FormatCast.cpp: set_)
+    storage = input.untyped_storage().clone()
+    setattr(storage, _FORMAT_ATTR, fmt)
+    return torch.empty(0, dtype=input.dtype).set_(storage, input.storage_offset(), input.size(), input.stride())
+
+
+@_eager
+def npu_format_cast_(input, acl_format):
+    """torch_npu.npu_format_cast_: sets the format of `input`'s storage in place (ACL format 2 or 29, or a
+    tensor's) and returns `input`; its values stay as they are."""
+    setattr(input.untyped_storage(), _FORMAT_ATTR, _acl_format("npu_format_cast_", input, acl_format))
+    return input
 
 
 @_eager
@@ -477,6 +516,8 @@ _NPU_OPS = (
     ("npu_trans_quant_param(Tensor scale, Tensor? offset=None, int? round_mode=0) -> Tensor", npu_trans_quant_param),
     ("npu_convert_weight_to_int4pack(Tensor weight, int inner_k_tiles=0) -> Tensor", npu_convert_weight_to_int4pack),
     ("npu_format_cast(Tensor self, int acl_format, int? customize_dtype=None) -> Tensor", npu_format_cast),
+    ("npu_format_cast_(Tensor(a!) self, int acl_format) -> Tensor(a!)", npu_format_cast_),
+    ("get_npu_format(Tensor self) -> int", get_npu_format),
 )
 _CUSTOM_OPS = ((_INDEXER_SCHEMA, _indexer_compress_epilog),)
 
@@ -521,5 +562,5 @@ def __getattr__(name: str):
         return torch.npu
     raise NotEmulatedAttributeError(
         f"torch_npu.{name} is not emulated by npusim's torch_npu stand-in; it emulates "
-        f"{', '.join(n for n in __all__ if n.startswith(('npu_', 'fake_')))}, "
+        f"{', '.join(n for n in __all__ if n.startswith(('npu_', 'fake_', 'get_npu')))}, "
         "contrib.module.LinearA8W8Quant and torch.ops.custom.indexer_compress_epilog")
