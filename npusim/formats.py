@@ -66,7 +66,7 @@ _BY_STR: dict = {}      # a dtype name as given -> its dtype (planners look name
 
 
 def as_dtype(dtype) -> np.dtype:
-    """A numpy dtype from a dtype, a type, or a name such as 'bf16', 'float8_e4m3fn', 'int4'."""
+    """A numpy dtype from a dtype, a type, a torch dtype, or a name such as 'bf16', 'float8_e4m3fn', 'int4'."""
     if isinstance(dtype, str):
         dt = _BY_STR.get(dtype)
         if dt is not None:
@@ -80,6 +80,8 @@ def as_dtype(dtype) -> np.dtype:
         raise ValueError(f"unknown dtype name {dtype!r}; known: {sorted(_ALIASES)}")
     if isinstance(dtype, np.dtype) and dtype.byteorder != ">":
         return dtype                    # the common case (an array's dtype): np.dtype(dtype) is dtype
+    if type(dtype).__module__ == "torch" and type(dtype).__name__ == "dtype":
+        return as_dtype(str(dtype))     # torch.bfloat16 -> 'torch.bfloat16' (torch need not be imported here)
     try:
         dt = np.dtype(dtype)
     except TypeError as exc:

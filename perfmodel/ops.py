@@ -922,6 +922,9 @@ def moe_init_routing_quant_work(plan, hw):
 # options of a plan builder that are the model's, not arguments of the emulator's function (predict passes
 # them to the builder, not to the planner)
 BUILDER_OPTIONS = {"npu_quant_matmul": ("x2_format",)}
+# the weight argument whose storage format an option names: read from a torch tensor cast with npusim's
+# torch_npu.npu_format_cast when the option is not given
+WEIGHT_FORMAT_OPTIONS = {"npu_quant_matmul": ("x2", "x2_format"), "grouped_matmul": ("weight", "weight_format")}
 
 PLAN_BUILDERS = {
     "npu_dynamic_quant": dynamic_quant_work,
@@ -933,4 +936,4 @@ PLAN_BUILDERS = {
 }
 
 __all__ = ["elementwise_work", "add_work", "matmul_work", "grouped_matmul_work", "group_sizes", "even_group_list",
-           "storage_format", "PLAN_BUILDERS", "BUILDER_OPTIONS", "ELEMENTWISE"]
+           "storage_format", "PLAN_BUILDERS", "BUILDER_OPTIONS", "WEIGHT_FORMAT_OPTIONS", "ELEMENTWISE"]

@@ -54,6 +54,14 @@ def supported_products(op: str) -> list[str]:
     return list(SUPPORTED[check_operator(op)])
 
 
+def _torch_format(t):
+    """The ACL format npusim's torch face keeps with a torch tensor's storage (npu_format_cast), else None."""
+    if type(t).__module__.split(".")[0] != "torch":       # torch.Tensor, torch.nn.Parameter
+        return None
+    from npusim.torch_npu import get_npu_format            # imports torch, which the caller has already
+    return get_npu_format(t)
+
+
 def _specs(args: dict) -> dict:
     """Arrays and TensorSpecs -> TensorSpecs (only shape/dtype are read); other arguments unchanged, and so is
     grouped_matmul's group_list, whose values are read."""
@@ -122,6 +130,9 @@ L2_STATES = ("cold", "warm")
 def _work(op, soc, hw, args, l2="cold"):
     if l2 not in L2_STATES:
         raise ValueError(f"perfmodel: l2 must be one of {L2_STATES}, got {l2!r}")
+    weight, option = ops.WEIGHT_FORMAT_OPTIONS.get(op, (None, None))
+    if option is not None and option not in args and _torch_format(args.get(weight)) is not None:
+        args = {**args, option: _torch_format(args[weight])}
     args = _specs(args)
     if op == "add":
         work = ops.add_work(hw, **args)
@@ -160,7 +171,8 @@ def predict(op: str, product: str = "atlas-a2", *, calibration=None, l2: str = "
     op: an emulator function name ("npu_dynamic_quant", ...) or a generic kernel ("add": x, y;
     "matmul": a [M,K], b [K,N] fp16/bf16, output fp16; "grouped_matmul": x [M,K], weight [E,K,N],
     group_list (E cumulative row counts), bias [E,N] optional, transpose_weight). args: the emulator's own
-    arguments, tensors as TensorSpec or arrays (only shape and dtype are read). product: product id or SoC name.
+    arguments, tensors as TensorSpec, arrays or torch tensors (only shape and dtype are read; and a torch weight's
+    format, when npusim.torch_npu.npu_format_cast made it FRACTAL_NZ). product: product id or SoC name.
     calibration: a perfmodel.calibration.Calibration (default: the shipped one).
     l2: 'cold' (inputs come from HBM, as after an L2 flush: the profilers' benchmark setting) or 'warm'
     (inputs already in L2 as far as they fit, e.g. written by the kernel before).

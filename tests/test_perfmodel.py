@@ -754,6 +754,36 @@ def test_group_list_may_be_an_array_of_counts():
     assert got.latency_us == want
 
 
+def test_predict_takes_torch_tensors_and_reads_a_weights_nz_mark():
+    """Torch tensors and dtypes are read like arrays (shape and dtype); a weight cast with the torch face's
+    npu_format_cast(w, 29) is costed as FRACTAL_NZ unless the option says otherwise."""
+    torch = pytest.importorskip("torch")
+    from npusim import torch_npu as tnpu
+    q, w = torch.zeros(16, 2048, dtype=torch.int8), torch.zeros(2048, 1024, dtype=torch.int8)
+    s = torch.zeros(1024, dtype=torch.int64)
+    spec = dict(x1=T((16, 2048), "int8"), x2=T((2048, 1024), "int8"), scale=T((1024,), "int64"))
+
+    def qmm(**kw):
+        return perfmodel.predict("npu_quant_matmul", "atlas-a2", **kw).latency_us
+    nd = qmm(**spec, output_dtype="float16")
+    assert qmm(x1=q, x2=w, scale=s, output_dtype=torch.float16) == nd
+    nz_w = tnpu.npu_format_cast(w, 29)
+    nz = qmm(x1=q, x2=nz_w, scale=s, output_dtype=torch.float16)
+    assert nz == qmm(**spec, output_dtype="float16", x2_format="NZ") and nz < nd
+    assert qmm(x1=q, x2=nz_w, scale=s, output_dtype=torch.float16, x2_format="ND") == nd     # the option wins
+    many = perfmodel.predict_many("npu_quant_matmul", "atlas-a2",
+                                  [dict(x1=q, x2=nz_w, scale=s, output_dtype=torch.float16)] * 2)
+    assert [p.latency_us for p in many] == [nz] * 2
+    x, gw = torch.zeros(2048, 1024, dtype=torch.float16), torch.zeros(4, 1024, 1024, dtype=torch.float16)
+
+    def gmm(weight, **kw):
+        return perfmodel.predict("grouped_matmul", "atlas-a2", x=x, weight=weight,
+                                 group_list=[512, 1024, 1536, 2048], **kw).latency_us
+    assert gmm(tnpu.npu_format_cast(gw, 29)) == gmm(gw, weight_format="NZ") != gmm(gw)
+    assert perfmodel.predict("npu_dynamic_quant", "atlas-a2", x=torch.zeros(16, 4096, dtype=torch.bfloat16)) \
+        .latency_us == perfmodel.predict("npu_dynamic_quant", "atlas-a2", x=T((16, 4096), "bfloat16")).latency_us
+
+
 def test_quant_matmul_weight_stored_nz_is_copied_as_it_lies():
     # npu_format_cast(w, 29) before npu_quant_matmul (vllm-ascend's W8A8 weights): B's tiles are whole fractals
     # in GM, so they move on msKPP's plain GM->L1 curve, and an NZ B has no row off the grid
