@@ -131,8 +131,10 @@ def _work(op, soc, hw, args, l2="cold"):
     if l2 not in L2_STATES:
         raise ValueError(f"perfmodel: l2 must be one of {L2_STATES}, got {l2!r}")
     weight, option = ops.WEIGHT_FORMAT_OPTIONS.get(op, (None, None))
-    if option is not None and option not in args and _torch_format(args.get(weight)) is not None:
-        args = {**args, option: _torch_format(args[weight])}
+    if option is not None and option not in args:
+        fmt = _torch_format(args.get(weight))
+        if fmt is not None:
+            args = {**args, option: fmt}
     args = _specs(args)
     if op == "add":
         work = ops.add_work(hw, **args)
