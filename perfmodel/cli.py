@@ -226,6 +226,8 @@ def cmd_calibrate(a) -> int:
         # different kernel, not a model error: fitting to it would distort every other prediction
         keep = (before_rows["status"] == "ok") & before_rows["same_launch"]
         dropped = cmp.by_launch(before_rows[~keep])
+        dropped["reason"] = [r if isinstance(r, str) and r else "measured on another core count than the plan's"
+                             for r in dropped["reason"]]
         _print_table(dropped[["op", "product", "label", "rows", "block_dim", "predicted_block_dim", "reason"]],
                      "launches left out of the fit (launch differs from the plan, or not predictable; "
                      "--all-rows keeps the predictable ones):", limit=LIST_MAX)

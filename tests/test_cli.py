@@ -466,3 +466,13 @@ def test_hostile_sweep_csvs_never_crash_plot(small_sweep, data, kind, tmp_path_f
     assert rc in (0, 1, 2), err
     if rc == 0:
         assert all(Path(p).stat().st_size > 500 for p in out.split("wrote:")[1].split())
+
+
+def test_calibrate_says_why_a_launch_is_left_out(tmp_path, capsys):
+    """A launch measured on another core count than the plan's (the synthetic DynamicQuantV2 row: 40 cores,
+    the plan 48) is listed as left out of the fit with that reason, not a blank one."""
+    rc, out, err = run(capsys, "calibrate", "--profiles", DATA / "synthetic_op_summary_cann83.csv",
+                       "--product", "atlas-a2", "--output", tmp_path / "cal.json", "--out", tmp_path)
+    assert rc == 0, err
+    left = out.split("launches left out of the fit")[1].split("\n\n")[0]
+    assert re.search(r"DynamicQuantV2.*\s40\s+48\s+measured on another core count than the plan's", left)
