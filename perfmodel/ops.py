@@ -227,6 +227,7 @@ def add_work(hw, x, y, **kw):
 # both take 6-9 us, where MatMulV2 (TBE) takes 1.9 us.
 MATMUL_API = "MatmulApi"
 
+
 def _stored_kn(hw, dtype, K, N, nz) -> tuple[int, int]:
     """K x N of a B operand as stored in GM: as it is in ND; padded to whole fractals in FRACTAL_NZ."""
     if not nz:
@@ -919,11 +920,8 @@ def moe_init_routing_quant_work(plan, hw):
                  tiles={"rows_per_tile": rpt, "sort_passes": passes})
 
 
-# options of a plan builder that are the model's, not arguments of the emulator's function (predict passes
-# them to the builder, not to the planner)
-BUILDER_OPTIONS = {"npu_quant_matmul": ("x2_format",)}
-# the weight argument whose storage format an option names: read from a torch tensor cast with npusim's
-# torch_npu.npu_format_cast when the option is not given
+# op -> (its weight argument, the option that names how that weight is stored: 'ND' or 'NZ'); predict reads
+# the option from a torch weight cast with npusim's torch_npu.npu_format_cast when it is not given
 WEIGHT_FORMAT_OPTIONS = {"npu_quant_matmul": ("x2", "x2_format"), "grouped_matmul": ("weight", "weight_format")}
 
 PLAN_BUILDERS = {
@@ -934,6 +932,9 @@ PLAN_BUILDERS = {
     "npu_quant_matmul": quant_matmul_work,
     "moe_init_routing_quant": moe_init_routing_quant_work,
 }
+# options of a plan builder that are the model's, not arguments of the emulator's function (predict passes
+# them to the builder, not to the planner)
+BUILDER_OPTIONS = {op: (option,) for op, (_weight, option) in WEIGHT_FORMAT_OPTIONS.items() if op in PLAN_BUILDERS}
 
 __all__ = ["elementwise_work", "add_work", "matmul_work", "grouped_matmul_work", "group_sizes", "even_group_list",
            "storage_format", "PLAN_BUILDERS", "BUILDER_OPTIONS", "WEIGHT_FORMAT_OPTIONS", "ELEMENTWISE"]

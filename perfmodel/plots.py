@@ -425,7 +425,8 @@ def plot_validation(per_row: pd.DataFrame, stem, title: str = "perfmodel against
     the fit on purpose (trust 'holdout', e.g. Ascend 950PR), coloured by group, with their MAPE."""
     panels = [(c, t) for c, t in VALIDATION_PANELS if c in per_row]
     held = (per_row["trust"] == "holdout").to_numpy()
-    fig = Figure(figsize=(5.2 * (len(panels) + held.any()), 5.6))
+    ncols = len(panels) + int(held.any())
+    fig = Figure(figsize=(5.2 * ncols, 5.6))
     m = _num(per_row, "measured_us")
     lo, hi = m.min() / 2, m.max() * 2
     x = np.logspace(math.log10(lo), math.log10(hi), 50)
@@ -433,7 +434,7 @@ def plot_validation(per_row: pd.DataFrame, stem, title: str = "perfmodel against
     doubted = ~fitted & ~held
 
     def panel(k, rows, col, name):
-        ax = fig.add_subplot(1, len(panels) + held.any(), k + 1)
+        ax = fig.add_subplot(1, ncols, k + 1)
         ax.fill_between(x, x / 1.25, x * 1.25, color="0.9", label="±25%")
         ax.fill_between(x, x / 1.10, x * 1.10, color="0.78", label="±10%")
         ax.plot(x, x, "k-", lw=1, label="y = x")

@@ -58,6 +58,8 @@ def _torch_format(t):
     """The ACL format npusim's torch face keeps with a torch tensor's storage (npu_format_cast), else None."""
     if type(t).__module__.split(".")[0] != "torch":       # torch.Tensor, torch.nn.Parameter
         return None
+    if t.device.type != "cpu":          # e.g. meta tensors, for shapes only: the torch face casts CPU tensors
+        return None
     from npusim.torch_npu import get_npu_format            # imports torch, which the caller has already
     return get_npu_format(t)
 

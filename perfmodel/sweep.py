@@ -44,7 +44,7 @@ import pandas as pd
 
 from npusim.formats import as_dtype, dtype_name
 from npusim.plan import TensorSpec
-from perfmodel.ops import ELEMENTWISE, even_group_list
+from perfmodel.ops import ELEMENTWISE, WEIGHT_FORMAT_OPTIONS, even_group_list
 from perfmodel.predict import check_operator, check_product, did_you_mean, supported_products
 from perfmodel.rows import ROW_COLUMNS, load_calibration, predict_rows
 
@@ -69,7 +69,6 @@ EPILOGUES = {"pertoken": "float32 per-channel scale x per-token scale, vector ep
 # how the matmuls' weight is stored in GM (perfmodel.predict's x2_format / weight_format)
 WEIGHT_FORMATS = {"ND": "row-major, as the weight is loaded (default; every measured row)",
                   "NZ": "cast to FRACTAL_NZ first (npu_format_cast(w, 29)): copied into L1 as it lies, no ND->NZ"}
-_WEIGHT_OPTION = {"npu_quant_matmul": "x2_format", "grouped_matmul": "weight_format"}
 _NAMED_CHOICES = {"epilogues": ("epilogue", EPILOGUES), "weight_formats": ("weight format", WEIGHT_FORMATS)}
 INDEXER_D = 4096               # indexer_compress_epilog: d fixed to 4096 (seed 001 constraints)
 MAX_DIM = 2 ** 31 - 1          # sizes beyond int32 are not LLM shapes (and overflow the vendor tiling data)
@@ -135,7 +134,7 @@ def build_args(p: Point) -> dict:
 
 def _with_weight_format(args: dict, p: Point) -> dict:
     if p.weight_format not in (None, "ND"):         # ND is the model's default: the arguments stay the emulator's
-        args[_WEIGHT_OPTION[p.op]] = p.weight_format
+        args[WEIGHT_FORMAT_OPTIONS[p.op][1]] = p.weight_format
     return args
 
 
@@ -248,7 +247,7 @@ def grid(ops=None, products=None, tokens=None, hidden=None, dtypes=None, n=None,
         # axes an operator does not have stay blank (None): one point, no duplicate rows
         ns = (axes["n"] or [DEFAULT_N]) if op in _MATMULS else [None]
         ks = (axes["topk"] or [DEFAULT_TOPK]) if op == "moe_init_routing_quant" else [None]
-        ws = (axes["weight_formats"] or ["ND"]) if op in _WEIGHT_OPTION else [None]
+        ws = (axes["weight_formats"] or ["ND"]) if op in WEIGHT_FORMAT_OPTIONS else [None]
         hs = [INDEXER_D] if op == "indexer_compress_epilog" else (axes["hidden"] or [DEFAULT_HIDDEN])
         for prod in prods:
             combos = _combos(op, prod, axes["dtypes"], axes["epilogues"])

@@ -771,6 +771,8 @@ def test_predict_takes_torch_tensors_and_reads_a_weights_nz_mark():
     nz = qmm(x1=q, x2=nz_w, scale=s, output_dtype=torch.float16)
     assert nz == qmm(**spec, output_dtype="float16", x2_format="NZ") and nz < nd
     assert qmm(x1=q, x2=nz_w, scale=s, output_dtype=torch.float16, x2_format="ND") == nd     # the option wins
+    meta = {k: torch.empty(v.shape, dtype=v.dtype, device="meta") for k, v in dict(x1=q, x2=w, scale=s).items()}
+    assert qmm(**meta, output_dtype=torch.float16) == nd                   # shapes only: no storage to read
     many = perfmodel.predict_many("npu_quant_matmul", "atlas-a2",
                                   [dict(x1=q, x2=nz_w, scale=s, output_dtype=torch.float16)] * 2)
     assert [p.latency_us for p in many] == [nz] * 2

@@ -387,11 +387,15 @@ def _acl_format(op: str, tensor, acl_format) -> int:
     return int(acl_format)
 
 
+def _format_of(t: torch.Tensor) -> int:
+    return getattr(t.untyped_storage(), _FORMAT_ATTR, ACL_FORMAT_ND)
+
+
 def get_npu_format(input) -> int:
     """torch_npu.get_npu_format: the ACL format of the tensor's storage, 29 (FRACTAL_NZ) when npu_format_cast
     made it or npu_format_cast_ set it, else 2 (ND)."""
     _arrays("get_npu_format", input=input)          # a dense CPU tensor, else a clear error
-    return getattr(input.untyped_storage(), _FORMAT_ATTR, ACL_FORMAT_ND)
+    return _format_of(input)
 
 
 @_eager
@@ -402,8 +406,8 @@ def npu_format_cast(input, acl_format, customize_dtype=None):
     change (npusim computes from values). Other formats and customize_dtype are not emulated."""
     if customize_dtype is not None:
         raise NotEmulatedError("npu_format_cast: customize_dtype is not emulated by npusim")
-    fmt = _acl_format("npu_format_cast", input, acl_format)
-    if get_npu_format(input) == fmt:
+    fmt = _acl_format("npu_format_cast", input, acl_format)      # (input checked there)
+    if _format_of(input) == fmt:
         return input
     # the whole storage is cast and the view keeps its sizes, strides and offset (FormatCast.cpp: set_)
     storage = input.untyped_storage().clone()
