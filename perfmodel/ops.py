@@ -132,6 +132,41 @@ def _cube_core_type(hw) -> str:
 
 # -- generic elementwise kernels -----------------------------------------------------------------------
 
+def streamed_loops(hw, tiles, calls_of, *, in_bytes, out_bytes, n_in=1, double_buffer=True, load_row_bytes=None):
+    """Loops of a vector kernel that streams its elements through UB, for each (elements, count) in `tiles`
+    (tiles of no element are left out): each tile loaded (n_in inputs of in_bytes an element; in rows of
+    load_row_bytes when the source is strided), computed (calls_of(v, elements) adds the vector calls to a Vec)
+    and stored (out_bytes an element, or a tuple: one store per output), double-buffered or one after the
+    other."""
+    outs = out_bytes if isinstance(out_bytes, tuple) else (out_bytes,)
+    loops = []
+    for elems, count in tiles:
+        if count <= 0 or elems <= 0:
+            continue
+        v = Vec(hw)
+        calls_of(v, elems)
+        b = elems * in_bytes
+        load = (hw.dma("gm_to_ub", b, n_in) if load_row_bytes is None
+                else n_in * hw.dma_rows("gm_to_ub", load_row_bytes, b / load_row_bytes))
+        store = sum(hw.dma("ub_to_gm", elems * o) for o in outs)
+        loops.append(Loop(n=count, pipes={"mte2": load, "vector": v.s, "mte3": store}, read_bytes=n_in * b,
+                          write_bytes=elems * sum(outs), barriers=v.barriers,
+                          overlap="double" if double_buffer else "serial", cont=bool(loops)))
+    return loops
+
+
+def _elementwise_cores(hw, n: int, block_dim=None) -> int:
+    """Vector cores of a generic elementwise kernel over n elements: all of them, unless fewer give each core
+    at least ELEMENTWISE_MIN_PER_CORE elements (or block_dim asks for fewer)."""
+    cores = hw.vector_cores()
+    return max(1, min(int(block_dim or cores), cores, _cdiv(max(n, 1), ELEMENTWISE_MIN_PER_CORE)))
+
+
+def _ub_tile(hw, ub_bytes_per_element: float) -> int:
+    """Elements of a double-buffered UB tile (multiples of 256, 8 KB of UB kept back)."""
+    return max(256, int((hw.soc.ub_bytes - 8192) // (2 * ub_bytes_per_element)) // 256 * 256)
+
+
 # op -> (number of inputs, vector calls per tile in the compute dtype, whether fp16 is computed in fp32).
 # Compute dtype: fp32 as given, bf16 in fp32 (Cast in and out), fp16 as given unless the kernel widens it.
 # Calls of the CANN kernels as their ATT APIs. The TBE Sigmoid and Gelu widen fp16 to fp32 on 910B/910_93 in
@@ -174,24 +209,18 @@ def elementwise_work(hw, op: str, x, y=None, *, block_dim=None, tile_bytes=None,
     isz = x.dtype.itemsize
     widen = dt == "bfloat16" or (dt == "float16" and widens_fp16)      # computed in fp32, Cast in and out
     cdt = "float32" if widen or dt in ("float32", "int32") else "float16"
-    cores = hw.vector_cores()
     if block_dim is not None and _checks.int_attr(op, "block_dim", block_dim) < 1:
         raise ValueError(f"{op}: block_dim must be >= 1, got {block_dim}")
-    bd = max(1, min(int(block_dim or cores), cores, _cdiv(max(n, 1), ELEMENTWISE_MIN_PER_CORE)))
-    per_elem_ub = (n_in + 1) * isz + (8 if widen else 0)                    # fp32 work buffers
+    bd = _elementwise_cores(hw, n, block_dim)
     if tile_bytes is None:
-        tile_elems = max(256, (hw.soc.ub_bytes - 8192) // (2 * per_elem_ub) // 256 * 256)
+        tile_elems = _ub_tile(hw, (n_in + 1) * isz + (8 if widen else 0))       # + fp32 work buffers
     else:
         if _checks.int_attr(op, "tile_bytes", tile_bytes) < isz:
             raise ValueError(f"{op}: tile_bytes must hold at least one element, got {tile_bytes}")
         tile_elems = max(1, int(tile_bytes) // isz)
     per_core = _cdiv(n, bd) if n else 0
-    full, rem = divmod(per_core, tile_elems)
-    loops = []
-    for elems, count in ((tile_elems, full), (rem, 1 if rem else 0)):
-        if count == 0:
-            continue
-        v = Vec(hw)
+
+    def calls_of(v, elems):
         if widen:
             v("cast_f16_f32", "float16", elems, n_in)
         for c in calls:
@@ -200,17 +229,50 @@ def elementwise_work(hw, op: str, x, y=None, *, block_dim=None, tile_bytes=None,
             v("cast_f32_f16", "float32", elems)
         if bank_conflict_free:
             v.s *= hw.bank_conflict_free_factor
-        b = elems * isz
-        loops.append(Loop(n=count, pipes={"mte2": hw.dma("gm_to_ub", b, n_in), "vector": v.s,
-                                          "mte3": hw.dma("ub_to_gm", b)},
-                          read_bytes=n_in * b, write_bytes=b, barriers=v.barriers,
-                          overlap="double" if double_buffer else "serial", cont=bool(loops)))
+
+    loops = streamed_loops(hw, [(tile_elems, per_core // tile_elems), (per_core % tile_elems, 1)], calls_of,
+                           in_bytes=isz, out_bytes=isz, n_in=n_in, double_buffer=double_buffer)
+    full, rem = divmod(per_core, tile_elems)
     rd = sum(_nbytes(s) for s in (x, y) if s is not None)
     return Work(hw=hw, core_type=_vector_core_type(hw), block_dim=bd, loops=loops, bytes_read=rd,
                 bytes_written=n * isz, l2_bypass=l2_bypass, flops=n * len(calls), kernel=op.title(),
                 launch_class="Elementwise",
                 tiles={"tile_bytes": tile_elems * isz, "tiles_per_core": full + (1 if rem else 0),
                        "double_buffer": int(bool(double_buffer))})
+
+
+def _streamed_kernel(hw, kernel, n, in_bytes, out_bytes, calls_of, load_row_bytes=None):
+    """A one-input vector kernel over n elements, split and tiled as the generic elementwise kernels [E]."""
+    bd = _elementwise_cores(hw, n)
+    tile = _ub_tile(hw, in_bytes + out_bytes)
+    per_core = _cdiv(n, bd) if n else 0
+    loops = streamed_loops(hw, [(tile, per_core // tile), (per_core % tile, 1)], calls_of, in_bytes=in_bytes,
+                           out_bytes=out_bytes, load_row_bytes=load_row_bytes)
+    return Work(hw=hw, core_type=_vector_core_type(hw), block_dim=bd, loops=loops, bytes_read=n * in_bytes,
+                bytes_written=n * out_bytes, kernel=kernel, launch_class="Elementwise")
+
+
+_SHORT = {"float16": "f16", "float32": "f32"}
+
+
+def cast_work(hw, n: int, src: str, dst: str):
+    """The Cast kernel an aclnn call launches to promote a tensor of n elements from dtype src to dst."""
+    name = f"cast_{_SHORT[src]}_{_SHORT[dst]}"
+    return _streamed_kernel(hw, "Cast", n, np.dtype(src).itemsize, np.dtype(dst).itemsize,
+                            lambda v, e: v(name, src, e))
+
+
+def transpose_work(hw, shape, axis: int, dtype: str):
+    """The Transpose kernel an aclnn call launches to swap dimension 0 with `axis`: a copy whose runs of
+    prod(shape[axis + 1:]) elements stay contiguous. Runs of a 32-byte block or more are gathered by the
+    DMA, row by row; shorter ones are loaded whole and reordered in UB by vector instructions, costed as one
+    write pass at ATT Duplicate's rate [E] (no Transpose timing is published for these shapes)."""
+    n = math.prod(shape)
+    isz = np.dtype(dtype).itemsize
+    run = math.prod(shape[axis + 1:]) * isz
+    if run >= 32:
+        return _streamed_kernel(hw, "Transpose", n, isz, isz, lambda v, e: None, load_row_bytes=run)
+    return _streamed_kernel(hw, "Transpose", n, isz, isz, lambda v, e: v("duplicate", "float32", e * isz / 4))
 
 
 def add_work(hw, x, y, **kw):
@@ -681,39 +743,49 @@ def indexer_compress_epilog_work(plan, hw):
 
 
 def fake_quant_work(plan, hw):
-    """FakeQuantPerChannelAffineCachemask (ARITHMETIC.md sec. 3.2): per element Mul by 1/scale, Cast
-    (rint) and back, Add zp, two Compares + Select for the mask, Maxs/Mins clamp, Sub zp, Mul scale,
-    mask cast to bool; fp16 adds a Cast in and out. Tile elements from plan.tiles ('tileLength'), else
-    UB-derived; double-buffered [E]."""
-    x = plan.inputs.get("x") or plan.inputs.get("self")
+    """FakeQuantPerChannelAffineCachemask (ARITHMETIC.md sec. 3.2) as the aclnn call launches it.
+
+    The kernel (fake_quant_affine_cachemask_{fp32,fp16}.h) gives each core whole channels (the plan's
+    channels_per_core_max on the critical core) and streams each channel in tiles of tileLength elements,
+    double-buffered: per element Mul by 1/scale, Cast (rint) and back, Add zp, two Compares + Select for the
+    mask, Maxs/Mins clamp, Sub zp, Mul scale, mask cast to bool; the fp16 kernel adds a Cast in and out.
+    Around it (aclnn_fake_quant_per_channel_affine_cachemask.cpp): a Cast of self and of scale to the
+    promoted dtype where they differ from it, a Transpose of self moving `axis` to 0 and two back (out and
+    mask) when axis != 0, and a Cast of out to its dtype (the plan's cast_self, cast_scale, transposes and
+    cast_out), each its own launch (Work.extra)."""
+    t = plan.tiles
+    x = plan.inputs["self"]
     n = _size(x)
-    dt = _dt(x)
+    kd = "float16" if plan.tiling_key == 2 else "float32"
     f32 = "float32"
     calls = [("mul", f32), ("cast_f32_i32", f32), ("cast_i32_f16", "int32"), ("add", f32), ("compare", f32),
              ("compare", f32), ("select", f32), ("maxs", f32), ("mins", f32), ("sub", f32), ("mul", f32),
              ("cast_f16_i8", "float16")]
-    if dt == "float16":
+    if kd == "float16":
         calls += [("cast_f16_f32", "float16"), ("cast_f32_f16", f32)]
-    tile = plan.tiles.get("tileLength") or plan.tiles.get("tile_elems")
-    if not tile:
-        per_elem_ub = x.dtype.itemsize * 2 + 4 * 4 + 1 * 2
-        tile = max(256, (hw.soc.ub_bytes - 8192) // per_elem_ub // 256 * 256)
-    tile = int(tile)
-    bd = max(1, int(plan.block_dim))
-    per_core = _cdiv(n, bd) if n else 0
-    full, rem = divmod(per_core, tile)
-    isz = x.dtype.itemsize
-    loops = []
-    for e, count in ((tile, full), (rem, 1 if rem else 0)):
-        if count == 0:
-            continue
-        v = Vec(hw)
-        _each(v, tuple(calls), e)
-        loops.append(Loop(n=count, pipes={"mte2": hw.dma("gm_to_ub", e * isz), "vector": v.s,
-                                          "mte3": hw.dma("ub_to_gm", e * isz) + hw.dma("ub_to_gm", e)},
-                          read_bytes=e * isz, write_bytes=e * (isz + 1), barriers=v.barriers, overlap="double",
-                          cont=bool(loops)))
-    return _work(plan, hw, loops, flops=n * 8.0, tiles={"tile_elems": tile})
+    calls = tuple(calls)
+    isz = np.dtype(kd).itemsize
+    channels = int(t["channels_per_core_max"])
+    tile_num = int(t["tileNum"])
+    tiles = [(int(t["tileLength"]), channels * (tile_num - 1)), (int(t["lastTileLength"]), channels)]
+    loops = streamed_loops(hw, tiles, lambda v, e: _each(v, calls, e), in_bytes=isz, out_bytes=(isz, 1))
+    c = int(t["headNum"])
+    shape = plan.inputs["self"].shape
+    axis = plan.attrs["axis"]
+    before, after = [], []
+    if n:
+        if t["cast_self"]:
+            before.append(cast_work(hw, n, _dt(x), kd))
+        if t["cast_scale"]:
+            before.append(cast_work(hw, c, _dt(plan.inputs["scale"]), kd))
+        if t["transposes"]:
+            before.append(transpose_work(hw, shape, axis, kd))
+            moved = (shape[axis], *shape[1:axis], shape[0], *shape[axis + 1:])
+            after += [transpose_work(hw, moved, axis, kd), transpose_work(hw, moved, axis, "bool")]
+        if t["cast_out"]:
+            after.append(cast_work(hw, n, kd, _dt(plan.outputs["out"])))
+    return _work(plan, hw, loops, bytes_read=n * isz + c * (isz + 4), bytes_written=n * (isz + 1),
+                 flops=n * 8.0, tiles={"tile_elems": int(t["tileLength"])}, extra=before + after)
 
 
 def trans_quant_param_work(hw, n: int):

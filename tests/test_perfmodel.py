@@ -275,6 +275,51 @@ def test_moe_routing_scatter_and_gather_follow_the_plan():
     assert all(b >= a for a, b in zip(lat, lat[1:])), lat
 
 
+def _fake_quant(x_dt, scale_dt, shape=(4096, 4096), axis=0, product="atlas-a2"):
+    c = shape[axis]
+    return perfmodel.predict("fake_quantize_per_channel_affine_cachemask", product, x=T(shape, x_dt),
+                             scale=T((c,), scale_dt), zero_point=T((c,), "int32"), axis=axis,
+                             quant_min=-128, quant_max=127)
+
+
+def test_fake_quant_launches_what_its_aclnn_call_launches():
+    """aclnn_fake_quant_per_channel_affine_cachemask.cpp: Cast self and scale to the promoted dtype, move axis
+    to 0 with a Transpose and back (out and mask), Cast out to its dtype; each is a launch of its own, and
+    the bytes they move add up (worked out here from that sequence, n elements, c channels)."""
+    n, c = 4096 * 4096, 4096
+    names = lambda p: [k for k, _ in p.kernels]                         # noqa: E731
+    plain = _fake_quant("float32", "float32")
+    assert names(plain) == ["FakeQuantAffineCachemask"]
+    assert (plain.bytes_read, plain.bytes_written) == (4 * n + 8 * c, 5 * n)    # x, scale, zp in; out, mask out
+    moved = _fake_quant("float32", "float32", axis=1)
+    assert names(moved) == ["FakeQuantAffineCachemask", "Transpose", "Transpose", "Transpose"]
+    # + x there (4n), out back (4n), mask back (n)
+    assert (moved.bytes_read, moved.bytes_written) == (13 * n + 8 * c, 14 * n)
+    assert moved.latency_us == pytest.approx(sum(us for _, us in moved.kernels))
+    assert moved.kernels[0][1] == pytest.approx(plain.latency_us)       # the kernel itself runs the same
+    assert moved.latency_us - plain.latency_us > plain.latency_us      # they move 18n bytes, the kernel 9n
+    # fp16 x with a float32 scale runs the float32 kernel between two Casts: x up (2n in, 4n out), out down
+    widened = _fake_quant("float16", "float32")
+    assert names(widened) == ["FakeQuantAffineCachemask", "Cast", "Cast"] and widened.tiling_key == 1
+    assert (widened.bytes_read, widened.bytes_written) == (4 * n + 8 * c + 2 * n + 4 * n, 5 * n + 4 * n + 2 * n)
+    # a float16 scale with float32 x: only the scale is cast; both float16: the fp16 kernel alone
+    assert names(_fake_quant("float32", "float16")) == ["FakeQuantAffineCachemask", "Cast"]
+    both = _fake_quant("float16", "float16")
+    assert names(both) == ["FakeQuantAffineCachemask"] and both.tiling_key == 2
+    # a middle axis keeps runs of 16 elements contiguous; the last axis keeps none: both are moved
+    for axis in (1, 2):
+        assert names(_fake_quant("float32", "float32", (4, 8, 16), axis)).count("Transpose") == 3
+
+
+def test_fake_quant_cores_take_whole_channels():
+    """The kernel deals whole channels to the cores: 49 channels on 48 AIV leave one core with two, so the
+    critical core does about twice the work of 48 channels, though the tensor is only 2% larger."""
+    one = _fake_quant("float32", "float32", (48, 1 << 16))
+    two = _fake_quant("float32", "float32", (49, 1 << 16))
+    assert one.tiles["channels_per_core_max"] == 1 and two.tiles["channels_per_core_max"] == 2
+    assert two.core_us > 1.6 * one.core_us
+
+
 def test_more_cores_faster_until_the_chip_is_saturated():
     x = T((4096, 4096), "float16")
     lat = [perfmodel.predict("add", "atlas-a2", x=x, y=x, block_dim=c).latency_us for c in (1, 2, 4, 8, 16, 32, 48)]
