@@ -742,13 +742,34 @@ def indexer_compress_epilog_work(plan, hw):
                  flops=rows * d * 4.0, tiles={"rows_per_tile": rpt})
 
 
+_F32 = "float32"
+# Compute() of fake_quant_affine_cachemask_fp32.h and _fp16.h (int32 zero point): quantize (x / scale, rint,
+# + zp, rint), the mask (two Compare + Select, Mul, Cast to uint8), the clamp and dequantize (Maxs, Mins, Cast,
+# NaN Select, - zp, * scale); int32 calls costed as their fp32 rows (same width)
+FAKE_QUANT_CALLS = {
+    "float32": (("muls", _F32), ("cast_f32_i32", _F32), ("cast_i32_f32", "int32"), ("adds", _F32),
+                ("cast_f32_i32", _F32), ("compare", _F32), ("select", _F32), ("compare", _F32), ("select", _F32),
+                ("mul", _F32), ("cast_f32_f16", _F32), ("cast_f16_i8", "float16"), ("maxs", _F32), ("mins", _F32),
+                ("cast_i32_f32", "int32"), ("compare", _F32), ("select", _F32), ("adds", _F32), ("muls", _F32)),
+    "float16": (("cast_f16_f32", "float16"), ("muls", _F32), ("cast_f32_i32", _F32), ("cast_i32_f32", "int32"),
+                ("adds", _F32), ("cast_f32_f16", _F32), ("compare", "float16"), ("select", "float16"),
+                ("compare", "float16"), ("select", "float16"), ("mul", "float16"), ("cast_f16_i8", "float16"),
+                ("cast_f32_i32", _F32), ("maxs", _F32), ("mins", _F32), ("cast_i32_f32", "int32"),
+                ("compare", "float16"), ("select", _F32), ("adds", _F32), ("muls", _F32), ("cast_f32_f16", _F32)),
+}
+
+
 def fake_quant_work(plan, hw):
     """FakeQuantPerChannelAffineCachemask (ARITHMETIC.md sec. 3.2) as the aclnn call launches it.
 
-    The kernel (fake_quant_affine_cachemask_{fp32,fp16}.h) gives each core whole channels (the plan's
-    channels_per_core_max on the critical core) and streams each channel in tiles of tileLength elements,
-    double-buffered: per element Mul by 1/scale, Cast (rint) and back, Add zp, two Compares + Select for the
-    mask, Maxs/Mins clamp, Sub zp, Mul scale, mask cast to bool; the fp16 kernel adds a Cast in and out.
+    The kernel (fake_quant_affine_cachemask_base.h, _fp32.h, _fp16.h) gives each core whole channels (the
+    plan's channels_per_core_max on the critical core), reads each channel's scale and zero point with scalar
+    GM loads, and walks the channel in tiles: totalLengthAligned // tileLength full tiles, then one more for
+    the rest, whose copies move only the channel's remaining elements but whose Compute still runs over
+    tileLength. A PipeBarrier<PIPE_ALL> after the load, after Compute and after the store means nothing
+    overlaps, although the queues are double-buffered. Compute is FAKE_QUANT_CALLS; the core first fills
+    five tileLength constants (Duplicate).
+
     Around it (aclnn_fake_quant_per_channel_affine_cachemask.cpp): a Cast of self and of scale to the
     promoted dtype where they differ from it, a Transpose of self moving `axis` to 0 and two back (out and
     mask) when axis != 0, and a Cast of out to its dtype (the plan's cast_self, cast_scale, transposes and
@@ -757,20 +778,25 @@ def fake_quant_work(plan, hw):
     x = plan.inputs["self"]
     n = _size(x)
     kd = "float16" if plan.tiling_key == 2 else "float32"
-    f32 = "float32"
-    calls = [("mul", f32), ("cast_f32_i32", f32), ("cast_i32_f16", "int32"), ("add", f32), ("compare", f32),
-             ("compare", f32), ("select", f32), ("maxs", f32), ("mins", f32), ("sub", f32), ("mul", f32),
-             ("cast_f16_i8", "float16")]
-    if kd == "float16":
-        calls += [("cast_f16_f32", "float16"), ("cast_f32_f16", f32)]
-    calls = tuple(calls)
+    calls = FAKE_QUANT_CALLS[kd]
     isz = np.dtype(kd).itemsize
+    tile, aligned, calc = int(t["tileLength"]), int(t["totalLengthAligned"]), int(t["calcLength"])
     channels = int(t["channels_per_core_max"])
-    tile_num = int(t["tileNum"])
-    tiles = [(int(t["tileLength"]), channels * (tile_num - 1)), (int(t["lastTileLength"]), channels)]
-    loops = streamed_loops(hw, tiles, lambda v, e: _each(v, calls, e), in_bytes=isz, out_bytes=(isz, 1))
+    loops = []
+    if n and channels:
+        v = Vec(hw)
+        v("duplicate", _F32, tile * isz / 4, 5)
+        loops.append(Loop(n=1, pipes={"vector": v.s}, overlap="none"))
+        v = Vec(hw)
+        _each(v, calls, tile)
+        for moved, count in ((tile, aligned // tile), (calc % tile, 1 if aligned % tile else 0)):
+            if count:
+                loops.append(Loop(n=channels * count, pipes={
+                    "mte2": hw.dma("gm_to_ub", moved * isz), "vector": v.s,
+                    "mte3": hw.dma("ub_to_gm", moved * isz) + hw.dma("ub_to_gm", moved)},
+                    read_bytes=moved * isz, write_bytes=moved * (isz + 1), barriers=v.barriers, overlap="none"))
     c = int(t["headNum"])
-    shape = plan.inputs["self"].shape
+    shape = x.shape
     axis = plan.attrs["axis"]
     before, after = [], []
     if n:
@@ -780,12 +806,12 @@ def fake_quant_work(plan, hw):
             before.append(cast_work(hw, c, _dt(plan.inputs["scale"]), kd))
         if t["transposes"]:
             before.append(transpose_work(hw, shape, axis, kd))
-            moved = (shape[axis], *shape[1:axis], shape[0], *shape[axis + 1:])
-            after += [transpose_work(hw, moved, axis, kd), transpose_work(hw, moved, axis, "bool")]
+            moved_shape = (shape[axis], *shape[1:axis], shape[0], *shape[axis + 1:])
+            after += [transpose_work(hw, moved_shape, axis, kd), transpose_work(hw, moved_shape, axis, "bool")]
         if t["cast_out"]:
             after.append(cast_work(hw, n, kd, _dt(plan.outputs["out"])))
     return _work(plan, hw, loops, bytes_read=n * isz + c * (isz + 4), bytes_written=n * (isz + 1),
-                 flops=n * 8.0, tiles={"tile_elems": int(t["tileLength"])}, extra=before + after)
+                 flops=n * 8.0, tiles={"tile_elems": tile}, extra=before + after)
 
 
 def trans_quant_param_work(hw, n: int):
