@@ -139,14 +139,14 @@ def _plan(ck: _Checked) -> Plan:
     cores = min(head, soc.aiv) if numel else 0
     loop_num, remain = (head // cores, head % cores) if cores else (0, 0)
     aligned = -(-calc // align) * align
-    tile_num = -(-aligned // tile) if aligned else 0
     tiles = {
         "headNum": head, "calcLength": calc, "totalLength": numel,
         "loopNum": loop_num, "remainNum": remain,
         "channels_per_core_max": loop_num + (1 if remain else 0),
         "alignNum": align, "totalLengthAligned": aligned, "dataPerRepeat": per_repeat,
         "tileLength": tile, "tile_ub_bytes": tile * UB_BYTES_PER_ELEMENT[kd],
-        "tileNum": tile_num, "lastTileLength": calc - (tile_num - 1) * tile if tile_num else 0,
+        # the kernel's own split of a channel (fake_quant_affine_cachemask_base.h BaseMemberDataInit)
+        "tileNum": aligned // tile, "lastTileLength": aligned % tile, "lastActulTileLength": calc % tile,
         "double_buffer": True, "bytesPerData": UB_BYTES_PER_ELEMENT[kd],
         "quantMin": ck.qmin, "quantMax": ck.qmax,
         "transposes": (3 if ck.axis != 0 and len(ck.shape) > 1 else 0),
@@ -183,8 +183,11 @@ def plan_fake_quantize_per_channel_affine_cachemask(x, scale, zero_point, axis, 
       loopNum / remainNum: channels per core and the remainder (the first remainNum cores take one
       more); channels_per_core_max; alignNum: elements per 32 B block; totalLengthAligned: calcLength
       rounded up to alignNum; dataPerRepeat: elements per 256 B vector repeat; tileLength: elements
-      per UB tile; tile_ub_bytes: UB bytes one tile uses (tileLength * bytesPerData); tileNum: tiles
-      per channel; lastTileLength: elements of a channel's last tile; double_buffer: BUFFER_NUM = 2;
+      per UB tile; tile_ub_bytes: UB bytes one tile uses (tileLength * bytesPerData); tileNum: whole
+      tiles per channel (totalLengthAligned // tileLength); lastTileLength: totalLengthAligned %
+      tileLength, nonzero when one more tile follows; lastActulTileLength: the elements that tile copies
+      (calcLength % tileLength), the kernel's own names (fake_quant_affine_cachemask_base.h);
+      double_buffer: BUFFER_NUM = 2;
       bytesPerData: UB bytes per element (68 fp32, 46 fp16); quantMin / quantMax;
       transposes: Transpose ops around the kernel (3 when axis != 0: self, out, mask);
       cast_self / cast_scale / cast_out: whether the aclnn layer adds a Cast for dtype promotion or

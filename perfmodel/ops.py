@@ -764,11 +764,11 @@ def fake_quant_work(plan, hw):
 
     The kernel (fake_quant_affine_cachemask_base.h, _fp32.h, _fp16.h) gives each core whole channels (the
     plan's channels_per_core_max on the critical core), reads each channel's scale and zero point with scalar
-    GM loads, and walks the channel in tiles: totalLengthAligned // tileLength full tiles, then one more for
-    the rest, whose copies move only the channel's remaining elements but whose Compute still runs over
-    tileLength. A PipeBarrier<PIPE_ALL> after the load, after Compute and after the store means nothing
-    overlaps, although the queues are double-buffered. Compute is FAKE_QUANT_CALLS; the core first fills
-    five tileLength constants (Duplicate).
+    GM loads, and walks the channel in tiles: tileNum whole tiles, then one more when lastTileLength > 0,
+    whose copies move lastActulTileLength elements but whose Compute still runs over tileLength. A
+    PipeBarrier<PIPE_ALL> after the load, after Compute and after the store means nothing overlaps,
+    although the queues are double-buffered. Compute is FAKE_QUANT_CALLS; the core first fills five
+    tileLength constants (Duplicate).
 
     Around it (aclnn_fake_quant_per_channel_affine_cachemask.cpp): a Cast of self and of scale to the
     promoted dtype where they differ from it, a Transpose of self moving `axis` to 0 and two back (out and
@@ -780,7 +780,7 @@ def fake_quant_work(plan, hw):
     kd = "float16" if plan.tiling_key == 2 else "float32"
     calls = FAKE_QUANT_CALLS[kd]
     isz = np.dtype(kd).itemsize
-    tile, aligned, calc = int(t["tileLength"]), int(t["totalLengthAligned"]), int(t["calcLength"])
+    tile = int(t["tileLength"])
     channels = int(t["channels_per_core_max"])
     loops = []
     if n and channels:
@@ -789,7 +789,8 @@ def fake_quant_work(plan, hw):
         loops.append(Loop(n=1, pipes={"vector": v.s}, overlap="none"))
         v = Vec(hw)
         _each(v, calls, tile)
-        for moved, count in ((tile, aligned // tile), (calc % tile, 1 if aligned % tile else 0)):
+        last = int(t["lastActulTileLength"]), 1 if t["lastTileLength"] else 0
+        for moved, count in ((tile, int(t["tileNum"])), last):
             if count:
                 loops.append(Loop(n=channels * count, pipes={
                     "mte2": hw.dma("gm_to_ub", moved * isz), "vector": v.s,
