@@ -20,6 +20,9 @@ consecutive iterations overlap. `combine` applies the calibration and plays the 
   - 'early' (one buffer released early: the vendor sets a V->MTE2 flag right after the first Cast, e.g.
     dynamic_quant_multi_row.h): period = max(load + vector before the release, vector, store + vector
     after the output buffer is needed); its cores drift apart as in 'serial';
+  - 'out1' (the input double-buffered, one output buffer: the 310P DynamicQuant kernels): the next load
+    is issued before the compute, which waits for the previous store to free the output buffer:
+    period = max(load, vector + store); no load latency is exposed;
   - 'none': nothing overlaps;
   the first iteration runs its stages back to back (fill), the rest at the period. A loop marked `behind`
   runs on other cores while the loops before it run (the per-token decode kernel's AIV epilogue of block b
@@ -40,7 +43,7 @@ from dataclasses import dataclass, field
 
 PIPES = ("mte1", "mte2", "mte3", "vector", "cube", "fixpipe", "scalar")
 DMA_PIPES = ("mte1", "mte2", "mte3", "fixpipe")
-OVERLAPS = ("double", "serial", "early", "none")
+OVERLAPS = ("double", "serial", "early", "out1", "none")
 
 
 @dataclass
@@ -174,7 +177,7 @@ def _loop_time(lp: Loop, r: _Rates, vec_hz: float, active: int, read_rate: float
     L = max(own_load, rd * active * read_rate)
     S = max(own_store, wr * active * write_rate)
     mode = lp.overlap
-    if mode != "double" and L > 0:
+    if mode not in ("double", "out1") and L > 0:
         # nothing prefetched: the next load's latency is in the loop. The DMA curves (one core alone) hold the
         # idle latency; what queues behind the other cores' requests grows with the share of cores streaming
         lat = r.load_latency * min(1.0, active / cores)
@@ -197,6 +200,8 @@ def _loop_time(lp: Loop, r: _Rates, vec_hz: float, active: int, read_rate: float
             period = max(own_load + V + C, own_store, M1, F, chip, chip_all)
         else:
             period = max(own_load + lp.early * vec, V, own_store + lp.late * vec, C, M1, F, chip, chip_all)
+    elif mode == "out1":
+        period = max(L, V + S, C, M1, F, chip)
     else:
         period = L + V + S + C + M1 + F
     fill = L + V + S + C + M1 + F

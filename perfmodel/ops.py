@@ -631,14 +631,79 @@ def _dq_calls_950(v, rows, H, smooth, asymmetric):
 
 @memo_calls
 def _dq_calls_310p(v, rows, H):
-    """dynamic_quant_align_310p.h: fp16 Abs, a ReduceMax per row read back by the scalar (127/m), Muls per
-    row, one Cast to int8."""
-    e = rows * H
-    v("abs", "float16", e)
-    v("reduce_max", "float16", H, rows)
+    """Compute() of dynamic_quant_align_310p.h / _unalign_310p.h over one pass of `rows` rows of H fp16: per row
+    an Abs, the ReduceMax API read back by the scalar (V->S flag, GetValue, 127 / max), a Muls by the row's
+    scale and a Cast to int8 (a PipeBarrier<PIPE_V> after the Abs and the Muls); then one fp32 Muls of the
+    pass's scales by 1/127."""
+    v("abs", "float16", H, rows)
+    v("reduce_max", "float16", H, rows, barrier=False)
     v.scalar_reads += rows
     v("muls", "float16", H, rows)
-    v("cast_f16_i8", "float16", e)
+    v("cast_f16_i8", "float16", H, rows, barrier=False)
+    v("muls", "float32", rows, barrier=False)
+
+
+def _dq_310p_loops(hw, t, H):
+    """Loops of DynamicQuant on 310P/910 (dynamic_quant_tiling_310P.cpp, dynamic_quant_*_310p.h).
+
+    The tiling hands out whole passes of numCopyRow rows: numHeadCore cores run numHeadTimes passes, the
+    others numTailTimes, and the last core adds a pass of numLastTailRow rows. Keys 10100 / 11000: the input
+    queue holds two passes and the output queue one (CopyIn(i + 1) is issued before Compute(i), which waits
+    for CopyOut(i - 1)): 'out1'. Key 11001 (H > 4096, 8-row passes in 4096-column chunks): the row max chunk
+    by chunk (a strided copy of the pass's chunk, per row Abs and a ReduceMax the scalar waits for, so each
+    chunk's load follows the previous compute), the tail columns loaded, merged, quantized and stored, then
+    every row chunk quantized on its own (8 KB in, the scalar's scale, Muls, Cast, 4 KB out; a row's load
+    overlaps only the previous store), then the pass's scales."""
+    f16, f32 = "float16", "float32"
+    copy, heads = int(t["numCopyRow"]), int(t["numHeadCore"])
+    # the critical core: a head core (one more whole pass) if any, else the last core with the tail rows
+    full, tail = (int(t["numHeadTimes"]), 0) if heads else (int(t["numTailTimes"]), int(t["numLastTailRow"]))
+    working = hw.vector_cores() if int(t["numTailTimes"]) else heads + (1 if int(t["numLastTailRow"]) else 0)
+    active = max(1, working)
+    chunk, chunks, tail_cols = int(t["innerLoopEle"]), int(t["innerLoopTimes"]), int(t["innerLoopTail"])
+    loops = []
+    for r, count in ((copy, full), (tail, 1 if tail else 0)):
+        if not (r and count):
+            continue
+        if not chunks:
+            v = Vec(hw)
+            _dq_calls_310p(v, r, H)
+            loops.append(Loop(n=count, pipes={"mte2": hw.dma("gm_to_ub", r * H * 2), "vector": v.s,
+                                              "mte3": hw.dma("ub_to_gm", r * H) + hw.dma("ub_to_gm", r * 4)},
+                              read_bytes=r * H * 2, write_bytes=r * (H + 4), barriers=v.barriers,
+                              scalar_reads=v.scalar_reads, overlap="out1", active=active, cont=bool(loops)))
+            continue
+        v = Vec(hw)
+        v("abs", f16, chunk, r)
+        v("reduce_max", f16, chunk, r, barrier=False)
+        v.scalar_reads += r
+        loops.append(Loop(n=count * chunks, pipes={"mte2": hw.dma_rows("gm_to_ub", chunk * 2, r), "vector": v.s},
+                          read_bytes=r * chunk * 2, barriers=v.barriers, scalar_reads=v.scalar_reads,
+                          overlap="serial", active=active))
+        if tail_cols:
+            v = Vec(hw)
+            v("abs", f16, tail_cols, r)
+            v("reduce_max", f16, tail_cols, r, barrier=False)
+            v("muls", f16, tail_cols, r)
+            v("cast_f16_i8", f16, tail_cols, r, barrier=False)
+            v.scalar_reads += 2 * r
+            loops.append(Loop(n=count, pipes={"mte2": hw.dma_rows("gm_to_ub", tail_cols * 2, r), "vector": v.s,
+                                              "mte3": hw.dma_rows("ub_to_gm", tail_cols, r)},
+                              read_bytes=r * tail_cols * 2, write_bytes=r * tail_cols, barriers=v.barriers,
+                              scalar_reads=v.scalar_reads, overlap="serial", active=active))
+        v = Vec(hw)
+        v("muls", f16, chunk)
+        v("cast_f16_i8", f16, chunk, barrier=False)
+        v.scalar_reads += 1
+        loops.append(Loop(n=count * r * chunks, pipes={"mte2": hw.dma("gm_to_ub", chunk * 2), "vector": v.s,
+                                                       "mte3": hw.dma("ub_to_gm", chunk)},
+                          read_bytes=chunk * 2, write_bytes=chunk, barriers=v.barriers,
+                          scalar_reads=v.scalar_reads, overlap="serial", active=active))
+        v = Vec(hw)
+        v("muls", f32, r, barrier=False)
+        loops.append(Loop(n=count, pipes={"vector": v.s, "mte3": hw.dma("ub_to_gm", r * 4)}, write_bytes=r * 4,
+                          overlap="none", active=active))
+    return loops
 
 
 def dynamic_quant_work(plan, hw, asymmetric=False):
@@ -651,7 +716,7 @@ def dynamic_quant_work(plan, hw, asymmetric=False):
       2/3 (dynamic_quant_db.h): the same per-row calls, double-buffered queues;
       6/8 (a row split into innerLoopEle chunks): two passes over the chunks (max, then quantize).
     Ascend 950 (arch35): fused vector functions, double-buffered when the tiling's useDb says so.
-    310P/910 (DAV_2002/1001): numCopyRow rows a pass, one buffer.
+    310P/910 (DAV_2002/1001): whole passes of numCopyRow rows per core (_dq_310p_loops).
     """
     t = plan.tiles
     x = plan.inputs["x"]
@@ -663,17 +728,17 @@ def dynamic_quant_work(plan, hw, asymmetric=False):
     key, fam = plan.tiling_key, hw.family
     scale_bytes = 8.0 if asymmetric else 4.0
     if fam == "310p910":
-        rows, per, overlap = _cdiv(R, max(1, plan.block_dim)), max(1, int(t.get("numCopyRow", 8))), "serial"
+        return _work(plan, hw, _dq_310p_loops(hw, t, H) if R else [], flops=R * H * 5.0,
+                     tiles={"rows_per_pass": int(t["numCopyRow"])}, launch_class="dynamic_quant")
+    rows, per = (_rows_of_core(t) if R else 0), max(1, int(t.get("multiRowNumHeadCore", 1) or 1))
+    if fam == "950":
+        overlap = "double" if t.get("useDb") else "serial"
+    elif key in (10, 100):
+        overlap = "early"
+    elif key in (2, 3):
+        overlap = "double"
     else:
-        rows, per = (_rows_of_core(t) if R else 0), max(1, int(t.get("multiRowNumHeadCore", 1) or 1))
-        if fam == "950":
-            overlap = "double" if t.get("useDb") else "serial"
-        elif key in (10, 100):
-            overlap = "early"
-        elif key in (2, 3):
-            overlap = "double"
-        else:
-            overlap = "serial"
+        overlap = "serial"
     inner = int(t.get("innerLoopEle", 0) or 0)
     chunks = _cdiv(H, inner) if 0 < inner < H else 1              # keys 6/8 and 950's large shapes
     h = H if chunks == 1 else inner
@@ -685,9 +750,7 @@ def dynamic_quant_work(plan, hw, asymmetric=False):
             continue
         v = Vec(hw)
         early = late = 0.0
-        if fam == "310p910":
-            _dq_calls_310p(v, r, h)
-        elif fam == "950":
+        if fam == "950":
             _dq_calls_950(v, r, h, smooth, asymmetric)
         elif key in (10, 100):
             early, late = _dq_calls_multi_row(v, r, h, smooth)

@@ -127,7 +127,7 @@ def test_loop_timelines_hand_checked():
     head = 2.0 + hw.head_seconds("aiv") * 1e6
     # first iteration back to back (fill 70 us), then 9 at the period of each overlap rule
     cases = {"double": 70 + 9 * 40, "serial": 70 + 9 * (40 + 10), "none": 70 + 9 * 70,
-             "early": 70 + 9 * max(40 + 2, 10, 20 + 3)}
+             "early": 70 + 9 * max(40 + 2, 10, 20 + 3), "out1": 70 + 9 * max(40, 10 + 20)}
     for overlap, body in cases.items():
         w = _one_loop(overlap, early=2e-6, late=3e-6)
         p = combine(w, _params(), "x", "atlas-a2")
@@ -324,6 +324,24 @@ def test_fake_quant_kernel_overlaps_nothing_and_computes_whole_tiles():
     assert one.pipes_us["mte2"] < full.pipes_us["mte2"]
     p = _fake_quant("float32", "float32")
     assert p.core_us == pytest.approx(p.pipes_us["mte2"] + p.pipes_us["vector"] + p.pipes_us["mte3"], rel=0.02)
+
+
+def test_dynamic_quant_310p_hands_out_whole_passes():
+    """dynamic_quant_tiling_310P.cpp deals whole passes of numCopyRow rows to the cores: 8 rows of 4096 are one
+    pass on one core, 16 rows two passes on two cores, so both take about as long, and 9 rows (a pass and a
+    one-row tail on the last core) no longer. 4096 rows are 512 passes, 64 on each of the 8 cores."""
+    def dq(n, h=4096):
+        return perfmodel.predict("npu_dynamic_quant", "atlas-inference", x=T((n, h), "float16"))
+    eight, sixteen, nine = dq(8), dq(16), dq(9)
+    assert eight.tiles["numCopyRow"] == 8 and eight.tiles["numHeadCore"] == 1
+    assert eight.latency_us == pytest.approx(sixteen.latency_us, rel=0.05)
+    assert nine.latency_us == pytest.approx(eight.latency_us, rel=0.05)
+    assert dq(1).latency_us < 0.6 * eight.latency_us
+    # wide rows (H > 4096, key 11001) are loaded twice, the row max chunk by chunk and then row chunk by row
+    # chunk: rows twice as long as 4096, loaded twice (one 8-row pass a core either way), so more than 4x
+    wide = dq(64, 8192)
+    assert wide.tiling_key == 11001
+    assert wide.pipes_us["mte2"] > 4 * dq(64, 4096).pipes_us["mte2"]
 
 
 def test_fake_quant_cores_take_whole_channels():
