@@ -772,18 +772,34 @@ def dynamic_quant_asym_work(plan, hw):
     return dynamic_quant_work(plan, hw, asymmetric=True)
 
 
+# what indexer_compress_epilog_base.h's vector functions do to each element, by quant_mode: 1 (fp8 per 128-block
+# scale, VFProcessDynamicBlockQuant: the inf/NaN guards Muls by 0, Compare, masked Abs before the ReduceMax and
+# Muls by 0, Compare, Select after the Div; the MaskNot and the per-block scalar register work have no cost row
+# and are left out), 0 (MX fp8, VFProcessDynamicMxFp8Quant: Maxs/Mins clamp, no guards), 2 (hifloat8 by the
+# scale attribute, VFProcessHifp8Quant)
+INDEXER_CALLS = {
+    1: (("cast_f16_f32", "float16"), ("muls", "float32"), ("compare", "float32"), ("abs", "float32"),
+        ("block_reduce_max", "float32"), ("div", "float32"), ("muls", "float32"), ("compare", "float32"),
+        ("select", "float32"), ("cast_f32_f8", "float32")),
+    0: (("cast_f16_f32", "float16"), ("abs", "float32"), ("block_reduce_max", "float32"), ("div", "float32"),
+        ("maxs", "float32"), ("mins", "float32"), ("cast_f32_f8", "float32")),
+    2: (("cast_f16_f32", "float16"), ("muls", "float32"), ("cast_f32_f8", "float32")),
+}
+
+
 def indexer_compress_epilog_work(plan, hw):
-    """950 FP8 block quant of x rows scattered by slot_mapping (ARITHMETIC.md sec. 2): per 128-element
-    block absmax -> scale -> Div -> fp8 cast in the arch35 vector functions; each row stored to its own
-    slot (two stores per row). rowFactor rows a pass, double-buffered. Every row is assumed valid
-    (slot != -1): the plan does not know the slots."""
+    """950 FP8 quant of x rows scattered by slot_mapping (ARITHMETIC.md sec. 2), as
+    indexer_compress_epilog_multi_row.h runs it: rowFactor rows a pass, double-buffered (two buffers per
+    queue, no barriers); for each row the scalar reads its slot from GM (GetValue) and one DataCopyPad loads
+    the row; one arch35 vector function a pass (INDEXER_CALLS of the quant_mode per element); two stores per
+    row (y and the row's scales). Every row is assumed valid (slot != -1): the plan does not know the slots."""
     x = plan.inputs["x"]
     d = x.shape[-1]
     rows = _size(x) // max(1, d)
     scale = plan.inputs.get("indexer_compress_scale") or plan.outputs.get("indexer_compress_scale")
     scale_row = (_nbytes(scale) / max(1, scale.shape[0])) if scale is not None else d / 128 * 4
     mode = plan.attrs.get("quant_mode", 1)
-    f32 = "float32"
+    calls = INDEXER_CALLS.get(mode, INDEXER_CALLS[1])
     bd = max(1, int(plan.block_dim))
     rows_core = _cdiv(rows, bd) if rows else 0
     rpt = int(plan.tiles.get("rowFactor") or plan.tiles.get("rows_per_tile") or 1)
@@ -793,14 +809,12 @@ def indexer_compress_epilog_work(plan, hw):
     for r, count in ((rpt, full), (rem, 1 if rem else 0)):
         if count == 0:
             continue
-        e = r * d
         v = Vec(hw)
-        v.vf((("cast_f16_f32", "float16"), ("abs", f32), ("block_reduce_max", f32), ("div", f32),
-              ("cast_f32_f8", f32)), e, heads=3 + (2 if mode == 0 else 0))
-        pipes = {"mte2": hw.dma("gm_to_ub", e * isz) + hw.dma("gm_to_ub", r * 4), "vector": v.s,
+        v.vf(calls, r * d, heads=1)
+        pipes = {"mte2": hw.dma("gm_to_ub", d * isz, r), "vector": v.s,
                  "mte3": hw.dma("ub_to_gm", d, r) + hw.dma("ub_to_gm", scale_row, r)}
-        loops.append(Loop(n=count, pipes=pipes, read_bytes=e * isz + r * 4, write_bytes=r * (d + scale_row),
-                          overlap="double", cont=bool(loops)))
+        loops.append(Loop(n=count, pipes=pipes, read_bytes=r * (d * isz + 4), write_bytes=r * (d + scale_row),
+                          scalar_elements=r, overlap="double", cont=bool(loops)))
     return _work(plan, hw, loops, bytes_read=_nbytes(x) + rows * 4, bytes_written=rows * (d + scale_row),
                  flops=rows * d * 4.0, tiles={"rows_per_tile": rpt})
 

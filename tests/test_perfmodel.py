@@ -344,6 +344,21 @@ def test_dynamic_quant_310p_hands_out_whole_passes():
     assert wide.pipes_us["mte2"] > 4 * dq(64, 4096).pipes_us["mte2"]
 
 
+def test_indexer_vector_work_follows_each_quant_modes_vector_function():
+    """indexer_compress_epilog_base.h: the fp8 block quant (mode 1) guards every element against inf/NaN
+    before and after its Div, MX (mode 0) clamps instead, hifloat8 (mode 2) only casts and scales: the
+    vector time of the same rows orders 2 < 0 < 1, and mode 2 does well under half of mode 1's work."""
+    def vector(mode):
+        t = 1024
+        p = perfmodel.predict("indexer_compress_epilog", "ascend-950pr",
+                              indexer_compress_cache=T((t, 4096), "uint8" if mode == 2 else "float8_e4m3fn"),
+                              indexer_compress_scale=T((t, 32), "float8_e8m0" if mode == 0 else "float32"),
+                              x=T((t, 4096), "bfloat16"), slot_mapping=T((t,), "int32"), quant_mode=mode)
+        return p.pipes_us["vector"]
+    assert vector(2) < vector(0) < vector(1)
+    assert vector(2) < 0.5 * vector(1)
+
+
 def test_fake_quant_cores_take_whole_channels():
     """The kernel deals whole channels to the cores: 49 channels on 48 AIV leave one core with two, so the
     critical core does about twice the work of 48 channels, though the tensor is only 2% larger."""
