@@ -23,6 +23,9 @@ consecutive iterations overlap. `combine` applies the calibration and plays the 
   - 'out1' (the input double-buffered, one output buffer: the 310P DynamicQuant kernels): the next load
     is issued before the compute, which waits for the previous store to free the output buffer:
     period = max(load, vector + store); no load latency is exposed;
+  - 'in1out1' (one input and one output buffer: the next load waits for the compute to free the input,
+    and the next compute for the store to free the output): period = vector + max(load, store); its cores
+    drift apart as in 'serial';
   - 'none': nothing overlaps;
   the first iteration runs its stages back to back (fill), the rest at the period. A loop marked `behind`
   runs on other cores while the loops before it run (the per-token decode kernel's AIV epilogue of block b
@@ -43,7 +46,7 @@ from dataclasses import dataclass, field
 
 PIPES = ("mte1", "mte2", "mte3", "vector", "cube", "fixpipe", "scalar")
 DMA_PIPES = ("mte1", "mte2", "mte3", "fixpipe")
-OVERLAPS = ("double", "serial", "early", "out1", "none")
+OVERLAPS = ("double", "serial", "early", "out1", "in1out1", "none")
 
 
 @dataclass
@@ -192,14 +195,16 @@ def _loop_time(lp: Loop, r: _Rates, vec_hz: float, active: int, read_rate: float
     chip = (rd * f_read + wr * f_write) * active / hbm
     if mode == "double":
         period = max(L, V, S, C, M1, F, chip)
-    elif mode in ("serial", "early"):
+    elif mode in ("serial", "early", "in1out1"):
         # past the first iteration the cores drift apart: a core's load waits on its own compute, so not
         # every core loads at once; each load runs at the core's own rate and the chip bounds the period
         chip_all = rd * active * read_rate + wr * active * write_rate
         if mode == "serial":
             period = max(own_load + V + C, own_store, M1, F, chip, chip_all)
-        else:
+        elif mode == "early":
             period = max(own_load + lp.early * vec, V, own_store + lp.late * vec, C, M1, F, chip, chip_all)
+        else:
+            period = max(V + max(own_load, own_store), C, M1, F, chip, chip_all)
     elif mode == "out1":
         period = max(L, V + S, C, M1, F, chip)
     else:

@@ -1012,13 +1012,51 @@ def quant_matmul_work(plan, hw, x2_format="ND"):
     return w
 
 
+# elements one MrgSort iteration of the MoeInitRoutingQuant merges yields, per list merged: each list's
+# loaded chunk is mrgSortListMaxElement (1024) elements and the merge stops when one is used up (exhausted
+# suspension); with similar runs (typical routing) each iteration consumes about all of them [E]
+MOE_MERGE_CHUNK = 1024
+
+
+def _moe_merge_loop(hw, elements, lists, *, final=False):
+    """One core merging `lists` sorted runs of (key, row) pairs, `elements` in all (moe_quant_mrgsort.h,
+    _mrgsort_out.h): iterations of up to lists x 1024 elements, each load, MrgSort and store one after the
+    other (MTE3->MTE2, MTE2->V, V->MTE3 flags), the merge counts read back by the scalar; a single run is
+    copied through UB. The final merge (core 0) also negates and casts the keys (Extract has no cost row) and
+    stores keys and rows apart, 4 bytes each."""
+    f32 = "float32"
+    per_iter = MOE_MERGE_CHUNK * max(1, lists)
+    v = Vec(hw)
+    if lists > 1:
+        v("merge_sort", f32, per_iter)
+    if final:
+        v("muls", f32, per_iter)
+        v("cast_f32_i32", f32, per_iter)
+    store = hw.dma("ub_to_gm", per_iter * 4, 2) if final else hw.dma("ub_to_gm", per_iter * 8)
+    return Loop(n=_cdiv(elements, per_iter), pipes={"mte2": hw.dma("gm_to_ub", MOE_MERGE_CHUNK * 8, max(1, lists)),
+                                                    "vector": v.s, "mte3": store},
+                read_bytes=per_iter * 8, write_bytes=per_iter * 8, barriers=v.barriers,
+                scalar_reads=1 if lists > 1 else 0, overlap="none", active=1 if final else 0)
+
+
 def moe_init_routing_quant_work(plan, hw):
-    """MoeInitRoutingQuant (ARITHMETIC.md sec. 5): phase 1 sorts the n*k expert ids (Cast, Muls -1,
-    Sort32, MrgSort passes: per-core sort then a merge of the cores' runs), phase 2 scatters the row
-    indices (one small store per element, split over the src_to_dst cores) and gathers, quantizes (fp16
-    Muls, Adds, Cast to int8) and stores the expanded rows (moe_quant_gather_out.h: per k-tile, source rows
-    loaded and quantized once, one store per destination row; moe_quant_gather_out_small_activate_row.h:
-    one gathered output row at a time). BUFFER_NUM = 1 in every stage."""
+    """MoeInitRoutingQuant (ARITHMETIC.md sec. 5) as moe_init_routing_quant.cpp runs its three phases, every
+    queue one buffer deep:
+    * sort: keys 1/3, one core sorts the n*k expert ids in UB (Cast, Muls -1, Sort, then Muls and Cast back;
+      two loads and two stores of 4 bytes an element); keys 2/4, vbs.needCoreNum cores each sort their
+      share in perCoreLoops UB passes (moe_quant_sort_multi_core.h VBS) and merge their passes (a single one
+      copied), then 4-way merge stages over ceil(runs / 4) cores until at most 4 runs are left, which core 0
+      merges into the outputs (_moe_merge_loop);
+    * src_to_dst (moe_quant_src_to_dst_op.h): the row ids of a core's share loaded per loop of at most
+      perLoopMaxRows, an Adds of 256 ints per 32 rows (each index in its own 32-byte block), then per row
+      the scalar reads the destination (GetValue) and a 4-byte store goes there;
+    * gather: split N/K (moe_quant_gather_out.h), per block of perCorePerLoopRows source rows the indices once,
+      then per column tile (colsLoops - 1 of maxColsOneLoop and the rest) the rows loaded, quantized (fp16
+      Muls, Adds, Cast to int8; bf16 through fp32, fp16 and int32 first) and stored once per destination row:
+      one input and one output buffer ('in1out1'); activate_row (_small_activate_row.h), one output row and
+      column tile at a time, loaded from its source row.
+    Not costed, for want of any number: the SyncAll between phases on more than one core (two to five a
+    launch), the three TPipe set-ups, Concat and Extract."""
     x = plan.inputs["x"]
     n, H = x.shape
     eidx = plan.inputs.get("expert_idx")
@@ -1031,66 +1069,94 @@ def moe_init_routing_quant_work(plan, hw):
     tiles = plan.tiles
     vbs = tiles.get("vbs") if isinstance(tiles.get("vbs"), dict) else {}
     sort_cores = max(1, int(vbs.get("needCoreNum", bd)))
-    per_core = _cdiv(nk, sort_cores)
-    passes = max(0, math.ceil(math.log(max(per_core, 32) / 32, 4)))
+    per_core = int(vbs.get("perCoreElements") or _cdiv(nk, sort_cores))
+    ub_loops = max(1, int(vbs.get("perCoreLoops") or 1))
+    per_loop = int(vbs.get("perCorePerLoopElements") or per_core)
+    passes = max(0, math.ceil(math.log(max(per_loop, 32) / 32, 4)))
+    multi = tiles.get("sort_mode") == "multi_core"
     v = Vec(hw)
-    v("cast_f32_i32", f32, per_core)
-    v("muls", f32, per_core)
-    v("sort32", f32, per_core)
-    v("merge_sort", f32, per_core, passes)
-    loops = [Loop(n=1, pipes={"mte2": hw.dma("gm_to_ub", per_core * 8), "vector": v.s,
-                              "mte3": hw.dma("ub_to_gm", per_core * 8)},
-                  read_bytes=per_core * 8, write_bytes=per_core * 8, barriers=v.barriers, overlap="none")]
-    if sort_cores > 1:
-        mpasses = math.ceil(math.log(sort_cores, 4))
-        v = Vec(hw)
-        v("merge_sort", f32, nk, mpasses)
-        loops.append(Loop(n=1, pipes={"mte2": hw.dma("gm_to_ub", nk * 8) * mpasses, "vector": v.s,
-                                      "mte3": hw.dma("ub_to_gm", nk * 8) * mpasses},
-                          read_bytes=nk * 8 * mpasses / bd, write_bytes=nk * 8 * mpasses / bd,
-                          barriers=v.barriers, overlap="none"))
-    # expanded_row_idx: one small scattered store per element over the src_to_dst cores
+    v("cast_i32_f32", "int32", per_loop)
+    v("muls", f32, per_loop)
+    v("sort32", f32, per_loop)
+    v("merge_sort", f32, per_loop, passes)
+    if not multi:                          # the sorted keys go straight to the outputs
+        v("muls", f32, per_loop)
+        v("cast_f32_i32", f32, per_loop)
+    store = hw.dma("ub_to_gm", per_loop * 8) if multi else hw.dma("ub_to_gm", per_loop * 4, 2)
+    loops = [Loop(n=ub_loops, pipes={"mte2": hw.dma("gm_to_ub", per_loop * 4, 2), "vector": v.s, "mte3": store},
+                  read_bytes=per_loop * 8, write_bytes=per_loop * 8, barriers=v.barriers, overlap="none")]
+    if multi:
+        loops.append(_moe_merge_loop(hw, per_core, ub_loops))
+        runs, run = sort_cores, per_core
+        while runs > 4:
+            loops.append(_moe_merge_loop(hw, min(nk, 4 * run), 4))
+            runs, run = _cdiv(runs, 4), 4 * run
+        loops.append(_moe_merge_loop(hw, nk, runs, final=True))
+    # expanded_row_idx: per loop the sorted row ids in, an Adds per 32 of them, one scattered 4-byte store per
+    # row after the scalar reads where it goes
     s2d = tiles.get("src_to_dst") if isinstance(tiles.get("src_to_dst"), dict) else {}
     s2d_rows = int(s2d.get("perCoreRows") or _cdiv(nk, bd))
-    loops.append(Loop(n=1, pipes={"mte2": hw.dma("gm_to_ub", s2d_rows * 4),
-                                  "mte3": hw.dma("ub_to_gm", 4, s2d_rows)},
-                      read_bytes=s2d_rows * 4, write_bytes=s2d_rows * 32, overlap="none"))
+    s2d_loop = max(1, int(s2d.get("perCorePerLoopRows") or s2d_rows))
+    v = Vec(hw)
+    v("adds", f32, 256)                   # AssistInit: the 256-int index table, loaded once and offset
+    loops.append(Loop(n=1, pipes={"mte2": hw.dma("gm_to_ub", 1024), "vector": v.s}, read_bytes=1024,
+                      overlap="none"))
+    full, rem = divmod(s2d_rows, s2d_loop)
+    for r, count in ((s2d_loop, full), (rem, 1 if rem else 0)):
+        if not (r and count):
+            continue
+        v = Vec(hw)
+        v("adds", f32, 256, _cdiv(r, 32))
+        loops.append(Loop(n=count, pipes={"mte2": hw.dma("gm_to_ub", r * 4), "vector": v.s,
+                                          "mte3": hw.dma("ub_to_gm", 4, r)},
+                          read_bytes=r * 4, write_bytes=r * 32, barriers=2, scalar_elements=r, overlap="none"))
     isz = x.dtype.itemsize
     dt = _dt(x)
     quant = [("muls", "float16"), ("adds", "float16"), ("cast_f16_i8", "float16")]
-    if dt != "float16":
+    if dt == "float32":
         quant.insert(0, ("cast_f32_f16", f32))
-        if dt == "bfloat16":
-            quant.insert(0, ("cast_f16_f32", "float16"))
+    elif dt == "bfloat16":                 # bf16 -> fp32 -> fp16 in; rint through int32 and back before the int8 cast
+        quant = [("cast_f16_f32", "float16"), ("cast_f32_f16", f32), ("muls", "float16"), ("adds", "float16"),
+                 ("cast_f16_i32", "float16"), ("cast_i32_f16", "int32"), ("cast_f16_i8", "float16")]
+    quant = tuple(quant)
     g = tiles.get("gather") if isinstance(tiles.get("gather"), dict) else {}
+    cols_loops = max(1, int(g.get("colsLoops", 1) or 1))
+    max_cols = min(H, int(g.get("maxColsOneLoop") or H))
+    col_tiles = ((max_cols, cols_loops - 1), (H - (cols_loops - 1) * max_cols, 1))
     if out_rows * H == 0:           # k, active_num or H is 0: nothing to gather (no division by a 0 tile)
         rpt = 0
     elif g.get("split") in ("n", "k") and g.get("perCoreRows") and g.get("perCorePerLoopRows"):
-        core_rows, per_loop = int(g["perCoreRows"]), int(g["perCorePerLoopRows"])
+        core_rows, per_loop_rows = int(g["perCoreRows"]), int(g["perCorePerLoopRows"])
         core_k = int(g.get("perCoreK") or k)
-        k_loops = _cdiv(core_k, max(1, int(g.get("perCorePerLoopK") or core_k)))
-        max_cols = int(g.get("maxColsOneLoop") or H)
-        cols_loops = _cdiv(H, max_cols)
-        loops_n = _cdiv(core_rows, per_loop)
-        stores = per_loop * core_k * min(1.0, out_rows / max(1, nk))
-        cols = min(max_cols, H)
-        v = Vec(hw)
-        _each(v, tuple(quant), per_loop * _align(cols, 32))
-        loops.append(Loop(n=loops_n * k_loops * cols_loops, pipes={
-            "mte2": hw.dma("gm_to_ub", per_loop * 4 * min(k, core_k)) + hw.dma("gm_to_ub", per_loop * cols * isz),
-            "vector": v.s, "mte3": hw.dma("ub_to_gm", cols, stores / k_loops)},
-            read_bytes=per_loop * cols * isz, write_bytes=stores / k_loops * cols, barriers=v.barriers,
-            overlap="serial"))
-        rpt = per_loop
+        loop_k = max(1, int(g.get("perCorePerLoopK") or core_k))
+        blocks = _cdiv(core_rows, per_loop_rows) * _cdiv(core_k, loop_k)
+        stores = per_loop_rows * min(core_k, loop_k) * min(1.0, out_rows / max(1, nk))
+        index_load = hw.dma("gm_to_ub", per_loop_rows * 4, min(k, loop_k))
+        gather = []
+        for cols, count in col_tiles:
+            if cols <= 0 or count <= 0:
+                continue
+            v = Vec(hw)
+            _each(v, quant, per_loop_rows * _align(cols, 32))
+            gather.append(Loop(n=blocks * count, pipes={
+                "mte2": hw.dma("gm_to_ub", per_loop_rows * cols * isz) + (index_load if count == 1 else 0.0),
+                "vector": v.s, "mte3": hw.dma("ub_to_gm", cols, stores)},
+                read_bytes=per_loop_rows * cols * isz, write_bytes=stores * cols, barriers=v.barriers,
+                overlap="in1out1", cont=bool(gather)))
+        loops += gather
+        rpt = per_loop_rows
     else:
         rows_core = int(g.get("perCoreRows") or _cdiv(out_rows, bd))
-        cols_loops = max(1, int(g.get("colsLoops", 1) or 1))
-        cols = _cdiv(H, cols_loops)
-        v = Vec(hw)
-        _each(v, tuple(quant), _align(cols, 32))
-        loops.append(Loop(n=rows_core * cols_loops, pipes={
-            "mte2": hw.dma("gm_to_ub", cols * isz), "vector": v.s, "mte3": hw.dma("ub_to_gm", cols)},
-            read_bytes=cols * isz, write_bytes=cols, barriers=v.barriers, overlap="serial"))
+        gather = []
+        for cols, count in col_tiles:
+            if cols <= 0 or count <= 0:
+                continue
+            v = Vec(hw)
+            _each(v, quant, cols)
+            gather.append(Loop(n=rows_core * count, pipes={
+                "mte2": hw.dma("gm_to_ub", cols * isz), "vector": v.s, "mte3": hw.dma("ub_to_gm", cols)},
+                read_bytes=cols * isz, write_bytes=cols, barriers=v.barriers, overlap="serial", cont=bool(gather)))
+        loops += gather
         rpt = 1
     return _work(plan, hw, loops, flops=out_rows * H * 3.0 + nk * 8,
                  tiles={"rows_per_tile": rpt, "sort_passes": passes})

@@ -127,7 +127,7 @@ def test_loop_timelines_hand_checked():
     head = 2.0 + hw.head_seconds("aiv") * 1e6
     # first iteration back to back (fill 70 us), then 9 at the period of each overlap rule
     cases = {"double": 70 + 9 * 40, "serial": 70 + 9 * (40 + 10), "none": 70 + 9 * 70,
-             "early": 70 + 9 * max(40 + 2, 10, 20 + 3), "out1": 70 + 9 * max(40, 10 + 20)}
+             "early": 70 + 9 * max(40 + 2, 10, 20 + 3), "out1": 70 + 9 * max(40, 10 + 20), "in1out1": 70 + 9 * (10 + max(40, 20))}
     for overlap, body in cases.items():
         w = _one_loop(overlap, early=2e-6, late=3e-6)
         p = combine(w, _params(), "x", "atlas-a2")
@@ -226,10 +226,13 @@ def test_arrays_accepted_like_specs():
 
 def _regime(p):
     """The launch's tiling regime: key, cores, for moe routing the gather split (the vendor kernel changes its
-    loop structure there: SPLIT_K copies every source row on every core, SPLIT_N one each), and a cube
-    kernel's base block (a GEMV's one fractal row streams its weight differently)."""
+    loop structure there: SPLIT_K copies every source row on every core, SPLIT_N one each) and the cores that
+    sort (each sorts less when there are more, with one more merge stage after), and a cube kernel's base
+    block (a GEMV's one fractal row streams its weight differently)."""
     gather = p.tiles.get("gather") if isinstance(p.tiles.get("gather"), dict) else {}
-    return p.tiling_key, p.block_dim, gather.get("split"), p.tiles.get("base_m"), p.tiles.get("base_n")
+    vbs = p.tiles.get("vbs") if isinstance(p.tiles.get("vbs"), dict) else {}
+    return (p.tiling_key, p.block_dim, gather.get("split"), vbs.get("needCoreNum"), p.tiles.get("base_m"),
+            p.tiles.get("base_n"))
 
 
 TOKENS_DENSE = sorted(set(range(1, 70)) | {96, 97, 100, 127, 128, 129, 255, 256, 257, 511, 512, 513, 1000, 1024, 2047,
@@ -265,14 +268,34 @@ def test_more_tokens_never_faster(op, product):
 
 def test_moe_routing_scatter_and_gather_follow_the_plan():
     """The expanded_row_idx scatter is split over the src_to_dst cores and the gather over the gather
-    tiling's cores, not over the sort's needCoreNum (which jumps 4 -> 16 between these sizes)."""
+    tiling's cores, not over the sort's needCoreNum, which jumps 4 -> 16 between these sizes: there only the
+    sort changes (each core sorts a quarter as much, then one more merge stage), so the latency moves by
+    less than 5%, and it never falls as n grows on either side."""
     def moe(n):
         return perfmodel.predict("moe_init_routing_quant", "atlas-a2", x=T((n, 128), "float16"),
                                  row_idx=T((n, 8), "int32"), expert_idx=T((n, 8), "int32"), active_num=n)
     preds = [moe(n) for n in range(2400, 3801, 100)]
-    assert len({_regime(p) for p in preds}) == 1
-    lat = [p.latency_us for p in preds]
-    assert all(b >= a for a, b in zip(lat, lat[1:])), lat
+    sorters = [p.tiles["vbs"]["needCoreNum"] for p in preds]
+    assert sorters[0] == 4 and sorters[-1] == 16
+    jump = sorters.index(16)
+    for side in (preds[:jump], preds[jump:]):
+        assert len({_regime(p) for p in side}) == 1
+        lat = [p.latency_us for p in side]
+        assert all(b >= a for a, b in zip(lat, lat[1:])), lat
+    assert preds[jump].latency_us == pytest.approx(preds[jump - 1].latency_us, rel=0.05)
+
+
+def test_moe_routing_bf16_gather_rounds_through_int32():
+    """moe_quant_gather_out.h quantizes bf16 rows as bf16 -> fp32 -> fp16, Muls, Adds, then fp16 -> int32 (rint)
+    -> fp16 -> int8: seven vector calls where fp16 rows take three (Muls, Adds, Cast), so the same rows cost
+    bf16 more than twice the vector time of fp16 (the sort and scatter, the same for both, are small here)."""
+    def moe(dt):
+        n = 4096
+        return perfmodel.predict("moe_init_routing_quant", "atlas-a2", x=T((n, 7168), dt),
+                                 row_idx=T((n, 8), "int32"), expert_idx=T((n, 8), "int32"), active_num=n * 8)
+    bf16, fp16 = moe("bfloat16"), moe("float16")
+    assert bf16.tiles["gather"]["split"] == "n"
+    assert bf16.pipes_us["vector"] > 2 * fp16.pipes_us["vector"]
 
 
 def _fake_quant(x_dt, scale_dt, shape=(4096, 4096), axis=0, product="atlas-a2"):
