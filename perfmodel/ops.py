@@ -1086,7 +1086,12 @@ def moe_init_routing_quant_work(plan, hw):
     loops = [Loop(n=ub_loops, pipes={"mte2": hw.dma("gm_to_ub", per_loop * 4, 2), "vector": v.s, "mte3": store},
                   read_bytes=per_loop * 8, write_bytes=per_loop * 8, barriers=v.barriers, overlap="none")]
     if multi:
-        loops.append(_moe_merge_loop(hw, per_core, ub_loops))
+        lists = ub_loops                   # the core's UB passes merged 4 at a time (a single one copied)
+        while True:
+            loops.append(_moe_merge_loop(hw, per_core, min(4, lists)))
+            if lists <= 4:
+                break
+            lists = _cdiv(lists, 4)
         runs, run = sort_cores, per_core
         while runs > 4:
             loops.append(_moe_merge_loop(hw, min(nk, 4 * run), 4))
