@@ -616,6 +616,40 @@ def _dq_calls_per_row(v, rows, H, smooth, asymmetric):
 
 
 @memo_calls
+def _dq_calls_db(v, rows, H, smooth, fp16):
+    """dynamic_quant_db.h ProcessSymmetric (keys 2/3), per row: the row max (bf16, or with smooth: Cast to
+    fp32, Mul, Abs and ReduceMaxInplace in fp32; fp16 without smooth: Abs and ReduceMaxInplace in fp16 on the
+    input, the fp32 Cast beside it, then the fp16 max row cast), then the scale by vector instructions (Brcb,
+    Div of 127 by it, a Mul of the row by the broadcast scale), Casts through int16 and fp16 to int8 and a
+    one-lane Mul of the stored scale: no scalar read (ARITHMETIC.md sec. 1: scale = m * (1/127) on these
+    keys). Brcb has no cost row: costed as an 8-element broadcast [E]."""
+    f32 = "float32"
+    if fp16 and not smooth:
+        lanes, dt = 128, "float16"
+        v("cast_f16_f32", "float16", H, rows, barrier=False)
+        v("abs", dt, H, rows)
+    else:
+        lanes, dt = 64, f32
+        v("cast_f16_f32", "float16", H, rows)
+        if smooth:
+            v("mul", f32, H, rows)
+        v("abs", f32, H, rows)
+    v("max", dt, max(0, H // lanes - 1) * lanes, rows)      # ReduceMaxInplace: fold the row's repeats
+    if H % lanes and H >= lanes:
+        v("max", dt, H % lanes, rows)                          # and its tail
+    v("reduce_max", dt, min(H, lanes), rows)
+    if fp16 and not smooth:
+        v("cast_f16_f32", "float16", H, rows)
+    v("broadcast", f32, 8, rows)
+    v("div", f32, 8, rows)
+    v("mul", f32, 64 * _cdiv(H, 64), rows)
+    v("cast_f32_i16", f32, H, rows)
+    v("cast_i16_f16", "int32", H, rows)
+    v("mul", f32, 1, rows, barrier=False)
+    v("cast_f16_i8", "float16", H, rows, barrier=False)
+
+
+@memo_calls
 def _dq_calls_950(v, rows, H, smooth, asymmetric):
     """arch35 RegBase kernels: the row's steps fused into vector functions (VF), each element costing what
     the same ATT calls cost, one VF head per function (reduce, per-row scale, quantize) [E]."""
@@ -713,7 +747,8 @@ def dynamic_quant_work(plan, hw, asymmetric=False):
       10 / 100 (dynamic_quant_multi_row.h / _single_row.h): one DataCopyPad of multiRowNum rows a pass; the
         V->MTE2 flag after the first Cast lets the next pass load while this one computes ('early');
       0/1 (dynamic_quant.h) and 7 (moe): TQue BUFFER_NUM = 1: the next load waits for the pass ('serial');
-      2/3 (dynamic_quant_db.h): the same per-row calls, double-buffered queues;
+      2/3 (dynamic_quant_db.h, _dq_calls_db): the scale formed on the vector unit, two input buffers and
+        one output buffer ('out1');
       6/8 (a row split into innerLoopEle chunks): two passes over the chunks (max, then quantize).
     Ascend 950 (arch35): fused vector functions, double-buffered when the tiling's useDb says so.
     310P/910 (DAV_2002/1001): whole passes of numCopyRow rows per core (_dq_310p_loops).
@@ -736,7 +771,8 @@ def dynamic_quant_work(plan, hw, asymmetric=False):
     elif key in (10, 100):
         overlap = "early"
     elif key in (2, 3):
-        overlap = "double"
+        # two input buffers; one output buffer the pass's first row waits for (MTE3_V): dynamic_quant_db.h
+        overlap = "out1" if not asymmetric else "double"
     else:
         overlap = "serial"
     inner = int(t.get("innerLoopEle", 0) or 0)
@@ -755,7 +791,10 @@ def dynamic_quant_work(plan, hw, asymmetric=False):
         elif key in (10, 100):
             early, late = _dq_calls_multi_row(v, r, h, smooth)
         else:
-            _dq_calls_per_row(v, r, h, smooth, asymmetric)
+            if key in (2, 3) and not asymmetric:
+                _dq_calls_db(v, r, h, smooth, _dt(x) == "float16")
+            else:
+                _dq_calls_per_row(v, r, h, smooth, asymmetric)
         v.scale(chunks)
         pipes = {"mte2": loads * hw.dma_rows("gm_to_ub", H * isz, r), "vector": v.s,
                  "mte3": hw.dma_rows("ub_to_gm", H * out_b, r) + hw.dma("ub_to_gm", r * scale_bytes)}

@@ -349,6 +349,17 @@ def test_fake_quant_kernel_overlaps_nothing_and_computes_whole_tiles():
     assert p.core_us == pytest.approx(p.pipes_us["mte2"] + p.pipes_us["vector"] + p.pipes_us["mte3"], rel=0.02)
 
 
+def test_dynamic_quant_db_kernel_computes_the_scale_on_the_vector_unit():
+    """dynamic_quant_db.h (keys 2/3) forms each row's scale with Brcb, Div and Mul on the vector unit, and its
+    one output buffer makes a pass wait for the previous store ('out1'); dynamic_quant.h (keys 0/1) reads the
+    row max back into the scalar unit, once a row."""
+    db, _ = build_work("npu_dynamic_quant", "atlas-a2", x=T((1023, 1023), "float16"))
+    assert db.tiling_key == 3 and all(lp.scalar_reads == 0 and lp.overlap == "out1" for lp in db.loops)
+    row, _ = build_work("npu_dynamic_quant", "atlas-a2", x=T((8192, 16384), "bfloat16"))
+    assert row.tiling_key == 0
+    assert all(lp.scalar_reads == row.tiles["multiRowNumHeadCore"] for lp in row.loops if lp.n >= 1)
+
+
 def test_dynamic_quant_310p_hands_out_whole_passes():
     """dynamic_quant_tiling_310P.cpp deals whole passes of numCopyRow rows to the cores: 8 rows of 4096 are one
     pass on one core, 16 rows two passes on two cores, so both take about as long, and 9 rows (a pass and a
