@@ -558,7 +558,7 @@ def _rows_of_core(t) -> int:
 
 @memo_calls
 def _dq_calls_multi_row(v, rows, H, smooth):
-    """dynamic_quant_multi_row.h (keys 10/100): each call over the whole pass of `rows` rows, the row max one
+    """dynamic_quant_multi_row.h (key 10): each call over the whole pass of `rows` rows, the row max one
     Max call per row. Returns the vector seconds before the input buffer is released (the first Cast) and
     after the output buffer is needed (the last Mul and Cast)."""
     f32 = "float32"
@@ -583,6 +583,66 @@ def _dq_calls_multi_row(v, rows, H, smooth):
     v("mul", f32, 64 * _cdiv(rows, 64), barrier=False)           # scale = max * 1/127
     v("cast_f16_i8", "float16", e)
     return early, v.s - before_out
+
+
+@memo_calls
+def _dq_calls_single_row(v, rows, H, smooth, fp16):
+    """dynamic_quant_single_row.h (key 100) over a pass of `rows` rows: Cast to fp32, (smooth: the row copied
+    to every row and a Mul), Abs (fp16 rows: in fp16, in place), each row's Max fold, one WholeReduceMax, the
+    scales (Muls, Duplicate, Div; fp16 rows cast their maxima first), Brcb and a counter-mode Copy of the
+    127/max to every element, a Mul, then Casts through int32 and fp16 to int8, a PipeBarrier<PIPE_V>
+    after each. The input buffer (one deep) is freed after the Mul and the output buffer (one deep) taken
+    after the WholeReduceMax: returns the vector seconds before the release and after the output is needed.
+    Brcb and the Copy have no cost row: costed as broadcasts [E]."""
+    f32 = "float32"
+    e = rows * H
+    lanes, dt = (128, "float16") if fp16 and not smooth else (64, f32)
+    v("cast_f16_f32", "float16", e)
+    if smooth:
+        v("broadcast", f32, e)
+        v("mul", f32, e)
+    v("abs", dt, e)
+    if H % lanes and H >= lanes:
+        v("max", dt, H % lanes, rows)
+    v("max", dt, max(0, H // lanes - 1) * lanes, rows)
+    v("reduce_max", dt, lanes * rows)
+    before_out = v.s
+    if dt == "float16":
+        v("cast_f16_f32", "float16", rows)
+    v("muls", f32, rows)
+    v("duplicate", f32, rows)
+    v("div", f32, rows)
+    v("broadcast", f32, 8 * _cdiv(rows, 8))
+    v("broadcast", f32, e)
+    v("mul", f32, e)
+    early = v.s
+    v("cast_f32_i32", f32, e)
+    v("cast_i32_f16", "int32", e)
+    v("cast_f16_i8", "float16", e)
+    return early, v.s - before_out
+
+
+@memo_calls
+def _dq_calls_moe(v, rows, H):
+    """dynamic_quant_moe.h (key 7) over a pass of `rows` rows: the expert's smooth row loaded and cast first
+    (after a PipeBarrier<PIPE_ALL>), then per row Cast, Mul by it, Abs, the ReduceMax API read back by the
+    scalar (127 / max), Muls and Casts through int32 and fp16 to int8. A row that starts another expert
+    reloads the smooth row: data-dependent, not counted."""
+    f32 = "float32"
+    v("cast_f16_f32", "float16", H)
+    v("cast_f16_f32", "float16", H, rows)
+    v("mul", f32, H, rows)
+    v("abs", f32, H, rows)
+    v("max", f32, max(0, H // 64 - 1) * 64, rows)
+    if H % 64 and H >= 64:
+        v("max", f32, H % 64, rows)
+    v("reduce_max", f32, 64, rows)
+    v("div", f32, 8, rows)
+    v.scalar_reads += rows
+    v("muls", f32, H, rows)
+    v("cast_f32_i32", f32, H, rows)
+    v("cast_i32_f16", "int32", H, rows)
+    v("cast_f16_i8", "float16", H, rows, barrier=False)
 
 
 @memo_calls
@@ -744,9 +804,12 @@ def dynamic_quant_work(plan, hw, asymmetric=False):
     """DynamicQuant(V2): per-row absmax (or min/max), scale, quantize (ARITHMETIC.md sec. 1).
 
     A2/A3 (DAV_2201), by tiling key (dynamic_quant_tiling.cpp picks it; the plan carries it):
-      10 / 100 (dynamic_quant_multi_row.h / _single_row.h): one DataCopyPad of multiRowNum rows a pass; the
-        V->MTE2 flag after the first Cast lets the next pass load while this one computes ('early');
-      0/1 (dynamic_quant.h) and 7 (moe): TQue BUFFER_NUM = 1: the next load waits for the pass ('serial');
+      10 (dynamic_quant_multi_row.h): one DataCopyPad of multiRowNum rows a pass; the V->MTE2 flag after the
+        first Cast lets the next pass load while this one computes ('early');
+      100 (dynamic_quant_single_row.h, _dq_calls_single_row): the same pass, the input freed only after
+        the scale's Mul ('early');
+      0/1 (dynamic_quant.h): TQue BUFFER_NUM = 1: the next load waits for the pass ('serial');
+      7 (dynamic_quant_moe.h, _dq_calls_moe): one-deep queues, PipeBarrier<PIPE_ALL> ('in1out1');
       2/3 (dynamic_quant_db.h, _dq_calls_db): the scale formed on the vector unit, two input buffers and
         one output buffer ('out1');
       6/8 (a row split into innerLoopEle chunks): two passes over the chunks (max, then quantize).
@@ -770,6 +833,8 @@ def dynamic_quant_work(plan, hw, asymmetric=False):
         overlap = "double" if t.get("useDb") else "serial"
     elif key in (10, 100):
         overlap = "early"
+    elif key == 7:                      # one-deep queues and a PipeBarrier<PIPE_ALL> before each pass's compute
+        overlap = "in1out1"
     elif key in (2, 3):
         # two input buffers; one output buffer the pass's first row waits for (MTE3_V): dynamic_quant_db.h
         overlap = "out1" if not asymmetric else "double"
@@ -788,17 +853,23 @@ def dynamic_quant_work(plan, hw, asymmetric=False):
         early = late = 0.0
         if fam == "950":
             _dq_calls_950(v, r, h, smooth, asymmetric)
-        elif key in (10, 100):
+        elif key == 10:
             early, late = _dq_calls_multi_row(v, r, h, smooth)
+        elif key == 100:
+            early, late = _dq_calls_single_row(v, r, h, smooth, _dt(x) == "float16")
+        elif key == 7:
+            _dq_calls_moe(v, r, h)
         else:
             if key in (2, 3) and not asymmetric:
                 _dq_calls_db(v, r, h, smooth, _dt(x) == "float16")
             else:
                 _dq_calls_per_row(v, r, h, smooth, asymmetric)
         v.scale(chunks)
-        pipes = {"mte2": loads * hw.dma_rows("gm_to_ub", H * isz, r), "vector": v.s,
+        smooth_row = H * isz if key == 7 else 0          # the moe kernel reloads the expert's smooth row a pass
+        pipes = {"mte2": loads * hw.dma_rows("gm_to_ub", H * isz, r) + hw.dma("gm_to_ub", smooth_row),
+                 "vector": v.s,
                  "mte3": hw.dma_rows("ub_to_gm", H * out_b, r) + hw.dma("ub_to_gm", r * scale_bytes)}
-        loops.append(Loop(n=count, pipes=pipes, read_bytes=loads * r * H * isz,
+        loops.append(Loop(n=count, pipes=pipes, read_bytes=loads * r * H * isz + smooth_row,
                           write_bytes=r * (H * out_b + scale_bytes), barriers=v.barriers,
                           scalar_reads=v.scalar_reads, overlap=overlap, early=early, late=late, cont=bool(loops)))
     # the DynamicQuantV2 kernel runs the DynamicQuant templates (dynamic_quant.h, dynamic_quant_db.h;

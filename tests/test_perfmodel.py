@@ -360,6 +360,23 @@ def test_dynamic_quant_db_kernel_computes_the_scale_on_the_vector_unit():
     assert all(lp.scalar_reads == row.tiles["multiRowNumHeadCore"] for lp in row.loops if lp.n >= 1)
 
 
+def test_dynamic_quant_single_row_and_moe_kernels_release_their_buffers_as_written():
+    """dynamic_quant_single_row.h (key 100) frees its input only after the scale's Mul, dynamic_quant_multi_row.h
+    (key 10) right after the first Cast: the next pass's load waits for most of a key-100 pass's vector work
+    and for little of a key-10 pass's. dynamic_quant_moe.h (key 7) has one-deep queues and reloads the
+    expert's smooth row every pass."""
+    single, _ = build_work("npu_dynamic_quant", "atlas-a2", x=T((384, 4096), "bfloat16"))
+    multi, _ = build_work("npu_dynamic_quant", "atlas-a2", x=T((4096, 4096), "bfloat16"))
+    assert (single.tiling_key, multi.tiling_key) == (100, 10)
+    assert all(lp.early > 0.6 * lp.pipes["vector"] for lp in single.loops)
+    assert all(lp.early < 0.2 * lp.pipes["vector"] for lp in multi.loops)
+    moe, _ = build_work("npu_dynamic_quant", "atlas-a2", x=T((1024, 7168), "bfloat16"),
+                        smooth_scales=T((8, 7168), "bfloat16"), group_index=T((8,), "int32"))
+    assert moe.tiling_key == 7 and all(lp.overlap == "in1out1" for lp in moe.loops)
+    rows = moe.tiles["multiRowNumHeadCore"]
+    assert moe.loops[0].read_bytes == (rows + 1) * 7168 * 2
+
+
 def test_dynamic_quant_310p_hands_out_whole_passes():
     """dynamic_quant_tiling_310P.cpp deals whole passes of numCopyRow rows to the cores: 8 rows of 4096 are one
     pass on one core, 16 rows two passes on two cores, so both take about as long, and 9 rows (a pass and a
