@@ -800,6 +800,56 @@ def _dq_310p_loops(hw, t, H):
     return loops
 
 
+def _dq_large_loops(hw, t, rows, H, isz, out_b, smooth, moe):
+    """Loops of the A2 kernels for rows longer than UB holds, split into innerLoopEle-element chunks and a tail,
+    per row: the row max chunk by chunk (Cast, smooth Mul, Abs, the fold and WholeReduceMax, read back by the
+    scalar every chunk), then every chunk loaded again and quantized (Muls, Casts through int32 and fp16 to
+    int8) and stored. Key 6 (dynamic_quant_large_shape_opt.h): two-deep queues, the next chunk prefetched,
+    so the quantize pass overlaps ('double') while the max pass waits on the scalar ('serial'); its smooth
+    chunk loaded beside each x chunk. Key 8 (dynamic_quant_moe_large_shape.h): one-deep queues ('in1out1'),
+    the expert's smooth chunk loaded and cast with each x chunk, and the tail chunk loaded once: its max is
+    finished and it is quantized and stored in one step."""
+    f32 = "float32"
+    chunk, chunks, tail = int(t["innerLoopEle"]), int(t["innerLoopTimes"]), int(t["innerLoopTail"])
+    loops = []
+
+    def step(elems, count, max_part, quant_part, overlap):
+        if not (elems and count):
+            return
+        v = Vec(hw)
+        loads = 2 if smooth else 1                         # the x chunk and the smooth chunk beside it
+        v("cast_f16_f32", "float16", elems, loads)
+        if smooth:
+            v("mul", f32, elems)
+        if max_part:
+            v("abs", f32, elems)
+            v("max", f32, max(0, elems // 64 - 1) * 64)
+            if elems % 64 and elems >= 64:
+                v("max", f32, elems % 64)
+            v("reduce_max", f32, 64)
+            v.scalar_reads += 1
+        if quant_part:
+            v("muls", f32, elems)
+            v("cast_f32_i32", f32, elems)
+            v("cast_i32_f16", "int32", elems)
+            v("cast_f16_i8", "float16", elems, barrier=False)
+        loops.append(Loop(n=count, pipes={"mte2": hw.dma("gm_to_ub", elems * isz, loads), "vector": v.s,
+                                          "mte3": hw.dma("ub_to_gm", elems * out_b) if quant_part else 0.0},
+                          read_bytes=loads * elems * isz, write_bytes=elems * out_b if quant_part else 0.0,
+                          barriers=v.barriers, scalar_reads=v.scalar_reads, overlap=overlap))
+
+    if moe:
+        step(chunk, rows * chunks, True, False, "in1out1")
+        step(tail, rows, True, True, "in1out1")
+        step(chunk, rows * chunks, False, True, "in1out1")
+    else:
+        step(chunk, rows * chunks, True, False, "serial")
+        step(tail, rows, True, False, "serial")
+        step(chunk, rows * chunks, False, True, "double")
+        step(tail, rows, False, True, "double")
+    return loops
+
+
 def dynamic_quant_work(plan, hw, asymmetric=False):
     """DynamicQuant(V2): per-row absmax (or min/max), scale, quantize (ARITHMETIC.md sec. 1).
 
@@ -812,7 +862,8 @@ def dynamic_quant_work(plan, hw, asymmetric=False):
       7 (dynamic_quant_moe.h, _dq_calls_moe): one-deep queues, PipeBarrier<PIPE_ALL> ('in1out1');
       2/3 (dynamic_quant_db.h, _dq_calls_db): the scale formed on the vector unit, two input buffers and
         one output buffer ('out1');
-      6/8 (a row split into innerLoopEle chunks): two passes over the chunks (max, then quantize).
+      6/8 (a row split into innerLoopEle chunks, _dq_large_loops): the max chunk by chunk, then the chunks
+        quantized.
     Ascend 950 (arch35): fused vector functions, double-buffered when the tiling's useDb says so.
     310P/910 (DAV_2002/1001): whole passes of numCopyRow rows per core (_dq_310p_loops).
     """
@@ -829,6 +880,10 @@ def dynamic_quant_work(plan, hw, asymmetric=False):
         return _work(plan, hw, _dq_310p_loops(hw, t, H) if R else [], flops=R * H * 5.0,
                      tiles={"rows_per_pass": int(t["numCopyRow"])}, launch_class="dynamic_quant")
     rows, per = (_rows_of_core(t) if R else 0), max(1, int(t.get("multiRowNumHeadCore", 1) or 1))
+    if fam == "a2a3" and key in (6, 8) and not asymmetric:
+        return _work(plan, hw, _dq_large_loops(hw, t, rows, H, isz, out_b, smooth, key == 8),
+                     flops=R * H * 5.0, tiles={"rows_per_core": rows, "rows_per_pass": 1},
+                     launch_class="dynamic_quant")
     if fam == "950":
         overlap = "double" if t.get("useDb") else "serial"
     elif key in (10, 100):

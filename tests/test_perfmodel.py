@@ -377,6 +377,20 @@ def test_dynamic_quant_single_row_and_moe_kernels_release_their_buffers_as_writt
     assert moe.loops[0].read_bytes == (rows + 1) * 7168 * 2
 
 
+def test_dynamic_quant_rows_longer_than_ub_are_read_twice():
+    """Key 6 (dynamic_quant_large_shape_opt.h) takes a row's max chunk by chunk, then loads every chunk again
+    to quantize it; key 8 (the MoE variant) loads its tail chunk once and a smooth chunk beside every x
+    chunk. 64 rows of 65536 bf16: two rows on the critical core, each read twice."""
+    w, _ = build_work("npu_dynamic_quant", "atlas-a2", x=T((64, 65536), "bfloat16"))
+    assert w.tiling_key == 6 and w.tiles["rows_per_core"] == 2
+    assert sum(lp.n * lp.read_bytes for lp in w.loops) == 2 * 2 * 65536 * 2
+    moe, _ = build_work("npu_dynamic_quant", "atlas-a2", x=T((64, 32768), "bfloat16"),
+                        smooth_scales=T((4, 32768), "bfloat16"), group_index=T((4,), "int32"))
+    tail = moe.tiles["innerLoopTail"]
+    assert moe.tiling_key == 8 and tail > 0
+    assert sum(lp.n * lp.read_bytes for lp in moe.loops) == 2 * 2 * (2 * 32768 - tail) * 2
+
+
 def test_dynamic_quant_310p_hands_out_whole_passes():
     """dynamic_quant_tiling_310P.cpp deals whole passes of numCopyRow rows to the cores: 8 rows of 4096 are one
     pass on one core, 16 rows two passes on two cores, so both take about as long, and 9 rows (a pass and a
