@@ -169,15 +169,18 @@ def _ub_tile(hw, ub_bytes_per_element: float) -> int:
 
 # op -> (number of inputs, vector calls per tile in the compute dtype, whether fp16 is computed in fp32).
 # Compute dtype: fp32 as given, bf16 in fp32 (Cast in and out), fp16 as given unless the kernel widens it.
-# Calls of the CANN kernels as their ATT APIs. The TBE Sigmoid and Gelu widen fp16 to fp32 on 910B/910_93 in
-# their default high-precision mode (sigmoid.py sigmoid_compute; gelu.py gelu_compute_v2, the path after
-# v200); the model widens them on every product. Gelu is the tanh form x / (1 + exp(-1.5958 (x + 0.044715
-# x^3))): Mul, Mul, Muls, Add, Muls, Exp, Adds, Div.
+# Calls of the CANN kernels as their ATT APIs. The TBE Sigmoid, Gelu and Sqrt widen fp16 to fp32 on
+# 910B/910_93 (sigmoid.py sigmoid_compute in its default high-precision mode; gelu.py gelu_compute_v2, the
+# path after v200; sqrt.py sqrt_compute where fp32 vsqrt exists); the model widens them on every product.
+# Sigmoid is 1 / (1 + exp(-x)): Muls, Exp, Adds, Div, in the TBE kernel and in ops-nn's Ascend C
+# KernelSigmoid alike (not the Sigmoid high-level API). Gelu is the tanh form x / (1 + exp(-1.5958 (x +
+# 0.044715 x^3))): Mul, Mul, Muls, Add, Muls, Exp, Adds, Div; op-plugin calls aclnnGelu (this kernel) for
+# torch's approximate='none' too.
 ELEMENTWISE = {
     "add": (2, ("add",), False),
     "maximum": (2, ("max",), False),
-    "sqrt": (1, ("sqrt",), False),
-    "sigmoid": (1, ("sigmoid",), True),
+    "sqrt": (1, ("sqrt",), True),
+    "sigmoid": (1, ("muls", "exp", "adds", "div"), True),
     "gelu": (1, ("mul", "mul", "muls", "add", "muls", "exp", "adds", "div"), True),
 }
 # Elements per core below which the ops-math elementwise tiling does not split further [E]: 1024.

@@ -414,7 +414,8 @@ def test_fit_report_figure_and_table(tmp_path, monkeypatch, capsys):
     table = pd.read_csv(stem.with_suffix(".csv"))
     assert len(table) == len(small) and set(table["trust"]) == {"measured", "doubtful", "analogue", "holdout"}
     err = 100 * (table["predicted_us"] - table["measured_us"]) / table["measured_us"]
-    assert np.allclose(err, table["error_pct"], atol=0.01)
+    # the table rounds to 3 decimals: predicted_us's rounding moves the error by up to 0.05 / measured_us points
+    assert (abs(err - table["error_pct"]) <= 0.05 / table["measured_us"] + 0.001).all()
 
 
 def test_published_config_mapping():
