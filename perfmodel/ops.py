@@ -1111,7 +1111,13 @@ def quant_matmul_work(plan, hw, x2_format="ND"):
     dequant loads each block's scale words before the block's store. 310P has no FixPipe: L0C -> UB -> vector
     dequant -> GM. A float32 scale with fp16/int8 output also launches TransQuantParamV2 first (op-plugin).
     M <= baseM streams the weight past L2 (x2 CACHE_MODE_DISABLE in the kernels). x2_format: 'ND' or 'NZ'
-    (the weight cast to FRACTAL_NZ beforehand, see cube_loops' b_nz; storage_format's spellings)."""
+    (the weight cast to FRACTAL_NZ beforehand, see cube_loops' b_nz; storage_format's spellings).
+    Known differences from the source (an audit of quant_batch_matmul_v3, kept because the measured rows
+    say so): its basic templates (M >= 999, K >= 1024 rows) copy x1 8 k-steps and x2 2 k-steps at a time, and
+    their AIV dequant of block b overlaps the AIC's block b + 1 (a two-slot workspace); the model keeps 4 and 4
+    and runs them block after block. Refitted, the source's depths give QuantBatchMatmulV3 25.5% in-sample
+    (msKPP's ND->NZ curve prices the smaller x2 copies far slower per byte) and the overlap 8.2%, against
+    5.8%: the copy curve and the mix kernels' own start, not these structures, are the likely misfits."""
     nz = storage_format("npu_quant_matmul", "x2_format", x2_format) == "NZ"
     x1, x2 = plan.inputs["x1"], plan.inputs["x2"]
     out = next(iter(plan.outputs.values()))
