@@ -650,8 +650,8 @@ def _dq_calls_moe(v, rows, H):
 
 @memo_calls
 def _dq_calls_per_row(v, rows, H, smooth, asymmetric):
-    """dynamic_quant.h / _db.h / _moe.h (keys 0-3, 7): every call once per row; the scalar reads the row's
-    max (and min) back from UB to form the scale (and offset)."""
+    """dynamic_quant.h (keys 0/1) and the asymmetric path of dynamic_quant_db.h (keys 2/3): every call once
+    per row; the scalar reads the row's max (and min) back from UB to form the scale (and offset)."""
     f32 = "float32"
     fold = max(0, H // 64 - 1) * 64
     v("cast_f16_f32", "float16", H, rows)
