@@ -628,24 +628,11 @@ def _dq_calls_single_row(v, rows, H, smooth, fp16):
 @memo_calls
 def _dq_calls_moe(v, rows, H):
     """dynamic_quant_moe.h (key 7) over a pass of `rows` rows: the expert's smooth row loaded and cast first
-    (after a PipeBarrier<PIPE_ALL>), then per row Cast, Mul by it, Abs, the ReduceMax API read back by the
-    scalar (127 / max), Muls and Casts through int32 and fp16 to int8. A row that starts another expert
-    reloads the smooth row: data-dependent, not counted."""
-    f32 = "float32"
+    (after a PipeBarrier<PIPE_ALL>), then the per-row calls of dynamic_quant.h with the smooth Mul (the
+    ReduceMax API in place of the fold, costed alike). A row that starts another expert reloads the smooth
+    row: data-dependent, not counted."""
     v("cast_f16_f32", "float16", H)
-    v("cast_f16_f32", "float16", H, rows)
-    v("mul", f32, H, rows)
-    v("abs", f32, H, rows)
-    v("max", f32, max(0, H // 64 - 1) * 64, rows)
-    if H % 64 and H >= 64:
-        v("max", f32, H % 64, rows)
-    v("reduce_max", f32, 64, rows)
-    v("div", f32, 8, rows)
-    v.scalar_reads += rows
-    v("muls", f32, H, rows)
-    v("cast_f32_i32", f32, H, rows)
-    v("cast_i32_f16", "int32", H, rows)
-    v("cast_f16_i8", "float16", H, rows, barrier=False)
+    _dq_calls_per_row.__wrapped__(v, rows, H, True, False)
 
 
 @memo_calls
@@ -667,7 +654,7 @@ def _dq_calls_per_row(v, rows, H, smooth, asymmetric):
     else:
         v("abs", f32, H, rows)
         v("max", f32, fold, rows)
-        if H % 64 and fold:
+        if H % 64 and H >= 64:                                   # ReduceMaxInplace folds a tail in too
             v("max", f32, H % 64, rows)
         v("reduce_max", f32, 64, rows)
         v("div", f32, 8, rows)
