@@ -20,7 +20,7 @@ consecutive iterations overlap. `combine` applies the calibration and plays the 
   - 'early' (one buffer released early: the vendor sets a V->MTE2 flag right after the first Cast, e.g.
     dynamic_quant_multi_row.h): period = max(load + vector before the release, vector, store + vector
     after the output buffer is needed); its cores drift apart as in 'serial';
-  - 'out1' (the input double-buffered, one output buffer: the 310P DynamicQuant kernels): the next load
+  - 'out1' (the input double-buffered, one output buffer: DynamicQuant's db and 310P kernels): the next load
     is issued before the compute, which waits for the previous store to free the output buffer:
     period = max(load, vector + store); no load latency is exposed;
   - 'in1out1' (one input and one output buffer: the next load waits for the compute to free the input,

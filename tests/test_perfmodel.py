@@ -127,7 +127,8 @@ def test_loop_timelines_hand_checked():
     head = 2.0 + hw.head_seconds("aiv") * 1e6
     # first iteration back to back (fill 70 us), then 9 at the period of each overlap rule
     cases = {"double": 70 + 9 * 40, "serial": 70 + 9 * (40 + 10), "none": 70 + 9 * 70,
-             "early": 70 + 9 * max(40 + 2, 10, 20 + 3), "out1": 70 + 9 * max(40, 10 + 20), "in1out1": 70 + 9 * (10 + max(40, 20))}
+             "early": 70 + 9 * max(40 + 2, 10, 20 + 3), "out1": 70 + 9 * max(40, 10 + 20),
+             "in1out1": 70 + 9 * (10 + max(40, 20))}
     for overlap, body in cases.items():
         w = _one_loop(overlap, early=2e-6, late=3e-6)
         p = combine(w, _params(), "x", "atlas-a2")
