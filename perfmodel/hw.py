@@ -68,14 +68,14 @@ class Curve:
     peak_Bps: float     # bandwidth of the largest tabulated transfer
 
     @classmethod
-    def from_points(cls, pts, scale: float = 1.0) -> "Curve":
+    def from_points(cls, pts) -> "Curve":
         sizes, times, worst = [], [], 0.0
         for size, gibps in pts:
-            t = size / (gibps * GIB * scale)
+            t = size / (gibps * GIB)
             worst = max(worst, t)
             sizes.append(size)
             times.append(worst)
-        return cls(tuple(sizes), tuple(times), pts[-1][1] * GIB * scale)
+        return cls(tuple(sizes), tuple(times), pts[-1][1] * GIB)
 
     def seconds(self, nbytes: float) -> float:
         s = self.sizes
@@ -88,7 +88,20 @@ class Curve:
         return t0 + (t1 - t0) * (nbytes - x0) / (x1 - x0)
 
 
-# DMA paths: pipe, msKPP table name, INI rate field used where curves are scaled to the INI.
+def streaming_rate_to(pts, peak_Bps: float) -> list:
+    """A msKPP curve (size bytes, GiB/s) carried over to a link whose streaming rate is peak_Bps: each size keeps
+    the time it spends beyond streaming at the curve's own last rate (the per-transfer latency, in seconds),
+    and streams at the new rate. msKPP's own tables behave so: 910B3's GM->UB curve peaks 2.4x above 910B1's,
+    yet both take about the same time for 1-4 KB (tests/test_perfmodel.py)."""
+    peak = pts[-1][1] * GIB
+    out = []
+    for size, gibps in pts:
+        t = size / (gibps * GIB) - size / peak + size / peak_Bps
+        out.append((size, size / t / GIB))
+    return out
+
+
+# DMA paths: pipe, msKPP table name, INI rate field a curve streams at on chips without tables.
 PATHS = {
     "gm_to_ub": ("mte2", "gm_to_ub", "ddr_rate"),
     "ub_to_gm": ("mte3", "ub_to_gm", "ub_to_ddr_rate"),
@@ -120,11 +133,10 @@ class Hardware:
                 pts = curves.get(("gm_to_l1", table_soc)) or curves.get(("gm_to_l1", dma["curve_soc"]))
             if pts is None:          # e.g. 950 has no UB<->GM for one of its variants: fall back to 910B1 [E]
                 pts = curves[(table, "910b1")]
-            scale = 1.0
             if dma["curve_from_ini"] and ini_field is not None:
                 rate = getattr(soc, ini_field)          # bytes/cycle/core (INI)
-                scale = rate * soc.cube_mhz * 1e6 / (pts[-1][1] * GIB)
-            self.curves[path] = Curve.from_points(pts, scale)
+                pts = streaming_rate_to(pts, rate * soc.cube_mhz * 1e6)
+            self.curves[path] = Curve.from_points(pts)
         self.load_head_s = dma["load_head_cycles"] / self.vec_hz
         self.store_head_s = dma["store_head_cycles"] / self.vec_hz
         self.burst = int(dma["burst_bytes"])
