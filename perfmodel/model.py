@@ -87,6 +87,7 @@ class Work:
     tiles: dict = field(default_factory=dict)
     plan: object = None
     extra: list = field(default_factory=list)     # further kernels the operator launches (Works)
+    launched: bool = True             # False: nothing is launched (a plan of block dim 0, e.g. an empty input)
 
 
 @dataclass
@@ -265,6 +266,12 @@ def combine(work: Work, params: dict, op: str, product_id: str, rates: _Rates | 
     """Latency and breakdown of `work` (and of the further kernels it launches) under calibration `params`
     (one kernel family's dict; `rates`: the same, looked up already)."""
     r = rates or _Rates(params)
+    if not work.launched:
+        return Prediction(
+            op=op, product=product_id, soc=work.hw.soc.soc, latency_us=0.0, pipes_us=dict.fromkeys(PIPES, 0.0),
+            head_us=0.0, bound="none", bytes_read=0, bytes_written=0, flops=0.0, block_dim=0,
+            tiling_key=work.tiling_key, tiles=dict(work.tiles), achieved_GBps=0.0, achieved_TOPS=0.0,
+            plan=work.plan)
     latency, head, core, chip, pipes, bound = _kernel(work, r)
     kernels = [(work.kernel or op, latency * 1e6)]
     read, written, flops = float(work.bytes_read), float(work.bytes_written), float(work.flops)

@@ -119,7 +119,7 @@ def _work(plan, hw, loops, *, bytes_read=None, bytes_written=None, flops=0.0, ti
                 loops=loops, bytes_read=rd if bytes_read is None else bytes_read,
                 bytes_written=wr if bytes_written is None else bytes_written, hbm_read_fraction=hbm_read_fraction,
                 flops=flops, kernel=plan.kernel, tiling_key=plan.tiling_key, tiles=t, plan=plan, extra=list(extra),
-                launch_class=launch_class)
+                launch_class=launch_class, launched=bool(block_dim or plan.block_dim))
 
 
 def _vector_core_type(hw) -> str:
@@ -1005,17 +1005,20 @@ def fake_quant_work(plan, hw):
     Around it (aclnn_fake_quant_per_channel_affine_cachemask.cpp): a Cast of self and of scale to the
     promoted dtype where they differ from it, a Transpose of self moving `axis` to 0 and two back (out and
     mask) when axis != 0, and a Cast of out to its dtype (the plan's cast_self, cast_scale, transposes and
-    cast_out), each its own launch (Work.extra)."""
+    cast_out), each its own launch (Work.extra). An empty self launches nothing: the aclnn call returns
+    ACLNN_SUCCESS with no workspace before any kernel when self, out or mask is empty."""
     t = plan.tiles
     x = plan.inputs["self"]
     n = _size(x)
+    if not plan.block_dim:      # the plan's block dim 0: an empty self, nothing launched
+        return _work(plan, hw, [], bytes_read=0.0, bytes_written=0.0)
     kd = "float16" if plan.tiling_key == 2 else "float32"
     calls = FAKE_QUANT_CALLS[kd]
     isz = np.dtype(kd).itemsize
     tile = int(t["tileLength"])
     channels = int(t["channels_per_core_max"])
     loops = []
-    if n and channels:
+    if channels:
         v = Vec(hw)
         v("duplicate", _F32, tile * isz / 4, 5)
         loops.append(Loop(n=1, pipes={"vector": v.s}, overlap="none"))
@@ -1032,17 +1035,16 @@ def fake_quant_work(plan, hw):
     shape = x.shape
     axis = plan.attrs["axis"]
     before, after = [], []
-    if n:
-        if t["cast_self"]:
-            before.append(cast_work(hw, n, _dt(x), kd))
-        if t["cast_scale"]:
-            before.append(cast_work(hw, c, _dt(plan.inputs["scale"]), kd))
-        if t["transposes"]:
-            before.append(transpose_work(hw, shape, axis, kd))
-            moved_shape = (shape[axis], *shape[1:axis], shape[0], *shape[axis + 1:])
-            after += [transpose_work(hw, moved_shape, axis, kd), transpose_work(hw, moved_shape, axis, "bool")]
-        if t["cast_out"]:
-            after.append(cast_work(hw, n, kd, _dt(plan.outputs["out"])))
+    if t["cast_self"]:
+        before.append(cast_work(hw, n, _dt(x), kd))
+    if t["cast_scale"]:
+        before.append(cast_work(hw, c, _dt(plan.inputs["scale"]), kd))
+    if t["transposes"]:
+        before.append(transpose_work(hw, shape, axis, kd))
+        moved_shape = (shape[axis], *shape[1:axis], shape[0], *shape[axis + 1:])
+        after += [transpose_work(hw, moved_shape, axis, kd), transpose_work(hw, moved_shape, axis, "bool")]
+    if t["cast_out"]:
+        after.append(cast_work(hw, n, kd, _dt(plan.outputs["out"])))
     return _work(plan, hw, loops, bytes_read=n * isz + c * (isz + 4), bytes_written=n * (isz + 1),
                  flops=n * 8.0, tiles={"tile_elems": tile}, extra=before + after)
 

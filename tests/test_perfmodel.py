@@ -354,6 +354,17 @@ def test_fake_quant_launches_what_its_aclnn_call_launches():
     # a middle axis keeps runs of 16 elements contiguous; the last axis keeps none: both are moved
     for axis in (1, 2):
         assert names(_fake_quant("float32", "float32", (4, 8, 16), axis)).count("Transpose") == 3
+    # an empty self: the aclnn call returns before any launch, whatever the dtypes and axis ask for
+    for shape, axis, x_dt in (((0, 128), 1, "float16"), ((4, 0), 0, "float32"), ((0,), 0, "float32")):
+        empty = _fake_quant(x_dt, "float32", shape, axis)
+        assert (empty.latency_us, empty.kernels, empty.block_dim, empty.bound) == (0.0, [], 0, "none")
+        assert (empty.bytes_read, empty.bytes_written, empty.head_us) == (0, 0, 0.0)
+        assert set(empty.pipes_us.values()) == {0.0}
+        assert perfmodel.predict_many("fake_quantize_per_channel_affine_cachemask", "atlas-a2", [dict(
+            x=T(shape, x_dt), scale=T((shape[axis],), "float32"), zero_point=T((shape[axis],), "int32"),
+            axis=axis, quant_min=-128, quant_max=127)])[0].latency_us == 0.0
+    # one element still launches the kernel
+    assert _fake_quant("float32", "float32", (1,), 0).kernels[0][0] == "FakeQuantAffineCachemask"
 
 
 def test_fake_quant_kernel_overlaps_nothing_and_computes_whole_tiles():

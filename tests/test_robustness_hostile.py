@@ -529,7 +529,10 @@ def test_plans_and_predictions_never_work_on_a_wrapped_size(op, a, b, c):
     assert all(v >= 0 for k, v in plan.tiles.items()                 # counts and sizes: a wrap goes negative
                if isinstance(v, int) and not isinstance(v, bool) and k not in ("quantMin", "quantMax")), plan.tiles
     assert 0 <= plan.block_dim <= max(plan.soc.aiv, plan.soc.aic)
-    assert math.isfinite(pred.latency_us) and pred.latency_us > 0
+    if plan.block_dim:
+        assert math.isfinite(pred.latency_us) and pred.latency_us > 0
+    else:                       # a plan that launches nothing (an empty fake-quant input) costs nothing
+        assert (pred.latency_us, pred.kernels) == (0.0, [])
     key, size = PLAN_SIZE[op]
     dims = [int(d) if isinstance(d, (int, np.integer)) else d for d in (a, b, c)]   # a dim an op ignores may be junk
     assert plan.tiles[key] == size(*dims), (key, plan.tiles)
