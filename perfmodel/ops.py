@@ -233,9 +233,9 @@ def elementwise_work(hw, op: str, x, y=None, *, block_dim=None, tile_bytes=None,
         if bank_conflict_free:
             v.s *= hw.bank_conflict_free_factor
 
-    loops = streamed_loops(hw, [(tile_elems, per_core // tile_elems), (per_core % tile_elems, 1)], calls_of,
-                           in_bytes=isz, out_bytes=isz, n_in=n_in, double_buffer=double_buffer)
     full, rem = divmod(per_core, tile_elems)
+    loops = streamed_loops(hw, [(tile_elems, full), (rem, 1)], calls_of, in_bytes=isz, out_bytes=isz, n_in=n_in,
+                           double_buffer=double_buffer)
     rd = sum(_nbytes(s) for s in (x, y) if s is not None)
     return Work(hw=hw, core_type=_vector_core_type(hw), block_dim=bd, loops=loops, bytes_read=rd,
                 bytes_written=n * isz, l2_bypass=l2_bypass, flops=n * len(calls), kernel=op.title(),
@@ -904,11 +904,10 @@ def dynamic_quant_work(plan, hw, asymmetric=False):
             early, late = _dq_calls_single_row(v, r, h, smooth, _dt(x) == "float16")
         elif key == 7:
             _dq_calls_moe(v, r, h)
+        elif key in (2, 3) and not asymmetric:
+            _dq_calls_db(v, r, h, smooth, _dt(x) == "float16")
         else:
-            if key in (2, 3) and not asymmetric:
-                _dq_calls_db(v, r, h, smooth, _dt(x) == "float16")
-            else:
-                _dq_calls_per_row(v, r, h, smooth, asymmetric)
+            _dq_calls_per_row(v, r, h, smooth, asymmetric)
         v.scale(chunks)
         smooth_row = H * isz if key == 7 else 0          # the moe kernel reloads the expert's smooth row a pass
         pipes = {"mte2": loads * hw.dma_rows("gm_to_ub", H * isz, r) + hw.dma("gm_to_ub", smooth_row),
@@ -1290,7 +1289,8 @@ def moe_init_routing_quant_work(plan, hw):
     g = tiles.get("gather") if isinstance(tiles.get("gather"), dict) else {}
     cols_loops = max(1, int(g.get("colsLoops", 1) or 1))
     max_cols = min(H, int(g.get("maxColsOneLoop") or H))
-    col_tiles = ((max_cols, cols_loops - 1), (H - (cols_loops - 1) * max_cols, 1))
+    col_tiles = [(cols, count) for cols, count in ((max_cols, cols_loops - 1), (H - (cols_loops - 1) * max_cols, 1))
+                 if cols > 0 and count > 0]      # (columns of a tile, tiles a row)
     if out_rows * H == 0:           # k, active_num or H is 0: nothing to gather (no division by a 0 tile)
         rpt = 0
     elif g.get("split") in ("n", "k") and g.get("perCoreRows") and g.get("perCorePerLoopRows"):
@@ -1300,31 +1300,23 @@ def moe_init_routing_quant_work(plan, hw):
         blocks = _cdiv(core_rows, per_loop_rows) * _cdiv(core_k, loop_k)
         stores = per_loop_rows * min(core_k, loop_k) * min(1.0, out_rows / max(1, nk))
         index_load = hw.dma("gm_to_ub", per_loop_rows * 4, min(k, loop_k))
-        gather = []
-        for cols, count in col_tiles:
-            if cols <= 0 or count <= 0:
-                continue
+        for i, (cols, count) in enumerate(col_tiles):
             v = Vec(hw)
             _each(v, quant, per_loop_rows * _align(cols, 32))
-            gather.append(Loop(n=blocks * count, pipes={
+            loops.append(Loop(n=blocks * count, pipes={
                 "mte2": hw.dma("gm_to_ub", per_loop_rows * cols * isz) + (index_load if count == 1 else 0.0),
                 "vector": v.s, "mte3": hw.dma("ub_to_gm", cols, stores)},
                 read_bytes=per_loop_rows * cols * isz, write_bytes=stores * cols, barriers=v.barriers,
-                overlap="in1out1", cont=bool(gather)))
-        loops += gather
+                overlap="in1out1", cont=i > 0))
         rpt = per_loop_rows
     else:
         rows_core = int(g.get("perCoreRows") or _cdiv(out_rows, bd))
-        gather = []
-        for cols, count in col_tiles:
-            if cols <= 0 or count <= 0:
-                continue
+        for i, (cols, count) in enumerate(col_tiles):
             v = Vec(hw)
             _each(v, quant, cols)
-            gather.append(Loop(n=rows_core * count, pipes={
+            loops.append(Loop(n=rows_core * count, pipes={
                 "mte2": hw.dma("gm_to_ub", cols * isz), "vector": v.s, "mte3": hw.dma("ub_to_gm", cols)},
-                read_bytes=cols * isz, write_bytes=cols, barriers=v.barriers, overlap="serial", cont=bool(gather)))
-        loops += gather
+                read_bytes=cols * isz, write_bytes=cols, barriers=v.barriers, overlap="serial", cont=i > 0))
         rpt = 1
     return _work(plan, hw, loops, flops=out_rows * H * 3.0 + nk * 8,
                  tiles={"rows_per_tile": rpt, "sort_passes": passes})
