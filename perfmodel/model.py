@@ -79,7 +79,7 @@ class Work:
     bytes_read: float                 # unique bytes the kernel reads from GM (its inputs)
     bytes_written: float              # unique bytes it writes (its outputs)
     hbm_read_fraction: float = 1.0    # of the loaded bytes, the part that comes from HBM (the rest hits L2)
-    l2_bypass: bool = False           # reads marked CACHE_MODE_DISABLE do not occupy L2
+    l2_bypass_bytes: float = 0.0      # read bytes marked CACHE_MODE_DISABLE: they do not occupy L2
     flops: float = 0.0
     kernel: str = ""
     launch_class: str = ""            # kernels that start alike (e.g. every CANN elementwise op); default: kernel
@@ -134,11 +134,11 @@ def cores_started(core_type: str, block_dim: int) -> int:
 
 def _write_hbm_fraction(work: Work) -> float:
     """Written bytes that cannot stay in L2 go to HBM during the kernel: the L2 holds what the reads
-    leave free (reads with L2 bypass leave it all)."""
+    leave free (reads that bypass L2 take none of it)."""
     w = float(work.bytes_written)
     if w <= 0.0:
         return 0.0
-    room = max(0.0, work.hw.soc.l2_bytes - (0.0 if work.l2_bypass else float(work.bytes_read)))
+    room = max(0.0, work.hw.soc.l2_bytes - max(0.0, float(work.bytes_read) - float(work.l2_bypass_bytes)))
     return 1.0 - min(w, room) / w
 
 

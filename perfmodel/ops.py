@@ -238,8 +238,8 @@ def elementwise_work(hw, op: str, x, y=None, *, block_dim=None, tile_bytes=None,
                            double_buffer=double_buffer)
     rd = sum(_nbytes(s) for s in (x, y) if s is not None)
     return Work(hw=hw, core_type=_vector_core_type(hw), block_dim=bd, loops=loops, bytes_read=rd,
-                bytes_written=n * isz, l2_bypass=l2_bypass, flops=n * len(calls), kernel=op.title(),
-                launch_class="Elementwise",
+                bytes_written=n * isz, l2_bypass_bytes=rd if l2_bypass else 0.0, flops=n * len(calls),
+                kernel=op.title(), launch_class="Elementwise",
                 tiles={"tile_bytes": tile_elems * isz, "tiles_per_core": full + (1 if rem else 0),
                        "double_buffer": int(bool(double_buffer))})
 
@@ -539,15 +539,21 @@ def grouped_matmul_work(hw, x, weight, group_list, bias=None, *, transpose_weigh
     used = sum(1 for m in rows if m)
     kb, nb = _stored_kn(hw, dt, K, N, nz)
     read = (sum(rows) * K + used * kb * nb) * in_b + (used * N * bias.dtype.itemsize if bias is not None else 0)
+    # the tiling's baseM: 128, or M rounded up to 16 below that (ops-transformer GMM tiling)
+    base_m = min(hw.cube["base_m"], _cdiv(M, 16) * 16)
     if block_dim is None:
         # the tiling launches mDim x nDim AICs (at most all of them), mDim = E + (M - E) // baseM an upper
-        # bound on the row blocks (the host cannot see group_list's values), baseM = 128 or M rounded up to
-        # 16 below that (ops-transformer CalUsedCoreNum); blocks are dealt round-robin, extra cores idle
-        base_m = min(hw.cube["base_m"], _cdiv(M, 16) * 16)
+        # bound on the row blocks (the host cannot see group_list's values; ops-transformer CalUsedCoreNum);
+        # blocks are dealt round-robin, extra cores idle
         bd = max(bd, min(hw.soc.aic, (E + max(0, M - E) // base_m) * _cdiv(N, hw.cube["base_n"])))
+    # the weight of a group of one row block is read past L2 (grouped_matmul.h SetGlobalBufferW: blockDimM
+    # == 1 sets CACHE_MODE_DISABLE), leaving L2 to the output: a many-expert MoE layer's weights stream
+    # through without evicting what the kernel writes
+    bypass = sum(1 for m in rows if 0 < m <= base_m) * kb * nb * in_b
     return Work(hw=hw, core_type=core_type, block_dim=bd, loops=loops, bytes_read=read,
                 bytes_written=sum(rows) * N * in_b, hbm_read_fraction=hbm_frac, flops=2.0 * sum(rows) * N * K,
-                kernel="GroupedMatmul", launch_class=MATMUL_API, tiles={**info, "groups": E})
+                kernel="GroupedMatmul", launch_class=MATMUL_API, tiles={**info, "groups": E},
+                l2_bypass_bytes=bypass)
 
 
 # -- operators (from their npusim plans) -------------------------------------------------------------
@@ -1170,7 +1176,8 @@ def quant_matmul_work(plan, hw, x2_format="ND"):
     core_type = "mix" if epi == "vector" else _cube_core_type(hw)
     w = _work(plan, hw, loops, flops=2.0 * batch * M * N * K, tiles=info, core_type=core_type, block_dim=bd,
               hbm_read_fraction=hbm_frac, extra=extra, launch_class=MATMUL_API)
-    w.l2_bypass = M <= info["base_m"]
+    if M <= info["base_m"]:
+        w.l2_bypass_bytes = _nbytes(x2)
     return w
 
 

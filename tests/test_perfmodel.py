@@ -13,7 +13,7 @@ from perfmodel import TensorSpec as T, ops
 from perfmodel.calibration import Calibration
 from perfmodel.fitting import fit, report
 from perfmodel.hw import hardware
-from perfmodel.model import Loop, Work, combine
+from perfmodel.model import Loop, Work, _write_hbm_fraction, combine
 from perfmodel.predict import build_work
 
 GIB = 2.0 ** 30
@@ -884,6 +884,26 @@ def test_grouped_matmul_deals_every_groups_blocks_to_the_cores_together():
     assert w.bytes_read == (500 * 256 + 3 * 256 * 600) * 2       # x once, the weights of the 3 used groups once
     assert w.bytes_written == 500 * 600 * 2 and w.flops == 2.0 * 500 * 600 * 256
     assert w.core_type == "aic" and w.launch_class == ops.MATMUL_API
+
+
+def test_grouped_matmul_weights_of_one_row_block_groups_pass_l2_by():
+    # grouped_matmul.h marks a group's weight CACHE_MODE_DISABLE when the group has one row block (blockDimM 1):
+    # 32 experts of 4096 x 2048 fp16 (512 MiB, more than the 910B2's 192 MiB L2), groups of 32 rows
+    hw = hardware("Ascend910B2")
+    x, w = T((1024, 4096), "float16"), T((32, 4096, 2048), "float16")
+    small = ops.grouped_matmul_work(hw, x, w, ops.even_group_list(1024, 32))
+    assert small.l2_bypass_bytes == 32 * 4096 * 2048 * 2
+    # the 4 MiB output then stays in L2 (the reads that do occupy it, x, leave room); without the mark it would
+    # not fit beside the weights
+    assert _write_hbm_fraction(small) == 0.0
+    small.l2_bypass_bytes = 0.0
+    assert _write_hbm_fraction(small) == 1.0
+    # 4 experts of 256 rows: two row blocks each (baseM 128), every weight read through L2
+    assert ops.grouped_matmul_work(hw, x, T((4, 4096, 2048), "float16"),
+                                   ops.even_group_list(1024, 4)).l2_bypass_bytes == 0.0
+    # below 128 rows the tiling's baseM is M rounded up to 16: one row block however the rows are grouped
+    tiny = ops.grouped_matmul_work(hw, T((64, 256), "float16"), T((2, 256, 512), "float16"), (10, 64))
+    assert tiny.l2_bypass_bytes == 2 * 256 * 512 * 2
 
 
 def test_grouped_matmul_more_groups_of_the_same_rows_never_faster():
