@@ -54,6 +54,8 @@ _RESERVED_BITS = (0xF << 32) | (1 << 36) | (~((1 << 47) - 1) & 0xFFFFFFFFFFFFFFF
 _EPI = {"int32": 0, "req8": 1, "deqf16": 2, "vec_fp16": 3, "vec_bf16": 4,
         "deqbf16": 4}    # arch35 fixpipe int32 -> bf16 with the 19-bit scale: the vec_bf16 arithmetic, truncated scale
 _FIXPIPE_EPILOGUES = ("req8", "deqf16", "deqbf16", "int32")
+# x1 / x2 dtypes Ascend 950 takes through aclnnQuantMatmulV5 only (its doc: FLOAT8_E4M3FN, FLOAT8_E5M2, HIFLOAT8)
+FLOAT8_INPUTS = ("float8_e4m3fn", "float8_e5m2")
 
 
 # --------------------------------------------------------------------------- npu_trans_quant_param
@@ -262,6 +264,10 @@ def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product
                       "x1/x2 are int8 only (torch_npu npu_quant_matmul doc, table 1; aclnn_quant_matmul_v4.cpp "
                       "CheckDtypeValidOnOnlyL0c2ub)", p)
     x_types = ("int8",) if inference or arch35 else ("int8", "int32")     # 950: x1/x2 INT8 only (V4 doc)
+    for name, a in (("x1", x1), ("x2", x2)):
+        if arch35 and _dtype(a) in FLOAT8_INPUTS:
+            raise invalid(op, name, f"{_dtype(a)} inputs (aclnnQuantMatmulV5, which torch_npu calls on Ascend 950) "
+                          "are not emulated by npusim: its quant matmul is aclnnQuantMatmulV4's, int8 on 950", p)
     t1 = _checks.dtype_in(op, "x1", x1, x_types, p)
     t2 = _checks.dtype_in(op, "x2", x2, x_types, p)
     if t1 != t2:

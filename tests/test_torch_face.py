@@ -113,6 +113,29 @@ def test_dynamic_quant_errors_match_numpy_face():
         tnpu.npu_dynamic_quant(tensor(x), smooth_scales=np.ones(30, ml_dtypes.bfloat16))
 
 
+def test_dynamic_quant_current_keywords_at_their_defaults_or_not_emulated():
+    """torch_npu's current signature: (input, *, smooth_scales, group_index, dst_type, quant_mode='pertoken',
+    dst_type_max=0.0); npusim emulates the defaults, and says so for anything else."""
+    x = RNG.standard_normal((6, 64)).astype(ml_dtypes.bfloat16)
+    ry, rs = npusim.npu_dynamic_quant(x, product=tnpu.DEFAULT_PRODUCT)
+    ay, as_, ao = npusim.npu_dynamic_quant_asymmetric(x, product=tnpu.DEFAULT_PRODUCT)
+    y, s = tnpu.npu_dynamic_quant(input=tensor(x), quant_mode="pertoken", dst_type_max=0.0)
+    assert_same(y, ry)
+    assert_same(s, rs)
+    outs = tnpu.npu_dynamic_quant_asymmetric(tensor(x), quant_mode="pertoken", dst_type_max=0)
+    for t, a in zip(outs, (ay, as_, ao)):
+        assert_same(t, a)
+    with tnpu.install(tnpu.DEFAULT_PRODUCT):
+        y, s = torch.ops.npu.npu_dynamic_quant(tensor(x), quant_mode="pertoken", dst_type_max=0.0)
+        assert_same(y, ry)
+    for fn in (tnpu.npu_dynamic_quant, tnpu.npu_dynamic_quant_asymmetric):
+        for kw, what in ((dict(quant_mode="pertensor"), "quant_mode 'pertensor'"),
+                         (dict(quant_mode="perchannel"), "quant_mode 'perchannel'"),
+                         (dict(dst_type_max=15.0), "dst_type_max 15.0")):
+            with pytest.raises(tnpu.NotEmulatedError, match=f"{fn.__name__}: {what} is not emulated"):
+                fn(tensor(x), **kw)
+
+
 # ------------------------------------------------------------------ quant matmul / trans quant param
 def i8(*shape):
     return RNG.integers(-128, 128, shape).astype(np.int8)
@@ -146,8 +169,12 @@ def test_quant_matmul_float_offset_and_int4pack():
     scale, offset = RNG.uniform(1e-3, 1e-2, 16).astype(np.float32), RNG.uniform(-20, 20, 16).astype(np.float32)
     assert_same(tnpu.npu_quant_matmul(tensor(x1), tensor(x2), tensor(scale), offset=tensor(offset)),
                 npusim.npu_quant_matmul(x1, x2, scale, offset=offset))
-    w = RNG.integers(-8, 8, (3, 24, 16)).astype(np.int32)
+    w = RNG.integers(-8, 8, (24, 16)).astype(np.int32)
     assert_same(tnpu.npu_convert_weight_to_int4pack(tensor(w)), npusim.npu_convert_weight_to_int4pack(w))
+    # torch_npu's doc takes 2-D weights only (the aclnn op, the numpy face, also 3-D grouped ones)
+    w3 = RNG.integers(-8, 8, (3, 24, 16)).astype(np.int32)
+    with pytest.raises(npusim.AclnnError, match="'weight': must be 2-D"):
+        tnpu.npu_convert_weight_to_int4pack(tensor(w3))
 
 
 def test_quant_matmul_int4_and_trans_quant_param():
@@ -171,6 +198,21 @@ def test_quant_matmul_errors_and_not_emulated():
         tnpu.npu_quant_matmul(tensor(x1), tensor(i8(8, 4)), tensor(s), group_sizes=[0, 0, 32])
     with pytest.raises(tnpu.NotEmulatedError, match="device 'meta'"):
         tnpu.npu_quant_matmul(torch.empty(4, 8, dtype=torch.int8, device="meta"), tensor(i8(8, 4)), tensor(s))
+
+
+def test_quant_matmul_float8_is_not_emulated_on_950_and_rejected_elsewhere():
+    # torch_npu calls aclnnQuantMatmulV5 on Ascend 950, which takes float8 x1 / x2; npusim's is V4's, int8 there
+    x1 = RNG.standard_normal((4, 32)).astype(ml_dtypes.float8_e4m3fn)
+    x2 = RNG.standard_normal((32, 8)).astype(ml_dtypes.float8_e4m3fn)
+    s = np.ones(8, np.float32)
+    with tnpu.install("ascend-950pr"):
+        with pytest.raises(tnpu.NotEmulatedError, match="float8_e4m3fn x1 / x2 on Ascend 950"):
+            tnpu.npu_quant_matmul(tensor(x1), tensor(x2), tensor(s), output_dtype=torch.bfloat16)
+    with pytest.raises(AclnnError, match="'x1': float8_e4m3fn inputs .* are not emulated by npusim"):
+        npusim.npu_quant_matmul(x1, x2, s, output_dtype="bfloat16", product="ascend-950pr")
+    with tnpu.install("atlas-a2"):          # A2 / A3 take no float8: the NPU's own rule
+        with pytest.raises(AclnnError, match="'x1': dtype must be one of int8, int32"):
+            tnpu.npu_quant_matmul(tensor(x1), tensor(x2), tensor(s), output_dtype=torch.bfloat16)
 
 
 # keywords of torch_npu's current npu_quant_matmul signature that npusim takes as None only
@@ -316,6 +358,8 @@ def test_moe_init_routing_quant_v2_name_is_not_emulated():
             with pytest.raises(tnpu.NotEmulatedError, match="V2.*npusim_moe_init_routing_quant"):
                 call()
         assert "npu_moe_init_routing_quant" not in torch_npu.__all__
+        # not an attribute at all, so that hasattr() guards (vllm-ascend's) take their fallback
+        assert not hasattr(torch_npu, "npu_moe_init_routing_quant")
 
 
 @pytest.mark.parametrize("xdt,cache_dt,quant_mode", [("bfloat16", "float8_e4m3fn", 1), ("float16", "float8_e5m2", 1),
@@ -504,6 +548,7 @@ def test_install_restores_sys_modules_and_tensor_npu():
     stub.npu_quant_matmul = mock.MagicMock()
     saved = {name: sys.modules.get(name) for name in ("torch_npu", "torch_npu.contrib", "torch_npu.contrib.module")}
     npu_before = torch.Tensor.__dict__.get("npu")      # the session may run with the stand-in installed
+    cast_before = torch.Tensor.__dict__.get("npu_format_cast")
     try:
         sys.modules["torch_npu"] = stub
         sys.modules.pop("torch_npu.contrib", None)
@@ -521,8 +566,13 @@ def test_install_restores_sys_modules_and_tensor_npu():
             with pytest.raises(tnpu.NotEmulatedError, match="__version__ is not emulated"):
                 torch_npu.__version__
             assert getattr(torch_npu, "__version__", "none") == "none"
+            # torch_npu's tensor methods for formats (its doc: x.npu_format_cast(29), x.npu_format_cast_(29))
+            x = torch.ones(32, 16, dtype=torch.float16)
+            assert torch_npu.get_npu_format(x.npu_format_cast(29)) == 29 and torch_npu.get_npu_format(x) == 2
+            assert x.npu_format_cast_(29) is x and torch_npu.get_npu_format(x) == 29
         assert sys.modules["torch_npu"] is stub and "torch_npu.contrib" not in sys.modules
         assert torch.Tensor.__dict__.get("npu") is npu_before
+        assert torch.Tensor.__dict__.get("npu_format_cast") is cast_before
     finally:
         for name, mod in saved.items():
             if mod is None:

@@ -16,7 +16,7 @@ otherwise DEFAULT_PRODUCT ("atlas-a2"). The pytest plugin (npusim.pytest_plugin)
 
 Emulated: npu_dynamic_quant, npu_dynamic_quant_asymmetric, npu_quant_matmul, npu_trans_quant_param,
 npu_convert_weight_to_int4pack, npu_format_cast / npu_format_cast_ / get_npu_format (ND / FRACTAL_NZ, kept
-with the tensor's storage; no value changes), each also as
+with the tensor's storage; no value changes; the casts also as Tensor methods), each also as
 torch.ops.npu.<name> while install() is in force, contrib.module.LinearA8W8Quant,
 torch.ops.custom.indexer_compress_epilog (registered on import, in place), and, under names a torch user
 looks for: fake_quantize_per_channel_affine_cachemask / fake_quantize_per_channel_affine (torch's own op
@@ -226,8 +226,9 @@ def install(product: str | None = None, *, npu_device: bool = False):
 
     Puts the stand-in (and its contrib, contrib.module) into sys.modules and restores whatever was there
     before (a real torch_npu, a MagicMock stub, or nothing) on exit; Tensor.npu() raises NotEmulatedError
-    inside the block, and the emulated operators are torch.ops.npu.<name> too (see _NPU_OPS). Nested blocks
-    are allowed; the innermost product wins. Yields the stand-in module.
+    inside the block, Tensor.npu_format_cast / npu_format_cast_ are torch_npu's tensor methods, and the
+    emulated operators are torch.ops.npu.<name> too (see _NPU_OPS). Nested blocks are allowed; the
+    innermost product wins. Yields the stand-in module.
 
     npu_device=True: code written for the NPU runs unchanged on the CPU. The 'npu' device is the CPU
     (x.npu(), x.to("npu"), torch.randn(..., device="npu:0"), torch.device("npu"), module.npu() leave the
@@ -240,7 +241,8 @@ def install(product: str | None = None, *, npu_device: bool = False):
         raise TypeError(f"install(): npu_device must be True or False, got {npu_device!r}"[:200])
     this = sys.modules[__name__]
     saved = {name: sys.modules.get(name, _MISSING) for name in _MODULE_NAMES}
-    patched = [(torch.Tensor, "npu"), (torch.nn.Module, "npu"), (torch, "npu")]
+    patched = [(torch.Tensor, "npu"), (torch.nn.Module, "npu"), (torch, "npu"), (torch.Tensor, "npu_format_cast"),
+               (torch.Tensor, "npu_format_cast_")]
     saved_attrs = [(owner, name, owner.__dict__.get(name, _MISSING)) for owner, name in patched]
     npu_device = npu_device or bool(_npu_device)
     mode = _NpuIsCpu() if npu_device else None
@@ -249,6 +251,7 @@ def install(product: str | None = None, *, npu_device: bool = False):
         sys.modules.update({"torch_npu": this, "torch_npu.contrib": contrib,
                             "torch_npu.contrib.module": contrib.module})
         torch.Tensor.npu = _to_cpu if npu_device else _tensor_npu
+        torch.Tensor.npu_format_cast, torch.Tensor.npu_format_cast_ = npu_format_cast, npu_format_cast_
         if mode is not None:
             torch.nn.Module.npu = _to_cpu
             torch.npu = _npu_module()
@@ -291,24 +294,41 @@ def _dst_type(op: str, dst_type) -> str:
     return allowed[dst_type]
 
 
+def _per_token_only(op: str, quant_mode, dst_type_max) -> None:
+    """The dynamic-quant keywords of torch_npu's current signature that npusim takes at their defaults only:
+    quant_mode 'pertoken' (the doc's default; its other modes are Ascend 950 features) and dst_type_max 0.0
+    (the output dtype's own maximum)."""
+    if quant_mode != "pertoken":
+        raise NotEmulatedError(f"{op}: quant_mode {quant_mode!r} is not emulated by npusim; only 'pertoken' "
+                               f"(the default) is"[:300])
+    if isinstance(dst_type_max, bool) or not isinstance(dst_type_max, (int, float)) or dst_type_max != 0:
+        raise NotEmulatedError(f"{op}: dst_type_max {dst_type_max!r} is not emulated by npusim; only 0.0 (the "
+                               f"default: the output dtype's maximum) is"[:300])
+
+
 @_eager
-def npu_dynamic_quant(x, *, smooth_scales=None, group_index=None, dst_type=None):
+def npu_dynamic_quant(input, *, smooth_scales=None, group_index=None, dst_type=None, quant_mode="pertoken",
+                      dst_type_max=0.0):
     """torch_npu.npu_dynamic_quant -> (y, scale): npusim.npu_dynamic_quant on the current product.
 
-    dst_type None / torch.int8 gives int8 y; torch.quint4x2 gives int32 y with x's last dim / 8 (eight int4
-    per word); Ascend 950 also takes torch.float8_e4m3fn / torch.float8_e5m2. scale is float32."""
+    dst_type None / torch.int8 gives int8 y; torch.quint4x2 gives int32 y with input's last dim / 8 (eight
+    int4 per word); Ascend 950 also takes torch.float8_e4m3fn / torch.float8_e5m2. scale is float32.
+    quant_mode and dst_type_max are taken at their defaults only ('pertoken', 0.0; NotEmulatedError)."""
     op = "npu_dynamic_quant"
-    x, smooth_scales, group_index = _arrays(op, x=x, smooth_scales=smooth_scales, group_index=group_index)
+    _per_token_only(op, quant_mode, dst_type_max)
+    x, smooth_scales, group_index = _arrays(op, input=input, smooth_scales=smooth_scales, group_index=group_index)
     y, scale = npusim.npu_dynamic_quant(x, smooth_scales, group_index, _dst_type(op, dst_type),
                                         product=current_product())
     return from_numpy(y), from_numpy(scale)
 
 
 @_eager
-def npu_dynamic_quant_asymmetric(x, *, smooth_scales=None, group_index=None, dst_type=None):
+def npu_dynamic_quant_asymmetric(input, *, smooth_scales=None, group_index=None, dst_type=None,
+                                 quant_mode="pertoken", dst_type_max=0.0):
     """torch_npu.npu_dynamic_quant_asymmetric -> (y, scale, offset), as npu_dynamic_quant."""
     op = "npu_dynamic_quant_asymmetric"
-    x, smooth_scales, group_index = _arrays(op, x=x, smooth_scales=smooth_scales, group_index=group_index)
+    _per_token_only(op, quant_mode, dst_type_max)
+    x, smooth_scales, group_index = _arrays(op, input=input, smooth_scales=smooth_scales, group_index=group_index)
     y, scale, offset = npusim.npu_dynamic_quant_asymmetric(x, smooth_scales, group_index, _dst_type(op, dst_type),
                                                            product=current_product())
     return from_numpy(y), from_numpy(scale), from_numpy(offset)
@@ -337,12 +357,29 @@ def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=No
         if value is not None:
             raise NotEmulatedError(f"{op}: '{name}' ({_QMM_NONE_ONLY[name]}) is not emulated by npusim; "
                                    f"only None is accepted")
+    _float8_on_950(op, x1, x2)
     _int4_layout_rules(op, x1, x2)
     x1, x2, scale, offset, pertoken_scale, bias = _arrays(op, x1=x1, x2=x2, scale=scale, offset=offset,
                                                           pertoken_scale=pertoken_scale, bias=bias)
     y = npusim.npu_quant_matmul(x1, x2, scale, offset=offset, pertoken_scale=pertoken_scale, bias=bias,
                                 output_dtype=_dtype_name(op, "output_dtype", output_dtype), product=current_product())
     return from_numpy(y)
+
+
+def _float8_on_950(op, x1, x2):
+    """Ascend 950's float8 quant matmul (torch_npu calls aclnnQuantMatmulV5 there) is not emulated: npusim's
+    is aclnnQuantMatmulV4's, int8 on 950. Elsewhere float8 inputs are the NPU's own error (npusim's checks)."""
+    f8 = [t.dtype for t in (x1, x2) if isinstance(t, torch.Tensor) and t.dtype in (torch.float8_e4m3fn,
+                                                                                 torch.float8_e5m2)]
+    if not f8:
+        return
+    try:
+        on_950 = npusim.get_product(current_product()).family == "950"
+    except ValueError:
+        return                                  # an unknown product: npusim's own check reports it
+    if on_950:
+        raise NotEmulatedError(f"{op}: {str(f8[0]).removeprefix('torch.')} x1 / x2 on Ascend 950 "
+                               "(aclnnQuantMatmulV5) are not emulated by npusim; its 950 quant matmul takes int8")
 
 
 def _int4_layout_rules(op, x1, x2):
@@ -364,11 +401,14 @@ def _int4_layout_rules(op, x1, x2):
 @_eager
 def npu_convert_weight_to_int4pack(weight, inner_k_tiles=0):
     """torch_npu.npu_convert_weight_to_int4pack: int32 int4 values (k, n) / (n, k) -> int32 (., last / 8).
-    torch_npu takes contiguous weights only."""
+    torch_npu takes 2-D contiguous weights only (the aclnn op, npusim's numpy face, also 3-D grouped ones)."""
     op = "npu_convert_weight_to_int4pack"
     (w,) = _arrays(op, weight=weight)
     if not weight.is_contiguous():
         raise invalid(op, "weight", "must be contiguous (torch_npu doc)", _product_named(op))
+    if weight.dim() != 2:
+        raise invalid(op, "weight", f"must be 2-D (k, n) or (n, k) (torch_npu doc), got shape "
+                      f"{tuple(weight.shape)}", _product_named(op))
     return from_numpy(npusim.npu_convert_weight_to_int4pack(w, inner_k_tiles, product=current_product()))
 
 
@@ -480,14 +520,13 @@ def npusim_moe_init_routing_quant(x, row_idx, expert_idx, active_num, scale, off
     return tuple(from_numpy(a) for a in outs)
 
 
-def npu_moe_init_routing_quant(*args, **kwargs):
-    """torch_npu.npu_moe_init_routing_quant is the V2 op (x, expert_idx, *, scale=None, offset=None, ...,
-    quant_mode=1) -> 5 tensors: not emulated. Defined so that a call fails here, not with V1's semantics."""
-    raise NotEmulatedError("npu_moe_init_routing_quant: torch_npu's op is MoeInitRoutingQuantV2 "
-                           "(x, expert_idx, *, scale, offset, active_num, expert_capacity, expert_num, ...) "
-                           "-> 5 tensors, which npusim does not emulate; aclnnMoeInitRoutingQuant (V1) is "
-                           "npusim.torch_npu.npusim_moe_init_routing_quant(x, row_idx, expert_idx, active_num, "
-                           "scale, offset)")
+# torch_npu.npu_moe_init_routing_quant is the V2 op (x, expert_idx, *, scale=None, offset=None, ...,
+# quant_mode=1) -> 5 tensors: not emulated. Its name gets its own message (module __getattr__), so that a call
+# fails there, not with V1's semantics, and hasattr() guards (vllm-ascend's) take their fallback.
+_V2_ROUTING = ("npu_moe_init_routing_quant: torch_npu's op is MoeInitRoutingQuantV2 "
+               "(x, expert_idx, *, scale, offset, active_num, expert_capacity, expert_num, ...) -> 5 tensors, "
+               "which npusim does not emulate; aclnnMoeInitRoutingQuant (V1) is "
+               "npusim.torch_npu.npusim_moe_init_routing_quant(x, row_idx, expert_idx, active_num, scale, offset)")
 
 
 # torch.ops.custom.indexer_compress_epilog, with the schema of the vendor's torch binding (in place), plus
@@ -510,9 +549,11 @@ def _indexer_compress_epilog(indexer_compress_cache, indexer_compress_scale, x, 
 # its current doc, npu_format_cast as torch_npu's doc): the kernels are the functions above themselves
 _NPU_OPS = (
     ("npu_dynamic_quant(Tensor input, *, Tensor? smooth_scales=None, Tensor? group_index=None, "
-     "ScalarType? dst_type=None) -> (Tensor, Tensor)", npu_dynamic_quant),
+     "ScalarType? dst_type=None, str quant_mode=\"pertoken\", float dst_type_max=0.0) -> (Tensor, Tensor)",
+     npu_dynamic_quant),
     ("npu_dynamic_quant_asymmetric(Tensor input, *, Tensor? smooth_scales=None, Tensor? group_index=None, "
-     "ScalarType? dst_type=None) -> (Tensor, Tensor, Tensor)", npu_dynamic_quant_asymmetric),
+     "ScalarType? dst_type=None, str quant_mode=\"pertoken\", float dst_type_max=0.0) "
+     "-> (Tensor, Tensor, Tensor)", npu_dynamic_quant_asymmetric),
     ("npu_quant_matmul(Tensor x1, Tensor x2, Tensor scale, *, Tensor? offset=None, Tensor? pertoken_scale=None, "
      "Tensor? bias=None, ScalarType? output_dtype=None, int? x1_dtype=None, int? x2_dtype=None, "
      "int? pertoken_scale_dtype=None, int? scale_dtype=None, SymInt[]? group_sizes=None, Tensor? y_scale=None) "
@@ -564,6 +605,8 @@ def __getattr__(name: str):
         raise AttributeError(name)
     if name == "npu" and _npu_device:
         return torch.npu
+    if name == "npu_moe_init_routing_quant":
+        raise NotEmulatedAttributeError(_V2_ROUTING)
     raise NotEmulatedAttributeError(
         f"torch_npu.{name} is not emulated by npusim's torch_npu stand-in; it emulates "
         f"{', '.join(n for n in __all__ if n.startswith(('npu_', 'fake_', 'get_npu')))}, "
