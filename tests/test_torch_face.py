@@ -215,6 +215,18 @@ def test_quant_matmul_float8_is_not_emulated_on_950_and_rejected_elsewhere():
             tnpu.npu_quant_matmul(tensor(x1), tensor(x2), tensor(s), output_dtype=torch.bfloat16)
 
 
+def test_quant_matmul_pertoken_on_atlas_inference_is_not_emulated():
+    # vllm-ascend's 310P W8A8 dynamic linear passes a pertoken_scale, which newer CANN takes there (float32 scale,
+    # float16 output) and the torch_npu doc does not list; npusim says it does not model that kernel
+    x1, x2, s, pt = i8(4, 32), i8(32, 16), np.ones(16, np.float32), np.ones(4, np.float32)
+    with tnpu.install("atlas-inference"):
+        with pytest.raises(tnpu.NotEmulatedError, match="'pertoken_scale' is not emulated on Atlas inference"):
+            tnpu.npu_quant_matmul(tensor(x1), tensor(x2), tensor(s), pertoken_scale=tensor(pt),
+                                  output_dtype=torch.float16)
+    with pytest.raises(AclnnError, match="'pertoken_scale': is not emulated on Atlas inference products"):
+        npusim.npu_quant_matmul(x1, x2, s, pertoken_scale=pt, output_dtype="float16", product="atlas-inference")
+
+
 # keywords of torch_npu's current npu_quant_matmul signature that npusim takes as None only
 QMM_NONE_ONLY = {"x1_dtype": 1, "x2_dtype": 1, "pertoken_scale_dtype": 1, "scale_dtype": 1,
                  "group_sizes": [1, 128, 128], "y_scale": torch.ones(1, 8, dtype=torch.int64)}

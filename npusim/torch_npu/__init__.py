@@ -40,7 +40,7 @@ import torch
 
 import npusim
 from npusim.errors import AclnnError, invalid
-from npusim.quant_matmul import ACL_FORMAT_ND
+from npusim.quant_matmul import ACL_FORMAT_ND, PERTOKEN_310P
 
 __all__ = ["install", "current_product", "to_numpy", "from_numpy", "NotEmulatedError", "NotEmulatedAttributeError",
            "DEFAULT_PRODUCT", "PRODUCT_ENV", "npu_dynamic_quant", "npu_dynamic_quant_asymmetric", "npu_quant_matmul",
@@ -357,7 +357,7 @@ def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=No
         if value is not None:
             raise NotEmulatedError(f"{op}: '{name}' ({_QMM_NONE_ONLY[name]}) is not emulated by npusim; "
                                    f"only None is accepted")
-    _float8_on_950(op, x1, x2)
+    _not_emulated_paths(op, x1, x2, pertoken_scale)
     _int4_layout_rules(op, x1, x2)
     x1, x2, scale, offset, pertoken_scale, bias = _arrays(op, x1=x1, x2=x2, scale=scale, offset=offset,
                                                           pertoken_scale=pertoken_scale, bias=bias)
@@ -366,20 +366,22 @@ def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=No
     return from_numpy(y)
 
 
-def _float8_on_950(op, x1, x2):
-    """Ascend 950's float8 quant matmul (torch_npu calls aclnnQuantMatmulV5 there) is not emulated: npusim's
-    is aclnnQuantMatmulV4's, int8 on 950. Elsewhere float8 inputs are the NPU's own error (npusim's checks)."""
-    f8 = [t.dtype for t in (x1, x2) if isinstance(t, torch.Tensor) and t.dtype in (torch.float8_e4m3fn,
-                                                                                 torch.float8_e5m2)]
-    if not f8:
-        return
+def _not_emulated_paths(op, x1, x2, pertoken_scale):
+    """Calls the NPU takes but npusim does not model, as NotEmulatedError (npusim's numpy face rejects them
+    with an AclnnError that says so): float8 x1 / x2 on Ascend 950 (torch_npu calls aclnnQuantMatmulV5
+    there; npusim's is aclnnQuantMatmulV4's, int8 on 950), and a pertoken_scale on Atlas inference products
+    (quant_matmul.PERTOKEN_310P). Elsewhere float8 inputs are the NPU's own error (npusim's checks)."""
     try:
-        on_950 = npusim.get_product(current_product()).family == "950"
+        family = npusim.get_product(current_product()).family
     except ValueError:
         return                                  # an unknown product: npusim's own check reports it
-    if on_950:
+    f8 = [t.dtype for t in (x1, x2) if isinstance(t, torch.Tensor) and t.dtype in (torch.float8_e4m3fn,
+                                                                                 torch.float8_e5m2)]
+    if f8 and family == "950":
         raise NotEmulatedError(f"{op}: {str(f8[0]).removeprefix('torch.')} x1 / x2 on Ascend 950 "
                                "(aclnnQuantMatmulV5) are not emulated by npusim; its 950 quant matmul takes int8")
+    if pertoken_scale is not None and family == "310p910":
+        raise NotEmulatedError(f"{op}: 'pertoken_scale' {PERTOKEN_310P}")
 
 
 def _int4_layout_rules(op, x1, x2):
