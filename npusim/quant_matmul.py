@@ -54,11 +54,11 @@ _RESERVED_BITS = (0xF << 32) | (1 << 36) | (~((1 << 47) - 1) & 0xFFFFFFFFFFFFFFF
 _EPI = {"int32": 0, "req8": 1, "deqf16": 2, "vec_fp16": 3, "vec_bf16": 4,
         "deqbf16": 4}    # arch35 fixpipe int32 -> bf16 with the 19-bit scale: the vec_bf16 arithmetic, truncated scale
 _FIXPIPE_EPILOGUES = ("req8", "deqf16", "deqbf16", "int32")
-# Atlas inference products: the torch_npu doc lists no pertoken_scale there; a newer ops-nn takes one
+# Atlas inference products: the torch_npu doc lists no pertoken_scale there; another ops-nn version takes one
 # (roycarser/ops-nn-mirror@65fc48f0 matmul/quant_batch_matmul_v3/op_api/aclnn_quant_matmul_v4.cpp; hicann/ops-nn
 # @5de74933, the version npusim follows, rejects it)
 PERTOKEN_310P = ("is not emulated on Atlas inference products (must be None): the torch_npu doc lists none there, "
-                 "but a newer ops-nn accepts one with a float32 scale and float16 output (aclnn_quant_matmul_v4.cpp "
+                 "but another ops-nn version accepts one with a float32 scale and float16 output (aclnn_quant_matmul_v4.cpp "
                  "CheckDtypeValidOnOnlyL0c2ubPertoken), the path vllm-ascend's 310P W8A8 dynamic linear takes; "
                  "npusim does not model that kernel")
 # x1 / x2 dtypes Ascend 950 takes through aclnnQuantMatmulV5 only (its doc: FLOAT8_E4M3FN, FLOAT8_E5M2, HIFLOAT8)
