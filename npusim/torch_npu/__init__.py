@@ -29,6 +29,7 @@ install(npu_device=True) makes the 'npu' device the CPU (x.npu(), device="npu", 
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 import re
 import sys
@@ -301,7 +302,7 @@ def _per_token_only(op: str, quant_mode, dst_type_max) -> None:
     if quant_mode != "pertoken":
         raise NotEmulatedError(f"{op}: quant_mode {quant_mode!r} is not emulated by npusim; only 'pertoken' "
                                f"(the default) is"[:300])
-    if isinstance(dst_type_max, bool) or not isinstance(dst_type_max, (int, float)) or dst_type_max != 0:
+    if isinstance(dst_type_max, (bool, np.bool_)) or not isinstance(dst_type_max, numbers.Real) or dst_type_max != 0:
         raise NotEmulatedError(f"{op}: dst_type_max {dst_type_max!r} is not emulated by npusim; only 0.0 (the "
                                f"default: the output dtype's maximum) is"[:300])
 
