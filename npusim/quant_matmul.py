@@ -58,9 +58,9 @@ _FIXPIPE_EPILOGUES = ("req8", "deqf16", "deqbf16", "int32")
 # (roycarser/ops-nn-mirror@65fc48f0 matmul/quant_batch_matmul_v3/op_api/aclnn_quant_matmul_v4.cpp; hicann/ops-nn
 # @5de74933, the version npusim follows, rejects it)
 PERTOKEN_310P = ("is not emulated on Atlas inference products (must be None): the torch_npu doc lists none there, "
-                 "but another ops-nn version accepts one with a float32 scale and float16 output (aclnn_quant_matmul_v4.cpp "
-                 "CheckDtypeValidOnOnlyL0c2ubPertoken), the path vllm-ascend's 310P W8A8 dynamic linear takes; "
-                 "npusim does not model that kernel")
+                 "but another ops-nn version accepts one with a float32 scale and float16 output "
+                 "(aclnn_quant_matmul_v4.cpp CheckDtypeValidOnOnlyL0c2ubPertoken), the path vllm-ascend's 310P "
+                 "W8A8 dynamic linear takes; npusim does not model that kernel")
 # x1 / x2 dtypes Ascend 950 takes through aclnnQuantMatmulV5 only (its doc: FLOAT8_E4M3FN, FLOAT8_E5M2, HIFLOAT8)
 FLOAT8_INPUTS = ("float8_e4m3fn", "float8_e5m2")
 
