@@ -113,6 +113,20 @@ def test_dynamic_quant_errors_match_numpy_face():
         tnpu.npu_dynamic_quant(tensor(x), smooth_scales=np.ones(30, ml_dtypes.bfloat16))
 
 
+def test_dynamic_quant_hifloat8_on_950():
+    # torch_npu.hifloat8 (torch_npu's dtype code, 290): uint8 HiFloat8 codes, the numpy face's bits
+    x = (RNG.standard_normal((5, 96)) * 4).astype(ml_dtypes.bfloat16)
+    with tnpu.install("ascend-950pr"):
+        y, s = tnpu.npu_dynamic_quant(tensor(x), dst_type=tnpu.hifloat8)
+    ry, rs = npusim.npu_dynamic_quant(x, dst_type="hifloat8", product="ascend-950pr")
+    assert_same(y, ry)
+    assert_same(s, rs)
+    assert tnpu.hifloat8 == 290 and y.dtype == torch.uint8
+    with tnpu.install("atlas-a2"):          # A2 has no hifloat8 output: the NPU's own rule
+        with pytest.raises(AclnnError, match="'dst_type': output hifloat8 is not supported"):
+            tnpu.npu_dynamic_quant(tensor(x), dst_type=tnpu.hifloat8)
+
+
 def test_dynamic_quant_current_keywords_at_their_defaults_or_not_emulated():
     """torch_npu's current signature: (input, *, smooth_scales, group_index, dst_type, quant_mode='pertoken',
     dst_type_max=0.0); npusim emulates the defaults, and says so for anything else."""

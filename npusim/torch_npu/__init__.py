@@ -48,7 +48,7 @@ __all__ = ["install", "current_product", "to_numpy", "from_numpy", "NotEmulatedE
            "npu_trans_quant_param", "npu_convert_weight_to_int4pack", "npu_format_cast", "npu_format_cast_",
            "get_npu_format",
            "fake_quantize_per_channel_affine_cachemask",
-           "fake_quantize_per_channel_affine", "npusim_moe_init_routing_quant", "contrib"]
+           "fake_quantize_per_channel_affine", "npusim_moe_init_routing_quant", "hifloat8", "contrib"]
 
 DEFAULT_PRODUCT = "atlas-a2"
 PRODUCT_ENV = "NPUSIM_PRODUCT"
@@ -282,15 +282,23 @@ def install(product: str | None = None, *, npu_device: bool = False):
 
 
 # ------------------------------------------------------------------ operators
+# torch_npu's own dtype code for HiFloat8, which torch has no dtype for (torchair's converters: TORCH_HIFLOAT8 =
+# 290; vllm-ascend's test stubs give torch_npu.hifloat8 the same value); its tensors hold the uint8 codes
+hifloat8 = 290
+
+
 def _dst_type(op: str, dst_type) -> str:
-    """torch_npu's dst_type (a torch dtype) as the numpy face's name; quint4x2 = int4 packed 8 per int32."""
+    """torch_npu's dst_type (a torch dtype, or torch_npu.hifloat8) as the numpy face's name; quint4x2 = int4
+    packed 8 per int32."""
     if dst_type is None:
         return "int8"
     allowed = {torch.int8: "int8", torch.quint4x2: "quint4x2", torch.float8_e4m3fn: "float8_e4m3fn",
                torch.float8_e5m2: "float8_e5m2"}
-    if dst_type not in allowed:
+    if type(dst_type) is int and dst_type == hifloat8:
+        return "hifloat8"
+    if not isinstance(dst_type, torch.dtype) or dst_type not in allowed:
         raise invalid(op, "dst_type", f"must be None, torch.int8, torch.quint4x2 (int4 packed eight per int32) or, "
-                      f"on Ascend 950, torch.float8_e4m3fn / torch.float8_e5m2; got {dst_type!r}",
+                      f"on Ascend 950, torch.float8_e4m3fn / torch.float8_e5m2 / torch_npu.hifloat8; got {dst_type!r}",
                       _product_named(op))
     return allowed[dst_type]
 
@@ -313,7 +321,8 @@ def npu_dynamic_quant(input, *, smooth_scales=None, group_index=None, dst_type=N
     """torch_npu.npu_dynamic_quant -> (y, scale): npusim.npu_dynamic_quant on the current product.
 
     dst_type None / torch.int8 gives int8 y; torch.quint4x2 gives int32 y with input's last dim / 8 (eight
-    int4 per word); Ascend 950 also takes torch.float8_e4m3fn / torch.float8_e5m2. scale is float32.
+    int4 per word); Ascend 950 also takes torch.float8_e4m3fn / torch.float8_e5m2 and torch_npu.hifloat8
+    (uint8 y holding HiFloat8 codes). scale is float32.
     quant_mode and dst_type_max are taken at their defaults only ('pertoken', 0.0; NotEmulatedError)."""
     op = "npu_dynamic_quant"
     _per_token_only(op, quant_mode, dst_type_max)
