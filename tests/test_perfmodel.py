@@ -881,6 +881,15 @@ def test_grouped_matmul_deals_every_groups_blocks_to_the_cores_together():
     assert ops.grouped_matmul_work(hw, T((500, 256), "float16"), T((4, 256, 600), "float16"), (300, 330, 330, 500),
                                    block_dim=18).block_dim == 18
     assert kloop.n == 4 and fix.n == 1                          # K / 64 k-steps of the critical core's block
+    # the chip's traffic is what the blocks move: row blocks of 128, 128, 44 | 30 | 128, 42 rows (500 in 6) and
+    # column blocks of 256, 256, 88 (600 in 3), so each of the 18 blocks stands for 500/6 x 200 of C; the
+    # critical core's own copies and mmads are whole 128 x 256 blocks
+    assert kloop.read_bytes == pytest.approx((500 / 6 + 200) * 64 * 2)
+    assert fix.write_bytes == pytest.approx(500 / 6 * 200 * 2)
+    assert kloop.pipes["cube"] == pytest.approx(hw.mmad(128, 64, 256, "float16"))
+    loaded = 18 * 4 * (500 / 6 + 200) * 64 * 2                 # = x read once per column block + w per row block
+    assert loaded == pytest.approx(3 * 500 * 256 * 2 + 6 * 256 * 600 * 2)
+    assert w.hbm_read_fraction == pytest.approx(w.bytes_read / loaded)
     assert w.bytes_read == (500 * 256 + 3 * 256 * 600) * 2       # x once, the weights of the 3 used groups once
     assert w.bytes_written == 500 * 600 * 2 and w.flops == 2.0 * 500 * 600 * 256
     assert w.core_type == "aic" and w.launch_class == ops.MATMUL_API
