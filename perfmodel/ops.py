@@ -313,7 +313,8 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
     L0B MTE1, mmad), then one FixPipe of the L0C block (a 128 x 256 fp32 L0C block fills L0C: not double-
     buffered, so the next block's mmad waits for it). Loads hit L2 after the first touch: the HBM part of the
     loaded bytes is the unique input bytes over all bytes loaded. On average blocks / ceil(blocks / cores)
-    cores stream at once (the last round runs on fewer cores).
+    cores stream at once (the last round runs on fewer cores). The last row and column blocks are tails: the
+    chip's traffic counts each block as the blocks' mean rows x cols, the critical core's pipes whole blocks.
 
     a_row_bytes, b_row_bytes, c_row_bytes: the row strides of A, B and C in GM (default K, N (K when
     b_transposed: B is [N,K]) and N elements). Rows off the 32-byte grid cost more (GM transfers are rounded
