@@ -230,7 +230,7 @@ def test_quant_matmul_float8_is_not_emulated_on_950_and_rejected_elsewhere():
 
 
 def test_quant_matmul_pertoken_on_atlas_inference_is_not_emulated():
-    # vllm-ascend's 310P W8A8 dynamic linear passes a pertoken_scale, which newer CANN takes there (float32 scale,
+    # vllm-ascend's 310P W8A8 dynamic linear passes a pertoken_scale, which another ops-nn version takes (float32 scale,
     # float16 output) and the torch_npu doc does not list; npusim says it does not model that kernel
     x1, x2, s, pt = i8(4, 32), i8(32, 16), np.ones(16, np.float32), np.ones(4, np.float32)
     with tnpu.install("atlas-inference"):
