@@ -369,6 +369,7 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
     # are costed on whole blocks (it holds whole ones)
     m_blk = sum(group_rows) / row_blocks if row_blocks else bm
     n_blk = N / col_blocks
+    step_bytes = (m_blk + n_blk) * bk * in_bytes        # what one k-step of a block loads from GM
     # B is ND in GM and NZ in L1: its copies run at msKPP's ND->NZ rate (gm_to_l1_trans) [S]; an NZ B is
     # copied as it lies
     a_load = hw.dma("gm_to_l1", depth * a_step) / depth
@@ -388,7 +389,7 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
     kloop = Loop(n=per_core * ksteps, pipes={
         "mte2": a_load + b_load,
         "mte1": hw.dma("l1_to_l0a", a_step) + hw.dma("l1_to_l0b", b_step),
-        "cube": hw.mmad(bm, bk, bn, dtype)}, read_bytes=(m_blk + n_blk) * bk * in_bytes, overlap="double",
+        "cube": hw.mmad(bm, bk, bn, dtype)}, read_bytes=step_bytes, overlap="double",
         active=blocks / per_core, offgrid_rows=offgrid_rows)
     c_off = (N * l0c_out_bytes if c_row_bytes is None else c_row_bytes) % 32
     fix_pipes = {"fixpipe": hw.dma("l0c_to_gm", (2 if c_off else 1) * bm * bn * l0c_out_bytes)}
@@ -396,7 +397,7 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
         fix_pipes["mte2"] = sum(hw.dma("gm_to_l1", bn * b) for b in block_loads)
     fix = Loop(n=per_core, pipes=fix_pipes, read_bytes=n_blk * sum(block_loads),
                write_bytes=m_blk * n_blk * l0c_out_bytes, overlap="none", active=blocks / per_core)
-    loaded = blocks * ksteps * (m_blk + n_blk) * bk * in_bytes
+    loaded = blocks * ksteps * step_bytes
     unique = unique_a + unique_b
     info = {"base_m": bm, "base_n": bn, "base_k": bk, "blocks": blocks, "blocks_per_core": per_core,
             "k_steps": ksteps}
