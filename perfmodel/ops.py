@@ -369,7 +369,8 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
     # are costed on whole blocks (it holds whole ones)
     m_blk = sum(group_rows) / row_blocks if row_blocks else bm
     n_blk = N / col_blocks
-    step_bytes = (m_blk + n_blk) * bk * in_bytes        # what one k-step of a block loads from GM
+    a_blk_step, b_blk_step = m_blk * bk * in_bytes, n_blk * bk * in_bytes    # what a block's k-step loads
+    step_bytes = a_blk_step + b_blk_step
     # B is ND in GM and NZ in L1: its copies run at msKPP's ND->NZ rate (gm_to_l1_trans) [S]; an NZ B is
     # copied as it lies
     a_load = hw.dma("gm_to_l1", depth * a_step) / depth
@@ -378,13 +379,13 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
     kb, nb = _stored_kn(hw, dtype, K, N, b_nz)
     unique_b = sum(1 for m in group_rows if m) * kb * nb * in_bytes
     # off-grid source rows per k-step that come from HBM: A fills of bm rows; B fills of bk K-rows ([K,N]) or
-    # of bn rows ([N,K]); each operand's first touches over all it loads (the rest are L2 hits)
+    # of bn rows ([N,K]); each operand's first touches over all the blocks load of it (the rest are L2 hits)
     offgrid_rows = 0.0
     if (K * in_bytes if a_row_bytes is None else a_row_bytes) % 32:
-        first = min(1.0, unique_a / (blocks * ksteps * a_step))
+        first = min(1.0, unique_a / (blocks * ksteps * a_blk_step))
         offgrid_rows += first * bm * _cdiv(ksteps, depth) / ksteps
     if not b_nz and ((K if b_transposed else N) * in_bytes if b_row_bytes is None else b_row_bytes) % 32:
-        first = 1.0 if b_streamed else min(1.0, unique_b / (blocks * ksteps * b_step))
+        first = 1.0 if b_streamed else min(1.0, unique_b / (blocks * ksteps * b_blk_step))
         offgrid_rows += first * (bn * _cdiv(ksteps, depth_b) / ksteps if b_transposed else bk)
     kloop = Loop(n=per_core * ksteps, pipes={
         "mte2": a_load + b_load,
