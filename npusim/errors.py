@@ -10,11 +10,13 @@ ACLNN_ERR_PARAM_INVALID = 161002
 
 
 class AclnnError(ValueError):
-    """An aclnn call rejected its arguments. `.status` is the aclnn status code."""
+    """An aclnn call rejected its arguments. `.status` is the aclnn status code; `.op`, `.param`, `.product`
+    and `.rule` (the message without them) are the parts of the message."""
 
     def __init__(self, message: str, status: int = ACLNN_ERR_PARAM_INVALID, *,
                  op: str | None = None, param: str | None = None, product: str | None = None):
         self.status = status
+        self.rule = message
         self.op = op
         self.param = param
         self.product = product

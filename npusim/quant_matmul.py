@@ -61,6 +61,17 @@ PERTOKEN_310P = ("is not emulated on Atlas inference products (must be None): th
                  "but another ops-nn version accepts one with a float32 scale and float16 output "
                  "(aclnn_quant_matmul_v4.cpp CheckDtypeValidOnOnlyL0c2ubPertoken), the path vllm-ascend's 310P "
                  "W8A8 dynamic linear takes; npusim does not model that kernel")
+# torch_npu's npu_quant_matmul doc (table 2, Atlas A2/A3) has a per-group int4 row: a 2-D (ceil(k / group), n) scale,
+# float16 offset, (m, 1) pertoken_scale and group_sizes; npusim's kernel dequantizes per tensor or per channel only
+PER_GROUP = ("per-group quantization (torch_npu's group_sizes, a 2-D (ceil(k / group), n) scale) is not emulated "
+             "by npusim; it emulates a (1,) or (n,) scale")
+
+
+def is_per_group_scale(shape) -> bool:
+    """A scale of int4 inputs that holds a row per group of k: the per-group row of torch_npu's doc."""
+    return len(shape) == 2 and int(shape[0]) > 1
+
+
 # x1 / x2 dtypes Ascend 950 takes through aclnnQuantMatmulV5 only (its doc: FLOAT8_E4M3FN, FLOAT8_E5M2, HIFLOAT8)
 FLOAT8_INPUTS = ("float8_e4m3fn", "float8_e5m2")
 
@@ -323,6 +334,8 @@ def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product
                           "(aclnn_quant_matmul_v4.cpp, CheckShapeInt4)", p)
 
     # scale / offset / pertoken / bias: shapes
+    if int4 and is_per_group_scale(scale.shape):     # what the NPU takes, not its shape error
+        raise invalid(op, "scale", f"shape {tuple(scale.shape)} with int4 (int32-packed) inputs: {PER_GROUP}", p)
     if len(scale.shape) != 1 or scale.shape[0] not in (1, N):
         raise invalid(op, "scale", f"shape must be (1,) or (n,) = ({N},), got {tuple(scale.shape)}", p)
     if offset is not None and (len(offset.shape) != 1 or offset.shape[0] not in (1, N)):

@@ -103,14 +103,37 @@ def test_dynamic_quant_non_contiguous_bf16_view():
 
 def test_dynamic_quant_errors_match_numpy_face():
     x = RNG.standard_normal((2, 30)).astype(ml_dtypes.bfloat16)
-    same_error(lambda: tnpu.npu_dynamic_quant(tensor(x), dst_type=torch.quint4x2),
-               lambda: npusim.npu_dynamic_quant(x, dst_type="quint4x2", product=tnpu.current_product()))
+    group = np.array([2], np.int32)
+    same_error(lambda: tnpu.npu_dynamic_quant(tensor(x), group_index=tensor(group)),
+               lambda: npusim.npu_dynamic_quant(x, None, group, product=tnpu.current_product()))
     with tnpu.install("atlas-a2"):
         with pytest.raises(AclnnError, match="dst_type.*torch.quint4x2") as ei:
             tnpu.npu_dynamic_quant(tensor(x), dst_type=torch.float32)
     assert ei.value.status == 161002
     with pytest.raises(TypeError, match="smooth_scales"):
         tnpu.npu_dynamic_quant(tensor(x), smooth_scales=np.ones(30, ml_dtypes.bfloat16))
+
+
+def test_dynamic_quant_errors_name_torch_npus_input():
+    """torch_npu's first argument is `input` (aclnn's x): the torch face's errors name it so, with the numpy face's
+    rule, status and product; the numpy and aclnn faces keep 'x'."""
+    x = RNG.standard_normal((2, 30)).astype(ml_dtypes.bfloat16)
+    for fn, np_fn in ((tnpu.npu_dynamic_quant, npusim.npu_dynamic_quant),
+                      (tnpu.npu_dynamic_quant_asymmetric, npusim.npu_dynamic_quant_asymmetric)):
+        for call, np_call in ((lambda: fn(tensor(x), dst_type=torch.quint4x2),
+                               lambda: np_fn(x, dst_type="quint4x2", product=tnpu.current_product())),
+                              (lambda: fn(torch.zeros(2, 32, dtype=torch.float64)),
+                               lambda: np_fn(np.zeros((2, 32)), product=tnpu.current_product()))):
+            with pytest.raises(AclnnError) as et:
+                call()
+            with pytest.raises(AclnnError) as en:
+                np_call()
+            assert en.value.param == "x" and et.value.param == "input"
+            assert str(et.value) == str(en.value).replace("parameter 'x'", "parameter 'input'")
+            assert (et.value.status, et.value.op, et.value.product) == (161002, en.value.op, en.value.product)
+    with tnpu.install("atlas-a2"):
+        with pytest.raises(AclnnError, match="npu_dynamic_quant, parameter 'input': last dimension must be"):
+            torch.ops.npu.npu_dynamic_quant(tensor(x), dst_type=torch.quint4x2)
 
 
 def test_dynamic_quant_hifloat8_on_950():
@@ -202,6 +225,53 @@ def test_quant_matmul_int4_and_trans_quant_param():
     q = tnpu.npu_trans_quant_param(tensor(scale))
     y = tnpu.npu_quant_matmul(tensor(x1), tensor(x2), q, output_dtype=torch.float16)
     assert_same(y, npusim.npu_quant_matmul(x1, x2, npusim.npu_trans_quant_param(scale), output_dtype="float16"))
+
+
+def test_trans_quant_param_round_mode_none_is_the_default():
+    # op-plugin's schema is `int? round_mode=0` and its kernel takes None as 0 (round_mode.value_or(0))
+    scale, offset = RNG.uniform(1e-4, 1e-3, 16).astype(np.float32), RNG.uniform(-9, 9, 16).astype(np.float32)
+    want = npusim.npu_trans_quant_param(scale, offset, 0)
+    assert_same(tnpu.npu_trans_quant_param(tensor(scale), tensor(offset), round_mode=None), want)
+    with tnpu.install("atlas-a2"):
+        assert_same(torch.ops.npu.npu_trans_quant_param(tensor(scale), tensor(offset), None), want)
+        with pytest.raises(AclnnError, match="'round_mode': must be 0 .* or 1") as e:
+            tnpu.npu_trans_quant_param(tensor(scale), round_mode=2)
+    assert e.value.status == 161002
+    with pytest.raises(AclnnError, match="'round_mode'"):        # the numpy face has no optional round_mode
+        npusim.npu_trans_quant_param(scale, offset, None)
+
+
+def test_quant_matmul_per_group_int4_is_not_emulated():
+    """The per-group int4 row of torch_npu's npu_quant_matmul doc (A2/A3: 2-D (k / group, n) scale, float16 offset,
+    (m, 1) pertoken_scale, group_sizes) is not emulated: NotEmulatedError, not the NPU's shape rule."""
+    m, k, n, group = 4, 512, 16, 256
+    x1 = RNG.integers(-2**31, 2**31, (m, k // 8)).astype(np.int32)
+    x2 = RNG.integers(-2**31, 2**31, (k, n // 8)).astype(np.int32)
+    scale = RNG.uniform(1e-3, 1e-2, (k // group, n)).astype(np.float32)
+    offset, pt = np.zeros((k // group, n), np.float16), np.ones((m, 1), np.float32)
+    args = (tensor(x1), tensor(x2), tensor(scale))
+    for kw in (dict(offset=tensor(offset), pertoken_scale=tensor(pt), output_dtype=torch.bfloat16),
+               dict(pertoken_scale=tensor(pt[:, 0]), output_dtype=torch.float16), dict(output_dtype=torch.float16),
+               dict(offset=tensor(offset), pertoken_scale=tensor(pt), output_dtype=torch.bfloat16,
+                    group_sizes=[1, 1, group])):
+        for product in ("atlas-a2", "atlas-a3"):
+            with tnpu.install(product):
+                with pytest.raises(tnpu.NotEmulatedError, match="per-group quantization.* not emulated by npusim"):
+                    tnpu.npu_quant_matmul(*args, **kw)
+                with pytest.raises(tnpu.NotEmulatedError, match="per-group quantization.* not emulated by npusim"):
+                    torch.ops.npu.npu_quant_matmul(*args, **kw)
+    # the numpy face says the same, as its AclnnError for what the NPU takes and npusim does not model
+    with pytest.raises(AclnnError, match="'scale': .*per-group quantization.* not emulated by npusim") as e:
+        npusim.npu_quant_matmul(x1, x2, scale, output_dtype="float16")
+    assert e.value.status == 161002
+    # the NPU's own rules stand: a 2-D int8 scale, a (1, n) int4 scale, int4 on Atlas inference products
+    for a1, a2, s, product, rule in (
+            (i8(4, 64), i8(64, 16), scale, "atlas-a2", "'scale': shape must be"),
+            (x1, x2, scale[:1], "atlas-a2", "'scale': shape must be"),
+            (x1, x2, scale, "atlas-inference", "'x1': int4 .* not supported on Atlas inference")):
+        with tnpu.install(product):
+            with pytest.raises(AclnnError, match=rule):
+                tnpu.npu_quant_matmul(tensor(a1), tensor(a2), tensor(s), output_dtype=torch.float16)
 
 
 def test_quant_matmul_errors_and_not_emulated():
@@ -612,12 +682,14 @@ def test_npu_device_mode_runs_npu_code_unchanged_on_the_cpu():
     operators give the bits they give without them; everything is restored on exit."""
     owners = (torch.Tensor, torch.nn.Module, torch)       # each gets an `npu` attribute in the block
     before = [(o.__dict__.get("npu"), "npu" in o.__dict__) for o in owners]
+    is_npu_before = torch.Tensor.__dict__.get("is_npu", None)
     x = torch.from_numpy(RNG.standard_normal((8, 256)).astype(ml_dtypes.bfloat16).view(np.int16)).view(torch.bfloat16)
     with tnpu.install("atlas-a2"):
         import torch_npu
         want_y, want_scale = torch_npu.npu_dynamic_quant(x)
         with pytest.raises(tnpu.NotEmulatedError, match="npu_device=True"):
             x.npu()
+        assert x.is_npu is False                          # no npu device: no tensor is on one
     with tnpu.install("atlas-a2", npu_device=True) as torch_npu:
         xs = [x.npu(), x.to("npu"), x.to("npu:0"), x.to(device="npu"), x.to(torch.device("npu", 0))]
         assert xs[0] is x and all(t.device.type == "cpu" and torch.equal(t, x) for t in xs)
@@ -625,6 +697,9 @@ def test_npu_device_mode_runs_npu_code_unchanged_on_the_cpu():
         assert torch.device("npu") == torch.device("cpu")
         layer = torch.nn.Linear(4, 2)
         assert layer.npu() is layer and layer.to("npu").weight.device.type == "cpu"
+        # torch_npu's Tensor.is_npu: the 'npu' device is the CPU, so CPU tensors are on it, as .device says
+        assert x.is_npu and x.npu().is_npu and torch.zeros(2, device="npu").is_npu and layer.weight.is_npu
+        assert x.is_npu == (x.device == torch.device("npu")) and not torch.empty(2, device="meta").is_npu
         assert torch.npu is torch_npu.npu and torch.npu.is_available() and torch.npu.device_count() == 1
         assert torch.npu.current_device() == 0 and torch.npu.get_device_name() == "Ascend910B2"
         torch_npu.npu.set_device(0)
@@ -640,6 +715,7 @@ def test_npu_device_mode_runs_npu_code_unchanged_on_the_cpu():
         # only exact device names change: other strings pass through
         assert torch.tensor([1.0]).to("cpu", dtype=torch.float64).dtype == torch.float64
     assert [(o.__dict__.get("npu"), "npu" in o.__dict__) for o in owners] == before
+    assert torch.Tensor.__dict__.get("is_npu", None) is is_npu_before
     if not before[2][1]:                                 # unless a real torch_npu is around, torch has no npu again
         with pytest.raises(RuntimeError):
             torch.device("npu")

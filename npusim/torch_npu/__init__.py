@@ -24,7 +24,8 @@ names and straight-through gradient, here with the NPU kernel's forward; torch i
 npusim_moe_init_routing_quant is aclnnMoeInitRoutingQuant (V1) under npusim's own name: torch_npu's
 npu_moe_init_routing_quant is the V2 op, which is not emulated. Anything else torch_npu has (other
 operators, torch_npu.npu, .npu() devices, other formats) raises an error that says it is not emulated;
-install(npu_device=True) makes the 'npu' device the CPU (x.npu(), device="npu", torch.npu.is_available()).
+install(npu_device=True) makes the 'npu' device the CPU (x.npu(), x.is_npu, device="npu",
+torch.npu.is_available()).
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ import torch
 
 import npusim
 from npusim.errors import AclnnError, invalid
-from npusim.quant_matmul import ACL_FORMAT_ND, PERTOKEN_310P
+from npusim.quant_matmul import ACL_FORMAT_ND, PER_GROUP, PERTOKEN_310P, is_per_group_scale
 
 __all__ = ["install", "current_product", "to_numpy", "from_numpy", "NotEmulatedError", "NotEmulatedAttributeError",
            "DEFAULT_PRODUCT", "PRODUCT_ENV", "npu_dynamic_quant", "npu_dynamic_quant_asymmetric", "npu_quant_matmul",
@@ -193,6 +194,12 @@ def _to_cpu(self, *args, **kwargs):
     return self
 
 
+# torch_npu's Tensor.is_npu property. With npu_device=True the 'npu' device is the CPU, so a CPU tensor is on it
+# (as x.device == torch.device("npu") says there); without it there is no npu device and no tensor is on one.
+_IS_NPU_CPU = property(lambda self: self.device.type == "cpu", doc="True: the 'npu' device is the CPU here")
+_IS_NPU_NEVER = property(lambda self: False, doc="False: npusim's stand-in has no npu device (npu_device=False)")
+
+
 def _npu_module() -> types.ModuleType:
     """torch.npu (and torch_npu.npu) with install(npu_device=True): one device, the CPU; its housekeeping calls
     do nothing; anything else is not emulated."""
@@ -226,24 +233,24 @@ def install(product: str | None = None, *, npu_device: bool = False):
     """Make `import torch_npu` give this stand-in while the block runs, emulating `product`.
 
     Puts the stand-in (and its contrib, contrib.module) into sys.modules and restores whatever was there
-    before (a real torch_npu, a MagicMock stub, or nothing) on exit; Tensor.npu() raises NotEmulatedError
-    inside the block, Tensor.npu_format_cast / npu_format_cast_ are torch_npu's tensor methods, and the
-    emulated operators are torch.ops.npu.<name> too (see _NPU_OPS). Nested blocks are allowed; the
-    innermost product wins. Yields the stand-in module.
+    before (a real torch_npu, a MagicMock stub, or nothing) on exit; inside the block Tensor.npu() raises
+    NotEmulatedError and Tensor.is_npu is False, Tensor.npu_format_cast / npu_format_cast_ are torch_npu's
+    tensor methods, and the emulated operators are torch.ops.npu.<name> too (see _NPU_OPS). Nested blocks
+    are allowed; the innermost product wins. Yields the stand-in module.
 
     npu_device=True: code written for the NPU runs unchanged on the CPU. The 'npu' device is the CPU
     (x.npu(), x.to("npu"), torch.randn(..., device="npu:0"), torch.device("npu"), module.npu() leave the
-    tensors on the CPU), and torch.npu / torch_npu.npu answer is_available() etc. for one device. Every torch
-    call in the block then goes through a TorchFunctionMode that rewrites those device names. A block nested
-    in one with npu_device=True keeps it."""
+    tensors on the CPU, and x.is_npu is True for CPU tensors), and torch.npu / torch_npu.npu answer
+    is_available() etc. for one device. Every torch call in the block then goes through a TorchFunctionMode
+    that rewrites those device names. A block nested in one with npu_device=True keeps it."""
     if product is not None:
         npusim.get_product(product)          # an unknown product fails here, not at the first call
     if not isinstance(npu_device, bool):
         raise TypeError(f"install(): npu_device must be True or False, got {npu_device!r}"[:200])
     this = sys.modules[__name__]
     saved = {name: sys.modules.get(name, _MISSING) for name in _MODULE_NAMES}
-    patched = [(torch.Tensor, "npu"), (torch.nn.Module, "npu"), (torch, "npu"), (torch.Tensor, "npu_format_cast"),
-               (torch.Tensor, "npu_format_cast_")]
+    patched = [(torch.Tensor, "npu"), (torch.Tensor, "is_npu"), (torch.nn.Module, "npu"), (torch, "npu"),
+               (torch.Tensor, "npu_format_cast"), (torch.Tensor, "npu_format_cast_")]
     saved_attrs = [(owner, name, owner.__dict__.get(name, _MISSING)) for owner, name in patched]
     npu_device = npu_device or bool(_npu_device)
     mode = _NpuIsCpu() if npu_device else None
@@ -252,6 +259,7 @@ def install(product: str | None = None, *, npu_device: bool = False):
         sys.modules.update({"torch_npu": this, "torch_npu.contrib": contrib,
                             "torch_npu.contrib.module": contrib.module})
         torch.Tensor.npu = _to_cpu if npu_device else _tensor_npu
+        torch.Tensor.is_npu = _IS_NPU_CPU if npu_device else _IS_NPU_NEVER
         torch.Tensor.npu_format_cast, torch.Tensor.npu_format_cast_ = npu_format_cast, npu_format_cast_
         if mode is not None:
             torch.nn.Module.npu = _to_cpu
@@ -315,6 +323,19 @@ def _per_token_only(op: str, quant_mode, dst_type_max) -> None:
                                f"default: the output dtype's maximum) is"[:300])
 
 
+@contextlib.contextmanager
+def _x_named_input():
+    """Errors about aclnn's `x` name torch_npu's `input` (the dynamic quant ops' first argument), with the same
+    rule, status and product: the numpy face, which checks it, calls it x."""
+    try:
+        yield
+    except AclnnError as exc:
+        if exc.param != "x":
+            raise
+        raise AclnnError(exc.rule, exc.status, op=exc.op, param="input",
+                         product=exc.product).with_traceback(exc.__traceback__) from None
+
+
 @_eager
 def npu_dynamic_quant(input, *, smooth_scales=None, group_index=None, dst_type=None, quant_mode="pertoken",
                       dst_type_max=0.0):
@@ -327,8 +348,9 @@ def npu_dynamic_quant(input, *, smooth_scales=None, group_index=None, dst_type=N
     op = "npu_dynamic_quant"
     _per_token_only(op, quant_mode, dst_type_max)
     x, smooth_scales, group_index = _arrays(op, input=input, smooth_scales=smooth_scales, group_index=group_index)
-    y, scale = npusim.npu_dynamic_quant(x, smooth_scales, group_index, _dst_type(op, dst_type),
-                                        product=current_product())
+    with _x_named_input():
+        y, scale = npusim.npu_dynamic_quant(x, smooth_scales, group_index, _dst_type(op, dst_type),
+                                            product=current_product())
     return from_numpy(y), from_numpy(scale)
 
 
@@ -339,8 +361,9 @@ def npu_dynamic_quant_asymmetric(input, *, smooth_scales=None, group_index=None,
     op = "npu_dynamic_quant_asymmetric"
     _per_token_only(op, quant_mode, dst_type_max)
     x, smooth_scales, group_index = _arrays(op, input=input, smooth_scales=smooth_scales, group_index=group_index)
-    y, scale, offset = npusim.npu_dynamic_quant_asymmetric(x, smooth_scales, group_index, _dst_type(op, dst_type),
-                                                           product=current_product())
+    with _x_named_input():
+        y, scale, offset = npusim.npu_dynamic_quant_asymmetric(x, smooth_scales, group_index,
+                                                               _dst_type(op, dst_type), product=current_product())
     return from_numpy(y), from_numpy(scale), from_numpy(offset)
 
 
@@ -367,7 +390,7 @@ def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=No
         if value is not None:
             raise NotEmulatedError(f"{op}: '{name}' ({_QMM_NONE_ONLY[name]}) is not emulated by npusim; "
                                    f"only None is accepted")
-    _not_emulated_paths(op, x1, x2, pertoken_scale)
+    _not_emulated_paths(op, x1, x2, scale, pertoken_scale)
     _int4_layout_rules(op, x1, x2)
     x1, x2, scale, offset, pertoken_scale, bias = _arrays(op, x1=x1, x2=x2, scale=scale, offset=offset,
                                                           pertoken_scale=pertoken_scale, bias=bias)
@@ -376,11 +399,12 @@ def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=No
     return from_numpy(y)
 
 
-def _not_emulated_paths(op, x1, x2, pertoken_scale):
+def _not_emulated_paths(op, x1, x2, scale, pertoken_scale):
     """Calls the NPU takes but npusim does not model, as NotEmulatedError (npusim's numpy face rejects them
     with an AclnnError that says so): float8 x1 / x2 on Ascend 950 (torch_npu calls aclnnQuantMatmulV5
-    there; npusim's is aclnnQuantMatmulV4's, int8 on 950), and a pertoken_scale on Atlas inference products
-    (quant_matmul.PERTOKEN_310P). Elsewhere float8 inputs are the NPU's own error (npusim's checks)."""
+    there; npusim's is aclnnQuantMatmulV4's, int8 on 950), a pertoken_scale on Atlas inference products
+    (quant_matmul.PERTOKEN_310P), and per-group int4 scales on Atlas A2/A3, the products that take int4
+    (quant_matmul.PER_GROUP). Elsewhere float8 / int4 inputs are the NPU's own error (npusim's checks)."""
     try:
         family = npusim.get_product(current_product()).family
     except ValueError:
@@ -392,6 +416,10 @@ def _not_emulated_paths(op, x1, x2, pertoken_scale):
                                "(aclnnQuantMatmulV5) are not emulated by npusim; its 950 quant matmul takes int8")
     if pertoken_scale is not None and family == "310p910":
         raise NotEmulatedError(f"{op}: 'pertoken_scale' {PERTOKEN_310P}")
+    int4 = all(isinstance(t, torch.Tensor) and t.dtype == torch.int32 for t in (x1, x2))
+    if int4 and family == "a2a3" and isinstance(scale, torch.Tensor) and is_per_group_scale(scale.shape):
+        raise NotEmulatedError(f"{op}: 'scale' of shape {tuple(scale.shape)} with int4 (int32-packed) inputs: "
+                               f"{PER_GROUP}")
 
 
 def _int4_layout_rules(op, x1, x2):
@@ -477,8 +505,10 @@ def npu_format_cast_(input, acl_format):
 
 @_eager
 def npu_trans_quant_param(scale, offset=None, round_mode=0):
-    """torch_npu.npu_trans_quant_param -> int64 tensor: npusim.npu_trans_quant_param."""
+    """torch_npu.npu_trans_quant_param -> int64 tensor: npusim.npu_trans_quant_param. round_mode None is 0."""
     scale, offset = _arrays("npu_trans_quant_param", scale=scale, offset=offset)
+    if round_mode is None:      # op-plugin's schema: int? round_mode=0; its kernel takes round_mode.value_or(0)
+        round_mode = 0          # (Ascend/op-plugin@d1eaa64e, op_plugin/ops/opapi/TransQuantParamKernelNpuOpApi.cpp)
     return from_numpy(npusim.npu_trans_quant_param(scale, offset, round_mode, product=current_product()))
 
 
