@@ -336,6 +336,8 @@ def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product
     # scale / offset / pertoken / bias: shapes
     if int4 and is_per_group_scale(scale.shape):     # what the NPU takes, not its shape error
         raise invalid(op, "scale", f"shape {tuple(scale.shape)} with int4 (int32-packed) inputs: {PER_GROUP}", p)
+    # 1-D, as torch_npu's own meta check says too (Ascend/op-plugin@f299d83 _meta_registrations.py
+    # quant_matmul_shape_check), though npu_trans_quant_param's doc calls its (1, n) output a matmul input
     if len(scale.shape) != 1 or scale.shape[0] not in (1, N):
         raise invalid(op, "scale", f"shape must be (1,) or (n,) = ({N},), got {tuple(scale.shape)}", p)
     if offset is not None and (len(offset.shape) != 1 or offset.shape[0] not in (1, N)):
