@@ -72,6 +72,10 @@ def is_per_group_scale(shape) -> bool:
     return len(shape) == 2 and int(shape[0]) > 1
 
 
+# int8 x1 with an int32-packed int4 x2 on Atlas A2/A3: torch_npu's A8W4 path (op-plugin's meta and eager kernel
+# is_a8w4; aclnnQuantMatmulV5's doc: x1 INT8, x2 INT32, per-group x2Scale), which npusim does not model
+A8W4 = ("int8 x1 with int32-packed int4 x2 (A8W4: torch_npu calls aclnnQuantMatmulV5, per-group int4 weights) "
+        "is not emulated by npusim; its quant matmul takes int8 x int8 or int4 x int4")
 # x1 / x2 dtypes Ascend 950 takes through aclnnQuantMatmulV5 only (its doc: FLOAT8_E4M3FN, FLOAT8_E5M2, HIFLOAT8)
 FLOAT8_INPUTS = ("float8_e4m3fn", "float8_e5m2")
 
@@ -87,7 +91,8 @@ def npu_trans_quant_param(scale, offset=None, round_mode: int = 0, *, product: s
     bits 37..45 = clamp(rint(offset), -256, 255) as two's-complement int9 (ties to even, as the device
     kernel's CAST_RINT; the host-side aclnnTransQuantParam rounds ties away from zero instead).
     A one-element scale or offset is broadcast to the other's length. scale: 1-D (t,) or 2-D (1, n)
-    float32; offset: same rules. Returns int64 of the broadcast shape.
+    float32; offset: same rules, no longer than a 2-D scale (torch_npu's output then takes the scale's
+    shape). Returns int64 of the broadcast shape.
     """
     _checks.data_tensors(OP_TQP, product, scale=scale, offset=offset)
     soc = _checks.resolve_product(OP_TQP, product, SUPPORTED)
@@ -104,6 +109,11 @@ def npu_trans_quant_param(scale, offset=None, round_mode: int = 0, *, product: s
                       soc.soc)
     shape = s.shape
     if o is not None:
+        if s.ndim == 2 and o.size > s.size:
+            # torch_npu sizes the output as a 2-D scale (op-plugin TransQuantParamKernelNpuOpApi.cpp): no room for
+            # a longer offset (its meta function, run under torch.compile, wants the scale's shape outright)
+            raise invalid(OP_TQP, "offset", f"must not be longer than a 2-D scale {tuple(s.shape)}, got "
+                          f"{tuple(o.shape)} (torch_npu's output takes the 2-D scale's shape)", soc.soc)
         if s.size != 1 and o.size != 1 and s.size != o.size:
             raise invalid(OP_TQP, "offset", f"length {o.size} does not match scale length {s.size} "
                           "(one of them may have length 1)", soc.soc)
@@ -288,6 +298,8 @@ def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product
                           "are not emulated by npusim: its quant matmul is aclnnQuantMatmulV4's, int8 on 950", p)
     t1 = _checks.dtype_in(op, "x1", x1, x_types, p)
     t2 = _checks.dtype_in(op, "x2", x2, x_types, p)
+    if (t1, t2) == ("int8", "int32"):          # only A2/A3 get here with int32 (x_types)
+        raise invalid(op, "x2", A8W4, p)
     if t1 != t2:
         raise invalid(op, "x2", f"dtype must equal x1's ({t1}), got {t2}", p)
     int4 = t1 == "int32"

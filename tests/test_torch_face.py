@@ -274,6 +274,61 @@ def test_quant_matmul_per_group_int4_is_not_emulated():
                 tnpu.npu_quant_matmul(tensor(a1), tensor(a2), tensor(s), output_dtype=torch.float16)
 
 
+def test_quant_matmul_a8w4_is_not_emulated_and_int4_rules_run_where_int4_exists():
+    """int8 x1 with an int4 (int32-packed) x2 is torch_npu's A8W4 path on A2/A3 (op-plugin's meta and eager kernel,
+    aclnnQuantMatmulV5): NotEmulatedError, not a dtype rule; elsewhere the product's dtype rule, and the int4 layout
+    rules only where int4 runs."""
+    x1, x2 = i8(4, 512), RNG.integers(-2**31, 2**31, (512, 2)).astype(np.int32)
+    scale = np.ones(16, np.float32)
+    for product in ("atlas-a2", "atlas-a3"):
+        with tnpu.install(product):
+            with pytest.raises(tnpu.NotEmulatedError, match="A8W4.* not emulated by npusim"):
+                tnpu.npu_quant_matmul(tensor(x1), tensor(x2), tensor(scale), output_dtype=torch.bfloat16)
+    with pytest.raises(AclnnError, match="'x2': .*A8W4.* not emulated by npusim") as e:
+        npusim.npu_quant_matmul(x1, x2, scale, output_dtype="bfloat16")
+    assert e.value.status == 161002
+    pt = tensor(np.ones(4, np.float32))
+    for product, rule in (("atlas-inference", "'x2': dtype must be one of int8"),
+                          ("ascend-950pr", "'x2': dtype must be one of int8")):
+        with tnpu.install(product):      # the NPU's own dtype rule, before npusim's pertoken note on 310P
+            with pytest.raises(AclnnError, match=rule):
+                tnpu.npu_quant_matmul(tensor(x1), tensor(x2), tensor(scale), pertoken_scale=pt,
+                                      output_dtype=torch.float16)
+    # a non-contiguous int4 x1 on a product without int4: the product's rule, not the A2/A3 layout rule
+    w1 = torch.from_numpy(RNG.integers(-2**31, 2**31, (64, 4)).astype(np.int32)).t()
+    w2 = torch.from_numpy(RNG.integers(-2**31, 2**31, (32, 2)).astype(np.int32))
+    for product, rule in (("atlas-inference", "not supported on Atlas inference"),
+                          ("ascend-950pr", "'x1': dtype must be one of int8")):
+        with tnpu.install(product):
+            with pytest.raises(AclnnError, match=rule):
+                tnpu.npu_quant_matmul(w1, w2, tensor(scale), output_dtype=torch.float16)
+    with tnpu.install("atlas-a2"):
+        with pytest.raises(AclnnError, match="'x1': int4 .* must be contiguous"):
+            tnpu.npu_quant_matmul(w1, w2, tensor(scale), output_dtype=torch.float16)
+
+
+def test_trans_quant_param_offset_no_longer_than_a_2d_scale():
+    # torch_npu's kernel gives a 2-D scale's shape to the output (op-plugin TransQuantParamKernelNpuOpApi.cpp)
+    s11, s1n, off = np.full((1, 1), 0.5, np.float32), np.full((1, 16), 0.5, np.float32), np.ones(16, np.float32)
+    with pytest.raises(AclnnError, match="'offset': must not be longer than a 2-D scale") as e:
+        npusim.npu_trans_quant_param(s11, off)
+    assert e.value.status == 161002
+    with tnpu.install("atlas-a2"):
+        with pytest.raises(AclnnError, match="'offset': must not be longer"):
+            tnpu.npu_trans_quant_param(tensor(s11), tensor(off.reshape(1, 16)))
+    assert npusim.npu_trans_quant_param(s1n, off).shape == (1, 16)
+    assert npusim.npu_trans_quant_param(s1n, off[:1]).shape == (1, 16)
+    # a 1-D scale takes the longer of the two shapes, as the kernel does (scale.size(0) > offset.size(0))
+    assert npusim.npu_trans_quant_param(s11[0], off.reshape(1, 16)).shape == (1, 16)
+
+
+def test_int4pack_rejects_empty_weights():
+    for shape in ((0, 64), (16, 0)):
+        with pytest.raises(AclnnError, match="'weight': dimensions must be greater than 0") as e:
+            tnpu.npu_convert_weight_to_int4pack(torch.zeros(shape, dtype=torch.int32))
+        assert e.value.status == 161002
+
+
 def test_quant_matmul_errors_and_not_emulated():
     x1, x2, s = i8(4, 8), i8(9, 4), np.ones(4, np.float32)
     same_error(lambda: tnpu.npu_quant_matmul(tensor(x1), tensor(x2), tensor(s)),

@@ -42,7 +42,7 @@ import torch
 
 import npusim
 from npusim.errors import AclnnError, invalid
-from npusim.quant_matmul import ACL_FORMAT_ND, PER_GROUP, PERTOKEN_310P, is_per_group_scale
+from npusim.quant_matmul import A8W4, ACL_FORMAT_ND, PER_GROUP, PERTOKEN_310P, is_per_group_scale
 
 __all__ = ["install", "current_product", "to_numpy", "from_numpy", "NotEmulatedError", "NotEmulatedAttributeError",
            "DEFAULT_PRODUCT", "PRODUCT_ENV", "npu_dynamic_quant", "npu_dynamic_quant_asymmetric", "npu_quant_matmul",
@@ -402,9 +402,10 @@ def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=No
 def _not_emulated_paths(op, x1, x2, scale, pertoken_scale):
     """Calls the NPU takes but npusim does not model, as NotEmulatedError (npusim's numpy face rejects them
     with an AclnnError that says so): float8 x1 / x2 on Ascend 950 (torch_npu calls aclnnQuantMatmulV5
-    there; npusim's is aclnnQuantMatmulV4's, int8 on 950), a pertoken_scale on Atlas inference products
-    (quant_matmul.PERTOKEN_310P), and per-group int4 scales on Atlas A2/A3, the products that take int4
-    (quant_matmul.PER_GROUP). Elsewhere float8 / int4 inputs are the NPU's own error (npusim's checks)."""
+    there; npusim's is aclnnQuantMatmulV4's, int8 on 950), a pertoken_scale with int8 x1 / x2 on Atlas
+    inference products (quant_matmul.PERTOKEN_310P), and on Atlas A2/A3, the products that take int4, per-group
+    int4 scales (quant_matmul.PER_GROUP) and int8 x1 with int4 x2 (quant_matmul.A8W4). Elsewhere float8 / int4
+    inputs are the NPU's own error (npusim's checks)."""
     try:
         family = npusim.get_product(current_product()).family
     except ValueError:
@@ -414,9 +415,12 @@ def _not_emulated_paths(op, x1, x2, scale, pertoken_scale):
     if f8 and family == "950":
         raise NotEmulatedError(f"{op}: {str(f8[0]).removeprefix('torch.')} x1 / x2 on Ascend 950 "
                                "(aclnnQuantMatmulV5) are not emulated by npusim; its 950 quant matmul takes int8")
-    if pertoken_scale is not None and family == "310p910":
+    dtypes = [t.dtype if isinstance(t, torch.Tensor) else None for t in (x1, x2)]
+    if pertoken_scale is not None and family == "310p910" and dtypes == [torch.int8, torch.int8]:
         raise NotEmulatedError(f"{op}: 'pertoken_scale' {PERTOKEN_310P}")
-    int4 = all(isinstance(t, torch.Tensor) and t.dtype == torch.int32 for t in (x1, x2))
+    if dtypes == [torch.int8, torch.int32] and family == "a2a3":
+        raise NotEmulatedError(f"{op}: {A8W4}")
+    int4 = dtypes == [torch.int32, torch.int32]
     if int4 and family == "a2a3" and isinstance(scale, torch.Tensor) and is_per_group_scale(scale.shape):
         raise NotEmulatedError(f"{op}: 'scale' of shape {tuple(scale.shape)} with int4 (int32-packed) inputs: "
                                f"{PER_GROUP}")
@@ -427,6 +431,11 @@ def _int4_layout_rules(op, x1, x2):
     the transpose of a contiguous (n, k // 8) (torch_npu npu_quant_matmul doc, int4 constraints)."""
     if not (isinstance(x1, torch.Tensor) and isinstance(x2, torch.Tensor)
             and x1.dtype == x2.dtype == torch.int32 and x1.dim() >= 2 and x2.dim() == 2):
+        return
+    try:
+        if npusim.get_product(current_product()).family != "a2a3":
+            return          # no int4 there: npusim's dtype check says so, not a layout rule
+    except ValueError:
         return
     if not x1.is_contiguous():
         raise invalid(op, "x1", "int4 (int32-packed) x1 must be contiguous (m, k // 8) (torch_npu doc)",
@@ -449,6 +458,9 @@ def npu_convert_weight_to_int4pack(weight, inner_k_tiles=0):
     if weight.dim() != 2:
         raise invalid(op, "weight", f"must be 2-D (k, n) or (n, k) (torch_npu doc), got shape "
                       f"{tuple(weight.shape)}", _product_named(op))
+    if 0 in weight.shape:
+        raise invalid(op, "weight", f"dimensions must be greater than 0, got shape {tuple(weight.shape)} "
+                      "(op-plugin int4pack_params_check)", _product_named(op))
     return from_numpy(npusim.npu_convert_weight_to_int4pack(w, inner_k_tiles, product=current_product()))
 
 
