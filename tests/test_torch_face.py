@@ -579,8 +579,11 @@ def test_torch_ops_npu_run_the_emulator():
                    lambda: npusim.npu_quant_matmul(x1, i8(63, 16), scale, product="atlas-a3"))
         with pytest.raises(tnpu.NotEmulatedError, match="'group_sizes'"):
             ops.npu_quant_matmul(tensor(x1), tensor(x2), tensor(scale), group_sizes=[1, 128, 128])
-        with pytest.raises(tnpu.NotEmulatedError, match="meta tensors"):    # no output shapes modelled twice
-            ops.npu_dynamic_quant(torch.empty(2, 64, dtype=torch.bfloat16, device="meta"))
+        # meta tensors: the compute ops give the plan's output shapes, the weight-preparation ops are eager only
+        y, s = ops.npu_dynamic_quant(torch.empty(2, 64, dtype=torch.bfloat16, device="meta"), dst_type=torch.quint4x2)
+        assert (y.device.type, y.shape, y.dtype, s.shape, s.dtype) == ("meta", (2, 8), torch.int32, (2,), torch.float32)
+        with pytest.raises(tnpu.NotEmulatedError, match="meta tensors"):
+            ops.npu_convert_weight_to_int4pack(torch.empty(32, 16, dtype=torch.int32, device="meta"))
     with tnpu.install("ascend-950pr"):                       # the product of the block in force
         y, s = torch.ops.npu.npu_dynamic_quant(tensor(x), dst_type=torch.float8_e4m3fn)
     for t, a in zip((y, s), npusim.npu_dynamic_quant(x, dst_type="float8_e4m3fn", product="ascend-950pr")):
@@ -626,8 +629,8 @@ def test_formats_live_with_the_storage_as_on_the_npu():
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_torch_compile_calls_the_stand_in_eagerly(dtype):
-    """Code under torch.compile (vllm-ascend compiles its model code) gets the emulator's bits: the stand-in's
-    functions and ops are graph breaks, never traced with fake tensors (a bf16 tensor's numpy view failed so)."""
+    """Code under torch.compile (vllm-ascend compiles its model code) gets the emulator's bits: the compute ops are
+    traced with the output shapes of npusim's plans (never a numpy view of a fake tensor) and run eagerly."""
     import torch_npu                      # the stand-in (installed for the session, or just below)
 
     def layer(x, w, w_scale):
@@ -644,6 +647,50 @@ def test_torch_compile_calls_the_stand_in_eagerly(dtype):
         eager = layer(x, w, w_scale)
     for c, e in zip(compiled, eager):
         assert c.dtype == e.dtype and torch.equal(c.view(torch.int8), e.view(torch.int8))
+
+
+@pytest.mark.parametrize("product", ["atlas-a2", "ascend-950pr"])
+def test_torch_compile_fullgraph_traces_the_compute_ops(product):
+    """torch.compile(fullgraph=True), where a graph break is an error, and FakeTensorMode trace the compute ops
+    through their Meta kernels (the output shapes of npusim's plans, as torch_npu's meta functions give them);
+    the compiled graph runs the emulator, bit for bit, and an invalid call fails at trace time with npusim's
+    rule."""
+    import torch_npu                      # the stand-in (installed for the session, or just below)
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    def layer(x, w, w_scale, smooth):
+        q, pertoken = torch_npu.npu_dynamic_quant(x, smooth_scales=smooth)
+        y = torch_npu.npu_quant_matmul(q, w, w_scale, pertoken_scale=pertoken, output_dtype=x.dtype)
+        q2, s2, o2 = torch_npu.npu_dynamic_quant_asymmetric(y.reshape(2, 4, 32))
+        return y + 1, q2, s2, o2
+
+    x = torch.tensor(RNG.standard_normal((8, 64)) * 3, dtype=torch.bfloat16)
+    smooth = torch.tensor(RNG.uniform(0.5, 2, 64), dtype=torch.bfloat16)
+    w, w_scale = tensor(i8(64, 32)), torch.tensor(RNG.uniform(1e-3, 1e-2, 32), dtype=torch.float32)
+    with tnpu.install(product):
+        torch._dynamo.reset()
+        compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
+        got = compiled(x, w, w_scale, smooth)
+        want = layer(x, w, w_scale, smooth)
+        for g, e in zip(got, want):
+            assert g.dtype == e.dtype and g.shape == e.shape and torch.equal(g.view(torch.int8), e.view(torch.int8))
+        with FakeTensorMode() as mode:
+            y, s = torch.ops.npu.npu_dynamic_quant(mode.from_tensor(x))
+            out = torch.ops.npu.npu_quant_matmul(mode.from_tensor(tensor(i8(3, 8, 64))), mode.from_tensor(w),
+                                                 mode.from_tensor(w_scale), output_dtype=torch.float16)
+        assert (y.shape, y.dtype, s.shape, s.dtype) == ((8, 64), torch.int8, (8,), torch.float32)
+        assert (out.shape, out.dtype) == ((3, 8, 32), torch.float16)
+        torch._dynamo.reset()
+        # LinearA8W8Quant's forward and the weight-preparation ops are graph breaks: they run eagerly
+        m = torch_npu.contrib.module.LinearA8W8Quant(64, 32, bias=False)
+        m.weight.data, m.scale.data = tensor(i8(32, 64)), w_scale
+        prep = torch.compile(lambda s: torch_npu.npu_trans_quant_param(s), backend="aot_eager")
+        assert torch.equal(torch.compile(m, backend="aot_eager")(q := tensor(i8(4, 64))), m(q))
+        assert torch.equal(prep(w_scale), torch_npu.npu_trans_quant_param(w_scale))
+        torch._dynamo.reset()
+        rule = r"parameter 'x2': shape\[-2\] \(63\) must equal"                     # npusim's rule
+        with pytest.raises(torch._dynamo.exc.TorchRuntimeError, match=rule):
+            torch.compile(layer, backend="aot_eager", fullgraph=True)(x, tensor(i8(63, 32)), w_scale, smooth)
 
 
 def test_torch_ops_npu_exist_only_while_installed():

@@ -30,6 +30,7 @@ torch.npu.is_available()).
 from __future__ import annotations
 
 import contextlib
+import functools
 import numbers
 import os
 import re
@@ -42,6 +43,7 @@ import torch
 
 import npusim
 from npusim.errors import AclnnError, invalid
+from npusim.plan import TensorSpec, make_plan
 from npusim.quant_matmul import A8W4, ACL_FORMAT_ND, PER_GROUP, PERTOKEN_310P, is_per_group_scale
 
 __all__ = ["install", "current_product", "to_numpy", "from_numpy", "NotEmulatedError", "NotEmulatedAttributeError",
@@ -64,8 +66,9 @@ class NotEmulatedAttributeError(NotEmulatedError, AttributeError):
     default) behave as for any module."""
 
 
-# torch.compile does not trace into the emulator (numpy views of narrow dtypes, C kernels): each operator is a
-# graph break and runs eagerly, as an op without a meta kernel would
+# torch.compile does not trace into the emulator (numpy views of narrow dtypes, C kernels). Inside install() the
+# compute operators are recorded as their torch.ops.npu op instead (_traced), whose Meta kernel takes the output
+# shapes from npusim's plan; anything else is a graph break and runs eagerly
 _eager = torch.compiler.disable
 
 
@@ -113,14 +116,25 @@ def from_numpy(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(a.view(np.int16 if a.dtype.itemsize == 2 else np.uint8)).view(t_dt)
 
 
-def _arrays(op: str, **tensors):
-    """Each tensor argument as an array (None stays None); a non-tensor is a TypeError naming it."""
+def _spec(t: torch.Tensor) -> TensorSpec:
+    """A tensor's shape and dtype as npusim's TensorSpec (what a plan needs; the data is not read)."""
+    narrow = _NARROW.get(t.dtype)
+    return TensorSpec(tuple(t.shape), narrow[1] if narrow else torch.empty(0, dtype=t.dtype).numpy().dtype)
+
+
+def _torch_dtype(dt: np.dtype) -> torch.dtype:
+    return _FROM_NARROW.get(dt) or torch.from_numpy(np.empty(0, dt)).dtype
+
+
+def _arrays(op: str, convert=to_numpy, **tensors):
+    """Each tensor argument as an array (or what `convert` makes of it; None stays None); a non-tensor is a
+    TypeError naming it."""
     out = []
     for name, t in tensors.items():
         if t is None:
             out.append(None)
         elif isinstance(t, torch.Tensor):
-            out.append(to_numpy(t))
+            out.append(convert(t))
         else:
             raise TypeError(f"{op}: '{name}' must be a torch.Tensor (the torch_npu stand-in takes tensors), "
                             f"got {type(t).__name__}")
@@ -267,7 +281,7 @@ def install(product: str | None = None, *, npu_device: bool = False):
             mode.__enter__()
             _npu_device.append(mode)
         if len(_products) == 1:              # the outermost block defines torch.ops.npu.*
-            _npu_lib.append(_define_ops("npu", _NPU_OPS, _no_fake_shapes))
+            _npu_lib.append(_define_ops("npu", _NPU_OPS))
         yield this
     finally:
         if _npu_device and _npu_device[-1] is mode:        # this block's mode was entered
@@ -336,7 +350,38 @@ def _x_named_input():
                          product=exc.product).with_traceback(exc.__traceback__) from None
 
 
+def _traced(*attrs) -> bool:
+    """True while torch.compile traces code inside install() (torch.ops.npu.* defined) and the call's attributes
+    fit op-plugin's schema: the call is then recorded as its torch.ops.npu op, whose Meta kernel gives the output
+    shapes from npusim's plan and whose CPU kernel runs the emulator when the graph runs."""
+    return bool(_npu_lib) and torch.compiler.is_compiling() and not any(type(a) is int for a in attrs)
+
+
+def _meta_outputs(op: str, names, **specs) -> tuple:
+    """Meta tensors shaped as the outputs `names` of npusim's plan for `op` on the current product (a Meta
+    kernel: the same validation as the emulator's, on shapes and dtypes)."""
+    outputs = make_plan(op, product=current_product(), **specs).outputs
+    return tuple(torch.empty(outputs[n].shape, dtype=_torch_dtype(outputs[n].dtype), device="meta") for n in names)
+
+
+_DQ_OUTPUTS = {"npu_dynamic_quant": ("y", "scale"), "npu_dynamic_quant_asymmetric": ("y", "scale", "offset")}
+
+
 @_eager
+def _dynamic_quant(op, input, smooth_scales, group_index, dst_type, quant_mode, dst_type_max, meta=False):
+    """npu_dynamic_quant / _asymmetric on the current product (meta: the output shapes only)."""
+    _per_token_only(op, quant_mode, dst_type_max)
+    x, smooth_scales, group_index = _arrays(op, _spec if meta else to_numpy, input=input,
+                                            smooth_scales=smooth_scales, group_index=group_index)
+    dst = _dst_type(op, dst_type)
+    with _x_named_input():
+        if meta:
+            return _meta_outputs(op, _DQ_OUTPUTS[op], x=x, smooth_scales=smooth_scales, group_index=group_index,
+                                 dst_type=dst)
+        outs = getattr(npusim, op)(x, smooth_scales, group_index, dst, product=current_product())
+    return tuple(from_numpy(a) for a in outs)
+
+
 def npu_dynamic_quant(input, *, smooth_scales=None, group_index=None, dst_type=None, quant_mode="pertoken",
                       dst_type_max=0.0):
     """torch_npu.npu_dynamic_quant -> (y, scale): npusim.npu_dynamic_quant on the current product.
@@ -345,26 +390,30 @@ def npu_dynamic_quant(input, *, smooth_scales=None, group_index=None, dst_type=N
     int4 per word); Ascend 950 also takes torch.float8_e4m3fn / torch.float8_e5m2 and torch_npu.hifloat8
     (uint8 y holding HiFloat8 codes). scale is float32.
     quant_mode and dst_type_max are taken at their defaults only ('pertoken', 0.0; NotEmulatedError)."""
-    op = "npu_dynamic_quant"
-    _per_token_only(op, quant_mode, dst_type_max)
-    x, smooth_scales, group_index = _arrays(op, input=input, smooth_scales=smooth_scales, group_index=group_index)
-    with _x_named_input():
-        y, scale = npusim.npu_dynamic_quant(x, smooth_scales, group_index, _dst_type(op, dst_type),
-                                            product=current_product())
-    return from_numpy(y), from_numpy(scale)
+    if _traced(dst_type):
+        return torch.ops.npu.npu_dynamic_quant(input, smooth_scales=smooth_scales, group_index=group_index,
+                                               dst_type=dst_type, quant_mode=quant_mode, dst_type_max=dst_type_max)
+    return _dynamic_quant("npu_dynamic_quant", input, smooth_scales, group_index, dst_type, quant_mode,
+                          dst_type_max)
 
 
-@_eager
 def npu_dynamic_quant_asymmetric(input, *, smooth_scales=None, group_index=None, dst_type=None,
                                  quant_mode="pertoken", dst_type_max=0.0):
     """torch_npu.npu_dynamic_quant_asymmetric -> (y, scale, offset), as npu_dynamic_quant."""
-    op = "npu_dynamic_quant_asymmetric"
-    _per_token_only(op, quant_mode, dst_type_max)
-    x, smooth_scales, group_index = _arrays(op, input=input, smooth_scales=smooth_scales, group_index=group_index)
-    with _x_named_input():
-        y, scale, offset = npusim.npu_dynamic_quant_asymmetric(x, smooth_scales, group_index,
-                                                               _dst_type(op, dst_type), product=current_product())
-    return from_numpy(y), from_numpy(scale), from_numpy(offset)
+    if _traced(dst_type):
+        return torch.ops.npu.npu_dynamic_quant_asymmetric(input, smooth_scales=smooth_scales,
+                                                          group_index=group_index, dst_type=dst_type,
+                                                          quant_mode=quant_mode, dst_type_max=dst_type_max)
+    return _dynamic_quant("npu_dynamic_quant_asymmetric", input, smooth_scales, group_index, dst_type, quant_mode,
+                          dst_type_max)
+
+
+def _dq_kernel(op, meta=False):
+    """The torch.ops.npu kernel (CPU, or Meta) of a dynamic quant op, with op-plugin's keywords."""
+    def kernel(input, *, smooth_scales=None, group_index=None, dst_type=None, quant_mode="pertoken",
+               dst_type_max=0.0):
+        return _dynamic_quant(op, input, smooth_scales, group_index, dst_type, quant_mode, dst_type_max, meta)
+    return kernel
 
 
 # npu_quant_matmul keywords of the current signature that npusim accepts only as None (torch_npu doc: reserved
@@ -375,7 +424,6 @@ _QMM_NONE_ONLY = {"x1_dtype": "read x1 as another dtype", "x2_dtype": "read x2 a
                   "y_scale": "dequantizing the output"}
 
 
-@_eager
 def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=None, output_dtype=None,
                      x1_dtype=None, x2_dtype=None, pertoken_scale_dtype=None, scale_dtype=None, group_sizes=None,
                      y_scale=None):
@@ -383,6 +431,19 @@ def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=No
 
     output_dtype: None (int8), torch.int8, torch.float16, torch.bfloat16, torch.int32. x1_dtype, x2_dtype,
     pertoken_scale_dtype, scale_dtype, group_sizes and y_scale are accepted as None only (NotEmulatedError)."""
+    kw = dict(offset=offset, pertoken_scale=pertoken_scale, bias=bias, output_dtype=output_dtype, x1_dtype=x1_dtype,
+              x2_dtype=x2_dtype, pertoken_scale_dtype=pertoken_scale_dtype, scale_dtype=scale_dtype,
+              group_sizes=group_sizes, y_scale=y_scale)
+    if _traced(x1_dtype, x2_dtype, pertoken_scale_dtype, scale_dtype):
+        return torch.ops.npu.npu_quant_matmul(x1, x2, scale, **kw)
+    return _quant_matmul(x1, x2, scale, **kw)
+
+
+@_eager
+def _quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=None, output_dtype=None, x1_dtype=None,
+                  x2_dtype=None, pertoken_scale_dtype=None, scale_dtype=None, group_sizes=None, y_scale=None,
+                  meta=False):
+    """npu_quant_matmul on the current product (meta: the output's shape only); its torch.ops.npu kernels."""
     op = "npu_quant_matmul"
     given = locals()                      # the arguments by name, for the reserved keywords below
     for name in _QMM_NONE_ONLY:
@@ -392,10 +453,15 @@ def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=No
                                    f"only None is accepted")
     _not_emulated_paths(op, x1, x2, scale, pertoken_scale)
     _int4_layout_rules(op, x1, x2)
-    x1, x2, scale, offset, pertoken_scale, bias = _arrays(op, x1=x1, x2=x2, scale=scale, offset=offset,
-                                                          pertoken_scale=pertoken_scale, bias=bias)
+    x1, x2, scale, offset, pertoken_scale, bias = _arrays(op, _spec if meta else to_numpy, x1=x1, x2=x2,
+                                                          scale=scale, offset=offset, pertoken_scale=pertoken_scale,
+                                                          bias=bias)
+    out = _dtype_name(op, "output_dtype", output_dtype)
+    if meta:
+        return _meta_outputs(op, ("y",), x1=x1, x2=x2, scale=scale, offset=offset, pertoken_scale=pertoken_scale,
+                             bias=bias, output_dtype=out)[0]
     y = npusim.npu_quant_matmul(x1, x2, scale, offset=offset, pertoken_scale=pertoken_scale, bias=bias,
-                                output_dtype=_dtype_name(op, "output_dtype", output_dtype), product=current_product())
+                                output_dtype=out, product=current_product())
     return from_numpy(y)
 
 
@@ -604,36 +670,40 @@ def _indexer_compress_epilog(indexer_compress_cache, indexer_compress_scale, x, 
 _NPU_OPS = (
     ("npu_dynamic_quant(Tensor input, *, Tensor? smooth_scales=None, Tensor? group_index=None, "
      "ScalarType? dst_type=None, str quant_mode=\"pertoken\", float dst_type_max=0.0) -> (Tensor, Tensor)",
-     npu_dynamic_quant),
+     _dq_kernel("npu_dynamic_quant"), _dq_kernel("npu_dynamic_quant", meta=True)),
     ("npu_dynamic_quant_asymmetric(Tensor input, *, Tensor? smooth_scales=None, Tensor? group_index=None, "
      "ScalarType? dst_type=None, str quant_mode=\"pertoken\", float dst_type_max=0.0) "
-     "-> (Tensor, Tensor, Tensor)", npu_dynamic_quant_asymmetric),
+     "-> (Tensor, Tensor, Tensor)", _dq_kernel("npu_dynamic_quant_asymmetric"),
+     _dq_kernel("npu_dynamic_quant_asymmetric", meta=True)),
     ("npu_quant_matmul(Tensor x1, Tensor x2, Tensor scale, *, Tensor? offset=None, Tensor? pertoken_scale=None, "
      "Tensor? bias=None, ScalarType? output_dtype=None, int? x1_dtype=None, int? x2_dtype=None, "
      "int? pertoken_scale_dtype=None, int? scale_dtype=None, SymInt[]? group_sizes=None, Tensor? y_scale=None) "
-     "-> Tensor", npu_quant_matmul),
-    ("npu_trans_quant_param(Tensor scale, Tensor? offset=None, int? round_mode=0) -> Tensor", npu_trans_quant_param),
-    ("npu_convert_weight_to_int4pack(Tensor weight, int inner_k_tiles=0) -> Tensor", npu_convert_weight_to_int4pack),
-    ("npu_format_cast(Tensor self, int acl_format, int? customize_dtype=None) -> Tensor", npu_format_cast),
-    ("npu_format_cast_(Tensor(a!) self, int acl_format) -> Tensor(a!)", npu_format_cast_),
-    ("get_npu_format(Tensor self) -> int", get_npu_format),
+     "-> Tensor", _quant_matmul, functools.partial(_quant_matmul, meta=True)),
+    ("npu_trans_quant_param(Tensor scale, Tensor? offset=None, int? round_mode=0) -> Tensor", npu_trans_quant_param,
+     None),
+    ("npu_convert_weight_to_int4pack(Tensor weight, int inner_k_tiles=0) -> Tensor", npu_convert_weight_to_int4pack,
+     None),
+    ("npu_format_cast(Tensor self, int acl_format, int? customize_dtype=None) -> Tensor", npu_format_cast, None),
+    ("npu_format_cast_(Tensor(a!) self, int acl_format) -> Tensor(a!)", npu_format_cast_, None),
+    ("get_npu_format(Tensor self) -> int", get_npu_format, None),
 )
-_CUSTOM_OPS = ((_INDEXER_SCHEMA, _indexer_compress_epilog),)
+# its Meta kernel does nothing, as the vendor's (an in-place op: no output to shape)
+_CUSTOM_OPS = ((_INDEXER_SCHEMA, _indexer_compress_epilog, lambda *args, **kwargs: None),)
 
 
 def _no_fake_shapes(*args, **kwargs):
-    # the Meta kernel: a NotImplementedError here makes torch.compile call the op eagerly (a graph break)
-    # instead of failing, and npusim need not model the output shapes a second time
-    raise NotEmulatedError("torch.ops.npu.*: npusim's stand-in runs these operators eagerly on CPU tensors; "
-                           "fake / meta tensors (torch.compile tracing) are not emulated")
+    # the Meta kernel of the weight-preparation ops: a NotImplementedError here makes torch.compile call the op
+    # eagerly (a graph break) instead of failing
+    raise NotEmulatedError("torch.ops.npu.*: npusim's stand-in runs the weight-preparation operators eagerly on CPU "
+                           "tensors; fake / meta tensors (torch.compile tracing) are not emulated for them")
 
 
-def _define_ops(namespace: str, ops, meta):
-    """A torch.library Library defining torch.ops.<namespace>.<name> for each (schema, CPU kernel) whose op is
-    not defined yet (by an earlier call or by the vendor's package), with `meta` as the Meta kernel, or None
-    if none was missing. The ops live as long as the Library is referenced."""
+def _define_ops(namespace: str, ops):
+    """A torch.library Library defining torch.ops.<namespace>.<name> for each (schema, CPU kernel, Meta kernel)
+    whose op is not defined yet (by an earlier call or by the vendor's package), or None if none was missing
+    (a Meta kernel of None: _no_fake_shapes). The ops live as long as the Library is referenced."""
     lib = None
-    for schema, kernel in ops:
+    for schema, kernel, meta in ops:
         name = schema.split("(", 1)[0]
         try:
             getattr(getattr(torch.ops, namespace), name)
@@ -644,11 +714,11 @@ def _define_ops(namespace: str, ops, meta):
             lib = torch.library.Library(namespace, "FRAGMENT")
         lib.define(schema)
         lib.impl(name, kernel, "CPU")
-        lib.impl(name, meta, "Meta")
+        lib.impl(name, meta or _no_fake_shapes, "Meta")
     return lib
 
 
-_CUSTOM_LIB = _define_ops("custom", _CUSTOM_OPS, lambda *args, **kwargs: None)   # from import on (returns ())
+_CUSTOM_LIB = _define_ops("custom", _CUSTOM_OPS)   # from import on
 _npu_lib: list = []                                   # torch.ops.npu.*: the Library while install() is in force
 
 from npusim.torch_npu import contrib  # noqa: E402  (contrib.module uses the operators above)
