@@ -678,8 +678,19 @@ def test_torch_compile_fullgraph_traces_the_compute_ops(product):
             y, s = torch.ops.npu.npu_dynamic_quant(mode.from_tensor(x))
             out = torch.ops.npu.npu_quant_matmul(mode.from_tensor(tensor(i8(3, 8, 64))), mode.from_tensor(w),
                                                  mode.from_tensor(w_scale), output_dtype=torch.float16)
+            fy, fs = torch_npu.npu_dynamic_quant(mode.from_tensor(x))       # the functions too
         assert (y.shape, y.dtype, s.shape, s.dtype) == ((8, 64), torch.int8, (8,), torch.float32)
         assert (out.shape, out.dtype) == ((3, 8, 32), torch.float16)
+        assert (fy.shape, fy.dtype, fs.shape) == ((8, 64), torch.int8, (8,))
+        meta = torch_npu.npu_quant_matmul(torch.empty(5, 64, dtype=torch.int8, device="meta"), w.to("meta"),
+                                          w_scale.to("meta"), output_dtype=torch.bfloat16)
+        assert (meta.device.type, meta.shape, meta.dtype) == ("meta", (5, 32), torch.bfloat16)
+        with pytest.raises(tnpu.NotEmulatedError, match="device 'meta'"):      # meta mixed with data
+            torch_npu.npu_quant_matmul(torch.empty(5, 64, dtype=torch.int8, device="meta"), w, w_scale)
+        # the tensor methods install() adds are graph breaks as well
+        torch._dynamo.reset()
+        nz = torch.compile(lambda t: t.npu_format_cast(29) * 1, backend="aot_eager")(w_scale)
+        assert torch.equal(nz, w_scale) and torch_npu.get_npu_format(w_scale) == 2
         torch._dynamo.reset()
         # LinearA8W8Quant's forward and the weight-preparation ops are graph breaks: they run eagerly
         m = torch_npu.contrib.module.LinearA8W8Quant(64, 32, bias=False)

@@ -40,6 +40,7 @@ import types
 import ml_dtypes
 import numpy as np
 import torch
+from torch._subclasses.fake_tensor import is_fake
 
 import npusim
 from npusim.errors import AclnnError, invalid
@@ -274,7 +275,7 @@ def install(product: str | None = None, *, npu_device: bool = False):
                             "torch_npu.contrib.module": contrib.module})
         torch.Tensor.npu = _to_cpu if npu_device else _tensor_npu
         torch.Tensor.is_npu = _IS_NPU_CPU if npu_device else _IS_NPU_NEVER
-        torch.Tensor.npu_format_cast, torch.Tensor.npu_format_cast_ = npu_format_cast, npu_format_cast_
+        torch.Tensor.npu_format_cast, torch.Tensor.npu_format_cast_ = _npu_format_cast_method, _npu_format_cast__method
         if mode is not None:
             torch.nn.Module.npu = _to_cpu
             torch.npu = _npu_module()
@@ -350,11 +351,17 @@ def _x_named_input():
                          product=exc.product).with_traceback(exc.__traceback__) from None
 
 
-def _traced(*attrs) -> bool:
-    """True while torch.compile traces code inside install() (torch.ops.npu.* defined) and the call's attributes
-    fit op-plugin's schema: the call is then recorded as its torch.ops.npu op, whose Meta kernel gives the output
-    shapes from npusim's plan and whose CPU kernel runs the emulator when the graph runs."""
-    return bool(_npu_lib) and torch.compiler.is_compiling() and not any(type(a) is int for a in attrs)
+def _traced(tensors, attrs=()) -> bool:
+    """True inside install() (torch.ops.npu.* defined) while torch.compile traces, or when every tensor argument
+    is a meta or fake tensor, and the call's attributes fit op-plugin's schema: the call then goes to its
+    torch.ops.npu op, whose Meta kernel gives the output shapes from npusim's plan and whose CPU kernel runs the
+    emulator (when the graph runs)."""
+    if not _npu_lib or any(type(a) is int for a in attrs):
+        return False
+    if torch.compiler.is_compiling():
+        return True
+    given = [t for t in tensors if isinstance(t, torch.Tensor)]
+    return bool(given) and all(t.device.type == "meta" or is_fake(t) for t in given)
 
 
 def _meta_outputs(op: str, names, **specs) -> tuple:
@@ -390,7 +397,7 @@ def npu_dynamic_quant(input, *, smooth_scales=None, group_index=None, dst_type=N
     int4 per word); Ascend 950 also takes torch.float8_e4m3fn / torch.float8_e5m2 and torch_npu.hifloat8
     (uint8 y holding HiFloat8 codes). scale is float32.
     quant_mode and dst_type_max are taken at their defaults only ('pertoken', 0.0; NotEmulatedError)."""
-    if _traced(dst_type):
+    if _traced((input, smooth_scales, group_index), (dst_type,)):
         return torch.ops.npu.npu_dynamic_quant(input, smooth_scales=smooth_scales, group_index=group_index,
                                                dst_type=dst_type, quant_mode=quant_mode, dst_type_max=dst_type_max)
     return _dynamic_quant("npu_dynamic_quant", input, smooth_scales, group_index, dst_type, quant_mode,
@@ -400,7 +407,7 @@ def npu_dynamic_quant(input, *, smooth_scales=None, group_index=None, dst_type=N
 def npu_dynamic_quant_asymmetric(input, *, smooth_scales=None, group_index=None, dst_type=None,
                                  quant_mode="pertoken", dst_type_max=0.0):
     """torch_npu.npu_dynamic_quant_asymmetric -> (y, scale, offset), as npu_dynamic_quant."""
-    if _traced(dst_type):
+    if _traced((input, smooth_scales, group_index), (dst_type,)):
         return torch.ops.npu.npu_dynamic_quant_asymmetric(input, smooth_scales=smooth_scales,
                                                           group_index=group_index, dst_type=dst_type,
                                                           quant_mode=quant_mode, dst_type_max=dst_type_max)
@@ -434,7 +441,7 @@ def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=No
     kw = dict(offset=offset, pertoken_scale=pertoken_scale, bias=bias, output_dtype=output_dtype, x1_dtype=x1_dtype,
               x2_dtype=x2_dtype, pertoken_scale_dtype=pertoken_scale_dtype, scale_dtype=scale_dtype,
               group_sizes=group_sizes, y_scale=y_scale)
-    if _traced(x1_dtype, x2_dtype, pertoken_scale_dtype, scale_dtype):
+    if _traced((x1, x2, scale, offset, pertoken_scale, bias), (x1_dtype, x2_dtype, pertoken_scale_dtype, scale_dtype)):
         return torch.ops.npu.npu_quant_matmul(x1, x2, scale, **kw)
     return _quant_matmul(x1, x2, scale, **kw)
 
@@ -579,6 +586,16 @@ def npu_format_cast_(input, acl_format):
     tensor's) and returns `input`; its values stay as they are."""
     setattr(input.untyped_storage(), _FORMAT_ATTR, _acl_format("npu_format_cast_", input, acl_format))
     return input
+
+
+# the tensor methods: plain functions, so that torch.compile inlines them and meets the graph break of the
+# functions they call (a disabled function set on torch.Tensor itself is run on fake tensors, and fails)
+def _npu_format_cast_method(self, acl_format, customize_dtype=None):
+    return npu_format_cast(self, acl_format, customize_dtype)
+
+
+def _npu_format_cast__method(self, acl_format):
+    return npu_format_cast_(self, acl_format)
 
 
 @_eager
