@@ -704,6 +704,30 @@ def test_torch_compile_fullgraph_traces_the_compute_ops(product):
             torch.compile(layer, backend="aot_eager", fullgraph=True)(x, tensor(i8(63, 32)), w_scale, smooth)
 
 
+def test_torch_compile_with_dynamic_shapes():
+    """Symbolic sizes (torch.compile's dynamic shapes, vLLM's token dimension): the plan checks the traced sizes
+    and the output shapes keep the inputs' symbols, so one graph serves every token count, int4 included."""
+    import torch_npu
+
+    def layer(x, w, w_scale, w4):
+        q, pertoken = torch_npu.npu_dynamic_quant(x)
+        y = torch_npu.npu_quant_matmul(q, w, w_scale, pertoken_scale=pertoken, output_dtype=torch.bfloat16)
+        q4, s4 = torch_npu.npu_dynamic_quant(y.reshape(-1, 2, 16), dst_type=torch.quint4x2)
+        y4 = torch_npu.npu_quant_matmul(q4.reshape(-1, 4), w4, w_scale, pertoken_scale=pertoken,
+                                        output_dtype=torch.float16)
+        return y, q4, s4, torch_npu.npu_quant_matmul(q.reshape(2, -1, 64), w, w_scale, output_dtype=torch.float16), y4
+
+    w, w_scale = tensor(i8(64, 32)), torch.tensor(RNG.uniform(1e-3, 1e-2, 32), dtype=torch.float32)
+    w4 = tensor(npusim.npu_convert_weight_to_int4pack(RNG.integers(-8, 8, (32, 32)).astype(np.int32)))
+    with tnpu.install("atlas-a2"):
+        torch._dynamo.reset()
+        compiled = torch.compile(layer, backend="aot_eager", fullgraph=True, dynamic=True)
+        for m in (4, 10, 2):
+            x = torch.tensor(RNG.standard_normal((m, 64)) * 3, dtype=torch.bfloat16)
+            for g, e in zip(compiled(x, w, w_scale, w4), layer(x, w, w_scale, w4)):
+                assert g.dtype == e.dtype and g.shape == e.shape and torch.equal(g.view(torch.int8), e.view(torch.int8))
+
+
 def test_torch_ops_npu_exist_only_while_installed():
     """Outside install() torch.ops.npu stays free for a real torch_npu (a fresh process: this session may run
     with the stand-in installed throughout)."""

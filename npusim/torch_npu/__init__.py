@@ -117,10 +117,34 @@ def from_numpy(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(a.view(np.int16 if a.dtype.itemsize == 2 else np.uint8)).view(t_dt)
 
 
+def _size_hint(d) -> int:
+    """A size as an int: a symbolic one (torch.compile's dynamic shapes) by the value it was traced with, which
+    adds no guard; an unbacked one raises NotEmulatedError (torch.compile then runs the op eagerly)."""
+    if type(d) is int:
+        return d
+    hint = getattr(getattr(d, "node", None), "hint", None)
+    if hint is None:
+        raise NotEmulatedError(f"npusim plans from concrete shapes; a size {d} without a value to trace with is not "
+                               "emulated: the operator runs eagerly (a graph break)")
+    return int(hint)
+
+
+def _from_input(planned: int, size):
+    """A planned output size as a function of the input size it comes from (the same, or eight times or an
+    eighth: int4 words), symbolic when that size is."""
+    hint = _size_hint(size)
+    for candidate, value in ((size, hint), (size * 8, hint * 8), (size // 8, hint // 8)):
+        if planned == value:
+            return candidate
+    return planned
+
+
 def _spec(t: torch.Tensor) -> TensorSpec:
-    """A tensor's shape and dtype as npusim's TensorSpec (what a plan needs; the data is not read)."""
+    """A tensor's shape (symbolic sizes by their traced values) and dtype as npusim's TensorSpec: what a plan
+    needs; the data is not read."""
     narrow = _NARROW.get(t.dtype)
-    return TensorSpec(tuple(t.shape), narrow[1] if narrow else torch.empty(0, dtype=t.dtype).numpy().dtype)
+    return TensorSpec(tuple(_size_hint(d) for d in t.shape),
+                      narrow[1] if narrow else torch.empty(0, dtype=t.dtype).numpy().dtype)
 
 
 def _torch_dtype(dt: np.dtype) -> torch.dtype:
@@ -364,11 +388,14 @@ def _traced(tensors, attrs=()) -> bool:
     return bool(given) and all(t.device.type == "meta" or is_fake(t) for t in given)
 
 
-def _meta_outputs(op: str, names, **specs) -> tuple:
-    """Meta tensors shaped as the outputs `names` of npusim's plan for `op` on the current product (a Meta
-    kernel: the same validation as the emulator's, on shapes and dtypes)."""
+def _meta_outputs(op: str, names, shapes, **specs) -> tuple:
+    """Meta tensors with the dtypes of the outputs `names` of npusim's plan for `op` on the current product (a
+    Meta kernel: the same validation as the emulator's, on shapes and dtypes), shaped by shapes(plan shapes):
+    the plan's, with the sizes that come from the inputs taken from them (symbolic under dynamic shapes)."""
     outputs = make_plan(op, product=current_product(), **specs).outputs
-    return tuple(torch.empty(outputs[n].shape, dtype=_torch_dtype(outputs[n].dtype), device="meta") for n in names)
+    planned = [outputs[n] for n in names]
+    return tuple(torch.empty(shape, dtype=_torch_dtype(o.dtype), device="meta")
+                 for shape, o in zip(shapes([o.shape for o in planned]), planned))
 
 
 _DQ_OUTPUTS = {"npu_dynamic_quant": ("y", "scale"), "npu_dynamic_quant_asymmetric": ("y", "scale", "offset")}
@@ -382,9 +409,11 @@ def _dynamic_quant(op, input, smooth_scales, group_index, dst_type, quant_mode, 
                                             smooth_scales=smooth_scales, group_index=group_index)
     dst = _dst_type(op, dst_type)
     with _x_named_input():
-        if meta:
-            return _meta_outputs(op, _DQ_OUTPUTS[op], x=x, smooth_scales=smooth_scales, group_index=group_index,
-                                 dst_type=dst)
+        if meta:      # y: input's rows and H (or H / 8 int4 words); the scales: input's rows
+            rows = tuple(input.shape[:-1])
+            return _meta_outputs(op, _DQ_OUTPUTS[op], lambda planned: [
+                rows + (_from_input(planned[0][-1], input.shape[-1]),)] + [rows] * (len(planned) - 1),
+                x=x, smooth_scales=smooth_scales, group_index=group_index, dst_type=dst)
         outs = getattr(npusim, op)(x, smooth_scales, group_index, dst, product=current_product())
     return tuple(from_numpy(a) for a in outs)
 
@@ -460,13 +489,16 @@ def _quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=None,
                                    f"only None is accepted")
     _not_emulated_paths(op, x1, x2, scale, pertoken_scale)
     _int4_layout_rules(op, x1, x2)
+    meta_x1, meta_x2 = x1, x2
     x1, x2, scale, offset, pertoken_scale, bias = _arrays(op, _spec if meta else to_numpy, x1=x1, x2=x2,
                                                           scale=scale, offset=offset, pertoken_scale=pertoken_scale,
                                                           bias=bias)
     out = _dtype_name(op, "output_dtype", output_dtype)
-    if meta:
-        return _meta_outputs(op, ("y",), x1=x1, x2=x2, scale=scale, offset=offset, pertoken_scale=pertoken_scale,
-                             bias=bias, output_dtype=out)[0]
+    if meta:      # y: the broadcast batch, x1's m, x2's n (int4: as the plan reads x2's layout)
+        lead = tuple(torch.broadcast_shapes(meta_x1.shape[:-2], meta_x2.shape[:-2])) + (meta_x1.shape[-2],)
+        return _meta_outputs(op, ("y",), lambda planned: [lead + (_from_input(planned[0][-1], meta_x2.shape[-1]),)],
+                             x1=x1, x2=x2, scale=scale, offset=offset, pertoken_scale=pertoken_scale, bias=bias,
+                             output_dtype=out)[0]
     y = npusim.npu_quant_matmul(x1, x2, scale, offset=offset, pertoken_scale=pertoken_scale, bias=bias,
                                 output_dtype=out, product=current_product())
     return from_numpy(y)
