@@ -725,9 +725,26 @@ def linear_a8w8_quant_forward(x1, weight, scale, offset=None, pertoken_scale=Non
     npu_quant_matmul(x1, weight^T, scale, offset=offset, pertoken_scale, bias, output_dtype) runs (the
     offset goes along with the int64 scale that already holds it, as in torch_npu; it is not read twice).
     Seed 003: x1 and weight are int8, output_dtype int8 (None), float16 or bfloat16 (not int32)."""
-    op = "LinearA8W8Quant"
-    _checks.data_tensors(op, product, x1=x1, pertoken_scale=pertoken_scale, weight=weight, scale=scale,
+    _checks.data_tensors("LinearA8W8Quant", product, x1=x1, pertoken_scale=pertoken_scale, weight=weight, scale=scale,
                          offset=offset, bias=bias)
+    w_t, scale = _linear_a8w8_quant_args(x1, weight, scale, offset, pertoken_scale, output_dtype, product)
+    return npu_quant_matmul(x1, w_t, scale, offset=offset, pertoken_scale=pertoken_scale, bias=bias,
+                            output_dtype=output_dtype, product=product)
+
+
+def plan_linear_a8w8_quant(x1, weight, scale, offset=None, pertoken_scale=None, bias=None, output_dtype=None, *,
+                           product: str = "atlas-a2") -> Plan:
+    """The plan of LinearA8W8Quant's forward from shapes and dtypes (TensorSpecs): its quant matmul's, after the
+    same checks and scale packing as linear_a8w8_quant_forward."""
+    w_t, scale = _linear_a8w8_quant_args(x1, weight, scale, offset, pertoken_scale, output_dtype, product)
+    return plan_npu_quant_matmul(x1, w_t, scale, offset=offset, pertoken_scale=pertoken_scale, bias=bias,
+                                 output_dtype=output_dtype, product=product)
+
+
+def _linear_a8w8_quant_args(x1, weight, scale, offset, pertoken_scale, output_dtype, product):
+    """LinearA8W8Quant's own checks, then its quant matmul's x2 (weight^T) and scale (packed where torch_npu packs
+    it): arrays, or TensorSpecs when given those."""
+    op = "LinearA8W8Quant"
     soc = _checks.resolve_product(op, product, SUPPORTED)
     w = _checks.tensor(op, "weight", weight, soc)
     if w.ndim < 2:
@@ -739,10 +756,19 @@ def linear_a8w8_quant_forward(x1, weight, scale, offset=None, pertoken_scale=Non
     if out == "int32":   # seed 003 output_dtype: int8/float16/bfloat16 (npu_quant_matmul adds int32)
         raise invalid(op, "output_dtype", "must be int8, float16 or bfloat16 for LinearA8W8Quant, got int32",
                       soc.soc)
+    if isinstance(w, TensorSpec):
+        w_t = TensorSpec(w.shape[:-2] + w.shape[:-3:-1], w.dtype)
+    else:
+        w_t = w.swapaxes(-1, -2)
     if pertoken_scale is None and scale.dtype == np.float32 and out in ("int8", "float16"):
-        scale = npu_trans_quant_param(scale.reshape(-1), offset, product=product)
-    return npu_quant_matmul(x1, w.swapaxes(-1, -2), scale, offset=offset, pertoken_scale=pertoken_scale, bias=bias,
-                            output_dtype=output_dtype, product=product)
+        if isinstance(scale, TensorSpec):      # the packing's shape and checks, run on zeros of these shapes
+            o = _checks.tensor(op, "offset", offset, soc, optional=True)
+            packed = npu_trans_quant_param(np.zeros(scale.size, np.float32),
+                                           None if o is None else np.zeros(o.shape, o.dtype), product=product)
+            scale = TensorSpec(packed.shape, packed.dtype)
+        else:
+            scale = npu_trans_quant_param(scale.reshape(-1), offset, product=product)
+    return w_t, scale
 
 
 class LinearA8W8Quant:

@@ -692,11 +692,17 @@ def test_torch_compile_fullgraph_traces_the_compute_ops(product):
         nz = torch.compile(lambda t: t.npu_format_cast(29) * 1, backend="aot_eager")(w_scale)
         assert torch.equal(nz, w_scale) and torch_npu.get_npu_format(w_scale) == 2
         torch._dynamo.reset()
-        # LinearA8W8Quant's forward and the weight-preparation ops are graph breaks: they run eagerly
-        m = torch_npu.contrib.module.LinearA8W8Quant(64, 32, bias=False)
-        m.weight.data, m.scale.data = tensor(i8(32, 64)), w_scale
+        # LinearA8W8Quant's forward is one op (its scale packed inside, as torch_npu's module does); the
+        # weight-preparation ops are graph breaks: they run eagerly
+        for out in (None, torch.bfloat16):
+            m = torch_npu.contrib.module.LinearA8W8Quant(64, 32, offset=out is None, output_dtype=out)
+            m.weight.data, m.scale.data, m.bias.data = tensor(i8(32, 64)), w_scale, torch.arange(32, dtype=torch.int32)
+            torch._dynamo.reset()
+            for rows in (4, 7):
+                q = tensor(i8(2, rows, 64))
+                got, want = torch.compile(m, backend="aot_eager", fullgraph=True)(q), m(q)
+                assert got.dtype == want.dtype and torch.equal(got.view(torch.int8), want.view(torch.int8))
         prep = torch.compile(lambda s: torch_npu.npu_trans_quant_param(s), backend="aot_eager")
-        assert torch.equal(torch.compile(m, backend="aot_eager")(q := tensor(i8(4, 64))), m(q))
         assert torch.equal(prep(w_scale), torch_npu.npu_trans_quant_param(w_scale))
         torch._dynamo.reset()
         rule = r"parameter 'x2': shape\[-2\] \(63\) must equal"                     # npusim's rule

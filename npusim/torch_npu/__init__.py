@@ -45,6 +45,7 @@ from torch._subclasses.fake_tensor import is_fake
 import npusim
 from npusim.errors import AclnnError, invalid
 from npusim.plan import TensorSpec, make_plan
+from npusim import quant_matmul
 from npusim.quant_matmul import A8W4, ACL_FORMAT_ND, PER_GROUP, PERTOKEN_310P, is_per_group_scale
 
 __all__ = ["install", "current_product", "to_numpy", "from_numpy", "NotEmulatedError", "NotEmulatedAttributeError",
@@ -388,14 +389,18 @@ def _traced(tensors, attrs=()) -> bool:
     return bool(given) and all(t.device.type == "meta" or is_fake(t) for t in given)
 
 
-def _meta_outputs(op: str, names, shapes, **specs) -> tuple:
-    """Meta tensors with the dtypes of the outputs `names` of npusim's plan for `op` on the current product (a
-    Meta kernel: the same validation as the emulator's, on shapes and dtypes), shaped by shapes(plan shapes):
-    the plan's, with the sizes that come from the inputs taken from them (symbolic under dynamic shapes)."""
-    outputs = make_plan(op, product=current_product(), **specs).outputs
-    planned = [outputs[n] for n in names]
+def _meta_outputs(plan, names, shapes) -> tuple:
+    """Meta tensors with the dtypes of the outputs `names` of an npusim plan (made from TensorSpecs: a Meta
+    kernel checks what the emulator checks, on shapes and dtypes), shaped by shapes(plan shapes): the plan's,
+    with the sizes that come from the inputs taken from them (symbolic under dynamic shapes)."""
+    planned = [plan.outputs[n] for n in names]
     return tuple(torch.empty(shape, dtype=_torch_dtype(o.dtype), device="meta")
                  for shape, o in zip(shapes([o.shape for o in planned]), planned))
+
+
+def _matmul_lead(x1, x2) -> tuple:
+    """A matmul output's sizes but n: the broadcast batch and x1's m (symbolic where theirs are)."""
+    return tuple(torch.broadcast_shapes(x1.shape[:-2], x2.shape[:-2])) + (x1.shape[-2],)
 
 
 _DQ_OUTPUTS = {"npu_dynamic_quant": ("y", "scale"), "npu_dynamic_quant_asymmetric": ("y", "scale", "offset")}
@@ -411,9 +416,10 @@ def _dynamic_quant(op, input, smooth_scales, group_index, dst_type, quant_mode, 
     with _x_named_input():
         if meta:      # y: input's rows and H (or H / 8 int4 words); the scales: input's rows
             rows = tuple(input.shape[:-1])
-            return _meta_outputs(op, _DQ_OUTPUTS[op], lambda planned: [
-                rows + (_from_input(planned[0][-1], input.shape[-1]),)] + [rows] * (len(planned) - 1),
-                x=x, smooth_scales=smooth_scales, group_index=group_index, dst_type=dst)
+            plan = make_plan(op, product=current_product(), x=x, smooth_scales=smooth_scales,
+                             group_index=group_index, dst_type=dst)
+            return _meta_outputs(plan, _DQ_OUTPUTS[op], lambda planned: [
+                rows + (_from_input(planned[0][-1], input.shape[-1]),)] + [rows] * (len(planned) - 1))
         outs = getattr(npusim, op)(x, smooth_scales, group_index, dst, product=current_product())
     return tuple(from_numpy(a) for a in outs)
 
@@ -495,10 +501,11 @@ def _quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=None,
                                                           bias=bias)
     out = _dtype_name(op, "output_dtype", output_dtype)
     if meta:      # y: the broadcast batch, x1's m, x2's n (int4: as the plan reads x2's layout)
-        lead = tuple(torch.broadcast_shapes(meta_x1.shape[:-2], meta_x2.shape[:-2])) + (meta_x1.shape[-2],)
-        return _meta_outputs(op, ("y",), lambda planned: [lead + (_from_input(planned[0][-1], meta_x2.shape[-1]),)],
-                             x1=x1, x2=x2, scale=scale, offset=offset, pertoken_scale=pertoken_scale, bias=bias,
-                             output_dtype=out)[0]
+        plan = make_plan(op, product=current_product(), x1=x1, x2=x2, scale=scale, offset=offset,
+                         pertoken_scale=pertoken_scale, bias=bias, output_dtype=out)
+        lead = _matmul_lead(meta_x1, meta_x2)
+        return _meta_outputs(plan, ("y",), lambda planned: [
+            lead + (_from_input(planned[0][-1], meta_x2.shape[-1]),)])[0]
     y = npusim.npu_quant_matmul(x1, x2, scale, offset=offset, pertoken_scale=pertoken_scale, bias=bias,
                                 output_dtype=out, product=current_product())
     return from_numpy(y)
@@ -620,6 +627,22 @@ def npu_format_cast_(input, acl_format):
     return input
 
 
+@_eager
+def _linear_a8w8_quant(x1, weight, scale, offset=None, pertoken_scale=None, bias=None, output_dtype=None,
+                       meta=False):
+    """contrib.module.LinearA8W8Quant's forward on the current product (meta: the output's shape only): the
+    kernels of torch.ops.npu.npusim_linear_a8w8_quant, which the module calls while torch.compile traces."""
+    op = "LinearA8W8Quant"
+    args = _arrays(op, _spec if meta else to_numpy, x1=x1, weight=weight, scale=scale, offset=offset,
+                   pertoken_scale=pertoken_scale, bias=bias)
+    out = _dtype_name(op, "output_dtype", output_dtype)
+    if meta:      # y: x1's rows, n = the weight's out_features
+        plan = quant_matmul.plan_linear_a8w8_quant(*args, out, product=current_product())
+        lead = _matmul_lead(x1, weight)
+        return _meta_outputs(plan, ("y",), lambda planned: [lead + (_from_input(planned[0][-1], weight.shape[-2]),)])[0]
+    return from_numpy(quant_matmul.linear_a8w8_quant_forward(*args, out, product=current_product()))
+
+
 # the tensor methods: plain functions, so that torch.compile inlines them and meets the graph break of the
 # functions they call (a disabled function set on torch.Tensor itself is run on fake tensors, and fails)
 def _npu_format_cast_method(self, acl_format, customize_dtype=None):
@@ -730,6 +753,10 @@ _NPU_OPS = (
      "-> Tensor", _quant_matmul, functools.partial(_quant_matmul, meta=True)),
     ("npu_trans_quant_param(Tensor scale, Tensor? offset=None, int? round_mode=0) -> Tensor", npu_trans_quant_param,
      None),
+    # npusim's own: contrib.module.LinearA8W8Quant's forward as one op, for torch.compile
+    ("npusim_linear_a8w8_quant(Tensor x1, Tensor weight, Tensor scale, Tensor? offset=None, "
+     "Tensor? pertoken_scale=None, Tensor? bias=None, ScalarType? output_dtype=None) -> Tensor", _linear_a8w8_quant,
+     functools.partial(_linear_a8w8_quant, meta=True)),
     ("npu_convert_weight_to_int4pack(Tensor weight, int inner_k_tiles=0) -> Tensor", npu_convert_weight_to_int4pack,
      None),
     ("npu_format_cast(Tensor self, int acl_format, int? customize_dtype=None) -> Tensor", npu_format_cast, None),

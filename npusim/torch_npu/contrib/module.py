@@ -4,8 +4,6 @@ from __future__ import annotations
 import torch
 from torch.nn import Parameter
 
-from npusim import quant_matmul
-
 __all__ = ["LinearA8W8Quant"]
 
 _PARAMS = ("weight", "scale", "offset", "pertoken_scale", "bias")
@@ -20,7 +18,8 @@ class LinearA8W8Quant(torch.nn.Module):
     (m,) float32 of the input to come, bias (out,) int32 (or a float bias where npu_quant_matmul takes one).
     forward(x1) follows torch_npu: a float32 scale is packed with npu_trans_quant_param(scale, offset) unless
     pertoken_scale is set or the output is bfloat16, then npu_quant_matmul(x1, weight^T, ...) runs on the
-    product npusim.torch_npu.current_product() names (npusim.quant_matmul.linear_a8w8_quant_forward).
+    product npusim.torch_npu.current_product() names (npusim.quant_matmul.linear_a8w8_quant_forward); under
+    torch.compile inside install() the forward is one op, torch.ops.npu.npusim_linear_a8w8_quant.
     Initial values (torch_npu leaves them uninitialised): weight 0 int8, scale 1, offset 0, pertoken_scale
     1 (shape (out,), as torch_npu), bias 0 int32. Loading a state dict adopts the saved tensors' dtypes and
     shapes (an int8 weight, an int64 scale), where torch's default copy would convert them into these.
@@ -48,14 +47,12 @@ class LinearA8W8Quant(torch.nn.Module):
         else:
             self.register_parameter("bias", None)
 
-    @torch.compiler.disable      # a graph break under torch.compile: the forward runs on numpy views of the data
     def forward(self, x1: torch.Tensor) -> torch.Tensor:
         from npusim import torch_npu as stand_in
-        op = "LinearA8W8Quant"
-        args = stand_in._arrays(op, x1=x1, **{name: getattr(self, name) for name in _PARAMS})
-        out = quant_matmul.linear_a8w8_quant_forward(
-            *args, stand_in._dtype_name(op, "output_dtype", self.output_dtype), product=stand_in.current_product())
-        return stand_in.from_numpy(out)
+        params = [getattr(self, name) for name in _PARAMS]
+        if stand_in._traced([x1, *params]):      # torch.compile, or meta / fake tensors: the op, as one node
+            return torch.ops.npu.npusim_linear_a8w8_quant(x1, *params, output_dtype=self.output_dtype)
+        return stand_in._linear_a8w8_quant(x1, *params, output_dtype=self.output_dtype)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
