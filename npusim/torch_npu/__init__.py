@@ -495,7 +495,7 @@ def _quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=None,
                                    f"only None is accepted")
     _not_emulated_paths(op, x1, x2, scale, pertoken_scale)
     _int4_layout_rules(op, x1, x2)
-    meta_x1, meta_x2 = x1, x2
+    x1_t, x2_t = x1, x2                 # the tensors (x1, x2 become arrays or specs)
     x1, x2, scale, offset, pertoken_scale, bias = _arrays(op, _spec if meta else to_numpy, x1=x1, x2=x2,
                                                           scale=scale, offset=offset, pertoken_scale=pertoken_scale,
                                                           bias=bias)
@@ -503,9 +503,9 @@ def _quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=None,
     if meta:      # y: the broadcast batch, x1's m, x2's n (int4: as the plan reads x2's layout)
         plan = make_plan(op, product=current_product(), x1=x1, x2=x2, scale=scale, offset=offset,
                          pertoken_scale=pertoken_scale, bias=bias, output_dtype=out)
-        lead = _matmul_lead(meta_x1, meta_x2)
+        lead = _matmul_lead(x1_t, x2_t)
         return _meta_outputs(plan, ("y",), lambda planned: [
-            lead + (_from_input(planned[0][-1], meta_x2.shape[-1]),)])[0]
+            lead + (_from_input(planned[0][-1], x2_t.shape[-1]),)])[0]
     y = npusim.npu_quant_matmul(x1, x2, scale, offset=offset, pertoken_scale=pertoken_scale, bias=bias,
                                 output_dtype=out, product=current_product())
     return from_numpy(y)
