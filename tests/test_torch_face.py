@@ -687,10 +687,18 @@ def test_torch_compile_fullgraph_traces_the_compute_ops(product):
         assert (meta.device.type, meta.shape, meta.dtype) == ("meta", (5, 32), torch.bfloat16)
         with pytest.raises(tnpu.NotEmulatedError, match="device 'meta'"):      # meta mixed with data
             torch_npu.npu_quant_matmul(torch.empty(5, 64, dtype=torch.int8, device="meta"), w, w_scale)
-        # the tensor methods install() adds are graph breaks as well
-        torch._dynamo.reset()
-        nz = torch.compile(lambda t: t.npu_format_cast(29) * 1, backend="aot_eager")(w_scale)
-        assert torch.equal(nz, w_scale) and torch_npu.get_npu_format(w_scale) == 2
+        with pytest.raises(tnpu.NotEmulatedError, match="meta tensors mixed with a tensor on 'cpu'"):
+            torch.ops.npu.npu_quant_matmul(torch.empty(5, 64, dtype=torch.int8, device="meta"), w, w_scale)
+        with FakeTensorMode() as mode:        # a graph break's function on fake tensors: not emulated, clearly
+            with pytest.raises(tnpu.NotEmulatedError, match="fake tensor"):
+                torch_npu.npu_trans_quant_param(mode.from_tensor(w_scale))
+        # the tensor methods install() adds are graph breaks as well, on inputs and on tensors made inside
+        for cast in (lambda t: t.npu_format_cast(29) * 1, lambda t: (t * 1).npu_format_cast(29),
+                     lambda t: t.clone().npu_format_cast_(29)):
+            torch._dynamo.reset()
+            nz = torch.compile(cast, backend="aot_eager")(w_scale)
+            assert torch.equal(nz, w_scale) and torch_npu.get_npu_format(w_scale) == 2
+        assert torch_npu.get_npu_format(nz) == 29
         torch._dynamo.reset()
         # LinearA8W8Quant's forward is one op (its scale packed inside, as torch_npu's module does); the
         # weight-preparation ops are graph breaks: they run eagerly

@@ -95,6 +95,9 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
     if t.device.type != "cpu":
         raise NotEmulatedError(f"npusim's torch_npu stand-in runs on CPU tensors; a tensor on device "
                                f"'{t.device}' is not emulated (keep it on the CPU)")
+    if is_fake(t):          # (a NotImplementedError: torch.compile runs the call eagerly instead)
+        raise NotEmulatedError("npusim's torch_npu stand-in computes on data; a fake tensor (torch.compile tracing, "
+                               "FakeTensorMode) is not emulated here")
     if t.layout != torch.strided or t.is_quantized:
         raise NotEmulatedError(f"npusim's torch_npu stand-in takes dense strided tensors, got layout {t.layout}"
                                + (" (quantized)" if t.is_quantized else ""))
@@ -141,8 +144,11 @@ def _from_input(planned: int, size):
 
 
 def _spec(t: torch.Tensor) -> TensorSpec:
-    """A tensor's shape (symbolic sizes by their traced values) and dtype as npusim's TensorSpec: what a plan
-    needs; the data is not read."""
+    """A meta or fake tensor's shape (symbolic sizes by their traced values) and dtype as npusim's TensorSpec:
+    what a plan needs. A tensor holding data among them is an error, as torch's own ops make it."""
+    if t.device.type != "meta" and not is_fake(t):
+        raise NotEmulatedError(f"meta tensors mixed with a tensor on '{t.device}' are not emulated (torch's own "
+                               "operators refuse such a mix too)")
     narrow = _NARROW.get(t.dtype)
     return TensorSpec(tuple(_size_hint(d) for d in t.shape),
                       narrow[1] if narrow else torch.empty(0, dtype=t.dtype).numpy().dtype)
