@@ -306,10 +306,12 @@ def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product
     for name, a in (("x1", x1), ("x2", x2)):
         if not 2 <= len(a.shape) <= 6:
             raise invalid(op, name, f"must have 2 to 6 dimensions, got {len(a.shape)}", p)
-        # 950 (V4 doc): m = 0 or n = 0 gives an empty output; every other empty tensor is rejected
+        # 950 (V4 doc): m = 0 or n = 0 gives an empty output; every other empty tensor is rejected, on A2/A3 and
+        # 310P all of them (aclnn_quant_matmul_v4.cpp CheckEmptyTensor, hicann/ops-nn@5de74933)
         empty_ok = arch35 and 0 not in a.shape[:-2] and (a.shape[-1] if name == "x1" else a.shape[-2]) != 0
         if 0 in a.shape and not empty_ok:
-            raise invalid(op, name, f"must not be empty, got shape {tuple(a.shape)}", p)
+            raise invalid(op, name, f"must not be empty, got shape {tuple(a.shape)}"
+                          + ("" if arch35 else " (aclnn_quant_matmul_v4.cpp CheckEmptyTensor)"), p)
         if a.shape[-1] > MAX_LAST_DIM:
             raise invalid(op, name, f"last dimension must be <= {MAX_LAST_DIM}, got {a.shape[-1]}", p)
     M = int(x1.shape[-2])
