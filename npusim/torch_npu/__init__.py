@@ -40,12 +40,12 @@ import types
 import ml_dtypes
 import numpy as np
 import torch
-from torch._subclasses.fake_tensor import is_fake
+from torch._subclasses.fake_tensor import is_fake as _torch_is_fake
 
 import npusim
+from npusim import quant_matmul
 from npusim.errors import AclnnError, invalid
 from npusim.plan import TensorSpec, make_plan
-from npusim import quant_matmul
 from npusim.quant_matmul import A8W4, ACL_FORMAT_ND, PER_GROUP, PERTOKEN_310P, is_per_group_scale
 
 __all__ = ["install", "current_product", "to_numpy", "from_numpy", "NotEmulatedError", "NotEmulatedAttributeError",
@@ -74,6 +74,11 @@ class NotEmulatedAttributeError(NotEmulatedError, AttributeError):
 _eager = torch.compiler.disable
 
 
+def _is_fake(t: torch.Tensor) -> bool:
+    # a plain tensor is never fake: the check every eager call makes costs nothing then
+    return type(t) is not torch.Tensor and _torch_is_fake(t)
+
+
 # ------------------------------------------------------------------ tensors <-> arrays, no copies
 # dtypes numpy has no own type for: the same-width integer torch views them through, and the ml_dtypes type
 _NARROW = {
@@ -95,7 +100,7 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
     if t.device.type != "cpu":
         raise NotEmulatedError(f"npusim's torch_npu stand-in runs on CPU tensors; a tensor on device "
                                f"'{t.device}' is not emulated (keep it on the CPU)")
-    if is_fake(t):          # (a NotImplementedError: torch.compile runs the call eagerly instead)
+    if _is_fake(t):          # (a NotImplementedError: torch.compile runs the call eagerly instead)
         raise NotEmulatedError("npusim's torch_npu stand-in computes on data; a fake tensor (torch.compile tracing, "
                                "FakeTensorMode) is not emulated here")
     if t.layout != torch.strided or t.is_quantized:
@@ -146,7 +151,7 @@ def _from_input(planned: int, size):
 def _spec(t: torch.Tensor) -> TensorSpec:
     """A meta or fake tensor's shape (symbolic sizes by their traced values) and dtype as npusim's TensorSpec:
     what a plan needs. A tensor holding data among them is an error, as torch's own ops make it."""
-    if t.device.type != "meta" and not is_fake(t):
+    if t.device.type != "meta" and not _is_fake(t):
         raise NotEmulatedError(f"meta tensors mixed with a tensor on '{t.device}' are not emulated (torch's own "
                                "operators refuse such a mix too)")
     narrow = _NARROW.get(t.dtype)
@@ -392,7 +397,7 @@ def _traced(tensors, attrs=()) -> bool:
     if torch.compiler.is_compiling():
         return True
     given = [t for t in tensors if isinstance(t, torch.Tensor)]
-    return bool(given) and all(t.device.type == "meta" or is_fake(t) for t in given)
+    return bool(given) and all(t.device.type == "meta" or _is_fake(t) for t in given)
 
 
 def _meta_outputs(plan, names, shapes) -> tuple:
