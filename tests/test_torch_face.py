@@ -718,6 +718,40 @@ def test_torch_compile_fullgraph_traces_the_compute_ops(product):
             torch.compile(layer, backend="aot_eager", fullgraph=True)(x, tensor(i8(63, 32)), w_scale, smooth)
 
 
+def test_meta_and_fake_calls_keep_torch_npus_meta_scale_rules():
+    """torch_npu's npu_quant_matmul meta function (Ascend/op-plugin@f299d83 _meta_registrations.py) refuses a
+    uint64 scale and an int64 scale with bfloat16 output, which eager calls accept (the aclnn rules): compiled and
+    fake-tensor calls fail as on the NPU, eager ones run, in the function and in LinearA8W8Quant's forward."""
+    import torch_npu                      # the stand-in
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    x, w = tensor(i8(5, 64)), tensor(i8(64, 32))
+    packed = tnpu.npu_trans_quant_param(torch.tensor(RNG.uniform(1e-3, 1e-2, 32), dtype=torch.float32))
+    cases = [("atlas-a2", packed.view(torch.uint64), torch.float16, "scale.dtype is torch.uint64"),
+             ("ascend-950pr", packed, torch.bfloat16, "scale's dtype is torch.int64")]
+    for product, scale, out, rule in cases:
+        with tnpu.install(product):
+            eager = torch_npu.npu_quant_matmul(x, w, scale, output_dtype=out)
+            assert eager.dtype == out and eager.shape == (5, 32)
+            with FakeTensorMode() as mode, pytest.raises(RuntimeError, match=rule):
+                torch.ops.npu.npu_quant_matmul(mode.from_tensor(x), mode.from_tensor(w), mode.from_tensor(scale),
+                                               output_dtype=out)
+            torch._dynamo.reset()
+            with pytest.raises(torch._dynamo.exc.TorchRuntimeError, match=rule):
+                torch.compile(lambda a, b, s: torch_npu.npu_quant_matmul(a, b, s, output_dtype=out),
+                              backend="aot_eager", fullgraph=True)(x, w, scale)
+            layer = tnpu.contrib.module.LinearA8W8Quant(64, 32, bias=False, output_dtype=out)
+            layer.weight.data, layer.scale.data = w.t().contiguous(), scale
+            assert torch.equal(layer(x).view(torch.int16), eager.view(torch.int16))
+            torch._dynamo.reset()
+            with pytest.raises(torch._dynamo.exc.TorchRuntimeError, match=rule):
+                torch.compile(layer, backend="aot_eager", fullgraph=True)(x)
+        # the scale dtypes the meta function takes still trace
+        with tnpu.install("ascend-950pr"), FakeTensorMode() as mode:
+            y = torch.ops.npu.npu_quant_matmul(mode.from_tensor(x), mode.from_tensor(w),
+                                               mode.from_tensor(packed), output_dtype=torch.float16)
+            assert (y.shape, y.dtype) == ((5, 32), torch.float16)
+
+
 def test_torch_compile_with_dynamic_shapes():
     """Symbolic sizes (torch.compile's dynamic shapes, vLLM's token dimension): the plan checks the traced sizes
     and the output shapes keep the inputs' symbols, so one graph serves every token count, int4 included."""

@@ -512,6 +512,7 @@ def _quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=None,
                                                           bias=bias)
     out = _dtype_name(op, "output_dtype", output_dtype)
     if meta:      # y: the broadcast batch, x1's m, x2's n (int4: as the plan reads x2's layout)
+        _meta_only_rules(op, scale, out)
         plan = make_plan(op, product=current_product(), x1=x1, x2=x2, scale=scale, offset=offset,
                          pertoken_scale=pertoken_scale, bias=bias, output_dtype=out)
         lead = _matmul_lead(x1_t, x2_t)
@@ -520,6 +521,23 @@ def _quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=None,
     y = npusim.npu_quant_matmul(x1, x2, scale, offset=offset, pertoken_scale=pertoken_scale, bias=bias,
                                 output_dtype=out, product=current_product())
     return from_numpy(y)
+
+
+def _meta_only_rules(op, scale, out):
+    """Two scale rules of torch_npu's npu_quant_matmul meta function (Ascend/op-plugin@f299d83
+    _meta_registrations.py) that its eager path and the aclnn checker do not make: no uint64 scale, and no int64
+    scale with a bfloat16 output (the 950 V4 table's fixpipe path). Meta and fake tensors (torch.compile,
+    FakeTensorMode) run that meta function on the NPU too, so the stand-in raises its RuntimeError there;
+    eager calls follow the aclnn rules and accept both (scale: the TensorSpec the plan takes)."""
+    dt = None if scale is None else scale.dtype.name          # a TensorSpec's numpy dtype
+    if dt == "uint64":
+        raise RuntimeError(f"{op}: scale's type supported for float32, int64 and bfloat16, but scale.dtype is "
+                           "torch.uint64 (torch_npu's meta function, which torch.compile and fake tensors run; "
+                           "an eager call takes a uint64 scale)")
+    if dt == "int64" and out == "bfloat16":
+        raise RuntimeError(f"{op}: when output_dtype is bfloat16, scale's dtype must be bfloat16 or float32, but "
+                           "scale's dtype is torch.int64 (torch_npu's meta function, which torch.compile and fake "
+                           "tensors run; an eager call on Ascend 950 takes it)")
 
 
 def _not_emulated_paths(op, x1, x2, scale, pertoken_scale):
@@ -648,6 +666,7 @@ def _linear_a8w8_quant(x1, weight, scale, offset=None, pertoken_scale=None, bias
                    pertoken_scale=pertoken_scale, bias=bias)
     out = _dtype_name(op, "output_dtype", output_dtype)
     if meta:      # y: x1's rows, n = the weight's out_features
+        _meta_only_rules("npu_quant_matmul", args[2], out)      # torch_npu's module calls it with an int scale as given
         plan = quant_matmul.plan_linear_a8w8_quant(*args, out, product=current_product())
         lead = _matmul_lead(x1, weight)
         return _meta_outputs(plan, ("y",), lambda planned: [lead + (_from_input(planned[0][-1], weight.shape[-2]),)])[0]
