@@ -1074,12 +1074,13 @@ def trans_quant_param_work(hw, n: int):
                 bytes_written=n * 8, kernel="TransQuantParamV2")
 
 
-def _dequant_epilogue(hw, plan, *, bm, bn, M, out_b, pertoken):
+def _dequant_epilogue(hw, plan, *, bm, bn, M, out_b, pertoken, c_in_ub=False):
     """One output block's dequant on its AIV (mix kernels: one AIV per AIC does it, the other returns):
     chunks of ubCalcM rows x baseN (CalcUbTiling's UB budget per row), each loaded, dequantized (int32 x
     scale), [x per-token scale, + float bias per row], cast and stored, with its own MTE2->V and V->MTE3
     waits (quant_batch_matmul_v3_bf16.h / _pertoken.h); one buffer here, quant_matmul_work sets how the
-    mix kernels' chunks overlap."""
+    mix kernels' chunks overlap. c_in_ub: the int32 block is already in UB (the AIC's FixPipe put it there),
+    only the scale is loaded, and the rows go in four chunks (Ascend 950's mix kernel)."""
     f32 = "float32"
     scale = plan.inputs.get("scale")
     bias = plan.inputs.get("bias")
@@ -1089,6 +1090,8 @@ def _dequant_epilogue(hw, plan, *, bm, bn, M, out_b, pertoken):
         + (8 + 4 * bn if pertoken else 0) + (4 * bn if float_bias else 0)
     fixed = (bm * 32 + 56 if pertoken else 0) + ((2 * bias.dtype.itemsize * bn + 4 * bn) if float_bias else 0)
     rows = max(1, min((hw.soc.ub_bytes - fixed) // per_row, bm, M))
+    if c_in_ub:         # the 950 kernel's AIV splits its rows into (at most) four chunks
+        rows = _cdiv(min(bm, M), min(4, min(bm, M)))
     e = rows * bn
     v = Vec(hw)
     v("cast_i32_f16", "int32", e)                                  # AscendDequant: int32 -> fp32 x scale
@@ -1101,16 +1104,19 @@ def _dequant_epilogue(hw, plan, *, bm, bn, M, out_b, pertoken):
         v("add", f32, bn, rows)
     v("cast_f32_f16", f32, e, barrier=False)
     chunks = _cdiv(min(bm, M), rows)
-    return Loop(n=chunks, pipes={"mte2": hw.dma_rows("gm_to_ub", bn * 4, rows) + hw.dma("gm_to_ub", bn * s_b),
+    c_load = 0.0 if c_in_ub else hw.dma_rows("gm_to_ub", bn * 4, rows)
+    return Loop(n=chunks, pipes={"mte2": c_load + hw.dma("gm_to_ub", bn * s_b),
                                  "vector": v.s, "mte3": hw.dma_rows("ub_to_gm", bn * out_b, rows)},
-                read_bytes=e * 4 + bn * s_b, write_bytes=e * out_b, barriers=v.barriers, overlap="serial")
+                read_bytes=(0 if c_in_ub else e * 4) + bn * s_b, write_bytes=e * out_b, barriers=v.barriers,
+                overlap="serial")
 
 
 def quant_matmul_work(plan, hw, x2_format="ND"):
     """npu_quant_matmul (ARITHMETIC.md sec. 4.3): int8 (or packed int4) cube matmul with the dequant in the
     FixPipe (fp16/int8/int32 output without a per-token scale) or on the AIVs (bf16 output or a per-token
     scale: a mix kernel whose AIC writes int32 blocks to a workspace and whose AIV dequantizes each block
-    after it; the per-token decode kernel dequantizes while the AIC computes the next). A per-channel FixPipe
+    after it; the per-token decode kernel dequantizes while the AIC computes the next; on Ascend 950 the
+    FixPipe puts each block into both AIVs' UB, which dequantize it under the next block). A per-channel FixPipe
     dequant loads each block's scale words before the block's store. 310P has no FixPipe: L0C -> UB -> vector
     dequant -> GM. A float32 scale with fp16/int8 output also launches TransQuantParamV2 first (op-plugin).
     M <= baseM streams the weight past L2 (x2 CACHE_MODE_DISABLE in the kernels). x2_format: 'ND' or 'NZ'
@@ -1167,8 +1173,18 @@ def quant_matmul_work(plan, hw, x2_format="ND"):
         c_row_bytes=None if epi == "fixpipe" else 64,     # else whole int32 blocks to a workspace (or UB): on the grid
         block_loads=((8,) if per_channel_fix else ()) + ((4,) if bt_bias else ()))
     if epi in ("vector", "ub"):
-        epi_loop = _dequant_epilogue(hw, plan, bm=info["base_m"], bn=info["base_n"], M=M, out_b=out_b,
-                                     pertoken=pertoken)
+        bm = info["base_m"]
+        # Ascend 950's mix kernel (launched 1 AIC : 2 AIV) has no GM workspace: the FixPipe copies the int32
+        # block from L0C into the UB of both AIVs, each dequantizing half its rows, and the AIC waits for them
+        # (CrossCoreWaitFlag on PIPE_FIX) only before its next FixPipe copy, so a block's dequant runs under the
+        # next block's cube work (hicann/ops-nn@a035a66f matmul/quant_batch_matmul_v3/op_kernel/arch35/
+        # qbmm_mix_online_dynamic.h; no C workspace: @1e222ac3 op_host/op_tiling/arch35/
+        # adaptive_sliding_window_mix_tiling.cpp GetWorkspaceSize). That the wait holds only the FixPipe is
+        # read from the pipe it names [E]; the copy's rate is the L0C->GM curve's (no L0C->UB one is published)
+        ub_c = epi == "vector" and fam == "950"
+        epi_loop = _dequant_epilogue(hw, plan, bm=_cdiv(bm, 2) if ub_c else bm, bn=info["base_n"],
+                                     M=_cdiv(min(M, bm), 2) if ub_c else M, out_b=out_b, pertoken=pertoken,
+                                     c_in_ub=ub_c)
         epi_loop.n *= info["blocks_per_core"]
         if epi == "vector":
             # the TBE mix kernels (BmmDequantBf16, BmmDequantPertoken) drive the AIC's matmul from the AIV,
@@ -1176,7 +1192,9 @@ def quant_matmul_work(plan, hw, x2_format="ND"):
             # on the double-buffered queues (BUFFER_NUM = 2, quant_batch_matmul_v3_base.h). The per-token OPT
             # kernel (M <= baseM, _pertoken_opt.h) computes the scales while the AIC works: behind the cube.
             epi_loop.overlap = "double"
-            epi_loop.behind = pertoken and M <= info["base_m"]
+            epi_loop.behind = (pertoken and M <= bm) or ub_c
+        if ub_c:
+            loops[1].write_bytes = 0.0          # the FixPipe's copy stays on chip
         loops.append(epi_loop)
     extra = []
     if (scale is not None and _dt(scale) == "float32" and not pertoken and out_name in ("float16", "int8")

@@ -1098,6 +1098,31 @@ def test_quant_matmul_int32_bias_goes_to_the_bias_table_each_block():
     assert biased.loops[1].read_bytes == plain.loops[1].read_bytes + base_n * 4
 
 
+def test_950_mix_epilogue_takes_the_block_in_ub_on_two_aivs_under_the_next_block():
+    # arch35 qbmm_mix_online_dynamic.h: the FixPipe copies each int32 block into both AIVs' UB (no GM
+    # workspace), each AIV dequantizes half the rows while the AIC computes the next block; A2's TBE mix
+    # kernel writes the block to GM and one AIV reads it back after it
+    args = dict(x1=T((1024, 4096), "int8"), x2=T((4096, 4096), "int8"), scale=T((4096,), "float32"),
+                output_dtype="bfloat16")
+    a2 = build_work("npu_quant_matmul", "atlas-a2", **args)[0]
+    w = build_work("npu_quant_matmul", "ascend-950pr", **args)[0]
+    hw = hardware("ascend-950pr")
+    cube, fix, epi = w.loops
+    bm, bn = w.tiles["base_m"], w.tiles["base_n"]
+    assert fix.write_bytes == 0 and a2.loops[1].write_bytes > 0
+    assert epi.behind and not a2.loops[2].behind
+    assert (bm, bn) == (256, 256)
+    assert epi.n == 4 * w.tiles["blocks_per_core"]                  # four chunks of each AIV's half of a block
+    assert epi.read_bytes == bn * 4 and epi.pipes["mte2"] == pytest.approx(hw.dma("gm_to_ub", bn * 4))  # the scale
+    assert epi.write_bytes == 32 * bn * 2                           # 128 of the block's rows an AIV, 32 a chunk
+    # behind the cube: the dequant adds only its last block (and any excess) to the critical core
+    cal = perfmodel.calibration.default_calibration()
+    fp16 = build_work("npu_quant_matmul", "ascend-950pr", **{**args, "scale": T((4096,), "int64"),
+                                                              "output_dtype": "float16"})[0]
+    p, q = (combine(x, cal.params_for("950"), "npu_quant_matmul", "ascend-950pr") for x in (w, fp16))
+    assert p.core_us < q.core_us * 1.15
+
+
 def test_sweep_points_of_grouped_matmul_split_the_tokens_over_eight_experts():
     from perfmodel.sweep import GROUPED_MATMUL_EXPERTS, Point, build_args
     for t in (1, 5, 8, 1001):
