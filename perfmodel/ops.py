@@ -534,31 +534,46 @@ def grouped_matmul_work(hw, x, weight, group_list, bias=None, *, transpose_weigh
     nz = storage_format("grouped_matmul", "weight_format", weight_format) == "NZ"
     rows = group_sizes(ends)
     in_b = x.dtype.itemsize
-    # A's k-steps per GM->L1 copy: stepKa = 8 from the L1 the B side (256 KB) leaves, 4 when the bias's
-    # reserve shrinks it below a multiple of stepKb = 4 (ops-transformer CalcStepKaKb, 128 x 256 x 64 blocks)
-    a_steps = 4 if bias is not None else 8
+    # Ascend 950 runs ops-transformer's arch35 kernel (hicann/ops-transformer@735cea56 gmm/grouped_matmul/
+    # op_host/op_tiling/arch35/grouped_no_quant_matmul_tiling.cpp): 256 x 256 x 64 blocks (950.toml's base
+    # block), A and B each half of L1, and its own core count and L2 rule (below)
+    arch35 = hw.family == "950"
+    if arch35:      # CalL1Tiling: stepKa = stepKb = 4 k-steps, 3 when the bias's reserve shrinks A's half
+        a_steps = b_steps = 3 if bias is not None else 4
+    else:
+        # A's k-steps per GM->L1 copy: stepKa = 8 from the L1 the B side (256 KB) leaves, 4 when the bias's
+        # reserve shrinks it below a multiple of stepKb = 4 (ops-transformer CalcStepKaKb, 128 x 256 x 64 blocks)
+        a_steps, b_steps = (4 if bias is not None else 8), None
     core_type = _cube_core_type(hw)
     if not any(rows):           # nothing to compute: launch costs only
         return Work(hw=hw, core_type=core_type, block_dim=1, loops=[], bytes_read=0.0, bytes_written=0.0,
                     kernel="GroupedMatmul", launch_class=MATMUL_API)
     loops, bd, hbm_frac, info = cube_loops(hw, M=max(rows), K=K, N=N, dtype=dt, in_bytes=in_b, block_dim=block_dim,
                                            b_transposed=transpose_weight, b_nz=nz, group_rows=rows,
-                                           depth_a=a_steps,
+                                           depth_a=a_steps, depth_b=b_steps,
                                            block_loads=(bias.dtype.itemsize,) if bias is not None else ())
     used = sum(1 for m in rows if m)
     kb, nb = _stored_kn(hw, dt, K, N, nz)
     read = (sum(rows) * K + used * kb * nb) * in_b + (used * N * bias.dtype.itemsize if bias is not None else 0)
     # the tiling's baseM: 128, or M rounded up to 16 below that (ops-transformer GMM tiling)
     base_m = min(hw.cube["base_m"], _cdiv(M, 16) * 16)
-    if block_dim is None:
+    if block_dim is None and arch35 and E > 1:
+        bd = hw.soc.aic             # arch35: every AIC whenever there is more than one group
+    elif block_dim is None:
         # the tiling launches mDim x nDim AICs (at most all of them), mDim = E + (M - E) // baseM an upper
         # bound on the row blocks (the host cannot see group_list's values; ops-transformer CalUsedCoreNum);
         # blocks are dealt round-robin, extra cores idle
         bd = max(bd, min(hw.soc.aic, (E + max(0, M - E) // base_m) * _cdiv(N, hw.cube["base_n"])))
     # the weight of a group of one row block is read past L2 (grouped_matmul.h SetGlobalBufferW: blockDimM
     # == 1 sets CACHE_MODE_DISABLE), leaving L2 to the output: a many-expert MoE layer's weights stream
-    # through without evicting what the kernel writes
-    bypass = sum(1 for m in rows if 0 < m <= base_m) * kb * nb * in_b
+    # through without evicting what the kernel writes. arch35 (SetDisableL2Cache) does so for groups of fewer
+    # than baseM rows, and only when x, the weights and y fill L2 and the weight's rows are whole 128 bytes
+    if arch35:
+        stream = (M * K + E * K * N + M * N) * in_b >= hw.soc.l2_bytes and ((K if transpose_weight else N)
+                                                                              * in_b) % 128 == 0
+        bypass = sum(1 for m in rows if 0 < m < hw.cube["base_m"]) * kb * nb * in_b if stream else 0.0
+    else:
+        bypass = sum(1 for m in rows if 0 < m <= base_m) * kb * nb * in_b
     return Work(hw=hw, core_type=core_type, block_dim=bd, loops=loops, bytes_read=read,
                 bytes_written=sum(rows) * N * in_b, hbm_read_fraction=hbm_frac, flops=2.0 * sum(rows) * N * K,
                 kernel="GroupedMatmul", launch_class=MATMUL_API, tiles={**info, "groups": E},

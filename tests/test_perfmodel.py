@@ -918,6 +918,32 @@ def test_grouped_matmul_weights_of_one_row_block_groups_pass_l2_by():
     assert tiny.l2_bypass_bytes == 2 * 256 * 512 * 2
 
 
+def test_grouped_matmul_on_950_follows_the_arch35_tiling():
+    # arch35 grouped_no_quant_matmul_tiling.cpp: 256 x 256 x 64 blocks, A and B 4 k-steps a copy (3 with a
+    # bias), every AIC when there is more than one group, and a weight passes L2 by only when x, the weights
+    # and y fill L2 (128 MiB on 950) and its rows are whole 128 bytes, for groups of fewer than 256 rows
+    hw = hardware("ascend-950pr")
+    x, w = T((1024, 4096), "float16"), T((32, 4096, 2048), "float16")      # 512 MiB of weights
+    work = ops.grouped_matmul_work(hw, x, w, ops.even_group_list(1024, 32))
+    assert work.block_dim == hw.soc.aic
+    assert (work.tiles["base_m"], work.tiles["base_n"], work.tiles["base_k"]) == (32, 256, 64)  # groups of 32 rows
+    kloop = work.loops[0]
+    assert kloop.pipes["mte2"] == pytest.approx(hw.dma("gm_to_l1", 4 * 32 * 64 * 2) / 4
+                                                + hw.dma("gm_to_l1_trans", 4 * 64 * 256 * 2) / 4)
+    assert work.l2_bypass_bytes == 32 * 4096 * 2048 * 2
+    assert ops.grouped_matmul_work(hw, x, T((32, 4096, 2047), "float16"),            # rows of 4094 bytes
+                                   ops.even_group_list(1024, 32)).l2_bypass_bytes == 0.0
+    small = ops.grouped_matmul_work(hw, T((128, 256), "float16"), T((4, 256, 512), "float16"), (32, 64, 96, 128),
+                                    bias=T((4, 512), "float16"))
+    assert small.block_dim == hw.soc.aic and small.l2_bypass_bytes == 0.0      # 1 MiB: L2 holds it all
+    assert small.loops[0].pipes["mte2"] == pytest.approx(hw.dma("gm_to_l1", 3 * 32 * 64 * 2) / 3
+                                                         + hw.dma("gm_to_l1_trans", 3 * 64 * 256 * 2) / 3)
+    # A2 keeps its own: 128-row blocks, A 8 k-steps a copy, the cores the row blocks could need
+    a2 = ops.grouped_matmul_work(hardware("atlas-a2"), T((128, 256), "float16"), T((4, 256, 512), "float16"),
+                                 (32, 64, 96, 128))
+    assert a2.block_dim == 8
+
+
 def test_grouped_matmul_more_groups_of_the_same_rows_never_faster():
     # the same 2048 rows over more experts: as many or more blocks, and one more weight to read per group
     x = T((2048, 1024), "bfloat16")
