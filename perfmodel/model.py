@@ -79,6 +79,7 @@ class Work:
     bytes_read: float                 # unique bytes the kernel reads from GM (its inputs)
     bytes_written: float              # unique bytes it writes (its outputs)
     hbm_read_fraction: float = 1.0    # of the loaded bytes, the part that comes from HBM (the rest hits L2)
+    cold_read_fraction: float = 1.0   # of the unique read bytes, the part in HBM when the kernel starts (1: cold)
     l2_bypass_bytes: float = 0.0      # read bytes marked CACHE_MODE_DISABLE: they do not occupy L2
     flops: float = 0.0
     kernel: str = ""
@@ -251,7 +252,7 @@ def _kernel(work: Work, r: _Rates):
         sc += used[6] * n
     launch, per_core = r.start_of(work.launch_class or work.kernel)
     head = (launch + per_core * cores_started(work.core_type, active)) * 1e-6 + hw.head_seconds(work.core_type)
-    chip = (float(work.bytes_read) * f_read + float(work.bytes_written) * f_write) / hbm
+    chip = (float(work.bytes_read) * work.cold_read_fraction + float(work.bytes_written) * f_write) / hbm
     if head >= core:
         bound = "launch"
     else:       # the first of the largest, in this order

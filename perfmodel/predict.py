@@ -151,7 +151,8 @@ def _work(op, soc, hw, args, l2="cold"):
         work = ops.PLAN_BUILDERS[op](_plan(op, soc, args), hw, **options)
     if l2 == "warm":
         for w in (work, *work.extra):       # inputs already in L2 (as far as they fit) are read from it
-            w.hbm_read_fraction *= max(0.0, 1.0 - hw.soc.l2_bytes / w.bytes_read) if w.bytes_read else 0.0
+            w.cold_read_fraction = max(0.0, 1.0 - hw.soc.l2_bytes / w.bytes_read) if w.bytes_read else 0.0
+            w.hbm_read_fraction *= w.cold_read_fraction
     return work
 
 

@@ -211,6 +211,7 @@ def test_every_op_every_product(op, product):
     # never faster than the roofline (reads must come from HBM; operations at the cube's peak) nor the launch floor
     params = perfmodel.calibration.default_calibration().params_for(hw.family)
     assert p.latency_us * 1e-6 >= p.bytes_read / hw.hbm_peak_Bps
+    assert p.chip_us * 1e-6 >= p.bytes_read / hw.hbm_peak_Bps        # cold: every input byte comes from HBM once
     if op in ("matmul", "npu_quant_matmul"):
         dt = "int8" if op == "npu_quant_matmul" else "float16"
         assert p.latency_us * 1e-6 >= p.flops / hw.cube_peak_ops(dt)
