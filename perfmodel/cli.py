@@ -1,5 +1,6 @@
-"""The `npusim` command: sweep, compare, calibrate, plot, list.
+"""The `npusim` command: predict, sweep, compare, calibrate, plot, list.
 
+    npusim predict npu_quant_matmul x1=1024x7168:int8 x2=7168x4096:int8 scale=4096:float32 output_dtype=bfloat16
     npusim sweep                                  # default sweep -> npusim-out/sweep.csv + figures
     npusim sweep --ops npu_quant_matmul --products atlas-a2 atlas-a3 --tokens 1:8192 --dtypes bf16
     npusim sweep --config my_sweep.toml --out out/
@@ -9,10 +10,10 @@
     npusim plot --sweep npusim-out/sweep.csv --kind roofline
     npusim list                                   # operators, products, dtypes, epilogues
 
-Every command prints the paths it wrote at the end. Mistakes (unknown names, bad values, missing
+Every command that writes files prints their paths at the end. Mistakes (unknown names, bad values, missing
 files, files with no usable row) end with a message naming the value and the choices, and exit
-status 2 (1 when the input was readable but nothing in it could be used). scripts/{sweep,compare,
-calibrate,plot}.py run the same subcommands from a checkout.
+status 2 (1 when the input was readable but nothing in it could be used). scripts/{predict,sweep,
+compare,calibrate,plot}.py run the same subcommands from a checkout.
 """
 from __future__ import annotations
 
@@ -23,11 +24,13 @@ from pathlib import Path
 import pandas as pd
 
 import npusim
+from npusim.plan import TensorSpec
 from npusim.products import PRODUCTS, socs_of
 from perfmodel import compare as cmp
 from perfmodel import plots, sweep
+from perfmodel.rows import load_calibration
 from perfmodel.model import PIPES
-from perfmodel.predict import OPERATORS, check_product, supported_products
+from perfmodel.predict import OPERATORS, check_operator, check_product, predict, supported_products
 from perfmodel.profiles import skipped_summary
 
 __all__ = ["main", "build_parser"]
@@ -101,6 +104,72 @@ def _print_paths(paths):
 
 
 # ---------------------------------------------------------------------------------------------
+
+def _arg_value(name: str, text: str):
+    """One `name=value` argument of `npusim predict`: 'AxBxC:dtype' a tensor (TensorSpec), '1,2,3' or '[1,2,3]'
+    a tuple of ints (grouped_matmul's group_list), 'none' / 'true' / 'false', an int, a float, else the text
+    (a dtype name, 'pertoken', ...)."""
+    if ":" in text:
+        shape, _, dtype = text.partition(":")
+        dims = shape.lower().split("x") if shape else []
+        if not all(d.strip().isdigit() for d in dims):
+            raise UsageError(f"argument {name}={text!r}: a tensor is its shape and dtype, e.g. {name}=1024x7168:int8 "
+                             f"(or {name}=:float32 for a 0-d tensor)")
+        try:
+            return TensorSpec(tuple(int(d) for d in dims), dtype)
+        except ValueError as exc:
+            raise UsageError(f"argument {name}={text!r}: {exc}") from None
+    body = text.strip()
+    if body.startswith("[") and body.endswith("]"):
+        body = body[1:-1]
+    if "," in body or text.strip().startswith("["):
+        try:
+            return tuple(int(v) for v in body.split(",") if v.strip())
+        except ValueError:
+            raise UsageError(f"argument {name}={text!r}: a list holds integers, e.g. {name}=128,256,384") from None
+    low = body.lower()
+    if low in ("none", "true", "false"):
+        return {"none": None, "true": True, "false": False}[low]
+    for kind in (int, float):
+        try:
+            return kind(body)
+        except ValueError:
+            pass
+    return body
+
+
+def _print_prediction(p) -> None:
+    """A Prediction as a short report: latency, what bounds it, the kernels, the plan, the pipes and the bytes."""
+    print(f"{p.op} on {p.product} ({p.soc}): {p.latency_us:.4g} us, {p.bound}-bound")
+    if len(p.kernels) > 1:
+        print("  kernels: " + ", ".join(f"{k} {t:.4g} us" for k, t in p.kernels))
+    print(f"  head (launch, core start, op head) {p.head_us:.4g} us; critical core's loops {p.core_us:.4g} us; "
+          f"HBM traffic alone {p.chip_us:.4g} us")
+    print(f"  block dim {p.block_dim}, tiling key {p.tiling_key}")
+    if p.tiles:
+        print("  tiles: " + ", ".join(f"{k}={v}" for k, v in p.tiles.items()))
+    print("  pipes on the critical core (us): " + ", ".join(f"{k} {v:.4g}" for k, v in p.pipes_us.items() if v))
+    print(f"  read {p.bytes_read / 1e6:.4g} MB, written {p.bytes_written / 1e6:.4g} MB, {p.flops / 1e9:.4g} GFLOP; "
+          f"{p.achieved_GBps:.4g} GB/s, {p.achieved_TOPS:.4g} TOPS")
+
+
+def cmd_predict(a) -> int:
+    op = check_operator(a.op)
+    args = {}
+    for item in a.args:
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip():
+            raise UsageError(f"arguments are name=value (e.g. x=4096x7168:bfloat16), got {item!r}")
+        if name.strip() in args:
+            raise UsageError(f"argument {name.strip()!r} given twice")
+        args[name.strip()] = _arg_value(name.strip(), value)
+    try:
+        pred = predict(op, a.product, calibration=load_calibration(a.calibration), l2=a.l2, **args)
+    except TypeError as exc:        # an argument the operator does not take
+        raise UsageError(f"{op}: {exc}") from None
+    _print_prediction(pred)
+    return 0
+
 
 def cmd_sweep(a) -> int:
     cfg = sweep.load_config(a.config) if a.config else {}
@@ -330,7 +399,28 @@ def build_parser() -> argparse.ArgumentParser:
                                  "measured profiles, calibration and plots.",
                                  epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version=f"npusim {npusim.__version__}")
-    sub = ap.add_subparsers(dest="command", metavar="{sweep,compare,calibrate,plot,list}")
+    sub = ap.add_subparsers(dest="command", metavar="{predict,sweep,compare,calibrate,plot,list}")
+
+    pr = sub.add_parser("predict", help="one call's predicted latency with its breakdown (plan, pipes, bytes)",
+                        description="Predict one launch of an operator and print the breakdown: latency and what "
+                        "bounds it, the kernels launched, block dim, tiling key and tiles of the plan, per-pipe "
+                        "times, bytes and achieved rates. Arguments are the operator's own (as in "
+                        "perfmodel.predict): tensors as SHAPE:DTYPE (x=4096x7168:bfloat16), lists as 1,2,3, "
+                        "numbers, true/false/none, names.",
+                        epilog="examples:\n"
+                        "  npusim predict npu_dynamic_quant x=4096x7168:bfloat16 --product atlas-a3\n"
+                        "  npusim predict npu_quant_matmul x1=1024x7168:int8 x2=7168x4096:int8 scale=4096:float32 "
+                        "output_dtype=bfloat16\n"
+                        "  npusim predict grouped_matmul x=4096x7168:bfloat16 weight=8x7168x2048:bfloat16 "
+                        "group_list=512,1024,1536,2048,2560,3072,3584,4096",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    pr.add_argument("op", metavar="OP", help="operator (`npusim list`)")
+    pr.add_argument("args", nargs="*", metavar="NAME=VALUE", help="the operator's arguments")
+    pr.add_argument("--product", default="atlas-a2", metavar="P", help="product id or SoC name (default atlas-a2)")
+    pr.add_argument("--calibration", metavar="JSON", help="calibration written by `npusim calibrate`")
+    pr.add_argument("--l2", choices=("cold", "warm"), default="cold",
+                    help="inputs read from HBM (cold, the profilers' setting; default) or from L2 where they fit")
+    pr.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("sweep", help="predict a grid of operators x products x shapes x dtypes to CSV + figures",
                        description="Predict a grid to <out>/sweep.csv plus figures. With no arguments: the five "

@@ -73,6 +73,49 @@ def test_argument_errors_exit_2_with_usage(argv, capsys):
     assert "error:" in capsys.readouterr().err
 
 
+def test_predict_prints_the_breakdown_of_perfmodel_predict(capsys):
+    import perfmodel
+    from perfmodel import TensorSpec as T
+    rc, out, err = run(capsys, "predict", "npu_quant_matmul", "x1=1024x7168:int8", "x2=7168x4096:int8",
+                       "scale=4096:float32", "output_dtype=float16", "--product", "Ascend910B2")
+    assert rc == 0, err
+    p = perfmodel.predict("npu_quant_matmul", "Ascend910B2", x1=T((1024, 7168), "int8"), x2=T((7168, 4096), "int8"),
+                          scale=T((4096,), "float32"), output_dtype="float16")
+    assert out.startswith(f"npu_quant_matmul on atlas-a2 (Ascend910B2): {p.latency_us:.4g} us, {p.bound}-bound")
+    assert "kernels: QuantBatchMatmulV3" in out and "TransQuantParamV2" in out and f"block dim {p.block_dim}, tiling key {p.tiling_key}" in out
+    assert "baseM=128" in out and f"cube {p.pipes_us['cube']:.4g}" in out
+    assert f"read {p.bytes_read / 1e6:.4g} MB" in out
+    rc, out, err = run(capsys, "predict", "grouped_matmul", "x=300x256:bfloat16", "weight=2x256x512:bfloat16",
+                       "group_list=[100,300]", "transpose_weight=false", "--l2", "warm")
+    g = perfmodel.predict("grouped_matmul", x=T((300, 256), "bfloat16"), weight=T((2, 256, 512), "bfloat16"),
+                          group_list=(100, 300), transpose_weight=False, l2="warm")
+    assert rc == 0 and f": {g.latency_us:.4g} us" in out.splitlines()[0]
+
+
+def test_predict_values_and_mistakes(capsys):
+    from perfmodel.predict import TensorSpec
+    assert cli._arg_value("x", "4x8:bf16") == TensorSpec((4, 8), "bfloat16")
+    assert cli._arg_value("s", ":float32") == TensorSpec((), "float32")
+    assert cli._arg_value("g", "1,2,3") == (1, 2, 3) == cli._arg_value("g", "[1, 2, 3]")
+    assert cli._arg_value("g", "[7]") == (7,)
+    assert [cli._arg_value("a", v) for v in ("none", "True", "3", "0.5", "pertoken")] == [None, True, 3, 0.5,
+                                                                                            "pertoken"]
+    for argv, names in [
+            (["npu_dynamic_quantt", "x=4x8:bf16"], ["'npu_dynamic_quantt'", "did you mean 'npu_dynamic_quant'"]),
+            (["npu_dynamic_quant", "x=4x8:bf17"], ["x='4x8:bf17'", "unknown dtype name 'bf17'"]),
+            (["npu_dynamic_quant", "x=4by8:bf16"], ["x='4by8:bf16'", "x=1024x7168:int8"]),
+            (["npu_dynamic_quant", "x"], ["name=value", "'x'"]),
+            (["npu_dynamic_quant", "x=4x8:bf16", "x=4x8:bf16"], ["'x' given twice"]),
+            (["npu_dynamic_quant", "y=4x8:bf16"], ["npu_dynamic_quant", "'y'"]),
+            (["npu_dynamic_quant", "x=4x8:int8"], ["parameter 'x'", "float16, bfloat16"]),
+            (["grouped_matmul", "x=4x8:fp16", "weight=1x8x8:fp16", "group_list=1,a"], ["group_list", "integers"]),
+            (["npu_dynamic_quant", "x=4x8:bf16", "--product", "h100"], ["'h100'", "products:"])]:
+        rc, out, err = run(capsys, "predict", *argv)
+        assert rc == 2 and not out, (argv, out)
+        for name in names:
+            assert name in err, (argv, err)
+
+
 def test_compare_with_no_arguments_uses_the_packaged_calibration_set(tmp_path, capsys, monkeypatch):
     from perfmodel.published import calibration_set
     monkeypatch.chdir(tmp_path)
@@ -101,7 +144,7 @@ def test_version_list_and_help(capsys):
     row = next(line for line in out.splitlines() if line.strip().startswith("npu_dynamic_quant "))
     assert "bf16 fp16" in row
     sub = cli.build_parser()._subparsers._group_actions[0].choices
-    assert set(sub) == {"sweep", "compare", "calibrate", "plot", "list"}
+    assert set(sub) == {"predict", "sweep", "compare", "calibrate", "plot", "list"}
     assert all(p.description for p in sub.values())
 
 
