@@ -28,10 +28,10 @@ from npusim.plan import TensorSpec
 from npusim.products import PRODUCTS, socs_of
 from perfmodel import compare as cmp
 from perfmodel import plots, sweep
-from perfmodel.rows import load_calibration
 from perfmodel.model import PIPES
 from perfmodel.predict import OPERATORS, check_operator, check_product, predict, supported_products
 from perfmodel.profiles import skipped_summary
+from perfmodel.rows import load_calibration
 
 __all__ = ["main", "build_parser"]
 
