@@ -18,6 +18,7 @@ compare,calibrate,plot}.py run the same subcommands from a checkout.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -503,6 +504,12 @@ def main(argv=None) -> int:
         return 2
     try:
         return a.func(a)
+    except BrokenPipeError:         # the reader stopped reading (`npusim list | head`): not a mistake
+        try:                        # (and the interpreter's last flush must not complain either)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 0
     except NothingUsable as exc:
         print(f"npusim {a.command}: error: {exc}", file=sys.stderr)
         return 1

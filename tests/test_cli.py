@@ -92,6 +92,17 @@ def test_predict_prints_the_breakdown_of_perfmodel_predict(capsys):
     assert rc == 0 and f": {g.latency_us:.4g} us" in out.splitlines()[0]
 
 
+def test_output_piped_into_a_reader_that_stops_is_no_error():
+    # `npusim list | head -1`: the reader closes the pipe; the command stops quietly with status 0
+    import subprocess
+    import sys
+    p = subprocess.Popen([sys.executable, "-m", "perfmodel.cli", "list"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 0 and not err, err
+
+
 def test_predict_values_and_mistakes(capsys):
     from perfmodel.predict import TensorSpec
     assert cli._arg_value("x", "4x8:bf16") == TensorSpec((4, 8), "bfloat16")
