@@ -11,11 +11,15 @@ ACLNN_ERR_PARAM_INVALID = 161002
 
 class AclnnError(ValueError):
     """An aclnn call rejected its arguments. `.status` is the aclnn status code; `.op`, `.param`, `.product`
-    and `.rule` (the message without them) are the parts of the message."""
+    and `.rule` (the message without them) are the parts of the message. `.not_emulated` is True when the NPU
+    may take the call and npusim does not model it (the rule says what); the torch face raises those as
+    npusim.torch_npu.NotEmulatedError."""
 
     def __init__(self, message: str, status: int = ACLNN_ERR_PARAM_INVALID, *,
-                 op: str | None = None, param: str | None = None, product: str | None = None):
+                 op: str | None = None, param: str | None = None, product: str | None = None,
+                 not_emulated: bool = False):
         self.status = status
+        self.not_emulated = not_emulated
         self.rule = message
         self.op = op
         self.param = param
@@ -40,3 +44,9 @@ def nullptr(op: str, param: str, product: str | None = None) -> AclnnError:
     """ACLNN_ERR_PARAM_NULLPTR (161001): a required tensor is None."""
     return AclnnError("is required but got None (nullptr)", ACLNN_ERR_PARAM_NULLPTR,
                       op=op, param=param, product=product)
+
+
+def not_emulated(op: str, param: str, rule: str, product: str | None = None) -> AclnnError:
+    """ACLNN_ERR_PARAM_INVALID (161002) for a call npusim does not model, though the NPU may take it: `rule` says
+    what is not emulated."""
+    return AclnnError(rule, ACLNN_ERR_PARAM_INVALID, op=op, param=param, product=product, not_emulated=True)

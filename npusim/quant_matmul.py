@@ -35,7 +35,7 @@ import numpy as np
 
 from npusim import _checks, formats
 from npusim._kernels import quant_matmul as _k
-from npusim.errors import invalid, nullptr
+from npusim.errors import invalid, not_emulated, nullptr
 from npusim.plan import Plan, TensorSpec, planner
 
 __all__ = ["npu_trans_quant_param", "npu_quant_matmul", "LinearA8W8Quant", "npu_convert_weight_to_int4pack",
@@ -78,6 +78,8 @@ A8W4 = ("int8 x1 with int32-packed int4 x2 (A8W4: torch_npu calls aclnnQuantMatm
         "is not emulated by npusim; its quant matmul takes int8 x int8 or int4 x int4")
 # x1 / x2 dtypes Ascend 950 takes through aclnnQuantMatmulV5 only (its doc: FLOAT8_E4M3FN, FLOAT8_E5M2, HIFLOAT8)
 FLOAT8_INPUTS = ("float8_e4m3fn", "float8_e5m2")
+# what npusim's Ascend 950 quant matmul is: calls torch_npu's 950 doc takes beyond it are not emulated
+V4_ON_950 = "its Ascend 950 quant matmul is aclnnQuantMatmulV4's (int8 x1 / x2; the V4 doc's 950 table)"
 
 
 # --------------------------------------------------------------------------- npu_trans_quant_param
@@ -206,10 +208,11 @@ def npu_format_cast(x, acl_format: int):
     the last two dims for the cube), never its values, and npusim computes from values, so nothing changes
     here. acl_format must be 2 (ND) or 29 (FRACTAL_NZ), the two npu_quant_matmul takes for its weight
     (aclnn_quant_matmul_v4.cpp CheckFormat); other formats are rejected as not emulated."""
-    if isinstance(acl_format, (bool, np.bool_)) or not isinstance(acl_format, (int, np.integer)) \
-            or int(acl_format) not in (ACL_FORMAT_ND, ACL_FORMAT_FRACTAL_NZ):
-        raise invalid("npu_format_cast", "acl_format", f"must be {ACL_FORMAT_ND} (ND) or {ACL_FORMAT_FRACTAL_NZ} "
-                      f"(FRACTAL_NZ); other formats are not emulated by npusim, got {acl_format!r}")
+    if isinstance(acl_format, (bool, np.bool_)) or not isinstance(acl_format, (int, np.integer)):
+        raise invalid("npu_format_cast", "acl_format", f"must be an ACL format code (int), got {acl_format!r}"[:300])
+    if int(acl_format) not in (ACL_FORMAT_ND, ACL_FORMAT_FRACTAL_NZ):
+        raise not_emulated("npu_format_cast", "acl_format", f"must be {ACL_FORMAT_ND} (ND) or {ACL_FORMAT_FRACTAL_NZ} "
+                           f"(FRACTAL_NZ); other formats are not emulated by npusim, got {acl_format!r}")
     if x is None:
         raise nullptr("npu_format_cast", "x")
     return x
@@ -294,12 +297,15 @@ def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product
     x_types = ("int8",) if inference or arch35 else ("int8", "int32")     # 950: x1/x2 INT8 only (V4 doc)
     for name, a in (("x1", x1), ("x2", x2)):
         if arch35 and _dtype(a) in FLOAT8_INPUTS:
-            raise invalid(op, name, f"{_dtype(a)} inputs (aclnnQuantMatmulV5, which torch_npu calls on Ascend 950) "
-                          "are not emulated by npusim: its quant matmul is aclnnQuantMatmulV4's, int8 on 950", p)
+            raise not_emulated(op, name, f"{_dtype(a)} inputs (aclnnQuantMatmulV5, which torch_npu calls on Ascend "
+                               f"950) are not emulated by npusim: {V4_ON_950}", p)
+    if arch35 and _dtype(x1) == _dtype(x2) == "int32":
+        raise not_emulated(op, "x1", f"int4 (int32-packed) inputs on Ascend 950 (torch_npu's doc lists them) are not "
+                           f"emulated by npusim: {V4_ON_950}", p)
     t1 = _checks.dtype_in(op, "x1", x1, x_types, p)
     t2 = _checks.dtype_in(op, "x2", x2, x_types, p)
     if (t1, t2) == ("int8", "int32"):          # only A2/A3 get here with int32 (x_types)
-        raise invalid(op, "x2", A8W4, p)
+        raise not_emulated(op, "x2", A8W4, p)
     if t1 != t2:
         raise invalid(op, "x2", f"dtype must equal x1's ({t1}), got {t2}", p)
     int4 = t1 == "int32"
@@ -332,6 +338,9 @@ def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product
     out_shape = batch + (M, N)
 
     out = _out_dtype_name(output_dtype, soc)
+    if arch35 and out == "float32":
+        raise not_emulated(op, "output_dtype", f"float32 output on Ascend 950 (torch_npu's doc lists it) is not "
+                           f"emulated by npusim: {V4_ON_950}", p)
     allowed_out = ("int8", "float16") if inference else ("int8", "float16", "bfloat16", "int32")
     if out not in allowed_out:
         raise invalid(op, "output_dtype", f"must be one of {', '.join(allowed_out)}, got {out}", p)
@@ -349,7 +358,7 @@ def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product
 
     # scale / offset / pertoken / bias: shapes
     if int4 and is_per_group_scale(scale.shape):     # what the NPU takes, not its shape error
-        raise invalid(op, "scale", f"shape {tuple(scale.shape)} with int4 (int32-packed) inputs: {PER_GROUP}", p)
+        raise not_emulated(op, "scale", f"shape {tuple(scale.shape)} with int4 (int32-packed) inputs: {PER_GROUP}", p)
     # 1-D, as torch_npu's own meta check says too (Ascend/op-plugin@f299d83 _meta_registrations.py
     # quant_matmul_shape_check), though npu_trans_quant_param's doc calls its (1, n) output a matmul input
     if len(scale.shape) != 1 or scale.shape[0] not in (1, N):
@@ -358,14 +367,20 @@ def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product
         raise invalid(op, "offset", f"shape must be (1,) or (n,) = ({N},), got {tuple(offset.shape)}", p)
     if pertoken_scale is not None:
         if inference:
-            raise invalid(op, "pertoken_scale", PERTOKEN_310P, p)
+            raise not_emulated(op, "pertoken_scale", PERTOKEN_310P, p)
         if tuple(pertoken_scale.shape) != (M,):
+            if arch35 and tuple(pertoken_scale.shape) == (1,):
+                raise not_emulated(op, "pertoken_scale", f"shape (1,) (one scale for every row) on Ascend 950 "
+                                   f"(torch_npu's doc lists it) is not emulated by npusim: {V4_ON_950}", p)
             raise invalid(op, "pertoken_scale", f"shape must be (m,) = ({M},), got {tuple(pertoken_scale.shape)}", p)
     if bias is not None:
         bshape = tuple(bias.shape)
         ok = bshape == (N,)
         if len(out_shape) == 3 and len(bshape) == 3:
             ok = bshape == (out_shape[0], 1, N)
+        if not ok and arch35 and len(out_shape) == 2 and bshape == (1, N):
+            raise not_emulated(op, "bias", f"shape (1, {N}) on Ascend 950 (torch_npu's doc lists it for a 2-D output) "
+                               f"is not emulated by npusim: {V4_ON_950}", p)
         if not ok:
             want = f"({N},)" + (f" or ({out_shape[0]}, 1, {N})" if len(out_shape) == 3 else "")
             raise invalid(op, "bias", f"shape must be {want}, got {bshape}", p)

@@ -148,6 +148,9 @@ def test_dynamic_quant_hifloat8_on_950():
     with tnpu.install("atlas-a2"):          # A2 has no hifloat8 output: the NPU's own rule
         with pytest.raises(AclnnError, match="'dst_type': output hifloat8 is not supported"):
             tnpu.npu_dynamic_quant(tensor(x), dst_type=tnpu.hifloat8)
+    with tnpu.install("ascend-950pr"):      # torch.ops' ScalarType cannot carry 290: the error says what to call
+        with pytest.raises(AclnnError, match="got torch.uint5 .*hifloat8.* call torch_npu.npu_dynamic_quant"):
+            torch.ops.npu.npu_dynamic_quant(tensor(x), dst_type=tnpu.hifloat8)
 
 
 def test_dynamic_quant_current_keywords_at_their_defaults_or_not_emulated():
@@ -297,10 +300,11 @@ def test_quant_matmul_a8w4_is_not_emulated_and_int4_rules_run_where_int4_exists(
     # a non-contiguous int4 x1 on a product without int4: the product's rule, not the A2/A3 layout rule
     w1 = torch.from_numpy(RNG.integers(-2**31, 2**31, (64, 4)).astype(np.int32)).t()
     w2 = torch.from_numpy(RNG.integers(-2**31, 2**31, (32, 2)).astype(np.int32))
-    for product, rule in (("atlas-inference", "not supported on Atlas inference"),
-                          ("ascend-950pr", "'x1': dtype must be one of int8")):
+    for product, error, rule in (
+            (("atlas-inference", AclnnError, "not supported on Atlas inference"),
+             ("ascend-950pr", tnpu.NotEmulatedError, "'x1': int4 .* on Ascend 950 .* not emulated"))):  # 950: V5's
         with tnpu.install(product):
-            with pytest.raises(AclnnError, match=rule):
+            with pytest.raises(error, match=rule):
                 tnpu.npu_quant_matmul(w1, w2, tensor(scale), output_dtype=torch.float16)
     with tnpu.install("atlas-a2"):
         with pytest.raises(AclnnError, match="'x1': int4 .* must be contiguous"):
@@ -345,7 +349,7 @@ def test_quant_matmul_float8_is_not_emulated_on_950_and_rejected_elsewhere():
     x2 = RNG.standard_normal((32, 8)).astype(ml_dtypes.float8_e4m3fn)
     s = np.ones(8, np.float32)
     with tnpu.install("ascend-950pr"):
-        with pytest.raises(tnpu.NotEmulatedError, match="float8_e4m3fn x1 / x2 on Ascend 950"):
+        with pytest.raises(tnpu.NotEmulatedError, match=r"'x1': float8_e4m3fn inputs .* on Ascend 950\) are not emulated"):
             tnpu.npu_quant_matmul(tensor(x1), tensor(x2), tensor(s), output_dtype=torch.bfloat16)
     with pytest.raises(AclnnError, match="'x1': float8_e4m3fn inputs .* are not emulated by npusim"):
         npusim.npu_quant_matmul(x1, x2, s, output_dtype="bfloat16", product="ascend-950pr")
@@ -354,12 +358,44 @@ def test_quant_matmul_float8_is_not_emulated_on_950_and_rejected_elsewhere():
             tnpu.npu_quant_matmul(tensor(x1), tensor(x2), tensor(s), output_dtype=torch.bfloat16)
 
 
+def test_quant_matmul_on_950_beyond_int8_v4_is_not_emulated():
+    """torch_npu's 950 npu_quant_matmul doc lists int4 x1 / x2, float32 output, a (1, n) bias with a 2-D output and
+    a (1,) pertoken_scale; npusim's 950 quant matmul is aclnnQuantMatmulV4's: not emulated (NotEmulatedError, the
+    numpy face's AclnnError marked not_emulated), while the NPU's own rules stay AclnnErrors."""
+    x1, x2, s, pt = i8(8, 64), i8(64, 32), np.ones(32, np.float32), np.ones(8, np.float32)
+    w4 = RNG.integers(-2**31, 2**31, (8, 8)).astype(np.int32), RNG.integers(-2**31, 2**31, (64, 4)).astype(np.int32)
+    cases = [("'x1': int4", dict(x1=w4[0], x2=w4[1], scale=s, output_dtype="float16")),
+             ("'output_dtype': float32 output", dict(x1=x1, x2=x2, scale=s, pertoken_scale=pt, output_dtype="float32")),
+             ("'bias': shape \\(1, 32\\)", dict(x1=x1, x2=x2, scale=s, pertoken_scale=pt,
+                                               bias=np.ones((1, 32), np.float32), output_dtype="bfloat16")),
+             ("'pertoken_scale': shape \\(1,\\)", dict(x1=x1, x2=x2, scale=s, pertoken_scale=pt[:1],
+                                                     output_dtype="bfloat16"))]
+    for rule, kw in cases:
+        with pytest.raises(AclnnError, match=rule + ".* not emulated by npusim") as e:
+            npusim.npu_quant_matmul(**kw, product="ascend-950pr")
+        assert e.value.not_emulated and e.value.status == 161002
+        targs = {k: (None if k == "output_dtype" else tensor(v)) for k, v in kw.items()}
+        targs["output_dtype"] = getattr(torch, kw["output_dtype"])
+        with tnpu.install("ascend-950pr"):
+            with pytest.raises(tnpu.NotEmulatedError, match=rule):
+                tnpu.npu_quant_matmul(**targs)
+        with tnpu.install("atlas-a2"):     # not on the A2/A3 list: the NPU's own rule
+            if "int4" not in rule:
+                with pytest.raises(AclnnError) as e:
+                    tnpu.npu_quant_matmul(**targs)
+                assert not e.value.not_emulated
+    with pytest.raises(AclnnError, match="'bias': shape must be") as e:      # (2, n) is no 950 shape either
+        npusim.npu_quant_matmul(x1, x2, s, pertoken_scale=pt, bias=np.ones((2, 32), np.float32),
+                                output_dtype="bfloat16", product="ascend-950pr")
+    assert not e.value.not_emulated
+
+
 def test_quant_matmul_pertoken_on_atlas_inference_is_not_emulated():
     # vllm-ascend's 310P W8A8 dynamic linear passes a pertoken_scale, which another ops-nn version takes (float32 scale,
     # float16 output) and the torch_npu doc does not list; npusim says it does not model that kernel
     x1, x2, s, pt = i8(4, 32), i8(32, 16), np.ones(16, np.float32), np.ones(4, np.float32)
     with tnpu.install("atlas-inference"):
-        with pytest.raises(tnpu.NotEmulatedError, match="'pertoken_scale' is not emulated on Atlas inference"):
+        with pytest.raises(tnpu.NotEmulatedError, match="'pertoken_scale': is not emulated on Atlas inference"):
             tnpu.npu_quant_matmul(tensor(x1), tensor(x2), tensor(s), pertoken_scale=tensor(pt),
                                   output_dtype=torch.float16)
     with pytest.raises(AclnnError, match="'pertoken_scale': is not emulated on Atlas inference products"):
@@ -618,8 +654,8 @@ def test_formats_live_with_the_storage_as_on_the_npu():
     assert torch.equal(tnpu.npu_quant_matmul(x1, nz, scale, output_dtype=torch.bfloat16).view(torch.int16),
                        tnpu.npu_quant_matmul(x1, back, scale, output_dtype=torch.bfloat16).view(torch.int16))
     before = tnpu.get_npu_format(w)
-    for bad in (3, True, 29.0):
-        with pytest.raises(AclnnError, match="acl_format"):
+    for bad, error in ((3, tnpu.NotEmulatedError), (True, AclnnError), (29.0, AclnnError)):
+        with pytest.raises(error, match="acl_format"):       # 3 is an NPU format npusim does not emulate
             tnpu.npu_format_cast_(w, bad)
     assert tnpu.get_npu_format(w) == before              # a failed call changes nothing
     with pytest.raises(TypeError, match="torch.Tensor"):
@@ -843,6 +879,11 @@ def test_install_restores_sys_modules_and_tensor_npu():
             with pytest.raises(AttributeError, match="npu_rms_norm is not emulated"):
                 torch_npu.npu_rms_norm
             assert not hasattr(torch_npu, "npu")
+            import torch_npu.contrib.module as contrib_module            # and in contrib, contrib.module
+            for owner, name in ((torch_npu.contrib, "transfer_to_npu"), (contrib_module, "LinearQuant")):
+                with pytest.raises(tnpu.NotEmulatedAttributeError, match=f"contrib.*{name} is not emulated"):
+                    getattr(owner, name)
+                assert not hasattr(owner, name)
             # no torch_npu version is claimed: the not-emulated error, still an AttributeError for getattr()
             with pytest.raises(tnpu.NotEmulatedError, match="__version__ is not emulated"):
                 torch_npu.__version__

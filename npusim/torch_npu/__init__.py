@@ -46,7 +46,7 @@ import npusim
 from npusim import quant_matmul
 from npusim.errors import AclnnError, invalid
 from npusim.plan import TensorSpec, make_plan
-from npusim.quant_matmul import A8W4, ACL_FORMAT_ND, PER_GROUP, PERTOKEN_310P, is_per_group_scale
+from npusim.quant_matmul import ACL_FORMAT_ND
 
 __all__ = ["install", "current_product", "to_numpy", "from_numpy", "NotEmulatedError", "NotEmulatedAttributeError",
            "DEFAULT_PRODUCT", "PRODUCT_ENV", "npu_dynamic_quant", "npu_dynamic_quant_asymmetric", "npu_quant_matmul",
@@ -68,10 +68,21 @@ class NotEmulatedAttributeError(NotEmulatedError, AttributeError):
     default) behave as for any module."""
 
 
-# torch.compile does not trace into the emulator (numpy views of narrow dtypes, C kernels). Inside install() the
-# compute operators are recorded as their torch.ops.npu op instead (_traced), whose Meta kernel takes the output
-# shapes from npusim's plan; anything else is a graph break and runs eagerly
-_eager = torch.compiler.disable
+def _eager(fn):
+    """fn as the stand-in runs it: never traced by torch.compile (it does not trace into the emulator: numpy views
+    of narrow dtypes, C kernels; inside install() the compute operators are recorded as their torch.ops.npu op
+    instead, _traced, whose Meta kernel takes the output shapes from npusim's plan; anything else is a graph
+    break and runs eagerly), and a call npusim does not model (an AclnnError marked not_emulated) raised as
+    NotEmulatedError, not as the NPU's rejection."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except AclnnError as exc:
+            if exc.not_emulated:
+                raise NotEmulatedError(str(exc)) from exc
+            raise
+    return torch.compiler.disable(run)
 
 
 def _is_fake(t: torch.Tensor) -> bool:
@@ -356,9 +367,12 @@ def _dst_type(op: str, dst_type) -> str:
     if type(dst_type) is int and dst_type == hifloat8:
         return "hifloat8"
     if not isinstance(dst_type, torch.dtype) or dst_type not in allowed:
+        # torch.ops.npu's ScalarType argument keeps the low 8 bits of hifloat8's 290: it arrives as torch.uint5
+        hint = (" (torch_npu.hifloat8 arrives so through torch.ops.npu's ScalarType argument, which cannot carry "
+                "its code 290: call torch_npu.npu_dynamic_quant for it)") if dst_type is torch.uint5 else ""
         raise invalid(op, "dst_type", f"must be None, torch.int8, torch.quint4x2 (int4 packed eight per int32) or, "
-                      f"on Ascend 950, torch.float8_e4m3fn / torch.float8_e5m2 / torch_npu.hifloat8; got {dst_type!r}",
-                      _product_named(op))
+                      f"on Ascend 950, torch.float8_e4m3fn / torch.float8_e5m2 / torch_npu.hifloat8; got {dst_type!r}"
+                      + hint, _product_named(op))
     return allowed[dst_type]
 
 
@@ -383,8 +397,8 @@ def _x_named_input():
     except AclnnError as exc:
         if exc.param != "x":
             raise
-        raise AclnnError(exc.rule, exc.status, op=exc.op, param="input",
-                         product=exc.product).with_traceback(exc.__traceback__) from None
+        raise AclnnError(exc.rule, exc.status, op=exc.op, param="input", product=exc.product,
+                         not_emulated=exc.not_emulated).with_traceback(exc.__traceback__) from None
 
 
 def _traced(tensors, attrs=()) -> bool:
@@ -504,7 +518,6 @@ def _quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=None,
         if value is not None:
             raise NotEmulatedError(f"{op}: '{name}' ({_QMM_NONE_ONLY[name]}) is not emulated by npusim; "
                                    f"only None is accepted")
-    _not_emulated_paths(op, x1, x2, scale, pertoken_scale)
     _int4_layout_rules(op, x1, x2)
     x1_t, x2_t = x1, x2                 # the tensors (x1, x2 become arrays or specs)
     x1, x2, scale, offset, pertoken_scale, bias = _arrays(op, _spec if meta else to_numpy, x1=x1, x2=x2,
@@ -538,33 +551,6 @@ def _meta_only_rules(op, scale, out):
         raise RuntimeError(f"{op}: when output_dtype is bfloat16, scale's dtype must be bfloat16 or float32, but "
                            "scale's dtype is torch.int64 (torch_npu's meta function, which torch.compile and fake "
                            "tensors run; an eager call on Ascend 950 takes it)")
-
-
-def _not_emulated_paths(op, x1, x2, scale, pertoken_scale):
-    """Calls the NPU takes but npusim does not model, as NotEmulatedError (npusim's numpy face rejects them
-    with an AclnnError that says so): float8 x1 / x2 on Ascend 950 (torch_npu calls aclnnQuantMatmulV5
-    there; npusim's is aclnnQuantMatmulV4's, int8 on 950), a pertoken_scale with int8 x1 / x2 on Atlas
-    inference products (quant_matmul.PERTOKEN_310P), and on Atlas A2/A3, the products that take int4, per-group
-    int4 scales (quant_matmul.PER_GROUP) and int8 x1 with int4 x2 (quant_matmul.A8W4). Elsewhere float8 / int4
-    inputs are the NPU's own error (npusim's checks)."""
-    try:
-        family = npusim.get_product(current_product()).family
-    except ValueError:
-        return                                  # an unknown product: npusim's own check reports it
-    f8 = [t.dtype for t in (x1, x2) if isinstance(t, torch.Tensor) and t.dtype in (torch.float8_e4m3fn,
-                                                                                 torch.float8_e5m2)]
-    if f8 and family == "950":
-        raise NotEmulatedError(f"{op}: {str(f8[0]).removeprefix('torch.')} x1 / x2 on Ascend 950 "
-                               "(aclnnQuantMatmulV5) are not emulated by npusim; its 950 quant matmul takes int8")
-    dtypes = [t.dtype if isinstance(t, torch.Tensor) else None for t in (x1, x2)]
-    if pertoken_scale is not None and family == "310p910" and dtypes == [torch.int8, torch.int8]:
-        raise NotEmulatedError(f"{op}: 'pertoken_scale' {PERTOKEN_310P}")
-    if dtypes == [torch.int8, torch.int32] and family == "a2a3":
-        raise NotEmulatedError(f"{op}: {A8W4}")
-    int4 = dtypes == [torch.int32, torch.int32]
-    if int4 and family == "a2a3" and isinstance(scale, torch.Tensor) and is_per_group_scale(scale.shape):
-        raise NotEmulatedError(f"{op}: 'scale' of shape {tuple(scale.shape)} with int4 (int32-packed) inputs: "
-                               f"{PER_GROUP}")
 
 
 def _int4_layout_rules(op, x1, x2):

@@ -69,3 +69,12 @@ class LinearA8W8Quant(torch.nn.Module):
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
                 f"offset={self.offset is not None}, pertoken_scale={self.pertoken_scale is not None}, "
                 f"output_dtype={self.output_dtype}")
+
+
+def __getattr__(name: str):
+    # torch_npu.contrib.module's other classes (LinearQuant, ...): say so, as the stand-in's top level does
+    if name.startswith("__"):
+        raise AttributeError(name)
+    from npusim.torch_npu import NotEmulatedAttributeError
+    raise NotEmulatedAttributeError(f"torch_npu.contrib.module.{name} is not emulated by npusim's torch_npu "
+                                    "stand-in; it emulates contrib.module.LinearA8W8Quant")
