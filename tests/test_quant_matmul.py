@@ -397,6 +397,23 @@ def test_req8_ties_saturation_and_offsets():
     assert y.min() == -128 and y.max() == 127
 
 
+def test_req8_without_the_sign_bit_gives_unsigned_int8():
+    # bit 46 of the int64 scale makes REQ8's result signed (npu_trans_quant_param sets it); a scale made from a
+    # float32's raw bits (msModelSlim deqscale2int64) lacks it: the result is saturated to [0, 255] (uint8 bits)
+    x1 = np.arange(-128, 128, dtype=np.int8).reshape(-1, 1)
+    x2 = np.array([[1, -1, 3, 127]], np.int8)
+    scales = np.array([0.5, 0.5, 1.5, 1.0], np.float32)
+    signed = npusim.npu_trans_quant_param(scales)
+    raw = signed & ~np.int64(1 << 46)
+    y = npusim.npu_quant_matmul(x1, x2, raw, output_dtype="int8").view(np.uint8)
+    v = ref_acc(x1, x2).astype(np.float32) * scale_field(signed)          # round half to even, then clip
+    assert np.array_equal(y, np.clip(np.round(v), 0, 255).astype(np.uint8))
+    assert y.max() == 255 and y.min() == 0
+    # with float16 output the bit is not read
+    assert np.array_equal(npusim.npu_quant_matmul(x1, x2, raw, output_dtype="float16").view(np.uint16),
+                          npusim.npu_quant_matmul(x1, x2, signed, output_dtype="float16").view(np.uint16))
+
+
 def test_req8_fp32_scale_auto_converted_with_bias():
     x1, x2 = i8(40, 96), i8(96, 33)
     scale = RNG.uniform(0.0001, 0.01, 33).astype(np.float32)
