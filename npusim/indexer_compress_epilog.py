@@ -9,12 +9,14 @@ op_kernel/indexer_compress_epilog_base.h (shared/spec/ARITHMETIC.md section 2).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from npusim import _checks, formats
 from npusim._kernels import indexer_compress_epilog as _kernel
 from npusim.aclnn import aclnn_api, get_workspace_size, run_executor
-from npusim.errors import invalid
+from npusim.errors import invalid, not_emulated
 from npusim.plan import Plan, TensorSpec, planner, spec_of
 
 __all__ = ["indexer_compress_epilog"]
@@ -23,9 +25,7 @@ OP = "indexer_compress_epilog"
 ACLNN_OP = "aclnnIndexerCompressEpilog"
 PRODUCTS = ("ascend-950pr", "ascend-950dt")
 
-HEAD_DIM = 4096                 # doc: d is fixed at 4096
 QUANT_BLOCK = 128               # one scale per 128 elements of a row
-SCALE_COLS = HEAD_DIM // QUANT_BLOCK
 MX_SCALE_RULES = {"kernel": 0, "ceil": 1}
 CACHE_DTYPES = {0: ("float8_e4m3fn", "float8_e5m2"), 1: ("float8_e4m3fn", "float8_e5m2"),
                 2: ("uint8",)}                     # by quant_mode; mode 2: HiFloat8 codes (npusim.formats)
@@ -90,20 +90,32 @@ def _check_specs(cache, scale, x, slot_mapping, quant_mode, product, op=OP, name
         raise invalid(op, n_scale, f"dtype must be {want_scale} with {names['quant_mode']}={quant_mode}, "
                       f"got {got_scale}", product)
     _checks.dtype_in(op, n_slot, slot_mapping, ("int32",), product)
-    if len(x.shape) != 2 or x.shape[1] != HEAD_DIM:
-        raise invalid(op, n_x, f"shape must be [T, {HEAD_DIM}] (d is fixed at {HEAD_DIM}), got {tuple(x.shape)}",
-                      product)
-    T = int(x.shape[0])
-    if tuple(slot_mapping.shape) != (T,):
-        raise invalid(op, n_slot, f"shape must be [T] = ({T},) to match {n_x}, got {tuple(slot_mapping.shape)}",
-                      product)
-    if len(cache.shape) != 2 or cache.shape[1] != HEAD_DIM:
-        raise invalid(op, n_cache, f"shape must be [rows, {HEAD_DIM}], got {tuple(cache.shape)}", product)
-    rows = int(cache.shape[0])
-    if tuple(scale.shape) != (rows, SCALE_COLS):
-        raise invalid(op, n_scale, f"shape must be [rows of the cache, {SCALE_COLS}] = "
-                      f"({rows}, {SCALE_COLS}), got {tuple(scale.shape)}", product)
-    return {"T": T, "rows": rows, "x_dtype": x_dt, "cache_dtype": cache_dt}
+    # The doc fixes d at 4096; the vendor tiling takes d from x's last dimension and the row count from
+    # slot_mapping, and the kernel treats x, the cache and the scale as flat [-1, d] / [-1, d / 128] arrays
+    # (cann-recipes-infer@5df82b19 indexer_compress_epilog_tiling.cpp; DeepSeek-V4's indexer calls it with
+    # d = 128, a [B, S, 128] x and [blocks, 128, 1, 128] / [blocks, 128, 1, 1] caches): so does npusim
+    if len(x.shape) < 2:
+        raise invalid(op, n_x, f"must have at least 2 dimensions ([T, d] or [B, S, d]), got {tuple(x.shape)}", product)
+    d = int(x.shape[-1])
+    if d < 1:
+        raise invalid(op, n_x, f"last dimension d must be positive, got {tuple(x.shape)}", product)
+    if d % QUANT_BLOCK:
+        raise not_emulated(op, n_x, f"last dimension d = {d} is not a multiple of {QUANT_BLOCK}: the kernel's tail "
+                           "loop for a partial block differs between its published versions, and npusim does not "
+                           "emulate it", product)
+    if len(slot_mapping.shape) != 1:
+        raise invalid(op, n_slot, f"must be 1-D [T], got shape {tuple(slot_mapping.shape)}", product)
+    T = int(slot_mapping.shape[0])
+    x_rows = math.prod(x.shape) // d
+    cols = d // QUANT_BLOCK
+    if math.prod(cache.shape) % d:
+        raise invalid(op, n_cache, f"must hold whole rows of d = {d} elements (it is read as [-1, {d}]), got shape "
+                      f"{tuple(cache.shape)}", product)
+    rows = math.prod(cache.shape) // d
+    if math.prod(scale.shape) != rows * cols:
+        raise invalid(op, n_scale, f"must hold {cols} scale(s) per cache row: {rows} x {cols} = {rows * cols} "
+                      f"elements ([rows of the cache, d / {QUANT_BLOCK}]), got shape {tuple(scale.shape)}", product)
+    return {"T": T, "d": d, "x_rows": x_rows, "rows": rows, "x_dtype": x_dt, "cache_dtype": cache_dt}
 
 
 def _tiling(bs: int, d: int, quant_mode: int, core_num: int, ub_bytes: int) -> dict:
@@ -177,7 +189,10 @@ def plan_indexer_compress_epilog(indexer_compress_cache, indexer_compress_scale,
               ("slot_mapping", slot_mapping))}
     info = _check_specs(specs["cache"], specs["scale"], specs["x"], specs["slot_mapping"], quant_mode, soc.soc,
                         _op, _names)
-    tiles = _tiling(info["T"], HEAD_DIM, quant_mode, soc.aiv, soc.ub_bytes)
+    tiles = _tiling(info["T"], info["d"], quant_mode, soc.aiv, soc.ub_bytes)
+    if info["T"] and not tiles["rowFactor"]:      # the vendor tiling would divide by zero
+        raise invalid(_op, _names["x"], f"last dimension d = {info['d']} is too large: one row of x, its fp8 values "
+                      f"and scales (double-buffered) must fit in the {soc.ub_bytes}-byte UB", soc.soc)
     key = _TILING_KEYS[(tiles["rowFactor"] != 1, quant_mode)]
     return Plan(
         op=OP, soc=soc, kernel="IndexerCompressEpilog", tiling_key=key, block_dim=tiles["usedCoreNum"],
@@ -224,7 +239,8 @@ def _prepare(cache, scale, x, slot_mapping, quant_mode, round_scale, mx_scale_ru
         raise invalid(op, n_scale, "must be in native byte order (it is updated in place)", prod)
     _checks.written_apart(op, prod, **{n_cache: cache, n_scale: scale})
     slot_mapping = _checks.index_tensor(op, n_slot, slot_mapping, prod)     # checked and read as one copy
-    rows = cache.shape[0]
+    d, T = plan.tiles["d"], plan.tiles["bs"]
+    rows, x_rows = cache.size // d, x.size // d
     if slot_mapping.size:
         lo, hi = int(slot_mapping.min()), int(slot_mapping.max())
         if lo < -1 or hi >= rows:
@@ -238,18 +254,25 @@ def _prepare(cache, scale, x, slot_mapping, quant_mode, round_scale, mx_scale_ru
             where = np.flatnonzero(slot_mapping == dup)[:2].tolist()
             raise invalid(op, n_slot, f"valid slots must be distinct (the NPU writes duplicates in an "
                           f"undefined order); slot {dup} appears at positions {where}", prod)
+        if T > x_rows and (slot_mapping[x_rows:] >= 0).any():     # its rows past x must be skipped (-1)
+            bad = x_rows + int(np.flatnonzero(slot_mapping[x_rows:] >= 0)[0])
+            raise invalid(op, n_slot, f"{n_slot}[{bad}] = {int(slot_mapping[bad])} is a valid slot, but {n_x} has "
+                          f"only {x_rows} rows of d = {d} (the NPU would read past it); entries past {n_x}'s rows "
+                          "must be -1", prod)
     is_bf16 = formats.dtype_name(x.dtype) == "bfloat16"
     fmt = 4 if formats.dtype_name(cache.dtype) == "float8_e5m2" else 3      # ascend_cast F_E5M2 / F_E4M3
-    cache_raw = cache.view(np.uint8)
-    scale_raw = scale.view(np.uint8).reshape(rows, SCALE_COLS * scale.dtype.itemsize)   # rows may be 0
+    cache_raw = cache.view(np.uint8).reshape(rows, d)               # the kernel's flat [-1, d] view
+    scale_raw = scale.view(np.uint8).reshape(rows, d // QUANT_BLOCK * scale.dtype.itemsize)   # rows may be 0
+    n = min(T, x_rows)                                              # rows the kernel reads: slot_mapping's
     qm, rs, rule = plan.attrs["quant_mode"], plan.attrs["round_scale"], MX_SCALE_RULES[mx_scale_rule]
 
     def run() -> None:
-        x_raw = _checks.unshared((x,), (cache, scale))[0].view(np.uint16)   # x may share the cache's memory
+        # x may share the cache's memory: it is read first
+        x_raw = _checks.unshared((x,), (cache, scale))[0].view(np.uint16).reshape(x_rows, d)[:n]
         # the kernel stores fp32 scales through a float pointer: use an aligned buffer for a misaligned array
         scale_work = scale_raw if scale.flags.aligned else scale_raw.copy()
-        _kernel.indexer_compress_epilog_kernel(x_raw, is_bf16, slot_mapping, cache_raw, scale_work, fmt, qm, rs, rule,
-                                               np.float32(hif8_scale))
+        _kernel.indexer_compress_epilog_kernel(x_raw, is_bf16, slot_mapping[:n], cache_raw, scale_work, fmt, qm, rs,
+                                               rule, np.float32(hif8_scale))
         if scale_work is not scale_raw:
             scale_raw[...] = scale_work
 
@@ -259,19 +282,19 @@ def _prepare(cache, scale, x, slot_mapping, quant_mode, round_scale, mx_scale_ru
 def indexer_compress_epilog(indexer_compress_cache, indexer_compress_scale, x, slot_mapping, *,
                             quant_mode=1, round_scale=True, mx_scale_rule="kernel", scale=1.0,
                             product="ascend-950pr") -> None:
-    """Quantize each row of x ([T, 4096] fp16/bf16) in blocks of 128 and write the fp8 values to
-    indexer_compress_cache[slot] and the block scales to indexer_compress_scale[slot], in place, for
+    """Quantize each row of x ([T, d] fp16/bf16; the doc fixes d at 4096) in blocks of 128 and write the fp8
+    values to indexer_compress_cache[slot] and the block scales to indexer_compress_scale[slot], in place, for
     every row whose slot_mapping entry is not -1 (other rows write nothing). Returns None.
 
     Emulates the Ascend 950 kernel IndexerCompressEpilog (cann-recipes-infer, tiling keys
     10001/10011 normal, 10000/10010 MX; ARITHMETIC.md section 2), bit for bit:
 
-    quant_mode=1 (scale float32 [rows, 32]): amax = max |x| over the block with inf/NaN lanes
+    quant_mode=1 (scale float32 [rows, d / 128]): amax = max |x| over the block with inf/NaN lanes
     excluded; scale = f32(amax * f32(1/FP8MAX)) (0 when amax == 0); q = x / scale; where q is inf or
     NaN (amax == 0, x = +-inf or NaN) q = x; y = fp8(q) round-to-nearest-even, not saturating (an inf
     x gives inf in e5m2 and NaN in e4m3fn, which has no inf).
 
-    quant_mode=0 (MX, scale float8_e8m0 [rows, 32]): amax = max |x| over the block (a NaN makes it
+    quant_mode=0 (MX, scale float8_e8m0 [rows, d / 128]): amax = max |x| over the block (a NaN makes it
     NaN); s = f32(max(amax, 1e-4) * f32(1/FP8MAX)); if round_scale, s becomes a power of two:
     mx_scale_rule="kernel" (default) reproduces the shipped kernel, s = 2^(floor(log2 s) + 1), whose
     "ceil" helper tests the exponent instead of the mantissa so an s that is already a power of two is
@@ -282,7 +305,7 @@ def indexer_compress_epilog(indexer_compress_cache, indexer_compress_scale, x, s
     round_scale=False: floor(log2 s), while the data are divided by the unrounded s, as the kernel
     does); y = fp8(clamp(x / s, -FP8MAX, FP8MAX)), RNE.
 
-    quant_mode=2 (hifloat8 cache: uint8 HiFloat8 codes [rows, 4096]; beyond the doc, which lists modes 0
+    quant_mode=2 (hifloat8 cache: uint8 HiFloat8 codes [rows, d]; beyond the doc, which lists modes 0
     and 1; DeepSeek-V4's compressor calls it): y = hif8(f32(x * scale)) with the float attribute `scale`
     (default 1.0): one fp32 multiply (Muls), then Cast CAST_ROUND with SatMode::SAT (the kernel's
     VFProcessHifp8Quant / castTraitF32toh8 in indexer_compress_epilog_base.h): ties away from zero,
@@ -300,13 +323,21 @@ def indexer_compress_epilog(indexer_compress_cache, indexer_compress_scale, x, s
     stored as the format's positive NaN code; with round_scale and the kernel rule a NaN/inf amax then
     yields s = -0.0 (bit pattern 0x80000000) and e8m0 byte 0x00.
 
+    Shapes as the kernel reads them: the doc fixes d at 4096, but the vendor tiling takes d from x's last
+    dimension and the row count T from slot_mapping, and the kernel reads x, the cache and the scale as flat
+    [-1, d], [-1, d] and [-1, d / 128] arrays; DeepSeek-V4's indexer (cann-recipes-infer) calls it with d = 128,
+    x [B, S, 128], cache [blocks, 128, 1, 128] and scale [blocks, 128, 1, 1], and a slot_mapping longer than
+    x's rows whose extra entries are -1. npusim takes the same: any d that is a multiple of 128 (another d runs
+    a tail loop that differs between the kernel's published versions: not emulated) and whose row fits in the
+    UB; row i of x for slot_mapping[i], i < T.
+
     Validation (all before any write; a rejected call changes nothing): product Ascend 950PR/950DT;
-    x fp16/bf16 [T, 4096]; slot_mapping int32 [T] with values in [-1, rows of the cache) and no valid
-    slot repeated (the NPU's result would be undefined); cache float8_e4m3fn/float8_e5m2 [rows, 4096]
-    (uint8 in mode 2); scale [rows, 32] float32 (modes 1, 2) or float8_e8m0 (mode 0); all C-contiguous, outputs writable
-    and not overlapping themselves or each other (x may share their memory: it is read first). The doc writes the
-    cache shape as [T, d]; vendor callers pass the
-    whole cache (rows >= T), so any row count is accepted and slots are checked against it.
+    x fp16/bf16 with at least 2 dimensions; slot_mapping int32 [T] with values in [-1, rows of the cache),
+    no valid slot repeated (the NPU's result would be undefined) and -1 past x's rows; cache
+    float8_e4m3fn/float8_e5m2 (uint8 in mode 2) of whole rows of d; scale float32 (modes 1, 2) or float8_e8m0
+    (mode 0) of d / 128 per cache row; all C-contiguous, outputs writable and not overlapping themselves or
+    each other (x may share their memory: it is read first). Vendor callers pass the whole cache (rows >= T),
+    so any row count is accepted and slots are checked against it.
     """
     _, run = _prepare(indexer_compress_cache, indexer_compress_scale, x, slot_mapping, quant_mode,
                       round_scale, mx_scale_rule, product, scale)

@@ -978,10 +978,10 @@ def indexer_compress_epilog_work(plan, hw):
     the row; one arch35 vector function a pass (INDEXER_CALLS of the quant_mode per element); two stores per
     row (y and the row's scales). Every row is assumed valid (slot != -1): the plan does not know the slots."""
     x = plan.inputs["x"]
-    d = x.shape[-1]
-    rows = _size(x) // max(1, d)
+    d = int(plan.tiles["d"])
+    rows = min(int(plan.tiles["bs"]), _size(x) // max(1, d))       # slot_mapping's rows that have an x row
     scale = plan.inputs.get("indexer_compress_scale") or plan.outputs.get("indexer_compress_scale")
-    scale_row = (_nbytes(scale) / max(1, scale.shape[0])) if scale is not None else d / 128 * 4
+    scale_row = d // 128 * (scale.dtype.itemsize if scale is not None else 4)    # the row's d / 128 scales
     mode = plan.attrs.get("quant_mode", 1)
     calls = INDEXER_CALLS.get(mode, INDEXER_CALLS[1])
     bd = max(1, int(plan.block_dim))
@@ -999,7 +999,7 @@ def indexer_compress_epilog_work(plan, hw):
                  "mte3": hw.dma("ub_to_gm", d, r) + hw.dma("ub_to_gm", scale_row, r)}
         loops.append(Loop(n=count, pipes=pipes, read_bytes=r * (d * isz + 4), write_bytes=r * (d + scale_row),
                           scalar_elements=r, overlap="double", cont=bool(loops)))
-    return _work(plan, hw, loops, bytes_read=_nbytes(x) + rows * 4, bytes_written=rows * (d + scale_row),
+    return _work(plan, hw, loops, bytes_read=rows * (d * isz + 4), bytes_written=rows * (d + scale_row),
                  flops=rows * d * 4.0, tiles={"rows_per_tile": rpt})
 
 

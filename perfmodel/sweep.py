@@ -5,8 +5,8 @@ floating dtype `dtype`; `build_args` turns it into the operator's `perfmodel.pre
 (TensorSpecs, no data), and every row records the operator's own input and output dtypes:
 
 * npu_dynamic_quant / _asymmetric: x [tokens, hidden] dtype -> int8 y and per-token scales.
-* indexer_compress_epilog: x [tokens, 4096] (d is fixed to 4096 by the op) -> float8_e4m3fn cache,
-  float32 scale [tokens, 32] (quant_mode 1), slot_mapping [tokens].
+* indexer_compress_epilog: x [tokens, d] -> float8_e4m3fn cache, float32 scale [tokens, d / 128] (quant_mode 1),
+  slot_mapping [tokens]; d is `hidden` when the sweep names hidden sizes, else the doc's 4096.
 * fake_quantize_per_channel_affine_cachemask: x [tokens, hidden], per-channel scale/zero_point on
   axis 1, int8 range; output in x's dtype.
 * npu_quant_matmul: x1 [tokens, hidden] int8 @ x2 [hidden, n] int8 -> `dtype` output, with one of two
@@ -70,7 +70,7 @@ EPILOGUES = {"pertoken": "float32 per-channel scale x per-token scale, vector ep
 WEIGHT_FORMATS = {"ND": "row-major, as the weight is loaded (default; every measured row)",
                   "NZ": "cast to FRACTAL_NZ first (npu_format_cast(w, 29)): copied into L1 as it lies, no ND->NZ"}
 _NAMED_CHOICES = {"epilogues": ("epilogue", EPILOGUES), "weight_formats": ("weight format", WEIGHT_FORMATS)}
-INDEXER_D = 4096               # indexer_compress_epilog: d fixed to 4096 (seed 001 constraints)
+INDEXER_D = 4096               # indexer_compress_epilog's d unless hidden sizes are given: the doc's (seed 001)
 MAX_DIM = 2 ** 31 - 1          # sizes beyond int32 are not LLM shapes (and overflow the vendor tiling data)
 _MATMULS = ("npu_quant_matmul", "matmul", "grouped_matmul")
 GROUPED_MATMUL_EXPERTS = 8
@@ -99,7 +99,7 @@ def build_args(p: Point) -> dict:
     if p.op in ("npu_dynamic_quant", "npu_dynamic_quant_asymmetric"):
         return {"x": TensorSpec((t, h), dt), "dst_type": "int8"}
     if p.op == "indexer_compress_epilog":
-        d = INDEXER_D
+        d = h
         return {"indexer_compress_cache": TensorSpec((t, d), "float8_e4m3fn"),
                 "indexer_compress_scale": TensorSpec((t, d // 128), "float32"),
                 "x": TensorSpec((t, d), dt), "slot_mapping": TensorSpec((t,), "int32"),
@@ -248,7 +248,7 @@ def grid(ops=None, products=None, tokens=None, hidden=None, dtypes=None, n=None,
         ns = (axes["n"] or [DEFAULT_N]) if op in _MATMULS else [None]
         ks = (axes["topk"] or [DEFAULT_TOPK]) if op == "moe_init_routing_quant" else [None]
         ws = (axes["weight_formats"] or ["ND"]) if op in WEIGHT_FORMAT_OPTIONS else [None]
-        hs = [INDEXER_D] if op == "indexer_compress_epilog" else (axes["hidden"] or [DEFAULT_HIDDEN])
+        hs = axes["hidden"] or [INDEXER_D if op == "indexer_compress_epilog" else DEFAULT_HIDDEN]
         for prod in prods:
             combos = _combos(op, prod, axes["dtypes"], axes["epilogues"])
             for t, h, (dt, e), nn, k, w in itertools.product(axes["tokens"] or DEFAULT_TOKENS, hs, combos, ns, ks,

@@ -83,7 +83,7 @@ def reference(cache, scale, x, slots, quant_mode=1, round_scale=True, rule="kern
     for i, slot in enumerate(slots):
         if slot == -1:
             continue
-        for b in range(NB):
+        for b in range(xf.shape[1] // 128):
             blk = xf[i, b * 128:(b + 1) * 128]
             if quant_mode == 1:
                 y, sbytes = ref_mode1(blk, cache.dtype)
@@ -323,7 +323,10 @@ def _noncontig(a):
 BAD = {
     "product": (dict(product="atlas-a2"), "product", 161002),
     "x-dtype": (dict(x=lambda g: g["x"].astype(np.float32)), "x", 161002),
-    "x-d": (dict(x=lambda g: g["x"][:, :2048].copy()), "x", 161002),
+    "x-d": (dict(x=lambda g: g["x"][:, :4000].copy()), "x", 161002),        # not a multiple of 128
+    "x-1d": (dict(x=lambda g: g["x"][0].copy()), "x", 161002),
+    "cache-rows": (dict(indexer_compress_cache=lambda g: g["indexer_compress_cache"][:, :4000].copy()),
+                   "indexer_compress_cache", 161002),                         # not whole rows of d
     "x-none": (dict(x=None), "x", 161001),
     "cache-dtype": (dict(indexer_compress_cache=lambda g: g["indexer_compress_cache"].view(np.int8)),
                     "indexer_compress_cache", 161002),
@@ -337,7 +340,8 @@ BAD = {
     "scale-shape": (dict(indexer_compress_scale=lambda g: np.zeros((6, 16), np.float32)),
                     "indexer_compress_scale", 161002),
     "slot-dtype": (dict(slot_mapping=lambda g: g["slot_mapping"].astype(np.int64)), "slot_mapping", 161002),
-    "slot-shape": (dict(slot_mapping=np.array([0, 1, 2], np.int32)), "slot_mapping", 161002),
+    "slot-shape": (dict(slot_mapping=np.array([[0, 1], [2, 3]], np.int32)), "slot_mapping", 161002),
+    "slot-past-x": (dict(slot_mapping=np.array([0, -1, 5, 2, -1, 3], np.int32)), "slot_mapping", 161002),
     "slot-high": (dict(slot_mapping=np.array([0, 6, 1, 2], np.int32)), "slot_mapping", 161002),
     "slot-low": (dict(slot_mapping=np.array([0, -2, 1, 2], np.int32)), "slot_mapping", 161002),
     "slot-duplicate": (dict(slot_mapping=np.array([3, -1, 1, 3], np.int32)), "slot_mapping", 161002),
@@ -374,6 +378,55 @@ def test_rejected_call_changes_nothing(case):
     assert "indexer_compress_epilog" in str(ei.value)
     for before, after in zip(snap, (args["indexer_compress_cache"], args["indexer_compress_scale"], cache, scale)):
         assert_bitexact(after, before)
+
+
+def test_any_d_of_whole_blocks_and_flat_shapes_as_the_kernel_reads_them():
+    """The doc fixes d at 4096; the vendor tiling takes d from x's last dimension and T from slot_mapping, and the
+    kernel reads x, cache and scale as flat rows. DeepSeek-V4's indexer (cann-recipes-infer Compressor) passes
+    d = 128, x [B, S, 128], cache [blocks, 128, 1, 128], scale [blocks, 128, 1, 1] and, in decode, a slot_mapping
+    padded with -1 past x's rows: each row must equal the spec's reference on the flat 2-D arrays."""
+    rng = np.random.default_rng(5)
+    for d, kw in ((128, dict(quant_mode=1)), (128, dict(quant_mode=0)), (384, dict(quant_mode=1)),
+                  (8192, dict(quant_mode=0, round_scale=False))):
+        B, S, blocks = 3, 5, 2
+        x = (rng.standard_normal((B, S, d)) * 10.0 ** rng.uniform(-3, 3, (B, S, 1))).astype(BF16)
+        fp8 = E4M3
+        rows = blocks * 128 if d == 128 else 40
+        cache = rng.integers(0, 256, rows * d, dtype=np.uint8).view(fp8)
+        scale = (rng.standard_normal(rows * d // 128).astype(np.float32) if kw["quant_mode"] == 1
+                 else rng.integers(0, 255, rows * d // 128, dtype=np.uint8).view(E8M0))
+        if d == 128:
+            cache, scale = cache.reshape(blocks, 128, 1, 128), scale.reshape(blocks, 128, 1, 1)
+        else:
+            cache, scale = cache.reshape(rows, d), scale.reshape(rows, d // 128)
+        slots = np.full(2 * B * S, -1, np.int32)                  # twice x's rows, the extra ones padding
+        slots[:B * S] = slots_for(rng, B * S, rows, 4)
+        exp_c, exp_s = reference(cache.reshape(rows, d), scale.reshape(rows, -1), x.reshape(-1, d), slots[:B * S],
+                                 kw["quant_mode"], kw.get("round_scale", True))
+        npusim.indexer_compress_epilog(cache, scale, x, slots, **kw)
+        assert_bitexact(cache.reshape(rows, d), exp_c)
+        assert_bitexact(scale.reshape(rows, -1), exp_s)
+    # a shorter slot_mapping: only its rows run (the tiling's T); the plan says d and T
+    x = random_x(rng, 4, np.float16)
+    cache, scale = filled(rng, 6, E4M3, 1)
+    exp_c, exp_s = reference(cache, scale, x[:2], np.array([3, 1], np.int32))
+    npusim.indexer_compress_epilog(cache, scale, x, np.array([3, 1], np.int32))
+    assert_bitexact(cache, exp_c)
+    assert_bitexact(scale, exp_s)
+    plan = npusim.make_plan("indexer_compress_epilog", indexer_compress_cache=TensorSpec((64, 1, 128), E4M3),
+                            indexer_compress_scale=TensorSpec((64, 1, 1), "float32"), x=TensorSpec((2, 3, 128), BF16),
+                            slot_mapping=TensorSpec((12,), "int32"))
+    assert (plan.tiles["d"], plan.tiles["bs"], plan.tiles["scaleCol"]) == (128, 12, 1)
+    # a row that does not fit in the UB: the vendor tiling would divide by zero
+    with pytest.raises(AclnnError, match="'x': last dimension d = 51200 is too large"):
+        npusim.make_plan("indexer_compress_epilog", indexer_compress_cache=TensorSpec((4, 51200), E4M3),
+                         indexer_compress_scale=TensorSpec((4, 400), "float32"), x=TensorSpec((4, 51200), BF16),
+                         slot_mapping=TensorSpec((4,), "int32"))
+    with pytest.raises(AclnnError, match="not a multiple of 128.* not emulate") as e:
+        npusim.make_plan("indexer_compress_epilog", indexer_compress_cache=TensorSpec((4, 100), E4M3),
+                         indexer_compress_scale=TensorSpec((4, 1), "float32"), x=TensorSpec((4, 100), BF16),
+                         slot_mapping=TensorSpec((4,), "int32"))
+    assert e.value.not_emulated
 
 
 def test_larger_cache_than_batch_is_accepted():
@@ -418,7 +471,7 @@ def test_plan_rejects_like_the_emulator():
     with pytest.raises(AclnnError):
         npusim.make_plan("indexer_compress_epilog", **_specs(8), product="atlas-a3")
     bad = _specs(8)
-    bad["x"] = TensorSpec((8, 1024), "bf16")
+    bad["x"] = TensorSpec((8, 1000), "bf16")             # d not a multiple of 128
     with pytest.raises(AclnnError):
         npusim.make_plan("indexer_compress_epilog", **bad)
 

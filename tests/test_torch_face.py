@@ -570,6 +570,25 @@ def test_indexer_compress_epilog_custom_op_in_place(xdt, cache_dt, quant_mode):
     assert torch.equal(t_cache.view(torch.uint8), before.view(torch.uint8))
 
 
+def test_indexer_compress_epilog_custom_op_as_deepseek_v4_calls_it():
+    # cann-recipes-infer's DeepSeek-V4 Compressor (indexer, li_cache_quant_mode float8): x [B, S, 128] bf16,
+    # cache [blocks, 128, 1, 128] float8_e4m3fn, scale [blocks, 128, 1, 1] float32, keyword arguments, slot_mapping
+    # padded with -1 past x's rows in decode; the numpy face on the same arrays gives the same bytes
+    B, S, blocks = 2, 3, 2
+    x = (RNG.standard_normal((B, S, 128)) * 5).astype(ml_dtypes.bfloat16)
+    cache = np.zeros((blocks, 128, 1, 128), ml_dtypes.float8_e4m3fn)
+    scale = np.zeros((blocks, 128, 1, 1), np.float32)
+    slots = np.array([7, 130, -1, 3, 200, 5] + [-1] * 6, np.int32)
+    t_cache, t_scale = tensor(cache), tensor(scale)
+    with tnpu.install("ascend-950pr"):
+        torch.ops.custom.indexer_compress_epilog(indexer_compress_cache=t_cache, indexer_compress_scale=t_scale,
+                                                 x=tensor(x), slot_mapping=tensor(slots))
+    npusim.indexer_compress_epilog(cache, scale, x, slots, product="ascend-950pr")
+    assert_same(t_cache, cache)
+    assert_same(t_scale, scale)
+    assert np.count_nonzero(scale) == 5 and t_cache.shape == (blocks, 128, 1, 128)
+
+
 def test_indexer_compress_epilog_custom_op_hifloat8():
     x = (RNG.standard_normal((3, 4096)) * 3).astype(ml_dtypes.bfloat16)
     slots = np.array([1, 0, -1], np.int32)
