@@ -33,6 +33,16 @@ def measured_from_profiles(paths_or_df, product: str) -> pd.DataFrame:
     (counted by reason in attrs['skipped']). Columns: MEASURED_COLUMNS, with source = the file, plus line."""
     soc = check_product(product)
     df = paths_or_df if isinstance(paths_or_df, pd.DataFrame) else read_profiles(paths_or_df)
+    if soc.family == "950" and len(df) and "op_type" in df:
+        # Ascend 950 launches DynamicQuantV2, with its three outputs, for the symmetric call too (ops-nn
+        # l0op::DynamicQuantV2 always declares the offset): the profile cannot tell them apart; take the
+        # common, symmetric one (perfmodel.profiles.OP_TYPES)
+        v2 = (df["op"] == "npu_dynamic_quant_asymmetric").to_numpy() & \
+            (df["op_type"].astype(str).str.strip().str.lower() == "dynamicquantv2").to_numpy()
+        if v2.any():
+            attrs, df = df.attrs, df.copy()
+            df.loc[v2, "op"] = "npu_dynamic_quant"
+            df.attrs = attrs
     skipped = Counter(df.attrs.get("skipped", {}))
     examples = list(df.attrs.get("skipped_rows", []))
     if "call" in df:

@@ -43,8 +43,9 @@ __all__ = ["OP_TYPES", "PIPES", "read_profiles", "parse_shapes", "parse_dtypes",
            "skipped_summary"]
 
 # Profiler OP Type (case-insensitive) -> perfmodel operator name. DynamicQuantV2 is the asymmetric
-# kernel on A2/A3 but also the symmetric one on Ascend 950 (ARITHMETIC.md 1.0): resolved per row
-# from the number of outputs (3 = y, scale, offset -> asymmetric).
+# kernel on A2/A3 (resolved per row from the number of outputs: 3 = y, scale, offset -> asymmetric);
+# on Ascend 950 it is also the symmetric one, with the same three outputs (ops-nn's l0op::DynamicQuantV2
+# always declares the offset), so perfmodel.compare reads it as symmetric there, the common call.
 OP_TYPES = {
     "dynamicquant": "npu_dynamic_quant",
     "dynamicquantv2": "npu_dynamic_quant",
@@ -173,14 +174,18 @@ def _split(text) -> list[str]:
 
 
 def _expand(paths) -> list[Path]:
-    """Files named, plus op_summary_*.csv / kernel_details*.csv found under directories named."""
+    """Files named, plus op_summary_*.csv / kernel_details*.csv found under directories named. A torch_npu result
+    directory (*_ascend_pt) holds the same launches twice: ASCEND_PROFILER_OUTPUT/kernel_details.csv and, derived
+    from the same data, PROF_*/mindstudio_profiler_output/op_summary_*.csv; only the first is read there."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     files = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(set(p.rglob("*op_summary*.csv")) | set(p.rglob("*kernel_details*.csv")))
-            files.extend(found)
+            details = set(p.rglob("*kernel_details*.csv"))
+            covered = {f.parent.parent for f in details if f.parent.name == "ASCEND_PROFILER_OUTPUT"}
+            summaries = {f for f in p.rglob("*op_summary*.csv") if not covered & set(f.parents)}
+            files.extend(sorted(details | summaries))
         else:
             files.append(p)
     return files
@@ -242,7 +247,9 @@ class _Call:
         self.input_dtypes, self.input_formats = parse_dtypes(in_dtypes), _split(in_formats)
         self.output_dtypes = parse_dtypes(out_dtypes)
         self.op = _op_of(self.op_type, max(len(self.output_dtypes), len(_split(out_shapes))))
-        if self.op is None:
+        if self.op is None:             # named per type, so that a user sees which operators went unused
+            self.reason = (f"{_NOT_MODELLED}: {self.op_type}" if not _missing(self.op_type) else
+                           "no OP Type (N/A): a profile taken with --task-time l0 records no operator types")
             return
         try:
             self.input_shapes = parse_shapes(in_shapes)
@@ -411,7 +418,7 @@ def _convert(chunk, lines, wanted, shared, acc: _Accumulator):
     bad_call = ~not_modelled & ~bad_duration & (call_reason != "")
     lines = np.asarray(lines, dtype=np.int64)
     op_types = column("op_type")
-    for mask, reason in ((not_modelled, _NOT_MODELLED), (bad_duration, _BAD_DURATION), (bad_call, None)):
+    for mask, reason in ((not_modelled, None), (bad_duration, _BAD_DURATION), (bad_call, None)):
         rows = np.flatnonzero(mask)
         if not len(rows):
             continue
@@ -460,10 +467,32 @@ def skipped_summary(df: pd.DataFrame) -> str:
 # ---------------------------------------------------------------------------------------------
 # profiler row -> perfmodel.predict keyword arguments
 
-def _specs(row) -> list[tuple[tuple, str]]:
+_ABSENT_DTYPES = ("", "undefined", "null")
+
+
+def _slots(row) -> list:
+    """(shape, dtype) of each input position; None where the profiler left the slot empty (an absent optional
+    input: no shape and no dtype, or DT_UNDEFINED). An empty shape with a dtype stays: a 0-d tensor to an
+    elementwise op, an absent optional input to the others (they take no 0-d one)."""
     shapes = list(row["input_shapes"])
     dtypes = list(row["input_dtypes"]) + [""] * max(0, len(row["input_shapes"]) - len(row["input_dtypes"]))
-    return [(s, d) for s, d in zip(shapes, dtypes) if s != () or d]
+    return [None if s == () and d in _ABSENT_DTYPES else (s, d) for s, d in zip(shapes, dtypes)]
+
+
+def _specs(row) -> list[tuple[tuple, str]]:
+    """The inputs present, in order (the empty slots dropped)."""
+    return [e for e in _slots(row) if e is not None]
+
+
+def _tensors(entries) -> list:
+    """The entries that are tensors with a shape (not empty slots or 0-d placeholders)."""
+    return [e for e in entries if e is not None and e[0] != ()]
+
+
+def _nz(row, i: int) -> bool:
+    """Input i is stored FRACTAL_NZ (the profile's Input Formats)."""
+    formats = list(row.get("input_formats") or [])
+    return i < len(formats) and "NZ" in str(formats[i]).upper()
 
 
 def _spec(shape, dtype) -> TensorSpec:
@@ -496,7 +525,7 @@ def to_predict_args(row) -> dict:
     outs = list(zip(row.get("output_shapes") or [], row.get("output_dtypes") or []))
     try:
         if op in ("npu_dynamic_quant", "npu_dynamic_quant_asymmetric"):
-            (xs, xd), rest = specs[0], specs[1:]
+            (xs, xd), rest = specs[0], _tensors(specs[1:])
             args = {"x": _spec(xs, xd)}
             for s, d in rest:
                 if d in _FLOATS and "smooth_scales" not in args:
@@ -508,7 +537,7 @@ def to_predict_args(row) -> dict:
             return args
         if op == "indexer_compress_epilog":
             args, quant_mode = {}, 1
-            for s, d in specs:
+            for s, d in _tensors(specs):
                 if d in ("float8_e4m3fn", "float8_e5m2"):
                     args["indexer_compress_cache"] = _spec(s, d)
                 elif d in ("float32", "float8_e8m0"):
@@ -549,16 +578,31 @@ def to_predict_args(row) -> dict:
                 raise ValueError("cannot tell N without the output shape")
             if x1d != "int8" or x2d != "int8":
                 raise ValueError(f"only int8 x int8 is mapped, got {x1d} x {x2d}")
-            x2_shape = tuple(batch) + (k, n)
-            args = {"x1": _spec(x1s, x1d), "x2": _spec(x2_shape, x2d), "scale": _spec(ss, sd)}
-            for s, d in specs[3:]:
-                length = s[-1] if s else 1
-                if d == "float32" and len(s) == 1 and length == m and m != n and "pertoken_scale" not in args:
-                    args["pertoken_scale"] = _spec(s, d)
-                elif d == "float32" and out_dtype == "int8" and "offset" not in args:
-                    args["offset"] = _spec(s, d)
-                elif "bias" not in args:
-                    args["bias"] = _spec(s, d)
+            nz = _nz(row, 1)             # stored FRACTAL_NZ: the profile shows the fractal storage shape
+            x2_batch = () if nz or len(x2s) <= 2 else tuple(batch)
+            args = {"x1": _spec(x1s, x1d), "x2": _spec(x2_batch + (k, n), x2d), "scale": _spec(ss, sd)}
+            if nz:
+                args["x2_format"] = "NZ"
+            slots = _slots(row)[3:]
+            if str(row.get("op_type", "")).strip().lower() == "quantbatchmatmulv3" and (len(slots) >= 3 or any(
+                    e is None or e[0] == () for e in slots)):
+                # the op's inputs in order: x1, x2, scale, offset, bias, pertoken_scale; a profile that keeps the
+                # absent ones as empty slots says which is which
+                for name, e in zip(("offset", "bias", "pertoken_scale"), slots):
+                    if e is not None and e[0] != ():
+                        args[name] = _spec(*e)
+            else:
+                # present inputs only: a per-token scale is the last, float32 (m,), with a float output (so
+                # also when m == n); an offset goes with int8 output; anything else is the bias
+                rest = _tensors(slots)
+                if rest and rest[-1][1] == "float32" and len(rest[-1][0]) == 1 and rest[-1][0][0] == m \
+                        and out_dtype in ("float16", "bfloat16"):
+                    args["pertoken_scale"] = _spec(*rest.pop())
+                for s, d in rest:
+                    if d == "float32" and out_dtype == "int8" and "offset" not in args:
+                        args["offset"] = _spec(s, d)
+                    elif "bias" not in args:
+                        args["bias"] = _spec(s, d)
             if out_dtype is not None:
                 args["output_dtype"] = out_dtype
             return args
@@ -588,13 +632,20 @@ def to_predict_args(row) -> dict:
             k = as_[1] if as_[0] == m else as_[0]
             return {"a": _spec((m, k), ad), "b": _spec((k, n), bd)}
         if op == "grouped_matmul":
-            if len(specs) < 2 or len(specs[0][0]) != 2 or len(specs[1][0]) != 3:
-                raise ValueError("needs x [M,K] and one weight [E,K,N] (or [E,N,K])")
-            (xs, xd), (ws, wd) = specs[:2]
+            nz = _nz(row, 1)             # an NZ weight [E, N/n0, K/k0, k0, n0] as stored; N from the output
+            if nz and len(specs) >= 2 and len(specs[1][0]) == 5 and outs and len(outs[0][0]) == 2:
+                (xs, xd), (ws, wd) = specs[:2]
+                ws = (ws[0], xs[-1], outs[0][0][-1])
+            elif len(specs) < 2 or len(specs[0][0]) != 2 or len(specs[1][0]) != 3:
+                raise ValueError("needs x [M,K] and one weight [E,K,N] (or [E,N,K], or [E,N1,K1,k0,n0] FRACTAL_NZ)")
+            else:
+                (xs, xd), (ws, wd) = specs[:2]
             m, k = xs
             e = ws[0]
             args = {"x": _spec(xs, xd), "weight": _spec(ws, wd), "transpose_weight": ws[1] != k and ws[2] == k,
                     "group_list": even_group_list(m, e)}
+            if nz:
+                args["weight_format"] = "NZ"
             n = ws[1] if args["transpose_weight"] else ws[2]
             for s_, d in specs[2:]:
                 if d in _FLOATS and tuple(s_) == (e, n):

@@ -37,7 +37,8 @@ def test_op_summary_new_generation():
     df = read_profiles(NEW_OPS)
     assert sorted(df["line"]) == [2, 3, 4, 5, 10]
     assert set(df["format"]) == {"op_summary"} and set(df["generation"]) == {"new"}
-    assert df.attrs["skipped"] == {"operator not modelled": 1, "duration missing, N/A, not finite or not positive": 1,
+    assert df.attrs["skipped"] == {"operator not modelled: Cast": 1,
+                                   "duration missing, N/A, not finite or not positive": 1,
                                    "input shapes: malformed shape '1024,abc'": 1,
                                    "ragged line (10 fields, header has 34)": 1}
     dq = by_line(df, 2)
@@ -59,7 +60,7 @@ def test_op_summary_new_generation():
 def test_op_summary_old_generation_unitless_headers():
     df = read_profiles(OLD_OPS)
     assert sorted(df["line"]) == [2, 3, 4] and set(df["generation"]) == {"old"}
-    assert df.attrs["skipped"] == {"operator not modelled": 1, "input shapes: shapes missing": 1,
+    assert df.attrs["skipped"] == {"operator not modelled: TransData": 1, "input shapes: shapes missing": 1,
                                    "duration missing, N/A, not finite or not positive": 1}
     fq = by_line(df, 2)
     assert fq["op"] == "fake_quantize_per_channel_affine_cachemask" and fq["duration_us"] == 42.0
@@ -76,7 +77,8 @@ def test_kernel_details_both_generations():
     assert set(new["format"]) == set(old["format"]) == {"kernel_details"}
     assert set(new["generation"]) == {"new"} and set(old["generation"]) == {"old"}
     assert list(new["op"]) == ["indexer_compress_epilog", "npu_dynamic_quant"]   # 2 outputs: symmetric
-    assert new.attrs["skipped"] == {"operator not modelled": 1, "duration missing, N/A, not finite or not positive": 1}
+    assert new.attrs["skipped"] == {"operator not modelled: MoeInitRoutingQuantV2": 1,
+                                    "duration missing, N/A, not finite or not positive": 1}
     ice = by_line(new, 2)
     assert ice["block_dim"] == 64 and ice["input_shapes"] == [(512, 4096), (512, 32), (512, 4096), (512,)]
     assert ice["input_dtypes"] == ["float8_e4m3fn", "float32", "bfloat16", "int32"]
@@ -145,3 +147,83 @@ def test_to_predict_args():
     bad["input_dtypes"] = ["int32", "int32", "int64", "int32"]
     with pytest.raises(ValueError):
         to_predict_args(bad)
+
+
+# -- layouts real profiles use (found by probing published msprof / torch_npu outputs) ------------------------
+
+def _row(op, op_type, shapes, dtypes, out_shapes, out_dtypes, formats=None):
+    return {"op": op, "op_type": op_type, "input_shapes": parse_shapes(shapes), "input_dtypes": parse_dtypes(dtypes),
+            "input_formats": (formats or "").split(";") if formats else [], "output_shapes": parse_shapes(out_shapes),
+            "output_dtypes": parse_dtypes(out_dtypes)}
+
+
+def test_absent_inputs_kept_as_empty_slots_are_absent():
+    # absent optional inputs stay in the list as empty slots, with a dtype or DT_UNDEFINED
+    a = to_predict_args(_row("npu_dynamic_quant_asymmetric", "DynamicQuantV2", '"2048,7168;;"', "DT_BF16;DT_BF16;INT32",
+                             "2048,7168;2048;2048", "INT8;FLOAT;FLOAT"))
+    assert set(a) == {"x", "dst_type"}
+    for dtypes in ("INT8;INT8;FLOAT;FLOAT;INT32;FLOAT", "INT8;INT8;FLOAT;DT_UNDEFINED;DT_UNDEFINED;FLOAT"):
+        a = to_predict_args(_row("npu_quant_matmul", "QuantBatchMatmulV3", "1024,7168;4096,7168;4096;;;1024", dtypes,
+                                 "1024,4096", "DT_BF16"))
+        assert spec(a, "pertoken_scale") == ((1024,), "float32") and "bias" not in a and "offset" not in a
+        assert spec(a, "x2") == ((7168, 4096), "int8")
+    # positions decide: the fifth slot is the bias, even an int32 one of length m
+    a = to_predict_args(_row("npu_quant_matmul", "QuantBatchMatmulV3", "64,256;256,64;64;;64;", "INT8;INT8;FLOAT;FLOAT;"
+                             "INT32;FLOAT", "64,64", "DT_BF16"))
+    assert spec(a, "bias") == ((64,), "int32") and "pertoken_scale" not in a
+
+
+def test_quant_matmul_per_token_scale_when_m_equals_n_and_nz_weights():
+    # present inputs only: the last, float32 (m,) with a float output, is the per-token scale, also when m == n
+    a = to_predict_args(_row("npu_quant_matmul", "QuantBatchMatmulV3", '"4096,7168;4096,7168;4096;4096"',
+                             "INT8;INT8;DT_BF16;FLOAT", "4096,4096", "DT_BF16"))
+    assert spec(a, "pertoken_scale") == ((4096,), "float32") and "bias" not in a
+    # a weight cast to FRACTAL_NZ is recorded in its storage shape [N/32, K/16, 16, 32] (int8): K from x1, N from
+    # the output, and x2_format NZ (vllm-ascend W8A8 on Atlas A3)
+    a = to_predict_args(_row("npu_quant_matmul", "QuantBatchMatmulV3", '"15900,5120;544,320,16,32;17408;15900"',
+                             "INT8;INT8;DT_BF16;FLOAT", "15900,17408", "DT_BF16", formats="ND;FRACTAL_NZ;ND;ND"))
+    assert spec(a, "x2") == ((5120, 17408), "int8") and a["x2_format"] == "NZ"
+    assert spec(a, "pertoken_scale") == ((15900,), "float32")
+    # a 3-D activation with a 2-D weight: x2 stays 2-D
+    a = to_predict_args(_row("npu_quant_matmul", "QuantBatchMatmulV3", "4,128,7168;4096,7168;4096;128",
+                             "INT8;INT8;DT_BF16;FLOAT", "4,128,4096", "DT_BF16"))
+    assert spec(a, "x2") == ((7168, 4096), "int8")
+    g = to_predict_args(_row("grouped_matmul", "GroupedMatmul", "1000,512;4,48,32,16,16;;;;;;;4", "DT_BF16;DT_BF16",
+                             "1000,768", "DT_BF16", formats="ND;FRACTAL_NZ"))
+    assert spec(g, "weight") == ((4, 512, 768), "bfloat16") and g["weight_format"] == "NZ"
+
+
+def test_torch_npu_result_directory_is_read_once(tmp_path):
+    # a *_ascend_pt directory holds kernel_details.csv and, derived from the same data, PROF_*/.../op_summary_*.csv
+    kd = NEW_KD.read_text()
+    top = tmp_path / "host_123_ascend_pt"
+    (top / "ASCEND_PROFILER_OUTPUT").mkdir(parents=True)
+    (top / "ASCEND_PROFILER_OUTPUT" / "kernel_details.csv").write_text(kd)
+    (top / "PROF_000001_x" / "mindstudio_profiler_output").mkdir(parents=True)
+    (top / "PROF_000001_x" / "mindstudio_profiler_output" / "op_summary_1.csv").write_text(NEW_OPS.read_text())
+    df = read_profiles(tmp_path)
+    assert df.attrs["files"] == [str(top / "ASCEND_PROFILER_OUTPUT" / "kernel_details.csv")]
+    assert len(df) == len(read_profiles(NEW_KD))
+    # a bare PROF_ directory (msprof alone) is still read
+    assert len(read_profiles(top / "PROF_000001_x")) == len(read_profiles(NEW_OPS))
+
+
+def test_dynamic_quant_v2_on_950_is_the_symmetric_call_and_skips_name_the_operator(tmp_path):
+    from perfmodel.compare import measured_from_profiles
+    df = read_profiles(NEW_OPS)
+    v2 = df[df["op_type"] == "DynamicQuantV2"]
+    assert set(v2["op"]) == {"npu_dynamic_quant_asymmetric"}
+    on_950 = measured_from_profiles(v2, "ascend-950pr")
+    on_a2 = measured_from_profiles(v2, "atlas-a2")
+    assert set(on_950["op"]) == {"npu_dynamic_quant"} and set(on_a2["op"]) == {"npu_dynamic_quant_asymmetric"}
+    assert set(v2["op"]) == {"npu_dynamic_quant_asymmetric"}          # the frame given is not changed
+    # a task-time l0 profile has no OP Type: said so
+    header = NEW_KD.read_text().splitlines()[0]
+    cols = header.split(",")
+    row = ["N/A"] * len(cols)
+    for name, value in (("Duration(us)", "12.5"), ("Name", "aclnnDynamicQuant_DynamicQuant_DynamicQuant")):
+        if name in cols:
+            row[cols.index(name)] = value
+    (tmp_path / "kernel_details.csv").write_text(header + "\n" + ",".join(row) + "\n")
+    assert list(read_profiles(tmp_path).attrs["skipped"]) == [
+        "no OP Type (N/A): a profile taken with --task-time l0 records no operator types"]
