@@ -625,6 +625,9 @@ def to_predict_args(row) -> dict:
         if op == "matmul":
             if len(specs) < 2 or not outs or len(outs[0][0]) != 2:
                 raise ValueError("needs a, b and a 2-D output")
+            if len(_tensors(specs[2:])) or outs[0][1] not in ("float16", "bfloat16"):
+                raise ValueError("the generic matmul model has no bias and a float16/bfloat16 output, got "
+                                 f"{len(_tensors(specs[2:]))} more input(s) and a {outs[0][1]} output")
             (as_, ad), (bs, bd) = specs[:2]
             m, n = outs[0][0]
             if len(as_) != 2:

@@ -227,3 +227,12 @@ def test_dynamic_quant_v2_on_950_is_the_symmetric_call_and_skips_name_the_operat
     (tmp_path / "kernel_details.csv").write_text(header + "\n" + ",".join(row) + "\n")
     assert list(read_profiles(tmp_path).attrs["skipped"]) == [
         "no OP Type (N/A): a profile taken with --task-time l0 records no operator types"]
+
+
+def test_matmul_rows_the_generic_model_cannot_cost_are_skipped_with_the_reason():
+    ok = _row("matmul", "MatMulV2", "64,32;32,16", "FLOAT16;FLOAT16", "64,16", "FLOAT16")
+    assert spec(to_predict_args(ok), "b") == ((32, 16), "float16")
+    for shapes, dtypes, out in (("64,32;32,16;16", "FLOAT16;FLOAT16;FLOAT16", "FLOAT16"),
+                                ("64,32;32,16", "FLOAT16;FLOAT16", "FLOAT")):
+        with pytest.raises(ValueError, match="no bias and a float16/bfloat16 output"):
+            to_predict_args(_row("matmul", "MatMulV2", shapes, dtypes, "64,16", out))
