@@ -250,7 +250,7 @@ def _measured(a) -> pd.DataFrame:
 
 
 def cmd_compare(a) -> int:
-    joined = cmp.compare(_measured(a), calibration=a.calibration)
+    joined = cmp.compare(_measured(a), calibration=a.calibration, l2=a.l2)
     ok = joined["status"] == "ok"
     summary = cmp.summarize(joined)
     launches = cmp.by_launch(joined)
@@ -461,6 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "launch) and compare_summary.csv, and figures. With no --profiles or --published: the "
                        "packaged calibration set.")
     _add_measured_args(c)
+    c.add_argument("--l2", choices=("cold", "warm"), default="cold",
+                   help="inputs read from HBM (cold: what benchmarks that flush L2 measure; default) or from L2 "
+                   "where they fit (warm: a model run, where the kernel before wrote them)")
     c.add_argument("--worst", type=_positive, default=5, metavar="K",
                    help="how many worst launches to list (default 5)")
     c.add_argument("--no-plots", action="store_true", help="tables and CSVs only")

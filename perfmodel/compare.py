@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from perfmodel.model import PIPES
-from perfmodel.predict import check_product
+from perfmodel.predict import L2_STATES, check_product
 from perfmodel.profiles import EXAMPLES_PER_REASON, read_profiles, to_predict_args
 from perfmodel.published import MEASURED_COLUMNS, calibration_set, default_published_path, read_published
 from perfmodel.rows import load_calibration, predict_rows
@@ -90,12 +90,15 @@ def ape_pct(predicted, measured):
     return 100.0 * np.abs(predicted - measured) / measured
 
 
-def compare(measured: pd.DataFrame, calibration=None) -> pd.DataFrame:
-    """Predict every measured row. Adds: launch (rows with the same op, product/SoC and argument dict share
+def compare(measured: pd.DataFrame, calibration=None, l2: str = "cold") -> pd.DataFrame:
+    """Predict every measured row (l2: 'cold', inputs from HBM as a benchmark that flushes L2 measures, or
+    'warm', inputs from L2 as far as they fit, as in a model run where the previous kernel wrote them). Adds: launch (rows with the same op, product/SoC and argument dict share
     it: each is predicted once), status ('skipped' also when the measured time is not a finite positive
     number), reason, soc, predicted_us, predicted_block_dim, bound, error_pct
     (signed, 100*(pred-meas)/meas), ape_pct, same_launch (measured block_dim unknown or equal to the
     predicted one), pred_pipe_<pipe>_us."""
+    if l2 not in L2_STATES:
+        raise ValueError(f"l2 must be one of {L2_STATES}, got {l2!r}")
     calibration = load_calibration(calibration)
     n = len(measured)
     ops = measured["op"].fillna("").to_numpy()
@@ -110,7 +113,7 @@ def compare(measured: pd.DataFrame, calibration=None) -> pd.DataFrame:
     for k, i in enumerate(first):
         groups.setdefault((ops[i], target[i]), []).append(k)
     for (op, tgt), ks in groups.items():
-        for k, row in zip(ks, predict_rows(op, tgt, [args[first[k]] for k in ks], calibration)):
+        for k, row in zip(ks, predict_rows(op, tgt, [args[first[k]] for k in ks], calibration, l2)):
             results[k] = row
     df = measured.copy(deep=False)      # new columns only: the measured frame itself is not changed
     df["launch"] = launch

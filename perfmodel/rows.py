@@ -41,11 +41,11 @@ def _failed(exc) -> dict:
     return {"status": "skipped", "reason": f"{type(exc).__name__}: {exc}".splitlines()[0][:300]}
 
 
-def predict_rows(op: str, product: str, args_list: list, calibration=None) -> list[dict]:
+def predict_rows(op: str, product: str, args_list: list, calibration=None, l2: str = "cold") -> list[dict]:
     """One row per argument dict of one operator on one product, through the batched
-    perfmodel.predict_many (results identical to perfmodel.predict)."""
+    perfmodel.predict_many (results identical to perfmodel.predict; l2 as there)."""
     try:
-        preds = predict_many(op, product, args_list, calibration=calibration, errors="return")
+        preds = predict_many(op, product, args_list, calibration=calibration, l2=l2, errors="return")
     except Exception as exc:    # noqa: BLE001 -- e.g. op not supported on the product: every point
         return [_failed(exc)] * len(args_list)
     return [_failed(p) if isinstance(p, BaseException) else _row(p) for p in preds]

@@ -236,3 +236,15 @@ def test_matmul_rows_the_generic_model_cannot_cost_are_skipped_with_the_reason()
                                 ("64,32;32,16", "FLOAT16;FLOAT16", "FLOAT")):
         with pytest.raises(ValueError, match="no bias and a float16/bfloat16 output"):
             to_predict_args(_row("matmul", "MatMulV2", shapes, dtypes, "64,16", out))
+
+
+def test_compare_with_inputs_warm_in_l2():
+    # a model run's kernels read what the kernel before wrote: --l2 warm predicts no slower than cold
+    from perfmodel import compare as cmp
+    measured = cmp.measured_from_profiles(NEW_KD, "ascend-950pr")
+    cold, warm = cmp.compare(measured), cmp.compare(measured, l2="warm")
+    ok = (cold["status"] == "ok").to_numpy()
+    assert ok.any() and (warm["predicted_us"].to_numpy()[ok] <= cold["predicted_us"].to_numpy()[ok]).all()
+    assert (warm["predicted_us"].to_numpy()[ok] < cold["predicted_us"].to_numpy()[ok]).any()
+    with pytest.raises(ValueError, match="l2 must be one of"):
+        cmp.compare(measured, l2="hot")
