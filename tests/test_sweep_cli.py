@@ -69,7 +69,7 @@ def fake_fit(measured, product=None, **kw):
     return FakeCalibration(factor=sum(ratios) / len(ratios))
 
 
-def fake_predict_many(op, product="atlas-a2", args_list=(), *, calibration=None, errors="raise"):
+def fake_predict_many(op, product="atlas-a2", args_list=(), *, calibration=None, l2="cold", errors="raise"):
     out = []
     for a in args_list:
         try:
