@@ -56,7 +56,7 @@ import numpy as np
 from npusim import _checks, formats
 from npusim._kernels import dynamic_quant as _k
 from npusim.aclnn import aclnn_api, get_workspace_size, run_executor
-from npusim.errors import invalid
+from npusim.errors import invalid, params_named
 from npusim.plan import Plan, TensorSpec, planner, spec_of
 
 __all__ = ["npu_dynamic_quant", "npu_dynamic_quant_asymmetric"]
@@ -540,6 +540,10 @@ def aclnnDynamicQuantV2GetWorkspaceSize(x, smoothScalesOptional, groupIndexOptio
                                                                yOut, scaleOut, offsetOut, product))
 
 
+_ACLNN_NAMES = {"smooth_scales": "smoothScalesOptional", "group_index": "groupIndexOptional", "dst_type": "dstType",
+                "y": "yOut", "scale": "scaleOut", "offset": "offsetOut"}
+
+
 def _aclnn_prepare(x, smoothScalesOptional, groupIndexOptional, dstType, yOut, scaleOut, offsetOut, product):
     """Every check of aclnnDynamicQuantV2 (run in both phases); returns (plan, run)."""
     op = ACLNN_OP
@@ -554,8 +558,9 @@ def _aclnn_prepare(x, smoothScalesOptional, groupIndexOptional, dstType, yOut, s
         raise invalid(op, "dstType", f"{dst_code} ({ACLNN_DST_TYPES[dst_code]}) is not supported on this product; "
                       f"allowed outputs: {', '.join(_Y_BY_FAMILY[soc.family])}", soc.soc)
     symmetric = offsetOut is None
-    plan, ctx = _make_plan(op, x, smoothScalesOptional, groupIndexOptional, ACLNN_DST_TYPES[dst_code],
-                           symmetric, product)
+    with params_named(_ACLNN_NAMES):           # the core's checks, with the aclnn doc's parameter names
+        plan, ctx = _make_plan(op, x, smoothScalesOptional, groupIndexOptional, ACLNN_DST_TYPES[dst_code],
+                               symmetric, product)
     y = _checks.out_tensor(op, "yOut", yOut, plan.outputs["y"].shape, plan.outputs["y"].dtype, soc.soc)
     scale = _checks.out_tensor(op, "scaleOut", scaleOut, plan.outputs["scale"].shape, np.float32, soc.soc)
     offset = None
@@ -563,7 +568,8 @@ def _aclnn_prepare(x, smoothScalesOptional, groupIndexOptional, dstType, yOut, s
         offset = _checks.out_tensor(op, "offsetOut", offsetOut, plan.outputs["offset"].shape, np.float32, soc.soc)
     _checks.written_apart(op, soc.soc, yOut=y, scaleOut=scale, offsetOut=offset)
     if ctx[2] is not None:
-        _check_group_values(op, ctx[2], ctx[3], soc.soc)
+        with params_named(_ACLNN_NAMES):
+            _check_group_values(op, ctx[2], ctx[3], soc.soc)
     return plan, lambda: _execute(plan, ctx, y, scale, offset)
 
 

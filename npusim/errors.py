@@ -4,6 +4,8 @@ Every invalid call raises AclnnError before anything is written. The message nam
 the parameter, the rule broken and the product, so a user can act on it without reading our code.
 """
 
+import contextlib
+
 ACLNN_SUCCESS = 0
 ACLNN_ERR_PARAM_NULLPTR = 161001
 ACLNN_ERR_PARAM_INVALID = 161002
@@ -50,3 +52,16 @@ def not_emulated(op: str, param: str, rule: str, product: str | None = None) -> 
     """ACLNN_ERR_PARAM_INVALID (161002) for a call npusim does not model, though the NPU may take it: `rule` says
     what is not emulated."""
     return AclnnError(rule, ACLNN_ERR_PARAM_INVALID, op=op, param=param, product=product, not_emulated=True)
+
+
+@contextlib.contextmanager
+def params_named(names: dict):
+    """AclnnErrors raised inside name their parameter as `names` maps it (a face's own names for the core's, e.g.
+    aclnn's smoothScalesOptional for smooth_scales); rule, status, product and not_emulated stay."""
+    try:
+        yield
+    except AclnnError as exc:
+        if exc.param not in names:
+            raise
+        raise AclnnError(exc.rule, exc.status, op=exc.op, param=names[exc.param], product=exc.product,
+                         not_emulated=exc.not_emulated).with_traceback(exc.__traceback__) from None

@@ -764,11 +764,18 @@ def _linear_a8w8_quant_args(x1, weight, scale, offset, pertoken_scale, output_dt
     op = "LinearA8W8Quant"
     soc = _checks.resolve_product(op, product, SUPPORTED)
     w = _checks.tensor(op, "weight", weight, soc)
-    if w.ndim < 2:
-        raise invalid(op, "weight", f"must be [out_features, in_features], got shape {w.shape}", soc.soc)
-    _checks.dtype_in(op, "x1", _checks.tensor(op, "x1", x1, soc), ("int8",), soc.soc)
+    a1 = _checks.tensor(op, "x1", x1, soc)
+    _checks.dtype_in(op, "x1", a1, ("int8",), soc.soc)
     _checks.dtype_in(op, "weight", w, ("int8",), soc.soc)
+    if w.ndim != 2:              # seed 003: weight [out_features, in_features]
+        raise invalid(op, "weight", f"must be 2-D [out_features, in_features], got shape {tuple(w.shape)}", soc.soc)
+    if a1.ndim >= 1 and a1.shape[-1] != w.shape[-1]:
+        raise invalid(op, "weight", f"in_features (shape[-1] = {w.shape[-1]}) must equal x1.shape[-1] = "
+                      f"{a1.shape[-1]}", soc.soc)
     scale = _checks.tensor(op, "scale", scale, soc)
+    if len(scale.shape) != 1:    # seed 003: scale 1-D (t,), t = 1 or out_features
+        raise invalid(op, "scale", f"must be 1-D (t,), t = 1 or out_features, got shape {tuple(scale.shape)}",
+                      soc.soc)
     out = _out_dtype_name(output_dtype, soc)
     if out == "int32":   # seed 003 output_dtype: int8/float16/bfloat16 (npu_quant_matmul adds int32)
         raise invalid(op, "output_dtype", "must be int8, float16 or bfloat16 for LinearA8W8Quant, got int32",
@@ -784,7 +791,7 @@ def _linear_a8w8_quant_args(x1, weight, scale, offset, pertoken_scale, output_dt
                                            None if o is None else np.zeros(o.shape, o.dtype), product=product)
             scale = TensorSpec(packed.shape, packed.dtype)
         else:
-            scale = npu_trans_quant_param(scale.reshape(-1), offset, product=product)
+            scale = npu_trans_quant_param(scale, offset, product=product)
     return w_t, scale
 
 

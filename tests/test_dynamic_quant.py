@@ -462,6 +462,9 @@ def test_aclnn_errors_leave_outputs_untouched():
     _err(gws, x, None, None, 34, y, sc, None, match="hifloat8")
     _err(gws, x, None, None, 7, y, sc, None, match="dstType")
     _err(gws, x, None, None, 2, None, sc, None, status=161001)
+    # the aclnn doc's parameter names (seed 000), not the numpy face's
+    _err(gws, x, np.ones(65, np.float16), None, 2, y, sc, None, match="'smoothScalesOptional'")
+    _err(gws, x, sm, np.array([3, 2], np.int32), 2, y, sc, None, match="'groupIndexOptional'")
     assert (y == 7).all() and (sc == 3).all()
     ws, ex = gws(x, None, None, 2, y, sc, None)
     npusim.aclnn.aclnnDynamicQuantV2(None, ws, ex)

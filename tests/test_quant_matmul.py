@@ -663,6 +663,27 @@ def test_linear_a8w8_quant_int8_only():
     assert ei.value.param in ("x1", "weight") and ei.value.status == 161002
 
 
+def test_linear_a8w8_quant_scale_is_1d_and_weight_errors_name_the_weight():
+    """Seed 003: scale is 1-D (t,), t = 1 or out_features, whatever its dtype and the output; the weight is
+    [out_features, in_features] and its errors name it (the module's user passes no x2)."""
+    for out in ("int8", "float16", "bfloat16"):
+        layer = npusim.LinearA8W8Quant(64, 32, bias=False, output_dtype=out)
+        layer.weight = np.ones((32, 64), np.int8)
+        for bad in (np.full((1, 32), 0.01, np.float32), np.full((2, 16), 0.01, np.float32)):
+            layer.scale = bad
+            with pytest.raises(AclnnError, match="'scale': must be 1-D") as ei:
+                layer(np.ones((4, 64), np.int8))
+            assert ei.value.op == "LinearA8W8Quant"
+        layer.scale = np.full(32, 0.01, np.float32)
+        assert layer(np.ones((4, 64), np.int8)).shape == (4, 32)
+    layer.weight = np.ones((32, 63), np.int8)
+    with pytest.raises(AclnnError, match=r"'weight': in_features \(shape\[-1\] = 63\) must equal x1.shape\[-1\] = 64"):
+        layer(np.ones((4, 64), np.int8))
+    layer.weight = np.ones((2, 32, 64), np.int8)
+    with pytest.raises(AclnnError, match="'weight': must be 2-D"):
+        layer(np.ones((4, 64), np.int8))
+
+
 # ------------------------------------------------------------------ plan
 def test_plan_from_specs():
     plan = make_plan("npu_quant_matmul", x1=TensorSpec((2048, 7168), "int8"), x2=TensorSpec((7168, 4096), "int8"),

@@ -44,7 +44,7 @@ from torch._subclasses.fake_tensor import is_fake as _torch_is_fake
 
 import npusim
 from npusim import quant_matmul
-from npusim.errors import AclnnError, invalid
+from npusim.errors import AclnnError, invalid, params_named
 from npusim.plan import TensorSpec, make_plan
 from npusim.quant_matmul import ACL_FORMAT_ND
 
@@ -388,19 +388,6 @@ def _per_token_only(op: str, quant_mode, dst_type_max) -> None:
                                f"default: the output dtype's maximum) is"[:300])
 
 
-@contextlib.contextmanager
-def _x_named_input():
-    """Errors about aclnn's `x` name torch_npu's `input` (the dynamic quant ops' first argument), with the same
-    rule, status and product: the numpy face, which checks it, calls it x."""
-    try:
-        yield
-    except AclnnError as exc:
-        if exc.param != "x":
-            raise
-        raise AclnnError(exc.rule, exc.status, op=exc.op, param="input", product=exc.product,
-                         not_emulated=exc.not_emulated).with_traceback(exc.__traceback__) from None
-
-
 def _traced(tensors, attrs=()) -> bool:
     """True inside install() (torch.ops.npu.* defined) while torch.compile traces, or when every tensor argument
     is a meta or fake tensor, and the call's attributes fit op-plugin's schema: the call then goes to its
@@ -438,7 +425,7 @@ def _dynamic_quant(op, input, smooth_scales, group_index, dst_type, quant_mode, 
     x, smooth_scales, group_index = _arrays(op, _spec if meta else to_numpy, input=input,
                                             smooth_scales=smooth_scales, group_index=group_index)
     dst = _dst_type(op, dst_type)
-    with _x_named_input():
+    with params_named({"x": "input"}):    # torch_npu's name for the numpy face's x
         if meta:      # y: input's rows and H (or H / 8 int4 words); the scales: input's rows
             rows = tuple(input.shape[:-1])
             plan = make_plan(op, product=current_product(), x=x, smooth_scales=smooth_scales,
