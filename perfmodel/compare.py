@@ -92,11 +92,11 @@ def ape_pct(predicted, measured):
 
 def compare(measured: pd.DataFrame, calibration=None, l2: str = "cold") -> pd.DataFrame:
     """Predict every measured row (l2: 'cold', inputs from HBM as a benchmark that flushes L2 measures, or
-    'warm', inputs from L2 as far as they fit, as in a model run where the previous kernel wrote them). Adds: launch (rows with the same op, product/SoC and argument dict share
-    it: each is predicted once), status ('skipped' also when the measured time is not a finite positive
-    number), reason, soc, predicted_us, predicted_block_dim, bound, error_pct
-    (signed, 100*(pred-meas)/meas), ape_pct, same_launch (measured block_dim unknown or equal to the
-    predicted one), pred_pipe_<pipe>_us."""
+    'warm', inputs from L2 as far as they fit, as in a model run where the previous kernel wrote them).
+    Adds: launch (rows with the same op, product/SoC and argument dict share it: each is predicted once),
+    status ('skipped' also when the measured time is not a finite positive number), reason, soc,
+    predicted_us, predicted_block_dim, bound, error_pct (signed, 100*(pred-meas)/meas), ape_pct, same_launch
+    (measured block_dim unknown or equal to the predicted one), pred_pipe_<pipe>_us."""
     if l2 not in L2_STATES:
         raise ValueError(f"l2 must be one of {L2_STATES}, got {l2!r}")
     calibration = load_calibration(calibration)

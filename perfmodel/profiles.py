@@ -511,11 +511,14 @@ def to_predict_args(row) -> dict:
     dst_type from y's dtype (int4, or int32 = packed int4 -> 'int4'); fake quant: axis = the first
     dimension whose size equals len(scale), quant range int8 [-128, 127] (latency does not depend
     on it); quant matmul: K from x1, N from the output (so NZ or transposed weights give the same
-    x2 [K, N]), optional inputs by dtype/length, output_dtype from the output; moe routing:
+    x2 [K, N]; a FRACTAL_NZ input format sets x2_format), optional inputs by position when the profile keeps
+    empty slots (QuantBatchMatmulV3: offset, bias, pertoken_scale), else by dtype/length (the last float32
+    (m,) input with a float output is the per-token scale), output_dtype from the output; moe routing:
     active_num from the expanded_x rows, scale 1.0, offset 0.0; indexer epilog: tensors by dtype,
     quant_mode from the scale dtype (float32 -> 1, float8_e8m0 -> 0); grouped matmul: the weight
-    transposed when its last dimension is x's K, bias the float [E, N] input, and the rows split evenly over
-    the E groups (the profiler records group_list's shape, not its values). Raises ValueError (with the
+    transposed when its last dimension is x's K (a FRACTAL_NZ weight: weight_format NZ, N from the output), bias
+    the float [E, N] input, and the rows split evenly over the E groups (the profiler records group_list's
+    shape, not its values). Empty slots (absent optional inputs) are absent. Raises ValueError (with the
     reason) when the row does not determine the call.
     """
     op = row["op"]

@@ -82,7 +82,8 @@ def test_predict_prints_the_breakdown_of_perfmodel_predict(capsys):
     p = perfmodel.predict("npu_quant_matmul", "Ascend910B2", x1=T((1024, 7168), "int8"), x2=T((7168, 4096), "int8"),
                           scale=T((4096,), "float32"), output_dtype="float16")
     assert out.startswith(f"npu_quant_matmul on atlas-a2 (Ascend910B2): {p.latency_us:.4g} us, {p.bound}-bound")
-    assert "kernels: QuantBatchMatmulV3" in out and "TransQuantParamV2" in out and f"block dim {p.block_dim}, tiling key {p.tiling_key}" in out
+    assert "kernels: QuantBatchMatmulV3" in out and "TransQuantParamV2" in out
+    assert f"block dim {p.block_dim}, tiling key {p.tiling_key}" in out
     assert "baseM=128" in out and f"cube {p.pipes_us['cube']:.4g}" in out
     assert f"read {p.bytes_read / 1e6:.4g} MB" in out
     rc, out, err = run(capsys, "predict", "grouped_matmul", "x=300x256:bfloat16", "weight=2x256x512:bfloat16",
