@@ -368,8 +368,9 @@ def _dst_type(op: str, dst_type) -> str:
         return "hifloat8"
     if not isinstance(dst_type, torch.dtype) or dst_type not in allowed:
         # torch.ops.npu's ScalarType argument keeps the low 8 bits of hifloat8's 290: it arrives as torch.uint5
-        hint = (" (torch_npu.hifloat8 arrives so through torch.ops.npu's ScalarType argument, which cannot carry "
-                "its code 290: call torch_npu.npu_dynamic_quant for it)") if dst_type is torch.uint5 else ""
+        hint = "" if dst_type is not torch.uint5 else (
+            " (torch_npu.hifloat8 arrives as torch.uint5 through torch.ops.npu's ScalarType argument, which cannot "
+            "carry its code 290: call torch_npu.npu_dynamic_quant for it)")
         raise invalid(op, "dst_type", f"must be None, torch.int8, torch.quint4x2 (int4 packed eight per int32) or, "
                       f"on Ascend 950, torch.float8_e4m3fn / torch.float8_e5m2 / torch_npu.hifloat8; got {dst_type!r}"
                       + hint, _product_named(op))
