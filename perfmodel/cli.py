@@ -18,7 +18,9 @@ compare,calibrate,plot}.py run the same subcommands from a checkout.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -30,7 +32,7 @@ from npusim.products import PRODUCTS, socs_of
 from perfmodel import compare as cmp
 from perfmodel import plots, sweep
 from perfmodel.model import PIPES
-from perfmodel.predict import OPERATORS, check_operator, check_product, predict, supported_products
+from perfmodel.predict import OPERATORS, check_operator, check_product, did_you_mean, predict, supported_products
 from perfmodel.profiles import skipped_summary
 from perfmodel.rows import load_calibration
 
@@ -142,7 +144,7 @@ def _arg_value(name: str, text: str):
 def _print_prediction(p) -> None:
     """A Prediction as a short report: latency, what bounds it, the kernels, the plan, the pipes and the bytes."""
     print(f"{p.op} on {p.product} ({p.soc}): {p.latency_us:.4g} us, {p.bound}-bound")
-    if len(p.kernels) > 1:
+    if p.kernels:
         print("  kernels: " + ", ".join(f"{k} {t:.4g} us" for k, t in p.kernels))
     print(f"  head (launch, core start, op head) {p.head_us:.4g} us; critical core's loops {p.core_us:.4g} us; "
           f"HBM traffic alone {p.chip_us:.4g} us")
@@ -152,6 +154,16 @@ def _print_prediction(p) -> None:
     print("  pipes on the critical core (us): " + ", ".join(f"{k} {v:.4g}" for k, v in p.pipes_us.items() if v))
     print(f"  read {p.bytes_read / 1e6:.4g} MB, written {p.bytes_written / 1e6:.4g} MB, {p.flops / 1e9:.4g} GFLOP; "
           f"{p.achieved_GBps:.4g} GB/s, {p.achieved_TOPS:.4g} TOPS")
+
+
+def _op_parameters(op: str) -> list[str]:
+    """The argument names perfmodel.predict takes for `op` (the planner's, or the generic kernel's builder's)."""
+    from npusim.plan import PLANNERS
+    from perfmodel import ops
+    fn = PLANNERS.get(op) or {"matmul": ops.matmul_work, "grouped_matmul": ops.grouped_matmul_work}.get(
+        op, ops.elementwise_work)
+    names = [n for n in inspect.signature(fn).parameters if n not in ("hw", "op", "product") and not n.startswith("_")]
+    return names + [n for n in ops.BUILDER_OPTIONS.get(op, ()) if n not in names]
 
 
 def cmd_predict(a) -> int:
@@ -166,8 +178,12 @@ def cmd_predict(a) -> int:
         args[name.strip()] = _arg_value(name.strip(), value)
     try:
         pred = predict(op, a.product, calibration=load_calibration(a.calibration), l2=a.l2, **args)
-    except TypeError as exc:        # an argument the operator does not take
-        raise UsageError(f"{op}: {exc}") from None
+    except TypeError as exc:        # an argument the operator does not take, or one it needs missing
+        params = _op_parameters(op)
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+        what = (f"unknown argument {unknown.group(1)!r};{did_you_mean(unknown.group(1), params)}" if unknown
+                else f"{exc};")
+        raise UsageError(f"{op}: {what} its arguments: {', '.join(params)}") from None
     _print_prediction(pred)
     return 0
 
@@ -501,7 +517,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     ap = build_parser()
-    a = ap.parse_args(argv)
+    a, extra = ap.parse_known_args(argv)
+    if extra and getattr(a, "command", None) == "predict" and all("=" in e and not e.startswith("-") for e in extra):
+        a.args += extra             # NAME=VALUE arguments given after an option
+    elif extra:
+        ap.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(a, "command", None):
         ap.print_help()
         return 2

@@ -93,6 +93,14 @@ def test_predict_prints_the_breakdown_of_perfmodel_predict(capsys):
     assert rc == 0 and f": {g.latency_us:.4g} us" in out.splitlines()[0]
 
 
+def test_predict_arguments_may_follow_options(capsys):
+    rc, out, err = run(capsys, "predict", "npu_dynamic_quant", "--product", "atlas-a3", "x=8x4096:bfloat16")
+    assert rc == 0 and out.startswith("npu_dynamic_quant on atlas-a3") and "kernels: " in out, err
+    with pytest.raises(SystemExit) as e:           # anything else after an option is still a usage error
+        cli.main(["predict", "npu_dynamic_quant", "x=8x4096:bfloat16", "--bogus"])
+    assert e.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
 def test_output_piped_into_a_reader_that_stops_is_no_error():
     # `npusim list | head -1`: the reader closes the pipe; the command stops quietly with status 0
     import subprocess
@@ -119,6 +127,9 @@ def test_predict_values_and_mistakes(capsys):
             (["npu_dynamic_quant", "x"], ["name=value", "'x'"]),
             (["npu_dynamic_quant", "x=4x8:bf16", "x=4x8:bf16"], ["'x' given twice"]),
             (["npu_dynamic_quant", "y=4x8:bf16"], ["npu_dynamic_quant", "'y'"]),
+            (["npu_dynamic_quant", "x=4x128:bf16", "smooth_scale=128:bf16"],
+             ["unknown argument 'smooth_scale'", "did you mean 'smooth_scales'", "its arguments: x, smooth_scales"]),
+            (["matmul", "a=8x64:fp16"], ["missing 1 required positional argument: 'b'", "its arguments: a, b"]),
             (["npu_dynamic_quant", "x=4x8:int8"], ["parameter 'x'", "float16, bfloat16"]),
             (["grouped_matmul", "x=4x8:fp16", "weight=1x8x8:fp16", "group_list=1,a"], ["group_list", "integers"]),
             (["npu_dynamic_quant", "x=4x8:bf16", "--product", "h100"], ["'h100'", "products:"])]:
