@@ -780,10 +780,7 @@ def _linear_a8w8_quant_args(x1, weight, scale, offset, pertoken_scale, output_dt
     if out == "int32":   # seed 003 output_dtype: int8/float16/bfloat16 (npu_quant_matmul adds int32)
         raise invalid(op, "output_dtype", "must be int8, float16 or bfloat16 for LinearA8W8Quant, got int32",
                       soc.soc)
-    if isinstance(w, TensorSpec):
-        w_t = TensorSpec(w.shape[:-2] + w.shape[:-3:-1], w.dtype)
-    else:
-        w_t = w.swapaxes(-1, -2)
+    w_t = TensorSpec(w.shape[::-1], w.dtype) if isinstance(w, TensorSpec) else w.T
     if pertoken_scale is None and scale.dtype == np.float32 and out in ("int8", "float16"):
         if isinstance(scale, TensorSpec):      # the packing's shape and checks, run on zeros of these shapes
             o = _checks.tensor(op, "offset", offset, soc, optional=True)

@@ -27,10 +27,10 @@ from pathlib import Path
 import pandas as pd
 
 import npusim
-from npusim.plan import TensorSpec
+from npusim.plan import PLANNERS, TensorSpec
 from npusim.products import PRODUCTS, socs_of
 from perfmodel import compare as cmp
-from perfmodel import plots, sweep
+from perfmodel import ops, plots, sweep
 from perfmodel.model import PIPES
 from perfmodel.predict import OPERATORS, check_operator, check_product, did_you_mean, predict, supported_products
 from perfmodel.profiles import skipped_summary
@@ -158,8 +158,6 @@ def _print_prediction(p) -> None:
 
 def _op_parameters(op: str) -> list[str]:
     """The argument names perfmodel.predict takes for `op` (the planner's, or the generic kernel's builder's)."""
-    from npusim.plan import PLANNERS
-    from perfmodel import ops
     fn = PLANNERS.get(op) or {"matmul": ops.matmul_work, "grouped_matmul": ops.grouped_matmul_work}.get(
         op, ops.elementwise_work)
     names = [n for n in inspect.signature(fn).parameters if n not in ("hw", "op", "product") and not n.startswith("_")]

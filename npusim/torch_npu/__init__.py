@@ -68,6 +68,16 @@ class NotEmulatedAttributeError(NotEmulatedError, AttributeError):
     default) behave as for any module."""
 
 
+def _missing_names(module: str, emulates: str):
+    """A module-level __getattr__ for the stand-in's modules: dunders stay plain AttributeErrors (what tools probe
+    for); any other missing name is a NotEmulatedAttributeError that says what `module` does emulate."""
+    def missing(name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise NotEmulatedAttributeError(f"{module}.{name} is not emulated by npusim's torch_npu stand-in; {emulates}")
+    return missing
+
+
 def _eager(fn):
     """fn as the stand-in runs it: never traced by torch.compile (it does not trace into the emulator: numpy views
     of narrow dtypes, C kernels; inside install() the compute operators are recorded as their torch.ops.npu op
@@ -276,14 +286,9 @@ def _npu_module() -> types.ModuleType:
     m.manual_seed = m.manual_seed_all = lambda seed: torch.manual_seed(seed)
     m.get_device_name = lambda device=None: _product_named("torch.npu.get_device_name")
 
-    def missing(name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        raise NotEmulatedAttributeError(f"torch.npu.{name} is not emulated by npusim's torch_npu stand-in (with "
-                                        "npu_device=True it has is_available, is_initialized, device_count, "
-                                        "current_device, set_device, synchronize, empty_cache, manual_seed, "
-                                        "manual_seed_all and get_device_name)")
-    m.__getattr__ = missing
+    m.__getattr__ = _missing_names("torch.npu", "with npu_device=True it has is_available, is_initialized, "
+                                   "device_count, current_device, set_device, synchronize, empty_cache, "
+                                   "manual_seed, manual_seed_all and get_device_name")
     return m
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch.nn import Parameter
 
+from npusim.torch_npu import _missing_names
+
 __all__ = ["LinearA8W8Quant"]
 
 _PARAMS = ("weight", "scale", "offset", "pertoken_scale", "bias")
@@ -71,10 +73,5 @@ class LinearA8W8Quant(torch.nn.Module):
                 f"output_dtype={self.output_dtype}")
 
 
-def __getattr__(name: str):
-    # torch_npu.contrib.module's other classes (LinearQuant, ...): say so, as the stand-in's top level does
-    if name.startswith("__"):
-        raise AttributeError(name)
-    from npusim.torch_npu import NotEmulatedAttributeError
-    raise NotEmulatedAttributeError(f"torch_npu.contrib.module.{name} is not emulated by npusim's torch_npu "
-                                    "stand-in; it emulates contrib.module.LinearA8W8Quant")
+# torch_npu.contrib.module's other classes (LinearQuant, ...): say so, as the stand-in's top level does
+__getattr__ = _missing_names("torch_npu.contrib.module", "it emulates contrib.module.LinearA8W8Quant")
