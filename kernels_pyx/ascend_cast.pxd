@@ -7,7 +7,10 @@ and fp8 pattern and on sampled fp32 ones; so all kernels round the same way.
 Semantics (ARITHMETIC.md "General hardware facts", asc-devkit Cast.md / precision_conversion.md):
   round modes  RM_RINT (nearest, ties to even), RM_ROUND (nearest, ties away from zero), RM_TRUNC,
                RM_FLOOR, RM_CEIL, RM_ODD (round to odd / von Neumann).
-  saturate     overflow gives +-max finite; NaN stays NaN; +-inf becomes +-max.
+  saturate     overflow gives +-max finite; +-inf becomes +-max; NaN stays NaN, except to float8
+               (e4m3fn, e5m2), where it gives +0: asc-devkit's Reg-API Cast.md ("饱和模式：当输出类型为
+               fp8_e5m2_t/fp8_e4m3fn_t时，输入nan，默认输出为0。如果CTRL[50] = 1'b1，则输出为nan"), and
+               no kernel emulated here sets CTRL[50] (fp8 exists only on Ascend 950, the Reg-API's chip).
   no saturate  IEEE overflow: inf when the mode rounds away from zero in that direction, max finite
                otherwise; float8_e4m3fn has no inf, so that case gives NaN (0x7F / 0xFF).
 The input is a double: every format here (fp32, fp16, bf16, fp8, e8m0) widens to double exactly,
@@ -153,6 +156,11 @@ cdef inline uint32_t fmt_nan_code(int fmt) noexcept nogil:
     if fmt == F_E5M2: return 0x7E
     return 0xFF
 
+cdef inline uint32_t fmt_sat_nan_code(int fmt) noexcept nogil:
+    """Magnitude code of NaN in a saturating cast: 0 for float8 (its sign is dropped too), else the NaN."""
+    if fmt == F_E4M3 or fmt == F_E5M2: return 0
+    return fmt_nan_code(fmt)
+
 
 # ---------------------------------------------------------------- rounding core
 cdef inline bint _round_up(uint64_t ipart, uint64_t rem, uint64_t half, bint neg, int mode) noexcept nogil:
@@ -215,6 +223,8 @@ cdef inline uint32_t round_to_fmt(double x, int fmt, int mode, bint sat) noexcep
             return 0xFF                      # zero: not representable (ml_dtypes convention)
     if E == 0x7FF:
         if m53 != 0:
+            if sat and (fmt == F_E4M3 or fmt == F_E5M2):
+                return 0                     # saturating float8: NaN gives +0 (module docstring)
             return sbit | fmt_nan_code(fmt)
         if sat:
             return sbit | max_code
@@ -484,6 +494,7 @@ cdef struct NarrowParams:
     uint32_t max_code
     uint32_t inf_code          # overflow code when not saturating (NaN for e4m3fn)
     uint32_t nan_code
+    uint32_t nan_sign          # 1: a NaN keeps its sign bit; 0: it gives +nan_code (saturating float8: +0)
     # round mode and saturation as 0/1 flags
     uint32_t near              # RINT or ROUND: above half goes up, overflow goes to inf
     uint32_t tie_even          # RINT
@@ -505,7 +516,8 @@ cdef inline NarrowParams narrow_params(int fmt, int mode, bint sat) noexcept nog
     p.sign_shift = <uint32_t>fmt_sign_shift(fmt)
     p.max_code = fmt_max_code(fmt)
     p.inf_code = fmt_inf_code(fmt)
-    p.nan_code = fmt_nan_code(fmt)
+    p.nan_code = fmt_sat_nan_code(fmt) if sat else fmt_nan_code(fmt)
+    p.nan_sign = 0 if (sat and p.nan_code == 0) else 1
     p.near = mode == RM_RINT or mode == RM_ROUND
     p.tie_even = mode == RM_RINT
     p.tie_away = mode == RM_ROUND
@@ -537,9 +549,10 @@ cdef inline uint32_t f32_narrow_fast(uint32_t u, NarrowParams p) noexcept nogil:
         | (inexact & directed)
     cdef uint32_t code = (ipart | (inexact & p.odd)) + up
     cdef uint32_t overflow_code = p.max_code if (p.sat | ((p.near | directed) ^ 1)) else p.inf_code
-    cdef uint32_t special = p.nan_code if a > 0x7F800000 else (p.max_code if p.sat else p.inf_code)
+    cdef uint32_t nan = a > 0x7F800000
+    cdef uint32_t special = p.nan_code if nan else (p.max_code if p.sat else p.inf_code)
     code = overflow_code if code > p.max_code else code
-    return (neg << p.sign_shift) | (special if exp == 255 else code)
+    return ((neg & (p.nan_sign | (nan ^ 1))) << p.sign_shift) | (special if exp == 255 else code)
 
 cdef inline uint32_t f32_to_bf16_rne(uint32_t u, bint sat) noexcept nogil:
     """f32_narrow_bits(u, F_BF16, RM_RINT, sat) in a few operations: bf16 shares fp32's exponent,
@@ -559,7 +572,8 @@ cdef struct Fp8RneParams:
     uint32_t bias_adjust        # (127 - fp8 bias) << fp8 mantissa bits
     float sub_scale             # 1 / (fp8 subnormal unit)
     uint32_t overflow_code      # magnitude code of an overflow: max finite if saturating, else inf (e4m3fn: NaN)
-    uint32_t nan_code
+    uint32_t nan_code           # code of NaN: the NaN if not saturating, else +0 (module docstring)
+    uint32_t nan_sign           # sign mask of a NaN's result: 0x80, or 0 when it gives +0
 
 cdef inline Fp8RneParams fp8_rne_params(int fmt, bint sat) noexcept nogil:
     """Parameters of f32_to_fp8_rne for fmt F_E4M3 or F_E5M2."""
@@ -571,7 +585,8 @@ cdef inline Fp8RneParams fp8_rne_params(int fmt, bint sat) noexcept nogil:
         p.norm_min, p.overflow, p.shift, p.bias_adjust = 0x3C800000, 0x43E80001, 20, 120 << 3
         p.sub_scale = 512.0
     p.overflow_code = fmt_max_code(fmt) if sat else fmt_inf_code(fmt)
-    p.nan_code = fmt_nan_code(fmt)
+    p.nan_code = fmt_sat_nan_code(fmt) if sat else fmt_nan_code(fmt)
+    p.nan_sign = 0 if sat else 0x80
     return p
 
 cdef inline uint32_t f32_to_fp8_rne(uint32_t u, Fp8RneParams p) noexcept nogil:
@@ -584,7 +599,7 @@ cdef inline uint32_t f32_to_fp8_rne(uint32_t u, Fp8RneParams p) noexcept nogil:
     cdef uint32_t sub = f32_bits(bits_f32(a) * p.sub_scale + <float>8388608.0) - 0x4B000000
     code = code if a >= p.norm_min else sub
     code = code if a < p.overflow else (p.nan_code if a > 0x7F800000 else p.overflow_code)
-    return code | sign
+    return code | sel_u32(a > 0x7F800000, sign & p.nan_sign, sign)
 
 cdef inline uint32_t f32_narrow_bits(uint32_t u, int fmt, int mode, bint sat) noexcept nogil:
     """round_to_fmt(bits_f32(u), fmt, mode, sat) for fmt in F_FP16, F_BF16, F_E4M3, F_E5M2.

@@ -27,7 +27,9 @@ Atlas 200I/500 A2 is not supported (seed).
 
 Special values (the kernels' behaviour is undocumented; ARITHMETIC 1.1 step 8, 1.8):
 * a NaN anywhere in a row makes its max (and min) NaN: scale (and offset) are NaN and y is 0
-  (Cast NaN -> int gives 0 here; fp8 outputs give NaN). Exception, A2/A3 asymmetric: the scalar
+  (Cast NaN -> int gives 0; the 950 fp8 Cast is saturating, SatMode::SAT without CTRL[50], which
+  gives +0 for NaN per asc-devkit's Reg-API Cast.md, so fp8 y is 0 too, as for every NaN quotient:
+  inf / inf, or v / 0 + -inf in an asymmetric row of equal values). Exception, A2/A3 asymmetric: the scalar
   clamp GetMax(s, 1e-12f) is `s > 1e-12f ? s : 1e-12f` (dynamic_quant_base.h), so a NaN s (NaN
   row, or an all-+inf / all--inf row where mx - mn = inf - inf) gives scale 1e-12; offset is then
   NaN (NaN row) or -inf / +inf (127 - (+-inf)), y is 0.

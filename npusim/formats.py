@@ -117,7 +117,8 @@ def cast(x, dtype, round_mode: str | None = None, saturate: bool = True) -> np.n
     'trunc', 'floor', 'ceil', 'odd' (round to odd). saturate=True: overflow and +-inf give +-max finite
     (integers clamp); saturate=False: IEEE overflow (inf, or NaN for float8_e4m3fn which has no
     inf; directed modes that round toward zero give max finite) and integers wrap. NaN stays NaN
-    in float targets and becomes 0 in integer targets. int4 results are ml_dtypes.int4 arrays
+    in float targets (saturating casts to float8_e4m3fn / float8_e5m2 excepted: +0, as asc-devkit's
+    Reg-API Cast.md gives unless CTRL[50] is set) and becomes 0 in integer targets. int4 results are ml_dtypes.int4 arrays
     (one value per byte; see pack_int4 for the packed layouts).
 
     dtype 'hifloat8' returns uint8 HiFloat8 codes. Its Cast offers CAST_ROUND (the default here) and

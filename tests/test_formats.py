@@ -118,9 +118,13 @@ def ref_float(v, fmt: Fmt, mode, sat):
     # directed mode of the other sign never gets here); otherwise inf (NaN for e4m3fn).
     keep_max = sat or mode in ("trunc", "odd")
     code = np.where(overflow, fmt.max_code if keep_max else fmt.inf_code, code)
-    code = np.where(np.isnan(v), fmt.nan_code, code)
     code = np.where(np.isinf(v), fmt.max_code if sat else fmt.inf_code, code)
-    return (code | np.where(neg, fmt.sign, 0)).astype(np.uint64)
+    # NaN stays NaN with its sign, but a saturating cast to float8 gives +0 (asc-devkit Reg-API Cast.md:
+    # "饱和模式：当输出类型为fp8_e5m2_t/fp8_e4m3fn_t时，输入nan，默认输出为0")
+    nan_zero = sat and fmt.name.startswith("float8")
+    code = (code | np.where(neg, fmt.sign, 0))
+    nan = (fmt.nan_code | np.where(neg, fmt.sign, 0)) if not nan_zero else 0
+    return np.where(np.isnan(v), nan, code).astype(np.uint64)
 
 
 def ref_float32(v, mode, sat):

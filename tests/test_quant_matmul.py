@@ -134,6 +134,15 @@ def test_accumulator_extremes_k_65535(simd):
         assert (y == a * b * k).all()
 
 
+def test_bias_past_int32_wraps():
+    """The README's documented choice: acc + an int32 bias beyond int32 wraps in two's complement."""
+    bias = np.array([2**31 - 1 - 1000, -2**31 + 5], np.int32)
+    x1, x2 = np.full((1, 3), 127, np.int8), np.array([[127, -128]] * 3, np.int8)
+    y = npusim.npu_quant_matmul(x1, x2, np.ones(1, np.float32), bias=bias, output_dtype="int32")
+    exact = np.array([3 * 127 * 127 + 2**31 - 1 - 1000, -3 * 127 * 128 - 2**31 + 5])
+    assert (y[0].astype(np.int64) == (exact + 2**31) % 2**32 - 2**31).all()
+
+
 def test_accumulator_batch_broadcast(simd):
     x1, x2 = i8(2, 1, 5, 40), i8(3, 40, 6)
     y = npusim.npu_quant_matmul(x1, x2, np.ones(1, np.float32), output_dtype="int32")
