@@ -217,6 +217,9 @@ def _loop_time(lp: Loop, r: _Rates, vec_hz: float, active: int, read_rate: float
         total = n * period
     else:
         total = fill + (n - 1.0) * period if n >= 1.0 else n * fill
+    if mode in ("serial", "early", "in1out1"):
+        # the cores drift apart (above): a load or store is busy for the core's own time, not the chip's share
+        L, S = own_load, own_store
     return total, (M1, L, S, V - Sc, C, F, Sc)
 
 
