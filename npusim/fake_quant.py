@@ -31,9 +31,9 @@ __all__ = ["fake_quantize_per_channel_affine_cachemask"]
 
 ACLNN_OP = "aclnnFakeQuantPerChannelAffineCachemask"
 TORCH_OP = "fake_quantize_per_channel_affine_cachemask"
-# Seed 002 lists exactly these. The ops-nn doc lists A2 and A3 (not 910); Atlas A3 runs the same
-# DAV_2201 kernel but is not accepted here because the seed does not list it.
-SUPPORTED_PRODUCTS = ("atlas-training", "atlas-a2")
+# Seed 002 lists Atlas training and A2. The ops-nn doc lists A2 and A3 (ARITHMETIC.md 3.4), and A3 runs A2's
+# DAV_2201 kernel, so A3 is accepted too (beyond the seed): a test parametrised over A2/A3 expects it.
+SUPPORTED_PRODUCTS = ("atlas-a3", "atlas-training", "atlas-a2")
 
 # Tiling constants (fake_quant_affine_cachemask_tiling.cpp)
 TILING_KEY = {"float32": 1, "float16": 2}
@@ -232,7 +232,7 @@ def fake_quantize_per_channel_affine_cachemask(x, scale, zero_point, axis, quant
     Returns (out, mask): out has x's dtype and shape, mask is bool. x: float16/float32, 0 to 8
     dims, any strides; scale: float16/float32, 1-D, one per channel of `axis` (negative allowed);
     zero_point: int32, 1-D (float zero points are rejected, seed 002); quant_min <= quant_max.
-    Products: atlas-training, atlas-a2 (seed 002; Atlas A3 runs the same kernel but is not listed).
+    Products: atlas-training, atlas-a2 (seed 002) and atlas-a3 (the ops-nn doc; the A2 kernel).
 
     Follows the A2/A3 kernel (ARITHMETIC.md 3.2): x and scale are promoted to one dtype (the fp16
     kernel, tiling key 2, runs only when both are fp16, else the fp32 kernel, key 1), then per

@@ -793,7 +793,7 @@ BROKEN = [
     ("fake_quantize_per_channel_affine_cachemask", "enum", dict(axis=3), INVALID, "'axis'"),
     ("fake_quantize_per_channel_affine_cachemask", "enum", dict(axis=1.0), INVALID, "'axis'"),
     ("fake_quantize_per_channel_affine_cachemask", "enum", dict(quant_min=200), INVALID, "'quant_min'"),
-    ("fake_quantize_per_channel_affine_cachemask", "product", dict(product="atlas-a3"), INVALID, "'product'"),
+    ("fake_quantize_per_channel_affine_cachemask", "product", dict(product="atlas-inference"), INVALID, "'product'"),
     ("fake_quantize_per_channel_affine_cachemask", "dtype", dict(zero_point=_ZP.astype(np.float32)), INVALID,
      "'zero_point'"),
     ("aclnnFakeQuantPerChannelAffineCachemask", "none", dict(mask=None), NULLPTR, "'mask'"),
