@@ -72,8 +72,8 @@ def test_dma_cost_matches_mskpp_point():
 
 
 def test_a_curve_carried_to_a_chip_without_tables_keeps_its_per_transfer_latency():
-    """310P/910A/310B have no msKPP tables: the 910B1 curves are carried to their INI rate keeping each size's
-    time beyond streaming. msKPP's own tables show why: 910B3's GM->UB streams 2.4x faster than 910B1's, yet
+    """310P/910A/310B have no msKPP tables: the 910B1 curves are carried to a new streaming rate keeping each
+    size's time beyond streaming. msKPP's own tables show why: 910B3's GM->UB streams 2.4x faster than 910B1's, yet
     its 1-4 KiB copies are no faster. Carried to 910B3's top rate, 910B1's curve lands within 10% of the
     910B3 table there; scaling the whole curve made those copies twice too fast."""
     from perfmodel.hw import _dma_curves, streaming_rate_to
@@ -88,6 +88,31 @@ def test_a_curve_carried_to_a_chip_without_tables_keeps_its_per_transfer_latency
     p = perfmodel.predict("npu_quant_matmul", "atlas-inference", x1=T((1, 4096), "int8"),
                           x2=T((4096, 4096), "int8"), scale=T((4096,), "int64"), output_dtype="float16")
     assert 80 < p.achieved_GBps < 205
+
+
+def test_ini_rate_ratio_errors():
+    """Why a chip without msKPP tables streams at 910B1's measured rate x (its INI rate x clock) / (910B1's),
+    not at its INI rate x clock: on every chip with both, msKPP loads stream 1.4-4.8x above the INI figure
+    (910B1, 910B3, 950), and on the two other chips the 910B1-relative rate lands closer on every load
+    table (910B3 GM->UB, 950 GM->UB and GM->L1)."""
+    from npusim.products import get_product
+    from perfmodel.hw import PATHS, _dma_curves
+    curves, b1 = _dma_curves(), get_product("Ascend910B1")
+    for chip, soc in (("910b1", b1), ("910b3", get_product("Ascend910B3")), ("91095", get_product("Ascend950PR_9589"))):
+        for path, (_pipe, table, field) in PATHS.items():
+            if field != "ddr_rate" or (table, chip) not in curves:
+                continue
+            measured = curves[(table, chip)][-1][1] * GIB
+            absolute = getattr(soc, field) * soc.cube_mhz * 1e6
+            assert 1.4 < measured / absolute < 4.9, (chip, table)
+            if chip != "910b1":
+                ratio = curves[(table, "910b1")][-1][1] * GIB * absolute / (getattr(b1, field) * b1.cube_mhz * 1e6)
+                assert abs(math.log(ratio / measured)) < abs(math.log(absolute / measured)), (chip, table)
+    # and so the model carries them: 310P3's GM->L1 streams at 910B1's x (17 x 1060) / (32 x 1850)
+    p3, big = get_product("Ascend310P3"), 1 << 24
+    want = curves[("gm_to_l1", "910b1")][-1][1] * GIB * (17 * 1060) / (32 * 1850)
+    assert (p3.ddr_rate, p3.cube_mhz, b1.ddr_rate, b1.cube_mhz) == (17, 1060, 32, 1850)
+    assert big / hardware(p3).curves["gm_to_l1"].seconds(big) == pytest.approx(want, rel=0.02)
 
 
 def test_vector_and_cube_costs():
