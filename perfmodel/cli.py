@@ -18,7 +18,6 @@ compare,calibrate,plot}.py run the same subcommands from a checkout.
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import re
 import sys
@@ -27,13 +26,13 @@ from pathlib import Path
 import pandas as pd
 
 import npusim
-from npusim.plan import PLANNERS, TensorSpec
+from npusim.plan import TensorSpec
 from npusim.products import PRODUCTS, socs_of
 from perfmodel import compare as cmp
-from perfmodel import ops, plots, sweep
+from perfmodel import plots, sweep
 from perfmodel.model import PIPES
-from perfmodel.predict import OPERATORS, check_operator, check_product, did_you_mean, predict, supported_products
-from perfmodel.profiles import skipped_summary
+from perfmodel.predict import OPERATORS, check_operator, check_product, op_parameters, predict, supported_products
+from perfmodel.profiles import skipped_files_summary, skipped_summary
 from perfmodel.rows import load_calibration
 
 __all__ = ["main", "build_parser"]
@@ -123,6 +122,9 @@ def _arg_value(name: str, text: str):
         except ValueError as exc:
             raise UsageError(f"argument {name}={text!r}: {exc}") from None
     body = text.strip()
+    if re.fullmatch(r"\d+(\s*[xX]\s*\d+)+", body):
+        raise UsageError(f"argument {name}={text!r}: a tensor is written SHAPE:DTYPE, e.g. {name}={body}:bfloat16 "
+                         "(the dtype is missing)")
     if body.startswith("[") and body.endswith("]"):
         body = body[1:-1]
     if "," in body or text.strip().startswith("["):
@@ -156,14 +158,6 @@ def _print_prediction(p) -> None:
           f"{p.achieved_GBps:.4g} GB/s, {p.achieved_TOPS:.4g} TOPS")
 
 
-def _op_parameters(op: str) -> list[str]:
-    """The argument names perfmodel.predict takes for `op` (the planner's, or the generic kernel's builder's)."""
-    fn = PLANNERS.get(op) or {"matmul": ops.matmul_work, "grouped_matmul": ops.grouped_matmul_work}.get(
-        op, ops.elementwise_work)
-    names = [n for n in inspect.signature(fn).parameters if n not in ("hw", "op", "product") and not n.startswith("_")]
-    return names + [n for n in ops.BUILDER_OPTIONS.get(op, ()) if n not in names]
-
-
 def cmd_predict(a) -> int:
     op = check_operator(a.op)
     args = {}
@@ -176,12 +170,11 @@ def cmd_predict(a) -> int:
         args[name.strip()] = _arg_value(name.strip(), value)
     try:
         pred = predict(op, a.product, calibration=load_calibration(a.calibration), l2=a.l2, **args)
-    except TypeError as exc:        # an argument the operator does not take, or one it needs missing
-        params = _op_parameters(op)
-        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
-        what = (f"unknown argument {unknown.group(1)!r};{did_you_mean(unknown.group(1), params)}" if unknown
-                else f"{exc};")
-        raise UsageError(f"{op}: {what} its arguments: {', '.join(params)}") from None
+    except TypeError as exc:        # perfmodel.predict names an unknown or missing argument and lists them all
+        text = str(exc)
+        if not text.startswith(f"{op}: "):      # a value of the wrong type, found further in
+            text = f"{op}: {text}; its arguments: {', '.join(op_parameters(op))}"
+        raise UsageError(text) from None
     _print_prediction(pred)
     return 0
 
@@ -236,6 +229,9 @@ def _measured(a) -> pd.DataFrame:
                              f"taken on (products: {', '.join(PRODUCTS)}, or an SoC name; see `npusim list`)")
         m = cmp.measured_from_profiles(_profile_paths(a.profiles), a.product)
         print(f"profiles: {len(m)} usable rows from {len(a.profiles)} path(s)")
+        if m.attrs.get("skipped_files"):
+            print("profile files that gave no row (file: reason):")
+            print(skipped_files_summary(m))
         if m.attrs.get("skipped"):
             print("unusable profile rows (count, reason):")
             print(skipped_summary(m))
@@ -343,7 +339,8 @@ def cmd_calibrate(a) -> int:
 
 
 def cmd_plot(a) -> int:
-    out = Path(a.out)
+    # the layout of `npusim sweep --out DIR`: DIR/sweep.csv and DIR/figures/; a given CSV's figures go beside it
+    out = Path(a.out) if a.out is not None else Path(a.sweep).parent if a.sweep else Path(DEFAULT_OUT)
     src = Path(a.sweep) if a.sweep else out / "sweep.csv"
     wrote = []
     if src.exists():
@@ -498,12 +495,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plot", help="figures from a sweep CSV: latency vs tokens, roofline, per-pipe bars",
                        description="Figures from a sweep CSV (written by `npusim sweep`): latency against tokens per "
-                       "product, a roofline per product, and per-pipe times per operator, as PNG and SVG.")
+                       "product, a roofline per product, and per-pipe times per operator, as PNG and SVG, written "
+                       "to <out>/figures/ (files of the same name there are replaced). <out> is --out if given, "
+                       "else the directory of the --sweep CSV (as `npusim sweep --out DIR` lays out DIR/sweep.csv "
+                       f"and DIR/figures/), else {DEFAULT_OUT}.")
     p.add_argument("--sweep", metavar="CSV", help="sweep CSV (default <out>/sweep.csv; the default sweep is run "
-                   "when that does not exist)")
+                   "and written there when that does not exist)")
     p.add_argument("--kind", choices=("all", "latency", "roofline", "pipes"), default="all")
     p.add_argument("--pipe-tokens", type=_positive, metavar="T", help="token count of the per-pipe bars (default 1024)")
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
+    p.add_argument("--out", metavar="DIR", help="figures go to DIR/figures/ (default: the --sweep CSV's directory, "
+                   f"else {DEFAULT_OUT})")
     p.set_defaults(func=cmd_plot)
 
     li = sub.add_parser("list", help="operators, products, dtypes and epilogues the model supports",

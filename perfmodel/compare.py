@@ -30,7 +30,8 @@ def measured_from_profiles(paths_or_df, product: str) -> pd.DataFrame:
     """Measured rows from profiler CSVs (or a read_profiles DataFrame), all taken on `product` (a product id
     or SoC name: the profiles do not name the chip). Each distinct call is mapped to predict arguments once;
     its rows share that dict (do not mutate it). Rows whose call cannot be reconstructed are skipped
-    (counted by reason in attrs['skipped']). Columns: MEASURED_COLUMNS, with source = the file, plus line."""
+    (counted by reason in attrs['skipped']); files that gave no row are in attrs['skipped_files'] (source,
+    reason), as read_profiles lists them. Columns: MEASURED_COLUMNS, with source = the file, plus line."""
     soc = check_product(product)
     df = paths_or_df if isinstance(paths_or_df, pd.DataFrame) else read_profiles(paths_or_df)
     if soc.family == "950" and len(df) and "op_type" in df:
@@ -81,6 +82,7 @@ def measured_from_profiles(paths_or_df, product: str) -> pd.DataFrame:
     out = out.reindex(columns=MEASURED_COLUMNS + ["line"])
     out.attrs["skipped"] = dict(skipped)
     out.attrs["skipped_rows"] = examples
+    out.attrs["skipped_files"] = list(df.attrs.get("skipped_files", []))
     return out
 
 

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import gc
+import inspect
 
 import npusim  # noqa: F401  (importing the package registers every planner)
 from npusim.plan import PLANNERS, PRODUCTS_OF, TensorSpec, spec_of
@@ -22,9 +24,24 @@ OPERATORS = list(SUPPORTED)
 
 
 def did_you_mean(name, choices) -> str:
-    """' did you mean 'x'?' for the closest of `choices` to `name` (ignoring case, '_' vs '-'), or ''."""
+    """' did you mean 'x'?' for the choice `name` most likely meant (ignoring case, '_' vs '-'), or ''.
+
+    A choice that holds `name` as whole '_'/'-'-separated parts is preferred to a merely similar spelling,
+    one that ends with it first ('cache' -> 'indexer_compress_cache', not 'scale'); else the closest
+    spelling (difflib ratio >= 0.6)."""
     norm = {str(c).lower().replace("_", "-"): c for c in choices}
-    close = difflib.get_close_matches(str(name).strip().lower().replace("_", "-"), list(norm), n=1, cutoff=0.6)
+    key = str(name).strip().lower().replace("_", "-")
+    if key in norm:
+        return f" did you mean {norm[key]!r}?"
+    word = key.strip("-")
+    if word:
+        ends = [n for n in norm if n.endswith("-" + word)]
+        parts = [n for n in norm if f"-{word}-" in f"-{n}-"]
+        for found in (ends, parts):
+            if found:       # several: the closest spelling (the first of equals)
+                best = max(found, key=lambda n: difflib.SequenceMatcher(None, key, n).ratio())
+                return f" did you mean {norm[best]!r}?"
+    close = difflib.get_close_matches(key, list(norm), n=1, cutoff=0.6)
     return f" did you mean {norm[close[0]]!r}?" if close else ""
 
 
@@ -126,12 +143,55 @@ def _resolve(op: str, product):
     return soc, hardware(soc)
 
 
+@functools.lru_cache(maxsize=None)
+def _parameters(op: str) -> tuple[tuple[str, ...], frozenset]:
+    """(argument names, required ones) perfmodel.predict takes for `op`: the planner's, or the generic
+    kernel's builder's, plus the cost builder's options (ops.BUILDER_OPTIONS)."""
+    if op in ops.ELEMENTWISE:
+        fn, n_inputs = ops.elementwise_work, ops.ELEMENTWISE[op][0]
+    else:
+        fn = PLANNERS.get(op) or {"matmul": ops.matmul_work, "grouped_matmul": ops.grouped_matmul_work}[op]
+    params = [p for p in inspect.signature(fn).parameters.values()
+              if p.name not in ("hw", "op", "product") and not p.name.startswith("_")
+              and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    names = [p.name for p in params]
+    if op in ops.ELEMENTWISE:           # x (and y for a binary one) are its inputs
+        names = [n for n in names if n != "y" or n_inputs == 2]
+        required = frozenset(("x", "y")[:n_inputs])
+    else:
+        required = frozenset(p.name for p in params if p.default is p.empty)
+    return tuple(names + [n for n in ops.BUILDER_OPTIONS.get(op, ()) if n not in names]), required
+
+
+def op_parameters(op: str) -> list[str]:
+    """The argument names perfmodel.predict takes for operator `op`, in the planner's order."""
+    return list(_parameters(check_operator(op))[0])
+
+
+def check_arguments(op: str, args) -> None:
+    """A TypeError naming `op`, the unknown (or missing) argument, the closest name and the arguments `op`
+    takes, when `args` (names) do not fit it; predict, predict_many, build_work and `npusim predict` check
+    their arguments with it."""
+    names, required = _parameters(op)
+    given = set(args)
+    unknown = [a for a in args if a not in names]
+    if unknown:
+        u = unknown[0]
+        raise TypeError(f"{op}: unknown argument {u!r};{did_you_mean(u, [n for n in names if n not in given])} "
+                        f"its arguments: {', '.join(names)}")
+    missing = [n for n in names if n in required and n not in given]
+    if missing:
+        raise TypeError(f"{op}: missing argument{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}; "
+                        f"its arguments: {', '.join(names)}")
+
+
 L2_STATES = ("cold", "warm")
 
 
 def _work(op, soc, hw, args, l2="cold"):
     if l2 not in L2_STATES:
         raise ValueError(f"perfmodel: l2 must be one of {L2_STATES}, got {l2!r}")
+    check_arguments(op, args)
     weight, option = ops.WEIGHT_FORMAT_OPTIONS.get(op, (None, None))
     if option is not None and option not in args:
         fmt = _torch_format(args.get(weight))
@@ -184,6 +244,8 @@ def predict(op: str, product: str = "atlas-a2", *, calibration=None, l2: str = "
     Generic kernels take options: add(block_dim, tile_bytes=32768, double_buffer=True, l2_bypass=False,
     bank_conflict_free=False); matmul(block_dim, tiling='best'|'naive'); grouped_matmul(block_dim,
     weight_format='ND'|'NZ'). npu_quant_matmul takes x2_format='ND'|'NZ' (a weight cast to FRACTAL_NZ).
+    An argument `op` does not take, or a required one missing, is a TypeError naming the operator, the
+    argument, the closest name and the arguments `op` takes (op_parameters(op)).
     """
     soc, hw = _resolve(op, product)
     work = _work(op, soc, hw, args, l2)

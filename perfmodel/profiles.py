@@ -13,7 +13,9 @@ CANN releases wrote either ns or us there, and the file itself does not say whic
 
 Rows the model cannot use (operators it does not cost, N/A, infinite or non-positive durations,
 malformed or missing shapes, ragged CSV lines) are skipped and counted by reason in
-`df.attrs["skipped"]`; `df.attrs["skipped_rows"]` keeps the first examples of each reason. Pipe and
+`df.attrs["skipped"]`; `df.attrs["skipped_rows"]` keeps the first examples of each reason. Files that
+give no row at all (missing, unreadable, empty, header only, no operator type or duration column) are
+listed apart, with the reason, in `df.attrs["skipped_files"]`. Pipe and
 core times that are not finite non-negative numbers, and block dims that are not positive integers,
 read as NaN (not reported). Reading never raises on row content.
 
@@ -25,6 +27,7 @@ parsed once: rows of one call share its parsed shape and dtype lists (do not mut
 from __future__ import annotations
 
 import csv
+import difflib
 import math
 import operator
 import os
@@ -40,7 +43,7 @@ from perfmodel.model import PIPES
 from perfmodel.ops import even_group_list
 
 __all__ = ["OP_TYPES", "PIPES", "read_profiles", "parse_shapes", "parse_dtypes", "to_predict_args",
-           "skipped_summary"]
+           "skipped_summary", "skipped_files_summary"]
 
 # Profiler OP Type (case-insensitive) -> perfmodel operator name. DynamicQuantV2 is the asymmetric
 # kernel on A2/A3 (resolved per row from the number of outputs: 3 = y, scale, offset -> asymmetric);
@@ -219,7 +222,8 @@ def read_profiles(paths, *, unitless_unit: str = "us") -> pd.DataFrame:
     the profile has no such column), and call (an id shared by the rows of one distinct call).
     `df.attrs['skipped']` counts the unusable rows by reason, `df.attrs['skipped_rows']` lists the
     first EXAMPLES_PER_REASON of each (source, line, op_type, reason), `df.attrs['files']` the files
-    read. A missing or unreadable file counts as skipped, not an error.
+    read, `df.attrs['skipped_files']` the files that gave no row (source, reason): missing, unreadable,
+    empty, header only, or without an operator type or duration column. None of these is an error.
     """
     if unitless_unit not in _TIME_UNITS:
         raise ValueError(f"unitless_unit must be one of {sorted(_TIME_UNITS)}, got {unitless_unit!r}")
@@ -230,7 +234,7 @@ def read_profiles(paths, *, unitless_unit: str = "us") -> pd.DataFrame:
             with open(path, newline="", encoding="utf-8-sig") as fh:
                 _read_records(str(path), csv.reader(fh), _TIME_UNITS[unitless_unit], acc)
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            acc.skip(str(path), 0, "", f"unreadable file: {type(exc).__name__}: {exc}"[:200])
+            acc.skip_file(str(path), f"unreadable file: {type(exc).__name__}: {exc}"[:200])
     df = acc.frame()
     df.attrs["files"] = [str(f) for f in files]
     return df
@@ -271,12 +275,17 @@ class _Accumulator:
         self.parts: list = []           # per chunk: dict of column arrays
         self.skipped: Counter = Counter()
         self.examples: list = []
+        self.files: list = []           # (source, reason) of the files that gave no row
 
     def skip(self, source, line, op_type, reason, count=1):
         """Count `count` rows skipped for `reason`; the first of them (at `line`) may serve as an example."""
         if self.skipped[reason] < EXAMPLES_PER_REASON:
             self.examples.append({"source": source, "line": line, "op_type": op_type, "reason": reason})
         self.skipped[reason] += count
+
+    def skip_file(self, source, reason):
+        """A whole file gave no row (listed apart from the row counts)."""
+        self.files.append({"source": source, "reason": reason})
 
     def call(self, key) -> _Call:
         c = self.calls.get(key)
@@ -306,6 +315,7 @@ class _Accumulator:
         df = pd.DataFrame(cols, columns=COLUMNS, copy=False)
         df.attrs["skipped"] = dict(self.skipped)
         df.attrs["skipped_rows"] = self.examples
+        df.attrs["skipped_files"] = self.files
         return df
 
 
@@ -326,10 +336,27 @@ def _float(text) -> float:
         return _number(text)
 
 
+# header names a reader needs, as a user would write them (for the messages)
+_REQUIRED_HEADERS = {"op_type": ("OP Type", "Type"), "duration": ("Task Duration(us)", "Duration(us)"),
+                     "input_shapes": ("Input Shapes",)}
+
+
+def _no_column(name: str, header) -> str:
+    """"no 'OP Type' / 'Type' column; did you mean 'OP Typ'?" (the file's header closest to one of the names
+    looked for, when one is very close: a typo, not another column)."""
+    looked = _REQUIRED_HEADERS[name]
+    present = {h.strip().strip('"').strip().lower(): h.strip().strip('"').strip() for h in header}
+    for n in looked:
+        close = difflib.get_close_matches(n.lower(), [h for h in present if h], n=1, cutoff=0.85)
+        if close:
+            return f"no {' / '.join(map(repr, looked))} column; did you mean {present[close[0]]!r}?"
+    return f"no {' / '.join(map(repr, looked))} column"
+
+
 def _read_records(source: str, records, unitless_scale: float, acc: _Accumulator):
     header = next(records, None)
     if not header:
-        acc.skip(source, 0, "", "empty file")
+        acc.skip_file(source, "empty file")
         return
     keys = [_header_key(h) for h in header]
     index = {k: (i, unit) for i, (k, unit) in enumerate(keys)}
@@ -342,8 +369,9 @@ def _read_records(source: str, records, unitless_scale: float, acc: _Accumulator
 
     cols = {name: find(names) for name, names in _COLUMNS.items()}
     pipe_cols = {p: [index[n] for n in names if n in index] for p, names in _PIPE_COLUMNS.items()}
-    if cols["op_type"] is None or cols["duration"] is None:
-        acc.skip(source, 1, "", "not a profiler CSV (no OP Type/Type or Duration column)")
+    absent = [_no_column(name, header) for name in ("op_type", "duration") if cols[name] is None]
+    if absent:
+        acc.skip_file(source, f"not a profiler CSV: {'; '.join(absent)}")
         return
     fmt = "op_summary" if "op_type" in index else "kernel_details"
     generation = "new" if ("block_num" in index or "mix_block_num" in index) else "old"
@@ -360,9 +388,14 @@ def _read_records(source: str, records, unitless_scale: float, acc: _Accumulator
         wanted += [(c[0], f"pipe_{p}:{k}", scale_of(c[1])) for k, c in enumerate(found)]
     get = operator.itemgetter(*[w[0] for w in wanted])      # duration and op type: always a tuple
     n_fields, op_type_at = len(header), cols["op_type"][0]
-    shared = {"source": acc.strings.setdefault(source, source), "format": fmt, "generation": generation}
-    chunk, lines = [], []
+    shared = {"source": acc.strings.setdefault(source, source), "format": fmt, "generation": generation,
+              # without the column no call can be costed: its rows say so, not 'shapes missing' cell by cell
+              "no_shapes": None if cols["input_shapes"] is not None else
+              f"input shapes: {source} has {_no_column('input_shapes', header)}"}
+    chunk, lines, any_record = [], [], False
     for lineno, rec in enumerate(records, start=2):
+        if not any_record and rec and any(c.strip() for c in rec):     # (looked at until the first one)
+            any_record = True
         if len(rec) != n_fields:
             if rec and any(c.strip() for c in rec):
                 acc.skip(source, lineno, rec[op_type_at].strip() if len(rec) > op_type_at else "",
@@ -377,6 +410,8 @@ def _read_records(source: str, records, unitless_scale: float, acc: _Accumulator
             chunk, lines = [], []
     if chunk:
         _convert(chunk, lines, wanted, shared, acc)
+    if not any_record:
+        acc.skip_file(source, "no data rows (only the header)")
 
 
 def _same(n: int, value) -> np.ndarray:
@@ -413,6 +448,8 @@ def _convert(chunk, lines, wanted, shared, acc: _Accumulator):
     call_ids = np.array([c.id for c in calls], dtype=np.int64)[combo]
     not_modelled = np.array([c.op is None for c in calls])[combo]
     call_reason = np.array([c.reason for c in calls] + [""], dtype=object)[combo]
+    if shared["no_shapes"]:
+        call_reason[~not_modelled] = shared["no_shapes"]
     duration = _number_array(table[:, 0], wanted[0][2])
     bad_duration = ~not_modelled & ~(np.isfinite(duration) & (duration > 0))
     bad_call = ~not_modelled & ~bad_duration & (call_reason != "")
@@ -459,9 +496,14 @@ def _convert(chunk, lines, wanted, shared, acc: _Accumulator):
 
 
 def skipped_summary(df: pd.DataFrame) -> str:
-    """One line per skip reason with its count ('' when every row was usable)."""
+    """One line per skip reason with its count of rows ('' when every row was usable)."""
     skipped = df.attrs.get("skipped", {})
     return "\n".join(f"  {n:6d}  {reason}" for reason, n in sorted(skipped.items(), key=lambda kv: -kv[1]))
+
+
+def skipped_files_summary(df: pd.DataFrame) -> str:
+    """One line per file that gave no row: '  <file>: <reason>' ('' when there is none)."""
+    return "\n".join(f"  {f['source']}: {f['reason']}" for f in df.attrs.get("skipped_files", []))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -129,7 +129,7 @@ def test_predict_values_and_mistakes(capsys):
             (["npu_dynamic_quant", "y=4x8:bf16"], ["npu_dynamic_quant", "'y'"]),
             (["npu_dynamic_quant", "x=4x128:bf16", "smooth_scale=128:bf16"],
              ["unknown argument 'smooth_scale'", "did you mean 'smooth_scales'", "its arguments: x, smooth_scales"]),
-            (["matmul", "a=8x64:fp16"], ["missing 1 required positional argument: 'b'", "its arguments: a, b"]),
+            (["matmul", "a=8x64:fp16"], ["matmul: missing argument 'b'", "its arguments: a, b"]),
             (["npu_dynamic_quant", "x=4x8:int8"], ["parameter 'x'", "float16, bfloat16"]),
             (["grouped_matmul", "x=4x8:fp16", "weight=1x8x8:fp16", "group_list=1,a"], ["group_list", "integers"]),
             (["npu_dynamic_quant", "x=4x8:bf16", "--product", "h100"], ["'h100'", "products:"])]:
@@ -137,6 +137,63 @@ def test_predict_values_and_mistakes(capsys):
         assert rc == 2 and not out, (argv, out)
         for name in names:
             assert name in err, (argv, err)
+
+
+def test_predict_a_shape_without_a_dtype_says_how_tensors_are_written(capsys):
+    """x=4096x7168 (no :DTYPE) is a usage error that shows the SHAPE:DTYPE form, not the planner's 'got str'
+    (new-user trial finding 9); a plain number stays a number."""
+    for value in ("4096x7168", "4X8", "2x3x4"):
+        with pytest.raises(cli.UsageError, match=rf"x='{value}': a tensor is written SHAPE:DTYPE, "
+                                                 rf"e\.g\. x={value}:bfloat16"):
+            cli._arg_value("x", value)
+    assert cli._arg_value("active_num", "4096") == 4096
+    rc, out, err = run(capsys, "predict", "npu_dynamic_quant", "x=4096x7168")
+    assert rc == 2 and not out and "SHAPE:DTYPE" in err and "x=4096x7168:bfloat16" in err and "str" not in err, err
+
+
+def test_did_you_mean_prefers_a_name_ending_with_the_word_given():
+    """'cache' means indexer_compress_cache, not the look-alike 'scale' (new-user trial finding 8); a name holding
+    the word as a whole part comes next; otherwise the closest spelling, as before."""
+    from perfmodel.predict import did_you_mean, op_parameters
+    names = op_parameters("indexer_compress_epilog")
+    assert {"indexer_compress_cache", "scale"} <= set(names)
+    assert did_you_mean("cache", names) == " did you mean 'indexer_compress_cache'?"
+    assert did_you_mean("CACHE", names) == " did you mean 'indexer_compress_cache'?"
+    assert did_you_mean("pertoken", op_parameters("npu_quant_matmul")) == " did you mean 'pertoken_scale'?"
+    assert did_you_mean("smooth_scale", op_parameters("npu_dynamic_quant")) == " did you mean 'smooth_scales'?"
+    assert did_you_mean("a3", ["atlas-a2", "atlas-a3"]) == " did you mean 'atlas-a3'?"
+    assert did_you_mean("atlas_a2", ["atlas-a2", "atlas-a3"]) == " did you mean 'atlas-a2'?"
+    assert did_you_mean("zzz", names) == ""
+
+
+def test_python_api_names_an_unknown_argument_like_the_cli(capsys):
+    """perfmodel.predict / predict_many / build_work: an unknown argument is a TypeError naming the operator, the
+    argument, the closest name and the operator's arguments (new-user trial finding 10), the message
+    `npusim predict` prints."""
+    import perfmodel
+    from perfmodel import TensorSpec as T
+    from perfmodel.predict import build_work
+    msg = ("npu_dynamic_quant: unknown argument 'X'; did you mean 'x'? its arguments: x, smooth_scales, "
+           "group_index, dst_type")
+    x = T((4, 7168), "bfloat16")
+    for call in (lambda: perfmodel.predict("npu_dynamic_quant", "atlas-a2", X=x),
+                 lambda: perfmodel.predict_many("npu_dynamic_quant", "atlas-a2", [{"x": x}, {"X": x}]),
+                 lambda: build_work("npu_dynamic_quant", "atlas-a2", X=x)):
+        with pytest.raises(TypeError) as e:
+            call()
+        assert str(e.value) == msg
+    got = perfmodel.predict_many("npu_dynamic_quant", "atlas-a2", [{"X": x}, {"x": x}], errors="return")
+    assert isinstance(got[0], TypeError) and str(got[0]) == msg and got[1].latency_us > 0
+    with pytest.raises(TypeError, match=r"indexer_compress_epilog: unknown argument 'cache'; did you mean "
+                                        r"'indexer_compress_cache'\? its arguments: indexer_compress_cache"):
+        perfmodel.predict("indexer_compress_epilog", "ascend-950pr", cache=T((8, 128), "float8_e4m3fn"))
+    with pytest.raises(TypeError, match=r"^matmul: missing argument 'b'; its arguments: a, b, block_dim, tiling$"):
+        perfmodel.predict("matmul", "atlas-a2", a=T((8, 64), "float16"))
+    rc, out, err = run(capsys, "predict", "npu_dynamic_quant", "X=4x7168:bf16")
+    assert rc == 2 and err == f"npusim predict: error: {msg}\n"
+    rc, out, err = run(capsys, "predict", "indexer_compress_epilog", "cache=8x128:float8_e4m3fn", "--product",
+                       "ascend-950pr")
+    assert rc == 2 and "did you mean 'indexer_compress_cache'?" in err, err
 
 
 def test_compare_with_no_arguments_uses_the_packaged_calibration_set(tmp_path, capsys, monkeypatch):
@@ -468,6 +525,31 @@ def test_bad_profile_rows_are_counted_not_fatal_and_figures_survive(tmp_path, ca
     f.write_text("\n".join([head, *bad_rows]) + "\n")
     rc, out, err = run(capsys, "compare", "--profiles", f, "--product", "atlas-a2", "--out", tmp_path)
     assert rc == 1 and "no usable measured row" in err and "not finite" in out
+
+
+def test_profile_header_mistakes_name_the_file_and_the_column(tmp_path, capsys):
+    """`npusim compare` / `calibrate` on a profile with a misspelt Duration or Input Shapes header, or with no
+    data rows: the file, the column looked for and the close header are named, a file is not counted as a row,
+    and the reason is printed above 'no usable measured row' (new-user trial finding 7)."""
+    lines = (DATA / "synthetic_op_summary_cann83.csv").read_text().splitlines()
+    dur, shapes, head = tmp_path / "dur.csv", tmp_path / "shapes.csv", tmp_path / "head.csv"
+    dur.write_text("\n".join([lines[0].replace("Task Duration(us)", "Task Duraton(us)")] + lines[1:]) + "\n")
+    shapes.write_text("\n".join([lines[0].replace("Input Shapes", "Input Shape")] + lines[1:]) + "\n")
+    head.write_text(lines[0] + "\n")
+    for command in ("compare", "calibrate"):
+        rc, out, err = run(capsys, command, "--profiles", dur, "--product", "atlas-a2", "--out", tmp_path,
+                           *(["--no-plots"] if command == "compare" else []))
+        assert rc == 1 and "no usable measured row" in err, err
+        assert (f"profile files that gave no row (file: reason):\n  {dur}: not a profiler CSV: no 'Task Duration(us)' "
+                "/ 'Duration(us)' column; did you mean 'Task Duraton(us)'?") in out, out
+        assert "unusable profile rows" not in out and "  1  " not in out
+    rc, out, err = run(capsys, "compare", "--profiles", shapes, "--product", "atlas-a2", "--out", tmp_path,
+                       "--no-plots")
+    assert rc == 1 and re.search(rf"6  input shapes: {re.escape(str(shapes))} has no 'Input Shapes' column; "
+                                 r"did you mean 'Input Shape'\?", out), out
+    assert "shapes missing" not in out
+    rc, out, err = run(capsys, "compare", "--profiles", head, "--product", "atlas-a2", "--out", tmp_path, "--no-plots")
+    assert rc == 1 and f"  {head}: no data rows (only the header)" in out and "no usable measured row" in err, out
 
 
 published = st.lists(st.tuples(st.sampled_from(["add", "add", "matmul", "matmul", "softmax", ""]),

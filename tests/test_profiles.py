@@ -90,14 +90,50 @@ def test_kernel_details_both_generations():
 def test_directory_and_bad_paths_never_raise(tmp_path):
     df = read_profiles([DATA, tmp_path / "missing.csv"])
     assert len(df) == 13
-    assert sum(df.attrs["skipped"].values()) == 11          # 10 bad rows + the missing file
+    assert sum(df.attrs["skipped"].values()) == 10          # bad rows; the missing file is listed apart
+    assert [(f["source"], f["reason"].split(":")[0]) for f in df.attrs["skipped_files"]] == [
+        (str(tmp_path / "missing.csv"), "unreadable file")]
     other = tmp_path / "other.csv"
     other.write_text("a,b\n1,2\n")
     empty = tmp_path / "empty.csv"
     empty.write_text("")
     df = read_profiles([other, empty])
-    assert len(df) == 0 and set(df.attrs["skipped"]) == {
-        "not a profiler CSV (no OP Type/Type or Duration column)", "empty file"}
+    assert len(df) == 0 and not df.attrs["skipped"] and df.attrs["skipped_files"] == [
+        {"source": str(other), "reason": "not a profiler CSV: no 'OP Type' / 'Type' column; "
+                                         "no 'Task Duration(us)' / 'Duration(us)' column"},
+        {"source": str(empty), "reason": "empty file"}]
+
+
+def _edited(tmp_path, name, old=None, new=None, rows=True):
+    """The synthetic op_summary with one header renamed (or its rows dropped), written to tmp_path/name."""
+    lines = NEW_OPS.read_text().splitlines()
+    head = lines[0] if old is None else lines[0].replace(old, new)
+    assert old is None or head != lines[0]
+    f = tmp_path / name
+    f.write_text("\n".join([head] + (lines[1:] if rows else [])) + "\n")
+    return f
+
+
+def test_header_mistakes_name_the_file_the_columns_and_a_close_header(tmp_path):
+    """A misspelt Duration / OP Type header names the file, the columns looked for and the close header, and is
+    listed as a file (not counted as a row); a misspelt Input Shapes says the column is absent; a header-only
+    file says it has no data rows (new-user trial finding 7)."""
+    dur = _edited(tmp_path, "dur.csv", "Task Duration(us)", "Task Duraton(us)")
+    typ = _edited(tmp_path, "typ.csv", "OP Type", "OP Typ")
+    head = _edited(tmp_path, "head.csv", rows=False)
+    df = read_profiles([dur, typ, head])
+    assert len(df) == 0 and not df.attrs["skipped"]
+    assert df.attrs["skipped_files"] == [
+        {"source": str(dur), "reason": "not a profiler CSV: no 'Task Duration(us)' / 'Duration(us)' column; "
+                                       "did you mean 'Task Duraton(us)'?"},
+        {"source": str(typ), "reason": "not a profiler CSV: no 'OP Type' / 'Type' column; did you mean 'OP Typ'?"},
+        {"source": str(head), "reason": "no data rows (only the header)"}]
+    shapes = _edited(tmp_path, "shapes.csv", "Input Shapes", "Input Shape")
+    df = read_profiles(shapes)
+    assert len(df) == 0 and not df.attrs["skipped_files"]
+    reason = f"input shapes: {shapes} has no 'Input Shapes' column; did you mean 'Input Shape'?"
+    assert df.attrs["skipped"][reason] == 6     # every modelled row with a duration (the 3 others: as before)
+    assert not any("shapes missing" in r for r in df.attrs["skipped"])
 
 
 def test_unit_suffixes(tmp_path):

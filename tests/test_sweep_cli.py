@@ -370,6 +370,26 @@ def test_cli_plot_every_kind(fake_model, tmp_path, capsys):
     assert cli.main(["plot", "--sweep", str(tmp_path / "missing.csv"), "--out", str(tmp_path)]) == 2
 
 
+def test_cli_plot_of_a_given_csv_writes_beside_it(fake_model, tmp_path, capsys, monkeypatch):
+    """`npusim plot --sweep other/sweep.csv` (no --out) writes other/figures/, as `npusim sweep --out other` lays
+    it out, and leaves the default npusim-out/ alone (new-user trial finding 11); --out still wins; --help says so."""
+    monkeypatch.chdir(tmp_path)
+    other = tmp_path / "other"
+    assert cli.main(["sweep", "--ops", "add", "--products", "atlas-a2", "--tokens", "1,8", "--dtypes", "float16",
+                     "--out", str(other), "--no-plots", "--quiet"]) == 0
+    capsys.readouterr()
+    assert cli.main(["plot", "--sweep", str(other / "sweep.csv"), "--kind", "roofline"]) == 0
+    assert nonempty(other / "figures" / "roofline_atlas-a2.png")
+    assert str(other / "figures" / "roofline_atlas-a2.png") in capsys.readouterr().out
+    assert not (tmp_path / cli.DEFAULT_OUT).exists()
+    assert cli.main(["plot", "--sweep", "other/sweep.csv", "--kind", "roofline", "--out", "elsewhere"]) == 0
+    assert nonempty(tmp_path / "elsewhere" / "figures" / "roofline_atlas-a2.png")
+    with pytest.raises(SystemExit):
+        cli.main(["plot", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "<out>/figures/" in text and "the --sweep CSV's directory" in text
+
+
 def test_real_model_tiny_sweep(tmp_path):
     """With the real perfmodel (when it is there): the sweep runs, every row is ok or explained."""
     if not hasattr(perfmodel, "predict"):
