@@ -377,6 +377,10 @@ def run_sweep(points, calibration=None, progress: bool | None = None) -> pd.Data
                 rows[i] = row
             for i, _ in part:
                 bar.step(f"{op} {product} {points[i].tokens}")
+    for p, row in zip(points, rows):        # a quant matmul's scale is the sweep's, built for its epilogue: say so
+        if row.get("status") == "skipped" and p.op == "npu_quant_matmul":
+            e = _epilogue(p)
+            row["reason"] = f"{e} epilogue, {EPILOGUES[e]}: {row['reason']}"
     rows = [{**asdict(p), **dict(zip(("in_dtype", "out_dtype"), io_dtypes(p))), **row} for p, row in zip(points, rows)]
     df = pd.DataFrame(rows).reindex(columns=SWEEP_COLUMNS)
     for c in ("n", "topk"):         # blank where the axis does not apply, integers elsewhere

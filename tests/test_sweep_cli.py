@@ -449,3 +449,11 @@ def test_published_config_mapping():
     assert config_args("matmul", "20 AIC, naive split") == dict(block_dim=20, tiling="naive")
     a = published_args("matmul", "M=16,N=32,K=64", "fp16", "8 AIC")
     assert a["a"].shape == (16, 64) and a["b"].shape == (64, 32) and a["block_dim"] == 8
+
+
+def test_a_skipped_quant_matmul_names_the_epilogue_whose_scale_the_sweep_built():
+    """The user passed no scale: a refused point says which epilogue (and so which scale) the sweep built."""
+    df = sweep.run_sweep(sweep.grid(ops=["npu_quant_matmul"], products=["atlas-a2"], dtypes=["bfloat16"],
+                                    epilogues=["fixpipe"], tokens=[16]), progress=False)
+    assert (df["status"] == "skipped").all()
+    assert df["reason"].iloc[0].startswith("fixpipe epilogue, int64 per-channel scale") and "'scale'" in df["reason"].iloc[0]
