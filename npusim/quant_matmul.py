@@ -372,7 +372,10 @@ def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product
             if arch35 and tuple(pertoken_scale.shape) == (1,):
                 raise not_emulated(op, "pertoken_scale", f"shape (1,) (one scale for every row) on Ascend 950 "
                                    f"(torch_npu's doc lists it) is not emulated by npusim: {V4_ON_950}", p)
-            raise invalid(op, "pertoken_scale", f"shape must be (m,) = ({M},), got {tuple(pertoken_scale.shape)}", p)
+            hint = (f" (m is x1's second-last dimension; for one scale per row of a {len(x1.shape)}-D x1, flatten it to "
+                    f"2-D)" if len(x1.shape) > 2 and math.prod(pertoken_scale.shape) == math.prod(x1.shape[:-1]) else "")
+            raise invalid(op, "pertoken_scale", f"shape must be (m,) = ({M},), got {tuple(pertoken_scale.shape)}{hint}",
+                          p)
     if bias is not None:
         bshape = tuple(bias.shape)
         ok = bshape == (N,)

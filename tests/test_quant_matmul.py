@@ -712,3 +712,10 @@ def test_plan_from_specs():
         make_plan("npu_quant_matmul", x1=TensorSpec((8, 64), "int8"), x2=TensorSpec((63, 16), "int8"),
                   scale=TensorSpec((16,), "float32"))
 
+
+
+def test_pertoken_scale_of_every_row_of_a_3d_x1_gets_a_hint():
+    x1, x2 = np.ones((2, 8, 64), np.int8), np.ones((64, 32), np.int8)
+    with pytest.raises(npusim.AclnnError, match=r"got \(16,\) \(m is x1's second-last dimension; .*flatten it to 2-D\)"):
+        npusim.npu_quant_matmul(x1, x2, np.ones(32, np.float32), pertoken_scale=np.ones(16, np.float32),
+                                output_dtype="bfloat16")
