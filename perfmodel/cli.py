@@ -264,7 +264,8 @@ def cmd_compare(a) -> int:
     ok = joined["status"] == "ok"
     summary = cmp.summarize(joined)
     launches = cmp.by_launch(joined)
-    _print_table(summary, "MAPE per operator and product (APE = |predicted - measured| / measured):")
+    _print_table(summary, "MAPE per operator and product (APE = |predicted - measured| / measured; bias_pct: mean "
+                 "signed error; *_same_launch: the rows measured on the plan's core count):")
     if a.published is None and not a.profiles:
         print("(in-sample: the shipped calibration was fitted to the 'measured' rows; doubtful, analogue and holdout\n"
               " rows are predicted, never fitted. Cross-validated errors: python -m perfmodel.fit_report --cv)")

@@ -207,6 +207,8 @@ def by_launch(joined: pd.DataFrame) -> pd.DataFrame:
     out["error_pct"] = 100.0 * (out["predicted_us"] - out["measured_us"]) / out["measured_us"]
     out["ape_pct"] = out["error_pct"].abs()
     out["args"] = out["args"].map(args_text)
+    # user profiles have no trust column: their rows are measurements, as summarize() calls them
+    out["trust"] = out["trust"].astype(object).fillna("measured") if "trust" in out else "measured"
     return out.reindex(columns=LAUNCH_COLUMNS)
 
 

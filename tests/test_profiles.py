@@ -284,3 +284,12 @@ def test_compare_with_inputs_warm_in_l2():
     assert (warm["predicted_us"].to_numpy()[ok] < cold["predicted_us"].to_numpy()[ok]).any()
     with pytest.raises(ValueError, match="l2 must be one of"):
         cmp.compare(measured, l2="hot")
+
+
+def test_launch_table_of_user_profiles_calls_their_rows_measured():
+    # compare.csv (by_launch) says what the summary says: a profile's rows are measurements
+    from perfmodel import compare as cmp
+    joined = cmp.compare(cmp.measured_from_profiles(NEW_OPS, "atlas-a2"))
+    launches = cmp.by_launch(joined)
+    assert len(launches) and (launches["trust"] == "measured").all()
+    assert set(cmp.summarize(joined)["trust"]) == {"measured"}
