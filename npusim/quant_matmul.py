@@ -489,6 +489,10 @@ def _make_plan(soc, x1, x2, scale, offset, pertoken, bias, M, K, N, batch, out_s
         kernel = "QuantBatchMatmulV3"
         notes = ("base block sizes are an estimate after the vendor basic tiling; "
                  "block_dim = min(AIC cores, output blocks)")
+        if min(M, N) <= 256 and n_cnt * m_cnt * nbatch < soc.aic:
+            notes += ("; min(m, n) <= 256 runs the closed TBE tiling, whose tiles are not published: it may spread "
+                      "these blocks over more cores, so read the latency as an upper bound (README, QuantBatchMatmul "
+                      "decode)")
     # Tiling keys are not reproduced; 0 = fixpipe cube kernel, 1 = mix kernel with a vector epilogue.
     return Plan(op=OP_QMM, soc=soc, kernel=kernel, tiling_key=0 if fixpipe else 1,
                 block_dim=block_dim, core_type=core_type, tiles=tiles,

@@ -86,6 +86,11 @@ def test_predict_prints_the_breakdown_of_perfmodel_predict(capsys):
     assert f"block dim {p.block_dim}, tiling key {p.tiling_key}" in out
     assert "baseM=128" in out and f"cube {p.pipes_us['cube']:.4g}" in out
     assert f"read {p.bytes_read / 1e6:.4g} MB" in out
+    assert f"  plan: {p.plan.notes}" in out and "TBE" not in out
+    # a decode call leaving AICs idle says its tiling is the closed TBE one: the latency is an upper bound
+    rc, out, err = run(capsys, "predict", "npu_quant_matmul", "x1=1x7168:int8", "x2=7168x576:int8",
+                       "scale=576:float32", "pertoken_scale=1:float32", "output_dtype=bfloat16")
+    assert rc == 0 and "closed TBE tiling" in out and "upper bound" in out, err
     rc, out, err = run(capsys, "predict", "grouped_matmul", "x=300x256:bfloat16", "weight=2x256x512:bfloat16",
                        "group_list=[100,300]", "transpose_weight=false", "--l2", "warm")
     g = perfmodel.predict("grouped_matmul", x=T((300, 256), "bfloat16"), weight=T((2, 256, 512), "bfloat16"),
