@@ -256,14 +256,21 @@ def _kernel(work: Work, r: _Rates):
     launch, per_core = r.start_of(work.launch_class or work.kernel)
     head = (launch + per_core * cores_started(work.core_type, active)) * 1e-6 + hw.head_seconds(work.core_type)
     chip = (float(work.bytes_read) * work.cold_read_fraction + float(work.bytes_written) * f_write) / hbm
+    pipes = [m1, m2, m3, v, c, f, sc]
+    return head + core, head, core, chip, pipes, _bound(head, core, pipes, chip)
+
+
+def _bound(head: float, core: float, pipes, chip: float) -> str:
+    """'launch' when the head outlasts the loops, else the busiest pipe (PIPES order), the DMA pipes and the HBM
+    traffic counting as 'memory' (the first of the largest: memory, vector, cube, fixpipe, scalar)."""
     if head >= core:
-        bound = "launch"
-    else:       # the first of the largest, in this order
-        bound, top = "memory", max(m1, m2, m3, chip)
-        for name, t in (("vector", v), ("cube", c), ("fixpipe", f), ("scalar", sc)):
-            if t > top:
-                bound, top = name, t
-    return head + core, head, core, chip, [m1, m2, m3, v, c, f, sc], bound
+        return "launch"
+    m1, m2, m3, v, c, f, sc = pipes
+    bound, top = "memory", max(m1, m2, m3, chip)
+    for name, t in (("vector", v), ("cube", c), ("fixpipe", f), ("scalar", sc)):
+        if t > top:
+            bound, top = name, t
+    return bound
 
 
 def combine(work: Work, params: dict, op: str, product_id: str, rates: _Rates | None = None) -> Prediction:
@@ -290,6 +297,8 @@ def combine(work: Work, params: dict, op: str, product_id: str, rates: _Rates | 
         read += float(w.bytes_read)
         written += float(w.bytes_written)
         flops += float(w.flops)
+    if work.extra:
+        bound = _bound(head, core, pipes, chip)
     return Prediction(
         op=op, product=product_id, soc=work.hw.soc.soc, latency_us=latency * 1e6,
         pipes_us={k: x * 1e6 for k, x in zip(PIPES, pipes)}, head_us=head * 1e6, bound=bound,

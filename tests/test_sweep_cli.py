@@ -346,17 +346,32 @@ def test_cli_compare_profiles_and_published(fake_model, tmp_path, capsys):
     assert "unusable profile rows" in text
 
 
-def test_cli_calibrate_then_use(fake_model, tmp_path, capsys):
+def test_cli_calibrate_then_use(fake_model, tmp_path, capsys, monkeypatch):
     pub = tmp_path / "pub.csv"
     pub.write_text("kernel,product,soc,shape,dtype,config,task_duration_us,aiv_or_aic_time_us,vec_or_mac_time_us,"
                    "mte2_time_us,mte3_or_fixpipe_time_us,source\n"
                    'add,atlas-a2,x,"1000x1000",fp16,"48 AIV",12.0,,,,,s\n')
     cal = tmp_path / "cal.json"
-    assert cli.main(["calibrate", "--published", str(pub), "--output", str(cal), "--out", str(tmp_path)]) == 0
+    assert cli.main(["calibrate", "--published", str(pub), "--output", str(cal), "--out", str(tmp_path),
+                     "--only-given-rows"]) == 0
     assert json.loads(cal.read_text())["factor"] == pytest.approx(2.0)     # 12 us measured / 6 us predicted
     assert str(cal) in capsys.readouterr().out
     assert cli.main(["compare", "--published", str(pub), "--calibration", str(cal), "--out", str(tmp_path)]) == 0
     assert pd.read_csv(tmp_path / "compare.csv")["predicted_us"][0] == pytest.approx(12.0)
+    # by default your rows are fitted together with the packaged set's 'measured' rows (and only those)
+    fitted = []
+    monkeypatch.setattr(perfmodel.fitting, "calibrate",
+                        lambda measured, **kw: fitted.append(measured) or fake_fit(measured, None))
+    assert cli.main(["calibrate", "--published", str(pub), "--output", str(cal), "--out", str(tmp_path)]) == 0
+    packaged = cmp.calibration_set()
+    assert len(fitted[0]) == 1 + (packaged["trust"] == "measured").sum()
+    assert "together with the packaged set" in capsys.readouterr().out
+    # the packaged set alone: its held-out, doubtful and analogue rows are never fitted
+    assert cli.main(["calibrate", "--output", str(cal), "--out", str(tmp_path)]) == 0
+    assert len(fitted[1]) and set(fitted[1]["trust"]) == {"measured"}
+    # --out names a directory: a .json there is a mistake, not a directory named cal.json
+    assert cli.main(["calibrate", "--out", str(tmp_path / "x.json")]) == 2
+    assert not (tmp_path / "x.json").exists()
 
 
 def test_cli_plot_every_kind(fake_model, tmp_path, capsys):
