@@ -1192,3 +1192,17 @@ def test_sweep_points_of_grouped_matmul_split_the_tokens_over_eight_experts():
         assert len(sizes) == GROUPED_MATMUL_EXPERTS == a["weight"].shape[0] and sum(sizes) == t
         assert max(sizes) - min(sizes) <= 1            # as evenly as they go (fewer tokens than experts: empty groups)
         assert perfmodel.predict("grouped_matmul", "atlas-a2", **a).latency_us > 0
+
+
+def test_bound_of_a_multi_kernel_operator_agrees_with_its_pipe_times():
+    """Fake quant along axis 1 launches Transposes around its kernel: the bound is read off the pipe times the
+    breakdown adds up over every kernel (it once came from the fake-quant kernel alone: vector-bound next to a
+    larger mte2)."""
+    p = perfmodel.predict("fake_quantize_per_channel_affine_cachemask", "atlas-a2", x=T((16384, 7168), "float32"),
+                          scale=T((7168,), "float32"), zero_point=T((7168,), "int32"), axis=1, quant_min=-128,
+                          quant_max=127)
+    assert len(p.kernels) > 1
+    memory = max(p.pipes_us["mte1"], p.pipes_us["mte2"], p.pipes_us["mte3"], p.chip_us)
+    others = {k: p.pipes_us[k] for k in ("vector", "cube", "fixpipe", "scalar")}
+    want = "memory" if memory >= max(others.values()) else max(others, key=others.get)
+    assert p.bound == want, (p.bound, p.pipes_us, p.chip_us)
