@@ -1,8 +1,8 @@
 """Predictions as table rows: the layer `perfmodel.sweep` and `perfmodel.compare` share.
 
-A row is a flat dict: status 'ok' with the Prediction's fields (latency_us, head_us, bound, bytes,
-flops, block_dim, tiling_key, achieved rates, soc, pipe_<pipe>_us), or status 'skipped' with the
-reason. One bad point never stops a sweep or a comparison.
+A row is a flat dict: status 'ok' with the Prediction's fields (latency_us, head_us, core_us, chip_us,
+bound, bytes, flops, block_dim, tiling_key, achieved rates, soc, pipe_<pipe>_us), or status 'skipped'
+with the reason. One bad point never stops a sweep or a comparison.
 """
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from perfmodel.predict import predict_many
 
 __all__ = ["ROW_COLUMNS", "load_calibration", "predict_rows"]
 
-ROW_COLUMNS = ["status", "reason", "soc", "latency_us", "head_us", "bound", "bytes_read", "bytes_written", "flops",
-               "block_dim", "tiling_key", "achieved_GBps", "achieved_TOPS"] + [f"pipe_{p}_us" for p in PIPES]
+ROW_COLUMNS = ["status", "reason", "soc", "latency_us", "head_us", "core_us", "chip_us", "bound", "bytes_read",
+               "bytes_written", "flops", "block_dim", "tiling_key", "achieved_GBps", "achieved_TOPS"] + \
+              [f"pipe_{p}_us" for p in PIPES]
 
 
 def load_calibration(cal):

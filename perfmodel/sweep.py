@@ -322,7 +322,7 @@ def load_config(path) -> dict:
     return out
 
 
-SWEEP_COLUMNS = list(Point.__dataclass_fields__) + ["in_dtype", "out_dtype"] + ROW_COLUMNS
+SWEEP_COLUMNS = list(Point.__dataclass_fields__) + ["in_dtype", "out_dtype"] + ROW_COLUMNS + ["kernels"]
 
 
 class Progress:
@@ -356,8 +356,8 @@ class Progress:
 
 def run_sweep(points, calibration=None, progress: bool | None = None) -> pd.DataFrame:
     """Predict every point. Columns (SWEEP_COLUMNS): the Point fields, in_dtype, out_dtype, status, reason,
-    soc, latency_us, head_us, bound, bytes_read, bytes_written, flops, block_dim, tiling_key,
-    achieved_GBps, achieved_TOPS, pipe_<pipe>_us. progress: None = show a bar when there are 50 points or more."""
+    soc, latency_us, head_us, core_us, chip_us, bound, bytes_read, bytes_written, flops, block_dim, tiling_key,
+    achieved_GBps, achieved_TOPS, pipe_<pipe>_us, kernels (each kernel launched and its time). progress: None = show a bar when there are 50 points or more."""
     points = list(points)
     calibration = load_calibration(calibration)
     bar = Progress(len(points), enabled=(len(points) >= 50) if progress is None else progress)
@@ -377,6 +377,9 @@ def run_sweep(points, calibration=None, progress: bool | None = None) -> pd.Data
                 rows[i] = row
             for i, _ in part:
                 bar.step(f"{op} {product} {points[i].tokens}")
+    for row in rows:                        # the kernels launched, as `npusim predict` prints them
+        if row.get("kernels"):
+            row["kernels"] = "; ".join(f"{k} {t:.4g} us" for k, t in row["kernels"])
     for p, row in zip(points, rows):        # a quant matmul's scale is the sweep's, built for its epilogue: say so
         if row.get("status") == "skipped" and p.op == "npu_quant_matmul":
             e = _epilogue(p)

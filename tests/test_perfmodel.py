@@ -1206,3 +1206,15 @@ def test_bound_of_a_multi_kernel_operator_agrees_with_its_pipe_times():
     others = {k: p.pipes_us[k] for k in ("vector", "cube", "fixpipe", "scalar")}
     want = "memory" if memory >= max(others.values()) else max(others, key=others.get)
     assert p.bound == want, (p.bound, p.pipes_us, p.chip_us)
+
+
+def test_sweep_rows_carry_core_chip_and_kernels():
+    from perfmodel import sweep
+    df = sweep.run_sweep(sweep.grid(ops=["fake_quantize_per_channel_affine_cachemask"], products=["atlas-a2"],
+                                    tokens=[64], dtypes=["float16"]), progress=False)
+    row = df.iloc[0]
+    p = perfmodel.predict("fake_quantize_per_channel_affine_cachemask", "atlas-a2",
+                          **sweep.build_args(sweep.Point("fake_quantize_per_channel_affine_cachemask", "atlas-a2", 64,
+                                                         dtype="float16")))
+    assert (row["core_us"], row["chip_us"], row["latency_us"]) == (p.core_us, p.chip_us, p.latency_us)
+    assert row["kernels"] == "; ".join(f"{k} {t:.4g} us" for k, t in p.kernels) and "Transpose" in row["kernels"]
