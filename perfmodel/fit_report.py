@@ -99,8 +99,11 @@ def main(argv=None) -> int:
             show[c] = show[c].round(1)
     cols = ["group", "label", "predicted_us", "measured_us", "error_pct"] + \
         [c for c in ("cv_group_pct", "cv_family_pct") if c in show] + ["trust", "family"]
-    with pd.option_context("display.width", 250, "display.max_rows", 1000, "display.max_colwidth", 60):
-        print(show[cols].to_string(index=False))
+    # labels left-aligned and cut to a terminal's width (validation.csv, written with --figure, keeps them whole)
+    width = {"group": max(map(len, show["group"])), "label": 72}
+    cut = {c: (lambda v, w=w: (v if len(v) <= w else v[:w - 3] + "...").ljust(w)) for c, w in width.items()}
+    with pd.option_context("display.width", 250, "display.max_rows", 1000):
+        print(show[cols].to_string(index=False, formatters=cut, justify="left"))
         print()
         print(summary(rows).round(1).to_string())
         print("\nheld out of the fit on purpose (never fitted: the model's error where it was not fitted):")
