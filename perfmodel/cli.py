@@ -94,7 +94,8 @@ def _print_table(df: pd.DataFrame, title: str, float_format="{:.4g}", limit: int
         return
     with pd.option_context("display.max_columns", None, "display.width", 220, "display.max_colwidth", 70,
                            "display.float_format", float_format.format):
-        print(df.head(limit).to_string(index=False) if limit else df.to_string(index=False))
+        shown = df.head(limit) if limit else df
+        print(shown.to_string(index=False, na_rep=""))        # blank, not NaN, where a value does not apply
     if limit and len(df) > limit:
         print(f"  ... and {len(df) - limit} more")
 
@@ -267,7 +268,8 @@ def cmd_compare(a) -> int:
     summary = cmp.summarize(joined)
     launches = cmp.by_launch(joined)
     _print_table(summary, "MAPE per operator and product (APE = |predicted - measured| / measured; bias_pct: mean "
-                 "signed error; *_same_launch: the rows measured on the plan's core count):")
+                 "signed error; within_*: rows within 10% / 25%; *_same_launch: the rows measured on the plan's "
+                 "core count):", float_format="{:.1f}")
     if a.published is None and not a.profiles:
         print("(in-sample: the shipped calibration was fitted to the 'measured' rows; doubtful, analogue and holdout\n"
               " rows are predicted, never fitted. Cross-validated errors: python -m perfmodel.fit_report --cv)")
