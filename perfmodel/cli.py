@@ -156,7 +156,8 @@ def _print_prediction(p) -> None:
         print("  tiles: " + ", ".join(f"{k}={v}" for k, v in p.tiles.items()))
     if p.plan is not None and p.plan.notes:
         print(f"  plan: {p.plan.notes}")
-    print("  pipes on the critical core (us): " + ", ".join(f"{k} {v:.4g}" for k, v in p.pipes_us.items() if v))
+    where = "each kernel's critical core, summed" if len(p.kernels) > 1 else "the critical core"
+    print(f"  pipes on {where} (us): " + ", ".join(f"{k} {v:.4g}" for k, v in p.pipes_us.items() if v))
     print(f"  read {p.bytes_read / 1e6:.4g} MB, written {p.bytes_written / 1e6:.4g} MB, {p.flops / 1e9:.4g} GFLOP; "
           f"{p.achieved_GBps:.4g} GB/s, {p.achieved_TOPS:.4g} TOPS")
 
