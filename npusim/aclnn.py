@@ -8,7 +8,10 @@ they are then, as the NPU reads device memory when its kernel runs, so it checks
 first (one `prepare` function per operator does both): a change between the phases gives the new
 values' result, or an AclnnError with nothing written, never a kernel run on unchecked data. Index
 tensors are copied when prepared (_checks.index_tensor), and the kernel reads the checked copy.
-An executor runs once (as aclnn executors do by default).
+An executor runs once (as aclnn executors do by default), unless aclSetAclOpExecutorRepeatable marked it.
+As in CANN's launch (CommonOpExecutorRun), a workspaceSize above 0 with no workspace (None, C's nullptr) is
+ACLNN_ERR_PARAM_NULLPTR and uses the executor up; `workspace(size)` stands in for the device buffer a C
+caller allocates (npusim never reads it).
 Operator modules define their functions and register them with `@aclnn_api`; they are then
 reachable as attributes of this module.
 """
@@ -16,7 +19,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-from npusim.errors import ACLNN_SUCCESS, AclnnError, ACLNN_ERR_PARAM_INVALID, nullptr
+import numbers
+
+import numpy as np
+
+from npusim.errors import ACLNN_SUCCESS, AclnnError, ACLNN_ERR_PARAM_INVALID, ACLNN_ERR_PARAM_NULLPTR, nullptr
 
 _API: dict[str, Callable] = {}
 
@@ -31,6 +38,7 @@ class Executor:
         self._prepare = prepare
         self.workspace_size = workspace_size
         self.used = False
+        self.repeatable = False         # aclSetAclOpExecutorRepeatable: runs any number of times
 
     def __repr__(self) -> str:
         return f"<aclnn executor {self.op} tiling_key={getattr(self.plan, 'tiling_key', None)} used={self.used}>"
@@ -44,21 +52,54 @@ def get_workspace_size(op: str, prepare: Callable[[], tuple], workspace: Callabl
     return size, Executor(op, plan, prepare, size)
 
 
+def workspace(size: int):
+    """A stand-in for the device workspace of `size` bytes a C caller allocates (aclrtMalloc) for phase two:
+    an uninitialised uint8 array, or None for 0 (C passes nullptr then). npusim never reads it."""
+    if isinstance(size, (bool, np.bool_)) or not isinstance(size, numbers.Integral) or size < 0:
+        raise TypeError(f"workspace size must be a non-negative integer, got {size!r}"[:200])
+    return np.empty(int(size), np.uint8) if size else None
+
+
+def aclSetAclOpExecutorRepeatable(executor: Executor) -> int:
+    """Mark an executor reusable (CANN's aclSetAclOpExecutorRepeatable): phase two may then run it again, each
+    time checking the arguments as they are then. Returns ACLNN_SUCCESS."""
+    if executor is None:
+        raise nullptr("aclSetAclOpExecutorRepeatable", "executor")
+    if not isinstance(executor, Executor):
+        raise AclnnError(f"executor must be one made by an aclnn...GetWorkspaceSize, got {type(executor).__name__}",
+                         ACLNN_ERR_PARAM_INVALID, op="aclSetAclOpExecutorRepeatable", param="executor")
+    executor.repeatable = True
+    return ACLNN_SUCCESS
+
+
 def run_executor(op: str, workspace, workspace_size: int, executor: Executor, stream=None) -> int:
-    """Phase two, shared by every operator: checks the executor, checks the arguments again as they
-    are now (same plan as phase one, data rules on the current values), then runs. Returns ACLNN_SUCCESS."""
+    """Phase two, shared by every operator: checks the executor and the workspace, checks the arguments again
+    as they are now (same plan as phase one, data rules on the current values), then runs. Returns
+    ACLNN_SUCCESS."""
     if executor is None:
         raise nullptr(op, "executor")
     if not isinstance(executor, Executor) or executor.op != op:
         raise AclnnError(f"executor was not made by {op}GetWorkspaceSize", ACLNN_ERR_PARAM_INVALID,
                          op=op, param="executor")
     if executor.used:
-        raise AclnnError("executor has already run (executors are single-use)", ACLNN_ERR_PARAM_INVALID,
+        raise AclnnError("executor has already run (executors are single-use unless "
+                         "aclSetAclOpExecutorRepeatable marked them)", ACLNN_ERR_PARAM_INVALID,
                          op=op, param="executor")
+    if (isinstance(workspace_size, (bool, np.bool_)) or not isinstance(workspace_size, numbers.Integral)
+            or not 0 <= workspace_size < 2 ** 64):
+        raise AclnnError(f"must be an integer in [0, 2^64) (C's uint64_t), got {workspace_size!r}"[:200],
+                         ACLNN_ERR_PARAM_INVALID, op=op, param="workspaceSize")
+    product = getattr(getattr(executor.plan, "soc", None), "soc", None)
+    if workspace_size > 0 and workspace is None:
+        executor.used = True            # CANN destroys the executor here (DeleteExecutorForError)
+        raise AclnnError(f"is None (nullptr) but workspaceSize is {workspace_size}: allocate the workspace phase "
+                         "one asked for (npusim.aclnn.workspace(size) stands in for it)", ACLNN_ERR_PARAM_NULLPTR,
+                         op=op, param="workspace", product=product)
     if workspace_size < executor.workspace_size:
         raise AclnnError(f"workspaceSize {workspace_size} is smaller than the {executor.workspace_size} "
-                         "bytes phase one asked for", ACLNN_ERR_PARAM_INVALID, op=op, param="workspaceSize")
-    executor.used = True                # a launch that fails its checks also uses the executor up
+                         "bytes phase one asked for", ACLNN_ERR_PARAM_INVALID, op=op, param="workspaceSize",
+                         product=product)
+    executor.used = not executor.repeatable     # a launch that fails its checks also uses the executor up
     plan, run = executor._prepare()
     if plan != executor.plan:
         raise AclnnError(f"{_changed(executor.plan, plan)} changed after {op}GetWorkspaceSize; call it again",
@@ -95,4 +136,5 @@ def __getattr__(name: str):
 
 def __dir__():
     import npusim  # noqa: F401
-    return sorted(["Executor", "get_workspace_size", "run_executor", "aclnn_api"] + list(_API))
+    return sorted(["Executor", "get_workspace_size", "run_executor", "aclnn_api", "workspace",
+                   "aclSetAclOpExecutorRepeatable"] + list(_API))

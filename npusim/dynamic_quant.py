@@ -41,9 +41,10 @@ Special values (the kernels' behaviour is undocumented; ARITHMETIC 1.1 step 8, 1
   A2/A3 asymmetric has no NaN there (scale clamps to 1e-12): scale 1e-12, offset 127, y 127.
 * NaN scale/offset values are written as the positive quiet NaN 0x7FC00000 (sign unspecified).
 * +-inf in a row: symmetric scale is inf and every y is 0 (v * 127/inf = 0, inf * 0 = NaN -> 0).
-* Empty tensors: zero rows give empty outputs. Rows of length 0 (accepted on Ascend 950 only, the
-  EMPTY_TENSOR template; A2/A3/310P tilings reject rowLen 0) launch nothing: the torch face returns
-  scale (and offset) 0 for them, the aclnn face leaves scaleOut/offsetOut as they were.
+* Empty tensors: nothing is launched and the workspace is 0 on every product (the aclnn layer returns for
+  an empty x before any tiling; the A2/A3/310P tilings' rowLen 0 check and the 950 EMPTY_TENSOR template
+  are reached only from graph mode): zero rows give empty outputs; for rows of length 0 the torch face
+  returns scale (and offset) 0, the aclnn face leaves scaleOut/offsetOut as they were.
 * Integer results saturate to the output range (int8 [-128, 127], int4 [-8, 7]): e.g. a bf16 row
   whose max is below 127/FLT_MAX gives q = inf and y = +-127 / -128 (the hardware's int16/int32 ->
   half -> int8 chain saturates; ARITHMETIC "General hardware facts").
@@ -63,6 +64,7 @@ from npusim.plan import Plan, TensorSpec, planner, spec_of
 
 __all__ = ["npu_dynamic_quant", "npu_dynamic_quant_asymmetric"]
 
+SYS_WORKSPACE = 16 * 1024 * 1024     # the tilings' workspace request (dynamic_quant_tiling.cpp SYS_WORKSPACE_SIZE)
 SUPPORTED_PRODUCTS = ("atlas-a3", "atlas-a2", "atlas-inference", "atlas-training", "ascend-950pr", "ascend-950dt")
 # the Atlas inference/training kernels are symmetric only (seed 000)
 ASYMMETRIC_PRODUCTS = ("atlas-a3", "atlas-a2", "ascend-950pr", "ascend-950dt")
@@ -132,8 +134,6 @@ def _validate(op, x, smooth, group, dst, symmetric, soc):
     if dst not in _Y_BY_FAMILY[fam]:
         raise invalid(op, "dst_type", f"output {dst} is not supported; allowed: {', '.join(_Y_BY_FAMILY[fam])}",
                       prod)
-    if H == 0 and fam != "950":
-        raise invalid(op, "x", "last dimension must not be 0 (the tiling rejects rowLen 0)", prod)
     if dst == "int4" and H % 2:
         raise invalid(op, "x", f"last dimension must be even for int4 output, got {H}", prod)
     if dst == "int32" and H % 8:
@@ -275,10 +275,6 @@ def _tiling_950(soc, R, H, has_smooth, E, symmetric):
     smooth = int(has_smooth or E > 0)
     t = dict(rowNum=R, rowLen=H, groupNum=E, hasSmooth=smooth, ubSize=ub, innerLoopEle=0, innerLoopTimes=0,
              innerLoopTail=0)
-    if R * H == 0:
-        mode, use_db, cores = 6, 0, 1
-        t.update(coreNum=1, quantMode=_TPL_950[mode], useDb=0)
-        return use_db | mode << 1, cores, t
     head, per_head, per_tail = R % V, _ceil(R, V), R // V
     cores = max(min(V, R), 1)
     a = _align(H, 16)
@@ -355,7 +351,13 @@ def _make_plan(op, x, smooth_scales, group_index, dst, symmetric, product):
     group = _checks.index_tensor(op, "group_index", group_index, soc.soc, optional=True)
     R, H, xdt, E = _validate(op, x, smooth, group, dst, symmetric, soc)
     fam = soc.family
-    if fam == "a2a3":
+    if R * H == 0:
+        # an empty x: the aclnn layer (aclnn_dynamic_quant.cpp, x->IsEmpty()) returns before any tiling, with
+        # workspace 0, on every product; nothing is launched
+        key, cores, kernel = 0, 0, "dynamic_quant" if symmetric else "dynamic_quant_v2"
+        tiles = dict(rowNum=R, rowLen=H, groupNum=E, hasSmooth=int(smooth is not None), coreNum=0)
+        variant = "EmptyInput"
+    elif fam == "a2a3":
         key, cores, tiles = _tiling_a2(soc, R, H, xdt, smooth is not None, E, dst, symmetric)
         kernel = "dynamic_quant" if symmetric else "dynamic_quant_v2"
         variant = _KEY_CLASS[key]
@@ -381,7 +383,8 @@ def _make_plan(op, x, smooth_scales, group_index, dst, symmetric, product):
                 core_type="aicore" if fam == "310p910" else "aiv", tiles=tiles,
                 inputs={"x": xs, "smooth_scales": spec_of(smooth), "group_index": spec_of(group)},
                 outputs=outs, attrs={"dst_type": dst, "symmetric": bool(symmetric)},
-                notes=f"{variant}; block_dim = rows split over {soc.aiv} vector cores")
+                notes=f"{variant}; block_dim = rows split over {soc.aiv} vector cores" if cores else
+                "empty x: the aclnn layer returns before any tiling; nothing is launched")
     return plan, (x, smooth, group, R, H, xdt, E)
 
 
@@ -424,7 +427,7 @@ def _threads(n_elements: int) -> int:
 def _execute(plan: Plan, ctx, y_out, scale_out, offset_out):
     """Run the kernel for a validated plan and write the outputs (all allocated by the caller)."""
     x, smooth, group, R, H, xdt, E = ctx
-    if R == 0 or H == 0:        # the EMPTY_TENSOR template (950) and the tilings launch nothing: no writes
+    if R == 0 or H == 0:        # an empty x launches nothing (module docstring): no writes
         return
     dst, symmetric = plan.attrs["dst_type"], plan.attrs["symmetric"]
     fam = {"a2a3": 0, "950": 1, "310p910": 2}[plan.soc.family]
@@ -539,7 +542,8 @@ def aclnnDynamicQuantV2GetWorkspaceSize(x, smoothScalesOptional, groupIndexOptio
     uint8 HiFloat8 codes, shape of x). offsetOut None means
     symmetric. Same core as npu_dynamic_quant / npu_dynamic_quant_asymmetric."""
     return get_workspace_size(ACLNN_OP, lambda: _aclnn_prepare(x, smoothScalesOptional, groupIndexOptional, dstType,
-                                                               yOut, scaleOut, offsetOut, product))
+                                                               yOut, scaleOut, offsetOut, product),
+                              lambda plan: SYS_WORKSPACE if plan.block_dim else 0)
 
 
 _ACLNN_NAMES = {"smooth_scales": "smoothScalesOptional", "group_index": "groupIndexOptional", "dst_type": "dstType",

@@ -261,7 +261,7 @@ def test_950_hifloat8(symmetric, dt):
     y, sc = np.full(x.shape, 7, np.uint8), np.empty(x.shape[0], F)
     ws, ex = npusim.aclnn.aclnnDynamicQuantV2GetWorkspaceSize(x, sm, None, 34, y, sc, None if symmetric else
                                                              np.empty(x.shape[0], F), product="ascend-950dt")
-    npusim.aclnn.aclnnDynamicQuantV2(None, ws, ex)
+    npusim.aclnn.aclnnDynamicQuantV2(npusim.aclnn.workspace(ws), ws, ex)
     assert_bitexact(y, got[0])
     with pytest.raises(AclnnError, match="hifloat8"):                # hifloat8 is a 950 output only
         fn(x, sm, dst_type="hifloat8", product="atlas-a2")
@@ -423,7 +423,7 @@ def test_aclnn_matches_torch_face_and_fills_in_place():
         sc = np.empty((3, 5), F)
         off = None if sym else np.empty((3, 5), F)
         ws, ex = npusim.aclnn.aclnnDynamicQuantV2GetWorkspaceSize(x, sm, None, code, y, sc, off, product="atlas-a2")
-        assert npusim.aclnn.aclnnDynamicQuantV2(None, ws, ex) == 0
+        assert npusim.aclnn.aclnnDynamicQuantV2(npusim.aclnn.workspace(ws), ws, ex) == 0
         dst = {2: "int8", 29: "int4", 3: "int32"}[code]
         want = (npusim.npu_dynamic_quant(x, sm, dst_type=dst) if sym
                 else npusim.npu_dynamic_quant_asymmetric(x, sm, dst_type=dst))
@@ -484,5 +484,5 @@ def test_aclnn_errors_leave_outputs_untouched():
     _err(gws, x, sm, np.array([3, 2], np.int32), 2, y, sc, None, match="'groupIndexOptional'")
     assert (y == 7).all() and (sc == 3).all()
     ws, ex = gws(x, None, None, 2, y, sc, None)
-    npusim.aclnn.aclnnDynamicQuantV2(None, ws, ex)
+    npusim.aclnn.aclnnDynamicQuantV2(npusim.aclnn.workspace(ws), ws, ex)
     _err(npusim.aclnn.aclnnDynamicQuantV2, None, ws, ex, match="already run")

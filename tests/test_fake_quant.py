@@ -197,7 +197,7 @@ def test_fp16_output_rounding_over_all_magnitudes():
     out = np.empty(shape, F16)
     mask = np.empty(shape, bool)
     ws, ex = aclnn.aclnnFakeQuantPerChannelAffineCachemaskGetWorkspaceSize(x, s, zp, 1, -255, 255, out, mask)
-    aclnn.aclnnFakeQuantPerChannelAffineCachemask(None, ws, ex)
+    aclnn.aclnnFakeQuantPerChannelAffineCachemask(npusim.aclnn.workspace(ws), ws, ex)
     ro, rm = reference(x, s, zp, 1, -255, 255, F16)
     assert np.isinf(ro).any() and (np.abs(ro.astype(np.float64)) < 2.0**-14).any()
     assert_bitexact(out, ro)
@@ -250,20 +250,20 @@ def test_aclnn_two_phase_with_strided_outputs_and_dtype_cast():
         ws, ex = aclnn.aclnnFakeQuantPerChannelAffineCachemaskGetWorkspaceSize(
             x, s, zp, -2, -128, 127, out, mask, product="atlas-training")
         assert np.all(big == 7)                                     # phase one writes nothing
-        assert aclnn.aclnnFakeQuantPerChannelAffineCachemask(None, ws, ex) == 0
+        assert aclnn.aclnnFakeQuantPerChannelAffineCachemask(npusim.aclnn.workspace(ws), ws, ex) == 0
         ro, rm = reference(x, s, zp, 1, -128, 127, out_dtype)
         assert_bitexact(out, ro)
         assert_bitexact(mask, rm)
         assert np.all(big[:, 1::2, :] == 7)                         # untouched gaps
         with pytest.raises(AclnnError):
-            aclnn.aclnnFakeQuantPerChannelAffineCachemask(None, ws, ex)   # single use
+            aclnn.aclnnFakeQuantPerChannelAffineCachemask(npusim.aclnn.workspace(ws), ws, ex)   # single use
 
 
 def test_aclnn_empty_has_no_workspace():
     x = np.zeros((0, 3), F32)
     ws, ex = aclnn.aclnnFakeQuantPerChannelAffineCachemaskGetWorkspaceSize(
         x, np.ones(3, F32), np.zeros(3, np.int32), 1, 0, 1, np.zeros((0, 3), F32), np.zeros((0, 3), bool))
-    assert ws == 0 and aclnn.aclnnFakeQuantPerChannelAffineCachemask(None, ws, ex) == 0
+    assert ws == 0 and aclnn.aclnnFakeQuantPerChannelAffineCachemask(npusim.aclnn.workspace(ws), ws, ex) == 0
 
 
 def _errors_cases():
@@ -401,6 +401,6 @@ def test_aclnn_out_may_alias_self():
     ro, rm = reference(x, s, zp, 1, 0, 255)
     mask = np.zeros(x.shape, bool)
     ws, ex = aclnn.aclnnFakeQuantPerChannelAffineCachemaskGetWorkspaceSize(x, s, zp, 1, 0, 255, x, mask)
-    aclnn.aclnnFakeQuantPerChannelAffineCachemask(None, ws, ex)
+    aclnn.aclnnFakeQuantPerChannelAffineCachemask(npusim.aclnn.workspace(ws), ws, ex)
     assert_bitexact(x, ro)
     assert_bitexact(mask, rm)

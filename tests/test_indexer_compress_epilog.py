@@ -483,11 +483,11 @@ def test_aclnn_two_phase():
     ws, ex = npusim.aclnn.aclnnIndexerCompressEpilogGetWorkspaceSize(
         args["indexer_compress_cache"], args["indexer_compress_scale"], args["x"], args["slot_mapping"], 0, False)
     assert ex.plan.tiling_key == 10000
-    assert npusim.aclnn.aclnnIndexerCompressEpilog(None, ws, ex) == 0
+    assert npusim.aclnn.aclnnIndexerCompressEpilog(npusim.aclnn.workspace(ws), ws, ex) == 0
     assert_bitexact(args["indexer_compress_cache"], exp_c)
     assert_bitexact(args["indexer_compress_scale"], exp_s)
     with pytest.raises(AclnnError):
-        npusim.aclnn.aclnnIndexerCompressEpilog(None, ws, ex)
+        npusim.aclnn.aclnnIndexerCompressEpilog(npusim.aclnn.workspace(ws), ws, ex)
     with pytest.raises(AclnnError) as ei:
         npusim.aclnn.aclnnIndexerCompressEpilogGetWorkspaceSize(
             args["indexer_compress_cache"], args["indexer_compress_scale"], args["x"], args["slot_mapping"], 1)
@@ -532,7 +532,7 @@ def test_hifloat8_mode_plan_and_aclnn():
     ws, ex = npusim.aclnn.aclnnIndexerCompressEpilogGetWorkspaceSize(cache, scale, x, np.arange(3, dtype=np.int32),
                                                                       2, True, 0.25)
     assert ex.plan.tiling_key == 10001 and ex.plan.attrs["scale"] == 0.25
-    npusim.aclnn.aclnnIndexerCompressEpilog(None, ws, ex)
+    npusim.aclnn.aclnnIndexerCompressEpilog(npusim.aclnn.workspace(ws), ws, ex)
     want = np.zeros_like(cache)
     npusim.indexer_compress_epilog(want, np.zeros_like(scale), x, np.arange(3, dtype=np.int32), quant_mode=2,
                                    scale=0.25)

@@ -193,11 +193,11 @@ def test_aclnn_two_phase_matches_function():
     ws, ex = npusim.aclnn.aclnnMoeInitRoutingQuantGetWorkspaceSize(x, r, e, active, 4.0, 1.0, *outs)
     assert ws >= 16 * 1024 * 1024
     assert all((o == v).all() for o, v in zip(outs, (99, -5, -5)))     # nothing written in phase one
-    assert npusim.aclnn.aclnnMoeInitRoutingQuant(None, ws, ex) == 0
+    assert npusim.aclnn.aclnnMoeInitRoutingQuant(npusim.aclnn.workspace(ws), ws, ex) == 0
     for g, w in zip(outs, reference(x, r, e, active, 4.0, 1.0)):
         assert_bitexact(g, w)
     with pytest.raises(AclnnError):
-        npusim.aclnn.aclnnMoeInitRoutingQuant(None, ws, ex)           # single use
+        npusim.aclnn.aclnnMoeInitRoutingQuant(npusim.aclnn.workspace(ws), ws, ex)           # single use
 
 
 def test_gather_never_reads_the_callers_row_index_buffer(monkeypatch):
@@ -214,7 +214,7 @@ def test_gather_never_reads_the_callers_row_index_buffer(monkeypatch):
 
     monkeypatch.setattr(m._k, "gather_quant", spy)
     ws, ex = npusim.aclnn.aclnnMoeInitRoutingQuantGetWorkspaceSize(x, r, e, active, 4.0, 1.0, *outs)
-    npusim.aclnn.aclnnMoeInitRoutingQuant(None, ws, ex)
+    npusim.aclnn.aclnnMoeInitRoutingQuant(npusim.aclnn.workspace(ws), ws, ex)
     assert seen == [False]
     for g, w in zip(outs, reference(x, r, e, active, 4.0, 1.0)):
         assert_bitexact(g, w)
@@ -240,7 +240,7 @@ def test_aclnn_rejects_bad_outputs_untouched():
     assert all((o == v).all() for o, v in zip(outs, (99, -5, -5)))
     ws, ex = npusim.aclnn.aclnnMoeInitRoutingQuantGetWorkspaceSize(x, r, e, active, 4.0, 1.0, *outs)
     with pytest.raises(AclnnError, match="workspaceSize"):
-        npusim.aclnn.aclnnMoeInitRoutingQuant(None, ws - 1, ex)
+        npusim.aclnn.aclnnMoeInitRoutingQuant(npusim.aclnn.workspace(ws - 1), ws - 1, ex)
 
 
 def test_aclnn_outputs_sharing_memory_with_inputs_or_each_other():
@@ -259,7 +259,7 @@ def test_aclnn_outputs_sharing_memory_with_inputs_or_each_other():
         else:
             outs[1] = r2.reshape(-1)
         ws, ex = npusim.aclnn.aclnnMoeInitRoutingQuantGetWorkspaceSize(x, r2, e2, n, 2.0, 0.5, *outs)
-        npusim.aclnn.aclnnMoeInitRoutingQuant(None, ws, ex)
+        npusim.aclnn.aclnnMoeInitRoutingQuant(npusim.aclnn.workspace(ws), ws, ex)
         for g, w in zip(outs, want):
             assert_bitexact(g, w, err_msg=alias)
     shared = np.zeros(n * k, np.int32)

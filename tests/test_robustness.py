@@ -237,7 +237,7 @@ def test_dynamic_quant_aclnn_outputs_any_layout(c, out_kinds, seed):
     try:
         ws, ex = npusim.aclnn.aclnnDynamicQuantV2GetWorkspaceSize(c["x"], c["smooth"], c["group"], DQ_CODE[c["dst"]],
                                                                   y, scale, offset, product=c["product"])
-        assert npusim.aclnn.aclnnDynamicQuantV2(None, ws, ex) == 0
+        assert npusim.aclnn.aclnnDynamicQuantV2(npusim.aclnn.workspace(ws), ws, ex) == 0
     except AclnnError as exc:
         assert_unchanged(before, outs)
         assert want[0] == "error" or rejected, f"only the torch face succeeded: {exc}"
@@ -293,7 +293,7 @@ def test_fake_quant_aclnn_outputs_any_layout(c, out_kinds, out_dtype, seed):
     try:
         ws, ex = npusim.aclnn.aclnnFakeQuantPerChannelAffineCachemaskGetWorkspaceSize(
             c["x"], c["scale"], c["zero_point"], c["axis"], c["qmin"], c["qmax"], out, mask, product=c["product"])
-        assert npusim.aclnn.aclnnFakeQuantPerChannelAffineCachemask(None, ws, ex) == 0
+        assert npusim.aclnn.aclnnFakeQuantPerChannelAffineCachemask(npusim.aclnn.workspace(ws), ws, ex) == 0
     except AclnnError:
         assert_unchanged(before, [out, mask])
         assert out_kinds[0] in BAD_OUT_KINDS or out_kinds[1] == "readonly"
@@ -428,7 +428,7 @@ def test_moe_init_routing_quant_aclnn_outputs(c, out_kinds, seed):
     try:
         ws, ex = npusim.aclnn.aclnnMoeInitRoutingQuantGetWorkspaceSize(
             c["x"], c["row_idx"], c["expert_idx"], c["active"], c["scale"], c["offset"], *outs)
-        assert npusim.aclnn.aclnnMoeInitRoutingQuant(None, ws, ex) == 0
+        assert npusim.aclnn.aclnnMoeInitRoutingQuant(npusim.aclnn.workspace(ws), ws, ex) == 0
     except AclnnError:
         assert_unchanged(before, outs)
         assert any(not o.flags.c_contiguous or not o.flags.writeable or o.dtype.byteorder == ">" for o in outs)
@@ -622,8 +622,8 @@ def test_make_plan_bad_input():
         npusim.make_plan("npu_dynamic_quant", x=TensorSpec((2, 8), "float16"), bogus=1)
     with pytest.raises(ValueError, match="unknown dtype"):
         TensorSpec((2, 8), "float7")
-    # a plan needs no data: TensorSpec, arrays and empty shapes all plan
-    assert npusim.make_plan("npu_dynamic_quant", x=np.zeros((0, 8), np.float16)).block_dim >= 1
+    # a plan needs no data: TensorSpec, arrays and empty shapes all plan (an empty x launches nothing)
+    assert npusim.make_plan("npu_dynamic_quant", x=np.zeros((0, 8), np.float16)).block_dim == 0
 
 
 perfmodel = pytest.importorskip("perfmodel")
@@ -705,7 +705,7 @@ def _face(name):
 
         def run(**o):
             ws, ex = npusim.aclnn.aclnnDynamicQuantV2GetWorkspaceSize(**{**d, **o})
-            return npusim.aclnn.aclnnDynamicQuantV2(None, ws, ex)
+            return npusim.aclnn.aclnnDynamicQuantV2(npusim.aclnn.workspace(ws), ws, ex)
         return run, outs
     if name == "fake_quantize_per_channel_affine_cachemask":
         d = dict(x=_XF, scale=_SC, zero_point=_ZP, axis=1, quant_min=-128, quant_max=127, product="atlas-a2")
@@ -717,7 +717,7 @@ def _face(name):
 
         def run(**o):
             ws, ex = npusim.aclnn.aclnnFakeQuantPerChannelAffineCachemaskGetWorkspaceSize(**{**d, **o})
-            return npusim.aclnn.aclnnFakeQuantPerChannelAffineCachemask(None, ws, ex)
+            return npusim.aclnn.aclnnFakeQuantPerChannelAffineCachemask(npusim.aclnn.workspace(ws), ws, ex)
         return run, outs
     if name == "npu_quant_matmul":
         d = dict(x1=_X1, x2=_X2, scale=np.full(8, 1e-3, np.float32), output_dtype=None, product="atlas-a2")
@@ -735,7 +735,7 @@ def _face(name):
 
         def run(**o):
             ws, ex = npusim.aclnn.aclnnMoeInitRoutingQuantGetWorkspaceSize(**{**d, **o})
-            return npusim.aclnn.aclnnMoeInitRoutingQuant(None, ws, ex)
+            return npusim.aclnn.aclnnMoeInitRoutingQuant(npusim.aclnn.workspace(ws), ws, ex)
         return run, outs
     if name == "indexer_compress_epilog":
         outs = _outs(((4, 4096), E4M3), ((4, 32), np.float32))
@@ -749,7 +749,7 @@ def _face(name):
 
         def run(**o):
             ws, ex = npusim.aclnn.aclnnIndexerCompressEpilogGetWorkspaceSize(**{**d, **o})
-            return npusim.aclnn.aclnnIndexerCompressEpilog(None, ws, ex, None)
+            return npusim.aclnn.aclnnIndexerCompressEpilog(npusim.aclnn.workspace(ws), ws, ex, None)
         return run, outs
     raise KeyError(name)
 
@@ -890,17 +890,17 @@ def test_executor_misuse_is_a_clear_error():
     call, outs = _face("aclnnDynamicQuantV2")
     ws, ex = npusim.aclnn.aclnnDynamicQuantV2GetWorkspaceSize(_X16, None, None, 2, outs[0], outs[1], None)
     with pytest.raises(AclnnError, match="executor was not made by") as e:
-        npusim.aclnn.aclnnMoeInitRoutingQuant(None, ws, ex)
+        npusim.aclnn.aclnnMoeInitRoutingQuant(npusim.aclnn.workspace(ws), ws, ex)
     assert e.value.status == INVALID
     with pytest.raises(AclnnError, match="nullptr"):
-        npusim.aclnn.aclnnDynamicQuantV2(None, ws, None)
-    assert npusim.aclnn.aclnnDynamicQuantV2(None, ws, ex) == 0
+        npusim.aclnn.aclnnDynamicQuantV2(npusim.aclnn.workspace(ws), ws, None)
+    assert npusim.aclnn.aclnnDynamicQuantV2(npusim.aclnn.workspace(ws), ws, ex) == 0
     with pytest.raises(AclnnError, match="single-use"):
-        npusim.aclnn.aclnnDynamicQuantV2(None, ws, ex)
+        npusim.aclnn.aclnnDynamicQuantV2(npusim.aclnn.workspace(ws), ws, ex)
     ws, ex = npusim.aclnn.aclnnIndexerCompressEpilogGetWorkspaceSize(*_outs(((4, 4096), E4M3), ((4, 32), np.float32)),
                                                                      _IX, _SLOTS)
     with pytest.raises(AclnnError, match="workspaceSize"):
-        npusim.aclnn.aclnnIndexerCompressEpilog(None, ws - 1, ex)
+        npusim.aclnn.aclnnIndexerCompressEpilog(npusim.aclnn.workspace(ws - 1), ws - 1, ex)
     with pytest.raises(AttributeError, match="available"):
         npusim.aclnn.aclnnNoSuchOp
 
@@ -974,6 +974,6 @@ def test_dynamic_quant_aclnn_outputs_aliasing_x_read_the_original_x():
     y = buf[x.nbytes // 2:].view(np.int8).reshape(64, 256)        # y row 0 lies on x row 32, not yet read
     scale = np.empty(64, np.float32)
     ws, ex = npusim.aclnn.aclnnDynamicQuantV2GetWorkspaceSize(xs, None, None, 2, y, scale, None)
-    npusim.aclnn.aclnnDynamicQuantV2(None, ws, ex)
+    npusim.aclnn.aclnnDynamicQuantV2(npusim.aclnn.workspace(ws), ws, ex)
     npusim.testing.assert_bitexact(y, y_ref)
     npusim.testing.assert_bitexact(scale, s_ref)

@@ -71,6 +71,12 @@ def hostile_ints(n, lo, hi):
                     min_size=n, max_size=n)
 
 
+def run_phase_two(api, ws_executor):
+    """Phase two of an aclnn call with the workspace phase one asked for."""
+    ws, ex = ws_executor
+    return api(aclnn.workspace(ws), ws, ex)
+
+
 # ================================================================== 1. changes between the two phases
 def launch_after(phase_one, launch, outs, change, want_fn):
     """Phase one, then `change()` (in place), then the launch. The launch must give want_fn()'s result
@@ -81,7 +87,7 @@ def launch_after(phase_one, launch, outs, change, want_fn):
     before = snapshot(outs)
     event(f"torch face on the new values: {want[0]}")
     try:
-        assert launch(None, ws, ex) == 0
+        assert launch(npusim.aclnn.workspace(ws), ws, ex) == 0
     except AclnnError as exc:
         assert_unchanged(before, outs)
         assert want[0] == "error", f"the launch refused values the torch face accepts: {exc}"
@@ -225,11 +231,11 @@ def test_aclnn_launch_refuses_arguments_changed_after_phase_one():
                 out.dtype = np.uint8 if out.dtype != np.uint8 and out.dtype.itemsize == 1 else np.int8
             before = snapshot(outs)
             with pytest.raises(AclnnError) as err:
-                launch(None, ws, ex)
+                launch(npusim.aclnn.workspace(ws), ws, ex)
             assert err.value.status == npusim.ACLNN_ERR_PARAM_INVALID, (face, change)
             assert_unchanged(before, outs)
             with pytest.raises(AclnnError, match="single-use"):          # a failed launch uses the executor up
-                launch(None, ws, ex)
+                launch(npusim.aclnn.workspace(ws), ws, ex)
 
 
 def test_aclnn_launch_compares_the_plan_with_phase_one():
@@ -240,7 +246,7 @@ def test_aclnn_launch_compares_the_plan_with_phase_one():
     ws, ex = aclnn.aclnnDynamicQuantV2GetWorkspaceSize(x, None, None, 2, y, scale, None)
     x.shape, y.shape, scale.shape = (2, 2, 64), (2, 2, 64), (2, 2)
     with pytest.raises(AclnnError, match=r"tensor 'x' .* changed after aclnnDynamicQuantV2GetWorkspaceSize"):
-        aclnn.aclnnDynamicQuantV2(None, ws, ex)
+        aclnn.aclnnDynamicQuantV2(npusim.aclnn.workspace(ws), ws, ex)
     assert not y.any() and not scale.any()
 
 
@@ -363,7 +369,7 @@ def test_dynamic_quant_overlapping_outputs(c, data):
     xin = place_input(data, buf, x)
     want = fn(np.array(xin), dst_type=c["dst"], product=c["product"])
     y, scale, *offset = outs
-    check_written(lambda: aclnn.aclnnDynamicQuantV2(None, *aclnn.aclnnDynamicQuantV2GetWorkspaceSize(
+    check_written(lambda: run_phase_two(aclnn.aclnnDynamicQuantV2, aclnn.aclnnDynamicQuantV2GetWorkspaceSize(
         xin, None, None, DQ_CODE[c["dst"]], y, scale, offset[0] if offset else None, product=c["product"])),
         outs, want, buf)
 
@@ -377,8 +383,8 @@ def test_fake_quant_overlapping_outputs(c, data):
     xin = place_input(data, buf, x)
     attrs = (c["scale"], c["zero_point"], c["axis"], c["qmin"], c["qmax"])
     want = npusim.fake_quantize_per_channel_affine_cachemask(np.array(xin), *attrs, product=c["product"])
-    check_written(lambda: aclnn.aclnnFakeQuantPerChannelAffineCachemask(
-        None, *aclnn.aclnnFakeQuantPerChannelAffineCachemaskGetWorkspaceSize(xin, *attrs, *outs,
+    check_written(lambda: run_phase_two(aclnn.aclnnFakeQuantPerChannelAffineCachemask,
+                                 aclnn.aclnnFakeQuantPerChannelAffineCachemaskGetWorkspaceSize(xin, *attrs, *outs,
                                                                              product=c["product"])),
         outs, want, buf)
 
@@ -391,7 +397,7 @@ def test_moe_init_routing_quant_overlapping_outputs(c, data):
     buf = buffer_for(np.random.default_rng(c["x"].size), *[(w.shape, w.dtype) for w in want])
     outs = [data.draw(placed(buf, w.shape, w.dtype, ("contiguous",))) for w in want]
     assume(all(o is not None for o in outs))
-    check_written(lambda: aclnn.aclnnMoeInitRoutingQuant(None, *aclnn.aclnnMoeInitRoutingQuantGetWorkspaceSize(
+    check_written(lambda: run_phase_two(aclnn.aclnnMoeInitRoutingQuant, aclnn.aclnnMoeInitRoutingQuantGetWorkspaceSize(
         *args, *outs)), outs, want, buf)
 
 
@@ -415,7 +421,7 @@ def test_indexer_overlapping_cache_and_scale(c, use_aclnn, x_in_buffer, data):
     if use_aclnn:
         akw = dict(quantMode=kw["quant_mode"], roundScale=kw["round_scale"], mx_scale_rule=kw["mx_scale_rule"],
                    product=kw["product"])
-        call = lambda: aclnn.aclnnIndexerCompressEpilog(None, *aclnn.aclnnIndexerCompressEpilogGetWorkspaceSize(  # noqa: E731
+        call = lambda: run_phase_two(aclnn.aclnnIndexerCompressEpilog, aclnn.aclnnIndexerCompressEpilogGetWorkspaceSize(  # noqa: E731
             cache, scale, xin, c["slot_mapping"], **akw))
     else:
         call = lambda: npusim.indexer_compress_epilog(cache, scale, xin, c["slot_mapping"], **kw)  # noqa: E731

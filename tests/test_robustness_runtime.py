@@ -58,20 +58,20 @@ def workload(scale: int = 1, seed: int = 0) -> dict:
     def dq_aclnn():
         y, s, o = np.empty((r, 1024), np.int8), np.empty(r, np.float32), np.empty(r, np.float32)
         ws, ex = npusim.aclnn.aclnnDynamicQuantV2GetWorkspaceSize(x, None, None, 2, y, s, o)
-        npusim.aclnn.aclnnDynamicQuantV2(None, ws, ex)
+        npusim.aclnn.aclnnDynamicQuantV2(npusim.aclnn.workspace(ws), ws, ex)
         return y, s, o
 
     def fq_aclnn():
         out, mask = np.empty(xf.shape, np.float16), np.empty(xf.shape, np.bool_)
         ws, ex = npusim.aclnn.aclnnFakeQuantPerChannelAffineCachemaskGetWorkspaceSize(xf, sc, zp, 1, -128, 127,
                                                                                       out, mask)
-        npusim.aclnn.aclnnFakeQuantPerChannelAffineCachemask(None, ws, ex)
+        npusim.aclnn.aclnnFakeQuantPerChannelAffineCachemask(npusim.aclnn.workspace(ws), ws, ex)
         return out, mask
 
     def moe_aclnn():
         outs = (np.empty((n * k, 512), np.int8), np.empty(n * k, np.int32), np.empty(n * k, np.int32))
         ws, ex = npusim.aclnn.aclnnMoeInitRoutingQuantGetWorkspaceSize(xm, row, exp, n, 0.5, 1.0, *outs)
-        npusim.aclnn.aclnnMoeInitRoutingQuant(None, ws, ex)
+        npusim.aclnn.aclnnMoeInitRoutingQuant(npusim.aclnn.workspace(ws), ws, ex)
         return outs
 
     def ice(quant_mode, cache_dtype):

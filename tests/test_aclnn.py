@@ -1,0 +1,74 @@
+"""The two-phase aclnn machinery every operator shares (npusim.aclnn): the workspace and executor rules of
+CANN's launch (CommonOpExecutorRun), and DynamicQuantV2's workspace request."""
+import numpy as np
+import pytest
+
+import npusim
+from npusim import aclnn
+from npusim.errors import ACLNN_ERR_PARAM_INVALID, ACLNN_ERR_PARAM_NULLPTR, AclnnError
+
+
+
+def _dq(rows=4, h=64, product="atlas-a2"):
+    x = np.random.default_rng(rows * h).standard_normal((rows, h)).astype(np.float16)    # every product takes fp16
+    y, s = np.full((rows, h), 7, np.int8), np.full(rows, 3.0, np.float32)
+    ws, ex = aclnn.aclnnDynamicQuantV2GetWorkspaceSize(x, None, None, 2, y, s, None, product=product)
+    return x, y, s, ws, ex
+
+
+@pytest.mark.parametrize("product", ["atlas-a2", "atlas-a3", "atlas-inference", "atlas-training", "ascend-950pr"])
+def test_dynamic_quant_asks_for_the_tilings_system_workspace(product):
+    # dynamic_quant_tiling.cpp: workSpaces[0] = SYS_WORKSPACE_SIZE (16 MiB) whenever the kernel launches
+    assert _dq(product=product)[3] == 16 * 1024 * 1024
+
+
+@pytest.mark.parametrize("product", ["atlas-a2", "atlas-inference", "ascend-950pr"])
+@pytest.mark.parametrize("shape", [(0, 64), (4, 0)], ids=["no-rows", "rows-of-length-0"])
+def test_an_empty_x_launches_nothing_on_every_product(product, shape):
+    # the aclnn layer returns before any tiling for an empty x (workspace 0), on every product
+    x = np.zeros(shape, np.float16)
+    y, s = np.zeros(shape, np.int8), np.full(shape[0], 5.0, np.float32)
+    ws, ex = aclnn.aclnnDynamicQuantV2GetWorkspaceSize(x, None, None, 2, y, s, None, product=product)
+    assert ws == 0 and ex.plan.block_dim == 0
+    assert aclnn.aclnnDynamicQuantV2(None, ws, ex) == 0 and (s == 5.0).all()
+
+
+def test_a_missing_workspace_is_a_null_pointer_and_uses_the_executor_up():
+    x, y, s, ws, ex = _dq()
+    with pytest.raises(AclnnError, match="'workspace'.*workspaceSize is 16777216") as e:
+        aclnn.aclnnDynamicQuantV2(None, ws, ex)
+    assert e.value.status == ACLNN_ERR_PARAM_NULLPTR and e.value.product == "Ascend910B2"
+    assert (y == 7).all() and (s == 3.0).all()                   # nothing written
+    with pytest.raises(AclnnError, match="already run"):        # CANN destroys the executor there
+        aclnn.aclnnDynamicQuantV2(aclnn.workspace(ws), ws, ex)
+
+
+@pytest.mark.parametrize("size", [None, "16777216", 1.5, -1, 2 ** 64, True])
+def test_workspace_size_must_be_a_uint64(size):
+    x, y, s, ws, ex = _dq()
+    with pytest.raises(AclnnError, match="'workspaceSize'.*integer") as e:
+        aclnn.aclnnDynamicQuantV2(aclnn.workspace(ws), size, ex)
+    assert e.value.status == ACLNN_ERR_PARAM_INVALID and (y == 7).all()
+
+
+def test_a_repeatable_executor_runs_again_on_the_values_of_the_time():
+    x, y, s, ws, ex = _dq()
+    assert aclnn.aclSetAclOpExecutorRepeatable(ex) == 0
+    buf = aclnn.workspace(ws)
+    assert aclnn.aclnnDynamicQuantV2(buf, ws, ex) == 0
+    first = y.copy()
+    x *= 2                                                      # new values, same shape: the new result
+    assert aclnn.aclnnDynamicQuantV2(buf, ws, ex) == 0
+    want = npusim.npu_dynamic_quant(x)
+    np.testing.assert_array_equal(y, want[0])
+    np.testing.assert_array_equal(s, want[1])
+    assert (first == npusim.npu_dynamic_quant(x / 2)[0]).all()
+    with pytest.raises(AclnnError) as e:
+        aclnn.aclSetAclOpExecutorRepeatable(None)
+    assert e.value.status == ACLNN_ERR_PARAM_NULLPTR
+
+
+def test_workspace_stand_in():
+    assert aclnn.workspace(0) is None and aclnn.workspace(32).nbytes == 32
+    with pytest.raises(TypeError):
+        aclnn.workspace(-1)
