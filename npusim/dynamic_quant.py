@@ -147,9 +147,9 @@ def _validate(op, x, smooth, group, dst, symmetric, soc):
         if not symmetric:
             raise invalid(op, "offset", "asymmetric quantization is not supported on this product "
                           "(symmetric only; pass no offset)", prod)
-        if soc.product == "atlas-inference" and H % 32:
-            raise invalid(op, "x", f"last dimension must be a multiple of 32 on Atlas inference products, "
-                          f"got {H}", prod)
+        if H % 32:      # seed 000 states it for Atlas inference; the vendor tiling (and doc) for training too
+            raise invalid(op, "x", f"last dimension must be a multiple of 32 on Atlas inference and training "
+                          f"products, got {H}", prod)
     E = 0
     if group is not None and smooth is None:
         raise invalid(op, "group_index", "requires smooth_scales (one smooth row per expert)", prod)
@@ -309,8 +309,8 @@ def _tiling_310p(soc, R, H):
     UB pass from the UB size, block_dim = every AI Core (GetCoreNumAiv, also when rows are fewer),
     key 10000 + 100 when rows split evenly into passes and H <= 4096 (DynamicQuantAlign310p), else
     + 1000 (unaligned tail rows), + 1 when H > 4096 (columns split into 4096-element chunks).
-    The vendor tiling rejects H % 32 != 0 on both products; the seed states that rule for Atlas
-    inference only, so npusim runs such rows on Atlas training (same arithmetic) under key 11000."""
+    The vendor tiling rejects H % 32 != 0 on both products (the seed states the rule for Atlas inference,
+    the ops-nn doc for both), and so does npusim."""
     cores = soc.aiv
     size_x = _align(H, 16)
     copy_rows = (soc.ub_bytes - size_x * 2 - 10240) // (size_x * 5)

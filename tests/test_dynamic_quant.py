@@ -486,3 +486,12 @@ def test_aclnn_errors_leave_outputs_untouched():
     ws, ex = gws(x, None, None, 2, y, sc, None)
     npusim.aclnn.aclnnDynamicQuantV2(npusim.aclnn.workspace(ws), ws, ex)
     _err(npusim.aclnn.aclnnDynamicQuantV2, None, ws, ex, match="already run")
+
+
+@pytest.mark.parametrize("product", ["atlas-inference", "atlas-training"])
+def test_310p_910_rows_must_be_multiples_of_32(product):
+    """dynamic_quant_tiling_310P rejects H % 32 != 0 on both products (the ops-nn doc says so too; seed 000
+    names Atlas inference)."""
+    with pytest.raises(AclnnError, match=r"'x'.*multiple of 32.*got 48") as e:
+        npusim.npu_dynamic_quant(np.ones((4, 48), np.float16), product=product)
+    assert e.value.status == 161002
