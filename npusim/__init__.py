@@ -5,7 +5,7 @@ Operators come in two faces over one core: torch_npu-style functions here (npusi
 decision from shapes and dtypes alone), which the performance model in `perfmodel` costs.
 """
 from npusim import aclnn, formats, products, testing
-from npusim.errors import ACLNN_ERR_PARAM_INVALID, ACLNN_ERR_PARAM_NULLPTR, AclnnError
+from npusim.errors import ACLNN_ERR_INNER_TILING_ERROR, ACLNN_ERR_PARAM_INVALID, ACLNN_ERR_PARAM_NULLPTR, AclnnError
 from npusim.plan import Plan, TensorSpec, make_plan
 from npusim.products import get_product
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from npusim import formats
-from npusim.errors import AclnnError, invalid, nullptr
+from npusim.errors import ACLNN_ERR_PARAM_INVALID, AclnnError, invalid, nullptr
 from npusim.plan import TensorSpec
 from npusim.products import PRODUCTS, Soc, get_product
 
@@ -70,8 +70,10 @@ def dtype_in(op: str, name: str, a: np.ndarray, allowed, product=None) -> str:
     return got
 
 
-def out_tensor(op: str, name: str, out, shape: tuple, dtype, product=None) -> np.ndarray:
-    """An in-place output: a writable, native-byte-order ndarray of exactly `shape` and `dtype`."""
+def out_tensor(op: str, name: str, out, shape: tuple, dtype, product=None,
+               shape_status: int = ACLNN_ERR_PARAM_INVALID) -> np.ndarray:
+    """An in-place output: a writable, native-byte-order ndarray of exactly `shape` and `dtype` (a wrong shape
+    is `shape_status`: the operator's aclnn doc may list it as a tiling error)."""
     prod = str(product) if product else None
     if out is None:
         raise nullptr(op, name, prod)
@@ -85,7 +87,7 @@ def out_tensor(op: str, name: str, out, shape: tuple, dtype, product=None) -> np
         raise invalid(op, name, f"dtype must be {formats.dtype_name(want)}, got {formats.dtype_name(out.dtype)}",
                       prod)
     if tuple(out.shape) != tuple(shape):
-        raise invalid(op, name, f"shape must be {tuple(shape)}, got {tuple(out.shape)}", prod)
+        raise invalid(op, name, f"shape must be {tuple(shape)}, got {tuple(out.shape)}", prod, shape_status)
     if not out.flags.writeable:
         raise invalid(op, name, "must be writable (it is written in place)", prod)
     return out

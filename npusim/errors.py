@@ -9,6 +9,7 @@ import contextlib
 ACLNN_SUCCESS = 0
 ACLNN_ERR_PARAM_NULLPTR = 161001
 ACLNN_ERR_PARAM_INVALID = 161002
+ACLNN_ERR_INNER_TILING_ERROR = 561002     # a rule the operator's tiling checks (where its aclnn doc says so)
 
 
 class AclnnError(ValueError):
@@ -37,9 +38,11 @@ class AclnnError(ValueError):
         super().__init__(f"[aclnn {status}] {text}")
 
 
-def invalid(op: str, param: str, rule: str, product: str | None = None) -> AclnnError:
-    """ACLNN_ERR_PARAM_INVALID (161002) for `param` of `op` breaking `rule`."""
-    return AclnnError(rule, ACLNN_ERR_PARAM_INVALID, op=op, param=param, product=product)
+def invalid(op: str, param: str, rule: str, product: str | None = None,
+            status: int = ACLNN_ERR_PARAM_INVALID) -> AclnnError:
+    """ACLNN_ERR_PARAM_INVALID (161002; or `status`, e.g. ACLNN_ERR_INNER_TILING_ERROR where the operator's aclnn
+    doc lists a rule under it) for `param` of `op` breaking `rule`."""
+    return AclnnError(rule, status, op=op, param=param, product=product)
 
 
 def nullptr(op: str, param: str, product: str | None = None) -> AclnnError:

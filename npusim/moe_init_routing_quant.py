@@ -17,13 +17,18 @@ import numpy as np
 from npusim import _checks, formats
 from npusim._kernels import moe_init_routing_quant as _k
 from npusim.aclnn import aclnn_api, get_workspace_size, run_executor
-from npusim.errors import invalid, nullptr
+from npusim.errors import ACLNN_ERR_INNER_TILING_ERROR, invalid, nullptr
 from npusim.plan import Plan, TensorSpec, planner, spec_of
 
 __all__ = ["moe_init_routing_quant"]
 
 OP = "aclnnMoeInitRoutingQuant"
-SUPPORTED_PRODUCTS = ("atlas-a2",)          # README: Atlas A2 only (A3 x)
+# the aclnn doc's return codes list these shape rules as tiling errors (561002), not 161002: x not 2-D, rowIdx's
+# shape, activeNum < 0 and the outputs' shapes (ops-transformer docs/aclnnMoeInitRoutingQuant.md)
+TILING = ACLNN_ERR_INNER_TILING_ERROR
+# Seed 004 lists Atlas A2. The op definition also registers ascend910_93 and the current ops-transformer doc
+# marks Atlas A3 supported (an older README said x): A3 runs A2's DAV_2201 kernel, so it is accepted too.
+SUPPORTED_PRODUCTS = ("atlas-a3", "atlas-a2")
 X_DTYPES = ("float16", "bfloat16", "float32")
 
 # The sort key is float(expertIdx) (Cast int32 -> fp32): ids beyond 2^24 may not be exact.
@@ -73,12 +78,12 @@ def _check_shapes(op, names, x, row_idx, expert_idx, active_num, product):
     _checks.dtype_in(op, names["row_idx"], rs, ("int32",), soc.soc)
     _checks.dtype_in(op, names["expert_idx"], es, ("int32",), soc.soc)
     if xs.ndim != 2:
-        raise invalid(op, names["x"], f"must be 2-D (NUM_ROWS, H), got shape {xs.shape}", soc.soc)
+        raise invalid(op, names["x"], f"must be 2-D (NUM_ROWS, H), got shape {xs.shape}", soc.soc, TILING)
     if es.ndim != 2:
         raise invalid(op, names["expert_idx"], f"must be 2-D (NUM_ROWS, K), got shape {es.shape}", soc.soc)
     if rs.shape != es.shape:
         raise invalid(op, names["row_idx"], f"shape must equal {names['expert_idx']}'s {es.shape}, got {rs.shape}",
-                      soc.soc)
+                      soc.soc, TILING)
     if xs.shape[0] != es.shape[0]:
         raise invalid(op, names["expert_idx"], f"must have as many rows as {names['x']} ({xs.shape[0]}), "
                       f"got {es.shape[0]}", soc.soc)
@@ -88,7 +93,7 @@ def _check_shapes(op, names, x, row_idx, expert_idx, active_num, product):
                       soc.soc)
     active = _checks.int_attr(op, names["active_num"], active_num, soc.soc)
     if active < 0:                  # int_attr has checked the int64 range of aclnn's activeNum
-        raise invalid(op, names["active_num"], f"must be >= 0, got {active}", soc.soc)
+        raise invalid(op, names["active_num"], f"must be >= 0, got {active}", soc.soc, TILING)
     return soc, n, k, xs.shape[1], x_dtype, active
 
 
@@ -386,11 +391,11 @@ def _aclnn_prepare(x, rowIdx, expertIdx, activeNum, scale, offset, expandedXOut,
     plan, run = _prepare(OP, _CAMEL, x, rowIdx, expertIdx, activeNum, scale, offset, product)
     soc = plan.soc.soc
     outs = plan.outputs
-    ex = _checks.out_tensor(OP, "expandedXOut", expandedXOut, outs["expanded_x"].shape, np.int8, soc)
+    ex = _checks.out_tensor(OP, "expandedXOut", expandedXOut, outs["expanded_x"].shape, np.int8, soc, TILING)
     er = _checks.out_tensor(OP, "expandedRowIdxOut", expandedRowIdxOut, outs["expanded_row_idx"].shape,
-                            np.int32, soc)
+                            np.int32, soc, TILING)
     ee = _checks.out_tensor(OP, "expandedExpertIdxOut", expandedExpertIdxOut, outs["expanded_expert_idx"].shape,
-                            np.int32, soc)
+                            np.int32, soc, TILING)
     for name, arr in (("expandedXOut", ex), ("expandedRowIdxOut", er), ("expandedExpertIdxOut", ee)):
         if not arr.flags.c_contiguous:
             raise invalid(OP, name, "must be C-contiguous (ND format)", soc)

@@ -49,8 +49,8 @@ def standard_row_idx(n, k):
     return np.arange(n * k, dtype=np.int32).reshape(k, n).T.copy()
 
 
-def check(x, row_idx, expert_idx, active_num, scale, offset):
-    got = npusim.moe_init_routing_quant(x, row_idx, expert_idx, active_num, scale, offset)
+def check(x, row_idx, expert_idx, active_num, scale, offset, product="atlas-a2"):
+    got = npusim.moe_init_routing_quant(x, row_idx, expert_idx, active_num, scale, offset, product=product)
     want = reference(x, row_idx, expert_idx, active_num, scale, offset)
     for name, g, w in zip(("expanded_x", "expanded_row_idx", "expanded_expert_idx"), got, want):
         assert_bitexact(g, w, err_msg=name)
@@ -76,6 +76,14 @@ def test_vllm_ascend_like_grid(dtype):
         experts = rng.integers(0, e, (n, k)).astype(np.int32)
         scale, offset = float(rng.uniform(0.1, 30)), float(rng.uniform(-20, 20))
         check(x, standard_row_idx(n, k), experts, active, scale, offset)
+
+
+def test_atlas_a3_runs_the_a2_kernel():
+    """Atlas A3 (beyond seed 004: the op definition and the current doc list it) follows the same reference."""
+    rng = np.random.default_rng(11)
+    x = make_x(rng, 33, 64, BF16)
+    experts = rng.integers(0, 256, (33, 8)).astype(np.int32)
+    check(x, standard_row_idx(33, 8), experts, 33 * 8, 2.5, -1.0, product="atlas-a3")
 
 
 def test_ties_in_expert_ids_keep_flattened_position():
@@ -222,17 +230,17 @@ def test_gather_never_reads_the_callers_row_index_buffer(monkeypatch):
 
 def test_aclnn_rejects_bad_outputs_untouched():
     x, r, e, active, outs = _aclnn_args()
-    bad = [
-        (np.zeros((11, 8), np.int8), outs[1], outs[2]),
-        (outs[0].astype(np.int16), outs[1], outs[2]),
-        (outs[0], np.zeros(12, np.int64), outs[2]),
-        (outs[0], outs[1], np.zeros(13, np.int32)),
-        (outs[0], outs[1], None),
+    bad = [     # the aclnn doc lists a wrong output shape as a tiling error (561002)
+        ((np.zeros((11, 8), np.int8), outs[1], outs[2]), 561002),
+        ((outs[0].astype(np.int16), outs[1], outs[2]), 161002),
+        ((outs[0], np.zeros(12, np.int64), outs[2]), 161002),
+        ((outs[0], outs[1], np.zeros(13, np.int32)), 561002),
+        ((outs[0], outs[1], None), 161001),
     ]
-    for o in bad:
+    for o, status in bad:
         with pytest.raises(AclnnError) as ei:
             npusim.aclnn.aclnnMoeInitRoutingQuantGetWorkspaceSize(x, r, e, active, 4.0, 1.0, *o)
-        assert ei.value.status in (161001, 161002)
+        assert ei.value.status == status
     r_bad = r.copy()
     r_bad[0, 0] = r_bad[1, 0]
     with pytest.raises(AclnnError, match="rowIdx"):
@@ -280,15 +288,15 @@ def _args():
 @pytest.mark.parametrize("change, status, param", [
     (dict(x=None), 161001, "x"),
     (dict(expert_idx=None), 161001, "expert_idx"),
-    (dict(product="atlas-a3"), 161002, "product"),
+    (dict(product="atlas-inference"), 161002, "product"),
     (dict(product="ascend-950pr"), 161002, "product"),
     (dict(x=np.ones((4, 8), np.int8)), 161002, "x"),
-    (dict(x=np.ones((4, 8, 1), np.float16)), 161002, "x"),
+    (dict(x=np.ones((4, 8, 1), np.float16)), 561002, "x"),            # the aclnn doc: a tiling error
     (dict(row_idx=standard_row_idx(4, 2).astype(np.int64)), 161002, "row_idx"),
     (dict(expert_idx=np.zeros((4, 2), np.float32)), 161002, "expert_idx"),
-    (dict(row_idx=np.arange(8, dtype=np.int32).reshape(2, 4)), 161002, "row_idx"),
+    (dict(row_idx=np.arange(8, dtype=np.int32).reshape(2, 4)), 561002, "row_idx"),
     (dict(expert_idx=np.zeros((3, 2), np.int32), row_idx=standard_row_idx(3, 2)), 161002, "expert_idx"),
-    (dict(active_num=-1), 161002, "active_num"),
+    (dict(active_num=-1), 561002, "active_num"),
     (dict(active_num=2.0), 161002, "active_num"),
     (dict(active_num=True), 161002, "active_num"),
     (dict(scale=float("nan")), 161002, "scale"),

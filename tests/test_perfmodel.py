@@ -267,7 +267,7 @@ def test_unsupported_combinations_are_clear_errors():
         perfmodel.predict("add", "h100", **op_args("add", "x"))
     with pytest.raises(ValueError, match="float16 or bfloat16"):
         perfmodel.predict("matmul", a=T((16, 16), "float32"), b=T((16, 16), "float32"))
-    assert perfmodel.supported_products("moe_init_routing_quant") == ["atlas-a2"]
+    assert perfmodel.supported_products("moe_init_routing_quant") == ["atlas-a2", "atlas-a3"]
 
 
 def test_arrays_accepted_like_specs():

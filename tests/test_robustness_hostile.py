@@ -232,7 +232,9 @@ def test_aclnn_launch_refuses_arguments_changed_after_phase_one():
             before = snapshot(outs)
             with pytest.raises(AclnnError) as err:
                 launch(npusim.aclnn.workspace(ws), ws, ex)
-            assert err.value.status == npusim.ACLNN_ERR_PARAM_INVALID, (face, change)
+            # 161002, or 561002 where the operator's aclnn doc lists a shape rule as a tiling error (MoE)
+            assert err.value.status in (npusim.ACLNN_ERR_PARAM_INVALID, npusim.ACLNN_ERR_INNER_TILING_ERROR), \
+                (face, change)
             assert_unchanged(before, outs)
             with pytest.raises(AclnnError, match="single-use"):          # a failed launch uses the executor up
                 launch(npusim.aclnn.workspace(ws), ws, ex)
