@@ -162,7 +162,8 @@ def _validate(op, x, smooth, group, dst, symmetric, soc):
                 raise invalid(op, "smooth_scales", f"shape must be [{H}] (the last dim of x) without group_index, "
                               f"got {tuple(smooth.shape)}", prod)
         else:
-            _checks.dtype_in(op, "group_index", group, ("int32",), prod)
+            # int32 in the doc; the aclnn layer (GROUP_INDEX_DTYPE_SUPPORT_LIST) and the tiling take int64 too
+            _checks.dtype_in(op, "group_index", group, ("int32", "int64"), prod)
             if group.ndim != 1:
                 raise invalid(op, "group_index", f"must be 1-D, got shape {tuple(group.shape)}", prod)
             E = int(group.shape[0])

@@ -459,7 +459,7 @@ def test_validation_errors():
     _err(q, x, np.ones(64, BF16), match="dtype must equal")
     _err(q, x, np.ones(32, np.float16), match="shape must be")
     _err(q, x, None, np.array([4], np.int32), match="requires smooth_scales")
-    _err(q, x, np.ones((2, 64), np.float16), np.array([1, 4], np.int64), match="dtype")
+    _err(q, x, np.ones((2, 64), np.float16), np.array([1, 4], np.int16), match="dtype")    # int32/int64 only
     _err(q, x, np.ones((2, 64), np.float16), np.array([3, 2], np.int32), match="non-decreasing")
     _err(q, x, np.ones((2, 64), np.float16), np.array([1, 3], np.int32), match="last entry")
     _err(q, x, np.ones((3, 64), np.float16), np.array([1, 4], np.int32), match="shape must be")
@@ -486,6 +486,17 @@ def test_aclnn_errors_leave_outputs_untouched():
     ws, ex = gws(x, None, None, 2, y, sc, None)
     npusim.aclnn.aclnnDynamicQuantV2(npusim.aclnn.workspace(ws), ws, ex)
     _err(npusim.aclnn.aclnnDynamicQuantV2, None, ws, ex, match="already run")
+
+
+@pytest.mark.parametrize("product", ["atlas-a2", "ascend-950pr"])
+def test_group_index_may_be_int64(product):
+    """The doc says int32; the aclnn layer (GROUP_INDEX_DTYPE_SUPPORT_LIST) and the tiling take int64 too."""
+    x = np.random.default_rng(3).standard_normal((6, 64)).astype(np.float16)
+    sm = np.random.default_rng(4).uniform(0.5, 2, (2, 64)).astype(np.float16)
+    a = npusim.npu_dynamic_quant(x, sm, np.array([2, 6], np.int32), product=product)
+    b = npusim.npu_dynamic_quant(x, sm, np.array([2, 6], np.int64), product=product)
+    assert_bitexact(a[0], b[0])
+    assert_bitexact(a[1], b[1])
 
 
 @pytest.mark.parametrize("product", ["atlas-inference", "atlas-training"])
