@@ -32,11 +32,13 @@ class Executor:
     """What phase one hands to phase two: the plan, and `prepare`, which checks the arguments
     phase one was given (as they are when it is called) and returns (plan, run)."""
 
-    def __init__(self, op: str, plan, prepare: Callable[[], tuple], workspace_size: int = 0):
+    def __init__(self, op: str, plan, prepare: Callable[[], tuple], workspace_size: int = 0, tensors=None):
         self.op = op
         self.plan = plan
         self._prepare = prepare
         self.workspace_size = workspace_size
+        # aclnn name -> (the array, its (shape, dtype) at phase one)
+        self._tensors = {k: (v, _layout(v)) for k, v in (tensors or {}).items() if _layout(v) is not None}
         self.used = False
         self.repeatable = False         # aclSetAclOpExecutorRepeatable: runs any number of times
 
@@ -44,12 +46,20 @@ class Executor:
         return f"<aclnn executor {self.op} tiling_key={getattr(self.plan, 'tiling_key', None)} used={self.used}>"
 
 
-def get_workspace_size(op: str, prepare: Callable[[], tuple], workspace: Callable = lambda plan: 0):
+def _layout(a):
+    """(shape, dtype) of an array argument, None for anything else (None, numbers)."""
+    return (tuple(a.shape), a.dtype) if isinstance(a, np.ndarray) else None
+
+
+def get_workspace_size(op: str, prepare: Callable[[], tuple], workspace: Callable = lambda plan: 0,
+                       tensors: dict | None = None):
     """Phase one, shared by every operator: prepare() checks every argument and returns (plan, run)
-    without running anything. Returns (workspace_size, executor); workspace(plan) gives the size."""
+    without running anything. Returns (workspace_size, executor); workspace(plan) gives the size.
+    tensors: the call's tensor arguments by their aclnn names; phase two names the one whose shape or dtype
+    changed in between (rather than the first check its new shape breaks, which may be another's)."""
     plan, _ = prepare()
     size = int(workspace(plan))
-    return size, Executor(op, plan, prepare, size)
+    return size, Executor(op, plan, prepare, size, tensors)
 
 
 def workspace(size: int):
@@ -100,10 +110,15 @@ def run_executor(op: str, workspace, workspace_size: int, executor: Executor, st
                          "bytes phase one asked for", ACLNN_ERR_PARAM_INVALID, op=op, param="workspaceSize",
                          product=product)
     executor.used = not executor.repeatable     # a launch that fails its checks also uses the executor up
+    for name, (arr, was) in executor._tensors.items():
+        if _layout(arr) != was:
+            raise AclnnError(f"shape/dtype changed after {op}GetWorkspaceSize: {was[0]} {was[1]} -> "
+                             f"{tuple(arr.shape)} {arr.dtype}; call {op}GetWorkspaceSize again",
+                             ACLNN_ERR_PARAM_INVALID, op=op, param=name, product=product)
     plan, run = executor._prepare()
     if plan != executor.plan:
         raise AclnnError(f"{_changed(executor.plan, plan)} changed after {op}GetWorkspaceSize; call it again",
-                         ACLNN_ERR_PARAM_INVALID, op=op, param="executor")
+                         ACLNN_ERR_PARAM_INVALID, op=op, param="executor", product=product)
     run()
     return ACLNN_SUCCESS
 

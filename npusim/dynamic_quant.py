@@ -544,7 +544,9 @@ def aclnnDynamicQuantV2GetWorkspaceSize(x, smoothScalesOptional, groupIndexOptio
     symmetric. Same core as npu_dynamic_quant / npu_dynamic_quant_asymmetric."""
     return get_workspace_size(ACLNN_OP, lambda: _aclnn_prepare(x, smoothScalesOptional, groupIndexOptional, dstType,
                                                                yOut, scaleOut, offsetOut, product),
-                              lambda plan: SYS_WORKSPACE if plan.block_dim else 0)
+                              lambda plan: SYS_WORKSPACE if plan.block_dim else 0,
+                              dict(x=x, smoothScalesOptional=smoothScalesOptional, groupIndexOptional=groupIndexOptional,
+                                   yOut=yOut, scaleOut=scaleOut, offsetOut=offsetOut))
 
 
 _ACLNN_NAMES = {"smooth_scales": "smoothScalesOptional", "group_index": "groupIndexOptional", "dst_type": "dstType",

@@ -276,7 +276,8 @@ def aclnnFakeQuantPerChannelAffineCachemaskGetWorkspaceSize(self, scale, zeroPoi
                        out=out, mask=mask, check_outputs=True)
         _checks.written_apart(ACLNN_OP, ck.soc.soc, out=out, mask=mask)
         return _plan(ck), lambda: _compute(ck, out, mask)
-    return get_workspace_size(ACLNN_OP, prepare, lambda plan: SYSTEM_WORKSPACE if plan.block_dim else 0)
+    return get_workspace_size(ACLNN_OP, prepare, lambda plan: SYSTEM_WORKSPACE if plan.block_dim else 0,
+                              dict(self=self, scale=scale, zeroPoint=zeroPoint, out=out, mask=mask))
 
 
 @aclnn_api

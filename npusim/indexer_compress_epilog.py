@@ -354,7 +354,9 @@ def aclnnIndexerCompressEpilogGetWorkspaceSize(indexerCompressCache, indexerComp
     return get_workspace_size(ACLNN_OP, lambda: _prepare(indexerCompressCache, indexerCompressScale, x, slotMapping,
                                                          quantMode, roundScale, mx_scale_rule, product, scale,
                                                          ACLNN_OP, _CAMEL),
-                              lambda plan: _WORKSPACE_BYTES)
+                              lambda plan: _WORKSPACE_BYTES,
+                              dict(indexerCompressCache=indexerCompressCache, indexerCompressScale=indexerCompressScale,
+                                   x=x, slotMapping=slotMapping))
 
 
 @aclnn_api

@@ -382,7 +382,9 @@ def aclnnMoeInitRoutingQuantGetWorkspaceSize(x, rowIdx, expertIdx, activeNum, sc
     npusim.moe_init_routing_quant; workspace_size is the vendor GetWorkspaceSize value."""
     return get_workspace_size(OP, lambda: _aclnn_prepare(x, rowIdx, expertIdx, activeNum, scale, offset, expandedXOut,
                                                          expandedRowIdxOut, expandedExpertIdxOut, product),
-                              lambda plan: plan.tiles["workspace_bytes"])
+                              lambda plan: plan.tiles["workspace_bytes"],
+                              dict(x=x, rowIdx=rowIdx, expertIdx=expertIdx, expandedXOut=expandedXOut,
+                                   expandedRowIdxOut=expandedRowIdxOut, expandedExpertIdxOut=expandedExpertIdxOut))
 
 
 def _aclnn_prepare(x, rowIdx, expertIdx, activeNum, scale, offset, expandedXOut, expandedRowIdxOut,

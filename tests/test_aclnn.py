@@ -72,3 +72,22 @@ def test_workspace_stand_in():
     assert aclnn.workspace(0) is None and aclnn.workspace(32).nbytes == 32
     with pytest.raises(TypeError):
         aclnn.workspace(-1)
+
+
+def test_a_tensor_reshaped_between_the_phases_is_named_by_its_aclnn_name():
+    # x reshaped in place: the launch names x (it used to blame yOut, whose shape check failed first)
+    x, y, s, ws, ex = _dq(rows=4, h=64)
+    x.shape = (2, 128)
+    with pytest.raises(AclnnError, match=r"parameter 'x': shape/dtype changed after aclnnDynamicQuantV2Get"
+                                         r"WorkspaceSize: \(4, 64\) float16 -> \(2, 128\) float16") as e:
+        aclnn.aclnnDynamicQuantV2(aclnn.workspace(ws), ws, ex)
+    assert e.value.product == "Ascend910B2" and (y == 7).all() and (s == 3.0).all()
+    # MoE: expertIdx reshaped is expertIdx's fault, not rowIdx's
+    x = np.ones((4, 8), np.float16)
+    r = np.arange(8, dtype=np.int32).reshape(2, 4).T.copy()
+    e_idx = np.zeros((4, 2), np.int32)
+    outs = (np.zeros((8, 8), np.int8), np.zeros(8, np.int32), np.zeros(8, np.int32))
+    ws, ex = aclnn.aclnnMoeInitRoutingQuantGetWorkspaceSize(x, r, e_idx, 8, 1.0, 0.0, *outs)
+    e_idx.shape = (2, 4)
+    with pytest.raises(AclnnError, match="parameter 'expertIdx': shape/dtype changed"):
+        aclnn.aclnnMoeInitRoutingQuant(aclnn.workspace(ws), ws, ex)
