@@ -574,7 +574,9 @@ def plot_pred_vs_measured(joined: pd.DataFrame, stem, title: str = "Predicted vs
         handles.append(Line2D([], [], color="0.3", lw=1.5, marker="|", ms=8, mew=1.2,
                               label="bar: fastest to slowest run of a launch"))
     if len(df) and rows.max() > 1:
-        for n in sorted({1, int(10 ** round(math.log10(rows.max())))} | ({10} if rows.max() >= 10 else set())):
+        # the fewest and the most runs a launch has (and 10 between, when it lies between): sizes that are drawn
+        lo_n, hi_n = int(rows.min()), int(rows.max())
+        for n in sorted({lo_n, hi_n} | ({10} if lo_n < 10 < hi_n else set())):
             handles.append(Line2D([], [], ls="none", marker="o", color="0.3", ms=math.sqrt(area(n)),
                                   label=f"{n} run{'s' if n > 1 else ''} (marker size)"))
     if len(df):

@@ -184,6 +184,17 @@ def test_compare_figure_shows_trust_levels_mape_and_the_run_legend(figures):
     assert pts[12.0].get_markerfacecolor()[3] < 0.5 and pts[12.0].get_marker() == plots.product_marker("ascend-950pr")
 
 
+def test_compare_run_legend_shows_the_run_counts_drawn(figures):
+    """Every launch seen 3 times: the marker-size legend says 3 runs (it once offered only '1 run')."""
+    joined = pd.DataFrame({"op": ["matmul", "add"], "product": ["atlas-a2"] * 2, "status": ["ok"] * 2,
+                           "measured_us": [10.0, 50.0], "predicted_us": [11.0, 40.0], "rows": [3, 3],
+                           "measured_min_us": [9.0, 45.0], "measured_max_us": [12.0, 55.0]})
+    plots.plot_pred_vs_measured(joined, "cmp", title="t")
+    (_, fig), = figures
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts() if "marker size" in t.get_text()]
+    assert labels == ["3 runs (marker size)"]
+
+
 def _validation_rows() -> pd.DataFrame:
     rows = []
     for i, (op, soc, trust) in enumerate([("npu_dynamic_quant", "Ascend910B2", "measured"),
