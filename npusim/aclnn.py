@@ -17,9 +17,8 @@ reachable as attributes of this module.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import numbers
+from typing import Callable
 
 import numpy as np
 

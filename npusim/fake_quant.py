@@ -32,7 +32,7 @@ __all__ = ["fake_quantize_per_channel_affine_cachemask"]
 ACLNN_OP = "aclnnFakeQuantPerChannelAffineCachemask"
 TORCH_OP = "fake_quantize_per_channel_affine_cachemask"
 # Seed 002 lists Atlas training and A2. The ops-nn doc lists A2 and A3 (ARITHMETIC.md 3.4), and A3 runs A2's
-# DAV_2201 kernel, so A3 is accepted too (beyond the seed): a test parametrised over A2/A3 expects it.
+# DAV_2201 kernel, so A3 is accepted too (beyond the seed).
 SUPPORTED_PRODUCTS = ("atlas-a3", "atlas-training", "atlas-a2")
 
 # Tiling constants (fake_quant_affine_cachemask_tiling.cpp)

@@ -347,7 +347,7 @@ def cmd_calibrate(a) -> int:
                              f"known: {', '.join(calibration.PARAMS)}")
     # start from (and stay near) the shipped calibration, and fit your rows together with the packaged set's:
     # a few rows then move what they inform, and the constants they cannot pin down stay where the packaged
-    # measurements hold them (fitted alone, ten rows of two operators moved shared constants and doubled
+    # measurements hold them (fitted alone, ten rows of two operators moved shared constants and tripled
     # another operator's error)
     packaged = None
     if given and not a.only_given_rows:
