@@ -33,6 +33,7 @@ from perfmodel import plots, sweep
 from perfmodel.model import PIPES
 from perfmodel.predict import OPERATORS, check_operator, check_product, op_parameters, predict, supported_products
 from perfmodel.profiles import skipped_files_summary, skipped_summary
+from perfmodel.published import FITTED_TRUST
 from perfmodel.rows import load_calibration
 
 __all__ = ["main", "build_parser"]
@@ -301,13 +302,19 @@ def cmd_compare(a) -> int:
     return 0
 
 
-FITTED_TRUST = "measured"       # the packaged set's rows a fit uses (held-out, doubtful and analogue ones never)
-
-
 def _fitted_packaged_rows(m: pd.DataFrame) -> pd.DataFrame:
-    """The packaged set's rows a fit may use: the 'measured' ones, as perfmodel.fit_report fits."""
-    keep = (m["trust"].fillna(FITTED_TRUST) == FITTED_TRUST).to_numpy()
-    return m[keep].reset_index(drop=True)
+    """The packaged set's rows a fit may use: those of the trust level a fit uses (FITTED_TRUST)."""
+    return m[(m["trust"] == FITTED_TRUST).to_numpy()].reset_index(drop=True)
+
+
+def _before_after(rows: pd.DataFrame, cal, title: str) -> None:
+    """MAPE per operator and product of `rows` under the shipped calibration and under `cal`, side by side."""
+    before = cmp.summarize(cmp.compare(rows))
+    after = cmp.summarize(cmp.compare(rows, calibration=cal))
+    cols = ["op", "product", "mape_pct", "max_ape_pct"]
+    table = before[cols[:2] + ["n"] + cols[2:]].merge(after[cols], on=["op", "product"], how="outer",
+                                                      suffixes=("_before", "_after"))
+    _print_table(table, title)
 
 
 def cmd_calibrate(a) -> int:
@@ -360,20 +367,11 @@ def cmd_calibrate(a) -> int:
     path = Path(a.output) if a.output else Path(a.out) / "calibration.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     cal.save(path)
-    before = cmp.summarize(cmp.compare(fit_rows))
-    after = cmp.summarize(cmp.compare(fit_rows, calibration=cal))
-    cols = ["op", "product", "mape_pct", "max_ape_pct"]
-    table = before[cols[:2] + ["n"] + cols[2:]].merge(after[cols], on=["op", "product"], how="outer",
-                                                      suffixes=("_before", "_after"))
-    _print_table(table, "MAPE on your fitted rows, before and after calibration (in-sample):"
-                 if given else "MAPE on the fitted rows, before and after calibration (in-sample):")
+    _before_after(fit_rows, cal, "MAPE on your fitted rows, before and after calibration (in-sample):"
+                  if given else "MAPE on the fitted rows, before and after calibration (in-sample):")
     if given:               # what the calibration does to the packaged measurements too
         ref = packaged if packaged is not None else _fitted_packaged_rows(cmp.calibration_set())
-        before = cmp.summarize(cmp.compare(ref))
-        after = cmp.summarize(cmp.compare(ref, calibration=cal))
-        table = before[cols[:2] + ["n"] + cols[2:]].merge(after[cols], on=["op", "product"], how="outer",
-                                                          suffixes=("_before", "_after"))
-        _print_table(table, "MAPE on the packaged set's measured rows, before and after (check what else moved):")
+        _before_after(ref, cal, "MAPE on the packaged set's measured rows, before and after (check what else moved):")
     _print_paths([str(path)])
     return 0
 

@@ -26,11 +26,11 @@ import pandas as pd
 
 from perfmodel import fitting, plots
 from perfmodel.calibration import SHIPPED
-from perfmodel.published import calibration_set
+from perfmodel.published import FITTED_TRUST, calibration_set
 
 __all__ = ["evaluate", "summary", "main"]
 
-FITTED = "measured"          # the trust level of rows the fit uses
+FITTED = FITTED_TRUST         # the trust level of rows the fit uses
 
 
 def _fit(rows, works, base=None):

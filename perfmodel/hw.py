@@ -126,6 +126,7 @@ class Hardware:
         dma = d["dma"]
         table_soc = dma["curve_soc_by_soc"].get(soc.soc, dma["curve_soc"])
         curves = _dma_curves()
+        src = get_product(dma["curve_soc_ini"]) if dma["curve_from_ini"] else None   # the curves' own chip
         self.curves = {}
         for path, (_pipe, table, ini_field) in PATHS.items():
             pts = curves.get((table, table_soc)) or curves.get((table, dma["curve_soc"]))
@@ -137,7 +138,6 @@ class Hardware:
                 # the INI rate (bytes/cycle/core) relative to the curve's own chip's, not as an absolute rate:
                 # msKPP streams loads 1.4-4.8x above the INI rate x clock on each chip that has both (910B1,
                 # 910B3, 950), and the ratio lands closer on both other chips (ini_rate_ratio_errors in tests)
-                src = get_product(dma["curve_soc_ini"])
                 ratio = getattr(soc, ini_field) * soc.cube_mhz / (getattr(src, ini_field) * src.cube_mhz)
                 pts = streaming_rate_to(pts, pts[-1][1] * GIB * ratio)
             self.curves[path] = Curve.from_points(pts)

@@ -223,6 +223,9 @@ def measured_args(op: str, shape: str, dtypes: str, params: str = "") -> dict:
     raise ValueError(f"operator {op!r} has no perfmodel mapping")
 
 
+FITTED_TRUST = "measured"       # the trust level of the rows a fit uses (held-out, doubtful and analogue ones never)
+
+
 def trust(params: str) -> str:
     """How far a measured row can be trusted, from what its params column says: 'analogue' (another kernel
     standing in for the operator), 'doubtful' (its source calls the values placeholders, or the row marks
@@ -235,7 +238,7 @@ def trust(params: str) -> str:
         return "analogue"
     if "placeholder" in text or "doubtful" in text:
         return "doubtful"
-    return "measured"
+    return FITTED_TRUST
 
 
 def measured_kernels(params: str) -> tuple:

@@ -377,10 +377,10 @@ def run_sweep(points, calibration=None, progress: bool | None = None) -> pd.Data
                 rows[i] = row
             for i, _ in part:
                 bar.step(f"{op} {product} {points[i].tokens}")
-    for row in rows:                        # the kernels launched, as `npusim predict` prints them
-        if row.get("kernels"):
+    for p, row in zip(points, rows):
+        if row.get("kernels"):              # the kernels launched, as `npusim predict` prints them
             row["kernels"] = "; ".join(f"{k} {t:.4g} us" for k, t in row["kernels"])
-    for p, row in zip(points, rows):        # a quant matmul's scale is the sweep's, built for its epilogue: say so
+        # a quant matmul's scale is the sweep's, built for its epilogue: say so
         if row.get("status") == "skipped" and p.op == "npu_quant_matmul":
             e = _epilogue(p)
             row["reason"] = f"{e} epilogue, {EPILOGUES[e]}: {row['reason']}"
