@@ -236,7 +236,8 @@ def _kernel(work: Work, r: _Rates):
     vec_hz = hw.vec_hz
     cores = hw.soc.aic if work.core_type in ("aic", "aicore", "mix") else hw.vector_cores()
     core = 0.0
-    m1 = m2 = m3 = v = c = f = sc = 0.0
+    own = [0.0] * 7             # per-pipe time of the critical core's loops, in PIPES order
+    under = [0.0] * 7           # of the loops that run on other cores under them (behind)
     for lp in work.loops:
         if lp.n <= 0:
             continue
@@ -245,18 +246,14 @@ def _kernel(work: Work, r: _Rates):
             one = sum(used)
             total = max(0.0, total - one - core) + one
         core += total
-        n = lp.n
-        m1 += used[0] * n
-        m2 += used[1] * n
-        m3 += used[2] * n
-        v += used[3] * n
-        c += used[4] * n
-        f += used[5] * n
-        sc += used[6] * n
+        acc = under if lp.behind else own
+        for i, t in enumerate(used):
+            acc[i] += t * lp.n
     launch, per_core = r.start_of(work.launch_class or work.kernel)
     head = (launch + per_core * cores_started(work.core_type, active)) * 1e-6 + hw.head_seconds(work.core_type)
     chip = (float(work.bytes_read) * work.cold_read_fraction + float(work.bytes_written) * f_write) / hbm
-    pipes = [m1, m2, m3, v, c, f, sc]
+    # the cores under run their own pipes at the same time: each pipe is the busier core's, never their sum
+    pipes = [max(a, b) for a, b in zip(own, under)]
     return head + core, head, core, chip, pipes, _bound(head, core, pipes, chip)
 
 
