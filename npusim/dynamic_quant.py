@@ -384,7 +384,8 @@ def _make_plan(op, x, smooth_scales, group_index, dst, symmetric, product):
                 core_type="aicore" if fam == "310p910" else "aiv", tiles=tiles,
                 inputs={"x": xs, "smooth_scales": spec_of(smooth), "group_index": spec_of(group)},
                 outputs=outs, attrs={"dst_type": dst, "symmetric": bool(symmetric)},
-                notes=f"{variant}; block_dim = rows split over {soc.aiv} vector cores" if cores else
+                notes=f"{variant}; block_dim = rows split over {soc.aiv} "
+                f"{'vector cores' if soc.core_layout == 'split' else 'cores'}" if cores else
                 "empty x: the aclnn layer returns before any tiling; nothing is launched")
     return plan, (x, smooth, group, R, H, xdt, E)
 
