@@ -16,16 +16,36 @@ from npusim import formats
 from npusim.products import Soc
 
 
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True, init=False, repr=False)
 class TensorSpec:
-    """Shape and dtype of a tensor, standing in for the data when only a plan is wanted."""
+    """Shape and dtype of a tensor, standing in for the data when only a plan is wanted.
+
+    transposed: the tensor is the transpose of a contiguous one in its last two dimensions (`w.T` of a
+    contiguous [n, k] weight), as torch_npu tells the kernels (is_transpose_last_two_dims); some tilings
+    depend on it (the Ascend 950 quant matmul's base block). spec_of() reads it from an array's strides."""
     shape: tuple
     dtype: Any
+    transposed: bool
 
-    def __init__(self, shape, dtype):       # (not the dataclass one: checked values are set once)
+    def __init__(self, shape, dtype, transposed=False):   # (not the dataclass one: checked values are set once)
         dtype = formats.as_dtype(dtype)
-        object.__setattr__(self, "shape", _dims(shape, dtype))
+        shape = _dims(shape, dtype)
+        if type(transposed) is not bool:
+            raise TypeError(f"TensorSpec: transposed must be True or False, got {transposed!r}")
+        if transposed and len(shape) < 2:
+            raise ValueError(f"TensorSpec: transposed needs at least 2 dimensions, got shape {shape}")
+        object.__setattr__(self, "shape", shape)
         object.__setattr__(self, "dtype", dtype)
+        object.__setattr__(self, "transposed", transposed)
+
+    def __repr__(self) -> str:
+        flag = ", transposed=True" if self.transposed else ""
+        return f"TensorSpec(shape={self.shape}, dtype={formats.dtype_name(self.dtype)!r}{flag})"
+
+    @property
+    def T(self) -> "TensorSpec":
+        """The transpose of the last two dimensions, as a view (`a.T` of a 2-D array)."""
+        return TensorSpec(self.shape[:-2] + self.shape[-2:][::-1], self.dtype, not self.transposed)
 
     @property
     def ndim(self) -> int:
@@ -72,12 +92,30 @@ def _dims(shape, dtype: np.dtype) -> tuple[int, ...]:
     return dims
 
 
+def is_transposed(x) -> bool:
+    """Whether x (an array, a torch tensor or a TensorSpec) is the transpose of a contiguous tensor in its last
+    two dimensions: those dimensions' strides swapped, the rest of the tensor as laid out by them (torch_npu's
+    is_transpose_last_two_dims; a 1x1 matrix counts as contiguous)."""
+    if isinstance(x, TensorSpec):
+        return x.transposed
+    shape = tuple(getattr(x, "shape", ()))
+    if len(shape) < 2 or shape[-1] * shape[-2] <= 1:
+        return False
+    if callable(getattr(x, "stride", None)):             # torch: strides in elements
+        strides, unit = tuple(x.stride()), 1
+    elif hasattr(x, "strides"):                           # numpy: strides in bytes
+        strides, unit = tuple(x.strides), x.itemsize
+    else:
+        return False
+    return strides[-2] == unit and strides[-1] == shape[-2] * unit
+
+
 def spec_of(x) -> TensorSpec | None:
-    """TensorSpec of an array, a TensorSpec, or None."""
+    """TensorSpec of an array (or torch tensor), a TensorSpec, or None."""
     if x is None or isinstance(x, TensorSpec):
         return x
     a = x if hasattr(x, "shape") and hasattr(x, "dtype") else np.asarray(x)
-    return TensorSpec(tuple(a.shape), a.dtype)
+    return TensorSpec(tuple(a.shape), a.dtype, is_transposed(a))
 
 
 @dataclass(frozen=True)

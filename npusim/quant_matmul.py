@@ -36,7 +36,7 @@ import numpy as np
 from npusim import _checks, formats
 from npusim._kernels import quant_matmul as _k
 from npusim.errors import invalid, not_emulated, nullptr
-from npusim.plan import Plan, TensorSpec, planner
+from npusim.plan import Plan, TensorSpec, is_transposed, planner, spec_of
 
 __all__ = ["npu_trans_quant_param", "npu_quant_matmul", "LinearA8W8Quant", "npu_convert_weight_to_int4pack",
            "npu_format_cast"]
@@ -442,10 +442,8 @@ def _make_plan(soc, x1, x2, scale, offset, pertoken, bias, M, K, N, batch, out_s
     fixpipe = epi in _FIXPIPE_EPILOGUES
     arch35 = soc.family == "950"
     if arch35:
-        # transposeX2 is what torch_npu passes for a transposed contiguous x2 view (is_transpose_last_two_dims);
-        # a TensorSpec is taken as contiguous
-        trans_b = (isinstance(x2, np.ndarray) and x2.ndim >= 2 and x2.shape[-1] * x2.shape[-2] > 1
-                   and x2.strides[-2] == x2.itemsize and x2.strides[-1] == x2.shape[-2] * x2.itemsize)
+        # transposeX2 is what torch_npu passes for a transposed contiguous x2 view (is_transpose_last_two_dims)
+        trans_b = is_transposed(x2)
         if M == 0 or N == 0:                                  # an empty output: one launch, no work
             base_m, base_n, base_k = 16, 16, 32
         else:
@@ -496,17 +494,11 @@ def _make_plan(soc, x1, x2, scale, offset, pertoken, bias, M, K, N, batch, out_s
     # Tiling keys are not reproduced; 0 = fixpipe cube kernel, 1 = mix kernel with a vector epilogue.
     return Plan(op=OP_QMM, soc=soc, kernel=kernel, tiling_key=0 if fixpipe else 1,
                 block_dim=block_dim, core_type=core_type, tiles=tiles,
-                inputs={"x1": _spec(x1), "x2": _spec(x2), "scale": _spec(scale), "offset": _spec(offset),
-                        "pertoken_scale": _spec(pertoken), "bias": _spec(bias)},
+                inputs={"x1": spec_of(x1), "x2": spec_of(x2), "scale": spec_of(scale), "offset": spec_of(offset),
+                        "pertoken_scale": spec_of(pertoken), "bias": spec_of(bias)},
                 outputs={"y": _checks.out_spec(OP_QMM, "y", out_shape, out, soc.soc)},
                 attrs={"output_dtype": out, "int4": int4},
                 notes=notes)
-
-
-def _spec(x):
-    if x is None:
-        return None
-    return x if isinstance(x, TensorSpec) else TensorSpec(tuple(x.shape), x.dtype)
 
 
 def _ceil_to(v, a):
@@ -787,7 +779,7 @@ def _linear_a8w8_quant_args(x1, weight, scale, offset, pertoken_scale, output_dt
     if out == "int32":   # seed 003 output_dtype: int8/float16/bfloat16 (npu_quant_matmul adds int32)
         raise invalid(op, "output_dtype", "must be int8, float16 or bfloat16 for LinearA8W8Quant, got int32",
                       soc.soc)
-    w_t = TensorSpec(w.shape[::-1], w.dtype) if isinstance(w, TensorSpec) else w.T
+    w_t = w.T
     if pertoken_scale is None and scale.dtype == np.float32 and out in ("int8", "float16"):
         if isinstance(scale, TensorSpec):      # the packing's shape and checks, run on zeros of these shapes
             o = _checks.tensor(op, "offset", offset, soc, optional=True)

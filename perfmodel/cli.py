@@ -33,7 +33,7 @@ from perfmodel import plots, sweep
 from perfmodel.model import PIPES
 from perfmodel.predict import OPERATORS, check_operator, check_product, op_parameters, predict, supported_products
 from perfmodel.profiles import skipped_files_summary, skipped_summary
-from perfmodel.published import FITTED_TRUST
+from perfmodel.published import FITTED_TRUST, measured_coverage
 from perfmodel.rows import load_calibration
 
 __all__ = ["main", "build_parser"]
@@ -110,17 +110,21 @@ def _print_paths(paths):
 # ---------------------------------------------------------------------------------------------
 
 def _arg_value(name: str, text: str):
-    """One `name=value` argument of `npusim predict`: 'AxBxC:dtype' a tensor (TensorSpec), '1,2,3' or '[1,2,3]'
-    a tuple of ints (grouped_matmul's group_list), 'none' / 'true' / 'false', an int, a float, else the text
-    (a dtype name, 'pertoken', ...)."""
+    """One `name=value` argument of `npusim predict`: 'AxBxC:dtype' a tensor (TensorSpec; 'AxB:dtype:T' the
+    transpose of a contiguous BxA tensor, as `w.T`), '1,2,3' or '[1,2,3]' a tuple of ints (grouped_matmul's
+    group_list), 'none' / 'true' / 'false', an int, a float, else the text (a dtype name, 'pertoken', ...)."""
     if ":" in text:
         shape, _, dtype = text.partition(":")
+        dtype, _, layout = dtype.partition(":")
         dims = shape.lower().split("x") if shape else []
         if not all(d.strip().isdigit() for d in dims):
             raise UsageError(f"argument {name}={text!r}: a tensor is its shape and dtype, e.g. {name}=1024x7168:int8 "
                              f"(or {name}=:float32 for a 0-d tensor)")
+        if layout not in ("", "T"):
+            raise UsageError(f"argument {name}={text!r}: after the dtype only ':T' may follow (the tensor is the "
+                             f"transpose of a contiguous one, as w.T), got {layout!r}")
         try:
-            return TensorSpec(tuple(int(d) for d in dims), dtype)
+            return TensorSpec(tuple(int(d) for d in dims), dtype, transposed=layout == "T")
         except ValueError as exc:
             raise UsageError(f"argument {name}={text!r}: {exc}") from None
     body = text.strip()
@@ -161,6 +165,27 @@ def _print_prediction(p) -> None:
     print(f"  pipes on {where} (us): " + ", ".join(f"{k} {v:.4g}" for k, v in p.pipes_us.items() if v))
     print(f"  read {p.bytes_read / 1e6:.4g} MB, written {p.bytes_written / 1e6:.4g} MB, {p.flops / 1e9:.4g} GFLOP; "
           f"{p.achieved_GBps:.4g} GB/s, {p.achieved_TOPS:.4g} TOPS")
+    print(f"  measured: {_coverage_text(p.op, p.soc)}")
+
+
+def _coverage_text(op: str, soc: str) -> str:
+    """What the packaged measured set holds of `op` on `soc`: how far to trust a prediction there."""
+    n = measured_coverage(op, soc)
+    fitted, held = n[FITTED_TRUST], n["holdout"]
+    if fitted:
+        text = f"{fitted} timings of {op} on {soc} are in the calibration fit"
+        if held:
+            text += f", {held} more held out of it"
+    elif held:
+        text = (f"{held} timings of {op} on {soc}, held out of the fit: none fitted here, the error on them is in "
+                "the README's Validation section")
+    else:
+        text = f"none of {op} on {soc} in the fit: an estimate from the SoC's hardware facts and the other chips' data"
+    unfitted = [f"{n['analogue']} of another kernel standing in for it" if n["analogue"] else "",
+                f"{n['doubtful']} whose sources call them doubtful" if n["doubtful"] else ""]
+    if any(unfitted):
+        text += f" (never fitted: {' and '.join(u for u in unfitted if u)})"
+    return text
 
 
 def cmd_predict(a) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from npusim.plan import TensorSpec
-from npusim.products import PRODUCTS, SOCS
+from npusim.products import PRODUCTS, SOCS, get_product
 from perfmodel.ops import group_sizes
 from perfmodel.profiles import PIPES
 
@@ -239,6 +239,17 @@ def trust(params: str) -> str:
     if "placeholder" in text or "doubtful" in text:
         return "doubtful"
     return FITTED_TRUST
+
+
+def measured_coverage(op: str, soc: str) -> Counter:
+    """How many rows of the packaged measured set time operator `op` (perfmodel's name) on SoC `soc`, by trust
+    level (see trust()). Read from the file's own columns, without building the rows."""
+    raw = pd.read_csv(default_measured_path(), dtype=str, keep_default_na=False,
+                      usecols=["op", "product", "soc", "params"])
+    raw = raw[raw["op"].map(_MEASURED_OPS) == op]
+    # a row's SoC as predictions take it (read_measured's target): its own where named exactly, else its product's
+    socs = [s if s in SOCS else get_product(p).soc for s, p in zip(raw["soc"], raw["product"])]
+    return Counter(trust(p) for p, s in zip(raw["params"], socs) if s == soc)
 
 
 def measured_kernels(params: str) -> tuple:

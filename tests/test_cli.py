@@ -98,6 +98,35 @@ def test_predict_prints_the_breakdown_of_perfmodel_predict(capsys):
     assert rc == 0 and f": {g.latency_us:.4g} us" in out.splitlines()[0]
 
 
+def test_predict_says_what_measurements_stand_behind_it(capsys):
+    """The breakdown ends with the packaged measured timings of the operator on that SoC: fitted, held out, or
+    none (an estimate from hardware facts), so that an unvalidated product does not look as trusted as a
+    validated one (capacity probe finding D1). Counted here from the CSV's own columns."""
+    import csv
+    from perfmodel.published import default_measured_path
+    rows = list(csv.DictReader(default_measured_path().open()))
+    def count(op, soc, word=None):
+        return sum(r["op"] == op and r["soc"] == soc and (word is None or word in r["params"]) for r in rows)
+    dq = count("dynamic_quant", "Ascend910B2")
+    assert dq and not count("dynamic_quant", "Ascend910B2", "held out")
+    rc, out, err = run(capsys, "predict", "npu_dynamic_quant", "x=64x7168:float16", "--product", "Ascend910B2")
+    assert rc == 0 and out.splitlines()[-1] == (f"  measured: {dq} timings of npu_dynamic_quant on Ascend910B2 are "
+                                                "in the calibration fit"), out
+    held = count("grouped_matmul", "Ascend910B2", "held out of the fit")
+    assert held
+    rc, out, err = run(capsys, "predict", "grouped_matmul", "x=300x256:bfloat16", "weight=2x256x512:bfloat16",
+                       "group_list=100,300")
+    assert rc == 0 and f"{held} more held out of it" in out.splitlines()[-1], out
+    assert not count("dynamic_quant", "Ascend310P3")
+    rc, out, err = run(capsys, "predict", "npu_dynamic_quant", "x=64x7168:float16", "--product", "atlas-inference")
+    assert rc == 0 and "none of npu_dynamic_quant on Ascend310P3 in the fit" in out.splitlines()[-1], out
+    moe = count("moe_init_routing_quant", "Ascend910B3", "ANALOGUE")
+    assert moe
+    rc, out, err = run(capsys, "predict", "moe_init_routing_quant", "x=8x7168:bfloat16", "row_idx=8x8:int32",
+                       "expert_idx=8x8:int32", "active_num=8", "scale=1.0", "offset=0.0", "--product", "Ascend910B3")
+    assert rc == 0 and f"never fitted: {moe} of another kernel standing in for it" in out.splitlines()[-1], out
+
+
 def test_predict_arguments_may_follow_options(capsys):
     rc, out, err = run(capsys, "predict", "npu_dynamic_quant", "--product", "atlas-a3", "x=8x4096:bfloat16")
     assert rc == 0 and out.startswith("npu_dynamic_quant on atlas-a3") and "kernels: " in out, err
@@ -121,6 +150,7 @@ def test_predict_values_and_mistakes(capsys):
     from perfmodel.predict import TensorSpec
     assert cli._arg_value("x", "4x8:bf16") == TensorSpec((4, 8), "bfloat16")
     assert cli._arg_value("s", ":float32") == TensorSpec((), "float32")
+    assert cli._arg_value("w", "8x4:int8:T") == TensorSpec((4, 8), "int8").T == TensorSpec((8, 4), "int8", True)
     assert cli._arg_value("g", "1,2,3") == (1, 2, 3) == cli._arg_value("g", "[1, 2, 3]")
     assert cli._arg_value("g", "[7]") == (7,)
     assert [cli._arg_value("a", v) for v in ("none", "True", "3", "0.5", "pertoken")] == [None, True, 3, 0.5,
@@ -129,6 +159,8 @@ def test_predict_values_and_mistakes(capsys):
             (["npu_dynamic_quantt", "x=4x8:bf16"], ["'npu_dynamic_quantt'", "did you mean 'npu_dynamic_quant'"]),
             (["npu_dynamic_quant", "x=4x8:bf17"], ["x='4x8:bf17'", "unknown dtype name 'bf17'"]),
             (["npu_dynamic_quant", "x=4by8:bf16"], ["x='4by8:bf16'", "x=1024x7168:int8"]),
+            (["npu_quant_matmul", "x2=4x8:int8:t"], ["x2='4x8:int8:t'", "only ':T' may follow", "w.T"]),
+            (["npu_quant_matmul", "x2=8:int8:T"], ["x2='8:int8:T'", "at least 2 dimensions"]),
             (["npu_dynamic_quant", "x"], ["name=value", "'x'"]),
             (["npu_dynamic_quant", "x=4x8:bf16", "x=4x8:bf16"], ["'x' given twice"]),
             (["npu_dynamic_quant", "y=4x8:bf16"], ["npu_dynamic_quant", "'y'"]),

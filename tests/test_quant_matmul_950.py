@@ -278,6 +278,38 @@ def test_plan_base_block_matches_the_vendor_tiling(shape, want):
     assert p.soc.aic == 32 and t["mCnt"] * t["nCnt"] == t["total_blocks"]
 
 
+@pytest.mark.parametrize("shape,want", [r for r in TILING_ROWS if r[0][3]], ids=[str(r[0]) for r in TILING_ROWS if r[0][3]])
+def test_a_transposed_tensorspec_plans_as_the_transposed_array(shape, want):
+    """The layout torch_npu passes for `w.T` (is_transpose_last_two_dims) changes the vendor's 950 base block:
+    a TensorSpec says so with transposed=True (or .T), and perfmodel.predict keeps it from an array's strides."""
+    import perfmodel
+    m, k, n, _ = shape
+    common = dict(x1=TensorSpec((m, k), "int8"), scale=TensorSpec((n,), "float32"), output_dtype="bfloat16")
+    by_spec = npusim.make_plan("npu_quant_matmul", x2=TensorSpec((n, k), "int8").T, product="ascend-950pr", **common)
+    assert (by_spec.tiles["baseM"], by_spec.tiles["baseN"], by_spec.tiles["baseK"], by_spec.block_dim) == want
+    arr = perfmodel.predict("npu_quant_matmul", "ascend-950pr", x2=np.zeros((n, k), np.int8).T, **common)
+    spec = perfmodel.predict("npu_quant_matmul", "ascend-950pr", x2=TensorSpec((k, n), "int8", transposed=True),
+                             **common)
+    assert arr.tiles == spec.tiles and by_spec.tiles.items() <= arr.tiles.items() and arr.latency_us == spec.latency_us
+
+
+def test_tensorspec_layout():
+    from npusim.plan import is_transposed, spec_of
+    w = np.zeros((6, 4), np.int8)
+    assert not is_transposed(w) and is_transposed(w.T) and spec_of(w.T) == TensorSpec((6, 4), "int8").T
+    assert not is_transposed(np.zeros((1, 1), np.int8).T)
+    assert not is_transposed(w[:, ::2].T)                           # a strided view is not the transpose layout
+    assert is_transposed(np.zeros((3, 6, 4), np.int8).transpose(0, 2, 1))
+    assert TensorSpec((4, 6), "int8").T.T == TensorSpec((4, 6), "int8") != TensorSpec((4, 6), "int8", True)
+    with pytest.raises(ValueError, match="2 dimensions"):
+        TensorSpec((4,), "int8", transposed=True)
+    with pytest.raises(TypeError, match="True or False"):
+        TensorSpec((4, 6), "int8", transposed=1)
+    torch = pytest.importorskip("torch")
+    t = torch.zeros(6, 4, dtype=torch.int8)
+    assert is_transposed(t.t()) and not is_transposed(t) and spec_of(t.t()).transposed
+
+
 def test_perfmodel_costs_every_shape_the_950_emulator_accepts():
     """perfmodel.predict on ascend-950pr/dt for each dtype path, batched, tiny, long-K and empty shapes;
     the latency is finite and at least the launch floor, and vector-epilogue plans cost the vector pipe."""
