@@ -288,3 +288,22 @@ def cast_buffer(const uint8_t[::1] src, int src_kind, uint8_t[::1] dst, int dst_
         else:
             for i in prange(n, schedule="static"):
                 _store(d, dst_kind, i, _load(s, src_kind, i), mode, sat)
+
+
+# ================================================================ OpenMP threads
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static void npusim_set_omp_threads(int n) { omp_set_num_threads(n); }
+    #else
+    static void npusim_set_omp_threads(int n) { (void)n; }
+    #endif
+    """
+    void npusim_set_omp_threads(int n) nogil
+
+
+def set_openmp_threads(int n):
+    """The calling thread's OpenMP team size for the parallel regions that do not name one (every kernel's but
+    DynamicQuant's, which npusim/_parallel.py sizes). In this module because every operator imports it."""
+    npusim_set_omp_threads(n)

@@ -4,7 +4,7 @@ Operators come in two faces over one core: torch_npu-style functions here (npusi
 ...), and the aclnn two-phase calls in npusim.aclnn. Every operator also has a plan (its tiling
 decision from shapes and dtypes alone), which the performance model in `perfmodel` costs.
 """
-from npusim import aclnn, formats, products, testing
+from npusim import _parallel, aclnn, formats, products, testing  # noqa: F401 (_parallel: OpenMP across fork)
 from npusim.errors import ACLNN_ERR_INNER_TILING_ERROR, ACLNN_ERR_PARAM_INVALID, ACLNN_ERR_PARAM_NULLPTR, AclnnError
 from npusim.plan import Plan, TensorSpec, make_plan
 from npusim.products import get_product

@@ -52,11 +52,10 @@ Special values (the kernels' behaviour is undocumented; ARITHMETIC 1.1 step 8, 1
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 
-from npusim import _checks, formats
+from npusim import _checks, _parallel, formats
 from npusim._kernels import dynamic_quant as _k
 from npusim.aclnn import aclnn_api, get_workspace_size, run_executor
 from npusim.errors import invalid, params_named
@@ -417,13 +416,8 @@ def plan_npu_dynamic_quant_asymmetric(x, smooth_scales=None, group_index=None, d
 # ------------------------------------------------------------------ execution
 def _threads(n_elements: int) -> int:
     """Threads for the kernel (it sizes one row buffer per thread): one for small inputs, else
-    OMP_NUM_THREADS when set, as the other kernels' OpenMP default, else every CPU."""
-    if n_elements < (1 << 16):
-        return 1
-    try:
-        return max(1, int(os.environ.get("OMP_NUM_THREADS", "").split(",")[0]))
-    except ValueError:
-        return os.cpu_count() or 1
+    _parallel.kernel_threads()."""
+    return 1 if n_elements < (1 << 16) else _parallel.kernel_threads()
 
 
 def _execute(plan: Plan, ctx, y_out, scale_out, offset_out):

@@ -342,3 +342,40 @@ def test_same_bits_every_run_and_any_thread_count():
         got = json.loads(proc.stdout.strip().splitlines()[-1])
         diff = sorted(k for k in here if got.get(k) != here[k])
         assert not diff, f"OMP_NUM_THREADS={threads}: different bits for {diff}"
+
+
+# ------------------------------------------------------------------ fork
+_FORK_SCRIPT = r"""
+import json, os, sys, time
+sys.path.insert(0, {tests!r})
+from test_robustness_runtime import _digests_here
+parent = _digests_here()           # every kernel runs here first: OpenMP's thread pool now exists
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(r)
+    os.write(w, json.dumps(_digests_here()).encode())
+    os._exit(0)
+os.close(w)
+deadline = time.time() + 120
+while not os.waitpid(pid, os.WNOHANG)[0]:
+    if time.time() > deadline:
+        os.kill(pid, 9)
+        print(json.dumps({{"hung": True}}))
+        sys.exit(0)
+    time.sleep(0.05)
+child = json.loads(os.read(r, 1 << 20).decode())
+print(json.dumps({{"hung": False, "differ": sorted(k for k in parent if child.get(k) != parent[k])}}))
+"""
+
+
+def test_a_forked_child_runs_every_kernel():
+    """GNU OpenMP's pool does not survive fork(): a child forked after the parent ran a kernel used to hang on
+    its next parallel region (a multiprocessing pool or DataLoader worker; golden-reference probe finding 1).
+    npusim's at-fork handler runs the child single-threaded: it finishes, with the parent's bits."""
+    script = _FORK_SCRIPT.format(tests=os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}          # a pool of more than one thread, on any machine
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got == {"hung": False, "differ": []}, got
