@@ -879,6 +879,52 @@ def test_product_selection_env_default_and_nesting(monkeypatch):
             pass
 
 
+def test_install_in_several_threads():
+    """The stand-in is one for the process (golden-reference probe finding 2: threads in install() blocks of
+    different products ran each other's product, and interleaved exits left the stand-in installed):
+    overlapping blocks of another product in another thread are a RuntimeError, blocks of the same product
+    share it (a thread without a block of its own emulates it too), and the last block to end, whichever
+    thread it is in, restores what the first found."""
+    import threading
+    x = torch.zeros(4, 64, dtype=torch.float16)          # the asymmetric scale of a zero row: A2 1e-12, 950 0
+    def scale():
+        return float(tnpu.npu_dynamic_quant_asymmetric(x)[1][0])
+    a2 = float(npusim.npu_dynamic_quant_asymmetric(x.numpy(), product="atlas-a2")[1][0])
+    a950 = float(npusim.npu_dynamic_quant_asymmetric(x.numpy(), product="ascend-950pr")[1][0])
+    assert a2 != a950
+    before = (sys.modules.get("torch_npu"), torch.Tensor.__dict__.get("npu"))
+    entered, leave, left = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+    def holder():
+        with tnpu.install("ascend-950pr"):
+            seen["holder"] = scale()
+            entered.set()
+            leave.wait(30)
+        left.set()
+    t = threading.Thread(target=holder)
+    t.start()
+    assert entered.wait(30)
+    try:
+        with pytest.raises(RuntimeError, match="another thread is inside install.product='ascend-950pr'"):
+            with tnpu.install("atlas-a2"):
+                pass
+        with pytest.raises(RuntimeError, match="npu_device"):
+            with tnpu.install("ascend-950pr", npu_device=True):
+                pass
+        seen["no block"] = scale()                  # this thread has no block: the holder's product
+        with tnpu.install("ascend-950pr"):
+            leave.set()                              # the holder's block ends first ...
+            assert left.wait(30)
+            import torch_npu                         # ... and this one's stand-in stays in place
+            assert torch_npu is tnpu
+            seen["shared"] = scale()
+    finally:
+        leave.set()
+        t.join(30)
+    assert seen == {"holder": a950, "no block": a950, "shared": a950}
+    assert (sys.modules.get("torch_npu"), torch.Tensor.__dict__.get("npu")) == before
+
+
 def test_install_restores_sys_modules_and_tensor_npu():
     stub = types.ModuleType("torch_npu")
     stub.npu_quant_matmul = mock.MagicMock()

@@ -35,6 +35,7 @@ import numbers
 import os
 import re
 import sys
+import threading
 import types
 
 import ml_dtypes
@@ -209,13 +210,29 @@ def _dtype_name(op: str, param: str, dt) -> str | None:
 
 
 # ------------------------------------------------------------------ product selection
-_products: list = []          # install(product=...) frames, innermost last (None: no product given)
+# The stand-in is process-wide (sys.modules, torch's patched attributes), so install() blocks that overlap in
+# time in several threads must agree; each thread's own blocks nest as usual.
+_frames: list = []            # install() blocks in force, oldest first: [thread id, product or None, npu_device]
+_frames_lock = threading.RLock()
+_outer_state: list = []       # what the first block found (sys.modules, torch attributes), restored by the last
+
+
+def _thread_product(frames, thread: int):
+    """The innermost product of `thread`'s blocks (None if none names one)."""
+    for t, p, _ in reversed(frames):
+        if t == thread and p is not None:
+            return p
+    return None
 
 
 def current_product() -> str:
-    """The product the stand-in emulates now: the innermost install(product=...), else $NPUSIM_PRODUCT,
-    else DEFAULT_PRODUCT ('atlas-a2')."""
-    for p in reversed(_products):
+    """The product the stand-in emulates now: the innermost install(product=...) of this thread, else that of
+    the blocks other threads hold (they agree), else $NPUSIM_PRODUCT, else DEFAULT_PRODUCT ('atlas-a2')."""
+    frames = list(_frames)
+    here = _thread_product(frames, threading.get_ident())
+    if here is not None:
+        return here
+    for t, p, _ in reversed(frames):
         if p is not None:
             return p
     return os.environ.get(PRODUCT_ENV) or DEFAULT_PRODUCT
@@ -303,7 +320,9 @@ def install(product: str | None = None, *, npu_device: bool = False):
     before (a real torch_npu, a MagicMock stub, or nothing) on exit; inside the block Tensor.npu() raises
     NotEmulatedError and Tensor.is_npu is False, Tensor.npu_format_cast / npu_format_cast_ are torch_npu's
     tensor methods, and the emulated operators are torch.ops.npu.<name> too (see _NPU_OPS). Nested blocks
-    are allowed; the innermost product wins. Yields the stand-in module.
+    are allowed; the innermost product wins. Blocks may run in several threads at once if they name the same
+    product and npu_device (the stand-in is one for the process; otherwise RuntimeError); a thread without a
+    block of its own emulates the other threads' product. Yields the stand-in module.
 
     npu_device=True: code written for the NPU runs unchanged on the CPU. The 'npu' device is the CPU
     (x.npu(), x.to("npu"), torch.randn(..., device="npu:0"), torch.device("npu"), module.npu() leave the
@@ -315,45 +334,96 @@ def install(product: str | None = None, *, npu_device: bool = False):
     if not isinstance(npu_device, bool):
         raise TypeError(f"install(): npu_device must be True or False, got {npu_device!r}"[:200])
     this = sys.modules[__name__]
-    saved = {name: sys.modules.get(name, _MISSING) for name in _MODULE_NAMES}
-    patched = [(torch.Tensor, "npu"), (torch.Tensor, "is_npu"), (torch.nn.Module, "npu"), (torch, "npu"),
-               (torch.Tensor, "npu_format_cast"), (torch.Tensor, "npu_format_cast_")]
-    saved_attrs = [(owner, name, owner.__dict__.get(name, _MISSING)) for owner, name in patched]
-    npu_device = npu_device or bool(_npu_device)
-    mode = _NpuIsCpu() if npu_device else None
-    _products.append(product)
+    me = threading.get_ident()
+    mode = None
+    with _frames_lock:
+        _check_other_threads(me, product, npu_device or any(d for t, _, d in _frames if t == me))
+        npu_device = npu_device or any(d for _, _, d in _frames)
+        state = _saved_state()
+        if not _frames:
+            _outer_state[:] = [state]
+        frame = [me, product, npu_device]
+        _frames.append(frame)
+        try:
+            sys.modules.update({"torch_npu": this, "torch_npu.contrib": contrib,
+                                "torch_npu.contrib.module": contrib.module})
+            torch.Tensor.npu = _to_cpu if npu_device else _tensor_npu
+            torch.Tensor.is_npu = _IS_NPU_CPU if npu_device else _IS_NPU_NEVER
+            torch.Tensor.npu_format_cast, torch.Tensor.npu_format_cast_ = (_npu_format_cast_method,
+                                                                             _npu_format_cast__method)
+            if npu_device:
+                torch.nn.Module.npu = _to_cpu
+                torch.npu = _npu_module()
+                mode = _NpuIsCpu()
+                mode.__enter__()
+                _npu_device.append(mode)
+            if len(_frames) == 1:                # the outermost block defines torch.ops.npu.*
+                _npu_lib.append(_define_ops("npu", _NPU_OPS))
+        except BaseException:
+            _leave(frame, mode, state)
+            raise
     try:
-        sys.modules.update({"torch_npu": this, "torch_npu.contrib": contrib,
-                            "torch_npu.contrib.module": contrib.module})
-        torch.Tensor.npu = _to_cpu if npu_device else _tensor_npu
-        torch.Tensor.is_npu = _IS_NPU_CPU if npu_device else _IS_NPU_NEVER
-        torch.Tensor.npu_format_cast, torch.Tensor.npu_format_cast_ = _npu_format_cast_method, _npu_format_cast__method
-        if mode is not None:
-            torch.nn.Module.npu = _to_cpu
-            torch.npu = _npu_module()
-            mode.__enter__()
-            _npu_device.append(mode)
-        if len(_products) == 1:              # the outermost block defines torch.ops.npu.*
-            _npu_lib.append(_define_ops("npu", _NPU_OPS))
         yield this
     finally:
-        if _npu_device and _npu_device[-1] is mode:        # this block's mode was entered
-            _npu_device.pop()
-            mode.__exit__(None, None, None)
-        _products.pop()
-        if not _products:                    # dropping the Library removes its ops again (a real torch_npu
-            _npu_lib.clear()                 # imported later defines its own)
-        for name, mod in saved.items():
-            if mod is _MISSING:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = mod
-        for owner, name, value in saved_attrs:
-            if value is _MISSING:
-                if name in owner.__dict__:
-                    delattr(owner, name)
-            else:
-                setattr(owner, name, value)
+        with _frames_lock:
+            _leave(frame, mode, state)
+
+
+def _check_other_threads(me: int, product, npu_device: bool) -> None:
+    """install() in a thread while other threads hold blocks: the stand-in is one for the process, so they
+    must emulate the same product with the same npu_device setting (else a call could run another thread's
+    product)."""
+    for t in {t for t, _, _ in _frames if t != me}:
+        theirs = _thread_product(_frames, t)
+        their_device = any(d for u, _, d in _frames if u == t)
+        if (product is not None and theirs is not None and product != theirs) or npu_device != their_device:
+            raise RuntimeError(
+                f"install(product={product!r}, npu_device={npu_device}) while another thread is inside "
+                f"install(product={theirs!r}, npu_device={their_device}): the torch_npu stand-in is one for the "
+                "whole process (sys.modules, torch's attributes), so blocks that overlap in time in several threads "
+                "must name the same product and npu_device. Run each product's threads in turn, or call npusim's "
+                "own functions with product=... (npusim.npu_dynamic_quant(x, product=...)), which are thread-safe")
+
+
+def _saved_state():
+    """What install() changes: the torch_npu modules in sys.modules and the torch attributes it patches."""
+    patched = [(torch.Tensor, "npu"), (torch.Tensor, "is_npu"), (torch.nn.Module, "npu"), (torch, "npu"),
+               (torch.Tensor, "npu_format_cast"), (torch.Tensor, "npu_format_cast_")]
+    return ({name: sys.modules.get(name, _MISSING) for name in _MODULE_NAMES},
+            [(owner, name, owner.__dict__.get(name, _MISSING)) for owner, name in patched])
+
+
+def _restore(state) -> None:
+    modules, attrs = state
+    for name, mod in modules.items():
+        if mod is _MISSING:
+            sys.modules.pop(name, None)
+        else:
+            sys.modules[name] = mod
+    for owner, name, value in attrs:
+        if value is _MISSING:
+            if name in owner.__dict__:
+                delattr(owner, name)
+        else:
+            setattr(owner, name, value)
+
+
+def _leave(frame, mode, state) -> None:
+    """End one install() block (under _frames_lock): the last block restores what the first found; a block
+    nested in its own thread's restores what it found (its outer block's setting); while another thread's
+    blocks remain, the shared state stays as they need it."""
+    if mode is not None and _npu_device and _npu_device[-1] is mode:
+        _npu_device.pop()
+        mode.__exit__(None, None, None)
+    elif mode is not None and mode in _npu_device:
+        _npu_device.remove(mode)
+        mode.__exit__(None, None, None)
+    _frames.remove(frame)
+    if not _frames:
+        _npu_lib.clear()                     # dropping the Library removes its ops again (a real torch_npu
+        _restore(_outer_state.pop())         # imported later defines its own)
+    elif all(t == frame[0] for t, _, _ in _frames):
+        _restore(state)
 
 
 # ------------------------------------------------------------------ operators
