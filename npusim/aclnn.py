@@ -18,6 +18,7 @@ reachable as attributes of this module.
 from __future__ import annotations
 
 import numbers
+import threading
 from typing import Callable
 
 import numpy as np
@@ -40,6 +41,7 @@ class Executor:
         self._tensors = {k: (v, _layout(v)) for k, v in (tensors or {}).items() if _layout(v) is not None}
         self.used = False
         self.repeatable = False         # aclSetAclOpExecutorRepeatable: runs any number of times
+        self.lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<aclnn executor {self.op} tiling_key={getattr(self.plan, 'tiling_key', None)} used={self.used}>"
@@ -90,25 +92,26 @@ def run_executor(op: str, workspace, workspace_size: int, executor: Executor, st
     if not isinstance(executor, Executor) or executor.op != op:
         raise AclnnError(f"executor was not made by {op}GetWorkspaceSize", ACLNN_ERR_PARAM_INVALID,
                          op=op, param="executor")
-    if executor.used:
-        raise AclnnError("executor has already run (executors are single-use unless "
-                         "aclSetAclOpExecutorRepeatable marked them)", ACLNN_ERR_PARAM_INVALID,
-                         op=op, param="executor")
-    if (isinstance(workspace_size, (bool, np.bool_)) or not isinstance(workspace_size, numbers.Integral)
-            or not 0 <= workspace_size < 2 ** 64):
-        raise AclnnError(f"must be an integer in [0, 2^64) (C's uint64_t), got {workspace_size!r}"[:200],
-                         ACLNN_ERR_PARAM_INVALID, op=op, param="workspaceSize")
-    product = getattr(getattr(executor.plan, "soc", None), "soc", None)
-    if workspace_size > 0 and workspace is None:
-        executor.used = True            # CANN destroys the executor here (DeleteExecutorForError)
-        raise AclnnError(f"is None (nullptr) but workspaceSize is {workspace_size}: allocate the workspace phase "
-                         "one asked for (npusim.aclnn.workspace(size) stands in for it)", ACLNN_ERR_PARAM_NULLPTR,
-                         op=op, param="workspace", product=product)
-    if workspace_size < executor.workspace_size:
-        raise AclnnError(f"workspaceSize {workspace_size} is smaller than the {executor.workspace_size} "
-                         "bytes phase one asked for", ACLNN_ERR_PARAM_INVALID, op=op, param="workspaceSize",
-                         product=product)
-    executor.used = not executor.repeatable     # a launch that fails its checks also uses the executor up
+    with executor.lock:                 # two threads launching one executor: only one may use it up
+        if executor.used:
+            raise AclnnError("executor has already run (executors are single-use unless "
+                             "aclSetAclOpExecutorRepeatable marked them)", ACLNN_ERR_PARAM_INVALID,
+                             op=op, param="executor")
+        if (isinstance(workspace_size, (bool, np.bool_)) or not isinstance(workspace_size, numbers.Integral)
+                or not 0 <= workspace_size < 2 ** 64):
+            raise AclnnError(f"must be an integer in [0, 2^64) (C's uint64_t), got {workspace_size!r}"[:200],
+                             ACLNN_ERR_PARAM_INVALID, op=op, param="workspaceSize")
+        product = getattr(getattr(executor.plan, "soc", None), "soc", None)
+        if workspace_size > 0 and workspace is None:
+            executor.used = True            # CANN destroys the executor here (DeleteExecutorForError)
+            raise AclnnError(f"is None (nullptr) but workspaceSize is {workspace_size}: allocate the workspace phase "
+                             "one asked for (npusim.aclnn.workspace(size) stands in for it)", ACLNN_ERR_PARAM_NULLPTR,
+                             op=op, param="workspace", product=product)
+        if workspace_size < executor.workspace_size:
+            raise AclnnError(f"workspaceSize {workspace_size} is smaller than the {executor.workspace_size} "
+                             "bytes phase one asked for", ACLNN_ERR_PARAM_INVALID, op=op, param="workspaceSize",
+                             product=product)
+        executor.used = not executor.repeatable     # a launch that fails its checks also uses the executor up
     for name, (arr, was) in executor._tensors.items():
         if _layout(arr) != was:
             raise AclnnError(f"shape/dtype changed after {op}GetWorkspaceSize: {was[0]} {was[1]} -> "
