@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 
+import ml_dtypes
 import numpy as np
 
 from npusim import formats
@@ -24,19 +25,45 @@ def assert_bitexact(actual, expected, *, max_report: int = 8, err_msg: str = "")
                              f"expected {formats.dtype_name(e.dtype)}")
     if a.shape != e.shape:
         raise AssertionError(f"{prefix}shape differs: actual {a.shape}, expected {e.shape}")
-    ab = formats.bits(np.array(a, order="C"))
-    eb = formats.bits(np.array(e, order="C"))
+    ab = formats.bits(np.asarray(a, order="C"))         # no copy of contiguous arrays
+    eb = formats.bits(np.asarray(e, order="C"))
+    if a.dtype in _NIBBLE_DTYPES:        # one 4-bit value per byte: only the low four bits hold it
+        ab, eb = ab & 0x0F, eb & 0x0F
     diff = ab != eb
     n = int(np.count_nonzero(diff))
     if n == 0:
         return
     width = a.dtype.itemsize * 2
-    lines = [f"{prefix}{n} of {a.size} elements differ ({100.0 * n / max(a.size, 1):.4g}%); first {min(n, max_report)}:"]
+    head = f"{prefix}{n} of {a.size} elements differ ({100.0 * n / max(a.size, 1):.4g}%)"
+    largest = _largest_difference(a, e, diff)
+    lines = [f"{head}{'; ' + largest if largest else ''}; first {min(n, max_report)}:"]
     for idx in np.argwhere(diff)[:max_report]:
         idx = tuple(int(i) for i in idx)
         lines.append(f"  at {idx}: actual {a[idx]!r} (0x{int(ab[idx]):0{width}x}), "
                      f"expected {e[idx]!r} (0x{int(eb[idx]):0{width}x})")
     raise AssertionError("\n".join(lines))
+
+
+_NIBBLE_DTYPES = {np.dtype(getattr(ml_dtypes, name)) for name in ("int4", "uint4", "float4_e2m1fn")
+                  if hasattr(ml_dtypes, name)}
+
+
+def _largest_difference(a: np.ndarray, e: np.ndarray, diff: np.ndarray) -> str:
+    """'largest |actual - expected| = D at (i, j)' over the differing elements where both are finite numbers
+    (of the values as the dtype holds them: HiFloat8 codes are uint8), or '' (booleans, or no finite pair)."""
+    if a.dtype == np.bool_:
+        return ""
+    try:
+        av, ev = a[diff].astype(np.float64), e[diff].astype(np.float64)
+    except (TypeError, ValueError):
+        return ""
+    d = np.abs(av - ev)
+    ok = np.isfinite(d)
+    if not ok.any():
+        return ""
+    k = int(np.flatnonzero(ok)[np.argmax(d[ok])])
+    where = tuple(int(i) for i in np.argwhere(diff)[k])
+    return f"largest |actual - expected| = {d[k]:.6g} at {where}"
 
 
 def _array(x) -> np.ndarray:

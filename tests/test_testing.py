@@ -42,7 +42,7 @@ def test_mismatch_report():
     assert "2 of 20 elements differ" in msg
     assert "at (1, 2)" in msg and "at (3, 4)" in msg
     assert "0x3f800000" in msg and "0xc0000000" in msg and "0x00000000" in msg
-    assert msg.index("(1, 2)") < msg.index("(3, 4)")                    # first indices first
+    assert msg.index("  at (1, 2)") < msg.index("  at (3, 4)")          # first indices first
 
 
 def test_report_is_limited():
@@ -71,3 +71,36 @@ def test_fp8_values_in_report():
     b = np.array([1.0, 3.0], np.float32).astype(formats.float8_e4m3fn)
     with pytest.raises(AssertionError, match=r"(?s)1 of 2 elements differ.*\(0x40\).*\(0x44\)"):
         assert_bitexact(a, b)
+
+
+def test_int4_compares_the_four_value_bits():
+    """One int4 value per byte: a sign-extended byte (an NPU dump unpacked by one's own int8 code) holds the same
+    value as npusim's low-nibble one (golden-reference probe finding 5: 'actual -1 (0xff), expected -1 (0x0f)')."""
+    values = np.int8([[-7, 7, -1, 1, 0, -3, 3, 5]])
+    ours = values.astype(formats.int4)
+    assert_bitexact(values.view(formats.int4), ours)
+    other = values.copy()
+    other[0, 2] = 2
+    with pytest.raises(AssertionError, match=r"1 of 8 elements differ.*at \(0, 2\)"):
+        assert_bitexact(other.view(formats.int4), ours)
+
+
+def test_report_names_the_largest_difference():
+    e = np.zeros((3, 4), np.float32)
+    a = e.copy()
+    a[0, 1], a[2, 3], a[1, 1] = 1e-3, -5.0, np.nan
+    with pytest.raises(AssertionError, match=r"largest \|actual - expected\| = 5 at \(2, 3\)"):
+        assert_bitexact(a, e)
+    with pytest.raises(AssertionError) as exc:
+        assert_bitexact(np.array([True, False]), np.array([True, True]))
+    assert "largest" not in str(exc.value)
+
+
+def test_contiguous_arrays_are_not_copied(monkeypatch):
+    """Equal contiguous arrays are compared where they lie (it copied both: +2.25 GiB for two 1 GiB arrays)."""
+    a = np.arange(1 << 16, dtype=np.float32)
+    seen = []
+    real = formats.bits
+    monkeypatch.setattr(formats, "bits", lambda x: seen.append(x) or real(x))
+    assert_bitexact(a, a.copy())
+    assert np.shares_memory(seen[0], a)
