@@ -93,9 +93,9 @@ def _dims(shape, dtype: np.dtype) -> tuple[int, ...]:
 
 
 def is_transposed(x) -> bool:
-    """Whether x (an array, a torch tensor or a TensorSpec) is the transpose of a contiguous tensor in its last
-    two dimensions: those dimensions' strides swapped, the rest of the tensor as laid out by them (torch_npu's
-    is_transpose_last_two_dims; a 1x1 matrix counts as contiguous)."""
+    """Whether x (an array, a torch tensor or a TensorSpec) is laid out as the transpose of a contiguous matrix
+    in its last two dimensions: their strides are 1 and shape[-2] elements, as torch_npu's
+    is_transpose_last_two_dims asks (the leading dimensions are not looked at; a 1x1 matrix is contiguous)."""
     if isinstance(x, TensorSpec):
         return x.transposed
     shape = tuple(getattr(x, "shape", ()))

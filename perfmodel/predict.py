@@ -236,9 +236,9 @@ def predict(op: str, product: str = "atlas-a2", *, calibration=None, l2: str = "
     op: an emulator function name ("npu_dynamic_quant", ...) or a generic kernel ("add": x, y;
     "matmul": a [M,K], b [K,N] fp16/bf16, output fp16; "grouped_matmul": x [M,K], weight [E,K,N],
     group_list (E cumulative row counts), bias [E,N] optional, transpose_weight). args: the emulator's own
-    arguments, tensors as TensorSpec, arrays or torch tensors (only shape and dtype are read, whether the tensor
-    is the transpose of a contiguous one (`w.T`, TensorSpec's transposed), and a torch weight's format, when
-    npusim.torch_npu.npu_format_cast made it FRACTAL_NZ). product: product id or SoC name.
+    arguments, tensors as TensorSpec, arrays or torch tensors (only their shape, dtype and layout are read: whether
+    a tensor is the transpose of a contiguous one, as `w.T` or TensorSpec's transposed, and a torch weight's
+    format when npusim.torch_npu.npu_format_cast made it FRACTAL_NZ). product: product id or SoC name.
     calibration: a perfmodel.calibration.Calibration (default: the shipped one).
     l2: 'cold' (inputs come from HBM, as after an L2 flush: the profilers' benchmark setting) or 'warm'
     (inputs already in L2 as far as they fit, e.g. written by the kernel before).
