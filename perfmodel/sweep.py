@@ -19,8 +19,9 @@ floating dtype `dtype`; `build_args` turns it into the operator's `perfmodel.pre
   b [hidden, n]; grouped_matmul: x [tokens, hidden] @ weight [8, hidden, n], the tokens split as evenly as
   they go over GROUPED_MATMUL_EXPERTS = 8 groups (an MoE layer's expert matmul after routing).
 
-`weight_format` ('ND', the default, or 'NZ': the weight cast to FRACTAL_NZ first, as vllm-ascend's static
-W8A8 method does) applies to npu_quant_matmul's x2 and grouped_matmul's weight.
+`weight_format` ('ND', the default; 'ND-T', the transpose of a row-major [n, k] weight, w.T; or 'NZ': the
+weight cast to FRACTAL_NZ first, as vllm-ascend's static W8A8 method does) applies to npu_quant_matmul's x2
+and grouped_matmul's weight.
 
 `n` applies to the matmuls only, `topk` to MoE routing, `epilogue` to npu_quant_matmul and
 `weight_format` to npu_quant_matmul and grouped_matmul: other rows leave them blank. By default every
@@ -68,6 +69,8 @@ EPILOGUES = {"pertoken": "float32 per-channel scale x per-token scale, vector ep
                         "on 950)"}
 # how the matmuls' weight is stored in GM (perfmodel.predict's x2_format / weight_format)
 WEIGHT_FORMATS = {"ND": "row-major, as the weight is loaded (default; every measured row)",
+                  "ND-T": "the transpose of a row-major [n, k] weight (w.T, as LinearA8W8Quant passes it; "
+                          "grouped_matmul's transpose_weight): Ascend 950's quant matmul tiling depends on it",
                   "NZ": "cast to FRACTAL_NZ first (npu_format_cast(w, 29)): copied into L1 as it lies, no ND->NZ"}
 _NAMED_CHOICES = {"epilogues": ("epilogue", EPILOGUES), "weight_formats": ("weight format", WEIGHT_FORMATS)}
 INDEXER_D = 4096               # indexer_compress_epilog's d unless hidden sizes are given: the doc's (seed 001)
@@ -133,7 +136,13 @@ def build_args(p: Point) -> dict:
 
 
 def _with_weight_format(args: dict, p: Point) -> dict:
-    if p.weight_format not in (None, "ND"):         # ND is the model's default: the arguments stay the emulator's
+    if p.weight_format == "ND-T":                   # the emulator's own arguments for a transposed weight
+        if p.op == "npu_quant_matmul":
+            args["x2"] = TensorSpec(args["x2"].shape[::-1], "int8").T
+        else:
+            e, k, n = args["weight"].shape
+            args.update(weight=TensorSpec((e, n, k), args["weight"].dtype), transpose_weight=True)
+    elif p.weight_format not in (None, "ND"):       # ND is the model's default: the arguments stay the emulator's
         args[WEIGHT_FORMAT_OPTIONS[p.op][1]] = p.weight_format
     return args
 

@@ -134,7 +134,7 @@ def test_grid_rejects_mistakes_with_the_choices():
              (dict(products=["atlas_a2"]), "'atlas_a2'.*did you mean 'atlas-a2'.*atlas-training"),
              (dict(dtypes=["bf17"]), "'bf17'.*bfloat16, float16, float32"),
              (dict(epilogues=["per_token"]), "did you mean 'pertoken'"),
-             (dict(weight_formats=["nz"]), "weight_formats: .*'nz'.*did you mean 'NZ'.*ND, NZ"),
+             (dict(weight_formats=["nz"]), "weight_formats: .*'nz'.*did you mean 'NZ'.*ND, ND-T, NZ"),
              (dict(tokens=[[1]]), r"tokens: .*integers.*\[1\]"), (dict(tokens=[0]), "tokens"),
              (dict(hidden=[1.5]), "hidden"), (dict(n=[True]), "n: "), (dict(tokens=[]), "empty"),
              (dict(ops=[5]), "ops: .*names"),
@@ -230,6 +230,24 @@ def test_weight_format_axis_sweeps_nd_and_nz_weights():
     # the default: ND on the two matmuls, blank elsewhere
     assert {p.weight_format for p in sweep.grid(ops=["npu_quant_matmul", "moe_init_routing_quant"],
                                                 products=["atlas-a2"], tokens=[1])} == {"ND", None}
+
+
+def test_weight_format_nd_t_is_the_transposed_weight():
+    """'ND-T': the transpose of a row-major [n, k] weight (w.T), the emulator's own arguments for it: a transposed
+    x2 TensorSpec for the quant matmul (Ascend 950 tiles it another way), [E, N, K] with transpose_weight=True
+    for GroupedMatmul."""
+    pts = sweep.grid(ops=["npu_quant_matmul", "grouped_matmul"], products=["ascend-950dt"], tokens=[1],
+                     n=[576], dtypes=["bfloat16"], epilogues=["pertoken"], weight_formats=["ND", "ND-T"])
+    by = {(p.op, p.weight_format): sweep.build_args(p) for p in pts}
+    from npusim.plan import spec_of
+    assert by["npu_quant_matmul", "ND-T"]["x2"] == spec_of(np.zeros((576, 7168), np.int8).T)
+    g = by["grouped_matmul", "ND-T"]
+    assert g["transpose_weight"] is True and g["weight"].shape == (8, 576, 7168)
+    df = sweep.run_sweep(pts, progress=False).set_index(["op", "weight_format"])
+    assert set(df["status"]) == {"ok"}
+    t = perfmodel.predict("npu_quant_matmul", "ascend-950dt", **by["npu_quant_matmul", "ND-T"])
+    assert df.loc[("npu_quant_matmul", "ND-T"), "latency_us"] == t.latency_us
+    assert df.loc[("npu_quant_matmul", "ND-T"), "block_dim"] != df.loc[("npu_quant_matmul", "ND"), "block_dim"]
 
 
 def test_progress_plain_text():
