@@ -880,11 +880,11 @@ def test_product_selection_env_default_and_nesting(monkeypatch):
 
 
 def test_install_in_several_threads():
-    """The stand-in is one for the process (golden-reference probe finding 2: threads in install() blocks of
-    different products ran each other's product, and interleaved exits left the stand-in installed):
-    overlapping blocks of another product in another thread are a RuntimeError, blocks of the same product
-    share it (a thread without a block of its own emulates it too), and the last block to end, whichever
-    thread it is in, restores what the first found."""
+    """Each thread emulates its own blocks' product (golden-reference probe finding 2: threads in install() blocks
+    of different products ran each other's product, and interleaved exits left the stand-in installed). A thread
+    without blocks emulates the other threads' product when they agree, else it is asked which; npu_device must
+    agree (it changes torch for the process); the last block to end, in whichever thread, restores what the
+    first found."""
     import threading
     x = torch.zeros(4, 64, dtype=torch.float16)          # the asymmetric scale of a zero row: A2 1e-12, 950 0
     def scale():
@@ -893,35 +893,48 @@ def test_install_in_several_threads():
     a950 = float(npusim.npu_dynamic_quant_asymmetric(x.numpy(), product="ascend-950pr")[1][0])
     assert a2 != a950
     before = (sys.modules.get("torch_npu"), torch.Tensor.__dict__.get("npu"))
-    entered, leave, left = threading.Event(), threading.Event(), threading.Event()
+    entered, go_on, leave, left = (threading.Event() for _ in range(4))
     seen = {}
     def holder():
         with tnpu.install("ascend-950pr"):
             seen["holder"] = scale()
             entered.set()
+            go_on.wait(30)
+            seen["holder, while the main thread holds atlas-a2"] = scale()
             leave.wait(30)
         left.set()
+    def no_block(key):
+        try:
+            seen[key] = scale()
+        except RuntimeError as exc:
+            seen[key] = str(exc)
+    def in_thread(key):
+        t = threading.Thread(target=no_block, args=(key,))
+        t.start()
+        t.join(30)
     t = threading.Thread(target=holder)
     t.start()
     assert entered.wait(30)
     try:
-        with pytest.raises(RuntimeError, match="another thread is inside install.product='ascend-950pr'"):
-            with tnpu.install("atlas-a2"):
-                pass
         with pytest.raises(RuntimeError, match="npu_device"):
             with tnpu.install("ascend-950pr", npu_device=True):
                 pass
-        seen["no block"] = scale()                  # this thread has no block: the holder's product
-        with tnpu.install("ascend-950pr"):
-            leave.set()                              # the holder's block ends first ...
+        in_thread("a thread without blocks")                  # only the holder's product is in force
+        with tnpu.install("atlas-a2"):
+            go_on.set()
+            seen["main"] = scale()
+            in_thread("a thread without blocks, two products")
+            leave.set()                                       # the holder's block ends first ...
             assert left.wait(30)
-            import torch_npu                         # ... and this one's stand-in stays in place
-            assert torch_npu is tnpu
-            seen["shared"] = scale()
+            import torch_npu                                  # ... and this one's stand-in stays in place
+            assert torch_npu is tnpu and scale() == a2
     finally:
+        go_on.set()
         leave.set()
         t.join(30)
-    assert seen == {"holder": a950, "no block": a950, "shared": a950}
+    assert seen.pop("a thread without blocks, two products").startswith("this thread has no install() block")
+    assert seen == {"holder": a950, "a thread without blocks": a950, "main": a2,
+                    "holder, while the main thread holds atlas-a2": a950}
     assert (sys.modules.get("torch_npu"), torch.Tensor.__dict__.get("npu")) == before
 
 

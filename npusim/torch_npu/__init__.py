@@ -210,8 +210,9 @@ def _dtype_name(op: str, param: str, dt) -> str | None:
 
 
 # ------------------------------------------------------------------ product selection
-# The stand-in is process-wide (sys.modules, torch's patched attributes), so install() blocks that overlap in
-# time in several threads must agree; each thread's own blocks nest as usual.
+# Each thread emulates the product of its own install() blocks. What install() changes (sys.modules, torch's
+# attributes) is one for the process: the first block in force sets it up, the last one restores it, and blocks
+# in several threads at once must agree on npu_device, which changes it.
 _frames: list = []            # install() blocks in force, oldest first: [thread id, product or None, npu_device]
 _frames_lock = threading.RLock()
 _outer_state: list = []       # what the first block found (sys.modules, torch attributes), restored by the last
@@ -226,16 +227,27 @@ def _thread_product(frames, thread: int):
 
 
 def current_product() -> str:
-    """The product the stand-in emulates now: the innermost install(product=...) of this thread, else that of
-    the blocks other threads hold (they agree), else $NPUSIM_PRODUCT, else DEFAULT_PRODUCT ('atlas-a2')."""
+    """The product the stand-in emulates now in this thread: the innermost install(product=...) of this thread's
+    blocks; in a thread without blocks of its own, the product other threads' blocks name, when they all name
+    one SoC (else RuntimeError: which one is meant?); else $NPUSIM_PRODUCT, else DEFAULT_PRODUCT ('atlas-a2')."""
     frames = list(_frames)
-    here = _thread_product(frames, threading.get_ident())
-    if here is not None:
-        return here
-    for t, p, _ in reversed(frames):
-        if p is not None:
-            return p
-    return os.environ.get(PRODUCT_ENV) or DEFAULT_PRODUCT
+    me = threading.get_ident()
+    default = os.environ.get(PRODUCT_ENV) or DEFAULT_PRODUCT
+    if any(t == me for t, _, _ in frames):
+        return _thread_product(frames, me) or default
+    theirs = {_thread_product(frames, t) for t, _, _ in frames} - {None}     # the threads that name one
+    socs = {_soc_or_name(p) for p in theirs}
+    if len(socs) > 1:
+        raise RuntimeError(f"this thread has no install() block, and other threads' blocks emulate different "
+                           f"products ({', '.join(sorted(theirs))}): enter install(product=...) in this thread too")
+    return theirs.pop() if theirs else default
+
+
+def _soc_or_name(product: str) -> str:
+    try:
+        return npusim.get_product(product).soc
+    except ValueError:
+        return product
 
 
 def _product_named(op: str) -> str:
@@ -320,9 +332,9 @@ def install(product: str | None = None, *, npu_device: bool = False):
     before (a real torch_npu, a MagicMock stub, or nothing) on exit; inside the block Tensor.npu() raises
     NotEmulatedError and Tensor.is_npu is False, Tensor.npu_format_cast / npu_format_cast_ are torch_npu's
     tensor methods, and the emulated operators are torch.ops.npu.<name> too (see _NPU_OPS). Nested blocks
-    are allowed; the innermost product wins. Blocks may run in several threads at once if they name the same
-    product and npu_device (the stand-in is one for the process; otherwise RuntimeError); a thread without a
-    block of its own emulates the other threads' product. Yields the stand-in module.
+    are allowed; the innermost product wins. Each thread emulates the product of its own blocks (a thread
+    without blocks, the one product other threads' blocks emulate); blocks in force in several threads at once
+    must agree on npu_device (RuntimeError otherwise). Yields the stand-in module.
 
     npu_device=True: code written for the NPU runs unchanged on the CPU. The 'npu' device is the CPU
     (x.npu(), x.to("npu"), torch.randn(..., device="npu:0"), torch.device("npu"), module.npu() leave the
@@ -337,8 +349,8 @@ def install(product: str | None = None, *, npu_device: bool = False):
     me = threading.get_ident()
     mode = None
     with _frames_lock:
-        _check_other_threads(me, product, npu_device or any(d for t, _, d in _frames if t == me))
-        npu_device = npu_device or any(d for _, _, d in _frames)
+        npu_device = npu_device or any(d for t, _, d in _frames if t == me)
+        _check_other_threads(me, npu_device)
         state = _saved_state()
         if not _frames:
             _outer_state[:] = [state]
@@ -369,20 +381,15 @@ def install(product: str | None = None, *, npu_device: bool = False):
             _leave(frame, mode, state)
 
 
-def _check_other_threads(me: int, product, npu_device: bool) -> None:
-    """install() in a thread while other threads hold blocks: the stand-in is one for the process, so they
-    must emulate the same product with the same npu_device setting (else a call could run another thread's
-    product)."""
-    for t in {t for t, _, _ in _frames if t != me}:
-        theirs = _thread_product(_frames, t)
-        their_device = any(d for u, _, d in _frames if u == t)
-        if (product is not None and theirs is not None and product != theirs) or npu_device != their_device:
+def _check_other_threads(me: int, npu_device: bool) -> None:
+    """install() in a thread while other threads hold blocks: npu_device changes torch for the whole process
+    (Tensor.npu, torch.npu), so every block in force must agree on it."""
+    for t, _, theirs in _frames:
+        if t != me and theirs != npu_device:
             raise RuntimeError(
-                f"install(product={product!r}, npu_device={npu_device}) while another thread is inside "
-                f"install(product={theirs!r}, npu_device={their_device}): the torch_npu stand-in is one for the "
-                "whole process (sys.modules, torch's attributes), so blocks that overlap in time in several threads "
-                "must name the same product and npu_device. Run each product's threads in turn, or call npusim's "
-                "own functions with product=... (npusim.npu_dynamic_quant(x, product=...)), which are thread-safe")
+                f"install(npu_device={npu_device}) while another thread is inside install(npu_device={theirs}): "
+                "npu_device changes torch for the whole process (Tensor.npu, torch.npu), so blocks in force in "
+                "several threads at once must agree on it")
 
 
 def _saved_state():
