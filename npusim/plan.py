@@ -94,8 +94,9 @@ def _dims(shape, dtype: np.dtype) -> tuple[int, ...]:
 
 def is_transposed(x) -> bool:
     """Whether x (an array, a torch tensor or a TensorSpec) is laid out as the transpose of a contiguous matrix
-    in its last two dimensions: their strides are 1 and shape[-2] elements, as torch_npu's
-    is_transpose_last_two_dims asks (the leading dimensions are not looked at; a 1x1 matrix is contiguous)."""
+    in its last two dimensions: their strides are 1 and shape[-2] elements, the stride test of torch_npu's
+    is_transpose_last_two_dims (its storage-size test is not made, so a row slice w[:3].T counts; the leading
+    dimensions are not looked at; a 1x1 matrix is contiguous)."""
     if isinstance(x, TensorSpec):
         return x.transposed
     shape = tuple(getattr(x, "shape", ()))

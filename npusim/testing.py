@@ -49,8 +49,9 @@ _NIBBLE_DTYPES = {np.dtype(getattr(ml_dtypes, name)) for name in ("int4", "uint4
 
 
 def _largest_difference(a: np.ndarray, e: np.ndarray, diff: np.ndarray) -> str:
-    """'largest |actual - expected| = D at (i, j)' over the differing elements where both are finite numbers
-    (of the values as the dtype holds them: HiFloat8 codes are uint8), or '' (booleans, or no finite pair)."""
+    """'largest finite |actual - expected| = D at (i, j)' over the differing elements where both are finite
+    numbers (the values as the dtype holds them: HiFloat8 codes are uint8), and how many differing pairs are
+    not; '' for booleans."""
     if a.dtype == np.bool_:
         return ""
     try:
@@ -58,12 +59,13 @@ def _largest_difference(a: np.ndarray, e: np.ndarray, diff: np.ndarray) -> str:
     except (TypeError, ValueError):
         return ""
     d = np.abs(av - ev)
-    ok = np.isfinite(d)
+    ok = np.isfinite(av) & np.isfinite(ev)
+    others = f"{d.size - int(ok.sum())} differing pairs not both finite" if not ok.all() else ""
     if not ok.any():
-        return ""
+        return others
     k = int(np.flatnonzero(ok)[np.argmax(d[ok])])
     where = tuple(int(i) for i in np.argwhere(diff)[k])
-    return f"largest |actual - expected| = {d[k]:.6g} at {where}"
+    return f"largest finite |actual - expected| = {d[k]:.6g} at {where}" + (f" ({others})" if others else "")
 
 
 def _array(x) -> np.ndarray:

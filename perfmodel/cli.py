@@ -161,30 +161,34 @@ def _print_prediction(p) -> None:
         print("  tiles: " + ", ".join(f"{k}={v}" for k, v in p.tiles.items()))
     if p.plan is not None and p.plan.notes:
         print(f"  plan: {p.plan.notes}")
-    where = "each kernel's critical core, summed" if len(p.kernels) > 1 else "the critical core"
+    where = ("each kernel's critical core, summed" if len(p.kernels) > 1 else
+             "the critical cube core and its vector cores"
+             if p.plan is not None and p.plan.core_type == "mix" else "the critical core")
     print(f"  pipes on {where} (us): " + ", ".join(f"{k} {v:.4g}" for k, v in p.pipes_us.items() if v))
     print(f"  read {p.bytes_read / 1e6:.4g} MB, written {p.bytes_written / 1e6:.4g} MB, {p.flops / 1e9:.4g} GFLOP; "
           f"{p.achieved_GBps:.4g} GB/s, {p.achieved_TOPS:.4g} TOPS")
-    print(f"  measured: {_coverage_text(p.op, p.soc)}")
 
 
-def _coverage_text(op: str, soc: str) -> str:
-    """What the packaged measured set holds of `op` on `soc`: how far to trust a prediction there."""
+def _coverage_text(op: str, soc: str, own_calibration: bool = False) -> str:
+    """What the packaged calibration set holds of `op` on `soc`: how far to trust a prediction there."""
     n = measured_coverage(op, soc)
     fitted, held = n[FITTED_TRUST], n["holdout"]
     if fitted:
-        text = f"{fitted} timings of {op} on {soc} are in the calibration fit"
+        text = f"{fitted} timings of {op} on {soc} in the packaged calibration set are fitted"
         if held:
-            text += f", {held} more held out of it"
+            text += f", {held} more held out of the fit"
     elif held:
-        text = (f"{held} timings of {op} on {soc}, held out of the fit: none fitted here, the error on them is in "
-                "the README's Validation section")
+        text = (f"{held} timings of {op} on {soc} in the packaged set, all held out of the fit (their error: the "
+                "README's Validation section)")
     else:
-        text = f"none of {op} on {soc} in the fit: an estimate from the SoC's hardware facts and the other chips' data"
+        text = (f"no timing of {op} on {soc} in the packaged set: costed from the SoC's hardware facts and "
+                "constants fitted on other kernels or chips")
     unfitted = [f"{n['analogue']} of another kernel standing in for it" if n["analogue"] else "",
                 f"{n['doubtful']} whose sources call them doubtful" if n["doubtful"] else ""]
     if any(unfitted):
         text += f" (never fitted: {' and '.join(u for u in unfitted if u)})"
+    if own_calibration:
+        text += "; this prediction uses your --calibration"
     return text
 
 
@@ -206,6 +210,7 @@ def cmd_predict(a) -> int:
             text = f"{op}: {text}; its arguments: {', '.join(op_parameters(op))}"
         raise UsageError(text) from None
     _print_prediction(pred)
+    print(f"  measured: {_coverage_text(op, pred.soc, a.calibration is not None)}")
     return 0
 
 
@@ -479,9 +484,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="one call's predicted latency with its breakdown (plan, pipes, bytes)",
                         description="Predict one launch of an operator and print the breakdown: latency and what "
                         "bounds it, the kernels launched, block dim, tiling key and tiles of the plan, per-pipe "
-                        "times, bytes and achieved rates. Arguments are the operator's own (as in "
-                        "perfmodel.predict): tensors as SHAPE:DTYPE (x=4096x7168:bfloat16), lists as 1,2,3, "
-                        "numbers, true/false/none, names.",
+                        "times, bytes and achieved rates, and how many timings of the operator on that SoC the "
+                        "packaged calibration set fits or holds out. Arguments are the operator's own (as in "
+                        "perfmodel.predict): tensors as SHAPE:DTYPE (x=4096x7168:bfloat16), or SHAPE:DTYPE:T for "
+                        "the transpose of a contiguous tensor (x2=7168x576:int8:T is w.T of a 576x7168 w), lists "
+                        "as 1,2,3, numbers, true/false/none, names.",
                         epilog="examples:\n"
                         "  npusim predict npu_dynamic_quant x=4096x7168:bfloat16 --product atlas-a3\n"
                         "  npusim predict npu_quant_matmul x1=1024x7168:int8 x2=7168x4096:int8 scale=4096:float32 "
@@ -508,7 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--products", nargs="+", metavar="P", help="product ids or SoC names (default: every product that "
                    "runs the operator; `npusim list`)")
     s.add_argument("--tokens", nargs="+", type=_sizes, metavar="T",
-                   help="token counts: '1 16 256', '1,16,256' or '1:4096' (powers of two; default 1:16384)")
+                   help="token counts: '1 16 256', '1,16,256' or '1:4096' (the powers of two from 1 to 4096); "
+                        "default 1:16384")
     s.add_argument("--hidden", nargs="+", type=_sizes, metavar="H",
                    help=f"hidden size / K (default {sweep.DEFAULT_HIDDEN})")
     s.add_argument("--dtypes", nargs="+", metavar="D", help=f"model dtypes: {', '.join(sweep.DTYPES)} (bf16, fp16, "

@@ -242,14 +242,22 @@ def trust(params: str) -> str:
 
 
 def measured_coverage(op: str, soc: str) -> Counter:
-    """How many rows of the packaged measured set time operator `op` (perfmodel's name) on SoC `soc`, by trust
-    level (see trust()). Read from the file's own columns, without building the rows."""
+    """How many rows of the packaged calibration set (the measured set and the published samples) time operator
+    `op` (perfmodel's name) on SoC `soc`, by trust level (see trust(); published samples are all fitted). Read
+    from the files' own columns, without building the rows (calibration_set() takes a second)."""
+    def soc_of(named: str, product: str) -> str:     # as the rows' target: the SoC named exactly, else the product's
+        return named if named in SOCS else get_product(product).soc if product in PRODUCTS else ""
+    out = Counter()
     raw = pd.read_csv(default_measured_path(), dtype=str, keep_default_na=False,
                       usecols=["op", "product", "soc", "params"])
-    raw = raw[raw["op"].map(_MEASURED_OPS) == op]
-    # a row's SoC as predictions take it (read_measured's target): its own where named exactly, else its product's
-    socs = [s if s in SOCS else get_product(p).soc for s, p in zip(raw["soc"], raw["product"])]
-    return Counter(trust(p) for p, s in zip(raw["params"], socs) if s == soc)
+    for name, product, named, params in raw.itertuples(index=False):
+        if _MEASURED_OPS.get(name.strip()) == op and soc_of(named.strip(), product.strip()) == soc:
+            out[trust(params)] += 1
+    raw = pd.read_csv(default_published_path(), dtype=str, keep_default_na=False, usecols=["kernel", "product", "soc"])
+    for name, product, named in raw.itertuples(index=False):
+        if name.strip() == op and soc_of(named.strip(), product.strip()) == soc:
+            out[FITTED_TRUST] += 1
+    return out
 
 
 def measured_kernels(params: str) -> tuple:

@@ -99,27 +99,33 @@ def test_predict_prints_the_breakdown_of_perfmodel_predict(capsys):
 
 
 def test_predict_says_what_measurements_stand_behind_it(capsys):
-    """The breakdown ends with the packaged measured timings of the operator on that SoC: fitted, held out, or
-    none (an estimate from hardware facts), so that an unvalidated product does not look as trusted as a
-    validated one (capacity probe finding D1). Counted here from the CSV's own columns."""
+    """The breakdown ends with the packaged calibration set's timings of the operator on that SoC: fitted, held
+    out, or none (an estimate from hardware facts), so that an unvalidated product does not look as trusted as a
+    validated one (capacity probe finding D1). Counted here from the CSVs' own columns."""
     import csv
-    from perfmodel.published import default_measured_path
+    from perfmodel.published import default_measured_path, default_published_path
     rows = list(csv.DictReader(default_measured_path().open()))
     def count(op, soc, word=None):
         return sum(r["op"] == op and r["soc"] == soc and (word is None or word in r["params"]) for r in rows)
     dq = count("dynamic_quant", "Ascend910B2")
     assert dq and not count("dynamic_quant", "Ascend910B2", "held out")
     rc, out, err = run(capsys, "predict", "npu_dynamic_quant", "x=64x7168:float16", "--product", "Ascend910B2")
-    assert rc == 0 and out.splitlines()[-1] == (f"  measured: {dq} timings of npu_dynamic_quant on Ascend910B2 are "
-                                                "in the calibration fit"), out
+    assert rc == 0 and out.splitlines()[-1] == (f"  measured: {dq} timings of npu_dynamic_quant on Ascend910B2 in the "
+                                                "packaged calibration set are fitted"), out
     held = count("grouped_matmul", "Ascend910B2", "held out of the fit")
     assert held
     rc, out, err = run(capsys, "predict", "grouped_matmul", "x=300x256:bfloat16", "weight=2x256x512:bfloat16",
                        "group_list=100,300")
-    assert rc == 0 and f"{held} more held out of it" in out.splitlines()[-1], out
+    assert rc == 0 and f"{held} more held out of the fit" in out.splitlines()[-1], out
+    # the published samples are fitted too: the 950PR's MatMul 8192^3 rows (README: they fix its cube multiplier)
+    mm950 = sum(r["kernel"] == "matmul" and r["product"] == "ascend-950pr"
+                for r in csv.DictReader(default_published_path().open()))
+    assert mm950
+    rc, out, err = run(capsys, "predict", "matmul", "a=64x64:float16", "b=64x64:float16", "--product", "ascend-950pr")
+    assert rc == 0 and f"{mm950} timings of matmul on Ascend950PR_9589" in out.splitlines()[-1], out
     assert not count("dynamic_quant", "Ascend310P3")
     rc, out, err = run(capsys, "predict", "npu_dynamic_quant", "x=64x7168:float16", "--product", "atlas-inference")
-    assert rc == 0 and "none of npu_dynamic_quant on Ascend310P3 in the fit" in out.splitlines()[-1], out
+    assert rc == 0 and "no timing of npu_dynamic_quant on Ascend310P3 in the packaged set" in out.splitlines()[-1], out
     moe = count("moe_init_routing_quant", "Ascend910B3", "ANALOGUE")
     assert moe
     rc, out, err = run(capsys, "predict", "moe_init_routing_quant", "x=8x7168:bfloat16", "row_idx=8x8:int32",

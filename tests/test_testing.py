@@ -89,8 +89,11 @@ def test_report_names_the_largest_difference():
     e = np.zeros((3, 4), np.float32)
     a = e.copy()
     a[0, 1], a[2, 3], a[1, 1] = 1e-3, -5.0, np.nan
-    with pytest.raises(AssertionError, match=r"largest \|actual - expected\| = 5 at \(2, 3\)"):
+    with pytest.raises(AssertionError, match=r"largest finite \|actual - expected\| = 5 at \(2, 3\) "
+                                             r"\(1 differing pairs not both finite\)"):
         assert_bitexact(a, e)
+    with pytest.raises(AssertionError, match=r"elements differ \(100%\); 1 differing pairs not both finite; first"):
+        assert_bitexact(np.float32([np.inf]), np.float32([1.0]))
     with pytest.raises(AssertionError) as exc:
         assert_bitexact(np.array([True, False]), np.array([True, True]))
     assert "largest" not in str(exc.value)
