@@ -1078,14 +1078,21 @@ def fake_quant_work(plan, hw):
                  flops=n * 8.0, tiles={"tile_elems": tile}, extra=before + after)
 
 
+TRANS_QUANT_CHUNK = 65536 // 8      # uint64 words TransQuantParamV2 packs in UB before each store (SPLIT_SIZE)
+
+
 def trans_quant_param_work(hw, n: int):
     """TransQuantParamV2: the float32 scale [n] packed into the int64 FixPipe words. op-plugin launches it
     before QuantBatchMatmulV3 when the scale is float32, there is no per-token scale and the output is not
-    bf16/int32 (op_plugin QuantMatmulKernelNpuOpApi.cpp). One core; the scalar unit reads, masks and writes
-    each element (trans_quant_param kernel), the vector pipe only copies."""
-    loop = Loop(n=1, pipes={"mte2": hw.dma("gm_to_ub", n * 4), "mte3": hw.dma("ub_to_gm", n * 8)},
-                read_bytes=n * 4, write_bytes=n * 8, scalar_elements=n, overlap="none")
-    return Work(hw=hw, core_type=_vector_core_type(hw), block_dim=1, loops=[loop], bytes_read=n * 4,
+    bf16/int32 (op_plugin QuantMatmulKernelNpuOpApi.cpp). One core (block 0; the others return), and no MTE2
+    load: per element the scalar unit reads the scale from GM (GetValue), packs it and writes the word into UB
+    (SetValue); every 8192 words (64 KB) the vector queue hands them to MTE3 and the scalar waits for the store
+    before packing on (V_MTE3 and MTE3_S flags: ops-nn quant/trans_quant_param_v2/op_kernel/
+    trans_quant_param_v2.h, Process; read in the jbgztxdy/ops-nn mirror @057c079e)."""
+    chunks = [TRANS_QUANT_CHUNK] * (n // TRANS_QUANT_CHUNK) + ([n % TRANS_QUANT_CHUNK] if n % TRANS_QUANT_CHUNK else [])
+    loops = [Loop(n=1, pipes={"mte3": hw.dma("ub_to_gm", c * 8)}, read_bytes=c * 4, write_bytes=c * 8,
+                  scalar_elements=c, overlap="none") for c in chunks]
+    return Work(hw=hw, core_type=_vector_core_type(hw), block_dim=1, loops=loops, bytes_read=n * 4,
                 bytes_written=n * 8, kernel="TransQuantParamV2")
 
 

@@ -790,6 +790,18 @@ def test_a_row_that_names_its_kernels_is_compared_with_those_alone():
     assert [w.kernel for w in w_all.extra] == ["TransQuantParamV2"] and w_qbmm.extra == []
 
 
+def test_trans_quant_param_packs_on_the_scalar_unit_and_stores_64_kb_at_a_time():
+    """TransQuantParamV2 as its kernel runs (trans_quant_param_v2.h Process): no MTE2 load (the scalar unit
+    reads each scale from GM), one 64 KB store per 8192 packed words, the last one the rest; one core."""
+    hw = hardware("atlas-a2")
+    n = 2 * 8192 + 3616
+    w = ops.trans_quant_param_work(hw, n)
+    assert w.block_dim == 1 and [lp.scalar_elements for lp in w.loops] == [8192, 8192, 3616]
+    assert all("mte2" not in lp.pipes for lp in w.loops)
+    assert [lp.write_bytes for lp in w.loops] == [65536, 65536, 3616 * 8] and w.bytes_read == 4 * n
+    assert [lp.pipes["mte3"] for lp in w.loops] == [hw.dma("ub_to_gm", b) for b in (65536, 65536, 3616 * 8)]
+
+
 def test_nd_to_nz_copy_pays_per_source_row_off_the_32_byte_grid_that_it_fetches_from_hbm():
     from perfmodel.ops import cube_loops
     hw = hardware("atlas-a2")
