@@ -183,10 +183,13 @@ def _coverage_text(op: str, soc: str, own_calibration: bool = False) -> str:
     else:
         text = (f"no timing of {op} on {soc} in the packaged set: costed from the SoC's hardware facts and "
                 "constants fitted on other kernels or chips")
-    unfitted = [f"{n['analogue']} of another kernel standing in for it" if n["analogue"] else "",
-                f"{n['doubtful']} whose sources call them doubtful" if n["doubtful"] else ""]
-    if any(unfitted):
-        text += f" (never fitted: {' and '.join(u for u in unfitted if u)})"
+    unfitted = []
+    if n["analogue"]:
+        unfitted.append(f"{n['analogue']} of another kernel standing in for it")
+    if n["doubtful"]:
+        unfitted.append(f"{n['doubtful']} whose sources call them doubtful")
+    if unfitted:
+        text += f" (never fitted: {' and '.join(unfitted)})"
     if own_calibration:
         text += "; this prediction uses your --calibration"
     return text

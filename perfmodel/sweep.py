@@ -138,7 +138,7 @@ def build_args(p: Point) -> dict:
 def _with_weight_format(args: dict, p: Point) -> dict:
     if p.weight_format == "ND-T":                   # the emulator's own arguments for a transposed weight
         if p.op == "npu_quant_matmul":
-            args["x2"] = TensorSpec(args["x2"].shape[::-1], "int8").T
+            args["x2"] = TensorSpec(args["x2"].shape, args["x2"].dtype, transposed=True)
         else:
             e, k, n = args["weight"].shape
             args.update(weight=TensorSpec((e, n, k), args["weight"].dtype), transpose_weight=True)

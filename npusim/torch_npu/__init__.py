@@ -419,10 +419,7 @@ def _leave(frame, mode, state) -> None:
     """End one install() block (under _frames_lock): the last block restores what the first found; a block
     nested in its own thread's restores what it found (its outer block's setting); while another thread's
     blocks remain, the shared state stays as they need it."""
-    if mode is not None and _npu_device and _npu_device[-1] is mode:
-        _npu_device.pop()
-        mode.__exit__(None, None, None)
-    elif mode is not None and mode in _npu_device:
+    if mode is not None and mode in _npu_device:      # (not always the last: another thread's may follow it)
         _npu_device.remove(mode)
         mode.__exit__(None, None, None)
     _frames.remove(frame)
