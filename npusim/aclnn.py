@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 
 from npusim.errors import ACLNN_SUCCESS, AclnnError, ACLNN_ERR_PARAM_INVALID, ACLNN_ERR_PARAM_NULLPTR, nullptr
+from npusim.plan import launched
 
 _API: dict[str, Callable] = {}
 
@@ -122,6 +123,7 @@ def run_executor(op: str, workspace, workspace_size: int, executor: Executor, st
         raise AclnnError(f"{_changed(executor.plan, plan)} changed after {op}GetWorkspaceSize; call it again",
                          ACLNN_ERR_PARAM_INVALID, op=op, param="executor", product=product)
     run()
+    launched(plan)
     return ACLNN_SUCCESS
 
 

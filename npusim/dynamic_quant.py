@@ -59,7 +59,7 @@ from npusim import _checks, _parallel, formats
 from npusim._kernels import dynamic_quant as _k
 from npusim.aclnn import aclnn_api, get_workspace_size, run_executor
 from npusim.errors import invalid, params_named
-from npusim.plan import Plan, TensorSpec, planner, spec_of
+from npusim.plan import Plan, TensorSpec, launched, planner, spec_of
 
 __all__ = ["npu_dynamic_quant", "npu_dynamic_quant_asymmetric"]
 
@@ -488,6 +488,7 @@ def _torch_face(op, x, smooth_scales, group_index, dst_type, symmetric, product)
     scale = np.zeros(plan.outputs["scale"].shape, np.float32)
     offset = None if symmetric else np.zeros(plan.outputs["offset"].shape, np.float32)
     _execute(plan, ctx, y, scale, offset)
+    launched(plan)
     return (y, scale) if symmetric else (y, scale, offset)
 
 

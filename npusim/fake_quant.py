@@ -25,7 +25,7 @@ from npusim import _checks, formats
 from npusim._kernels import fake_quant as _kernel
 from npusim.aclnn import aclnn_api, get_workspace_size, run_executor
 from npusim.errors import invalid, nullptr
-from npusim.plan import Plan, TensorSpec, planner, spec_of
+from npusim.plan import Plan, TensorSpec, launched, planner, spec_of
 
 __all__ = ["fake_quantize_per_channel_affine_cachemask"]
 
@@ -256,6 +256,7 @@ def fake_quantize_per_channel_affine_cachemask(x, scale, zero_point, axis, quant
     out = np.empty(ck.shape, dtype=ck.out_dtype)
     mask = np.empty(ck.shape, dtype=np.bool_)
     _compute(ck, out, mask)
+    launched(lambda: _plan(ck))
     return out, mask
 
 

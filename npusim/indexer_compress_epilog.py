@@ -17,7 +17,7 @@ from npusim import _checks, formats
 from npusim._kernels import indexer_compress_epilog as _kernel
 from npusim.aclnn import aclnn_api, get_workspace_size, run_executor
 from npusim.errors import invalid, not_emulated
-from npusim.plan import Plan, TensorSpec, planner, spec_of
+from npusim.plan import Plan, TensorSpec, launched, planner, spec_of
 
 __all__ = ["indexer_compress_epilog"]
 
@@ -339,9 +339,10 @@ def indexer_compress_epilog(indexer_compress_cache, indexer_compress_scale, x, s
     each other (x may share their memory: it is read first). Vendor callers pass the whole cache (rows >= T),
     so any row count is accepted and slots are checked against it.
     """
-    _, run = _prepare(indexer_compress_cache, indexer_compress_scale, x, slot_mapping, quant_mode,
-                      round_scale, mx_scale_rule, product, scale)
+    plan, run = _prepare(indexer_compress_cache, indexer_compress_scale, x, slot_mapping, quant_mode,
+                         round_scale, mx_scale_rule, product, scale)
     run()
+    launched(plan)
 
 
 @aclnn_api

@@ -18,7 +18,7 @@ from npusim import _checks, formats
 from npusim._kernels import moe_init_routing_quant as _k
 from npusim.aclnn import aclnn_api, get_workspace_size, run_executor
 from npusim.errors import ACLNN_ERR_INNER_TILING_ERROR, invalid, nullptr
-from npusim.plan import Plan, TensorSpec, planner, spec_of
+from npusim.plan import Plan, TensorSpec, launched, planner, spec_of
 
 __all__ = ["moe_init_routing_quant"]
 
@@ -371,6 +371,7 @@ def moe_init_routing_quant(x, row_idx, expert_idx, active_num, scale, offset, pr
     expanded_row_idx = np.empty(outs["expanded_row_idx"].shape, np.int32)
     expanded_expert_idx = np.empty(outs["expanded_expert_idx"].shape, np.int32)
     run(expanded_x, expanded_row_idx, expanded_expert_idx)
+    launched(plan)
     return expanded_x, expanded_row_idx, expanded_expert_idx
 
 

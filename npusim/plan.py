@@ -2,11 +2,14 @@
 
 The emulator records which kernel variant (tiling key) its arithmetic follows; the performance
 model (perfmodel/) costs the same plan. Planners register here by operator name so that
-perfmodel can find them without npusim importing perfmodel.
+perfmodel can find them without npusim importing perfmodel, and so do the hooks that hear of each
+plan the emulator runs (perfmodel.record).
 """
 from __future__ import annotations
 
 import math
+import threading
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -169,3 +172,47 @@ def make_plan(op: str, **kwargs) -> Plan:
     if op not in PLANNERS:
         raise ValueError(f"no planner for operator {op!r}; known: {sorted(PLANNERS)}")
     return PLANNERS[op](**kwargs)
+
+
+# -- launches: each plan the emulator runs, told to whoever listens (perfmodel.record) ------------------
+
+_LAUNCH_HOOKS: list[Callable[[Plan, dict], None]] = []
+_HOOKS_LOCK = threading.Lock()
+_DETAILS = threading.local()        # what a face knows of the current call that its arrays do not show
+
+
+@contextmanager
+def launch_hook(hook: Callable[[Plan, dict], None]):
+    """Call hook(plan, details) after every kernel launch of the emulator (numpy, torch and aclnn faces, any
+    thread) while the block runs. details: what the calling face knew beyond the arrays, e.g. a torch weight's
+    storage format ({"x2_format": "NZ"})."""
+    with _HOOKS_LOCK:
+        _LAUNCH_HOOKS.append(hook)
+    try:
+        yield hook
+    finally:
+        with _HOOKS_LOCK:
+            _LAUNCH_HOOKS.remove(hook)
+
+
+@contextmanager
+def launch_details(**details):
+    """The calling face's knowledge of the launches made in this block (this thread), passed to the hooks."""
+    before = getattr(_DETAILS, "value", None)
+    _DETAILS.value = {**(before or {}), **details}
+    try:
+        yield
+    finally:
+        _DETAILS.value = before
+
+
+def launched(plan) -> None:
+    """An operator ran `plan` (or a function making it: made only when a hook listens); tells the hooks."""
+    hooks = list(_LAUNCH_HOOKS)
+    if not hooks:
+        return
+    if callable(plan):
+        plan = plan()
+    details = dict(getattr(_DETAILS, "value", None) or {})
+    for hook in hooks:
+        hook(plan, details)

@@ -36,7 +36,7 @@ import numpy as np
 from npusim import _checks, formats
 from npusim._kernels import quant_matmul as _k
 from npusim.errors import invalid, not_emulated, nullptr
-from npusim.plan import Plan, TensorSpec, is_transposed, planner, spec_of
+from npusim.plan import Plan, TensorSpec, is_transposed, launched, planner, spec_of
 
 __all__ = ["npu_trans_quant_param", "npu_quant_matmul", "LinearA8W8Quant", "npu_convert_weight_to_int4pack",
            "npu_format_cast"]
@@ -97,6 +97,25 @@ def npu_trans_quant_param(scale, offset=None, round_mode: int = 0, *, product: s
     shape). Returns int64 of the broadcast shape.
     """
     _checks.data_tensors(OP_TQP, product, scale=scale, offset=offset)
+    packed = _trans_quant_param(scale, offset, round_mode, product)
+    launched(lambda: plan_npu_trans_quant_param(scale, offset, round_mode, product=product))
+    return packed
+
+
+@planner(OP_TQP, SUPPORTED)
+def plan_npu_trans_quant_param(scale, offset=None, round_mode: int = 0, *, product: str = "atlas-a2") -> Plan:
+    """Plan of npu_trans_quant_param: the device kernel TransQuantParamV2 on one core (ops-nn
+    quant/trans_quant_param_v2; its block 0 packs every element, the others return). tiles: n (words packed)."""
+    soc, s, o, shape = _trans_quant_param_checked(scale, offset, round_mode, product)
+    n = math.prod(shape)
+    return Plan(op=OP_TQP, soc=soc, kernel="TransQuantParamV2", tiling_key=0, block_dim=1,
+                core_type="aiv" if soc.core_layout == "split" else "aicore", tiles={"n": n},
+                inputs={"scale": spec_of(s), "offset": spec_of(o)}, outputs={"y": TensorSpec(shape, np.int64)},
+                attrs={"round_mode": int(round_mode)}, notes="the scale packed into int64 FixPipe words on one core")
+
+
+def _trans_quant_param_checked(scale, offset, round_mode, product):
+    """npu_trans_quant_param's checks (arrays or TensorSpecs): (soc, scale, offset, output shape)."""
     soc = _checks.resolve_product(OP_TQP, product, SUPPORTED)
     s = _checks.tensor(OP_TQP, "scale", scale, soc)
     _checks.dtype_in(OP_TQP, "scale", s, ("float32",), soc)
@@ -120,6 +139,13 @@ def npu_trans_quant_param(scale, offset=None, round_mode: int = 0, *, product: s
             raise invalid(OP_TQP, "offset", f"length {o.size} does not match scale length {s.size} "
                           "(one of them may have length 1)", soc.soc)
         shape = o.shape if s.size == 1 and o.size > 1 else s.shape
+    return soc, s, o, tuple(shape)
+
+
+def _trans_quant_param(scale, offset, round_mode, product) -> np.ndarray:
+    """npu_trans_quant_param's result, without telling the launch hooks (npu_quant_matmul packs a float32 scale
+    with it: that TransQuantParamV2 launch is part of the quant matmul's, as op-plugin makes it)."""
+    _soc, s, o, shape = _trans_quant_param_checked(scale, offset, round_mode, product)
     u = np.ascontiguousarray(s, dtype=np.float32).view(np.uint32).astype(np.uint64).reshape(-1)
     n = int(np.prod(shape))
     u = np.broadcast_to(u, (n,)) if u.size == 1 else u
@@ -645,8 +671,8 @@ def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=No
     signed = np.ones(N, np.uint8)
     if call.epilogue in ("req8", "deqf16", "deqbf16"):
         if call.scale_dtype in ("float32", "bfloat16"):      # bf16 (arch35 per-tensor): widening is exact
-            q = npu_trans_quant_param(np.asarray(scale, np.float32), offset if call.epilogue == "req8" else None,
-                                      product=soc)
+            q = _trans_quant_param(np.asarray(scale, np.float32), offset if call.epilogue == "req8" else None,
+                                   0, soc)
         else:
             q = scale.astype(np.int64).view(np.uint64)
             bad = (q & np.uint64(_RESERVED_BITS)) != 0
@@ -683,6 +709,7 @@ def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=No
           else np.zeros(1, np.float32))
 
     if M == 0 or N == 0:                                       # 950: empty output, nothing computed
+        launched(call.plan)
         return np.empty(call.out_shape, formats.as_dtype(call.out_dtype))
     acc = _accumulate(x1, x2, call, nbatch)
     out = np.empty((nbatch, M, N), dtype=formats.as_dtype(call.out_dtype))
@@ -695,6 +722,7 @@ def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=No
     _k.epilogue(acc, M, N, _EPI[call.epilogue], bias_i32, call.bias_dtype == "int32", scale_f, offset9, signed,
                 pt, pertoken_scale is not None, bias_f, bias is not None and call.bias_dtype != "int32",
                 o8, o16, o32)
+    launched(call.plan)
     return out.reshape(call.out_shape)
 
 
@@ -781,12 +809,9 @@ def _linear_a8w8_quant_args(x1, weight, scale, offset, pertoken_scale, output_dt
                       soc.soc)
     w_t = w.T
     if pertoken_scale is None and scale.dtype == np.float32 and out in ("int8", "float16"):
-        if isinstance(scale, TensorSpec):      # the packing's shape and checks, run on zeros of these shapes
-            o = _checks.tensor(op, "offset", offset, soc, optional=True)
-            packed = npu_trans_quant_param(np.zeros(scale.size, np.float32),
-                                           None if o is None else np.zeros(o.shape, o.dtype), product=product)
-            scale = TensorSpec(packed.shape, packed.dtype)
-        else:
+        if isinstance(scale, TensorSpec):      # the packing's checks and shape (a plan: nothing runs)
+            scale = plan_npu_trans_quant_param(scale, offset, product=product).outputs["y"]
+        else:       # torch_npu's module launches npu_trans_quant_param before its quant matmul
             scale = npu_trans_quant_param(scale, offset, product=product)
     return w_t, scale
 

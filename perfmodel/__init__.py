@@ -17,7 +17,8 @@ from perfmodel import calibration
 from perfmodel.calibration import Calibration
 from perfmodel.fitting import calibrate
 from perfmodel.model import Prediction
-from perfmodel.predict import OPERATORS, predict, predict_many, supported_products
+from perfmodel.predict import OPERATORS, predict, predict_many, predict_plan, supported_products
+from perfmodel.record import Recording, record
 
-__all__ = ["TensorSpec", "Prediction", "predict", "predict_many", "OPERATORS", "supported_products", "calibration",
-           "Calibration", "calibrate"]
+__all__ = ["TensorSpec", "Prediction", "predict", "predict_many", "predict_plan", "record", "Recording", "OPERATORS",
+           "supported_products", "calibration", "Calibration", "calibrate"]

@@ -1,6 +1,7 @@
-"""The `npusim` command: predict, sweep, compare, calibrate, plot, list.
+"""The `npusim` command: predict, record, sweep, compare, calibrate, plot, list.
 
     npusim predict npu_quant_matmul x1=1024x7168:int8 x2=7168x4096:int8 scale=4096:float32 output_dtype=bfloat16
+    npusim record --torch-npu --product ascend-950pr my_layer.py  # the kernels a script launches, predicted
     npusim sweep                                  # default sweep -> npusim-out/sweep.csv + figures
     npusim sweep --ops npu_quant_matmul --products atlas-a2 atlas-a3 --tokens 1:8192 --dtypes bf16
     npusim sweep --config my_sweep.toml --out out/
@@ -18,9 +19,12 @@ compare,calibrate,plot}.py run the same subcommands from a checkout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
+import runpy
 import sys
+import traceback
 from pathlib import Path
 
 import pandas as pd
@@ -215,6 +219,67 @@ def cmd_predict(a) -> int:
     _print_prediction(pred)
     print(f"  measured: {_coverage_text(op, pred.soc, a.calibration is not None)}")
     return 0
+
+
+def cmd_record(a) -> int:
+    from perfmodel.record import record
+    script = Path(a.script)
+    if not script.is_file():
+        raise UsageError(f"script {a.script!r} is not a file")
+    cal = load_calibration(a.calibration)
+    product = check_product(a.product).product if a.product else None
+    with contextlib.ExitStack() as stack:
+        if a.torch_npu or a.npu_device:
+            try:
+                import npusim.torch_npu as stand_in
+            except ImportError as exc:
+                raise UsageError(f"--torch-npu needs torch ({exc}); see the README's torch face section") from None
+            stack.enter_context(stand_in.install(product=product, npu_device=a.npu_device))
+        elif product:
+            stack.enter_context(_environ("NPUSIM_PRODUCT", product))
+        rec = stack.enter_context(record())
+        status = _run_script(script, a.script_args)
+    print(f"\nnpusim record: {script}")
+    print(rec.report(calibration=cal, l2=a.l2))
+    if a.csv:
+        rec.table(calibration=cal, l2=a.l2).to_csv(a.csv, index=False)
+        _print_paths([a.csv])
+    return status
+
+
+@contextlib.contextmanager
+def _environ(name: str, value: str):
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def _run_script(script: Path, args) -> int:
+    """Run a Python file as `python script args` would (as __main__, its directory first on sys.path); its
+    exit status (1 with the traceback printed when it raised)."""
+    argv, path = sys.argv, list(sys.path)
+    sys.argv = [str(script), *args]
+    sys.path.insert(0, str(script.resolve().parent))
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+        return 0
+    except SystemExit as exc:
+        code = exc.code
+        if code is None or isinstance(code, int):
+            return code or 0
+        print(code, file=sys.stderr)
+        return 1
+    except Exception:       # noqa: BLE001 -- the script's own error: shown, and what it launched is still reported
+        traceback.print_exc()
+        return 1
+    finally:
+        sys.argv, sys.path[:] = argv, path
 
 
 def cmd_sweep(a) -> int:
@@ -442,12 +507,17 @@ def cmd_plot(a) -> int:
 
 def cmd_list(a) -> int:
     rows = []
-    for op in OPERATORS:
+    swept = [op for op in OPERATORS if op in sweep.OPERATORS + sweep.EXTRA_OPERATORS]
+    for op in swept:
         runs = supported_products(op)
         rows.append({"operator": op, **{p: " ".join(d.replace("bfloat", "bf").replace("float", "fp")
                                                     for d in sweep.supported_dtypes(op, p)) if p in runs else "-"
                                         for p in PRODUCTS}})
     _print_table(pd.DataFrame(rows), "operators x products: the dtypes each runs in ('-': not on that product)")
+    for op in OPERATORS:
+        if op not in swept:         # weight preparation: no token axis to sweep
+            print(f"also (not swept): {op} on {', '.join(supported_products(op))}; its arguments: "
+                  f"{', '.join(op_parameters(op))}")
     print("\nproducts (`--products` / `--product` take a product id or one of its SoC names, case-insensitive):")
     for pid, prod in PRODUCTS.items():
         print(f"  {pid:18s} {prod.name}")
@@ -482,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "measured profiles, calibration and plots.",
                                  epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version=f"npusim {npusim.__version__}")
-    sub = ap.add_subparsers(dest="command", metavar="{predict,sweep,compare,calibrate,plot,list}")
+    sub = ap.add_subparsers(dest="command", metavar="{predict,record,sweep,compare,calibrate,plot,list}")
 
     pr = sub.add_parser("predict", help="one call's predicted latency with its breakdown (plan, pipes, bytes)",
                         description="Predict one launch of an operator and print the breakdown: latency and what "
@@ -506,6 +576,33 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--l2", choices=("cold", "warm"), default="cold",
                     help="inputs read from HBM (cold, the profilers' setting; default) or from L2 where they fit")
     pr.set_defaults(func=cmd_predict)
+
+    r = sub.add_parser("record", help="run a Python script and predict every kernel it launches through npusim",
+                       description="Run SCRIPT (as `python SCRIPT ARGS` would) while recording every kernel launch it "
+                       "makes through npusim (numpy face, torch_npu stand-in, aclnn calls), then print each distinct "
+                       "launch with its calls, predicted microseconds each and in all, share and bound, on the "
+                       "product the emulator ran it for (perfmodel.record). The total adds up the launches' device "
+                       "times: no overlap between launches, no host time.",
+                       epilog="options go before SCRIPT; everything after it is the script's own.\n"
+                       "examples:\n"
+                       "  npusim record my_layer.py                  # a script that calls npusim itself\n"
+                       "  npusim record --torch-npu --product ascend-950pr --csv launches.csv w8a8_layer.py\n"
+                       "  npusim record --npu-device run_layer.py --batch 16",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("script", metavar="SCRIPT", help="the Python file to run")
+    r.add_argument("script_args", nargs=argparse.REMAINDER, metavar="ARGS", help="its arguments (all that follows "
+                   "SCRIPT)")
+    r.add_argument("--torch-npu", action="store_true",
+                   help="run it with npusim's torch_npu stand-in installed (`import torch_npu` gives it; needs torch)")
+    r.add_argument("--npu-device", action="store_true",
+                   help="the stand-in with install(npu_device=True): .npu(), device='npu' run on the CPU")
+    r.add_argument("--product", metavar="P", help="the stand-in's product (where the script names none): with "
+                   "--torch-npu / --npu-device the installed one, else $NPUSIM_PRODUCT for the script")
+    r.add_argument("--calibration", metavar="JSON", help="calibration written by `npusim calibrate`")
+    r.add_argument("--l2", choices=("cold", "warm"), default="cold",
+                   help="inputs read from HBM (cold, the profilers' setting; default) or from L2 where they fit")
+    r.add_argument("--csv", metavar="PATH", help="also write one row per launch, with the pipes' breakdown")
+    r.set_defaults(func=cmd_record)
 
     s = sub.add_parser("sweep", help="predict a grid of operators x products x shapes x dtypes to CSV + figures",
                        description="Predict a grid to <out>/sweep.csv plus figures. With no arguments: the five "

@@ -1096,6 +1096,14 @@ def trans_quant_param_work(hw, n: int):
                 bytes_written=n * 8, kernel="TransQuantParamV2")
 
 
+def trans_quant_param_plan_work(plan, hw):
+    """npu_trans_quant_param launched on its own (torch_npu's LinearA8W8Quant does before each quant matmul;
+    vllm-ascend once, when it loads the weights): trans_quant_param_work of its plan's n words."""
+    w = trans_quant_param_work(hw, plan.tiles["n"])
+    w.plan, w.tiling_key, w.tiles = plan, plan.tiling_key, dict(plan.tiles)
+    return w
+
+
 def _dequant_epilogue(hw, plan, *, bm, bn, M, out_b, pertoken, c_in_ub=False):
     """One output block's dequant on its AIV (mix kernels: one AIV per AIC does it, the other returns):
     chunks of ubCalcM rows x baseN (CalcUbTiling's UB budget per row), each loaded, dequantized (int32 x
@@ -1389,6 +1397,7 @@ PLAN_BUILDERS = {
     "fake_quantize_per_channel_affine_cachemask": fake_quant_work,
     "npu_quant_matmul": quant_matmul_work,
     "moe_init_routing_quant": moe_init_routing_quant_work,
+    "npu_trans_quant_param": trans_quant_param_plan_work,
 }
 # options of a plan builder that are the model's, not arguments of the emulator's function (predict passes
 # them to the builder, not to the planner)

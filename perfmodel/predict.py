@@ -7,7 +7,7 @@ import gc
 import inspect
 
 import npusim  # noqa: F401  (importing the package registers every planner)
-from npusim.plan import PLANNERS, PRODUCTS_OF, TensorSpec, spec_of
+from npusim.plan import PLANNERS, PRODUCTS_OF, Plan, TensorSpec, spec_of
 from npusim.products import PRODUCTS, SOCS, get_product
 
 from perfmodel import ops
@@ -188,9 +188,22 @@ def check_arguments(op: str, args) -> None:
 L2_STATES = ("cold", "warm")
 
 
-def _work(op, soc, hw, args, l2="cold"):
+def _check_l2(l2) -> None:
     if l2 not in L2_STATES:
         raise ValueError(f"perfmodel: l2 must be one of {L2_STATES}, got {l2!r}")
+
+
+def _in_l2(work, hw, l2):
+    """work as it runs with its inputs cold (from HBM) or warm (already in L2 as far as they fit)."""
+    if l2 == "warm":
+        for w in (work, *work.extra):       # inputs already in L2 (as far as they fit) are read from it
+            w.cold_read_fraction = max(0.0, 1.0 - hw.soc.l2_bytes / w.bytes_read) if w.bytes_read else 0.0
+            w.hbm_read_fraction *= w.cold_read_fraction
+    return work
+
+
+def _work(op, soc, hw, args, l2="cold"):
+    _check_l2(l2)
     check_arguments(op, args)
     weight, option = ops.WEIGHT_FORMAT_OPTIONS.get(op, (None, None))
     if option is not None and option not in args:
@@ -209,11 +222,7 @@ def _work(op, soc, hw, args, l2="cold"):
     else:
         options = {k: args.pop(k) for k in ops.BUILDER_OPTIONS.get(op, ()) if k in args}   # args: _specs' copy
         work = ops.PLAN_BUILDERS[op](_plan(op, soc, args), hw, **options)
-    if l2 == "warm":
-        for w in (work, *work.extra):       # inputs already in L2 (as far as they fit) are read from it
-            w.cold_read_fraction = max(0.0, 1.0 - hw.soc.l2_bytes / w.bytes_read) if w.bytes_read else 0.0
-            w.hbm_read_fraction *= w.cold_read_fraction
-    return work
+    return _in_l2(work, hw, l2)
 
 
 def build_work(op: str, product: str = "atlas-a2", *, l2: str = "cold", **args):
@@ -251,6 +260,25 @@ def predict(op: str, product: str = "atlas-a2", *, calibration=None, l2: str = "
     soc, hw = _resolve(op, product)
     work = _work(op, soc, hw, args, l2)
     return combine(work, _params(calibration, hw.family), op, soc.product)
+
+
+def predict_plan(plan, *, calibration=None, l2: str = "cold", **options) -> Prediction:
+    """Predicted latency of one launch of an npusim Plan (npusim.plan.make_plan's, or the one the emulator ran:
+    perfmodel.record) on the plan's own product. options: the cost builder's own (npu_quant_matmul's
+    x2_format 'ND' | 'NZ'); calibration and l2 as predict()."""
+    if not isinstance(plan, Plan):
+        raise TypeError(f"plan must be an npusim.plan.Plan, got {type(plan).__name__}")
+    op = check_operator(plan.op)
+    if op not in ops.PLAN_BUILDERS:
+        raise ValueError(f"perfmodel: no cost builder for plans of {op!r}")
+    allowed = ops.BUILDER_OPTIONS.get(op, ())
+    for name in options:
+        if name not in allowed:
+            raise TypeError(f"{op}: unknown option {name!r}; its options: {', '.join(allowed) or 'none'}")
+    _check_l2(l2)
+    hw = hardware(plan.soc)
+    work = _in_l2(ops.PLAN_BUILDERS[op](plan, hw, **options), hw, l2)
+    return combine(work, _params(calibration, hw.family), op, plan.soc.product)
 
 
 def predict_many(op: str, product: str = "atlas-a2", args_list=(), *, calibration=None, l2: str = "cold",

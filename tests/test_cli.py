@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import perfmodel
 from perfmodel import calibration, cli, sweep
 from perfmodel.calibration import BOUNDS, FAMILIES, Calibration
 
@@ -267,7 +268,7 @@ def test_version_list_and_help(capsys):
     row = next(line for line in out.splitlines() if line.strip().startswith("npu_dynamic_quant "))
     assert "bf16 fp16" in row
     sub = cli.build_parser()._subparsers._group_actions[0].choices
-    assert set(sub) == {"predict", "sweep", "compare", "calibrate", "plot", "list"}
+    assert set(sub) == {"predict", "record", "sweep", "compare", "calibrate", "plot", "list"}
     assert all(p.description for p in sub.values())
 
 

@@ -35,6 +35,8 @@ def op_args(op, product, n=1024):
     if op == "npu_quant_matmul":
         return dict(x1=T((n, 2048), "int8"), x2=T((2048, 1024), "int8"), scale=T((1024,), "float32"),
                     output_dtype="float16")
+    if op == "npu_trans_quant_param":       # n channels' scales
+        return dict(scale=T((n,), "float32"))
     if op == "moe_init_routing_quant":
         return dict(x=T((n, 1024), "float16"), row_idx=T((n, 4), "int32"), expert_idx=T((n, 4), "int32"),
                     active_num=n, scale=1.0, offset=0.0)

@@ -70,7 +70,7 @@ def test_no_module_reads_outside_the_package(tmp_path):
 
 # perfmodel's modules from the bottom up; a module may import only modules listed before it. The cost builders
 # (ops) need only model: the readers of measured data and the calibration may use their names and conventions.
-LAYERS = ["model", "hw", "ops", "profiles", "published", "calibration", "predict", "fitting", "rows", "sweep",
+LAYERS = ["model", "hw", "ops", "profiles", "published", "calibration", "predict", "record", "fitting", "rows", "sweep",
           "compare", "plots", "cli", "bench", "fit_report"]
 
 

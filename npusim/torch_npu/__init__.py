@@ -46,7 +46,7 @@ from torch._subclasses.fake_tensor import is_fake as _torch_is_fake
 import npusim
 from npusim import quant_matmul
 from npusim.errors import AclnnError, invalid, params_named
-from npusim.plan import TensorSpec, make_plan
+from npusim.plan import TensorSpec, launch_details, make_plan
 from npusim.quant_matmul import ACL_FORMAT_ND
 
 __all__ = ["install", "current_product", "to_numpy", "from_numpy", "NotEmulatedError", "NotEmulatedAttributeError",
@@ -598,8 +598,9 @@ def _quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=None,
         lead = _matmul_lead(x1_t, x2_t)
         return _meta_outputs(plan, ("y",), lambda planned: [
             lead + (_from_input(planned[0][-1], x2_t.shape[-1]),)])[0]
-    y = npusim.npu_quant_matmul(x1, x2, scale, offset=offset, pertoken_scale=pertoken_scale, bias=bias,
-                                output_dtype=out, product=current_product())
+    with launch_details(x2_format=_format_name(x2_t)):
+        y = npusim.npu_quant_matmul(x1, x2, scale, offset=offset, pertoken_scale=pertoken_scale, bias=bias,
+                                    output_dtype=out, product=current_product())
     return from_numpy(y)
 
 
@@ -677,6 +678,12 @@ def _format_of(t: torch.Tensor) -> int:
     return getattr(t.untyped_storage(), _FORMAT_ATTR, ACL_FORMAT_ND)
 
 
+def _format_name(t: torch.Tensor) -> str:
+    """'NZ' or 'ND': a quant matmul weight's storage format, which the arrays npusim computes from do not carry;
+    told to perfmodel.record's hook (npusim.plan.launch_details), whose cost model depends on it."""
+    return "NZ" if _format_of(t) == quant_matmul.ACL_FORMAT_FRACTAL_NZ else "ND"
+
+
 def get_npu_format(input) -> int:
     """torch_npu.get_npu_format: the ACL format of the tensor's storage, 29 (FRACTAL_NZ) when npu_format_cast
     made it or npu_format_cast_ set it, else 2 (ND)."""
@@ -723,7 +730,8 @@ def _linear_a8w8_quant(x1, weight, scale, offset=None, pertoken_scale=None, bias
         plan = quant_matmul.plan_linear_a8w8_quant(*args, out, product=current_product())
         lead = _matmul_lead(x1, weight)
         return _meta_outputs(plan, ("y",), lambda planned: [lead + (_from_input(planned[0][-1], weight.shape[-2]),)])[0]
-    return from_numpy(quant_matmul.linear_a8w8_quant_forward(*args, out, product=current_product()))
+    with launch_details(x2_format=_format_name(weight)):
+        return from_numpy(quant_matmul.linear_a8w8_quant_forward(*args, out, product=current_product()))
 
 
 # the tensor methods: plain functions, so that torch.compile inlines them and meets the graph break of the

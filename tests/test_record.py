@@ -1,0 +1,202 @@
+"""perfmodel.record and `npusim record`: every launch the emulator makes is recorded once, with the plan it ran,
+and predicted as perfmodel.predict predicts the same call from shapes alone; failed calls, aclnn's first phase
+and calls outside the block record nothing."""
+import threading
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import npusim
+import perfmodel
+from npusim import aclnn
+from npusim.errors import AclnnError
+from npusim.plan import TensorSpec, launch_details, make_plan
+from perfmodel import cli
+
+RNG = np.random.default_rng(7)
+
+
+def _calls():
+    """(operator, product, numpy-face call, the same call's perfmodel.predict arguments) for every operator."""
+    x = RNG.standard_normal((24, 512)).astype(np.float16)
+    x1 = RNG.integers(-128, 128, (24, 512), dtype=np.int8)
+    x2 = RNG.integers(-128, 128, (512, 256), dtype=np.int8)
+    scale = RNG.random(256).astype(np.float32)
+    fx = RNG.standard_normal((4, 96)).astype(np.float32)
+    fs, fz = np.full(4, 0.05, np.float32), np.zeros(4, np.int32)
+    mx = RNG.standard_normal((6, 64)).astype(np.float16)
+    rows = np.arange(12, dtype=np.int32).reshape(2, 6).T.copy()
+    experts = RNG.integers(0, 4, (6, 2), dtype=np.int32)
+    cache = np.zeros((32, 128), ml_dtypes.float8_e4m3fn)
+    cscale = np.zeros((32, 1), np.float32)
+    ix = RNG.standard_normal((8, 128)).astype(ml_dtypes.bfloat16)
+    slots = np.arange(8, dtype=np.int32)
+    return [
+        ("npu_dynamic_quant", "atlas-a2", lambda: npusim.npu_dynamic_quant(x, product="atlas-a2"), dict(x=x)),
+        ("npu_dynamic_quant_asymmetric", "ascend-950pr",
+         lambda: npusim.npu_dynamic_quant_asymmetric(x, product="ascend-950pr"), dict(x=x)),
+        ("npu_quant_matmul", "atlas-a3",
+         lambda: npusim.npu_quant_matmul(x1, x2, scale, output_dtype="float16", product="atlas-a3"),
+         dict(x1=x1, x2=x2, scale=scale, output_dtype="float16")),
+        ("fake_quantize_per_channel_affine_cachemask", "atlas-a2",
+         lambda: npusim.fake_quantize_per_channel_affine_cachemask(fx, fs, fz, 0, -128, 127, product="atlas-a2"),
+         dict(x=fx, scale=fs, zero_point=fz, axis=0, quant_min=-128, quant_max=127)),
+        ("moe_init_routing_quant", "atlas-a2",
+         lambda: npusim.moe_init_routing_quant(mx, rows, experts, 12, 1.0, 0.0, product="atlas-a2"),
+         dict(x=mx, row_idx=rows, expert_idx=experts, active_num=12, scale=1.0, offset=0.0)),
+        ("indexer_compress_epilog", "ascend-950pr",
+         lambda: npusim.indexer_compress_epilog(cache, cscale, ix, slots, product="ascend-950pr"),
+         dict(indexer_compress_cache=cache, indexer_compress_scale=cscale, x=ix, slot_mapping=slots)),
+    ]
+
+
+@pytest.mark.parametrize("case", _calls(), ids=lambda c: c[0])
+def test_each_operator_records_its_launch_and_predicts_it_as_predict_does(case):
+    op, product, call, args = case
+    with perfmodel.record() as rec:
+        call()
+    assert len(rec) == 1
+    plan, details = rec.launches[0]
+    assert plan == make_plan(op, product=product, **args) and details == {}
+    row = rec.table().iloc[0]
+    expected = perfmodel.predict(op, product, **{k: TensorSpec(v.shape, v.dtype) if isinstance(v, np.ndarray)
+                                                  else v for k, v in args.items()})
+    assert row["op"] == op and row["product"] == product
+    assert row["latency_us"] == expected.latency_us > 0
+
+
+def test_only_launches_inside_the_block_and_of_successful_calls_are_recorded():
+    x = np.ones((4, 64), np.float16)
+    npusim.npu_dynamic_quant(x)
+    with perfmodel.record() as rec:
+        with pytest.raises(AclnnError):
+            npusim.npu_dynamic_quant(x.astype(np.float64))          # rejected: nothing launched
+        npusim.npu_dynamic_quant(x)
+    npusim.npu_dynamic_quant(x)
+    assert len(rec) == 1
+
+
+def test_an_aclnn_call_records_its_launch_once_when_it_runs():
+    x = RNG.standard_normal((4, 64)).astype(np.float16)
+    y, s = np.zeros((4, 64), np.int8), np.zeros(4, np.float32)
+    with perfmodel.record() as rec:
+        ws, ex = aclnn.aclnnDynamicQuantV2GetWorkspaceSize(x, None, None, 2, y, s, None, product="atlas-a2")
+        assert len(rec) == 0                    # phase one plans, it launches nothing
+        aclnn.aclnnDynamicQuantV2(aclnn.workspace(ws), ws, ex)
+    assert len(rec) == 1 and rec.launches[0][0] == ex.plan
+
+
+def test_launches_of_other_threads_are_recorded():
+    x = np.ones((4, 64), np.float16)
+    with perfmodel.record() as rec:
+        threads = [threading.Thread(target=npusim.npu_dynamic_quant, args=(x,)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(rec) == 4
+
+
+def test_the_summary_groups_equal_launches_and_adds_them_up():
+    small, big = np.ones((4, 64), np.float16), np.ones((4096, 1024), np.float16)
+    with perfmodel.record() as rec:
+        for _ in range(3):
+            npusim.npu_dynamic_quant(small)
+        npusim.npu_dynamic_quant(big)
+    s = rec.summary()
+    one = perfmodel.predict("npu_dynamic_quant", x=TensorSpec(small.shape, small.dtype)).latency_us
+    many = perfmodel.predict("npu_dynamic_quant", x=TensorSpec(big.shape, big.dtype)).latency_us
+    assert list(s["calls"]) == [1, 3] and list(s["inputs"]) == ["x 4096x1024 float16", "x 4x64 float16"]
+    assert s["us_total"].tolist() == pytest.approx([many, 3 * one])
+    assert s["share_pct"].sum() == pytest.approx(100.0)
+    assert rec.total_us() == pytest.approx(many + 3 * one)
+    assert "4 launches on atlas-a2" in rec.report()
+    with perfmodel.record() as empty:
+        pass
+    assert empty.report().startswith("no launches recorded")
+
+
+def test_launch_details_reach_the_prediction():
+    x1 = RNG.integers(-128, 128, (16, 1024), dtype=np.int8)
+    x2 = RNG.integers(-128, 128, (1024, 1000), dtype=np.int8)
+    scale = RNG.random(1000).astype(np.float32)
+    with perfmodel.record() as rec:
+        npusim.npu_quant_matmul(x1, x2, scale, output_dtype="float16")
+        with launch_details(x2_format="NZ"):
+            npusim.npu_quant_matmul(x1, x2, scale, output_dtype="float16")
+    t = rec.table()
+    args = dict(x1=TensorSpec(x1.shape, x1.dtype), x2=TensorSpec(x2.shape, x2.dtype),
+                scale=TensorSpec(scale.shape, scale.dtype), output_dtype="float16")
+    assert list(t["details"]) == ["", "x2_format=NZ"]
+    assert t["latency_us"].tolist() == [perfmodel.predict("npu_quant_matmul", **args).latency_us,
+                                        perfmodel.predict("npu_quant_matmul", x2_format="NZ", **args).latency_us]
+
+
+def test_predict_plan_checks_its_arguments():
+    plan = make_plan("npu_dynamic_quant", x=TensorSpec((4, 64), "float16"))
+    with pytest.raises(TypeError, match="must be an npusim.plan.Plan"):
+        perfmodel.predict_plan("npu_dynamic_quant")
+    with pytest.raises(TypeError, match="unknown option 'x2_format'"):
+        perfmodel.predict_plan(plan, x2_format="NZ")
+    with pytest.raises(ValueError, match="l2 must be one of"):
+        perfmodel.predict_plan(plan, l2="hot")
+
+
+def test_npusim_record_runs_a_script_with_its_arguments_and_reports_its_launches(tmp_path, capsys):
+    script = tmp_path / "layer.py"
+    script.write_text("import sys\nimport numpy as np\nimport npusim\n"
+                      "for _ in range(int(sys.argv[1])):\n"
+                      "    npusim.npu_dynamic_quant(np.ones((8, 256), np.float16), product='atlas-a3')\n")
+    out_csv = tmp_path / "launches.csv"
+    assert cli.main(["record", "--csv", str(out_csv), str(script), "5"]) == 0
+    text = capsys.readouterr().out
+    assert "npu_dynamic_quant" in text and "5 launches on atlas-a3" in text
+    assert len(out_csv.read_text().splitlines()) == 6
+
+
+def test_npusim_record_reports_what_ran_before_the_script_failed(tmp_path, capsys):
+    script = tmp_path / "broken.py"
+    script.write_text("import numpy as np\nimport npusim\nnpusim.npu_dynamic_quant(np.ones((8, 256), np.float16))\n"
+                      "raise KeyError('the script fails here')\n")
+    assert cli.main(["record", str(script)]) == 1
+    out = capsys.readouterr()
+    assert "KeyError: 'the script fails here'" in out.err and "1 launch on atlas-a2" in out.out
+    assert cli.main(["record", str(tmp_path / "missing.py")]) == 2
+    assert "is not a file" in capsys.readouterr().err
+
+
+def test_the_torch_face_tells_the_weights_storage_format():
+    torch = pytest.importorskip("torch")
+    from npusim import torch_npu as tnpu
+    x1 = torch.randint(-128, 128, (16, 1024), dtype=torch.int8)
+    w = torch.randint(-128, 128, (1024, 1000), dtype=torch.int8)
+    scale = torch.rand(1000)
+    with perfmodel.record() as rec, tnpu.install(product="atlas-a2"):
+        tnpu.npu_quant_matmul(x1, w, scale, output_dtype=torch.float16)
+        tnpu.npu_quant_matmul(x1, tnpu.npu_format_cast(w, 29), scale, output_dtype=torch.float16)
+        linear = tnpu.contrib.module.LinearA8W8Quant(1024, 1000, bias=False, output_dtype=torch.float16)
+        linear.weight.data = tnpu.npu_format_cast(w.t().contiguous(), 29)
+        linear.scale.data = scale
+        linear(x1)
+    # the module packs its float32 scale with npu_trans_quant_param, a launch of its own, as torch_npu's does
+    assert [(p.op, d) for p, d in rec.launches] == [
+        ("npu_quant_matmul", {"x2_format": "ND"}), ("npu_quant_matmul", {"x2_format": "NZ"}),
+        ("npu_trans_quant_param", {}), ("npu_quant_matmul", {"x2_format": "NZ"})]
+    nz = perfmodel.predict("npu_quant_matmul", x1=x1, x2=w, scale=scale, output_dtype="float16", x2_format="NZ")
+    packing = perfmodel.predict("npu_trans_quant_param", scale=scale)
+    nz_int64 = perfmodel.predict("npu_quant_matmul", x1=x1, x2=w.t().contiguous().t(), scale=TensorSpec((1000,), "int64"),
+                                 output_dtype="float16", x2_format="NZ")
+    assert rec.table()["latency_us"].tolist()[1:] == [nz.latency_us, packing.latency_us, nz_int64.latency_us]
+    # a float32 scale costs the quant matmul the same packing kernel, launched by op-plugin
+    assert nz.latency_us == pytest.approx(packing.latency_us + nz_int64.latency_us, rel=0.05)
+
+
+def test_npusim_record_installs_the_torch_npu_stand_in(tmp_path, capsys):
+    pytest.importorskip("torch")
+    script = tmp_path / "npu_test.py"
+    script.write_text("import torch\nimport torch_npu\n"
+                      "x = torch.randn(4, 256, dtype=torch.bfloat16, device='npu')\n"
+                      "torch_npu.npu_dynamic_quant(x)\n")
+    assert cli.main(["record", "--npu-device", "--product", "Ascend910_9392", str(script)]) == 0
+    assert "1 launch on atlas-a3" in capsys.readouterr().out
