@@ -7,6 +7,9 @@
     p.latency_us, p.bound, p.pipes_us
     ps = perfmodel.predict_many("npu_dynamic_quant", "Ascend910B4",
                                 [dict(x=TensorSpec((t, 512), "float16")) for t in range(1, 10001)])
+    with perfmodel.record() as rec:       # every launch npusim makes in the block, predicted
+        ...
+    print(rec.report())
 
 Model: perfmodel.model (combining), perfmodel.hw (per-SoC primitives from perfmodel/data/),
 perfmodel.ops (cost builders per operator), perfmodel.calibration (fitted parameters).

@@ -223,8 +223,14 @@ def cmd_predict(a) -> int:
 
 def cmd_record(a) -> int:
     from perfmodel.record import record
-    script = Path(a.script)
-    if not script.is_file():
+    if (a.script is None) == (a.module is None):
+        raise UsageError("give a SCRIPT or -m MODULE (as python takes them), one of the two")
+    if a.module is not None and not a.module:
+        raise UsageError("-m needs a module name (e.g. -m pytest)")
+    if a.module is not None and a.script_args:
+        raise UsageError("options go before -m MODULE; everything after it is the module's own")
+    script = None if a.script is None else Path(a.script)
+    if script is not None and not script.is_file():
         raise UsageError(f"script {a.script!r} is not a file")
     cal = load_calibration(a.calibration)
     product = check_product(a.product).product if a.product else None
@@ -238,8 +244,8 @@ def cmd_record(a) -> int:
         elif product:
             stack.enter_context(_environ("NPUSIM_PRODUCT", product))
         rec = stack.enter_context(record())
-        status = _run_script(script, a.script_args)
-    print(f"\nnpusim record: {script}")
+        status = _run_script(script, a.script_args) if script else _run_module(a.module[0], a.module[1:])
+    print(f"\nnpusim record: {script or '-m ' + ' '.join(a.module)}")
     print(rec.report(calibration=cal, l2=a.l2))
     if a.csv:
         rec.table(calibration=cal, l2=a.l2).to_csv(a.csv, index=False)
@@ -263,11 +269,23 @@ def _environ(name: str, value: str):
 def _run_script(script: Path, args) -> int:
     """Run a Python file as `python script args` would (as __main__, its directory first on sys.path); its
     exit status (1 with the traceback printed when it raised)."""
-    argv, path = sys.argv, list(sys.path)
-    sys.argv = [str(script), *args]
-    sys.path.insert(0, str(script.resolve().parent))
+    return _run(lambda: runpy.run_path(str(script), run_name="__main__"), [str(script), *args],
+                str(script.resolve().parent))
+
+
+def _run_module(module: str, args) -> int:
+    """Run a module as `python -m module args` would (the working directory first on sys.path)."""
+    return _run(lambda: runpy.run_module(module, run_name="__main__", alter_sys=True), [module, *args], os.getcwd())
+
+
+def _run(main, argv, first_path: str) -> int:
+    """Run main() with sys.argv and sys.path as python sets them; its exit status (1 with the traceback printed
+    when it raised)."""
+    saved_argv, saved_path = sys.argv, list(sys.path)
+    sys.argv = list(argv)
+    sys.path.insert(0, first_path)
     try:
-        runpy.run_path(str(script), run_name="__main__")
+        main()
         return 0
     except SystemExit as exc:
         code = exc.code
@@ -275,11 +293,15 @@ def _run_script(script: Path, args) -> int:
             return code or 0
         print(code, file=sys.stderr)
         return 1
-    except Exception:       # noqa: BLE001 -- the script's own error: shown, and what it launched is still reported
-        traceback.print_exc()
+    except Exception as exc:    # noqa: BLE001 -- the script's own error: shown, and what it launched is still reported
+        tb = exc.__traceback__          # from the script's own frames on, as python shows it
+        while tb is not None and (tb.tb_frame.f_code.co_filename in (__file__, runpy.__file__)
+                                  or tb.tb_frame.f_code.co_filename.startswith("<frozen runpy")):
+            tb = tb.tb_next
+        traceback.print_exception(type(exc), exc, tb)
         return 1
     finally:
-        sys.argv, sys.path[:] = argv, path
+        sys.argv, sys.path[:] = saved_argv, saved_path
 
 
 def cmd_sweep(a) -> int:
@@ -583,13 +605,16 @@ def build_parser() -> argparse.ArgumentParser:
                        "launch with its calls, predicted microseconds each and in all, share and bound, on the "
                        "product the emulator ran it for (perfmodel.record). The total adds up the launches' device "
                        "times: no overlap between launches, no host time.",
-                       epilog="options go before SCRIPT; everything after it is the script's own.\n"
+                       epilog="options go before SCRIPT (or -m MODULE); everything after it is the script's own.\n"
                        "examples:\n"
                        "  npusim record my_layer.py                  # a script that calls npusim itself\n"
                        "  npusim record --torch-npu --product ascend-950pr --csv launches.csv w8a8_layer.py\n"
-                       "  npusim record --npu-device run_layer.py --batch 16",
+                       "  npusim record --npu-device run_layer.py --batch 16\n"
+                       "  npusim record --torch-npu -m pytest -q tests/test_w8a8.py   # what a test suite launches",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    r.add_argument("script", metavar="SCRIPT", help="the Python file to run")
+    r.add_argument("script", nargs="?", metavar="SCRIPT", help="the Python file to run")
+    r.add_argument("-m", dest="module", nargs=argparse.REMAINDER, metavar="MODULE ARGS",
+                   help="run a module instead, as python -m does (e.g. -m pytest -q tests/)")
     r.add_argument("script_args", nargs=argparse.REMAINDER, metavar="ARGS", help="its arguments (all that follows "
                    "SCRIPT)")
     r.add_argument("--torch-npu", action="store_true",

@@ -162,8 +162,22 @@ def test_npusim_record_reports_what_ran_before_the_script_failed(tmp_path, capsy
     assert cli.main(["record", str(script)]) == 1
     out = capsys.readouterr()
     assert "KeyError: 'the script fails here'" in out.err and "1 launch on atlas-a2" in out.out
+    assert out.err.startswith("Traceback") and "cli.py" not in out.err      # the script's frames only
     assert cli.main(["record", str(tmp_path / "missing.py")]) == 2
     assert "is not a file" in capsys.readouterr().err
+
+
+def test_npusim_record_runs_a_module_as_python_m_does(tmp_path, capsys, monkeypatch):
+    (tmp_path / "layer_module.py").write_text(
+        "import sys\nimport numpy as np\nimport npusim\n"
+        "npusim.npu_trans_quant_param(np.ones(int(sys.argv[1]), np.float32))\n")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["record", "-m", "layer_module", "4096"]) == 0
+    out = capsys.readouterr().out
+    assert "npusim record: -m layer_module 4096" in out and "scale 4096 float32" in out
+    for argv, message in ((["record"], "give a SCRIPT or -m MODULE"), (["record", "-m"], "needs a module name"),
+                          (["record", "x.py", "-m", "y"], "is not a file")):
+        assert cli.main(argv) == 2 and message in capsys.readouterr().err
 
 
 def test_the_torch_face_tells_the_weights_storage_format():
