@@ -29,6 +29,7 @@ cdef enum:
 cdef float[65536] HALF_TABLE          # fp16 bits -> fp32, filled once at import
 cdef uint32_t ABS_MASK = 0x7FFFFFFF
 cdef uint32_t INF_BITS = 0x7F800000
+cdef float HALF_MAX = 65504.0
 
 
 cdef void _fill_half_table() noexcept nogil:
@@ -174,7 +175,9 @@ cdef void _row(const uint16_t* xr, const float* sr, float* v, uint8_t* yr, float
                 v[j] = v[j] / s                          # MicroAPI::Div, emulated IEEE (hw: <= 1 ulp)
         else:                                            # 310P / 910: fp16 arithmetic
             q = 0.0 if m <= <float>1e-12 else dt_max / m
-            hq = <float>half_round(<double>q)            # Muls in fp16: q rounded to half first
+            hq = <float>half_round(<double>q)            # Muls in fp16: q rounded to half first,
+            hq = HALF_MAX if hq > HALF_MAX else hq       # saturating (m < 127/65504): these chips have only
+                                                         # the saturation overflow mode (aclrtFloatOverflowMode)
             for j in range(H):
                 v[j] = <float>half_round(<double>v[j] * <double>hq)
             s = m * inv_dt

@@ -48,6 +48,13 @@ Special values (the kernels' behaviour is undocumented; ARITHMETIC 1.1 step 8, 1
 * Integer results saturate to the output range (int8 [-128, 127], int4 [-8, 7]): e.g. a bf16 row
   whose max is below 127/FLT_MAX gives q = inf and y = +-127 / -128 (the hardware's int16/int32 ->
   half -> int8 chain saturates; ARITHMETIC "General hardware facts").
+* Atlas inference / training: a row whose max is below 127/65504 (about 1.94e-3) has a factor 127/max
+  beyond fp16. These chips have only the saturation overflow mode (CANN's aclrtFloatOverflowMode doc:
+  "for Atlas inference products and Atlas training products, only the saturation mode is supported"; an
+  inf result becomes the largest value), so half(q) is 65504 and y = round_half_away(fp16(x * 65504)):
+  [1e-3, -1e-3, 5e-4] gives [66, -66, 33] with scale max/127. (IEEE's inf would give +-127 / -128.) The
+  special values above (NaN, +-inf in x) follow the other chips' IEEE rules there too: how saturation
+  mode treats an inf or NaN input, rather than an overflow, is not documented.
 """
 from __future__ import annotations
 
@@ -503,7 +510,8 @@ def npu_dynamic_quant(x, smooth_scales=None, group_index=None, dst_type=np.int8,
       DTMAX 448 / 57344 for float8_e4m3fn / float8_e5m2 (RNE, saturating), 32768 for hifloat8 (cast with
       CAST_ROUND, ties away from zero, saturating: a NaN quotient gives code 0). The hardware Div may differ
       by 1 ulp from the IEEE division emulated here (ARITHMETIC 1.3, 7.5).
-    * Atlas inference / training (1.4): fp16 arithmetic, y = round_half_away(fp16(x * fp16(127/m))),
+    * Atlas inference / training (1.4): fp16 arithmetic, y = round_half_away(fp16(x * fp16(127/m))), the
+      factor saturating at 65504 (these chips' only overflow mode; rows with m below 127/65504),
       scale = f32(m * f32(1/127)); fp16 x, int8 y, no smooth_scales / group_index.
     smooth_scales: [H] (same dtype as x) or, with group_index, [E, H]. group_index: int32 cumulative
     row ends (np.cumsum of rows per expert), last entry == rows of x, E <= 1024.

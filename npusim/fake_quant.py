@@ -214,6 +214,11 @@ def _compute(ck: _Checked, out: np.ndarray, mask: np.ndarray) -> None:
         x.reshape(-1).view(np.uint8), scale, zp, y.reshape(-1).view(np.uint8), m.reshape(-1).view(np.uint8),
         outer, shape[ck.axis], inner, _int32_wrap(ck.qmin), _int32_wrap(ck.qmax),
         ck.x_dtype == "float16", ck.kernel_dtype == "float16", ck.out_dtype == "float16")
+    if ck.soc.family == "310p910":
+        # Atlas training products have only the saturation overflow mode (CANN aclrtFloatOverflowMode doc): an
+        # out that overflows (x near the fp16 limit with a large scale) is the largest finite value, not inf
+        big = np.finfo(y.dtype).max
+        np.clip(y, -big, big, out=y)
     if y is not out:
         out[...] = y
     if m is not mask:
@@ -239,7 +244,8 @@ def fake_quantize_per_channel_affine_cachemask(x, scale, zero_point, axis, quant
     channel: t = f32(x * f32(1/s)); q = rint(rint(t) + zp) with int32 saturation;
     mask = qmin <= q <= qmax (the fp16 kernel compares half(q), which differs from the integer
     compare only when quant_min or quant_max lies outside +-2047); out = f32(f32(clamp(q) - zp) * s), rounded to
-    the output dtype (RNE, overflow to inf).
+    the output dtype (RNE, overflow to inf; on Atlas training products, whose only overflow mode is
+    saturation, to the largest finite value).
     This equals PyTorch's CPU op bit for bit for finite x and scale with |x / scale| < 2**63 (fp16
     kernel: and quant_min, quant_max within +-2047). A zero or subnormal scale or a huge x makes
     x / scale infinite or beyond int64, where PyTorch's cast is undefined; npusim treats such a quotient

@@ -70,7 +70,9 @@ def reference(x, smooth=None, group=None, dst="int8", symmetric=True, family="a2
                     yf = (v / s).astype(F)
                 else:                                   # 310P: fp16 multiply, round half away
                     q = F(0) if m <= F(1e-12) else F(F(127) / m)
-                    yf = (rows[r].astype(np.float16) * np.float16(q)).astype(F)
+                    q16 = np.float16(q)                 # half(q), saturating: the only overflow mode there
+                    q16 = np.float16(65504) if np.isinf(q16) else q16
+                    yf = (rows[r].astype(np.float16) * q16).astype(F)
                     s = F(m * F(F(1) / F(127)))
                 zero = m == 0
                 off = None
@@ -306,6 +308,20 @@ def test_310p_910(product):
     got = npusim.npu_dynamic_quant(x, product=product)
     _check(got, reference(x, family="310p910"), "int8")
     assert got[0][0, 1] == 1 and got[0][0, 2] == -3
+
+
+@pytest.mark.parametrize("product", ["atlas-inference", "atlas-training"])
+def test_310p_910_rows_of_small_values_saturate_the_fp16_factor(product):
+    """Below max |x| = 127/65504 the factor 127/max is beyond fp16: these chips have only the saturation overflow
+    mode (aclrtFloatOverflowMode doc: Atlas inference and training products), so it is 65504, not inf. By hand:
+    fp16(1e-3) * 65504 = 65.53 -> fp16 65.5 -> 66 (half away); fp16(5e-4) * 65504 = 32.77 -> 32.75 -> 33."""
+    x = np.zeros((2, 32), np.float16)
+    x[0, :3] = [1e-3, -1e-3, 5e-4]
+    x[1, :2] = [2e-3, 1e-3]                             # 127/2e-3 fits fp16: the usual path
+    y, scale = npusim.npu_dynamic_quant(x, product=product)
+    assert y[0, :4].tolist() == [66, -66, 33, 0] and not y[0, 4:].any()
+    assert y[1, :2].tolist() == [127, 64]
+    assert scale[0] == np.float32(np.float32(np.float16(1e-3)) * np.float32(np.float32(1) / np.float32(127)))
 
 
 def test_special_values_documented():

@@ -204,6 +204,23 @@ def test_fp16_output_rounding_over_all_magnitudes():
     assert_bitexact(mask, rm)
 
 
+def test_atlas_training_saturates_an_overflowing_out():
+    """Atlas training products have only the saturation overflow mode (CANN aclrtFloatOverflowMode doc): by hand,
+    x = 65504 with scale 1000: rint(65.504) = 66, 66 * 1000 = 66000 overflows fp16: inf on A2 (IEEE), 65504
+    there; a fp32 out of huge scales likewise gives the largest float32 there."""
+    x = np.array([[65504.0], [-65504.0], [60000.0]], F16)
+    s, zp = np.full(3, 1000, F16), np.zeros(3, np.int32)
+    a2 = npusim.fake_quantize_per_channel_affine_cachemask(x, s, zp, 0, -128, 127, product="atlas-a2")[0]
+    sat = npusim.fake_quantize_per_channel_affine_cachemask(x, s, zp, 0, -128, 127, product="atlas-training")[0]
+    assert a2.ravel().tolist() == [np.inf, -np.inf, 60000.0]
+    assert sat.ravel().tolist() == [65504.0, -65504.0, 60000.0]
+    # fp32: x = 0, zp = -100 clamped up to quant_min 0, so out = (0 - (-100)) * 1e37 = 1e39, beyond float32
+    args = (np.zeros((1, 1), F32), np.full(1, 1e37, F32), np.full(1, -100, np.int32), 0, 0, 255)
+    assert npusim.fake_quantize_per_channel_affine_cachemask(*args, product="atlas-a2")[0][0, 0] == np.inf
+    assert npusim.fake_quantize_per_channel_affine_cachemask(*args, product="atlas-training")[0][0, 0] == \
+        np.finfo(F32).max
+
+
 def test_half_kernel_mask_compares_in_half():
     """fp16 kernel: t2 = 2049 rounds to half 2048, so quant_max 2048 accepts it (fp32 kernel does not)."""
     x = np.array([1024.0], F16)          # x * (1/0.5) + zp = 2049, which rounds to half 2048
