@@ -13,7 +13,7 @@
 
 Every command that writes files prints their paths at the end. Mistakes (unknown names, bad values, missing
 files, files with no usable row) end with a message naming the value and the choices, and exit
-status 2 (1 when the input was readable but nothing in it could be used). scripts/{predict,sweep,
+status 2 (1 when the input was readable but nothing in it could be used). scripts/{predict,record,sweep,
 compare,calibrate,plot}.py run the same subcommands from a checkout.
 """
 from __future__ import annotations
