@@ -116,8 +116,8 @@ class Recording:
             text = shown.to_string(index=False)
         products = ", ".join(sorted(set(s["product"])))
         n = len(self)
-        return (f"{text}\n{n} launch{'' if n == 1 else 'es'} on {products}: {s['us_total'].sum():.2f} us predicted in all "
-                f"(each launch's device time alone, added up: no overlap between launches, no host time)")
+        return (f"{text}\n{n} launch{'' if n == 1 else 'es'} on {products}: {s['us_total'].sum():.2f} us predicted in "
+                "all (each launch's device time alone, added up: no overlap between launches, no host time)")
 
 
 @contextmanager

@@ -199,7 +199,8 @@ def test_the_torch_face_tells_the_weights_storage_format():
         ("npu_trans_quant_param", {}), ("npu_quant_matmul", {"x2_format": "NZ"})]
     nz = perfmodel.predict("npu_quant_matmul", x1=x1, x2=w, scale=scale, output_dtype="float16", x2_format="NZ")
     packing = perfmodel.predict("npu_trans_quant_param", scale=scale)
-    nz_int64 = perfmodel.predict("npu_quant_matmul", x1=x1, x2=w.t().contiguous().t(), scale=TensorSpec((1000,), "int64"),
+    w_t = w.t().contiguous().t()            # the module's weight.t(): the transpose of a contiguous [n, k]
+    nz_int64 = perfmodel.predict("npu_quant_matmul", x1=x1, x2=w_t, scale=TensorSpec((1000,), "int64"),
                                  output_dtype="float16", x2_format="NZ")
     assert rec.table()["latency_us"].tolist()[1:] == [nz.latency_us, packing.latency_us, nz_int64.latency_us]
     # a float32 scale costs the quant matmul the same packing kernel, launched by op-plugin

@@ -470,6 +470,52 @@ def test_linear_a8w8_quant_int64_scale_state_dict_and_errors():
         tnpu.contrib.module.LinearA8W8Quant(16, 8, device="meta")
 
 
+@pytest.mark.parametrize("out,offset,pertoken", [(None, True, False), (torch.float16, False, False),
+                                                 (torch.bfloat16, False, True), (torch.float16, False, True)])
+def test_linear_quant_module(out, offset, pertoken):
+    """LinearQuant as torch_npu's forward composes it: npu_trans_quant_param(scale, offset) for a float32 scale
+    without pertoken_scale (whatever the output), then npu_quant_matmul(x1, weight^T, ...)."""
+    k, n, m = 32, 12, 6
+    w, x = i8(n, k), i8(m, k)
+    scale = RNG.uniform(1e-3, 1e-2, n).astype(np.float32)
+    off = RNG.uniform(-6, 6, n).astype(np.float32) if offset else None
+    pt = RNG.uniform(0.5, 2, m).astype(np.float32) if pertoken else None
+    bias = RNG.integers(-300, 300, n).astype(np.int32)
+    layer = tnpu.contrib.module.LinearQuant(k, n, offset=offset, pertoken_scale=pertoken, output_dtype=out)
+    layer.weight.data, layer.scale.data, layer.bias.data = tensor(w), tensor(scale), tensor(bias)
+    if offset:
+        layer.offset.data = tensor(off)
+    if pertoken:
+        layer.pertoken_scale.data = tensor(pt)
+    packed = npusim.npu_trans_quant_param(scale, off) if not pertoken else scale
+    ref = npusim.npu_quant_matmul(x, w.T, packed, offset=off, pertoken_scale=pt, bias=bias,
+                                  output_dtype=None if out is None else str(out)[6:])
+    assert_same(layer(tensor(x)), ref)
+
+
+def test_linear_quant_int4_and_its_own_checks():
+    m, k, n = 5, 64, 16
+    x1 = RNG.integers(-2**31, 2**31, (m, k // 8)).astype(np.int32)
+    w = RNG.integers(-2**31, 2**31, (n, k // 8)).astype(np.int32)          # (n, k // 8), contiguous
+    scale = RNG.uniform(1e-4, 1e-3, n).astype(np.float32)
+    layer = tnpu.contrib.module.LinearQuant(k, n, bias=False, output_dtype=torch.float16)
+    layer.weight.data, layer.scale.data = tensor(w), tensor(scale)
+    assert_same(layer(tensor(x1)), npusim.npu_quant_matmul(x1, w.T, npusim.npu_trans_quant_param(scale),
+                                                          output_dtype="float16"))
+    with pytest.raises(ValueError, match="must both be torch.int32 or both torch.int8"):
+        layer(tensor(i8(m, k)))                 # int8 input, int32 weight: torch_npu's own check
+    with pytest.raises(TypeError):
+        tnpu.contrib.module.LinearQuant(k, n, False)        # bias is keyword-only there
+    # bfloat16 output without pertoken_scale: the scale is packed all the same, and the NPU rejects the call
+    layer.output_dtype = torch.bfloat16
+    with pytest.raises(AclnnError, match="'pertoken_scale'"):
+        layer(tensor(x1))
+    int8_layer = tnpu.contrib.module.LinearQuant(16, 8, bias=False, output_dtype=torch.bfloat16)
+    int8_layer.weight.data = tensor(i8(8, 16))
+    with pytest.raises(AclnnError, match="'scale'.*int64"):
+        int8_layer(tensor(i8(3, 16)))
+
+
 # ------------------------------------------------------------------ fake quant, moe, indexer custom op
 @pytest.mark.parametrize("xdt,sdt", [("float32", "float32"), ("float16", "float16"), ("float16", "float32")])
 def test_fake_quant_bit_identical(xdt, sdt):
@@ -958,7 +1004,7 @@ def test_install_restores_sys_modules_and_tensor_npu():
                 torch_npu.npu_rms_norm
             assert not hasattr(torch_npu, "npu")
             import torch_npu.contrib.module as contrib_module            # and in contrib, contrib.module
-            for owner, name in ((torch_npu.contrib, "transfer_to_npu"), (contrib_module, "LinearQuant")):
+            for owner, name in ((torch_npu.contrib, "transfer_to_npu"), (contrib_module, "LinearWeightQuant")):
                 with pytest.raises(tnpu.NotEmulatedAttributeError, match=f"contrib.*{name} is not emulated"):
                     getattr(owner, name)
                 assert not hasattr(owner, name)

@@ -17,7 +17,7 @@ otherwise DEFAULT_PRODUCT ("atlas-a2"). The pytest plugin (npusim.pytest_plugin)
 Emulated: npu_dynamic_quant, npu_dynamic_quant_asymmetric, npu_quant_matmul, npu_trans_quant_param,
 npu_convert_weight_to_int4pack, npu_format_cast / npu_format_cast_ / get_npu_format (ND / FRACTAL_NZ, kept
 with the tensor's storage; no value changes; the casts also as Tensor methods), each also as
-torch.ops.npu.<name> while install() is in force, contrib.module.LinearA8W8Quant,
+torch.ops.npu.<name> while install() is in force, contrib.module.LinearA8W8Quant and LinearQuant,
 torch.ops.custom.indexer_compress_epilog (registered on import, in place), and, under names a torch user
 looks for: fake_quantize_per_channel_affine_cachemask / fake_quantize_per_channel_affine (torch's own op
 names and straight-through gradient, here with the NPU kernel's forward; torch itself is not patched).
@@ -901,4 +901,4 @@ def __getattr__(name: str):
     raise NotEmulatedAttributeError(
         f"torch_npu.{name} is not emulated by npusim's torch_npu stand-in; it emulates "
         f"{', '.join(n for n in __all__ if n.startswith(('npu_', 'fake_', 'get_npu')))}, "
-        "contrib.module.LinearA8W8Quant and torch.ops.custom.indexer_compress_epilog")
+        "contrib.module.LinearA8W8Quant, contrib.module.LinearQuant and torch.ops.custom.indexer_compress_epilog")

@@ -1,4 +1,4 @@
-"""torch_npu.contrib.module in npusim's stand-in: LinearA8W8Quant as a torch.nn.Module."""
+"""torch_npu.contrib.module in npusim's stand-in: LinearA8W8Quant and LinearQuant as torch.nn.Modules."""
 from __future__ import annotations
 
 import torch
@@ -6,7 +6,7 @@ from torch.nn import Parameter
 
 from npusim.torch_npu import _missing_names
 
-__all__ = ["LinearA8W8Quant"]
+__all__ = ["LinearA8W8Quant", "LinearQuant"]
 
 _PARAMS = ("weight", "scale", "offset", "pertoken_scale", "bias")
 
@@ -73,5 +73,35 @@ class LinearA8W8Quant(torch.nn.Module):
                 f"output_dtype={self.output_dtype}")
 
 
-# torch_npu.contrib.module's other classes (LinearQuant, ...): say so, as the stand-in's top level does
-__getattr__ = _missing_names("torch_npu.contrib.module", "it emulates contrib.module.LinearA8W8Quant")
+class LinearQuant(LinearA8W8Quant):
+    """torch_npu.contrib.module.LinearQuant(in_features, out_features, *, bias=True, offset=False,
+    pertoken_scale=False, device=None, dtype=None, output_dtype=None), the module torch_npu's docs name in place of
+    LinearA8W8Quant: the same parameters and initial values, int8 or int4 (int32-packed x1 (m, k // 8) and
+    weight (n, k // 8)). Its forward, as torch_npu's (torch_npu/contrib/module/linear_quant.py, read in
+    Ascend/pytorch@1373806): x1 and weight must both be int8 or both int32 (ValueError, a Python check before any
+    kernel); a float32 scale without pertoken_scale is packed with npu_trans_quant_param(scale, offset) whatever
+    the output dtype (LinearA8W8Quant leaves it float for bfloat16 output); then npu_quant_matmul(x1,
+    weight.transpose(-2, -1), ...). It runs the stand-in's two functions, so under torch.compile the packing is a
+    graph break."""
+
+    def __init__(self, in_features: int, out_features: int, *, bias: bool = True, offset: bool = False,
+                 pertoken_scale: bool = False, device=None, dtype=None, output_dtype=None) -> None:
+        super().__init__(in_features, out_features, bias, offset=offset, pertoken_scale=pertoken_scale,
+                         device=device, dtype=dtype, output_dtype=output_dtype)
+
+    def forward(self, x1: torch.Tensor) -> torch.Tensor:
+        from npusim import torch_npu as stand_in
+        if not ((x1.dtype == torch.int32 and self.weight.dtype == torch.int32)
+                or (x1.dtype == torch.int8 and self.weight.dtype == torch.int8)):
+            raise ValueError(f"LinearQuant: the input and the weight must both be torch.int32 or both torch.int8, "
+                             f"got input {x1.dtype} and weight {self.weight.dtype} (torch_npu's check)")
+        scale = self.scale
+        if scale.dtype == torch.float32 and self.pertoken_scale is None:
+            scale = stand_in.npu_trans_quant_param(scale, self.offset)
+        return stand_in.npu_quant_matmul(x1, self.weight.transpose(-2, -1), scale, offset=self.offset,
+                                         pertoken_scale=self.pertoken_scale, bias=self.bias,
+                                         output_dtype=self.output_dtype)
+
+
+# torch_npu.contrib.module's other classes: say so, as the stand-in's top level does
+__getattr__ = _missing_names("torch_npu.contrib.module", "it emulates contrib.module.LinearA8W8Quant and LinearQuant")
