@@ -58,6 +58,7 @@ Special values (the kernels' behaviour is undocumented; ARITHMETIC 1.1 step 8, 1
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -574,6 +575,8 @@ def _aclnn_prepare(x, smoothScalesOptional, groupIndexOptional, dstType, yOut, s
     with params_named(_ACLNN_NAMES):           # the core's checks, with the aclnn doc's parameter names
         plan, ctx = _make_plan(op, x, smoothScalesOptional, groupIndexOptional, ACLNN_DST_TYPES[dst_code],
                                symmetric, product)
+    # the plan names the operator it runs, as the other faces' plans do (errors above name the aclnn call)
+    plan = dataclasses.replace(plan, op="npu_dynamic_quant" if symmetric else "npu_dynamic_quant_asymmetric")
     y = _checks.out_tensor(op, "yOut", yOut, plan.outputs["y"].shape, plan.outputs["y"].dtype, soc.soc)
     scale = _checks.out_tensor(op, "scaleOut", scaleOut, plan.outputs["scale"].shape, np.float32, soc.soc)
     offset = None

@@ -100,7 +100,9 @@ def _checked_params(d, path) -> dict:
         bad("source", "must be text")
     if not isinstance(d.get("report", []), list):
         bad("report", "must be a list")
-    params = d.get("params", {})
+    if "params" not in d:       # e.g. '{}': no calibration at all, which would silently give the TOML defaults
+        bad("params", "missing: a calibration holds {family: {parameter: value}} (npusim calibrate writes it)")
+    params = d["params"]
     if not isinstance(params, dict):
         bad("params", f"must be an object {{family: {{parameter: value}}}}, got {type(params).__name__}")
     out = {}

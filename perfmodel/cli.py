@@ -232,6 +232,8 @@ def cmd_record(a) -> int:
     script = None if a.script is None else Path(a.script)
     if script is not None and not script.is_file():
         raise UsageError(f"script {a.script!r} is not a file")
+    if a.csv and not Path(a.csv).resolve().parent.is_dir():       # before a long run, not after it
+        raise UsageError(f"--csv {a.csv!r}: directory {str(Path(a.csv).resolve().parent)!r} does not exist")
     cal = load_calibration(a.calibration)
     product = check_product(a.product).product if a.product else None
     with contextlib.ExitStack() as stack:
@@ -246,7 +248,9 @@ def cmd_record(a) -> int:
         rec = stack.enter_context(record())
         status = _run_script(script, a.script_args) if script else _run_module(a.module[0], a.module[1:])
     print(f"\nnpusim record: {script or '-m ' + ' '.join(a.module)}")
-    print(rec.report(calibration=cal, l2=a.l2))
+    print(rec.report(calibration=cal, l2=a.l2) if len(rec) else
+          "no launches recorded: the run made no call through npusim (only its operators are recorded: other "
+          "torch_npu operators are not emulated)")
     if a.csv:
         rec.table(calibration=cal, l2=a.l2).to_csv(a.csv, index=False)
         _print_paths([a.csv])
@@ -293,12 +297,17 @@ def _run(main, argv, first_path: str) -> int:
             return code or 0
         print(code, file=sys.stderr)
         return 1
+    except KeyboardInterrupt:       # Ctrl-C: python's status, and what ran until then is still reported
+        print("KeyboardInterrupt", file=sys.stderr)
+        return 130
     except Exception as exc:    # noqa: BLE001 -- the script's own error: shown, and what it launched is still reported
         tb = exc.__traceback__          # from the script's own frames on, as python shows it
         while tb is not None and (tb.tb_frame.f_code.co_filename in (__file__, runpy.__file__)
                                   or tb.tb_frame.f_code.co_filename.startswith("<frozen runpy")):
             tb = tb.tb_next
         traceback.print_exception(type(exc), exc, tb)
+        if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] == "torch_npu":
+            print("npusim record: hint: --torch-npu gives the run npusim's torch_npu stand-in", file=sys.stderr)
         return 1
     finally:
         sys.argv, sys.path[:] = saved_argv, saved_path
@@ -621,8 +630,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run it with npusim's torch_npu stand-in installed (`import torch_npu` gives it; needs torch)")
     r.add_argument("--npu-device", action="store_true",
                    help="the stand-in with install(npu_device=True): .npu(), device='npu' run on the CPU")
-    r.add_argument("--product", metavar="P", help="the stand-in's product (where the script names none): with "
-                   "--torch-npu / --npu-device the installed one, else $NPUSIM_PRODUCT for the script")
+    r.add_argument("--product", metavar="P", help="the torch_npu stand-in's product where the script names none: "
+                   "with --torch-npu / --npu-device the installed one, else $NPUSIM_PRODUCT, which the script's own "
+                   "install() reads; numpy-face and aclnn calls name theirs in each call (product=, default "
+                   "atlas-a2) and do not change")
     r.add_argument("--calibration", metavar="JSON", help="calibration written by `npusim calibrate`")
     r.add_argument("--l2", choices=("cold", "warm"), default="cold",
                    help="inputs read from HBM (cold, the profilers' setting; default) or from L2 where they fit")

@@ -8,7 +8,8 @@
 
 Each launch is predicted on the product the emulator ran it for (install(product=...) in the torch face, the
 product= argument in the others) from the very plan the emulator ran, with what the face knew beyond the
-arrays (a torch weight's FRACTAL_NZ format). Launches of every thread are recorded, in the order they end.
+arrays (a torch weight's FRACTAL_NZ format). Launches of every thread of this process are recorded, in the
+order they end; child processes (multiprocessing, pytest-xdist workers) are not.
 """
 from __future__ import annotations
 
@@ -23,18 +24,29 @@ from perfmodel.model import PIPES
 from perfmodel.ops import BUILDER_OPTIONS
 from perfmodel.predict import predict_plan
 
-SUMMARY_COLUMNS = ["op", "product", "kernel", "tiling_key", "block_dim", "inputs", "calls", "us_each", "us_total",
-                   "share_pct", "bound"]
+TABLE_COLUMNS = ["launch", "op", "product", "soc", "kernel", "kernels", "tiling_key", "block_dim", "call", "details",
+                 "latency_us", "bound", "head_us", "core_us", "chip_us", *[f"{p}_us" for p in PIPES], "bytes_read",
+                 "bytes_written", "flops", "achieved_GBps", "achieved_TOPS"]
+SUMMARY_COLUMNS = ["op", "product", "soc", "kernel", "tiling_key", "block_dim", "calls", "us_each", "us_total",
+                   "share_pct", "bound", "call"]
 
 
-def _inputs_text(plan) -> str:
-    """'x 32x4096 bfloat16; smooth_scales 4096 bfloat16' (a transposed layout marked .T)."""
+def _tensors_text(specs: dict, shapes: bool = True) -> str:
+    """'x 32x4096 bfloat16; smooth_scales 4096 bfloat16' (a transposed layout marked .T), or without shapes."""
     parts = []
-    for name, spec in plan.inputs.items():
+    for name, spec in specs.items():
         if spec is not None:
             dims = "x".join(map(str, spec.shape)) or "scalar"
-            parts.append(f"{name} {dims}{'.T' if spec.transposed else ''} {formats.dtype_name(spec.dtype)}")
+            shape = f" {dims}{'.T' if spec.transposed else ''}" if shapes else ""
+            parts.append(f"{name}{shape} {formats.dtype_name(spec.dtype)}")
     return "; ".join(parts)
+
+
+def _call_text(plan) -> str:
+    """What sets a launch apart: its inputs, the outputs' dtypes and the attributes of its plan."""
+    text = f"{_tensors_text(plan.inputs)} -> {_tensors_text(plan.outputs, shapes=False)}"
+    attrs = ", ".join(f"{k}={v}" for k, v in plan.attrs.items())
+    return f"{text} ({attrs})" if attrs else text
 
 
 def _key(plan, details) -> tuple:
@@ -61,69 +73,103 @@ class Recording:
     def __len__(self) -> int:
         return len(self.launches)
 
-    def predictions(self, *, calibration=None, l2: str = "cold") -> list:
-        """A perfmodel Prediction per launch, in order (each distinct launch is predicted once)."""
-        done: dict = {}
-        out = []
+    def _distinct(self, calibration, l2) -> tuple[list, list]:
+        """(the index of each launch's distinct launch, each distinct launch's (plan, details, Prediction)),
+        each distinct launch predicted once."""
+        index: dict = {}
+        which, distinct = [], []
         for plan, details in list(self.launches):
             key = _key(plan, details)
-            if key not in done:
-                done[key] = predict_plan(plan, calibration=calibration, l2=l2, **details)
-            out.append(done[key])
-        return out
+            if key not in index:
+                index[key] = len(distinct)
+                distinct.append((plan, details, predict_plan(plan, calibration=calibration, l2=l2, **details)))
+            which.append(index[key])
+        return which, distinct
+
+    def _launch_predictions(self, calibration, l2) -> list:
+        """(plan, details, Prediction) of each launch, in order."""
+        which, distinct = self._distinct(calibration, l2)
+        return [distinct[i] for i in which]
+
+    def predictions(self, *, calibration=None, l2: str = "cold") -> list:
+        """A perfmodel Prediction per launch, in order (each distinct launch is predicted once)."""
+        return [p for _plan, _details, p in self._launch_predictions(calibration, l2)]
 
     def table(self, *, calibration=None, l2: str = "cold") -> pd.DataFrame:
-        """One row per launch: launch (0, 1, ...), op, product, soc, kernel, inputs, the prediction (latency_us,
-        bound, head_us, '<pipe>_us', bytes, block_dim, tiling_key, ...) and the details the face gave."""
+        """One row per launch (TABLE_COLUMNS): launch (0, 1, ...), op, product, soc, kernel, kernels (each kernel
+        the operator launches with its time, e.g. a quant matmul's TransQuantParamV2), call (inputs, the outputs'
+        dtypes, the plan's attributes), details (what the face told, e.g. x2_format=NZ) and the prediction:
+        latency, bound, head, pipes, bytes, rates."""
         rows = []
-        for i, ((plan, details), p) in enumerate(zip(list(self.launches), self.predictions(
-                calibration=calibration, l2=l2))):
+        for i, (plan, details, p) in enumerate(self._launch_predictions(calibration, l2)):
             row = {k: v for k, v in p.to_row().items() if not k.startswith("tile_")}
-            rows.append({"launch": i, **row, "kernel": plan.kernel, "inputs": _inputs_text(plan),
+            rows.append({**row, "launch": i, "kernel": plan.kernel, "call": _call_text(plan),
+                         "kernels": " + ".join(f"{name} {us:.2f}" for name, us in p.kernels),
                          "details": ", ".join(f"{k}={v}" for k, v in sorted(details.items()))})
-        cols = ["launch", "op", "product", "soc", "kernel", "tiling_key", "block_dim", "inputs", "details",
-                "latency_us", "bound", "head_us", *[f"{p}_us" for p in PIPES]]
-        df = pd.DataFrame(rows, columns=None if rows else cols)
-        return df[cols + [c for c in df.columns if c not in cols]]
+        return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
     def total_us(self, *, calibration=None, l2: str = "cold") -> float:
         """The launches' predicted latencies added up (each launch alone; see report())."""
         return float(sum(p.latency_us for p in self.predictions(calibration=calibration, l2=l2)))
 
     def summary(self, *, calibration=None, l2: str = "cold") -> pd.DataFrame:
-        """One row per distinct launch (operator, product, kernel, tiling and inputs), the costliest first:
-        calls, us_each, us_total, share_pct of the recording's total, bound."""
-        t = self.table(calibration=calibration, l2=l2)
-        if t.empty:
+        """One row per distinct launch (all it is predicted from: operator, SoC, plan, tensors, attributes, the
+        face's details), the costliest first (SUMMARY_COLUMNS): calls, us_each, us_total, share_pct of its
+        product's total, bound. kernel names every kernel the launch runs ('QuantBatchMatmulV3+TransQuantParamV2')."""
+        which, distinct = self._distinct(calibration, l2)
+        if not distinct:
             return pd.DataFrame(columns=SUMMARY_COLUMNS)
-        g = (t.groupby(["op", "product", "kernel", "tiling_key", "block_dim", "inputs", "details", "bound"],
-                       sort=False, dropna=False)
-             .agg(calls=("launch", "size"), us_each=("latency_us", "first"), us_total=("latency_us", "sum"))
-             .reset_index())
-        total = g["us_total"].sum()
-        g["share_pct"] = 100.0 * g["us_total"] / total if total > 0 else 0.0
-        g["inputs"] = [f"{i} [{d}]" if d else i for i, d in zip(g["inputs"], g["details"])]
-        return g.sort_values("us_total", ascending=False, kind="stable")[SUMMARY_COLUMNS].reset_index(drop=True)
+        calls = [0] * len(distinct)
+        for i in which:
+            calls[i] += 1
+        rows = []
+        for (plan, details, p), n in zip(distinct, calls):
+            tag = ", ".join(f"{k}={v}" for k, v in sorted(details.items()))
+            rows.append({"op": plan.op, "product": plan.soc.product, "soc": plan.soc.soc,
+                         "kernel": "+".join(name for name, _ in p.kernels) or plan.kernel,
+                         "tiling_key": plan.tiling_key, "block_dim": p.block_dim,
+                         "call": f"{_call_text(plan)} [{tag}]" if tag else _call_text(plan), "calls": n,
+                         "us_each": p.latency_us, "us_total": n * p.latency_us, "bound": p.bound})
+        s = pd.DataFrame(rows)
+        per_product = s.groupby("product")["us_total"].transform("sum")
+        s["share_pct"] = (100.0 * s["us_total"] / per_product).where(per_product > 0, 0.0)
+        return s.sort_values("us_total", ascending=False, kind="stable")[SUMMARY_COLUMNS].reset_index(drop=True)
 
     def report(self, *, calibration=None, l2: str = "cold") -> str:
-        """The summary as text, with the total and what it means."""
+        """The summary as text, then the total of each product (shares are of their product's total), the
+        L2 setting and the calibration used."""
         s = self.summary(calibration=calibration, l2=l2)
         if s.empty:
-            return "no launches recorded (did the code call npusim inside the record() block?)"
+            return "no launches recorded"
         shown = s.assign(us_each=s["us_each"].map("{:.2f}".format), us_total=s["us_total"].map("{:.2f}".format),
                          share_pct=s["share_pct"].map("{:.1f}".format))
-        with pd.option_context("display.max_colwidth", 90, "display.width", 250):
-            text = shown.to_string(index=False)
-        products = ", ".join(sorted(set(s["product"])))
-        n = len(self)
-        return (f"{text}\n{n} launch{'' if n == 1 else 'es'} on {products}: {s['us_total'].sum():.2f} us predicted in "
-                "all (each launch's device time alone, added up: no overlap between launches, no host time)")
+        lines = _aligned(shown, left=("op", "product", "soc", "kernel", "call", "bound"))
+        for product, part in s.groupby("product", sort=False):
+            n = int(part["calls"].sum())
+            lines.append(f"{n} launch{'' if n == 1 else 'es'} on {product}: {part['us_total'].sum():.2f} us "
+                         "predicted in all")
+        inputs = "from HBM (l2='cold')" if l2 == "cold" else "from L2 where they fit (l2='warm')"
+        lines.append(f"(each launch's device time alone, added up: no overlap between launches, no host time; inputs "
+                     f"read {inputs}; {'the given' if calibration is not None else 'the packaged'} calibration)")
+        return "\n".join(lines)
+
+
+def _aligned(df: pd.DataFrame, left) -> list[str]:
+    """The table as lines of text: the `left` columns flush left (names, the call), the others right."""
+    cols = list(df.columns)
+    cells = [[str(v) for v in df[c]] for c in cols]
+    widths = [max(len(c), *map(len, col)) for c, col in zip(cols, cells)]
+
+    def line(values):
+        return "  ".join(v.ljust(w) if c in left else v.rjust(w) for v, w, c in zip(values, widths, cols)).rstrip()
+    return [line(cols)] + [line([col[r] for col in cells]) for r in range(len(df))]
 
 
 @contextmanager
 def record():
-    """Record every kernel launch npusim makes while the block runs (any face, any thread); yields the
-    Recording, whose predictions are made when asked for (report(), summary(), table(), total_us())."""
+    """Record every kernel launch npusim makes while the block runs (any face, any thread of this process);
+    yields the Recording, whose predictions are made when asked for (report(), summary(), table(),
+    total_us())."""
     rec = Recording()
     with launch_hook(rec._add):
         yield rec

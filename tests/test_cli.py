@@ -351,6 +351,11 @@ def test_shipped_calibration_loads_and_a_json_list_is_an_error(tmp_path):
         f.write_text(text)
         with pytest.raises(ValueError, match=re.escape(str(f))):
             Calibration.load(f)
+    f.write_text('{"source": "mine"}')           # no params at all: not a calibration (it would be the defaults)
+    with pytest.raises(ValueError, match="params: missing"):
+        Calibration.load(f)
+    f.write_text('{"params": {}}')               # nothing fitted, said so: the TOML defaults
+    assert Calibration.load(f).params == {}
 
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),

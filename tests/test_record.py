@@ -1,6 +1,7 @@
 """perfmodel.record and `npusim record`: every launch the emulator makes is recorded once, with the plan it ran,
 and predicted as perfmodel.predict predicts the same call from shapes alone; failed calls, aclnn's first phase
 and calls outside the block record nothing."""
+import sys
 import threading
 
 import ml_dtypes
@@ -13,6 +14,7 @@ from npusim import aclnn
 from npusim.errors import AclnnError
 from npusim.plan import TensorSpec, launch_details, make_plan
 from perfmodel import cli
+from perfmodel.record import TABLE_COLUMNS
 
 RNG = np.random.default_rng(7)
 
@@ -77,14 +79,20 @@ def test_only_launches_inside_the_block_and_of_successful_calls_are_recorded():
     assert len(rec) == 1
 
 
-def test_an_aclnn_call_records_its_launch_once_when_it_runs():
+def test_an_aclnn_call_records_its_launch_once_when_it_runs_and_predicts_it_as_the_numpy_face():
     x = RNG.standard_normal((4, 64)).astype(np.float16)
-    y, s = np.zeros((4, 64), np.int8), np.zeros(4, np.float32)
+    y, s, o = np.zeros((4, 64), np.int8), np.zeros(4, np.float32), np.zeros(4, np.float32)
     with perfmodel.record() as rec:
         ws, ex = aclnn.aclnnDynamicQuantV2GetWorkspaceSize(x, None, None, 2, y, s, None, product="atlas-a2")
         assert len(rec) == 0                    # phase one plans, it launches nothing
         aclnn.aclnnDynamicQuantV2(aclnn.workspace(ws), ws, ex)
-    assert len(rec) == 1 and rec.launches[0][0] == ex.plan
+        ws, ex2 = aclnn.aclnnDynamicQuantV2GetWorkspaceSize(x, None, None, 2, y, s, o, product="atlas-a2")
+        aclnn.aclnnDynamicQuantV2(aclnn.workspace(ws), ws, ex2)
+    assert len(rec) == 2 and rec.launches[0][0] == ex.plan
+    spec = TensorSpec(x.shape, x.dtype)
+    assert rec.table()["latency_us"].tolist() == [
+        perfmodel.predict("npu_dynamic_quant", x=spec).latency_us,
+        perfmodel.predict("npu_dynamic_quant_asymmetric", x=spec).latency_us]
 
 
 def test_launches_of_other_threads_are_recorded():
@@ -107,7 +115,8 @@ def test_the_summary_groups_equal_launches_and_adds_them_up():
     s = rec.summary()
     one = perfmodel.predict("npu_dynamic_quant", x=TensorSpec(small.shape, small.dtype)).latency_us
     many = perfmodel.predict("npu_dynamic_quant", x=TensorSpec(big.shape, big.dtype)).latency_us
-    assert list(s["calls"]) == [1, 3] and list(s["inputs"]) == ["x 4096x1024 float16", "x 4x64 float16"]
+    assert list(s["calls"]) == [1, 3]
+    assert [c.split(" ->")[0] for c in s["call"]] == ["x 4096x1024 float16", "x 4x64 float16"]
     assert s["us_total"].tolist() == pytest.approx([many, 3 * one])
     assert s["share_pct"].sum() == pytest.approx(100.0)
     assert rec.total_us() == pytest.approx(many + 3 * one)
@@ -115,6 +124,38 @@ def test_the_summary_groups_equal_launches_and_adds_them_up():
     with perfmodel.record() as empty:
         pass
     assert empty.report().startswith("no launches recorded")
+    assert empty.table().columns.tolist() == TABLE_COLUMNS == rec.table().columns.tolist()
+
+
+def test_launches_that_differ_in_an_output_dtype_an_attribute_or_the_soc_are_not_merged():
+    x1 = RNG.integers(-128, 128, (64, 256), dtype=np.int8)
+    w = RNG.integers(-128, 128, (256, 256), dtype=np.int8)
+    s = np.full(256, 1e-3, np.float32)
+    x = RNG.standard_normal((64, 256)).astype(np.float16)
+    with perfmodel.record() as rec:
+        for out in ("float16", "int8", "float16"):
+            npusim.npu_quant_matmul(x1, w, s, output_dtype=out)
+        npusim.npu_dynamic_quant(x, dst_type="int8")
+        npusim.npu_dynamic_quant(x, dst_type="int4")
+        npusim.npu_dynamic_quant(x, product="Ascend910B1")
+    t, summary = rec.table(), rec.summary()
+    assert len(summary) == 5 and sorted(summary["calls"]) == [1, 1, 1, 1, 2]
+    assert (summary["us_total"] == summary["calls"] * summary["us_each"]).all()
+    assert set(summary["soc"]) == {"Ascend910B2", "Ascend910B1"}
+    assert any("dst_type=int4" in c for c in summary["call"]) and any("-> y int8" in c for c in summary["call"])
+    # the packing a float32 scale costs the quant matmul shows as a kernel of its own
+    assert t["kernels"][0].startswith("QuantBatchMatmulV3 ") and "+ TransQuantParamV2 " in t["kernels"][0]
+    assert summary["kernel"][summary["op"] == "npu_quant_matmul"].tolist() == ["QuantBatchMatmulV3+TransQuantParamV2"] * 2
+
+
+def test_each_product_gets_its_own_total_and_shares():
+    x = np.ones((64, 512), np.float16)
+    with perfmodel.record() as rec:
+        npusim.npu_dynamic_quant(x, product="atlas-a2")
+        npusim.npu_dynamic_quant(x, product="ascend-950pr")
+    s, text = rec.summary(), rec.report(l2="warm")
+    assert s["share_pct"].tolist() == [100.0, 100.0]
+    assert "1 launch on atlas-a2:" in text and "1 launch on ascend-950pr:" in text and "inputs read from L2 where they fit" in text
 
 
 def test_launch_details_reach_the_prediction():
@@ -155,7 +196,7 @@ def test_npusim_record_runs_a_script_with_its_arguments_and_reports_its_launches
     assert len(out_csv.read_text().splitlines()) == 6
 
 
-def test_npusim_record_reports_what_ran_before_the_script_failed(tmp_path, capsys):
+def test_npusim_record_reports_what_ran_before_the_script_failed(tmp_path, capsys, monkeypatch):
     script = tmp_path / "broken.py"
     script.write_text("import numpy as np\nimport npusim\nnpusim.npu_dynamic_quant(np.ones((8, 256), np.float16))\n"
                       "raise KeyError('the script fails here')\n")
@@ -163,6 +204,18 @@ def test_npusim_record_reports_what_ran_before_the_script_failed(tmp_path, capsy
     out = capsys.readouterr()
     assert "KeyError: 'the script fails here'" in out.err and "1 launch on atlas-a2" in out.out
     assert out.err.startswith("Traceback") and "cli.py" not in out.err      # the script's frames only
+    script.write_text("import numpy as np\nimport npusim\nnpusim.npu_dynamic_quant(np.ones((8, 256), np.float16))\n"
+                      "raise KeyboardInterrupt\n")
+    assert cli.main(["record", str(script)]) == 130 and "1 launch on atlas-a2" in capsys.readouterr().out
+    script.write_text("import torch_npu\n")
+    monkeypatch.setitem(sys.modules, "torch_npu", None)         # no torch_npu (this session installs the stand-in)
+    assert cli.main(["record", str(script)]) == 1
+    out = capsys.readouterr()
+    assert "hint: --torch-npu" in out.err and "no launches recorded" in out.out
+    ran = tmp_path / "ran"
+    script.write_text(f"open({str(ran)!r}, 'w').close()\n")
+    assert cli.main(["record", "--csv", str(tmp_path / "no" / "such.csv"), str(script)]) == 2
+    assert "does not exist" in capsys.readouterr().err and not ran.exists()       # refused before the run
     assert cli.main(["record", str(tmp_path / "missing.py")]) == 2
     assert "is not a file" in capsys.readouterr().err
 
