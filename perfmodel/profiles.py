@@ -59,6 +59,7 @@ OP_TYPES = {
     "quantbatchmatmulv3": "npu_quant_matmul",
     "quantbatchmatmulv4": "npu_quant_matmul",
     "moeinitroutingquant": "moe_init_routing_quant",
+    "transquantparamv2": "npu_trans_quant_param",      # launched before QuantBatchMatmulV3 for a float32 scale
     # generic operators the model also costs (calibration anchors)
     "add": "add",
     "maximum": "maximum",
@@ -556,7 +557,8 @@ def to_predict_args(row) -> dict:
     x2 [K, N]; a FRACTAL_NZ input format sets x2_format), optional inputs by position when the profile keeps
     empty slots (QuantBatchMatmulV3: offset, bias, pertoken_scale), else by dtype/length (the last float32
     (m,) input with a float output is the per-token scale), output_dtype from the output; moe routing:
-    active_num from the expanded_x rows, scale 1.0, offset 0.0; indexer epilog: tensors by dtype,
+    active_num from the expanded_x rows, scale 1.0, offset 0.0; TransQuantParamV2: the scale and an offset
+    when there is a second input; indexer epilog: tensors by dtype,
     quant_mode from the scale dtype (float32 -> 1, float8_e8m0 -> 0); grouped matmul: the weight
     transposed when its last dimension is x's K (a FRACTAL_NZ weight: weight_format NZ, N from the output), bias
     the float [E, N] input, and the rows split evenly over the E groups (the profiler records group_list's
@@ -650,6 +652,12 @@ def to_predict_args(row) -> dict:
                         args["bias"] = _spec(s, d)
             if out_dtype is not None:
                 args["output_dtype"] = out_dtype
+            return args
+        if op == "npu_trans_quant_param":        # scale, then the optional offset, both float32
+            (ss, sd), rest = specs[0], _tensors(specs[1:])
+            args = {"scale": _spec(ss, sd)}
+            if rest:
+                args["offset"] = _spec(*rest[0])
             return args
         if op == "moe_init_routing_quant":
             if len(specs) < 3:

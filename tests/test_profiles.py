@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from perfmodel.profiles import parse_dtypes, parse_shapes, read_profiles, to_predict_args
+from perfmodel.profiles import OP_TYPES, parse_dtypes, parse_shapes, read_profiles, to_predict_args
 
 DATA = Path(__file__).parent / "data"
 NEW_OPS = DATA / "synthetic_op_summary_cann83.csv"
@@ -179,6 +179,11 @@ def test_to_predict_args():
     a = to_predict_args(gmm)        # weight [E,N,K]: transposed; the rows split evenly over the 4 groups
     assert a["transpose_weight"] and a["group_list"] == (250, 500, 750, 1000)
     assert spec(a, "bias") == ((4, 768), "float32")
+    # TransQuantParamV2, the kernel op-plugin launches before a float32-scale quant matmul, has a row of its own
+    tqp = _row("npu_trans_quant_param", "TransQuantParamV2", '"4096;4096"', "FLOAT;FLOAT", "4096", "UINT64")
+    a = to_predict_args(tqp)
+    assert spec(a, "scale") == ((4096,), "float32") and spec(a, "offset") == ((4096,), "float32")
+    assert OP_TYPES["transquantparamv2"] == "npu_trans_quant_param"
     bad = dict(rows["npu_quant_matmul:4"])
     bad["input_dtypes"] = ["int32", "int32", "int64", "int32"]
     with pytest.raises(ValueError):
