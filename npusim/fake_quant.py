@@ -156,7 +156,7 @@ def _plan(ck: _Checked) -> Plan:
              "axis moved to 0 by Transpose (input, then out and mask back)" if tiles["transposes"] else "")
     return Plan(op=TORCH_OP, soc=soc, kernel="FakeQuantAffineCachemask", tiling_key=TILING_KEY[kd],
                 block_dim=cores, core_type="aiv" if soc.core_layout == "split" else "aicore", tiles=tiles,
-                inputs={"self": spec_of(ck.x), "scale": spec_of(ck.scale), "zero_point": spec_of(ck.zero_point)},
+                inputs={"x": spec_of(ck.x), "scale": spec_of(ck.scale), "zero_point": spec_of(ck.zero_point)},
                 outputs={"out": TensorSpec(ck.shape, ck.out_dtype), "mask": TensorSpec(ck.shape, np.bool_)},
                 attrs={"axis": ck.axis, "quant_min": ck.qmin, "quant_max": ck.qmax}, notes=notes)
 

@@ -236,6 +236,7 @@ def cmd_record(a) -> int:
         raise UsageError(f"--csv {a.csv!r}: directory {str(Path(a.csv).resolve().parent)!r} does not exist")
     cal = load_calibration(a.calibration)
     product = check_product(a.product).product if a.product else None
+    also = [check_product(p.strip()).product for item in a.also or [] for p in item.split(",") if p.strip()]
     with contextlib.ExitStack() as stack:
         if a.torch_npu or a.npu_device:
             try:
@@ -248,11 +249,18 @@ def cmd_record(a) -> int:
         rec = stack.enter_context(record())
         status = _run_script(script, a.script_args) if script else _run_module(a.module[0], a.module[1:])
     print(f"\nnpusim record: {script or '-m ' + ' '.join(a.module)}")
-    print(rec.report(calibration=cal, l2=a.l2) if len(rec) else
-          "no launches recorded: the run made no call through npusim (only its operators are recorded: other "
-          "torch_npu operators are not emulated)")
+    if not len(rec):
+        print("no launches recorded: the run made no call through npusim (only its operators are recorded: other "
+              "torch_npu operators are not emulated)")
+        return status
+    print(rec.report(calibration=cal, l2=a.l2))
+    others = [rec.on(p) for p in also]
+    for p, other in zip(also, others):
+        print(f"\nthe same launches planned for {p}:")
+        print(other.report(calibration=cal, l2=a.l2))
     if a.csv:
-        rec.table(calibration=cal, l2=a.l2).to_csv(a.csv, index=False)
+        pd.concat([r.table(calibration=cal, l2=a.l2) for r in [rec, *others]], ignore_index=True).to_csv(
+            a.csv, index=False)
         _print_paths([a.csv])
     return status
 
@@ -619,6 +627,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "  npusim record my_layer.py                  # a script that calls npusim itself\n"
                        "  npusim record --torch-npu --product ascend-950pr --csv launches.csv w8a8_layer.py\n"
                        "  npusim record --npu-device run_layer.py --batch 16\n"
+                       "  npusim record --torch-npu --also atlas-a3,ascend-950pr w8a8_layer.py   # products side by side\n"
                        "  npusim record --torch-npu -m pytest -q tests/test_w8a8.py   # what a test suite launches",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("script", nargs="?", metavar="SCRIPT", help="the Python file to run")
@@ -634,10 +643,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "with --torch-npu / --npu-device the installed one, else $NPUSIM_PRODUCT, which the script's own "
                    "install() reads; numpy-face and aclnn calls name theirs in each call (product=, default "
                    "atlas-a2) and do not change")
+    r.add_argument("--also", action="append", metavar="P[,P...]",
+                   help="also plan every launch for these products and report them (perfmodel's Recording.on: "
+                   "from the launches' shapes and attributes; a launch a product refuses is listed)")
     r.add_argument("--calibration", metavar="JSON", help="calibration written by `npusim calibrate`")
     r.add_argument("--l2", choices=("cold", "warm"), default="cold",
                    help="inputs read from HBM (cold, the profilers' setting; default) or from L2 where they fit")
-    r.add_argument("--csv", metavar="PATH", help="also write one row per launch, with the pipes' breakdown")
+    r.add_argument("--csv", metavar="PATH", help="also write one row per launch (and per --also product), with the "
+                   "pipes' breakdown")
     r.set_defaults(func=cmd_record)
 
     s = sub.add_parser("sweep", help="predict a grid of operators x products x shapes x dtypes to CSV + figures",

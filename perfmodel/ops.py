@@ -1037,7 +1037,7 @@ def fake_quant_work(plan, hw):
     cast_out), each its own launch (Work.extra). An empty self launches nothing: the aclnn call returns
     ACLNN_SUCCESS with no workspace before any kernel when self, out or mask is empty."""
     t = plan.tiles
-    x = plan.inputs["self"]
+    x = plan.inputs["x"]
     n = _size(x)
     if not plan.block_dim:      # the plan's block dim 0: an empty self, nothing launched
         return _work(plan, hw, [], bytes_read=0.0, bytes_written=0.0)

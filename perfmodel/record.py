@@ -19,10 +19,10 @@ from contextlib import contextmanager
 import pandas as pd
 
 from npusim import formats
-from npusim.plan import launch_hook
+from npusim.plan import PLANNERS, PRODUCTS_OF, launch_hook
 from perfmodel.model import PIPES
 from perfmodel.ops import BUILDER_OPTIONS
-from perfmodel.predict import predict_plan
+from perfmodel.predict import check_product, op_parameters, predict_plan
 
 TABLE_COLUMNS = ["launch", "op", "product", "soc", "kernel", "kernels", "tiling_key", "block_dim", "call", "details",
                  "latency_us", "bound", "head_us", "core_us", "chip_us", *[f"{p}_us" for p in PIPES], "bytes_read",
@@ -57,21 +57,51 @@ def _key(plan, details) -> tuple:
             repr(sorted(plan.attrs.items())), repr(sorted(plan.tiles.items())), repr(sorted(details.items())))
 
 
+def _call_args(plan) -> dict:
+    """The planner's arguments a plan was made from: its tensors and attributes are named as the planner's
+    parameters (npusim.plan.Plan), so the same call can be planned for another product."""
+    names = op_parameters(plan.op)
+    given = {**plan.outputs, **plan.inputs, **plan.attrs}
+    return {k: v for k, v in given.items() if k in names}
+
+
 class Recording:
-    """The launches recorded (plan and details, in order) and their predictions on demand."""
+    """The launches recorded (plan and details, in order) and their predictions on demand. refused: the
+    launches another product's planner refused, when the recording was made by on() (index, op, reason)."""
 
     def __init__(self):
         self.launches: list[tuple] = []          # (plan, details)
+        self.numbers: list[int] = []             # each launch's number in the run (on(): the recording's)
+        self.refused: list[tuple] = []
         self._lock = threading.Lock()
 
     def _add(self, plan, details) -> None:
         # the details this operator's cost builder takes (a block's details reach every launch made in it)
         details = {k: v for k, v in details.items() if k in BUILDER_OPTIONS.get(plan.op, ())}
         with self._lock:
+            self.numbers.append(len(self.launches))
             self.launches.append((plan, details))
 
     def __len__(self) -> int:
         return len(self.launches)
+
+    def on(self, product) -> "Recording":
+        """The same launches planned for another product (npusim's planner of each operator, from the launch's
+        shapes, dtypes, layout and attributes; the face's details kept), to compare products from one run.
+        A launch that product cannot run (its operator is not there, or its rules refuse the call, as the
+        emulator would) is left out and listed in .refused with the reason."""
+        soc = check_product(product)
+        out = Recording()
+        for i, (plan, details) in enumerate(list(self.launches)):
+            if soc.product not in PRODUCTS_OF[plan.op]:
+                out.refused.append((i, plan.op, f"{plan.op} does not run on {soc.product}"))
+                continue
+            try:
+                out.launches.append((PLANNERS[plan.op](product=soc.soc, **_call_args(plan)), details))
+                out.numbers.append(i)
+            except (ValueError, TypeError) as exc:       # AclnnError is a ValueError: the product's own rules
+                out.refused.append((i, plan.op, str(exc).splitlines()[0][:300]))
+        return out
 
     def _distinct(self, calibration, l2) -> tuple[list, list]:
         """(the index of each launch's distinct launch, each distinct launch's (plan, details, Prediction)),
@@ -96,12 +126,12 @@ class Recording:
         return [p for _plan, _details, p in self._launch_predictions(calibration, l2)]
 
     def table(self, *, calibration=None, l2: str = "cold") -> pd.DataFrame:
-        """One row per launch (TABLE_COLUMNS): launch (0, 1, ...), op, product, soc, kernel, kernels (each kernel
+        """One row per launch (TABLE_COLUMNS): launch (its number in the run: 0, 1, ...), op, product, soc, kernel, kernels (each kernel
         the operator launches with its time, e.g. a quant matmul's TransQuantParamV2), call (inputs, the outputs'
         dtypes, the plan's attributes), details (what the face told, e.g. x2_format=NZ) and the prediction:
         latency, bound, head, pipes, bytes, rates."""
         rows = []
-        for i, (plan, details, p) in enumerate(self._launch_predictions(calibration, l2)):
+        for i, (plan, details, p) in zip(list(self.numbers), self._launch_predictions(calibration, l2)):
             row = {k: v for k, v in p.to_row().items() if not k.startswith("tile_")}
             rows.append({**row, "launch": i, "kernel": plan.kernel, "call": _call_text(plan),
                          "kernels": " + ".join(f"{name} {us:.2f}" for name, us in p.kernels),
@@ -139,8 +169,11 @@ class Recording:
         """The summary as text, then the total of each product (shares are of their product's total), the
         L2 setting and the calibration used."""
         s = self.summary(calibration=calibration, l2=l2)
+        refused = [f"  launch {i} ({op}): {why}" for i, op, why in self.refused]
+        if refused:
+            refused.insert(0, f"{len(refused)} of the recorded launches not planned here (the product refuses them):")
         if s.empty:
-            return "no launches recorded"
+            return "\n".join(["no launches recorded" if not refused else "no launch planned here", *refused])
         shown = s.assign(us_each=s["us_each"].map("{:.2f}".format), us_total=s["us_total"].map("{:.2f}".format),
                          share_pct=s["share_pct"].map("{:.1f}".format))
         lines = _aligned(shown, left=("op", "product", "soc", "kernel", "call", "bound"))
@@ -151,7 +184,7 @@ class Recording:
         inputs = "from HBM (l2='cold')" if l2 == "cold" else "from L2 where they fit (l2='warm')"
         lines.append(f"(each launch's device time alone, added up: no overlap between launches, no host time; inputs "
                      f"read {inputs}; {'the given' if calibration is not None else 'the packaged'} calibration)")
-        return "\n".join(lines)
+        return "\n".join(lines + refused)
 
 
 def _aligned(df: pd.DataFrame, left) -> list[str]:

@@ -6,6 +6,7 @@ import threading
 
 import ml_dtypes
 import numpy as np
+import pandas as pd
 import pytest
 
 import npusim
@@ -268,3 +269,46 @@ def test_npusim_record_installs_the_torch_npu_stand_in(tmp_path, capsys):
                       "torch_npu.npu_dynamic_quant(x)\n")
     assert cli.main(["record", "--npu-device", "--product", "Ascend910_9392", str(script)]) == 0
     assert "1 launch on atlas-a3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case", _calls(), ids=lambda c: c[0])
+def test_on_plans_each_launch_for_another_product_as_predict_does(case):
+    op, product, call, args = case
+    specs = {k: TensorSpec(v.shape, v.dtype) if isinstance(v, np.ndarray) else v for k, v in args.items()}
+    with perfmodel.record() as rec:
+        call()
+    for other in perfmodel.supported_products(op):
+        moved = rec.on(other)
+        assert not moved.refused and moved.numbers == [0]
+        assert moved.launches[0][0] == make_plan(op, product=other, **specs)
+        assert moved.total_us() == perfmodel.predict(op, other, **specs).latency_us
+
+
+def test_on_lists_what_another_product_refuses():
+    x = RNG.standard_normal((8, 128)).astype(ml_dtypes.bfloat16)
+    cache, cscale = np.zeros((8, 128), ml_dtypes.float8_e4m3fn), np.zeros((8, 1), np.float32)
+    with perfmodel.record() as rec:
+        npusim.indexer_compress_epilog(cache, cscale, x, np.arange(8, dtype=np.int32), product="ascend-950pr")
+        npusim.npu_dynamic_quant(x, product="ascend-950pr")
+        npusim.npu_dynamic_quant(x.astype(np.float16), product="ascend-950pr")
+    a2, p310 = rec.on("atlas-a2"), rec.on("Ascend310P3")
+    assert [n for n, _, _ in a2.refused] == [0] and "does not run on atlas-a2" in a2.refused[0][2]
+    assert a2.numbers == [1, 2] and len(a2) == 2
+    # Atlas inference takes fp16 x only: the bf16 launch is refused with the emulator's own error
+    assert [n for n, _, _ in p310.refused] == [0, 1] and "dtype must be one of float16" in p310.refused[1][2]
+    assert p310.numbers == [2] and p310.table()["launch"].tolist() == [2]
+    assert "2 of the recorded launches not planned here" in p310.report()
+    with pytest.raises(ValueError, match="unknown product"):
+        rec.on("atlas-z9")
+
+
+def test_npusim_record_also_reports_other_products(tmp_path, capsys):
+    script = tmp_path / "layer.py"
+    script.write_text("import numpy as np\nimport npusim\nnpusim.npu_dynamic_quant(np.ones((8, 256), np.float16))\n")
+    out_csv = tmp_path / "launches.csv"
+    assert cli.main(["record", "--also", "atlas-a3,ascend-950pr", "--also", "atlas-inference", "--csv", str(out_csv),
+                     str(script)]) == 0
+    text = capsys.readouterr().out
+    for product in ("atlas-a3", "ascend-950pr", "atlas-inference"):
+        assert f"the same launches planned for {product}:" in text and f"1 launch on {product}:" in text
+    assert pd.read_csv(out_csv)["product"].tolist() == ["atlas-a2", "atlas-a3", "ascend-950pr", "atlas-inference"]
