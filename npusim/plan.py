@@ -129,7 +129,9 @@ class Plan:
     op: operator name; soc: the SoC; kernel: vendor kernel name; tiling_key: the key that selects
     the kernel variant; block_dim: cores launched; core_type: 'aiv', 'aic', 'mix' or 'aicore'
     (coupled parts); tiles: tile sizes and per-core work in the tiling data's own terms;
-    inputs/outputs: TensorSpecs by parameter name; attrs: the attributes that shaped the plan.
+    inputs/outputs: TensorSpecs by parameter name; attrs: the attributes that shaped the plan. Tensors and
+    attributes are named as the planner's parameters, so that the call can be planned again for another
+    product (perfmodel.record's Recording.on).
     """
     op: str
     soc: Soc
