@@ -48,6 +48,8 @@ def _calls():
         ("moe_init_routing_quant", "atlas-a2",
          lambda: npusim.moe_init_routing_quant(mx, rows, experts, 12, 1.0, 0.0, product="atlas-a2"),
          dict(x=mx, row_idx=rows, expert_idx=experts, active_num=12, scale=1.0, offset=0.0)),
+        ("npu_trans_quant_param", "atlas-a3", lambda: npusim.npu_trans_quant_param(scale, scale, 1, product="atlas-a3"),
+         dict(scale=scale, offset=scale, round_mode=1)),
         ("indexer_compress_epilog", "ascend-950pr",
          lambda: npusim.indexer_compress_epilog(cache, cscale, ix, slots, product="ascend-950pr"),
          dict(indexer_compress_cache=cache, indexer_compress_scale=cscale, x=ix, slot_mapping=slots)),
