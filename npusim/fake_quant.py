@@ -158,7 +158,8 @@ def _plan(ck: _Checked) -> Plan:
                 block_dim=cores, core_type="aiv" if soc.core_layout == "split" else "aicore", tiles=tiles,
                 inputs={"x": spec_of(ck.x), "scale": spec_of(ck.scale), "zero_point": spec_of(ck.zero_point)},
                 outputs={"out": TensorSpec(ck.shape, ck.out_dtype), "mask": TensorSpec(ck.shape, np.bool_)},
-                attrs={"axis": ck.axis, "quant_min": ck.qmin, "quant_max": ck.qmax}, notes=notes)
+                attrs={"axis": ck.axis, "quant_min": ck.qmin, "quant_max": ck.qmax, "out_dtype": ck.out_dtype},
+                notes=notes)
 
 
 def _dtype(a) -> str:
@@ -173,8 +174,9 @@ _ACLNN_NAMES = {"x": "self", "scale": "scale", "zero_point": "zeroPoint", "axis"
 
 @planner(TORCH_OP, SUPPORTED_PRODUCTS)
 def plan_fake_quantize_per_channel_affine_cachemask(x, scale, zero_point, axis, quant_min, quant_max,
-                                                    product="atlas-a2") -> Plan:
-    """The launch of FakeQuantAffineCachemask for these shapes/dtypes (arrays or TensorSpecs).
+                                                    product="atlas-a2", *, out_dtype=None) -> Plan:
+    """The launch of FakeQuantAffineCachemask for these shapes/dtypes (arrays or TensorSpecs). out_dtype: the
+    dtype of the aclnn face's `out` (float16 or float32), when it differs from x's (default): a Cast follows.
 
     tiling_key 1 (fp32 kernel) or 2 (fp16 kernel: self and scale both fp16); block_dim =
     min(headNum, AIV cores); core_type 'aiv' (A2 split cores) or 'aicore' (910 coupled cores).
@@ -193,7 +195,17 @@ def plan_fake_quantize_per_channel_affine_cachemask(x, scale, zero_point, axis, 
       cast_self / cast_scale / cast_out: whether the aclnn layer adds a Cast for dtype promotion or
       for out's dtype.
     """
-    ck = _validate(TORCH_OP, _TORCH_NAMES, x, scale, zero_point, axis, quant_min, quant_max, product)
+    if out_dtype is not None:
+        soc = _checks.resolve_product(TORCH_OP, product, SUPPORTED_PRODUCTS)
+        try:
+            name = formats.dtype_name(formats.as_dtype(out_dtype))
+        except (TypeError, ValueError):
+            name = repr(out_dtype)[:100]
+        if name not in ("float16", "float32"):
+            raise invalid(TORCH_OP, "out_dtype", f"must be float16 or float32, got {name}", soc.soc)
+        out_dtype = name
+    ck = _validate(TORCH_OP, _TORCH_NAMES, x, scale, zero_point, axis, quant_min, quant_max, product,
+                   out_dtype=out_dtype)
     return _plan(ck)
 
 

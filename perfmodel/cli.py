@@ -235,8 +235,9 @@ def cmd_record(a) -> int:
     if a.csv and not Path(a.csv).resolve().parent.is_dir():       # before a long run, not after it
         raise UsageError(f"--csv {a.csv!r}: directory {str(Path(a.csv).resolve().parent)!r} does not exist")
     cal = load_calibration(a.calibration)
-    product = check_product(a.product).product if a.product else None
-    also = [check_product(p.strip()).product for item in a.also or [] for p in item.split(",") if p.strip()]
+    # SoC names are kept as given (a product id means its default SoC): Ascend910B4 is not atlas-a2's 910B2
+    product = check_product(a.product).soc if a.product else None
+    also = [check_product(p.strip()).soc for item in a.also or [] for p in item.split(",") if p.strip()]
     with contextlib.ExitStack() as stack:
         if a.torch_npu or a.npu_device:
             try:
@@ -249,18 +250,19 @@ def cmd_record(a) -> int:
         rec = stack.enter_context(record())
         status = _run_script(script, a.script_args) if script else _run_module(a.module[0], a.module[1:])
     print(f"\nnpusim record: {script or '-m ' + ' '.join(a.module)}")
+    others = []
     if not len(rec):
         print("no launches recorded: the run made no call through npusim (only its operators are recorded: other "
               "torch_npu operators are not emulated)")
-        return status
-    print(rec.report(calibration=cal, l2=a.l2))
-    others = [rec.on(p) for p in also]
-    for p, other in zip(also, others):
-        print(f"\nthe same launches planned for {p}:")
-        print(other.report(calibration=cal, l2=a.l2))
+    else:
+        print(rec.report(calibration=cal, l2=a.l2))
+        others = [rec.on(soc) for soc in also]
+        for soc, other in zip(also, others):
+            print(f"\nthe same launches planned for {soc} ({check_product(soc).product}):")
+            print(other.report(calibration=cal, l2=a.l2))
     if a.csv:
-        pd.concat([r.table(calibration=cal, l2=a.l2) for r in [rec, *others]], ignore_index=True).to_csv(
-            a.csv, index=False)
+        pd.concat([r.table(calibration=cal, l2=a.l2, include_refused=True) for r in [rec, *others]],
+                  ignore_index=True).to_csv(a.csv, index=False)
         _print_paths([a.csv])
     return status
 

@@ -24,8 +24,8 @@ from perfmodel.model import PIPES
 from perfmodel.ops import BUILDER_OPTIONS
 from perfmodel.predict import check_product, op_parameters, predict_plan
 
-TABLE_COLUMNS = ["launch", "op", "product", "soc", "kernel", "kernels", "tiling_key", "block_dim", "call", "details",
-                 "latency_us", "bound", "head_us", "core_us", "chip_us", *[f"{p}_us" for p in PIPES], "bytes_read",
+TABLE_COLUMNS = ["launch", "source", "op", "product", "soc", "kernel", "kernels", "tiling_key", "block_dim", "call",
+                 "details", "refused", "latency_us", "bound", "head_us", "core_us", "chip_us", *[f"{p}_us" for p in PIPES], "bytes_read",
                  "bytes_written", "flops", "achieved_GBps", "achieved_TOPS"]
 SUMMARY_COLUMNS = ["op", "product", "soc", "kernel", "tiling_key", "block_dim", "calls", "us_each", "us_total",
                    "share_pct", "bound", "call"]
@@ -66,12 +66,17 @@ def _call_args(plan) -> dict:
 
 
 class Recording:
-    """The launches recorded (plan and details, in order) and their predictions on demand. refused: the
-    launches another product's planner refused, when the recording was made by on() (index, op, reason)."""
+    """The launches recorded (plan and details, in order) and their predictions on demand.
 
-    def __init__(self):
+    numbers: each launch's number in the run. planned_for: None for a recording of a run, else the SoC that
+    on() planned it for; refused then lists the run's launches that SoC cannot run, as (number, op, reason,
+    kind), kind 'absent' (the operator is not on that product), 'refused' (its rules reject the call, as
+    the emulator would) or 'not emulated' (the NPU may run it; npusim does not model it)."""
+
+    def __init__(self, planned_for=None):
         self.launches: list[tuple] = []          # (plan, details)
-        self.numbers: list[int] = []             # each launch's number in the run (on(): the recording's)
+        self.numbers: list[int] = []
+        self.planned_for = planned_for
         self.refused: list[tuple] = []
         self._lock = threading.Lock()
 
@@ -91,16 +96,17 @@ class Recording:
         A launch that product cannot run (its operator is not there, or its rules refuse the call, as the
         emulator would) is left out and listed in .refused with the reason."""
         soc = check_product(product)
-        out = Recording()
-        for i, (plan, details) in enumerate(list(self.launches)):
+        out = Recording(planned_for=soc.soc)
+        for i, (plan, details) in zip(list(self.numbers), list(self.launches)):
             if soc.product not in PRODUCTS_OF[plan.op]:
-                out.refused.append((i, plan.op, f"{plan.op} does not run on {soc.product}"))
+                out.refused.append((i, plan.op, f"{plan.op} does not run on {soc.product}", "absent"))
                 continue
             try:
                 out.launches.append((PLANNERS[plan.op](product=soc.soc, **_call_args(plan)), details))
                 out.numbers.append(i)
             except (ValueError, TypeError) as exc:       # AclnnError is a ValueError: the product's own rules
-                out.refused.append((i, plan.op, str(exc).splitlines()[0][:300]))
+                kind = "not emulated" if getattr(exc, "not_emulated", False) else "refused"
+                out.refused.append((i, plan.op, str(exc).splitlines()[0][:300], kind))
         return out
 
     def _distinct(self, calibration, l2) -> tuple[list, list]:
@@ -125,17 +131,24 @@ class Recording:
         """A perfmodel Prediction per launch, in order (each distinct launch is predicted once)."""
         return [p for _plan, _details, p in self._launch_predictions(calibration, l2)]
 
-    def table(self, *, calibration=None, l2: str = "cold") -> pd.DataFrame:
+    def table(self, *, calibration=None, l2: str = "cold", include_refused: bool = False) -> pd.DataFrame:
         """One row per launch (TABLE_COLUMNS): launch (its number in the run: 0, 1, ...), op, product, soc, kernel, kernels (each kernel
         the operator launches with its time, e.g. a quant matmul's TransQuantParamV2), call (inputs, the outputs'
         dtypes, the plan's attributes), details (what the face told, e.g. x2_format=NZ) and the prediction:
-        latency, bound, head, pipes, bytes, rates."""
+        latency, bound, head, pipes, bytes, rates; source 'recorded' or 'planned' (on()). include_refused: also a
+        row for each launch of the run this product refused, with the reason in 'refused'."""
+        source = "recorded" if self.planned_for is None else "planned"
         rows = []
         for i, (plan, details, p) in zip(list(self.numbers), self._launch_predictions(calibration, l2)):
             row = {k: v for k, v in p.to_row().items() if not k.startswith("tile_")}
-            rows.append({**row, "launch": i, "kernel": plan.kernel, "call": _call_text(plan),
+            rows.append({**row, "launch": i, "source": source, "kernel": plan.kernel, "call": _call_text(plan),
                          "kernels": " + ".join(f"{name} {us:.2f}" for name, us in p.kernels),
-                         "details": ", ".join(f"{k}={v}" for k, v in sorted(details.items()))})
+                         "details": ", ".join(f"{k}={v}" for k, v in sorted(details.items())), "refused": ""})
+        if include_refused and self.refused:
+            soc = check_product(self.planned_for)
+            rows += [{"launch": i, "source": source, "op": op, "product": soc.product, "soc": soc.soc,
+                      "refused": f"{kind}: {why}"} for i, op, why, kind in self.refused]
+            rows.sort(key=lambda r: r["launch"])
         return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
     def total_us(self, *, calibration=None, l2: str = "cold") -> float:
@@ -165,26 +178,56 @@ class Recording:
         s["share_pct"] = (100.0 * s["us_total"] / per_product).where(per_product > 0, 0.0)
         return s.sort_values("us_total", ascending=False, kind="stable")[SUMMARY_COLUMNS].reset_index(drop=True)
 
+    def _refused_lines(self) -> list[str]:
+        """The refused launches, one line per operator, kind and reason, with their numbers."""
+        groups: dict = {}
+        for i, op, why, kind in self.refused:
+            groups.setdefault((op, kind, why), []).append(i)
+        if not groups:
+            return []
+        lines = [f"{len(self.refused)} of the run's launches not planned for {self.planned_for}:"]
+        for (op, kind, why), numbers in groups.items():
+            n = len(numbers)
+            lines.append(f"  {op}, {n} launch{'' if n == 1 else 'es'} ({_numbers_text(numbers)}): "
+                         f"{_KIND_TEXT[kind]}: {why}")
+        return lines
+
     def report(self, *, calibration=None, l2: str = "cold") -> str:
         """The summary as text, then the total of each product (shares are of their product's total), the
         L2 setting and the calibration used."""
         s = self.summary(calibration=calibration, l2=l2)
-        refused = [f"  launch {i} ({op}): {why}" for i, op, why in self.refused]
-        if refused:
-            refused.insert(0, f"{len(refused)} of the recorded launches not planned here (the product refuses them):")
+        refused = self._refused_lines()
         if s.empty:
-            return "\n".join(["no launches recorded" if not refused else "no launch planned here", *refused])
+            head = "no launches recorded" if self.planned_for is None else f"no launch planned for {self.planned_for}"
+            return "\n".join([head, *refused])
         shown = s.assign(us_each=s["us_each"].map("{:.2f}".format), us_total=s["us_total"].map("{:.2f}".format),
                          share_pct=s["share_pct"].map("{:.1f}".format))
         lines = _aligned(shown, left=("op", "product", "soc", "kernel", "call", "bound"))
+        left_out = f" (the run's other {len(self.refused)} not planned here, below: not counted)" if self.refused \
+            else ""
         for product, part in s.groupby("product", sort=False):
             n = int(part["calls"].sum())
             lines.append(f"{n} launch{'' if n == 1 else 'es'} on {product}: {part['us_total'].sum():.2f} us "
-                         "predicted in all")
+                         f"predicted in all{left_out}")
         inputs = "from HBM (l2='cold')" if l2 == "cold" else "from L2 where they fit (l2='warm')"
         lines.append(f"(each launch's device time alone, added up: no overlap between launches, no host time; inputs "
                      f"read {inputs}; {'the given' if calibration is not None else 'the packaged'} calibration)")
         return "\n".join(lines + refused)
+
+
+_KIND_TEXT = {"absent": "its operator is not on this product", "refused": "this product's rules refuse the call",
+              "not emulated": "the NPU may run it; npusim does not model it"}
+
+
+def _numbers_text(numbers: list) -> str:
+    """'0-3, 7, 9-12': launch numbers as ranges."""
+    runs, start = [], None
+    for a, b in zip(numbers, numbers[1:] + [None]):
+        start = a if start is None else start
+        if b != a + 1:
+            runs.append(f"{start}" if start == a else f"{start}-{a}")
+            start = None
+    return ", ".join(runs)
 
 
 def _aligned(df: pd.DataFrame, left) -> list[str]:

@@ -294,23 +294,70 @@ def test_on_lists_what_another_product_refuses():
         npusim.npu_dynamic_quant(x, product="ascend-950pr")
         npusim.npu_dynamic_quant(x.astype(np.float16), product="ascend-950pr")
     a2, p310 = rec.on("atlas-a2"), rec.on("Ascend310P3")
-    assert [n for n, _, _ in a2.refused] == [0] and "does not run on atlas-a2" in a2.refused[0][2]
-    assert a2.numbers == [1, 2] and len(a2) == 2
+    assert [(n, kind) for n, _, _, kind in a2.refused] == [(0, "absent")] and "not run on atlas-a2" in a2.refused[0][2]
+    assert a2.numbers == [1, 2] and len(a2) == 2 and a2.planned_for == "Ascend910B2"
     # Atlas inference takes fp16 x only: the bf16 launch is refused with the emulator's own error
-    assert [n for n, _, _ in p310.refused] == [0, 1] and "dtype must be one of float16" in p310.refused[1][2]
+    assert [(n, kind) for n, _, _, kind in p310.refused] == [(0, "absent"), (1, "refused")]
+    assert "dtype must be one of float16" in p310.refused[1][2]
     assert p310.numbers == [2] and p310.table()["launch"].tolist() == [2]
-    assert "2 of the recorded launches not planned here" in p310.report()
+    text = p310.report()
+    assert "2 of the run's launches not planned for Ascend310P3:" in text
+    assert "(the run's other 2 not planned here, below: not counted)" in text
+    t = p310.table(include_refused=True)
+    assert t["launch"].tolist() == [0, 1, 2] and t["refused"].tolist()[:2] != ["", ""] and t["refused"][2] == ""
+    assert set(t["source"]) == {"planned"} and set(rec.table()["source"]) == {"recorded"}
+    # planned again from a planned recording, launches keep their numbers in the run
+    assert a2.on("atlas-a3").numbers == [1, 2] and [n for n, *_ in p310.on("Ascend310P3").refused] == []
     with pytest.raises(ValueError, match="unknown product"):
         rec.on("atlas-z9")
+
+
+def test_refused_launches_are_reported_once_per_reason():
+    x = RNG.standard_normal((4, 64)).astype(ml_dtypes.bfloat16)
+    with perfmodel.record() as rec:
+        for _ in range(50):
+            npusim.npu_dynamic_quant(x)
+    moved = rec.on("atlas-inference")
+    text = moved.report()
+    assert text.startswith("no launch planned for Ascend310P3") and len(text.splitlines()) == 3
+    assert "npu_dynamic_quant, 50 launches (0-49): this product's rules refuse the call" in text
+
+
+def test_not_emulated_is_told_apart_from_refused():
+    x1 = RNG.integers(-2**31, 2**31, (4, 8)).astype(np.int32)          # int4: k = 64
+    x2 = RNG.integers(-2**31, 2**31, (64, 2)).astype(np.int32)          # [k, n // 8], n = 16
+    with perfmodel.record() as rec:
+        npusim.npu_quant_matmul(x1, x2, RNG.random(16).astype(np.float32), output_dtype="float16")
+    assert [kind for *_, kind in rec.on("ascend-950pr").refused] == ["not emulated"]
+    assert "the NPU may run it; npusim does not model it" in rec.on("ascend-950pr").report()
+
+
+def test_an_aclnn_out_dtype_is_kept_when_planned_again():
+    x = RNG.standard_normal((64, 32)).astype(np.float32)
+    out, mask = np.empty((64, 32), np.float16), np.empty((64, 32), bool)
+    with perfmodel.record() as rec:
+        ws, ex = aclnn.aclnnFakeQuantPerChannelAffineCachemaskGetWorkspaceSize(
+            x, np.ones(32, np.float32), np.zeros(32, np.int32), 1, -128, 127, out, mask)
+        aclnn.aclnnFakeQuantPerChannelAffineCachemask(aclnn.workspace(ws), ws, ex)
+    again = rec.on("atlas-a2")
+    assert again.launches[0][0] == rec.launches[0][0] and again.launches[0][0].tiles["cast_out"]
+    assert again.total_us() == rec.total_us()
 
 
 def test_npusim_record_also_reports_other_products(tmp_path, capsys):
     script = tmp_path / "layer.py"
     script.write_text("import numpy as np\nimport npusim\nnpusim.npu_dynamic_quant(np.ones((8, 256), np.float16))\n")
     out_csv = tmp_path / "launches.csv"
-    assert cli.main(["record", "--also", "atlas-a3,ascend-950pr", "--also", "atlas-inference", "--csv", str(out_csv),
+    assert cli.main(["record", "--also", "atlas-a3,ascend-950pr", "--also", "Ascend910B4", "--csv", str(out_csv),
                      str(script)]) == 0
     text = capsys.readouterr().out
-    for product in ("atlas-a3", "ascend-950pr", "atlas-inference"):
-        assert f"the same launches planned for {product}:" in text and f"1 launch on {product}:" in text
-    assert pd.read_csv(out_csv)["product"].tolist() == ["atlas-a2", "atlas-a3", "ascend-950pr", "atlas-inference"]
+    for soc, product in (("Ascend910_9391", "atlas-a3"), ("Ascend950PR_9589", "ascend-950pr"),
+                         ("Ascend910B4", "atlas-a2")):            # a SoC name stays that SoC
+        assert f"the same launches planned for {soc} ({product}):" in text and f"1 launch on {product}:" in text
+    t = pd.read_csv(out_csv)
+    assert t["soc"].tolist() == ["Ascend910B2", "Ascend910_9391", "Ascend950PR_9589", "Ascend910B4"]
+    assert t["source"].tolist() == ["recorded"] + ["planned"] * 3
+    # nothing recorded: the CSV is written all the same (its header), as a pipeline expects a file
+    script.write_text("pass\n")
+    assert cli.main(["record", "--csv", str(out_csv), str(script)]) == 0
+    assert pd.read_csv(out_csv).columns.tolist() == TABLE_COLUMNS and "wrote:" in capsys.readouterr().out
