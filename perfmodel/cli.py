@@ -629,7 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "  npusim record my_layer.py                  # a script that calls npusim itself\n"
                        "  npusim record --torch-npu --product ascend-950pr --csv launches.csv w8a8_layer.py\n"
                        "  npusim record --npu-device run_layer.py --batch 16\n"
-                       "  npusim record --torch-npu --also atlas-a3,ascend-950pr w8a8_layer.py   # products side by side\n"
+                       "  npusim record --torch-npu --also atlas-a3,ascend-950pr w8a8_layer.py   # other products\n"
                        "  npusim record --torch-npu -m pytest -q tests/test_w8a8.py   # what a test suite launches",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("script", nargs="?", metavar="SCRIPT", help="the Python file to run")

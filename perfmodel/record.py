@@ -25,8 +25,8 @@ from perfmodel.ops import BUILDER_OPTIONS
 from perfmodel.predict import check_product, op_parameters, predict_plan
 
 TABLE_COLUMNS = ["launch", "source", "op", "product", "soc", "kernel", "kernels", "tiling_key", "block_dim", "call",
-                 "details", "refused", "latency_us", "bound", "head_us", "core_us", "chip_us", *[f"{p}_us" for p in PIPES], "bytes_read",
-                 "bytes_written", "flops", "achieved_GBps", "achieved_TOPS"]
+                 "details", "refused", "latency_us", "bound", "head_us", "core_us", "chip_us",
+                 *[f"{p}_us" for p in PIPES], "bytes_read", "bytes_written", "flops", "achieved_GBps", "achieved_TOPS"]
 SUMMARY_COLUMNS = ["op", "product", "soc", "kernel", "tiling_key", "block_dim", "calls", "us_each", "us_total",
                    "share_pct", "bound", "call"]
 
@@ -93,8 +93,8 @@ class Recording:
     def on(self, product) -> "Recording":
         """The same launches planned for another product (npusim's planner of each operator, from the launch's
         shapes, dtypes, layout and attributes; the face's details kept), to compare products from one run.
-        A launch that product cannot run (its operator is not there, or its rules refuse the call, as the
-        emulator would) is left out and listed in .refused with the reason."""
+        A launch that product cannot run is left out and listed in .refused with the reason and its kind (see
+        the class)."""
         soc = check_product(product)
         out = Recording(planned_for=soc.soc)
         for i, (plan, details) in zip(list(self.numbers), list(self.launches)):
@@ -132,11 +132,12 @@ class Recording:
         return [p for _plan, _details, p in self._launch_predictions(calibration, l2)]
 
     def table(self, *, calibration=None, l2: str = "cold", include_refused: bool = False) -> pd.DataFrame:
-        """One row per launch (TABLE_COLUMNS): launch (its number in the run: 0, 1, ...), op, product, soc, kernel, kernels (each kernel
-        the operator launches with its time, e.g. a quant matmul's TransQuantParamV2), call (inputs, the outputs'
-        dtypes, the plan's attributes), details (what the face told, e.g. x2_format=NZ) and the prediction:
-        latency, bound, head, pipes, bytes, rates; source 'recorded' or 'planned' (on()). include_refused: also a
-        row for each launch of the run this product refused, with the reason in 'refused'."""
+        """One row per launch (TABLE_COLUMNS): launch (its number in the run: 0, 1, ...), source ('recorded', or
+        'planned' by on()), op, product, soc, kernel, kernels (each kernel the operator launches with its time,
+        e.g. a quant matmul's TransQuantParamV2), call (inputs, the outputs' dtypes, the plan's attributes),
+        details (what the face told, e.g. x2_format=NZ) and the prediction: latency, bound, head, pipes, bytes,
+        rates. include_refused: also a row for each launch of the run this product refused, its kind and reason
+        in 'refused'."""
         source = "recorded" if self.planned_for is None else "planned"
         rows = []
         for i, (plan, details, p) in zip(list(self.numbers), self._launch_predictions(calibration, l2)):
@@ -158,7 +159,8 @@ class Recording:
     def summary(self, *, calibration=None, l2: str = "cold") -> pd.DataFrame:
         """One row per distinct launch (all it is predicted from: operator, SoC, plan, tensors, attributes, the
         face's details), the costliest first (SUMMARY_COLUMNS): calls, us_each, us_total, share_pct of its
-        product's total, bound. kernel names every kernel the launch runs ('QuantBatchMatmulV3+TransQuantParamV2')."""
+        product's total, bound. kernel names every kernel the launch runs
+        ('QuantBatchMatmulV3+TransQuantParamV2')."""
         which, distinct = self._distinct(calibration, l2)
         if not distinct:
             return pd.DataFrame(columns=SUMMARY_COLUMNS)
