@@ -58,7 +58,6 @@ Special values (the kernels' behaviour is undocumented; ARITHMETIC 1.1 step 8, 1
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -387,7 +386,9 @@ def _make_plan(op, x, smooth_scales, group_index, dst, symmetric, product):
     outs = {"y": TensorSpec(yshape, ydt), "scale": _checks.out_spec(op, "scale", xs.shape[:-1], np.float32, soc.soc)}
     if not symmetric:
         outs["offset"] = _checks.out_spec(op, "offset", xs.shape[:-1], np.float32, soc.soc)
-    plan = Plan(op=op, soc=soc, kernel=kernel, tiling_key=int(key), block_dim=int(cores),
+    # the plan names the operator it runs, whichever face called (`op`, in the errors above, may be the aclnn call)
+    plan = Plan(op="npu_dynamic_quant" if symmetric else "npu_dynamic_quant_asymmetric", soc=soc, kernel=kernel,
+                tiling_key=int(key), block_dim=int(cores),
                 core_type="aicore" if fam == "310p910" else "aiv", tiles=tiles,
                 inputs={"x": xs, "smooth_scales": spec_of(smooth), "group_index": spec_of(group)},
                 outputs=outs, attrs={"dst_type": dst, "symmetric": bool(symmetric)},
@@ -575,8 +576,6 @@ def _aclnn_prepare(x, smoothScalesOptional, groupIndexOptional, dstType, yOut, s
     with params_named(_ACLNN_NAMES):           # the core's checks, with the aclnn doc's parameter names
         plan, ctx = _make_plan(op, x, smoothScalesOptional, groupIndexOptional, ACLNN_DST_TYPES[dst_code],
                                symmetric, product)
-    # the plan names the operator it runs, as the other faces' plans do (errors above name the aclnn call)
-    plan = dataclasses.replace(plan, op="npu_dynamic_quant" if symmetric else "npu_dynamic_quant_asymmetric")
     y = _checks.out_tensor(op, "yOut", yOut, plan.outputs["y"].shape, plan.outputs["y"].dtype, soc.soc)
     scale = _checks.out_tensor(op, "scaleOut", scaleOut, plan.outputs["scale"].shape, np.float32, soc.soc)
     offset = None
