@@ -86,7 +86,9 @@ def _specs(args: dict) -> dict:
     arguments unchanged, and so is grouped_matmul's group_list, whose values are read."""
     out = {}
     for k, v in args.items():
-        if k != "group_list" and type(v) is not TensorSpec and hasattr(v, "shape") and hasattr(v, "dtype"):
+        # (not a class: np.int8 and ml_dtypes.bfloat16 have shape and dtype attributes too, as dtype options)
+        if (k != "group_list" and type(v) is not TensorSpec and not isinstance(v, type) and hasattr(v, "shape")
+                and hasattr(v, "dtype")):
             v = spec_of(v)
         out[k] = v
     return out

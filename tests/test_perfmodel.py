@@ -295,6 +295,18 @@ def test_arrays_accepted_like_specs():
     assert a.latency_us == b.latency_us and a.tiles == b.tiles
 
 
+def test_dtype_options_may_be_numpy_and_ml_dtypes_types():
+    """np.int8 and ml_dtypes.bfloat16 are classes with shape and dtype attributes: options, not tensors."""
+    import ml_dtypes
+    x = T((16, 7168), "bfloat16")
+    assert (perfmodel.predict("npu_dynamic_quant", "atlas-a2", x=x, dst_type=np.int8).latency_us
+            == perfmodel.predict("npu_dynamic_quant", "atlas-a2", x=x, dst_type="int8").latency_us)
+    qmm = dict(x1=T((16, 7168), "int8"), x2=T((7168, 256), "int8"), scale=T((256,), "float32"),
+               pertoken_scale=T((16,), "float32"))
+    assert (perfmodel.predict("npu_quant_matmul", "atlas-a2", output_dtype=ml_dtypes.bfloat16, **qmm).latency_us
+            == perfmodel.predict("npu_quant_matmul", "atlas-a2", output_dtype="bfloat16", **qmm).latency_us)
+
+
 # -- sanity and monotonicity -------------------------------------------------------------------------------
 
 def _regime(p):
