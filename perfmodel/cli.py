@@ -31,9 +31,10 @@ import pandas as pd
 
 import npusim
 from npusim.plan import TensorSpec
-from npusim.products import PRODUCTS, socs_of
+from npusim.products import PRODUCTS, get_product, socs_of
 from perfmodel import compare as cmp
 from perfmodel import plots, sweep
+from perfmodel.hw import hardware
 from perfmodel.model import PIPES
 from perfmodel.predict import OPERATORS, check_operator, check_product, op_parameters, predict, supported_products
 from perfmodel.profiles import skipped_files_summary, skipped_summary
@@ -546,6 +547,18 @@ def cmd_plot(a) -> int:
     return 0
 
 
+def _hardware_line(soc_name: str) -> str:
+    """The facts of a SoC a capacity planner reaches for first: cores, clock, device memory size and peak
+    bandwidth (the model's, perfmodel/data/<family>.toml), L2."""
+    hw = hardware(get_product(soc_name))
+    s = hw.soc
+    cores = f"{s.aic} AIC + {s.aiv} AIV" if s.core_layout == "split" else f"{s.aic} AI Core" + (
+        f" + {s.vector_cores} Vector Core" if s.vector_cores else "")
+    size = f"{s.hbm_bytes / 2**30:.0f} GiB" if s.hbm_bytes else "size not in the CANN INI"
+    return (f"{s.soc}: {cores} at {s.cube_mhz} MHz; device memory (HBM or DDR) {size}, "
+            f"{hw.hbm_peak_Bps / 1e9:.0f} GB/s peak; L2 {s.l2_bytes / 2**20:.0f} MiB")
+
+
 def cmd_list(a) -> int:
     rows = []
     swept = [op for op in OPERATORS if op in sweep.OPERATORS + sweep.EXTRA_OPERATORS]
@@ -563,6 +576,7 @@ def cmd_list(a) -> int:
     for pid, prod in PRODUCTS.items():
         print(f"  {pid:18s} {prod.name}")
         print(f"  {'':18s} SoCs: {', '.join(s.soc for s in socs_of(pid))} (default {prod.default_soc})")
+        print(f"  {'':18s} {_hardware_line(prod.default_soc)}")
     print(f"\nsweep axes: {', '.join(sweep.AXES)}; dtypes: {', '.join(sweep.DTYPES)} "
           f"(default {', '.join(sweep.DEFAULT_DTYPES)} where supported)")
     print("npu_quant_matmul epilogues (--epilogues):")

@@ -267,6 +267,14 @@ def test_version_list_and_help(capsys):
     # the 310P runs npu_dynamic_quant in fp16 only (seed table); A2 in bf16 and fp16
     row = next(line for line in out.splitlines() if line.strip().startswith("npu_dynamic_quant "))
     assert "bf16 fp16" in row
+    # each product's default SoC with the facts a capacity plan starts from: cores from the CANN INI (HARDWARE.md:
+    # 910B2 24 AIC + 48 AIV, 950PR 32 + 64), peak bandwidth as the model uses it
+    from perfmodel.hw import hardware
+    for pid, prod in PRODUCTS.items():
+        line = next(ln for ln in out.splitlines() if ln.strip().startswith(prod.default_soc + ":"))
+        assert f"{hardware(SOCS[prod.default_soc]).hbm_peak_Bps / 1e9:.0f} GB/s peak" in line, line
+    assert re.search(r"Ascend910B2: 24 AIC \+ 48 AIV .* 64 GiB, 1800 GB/s peak; L2 192 MiB", out)
+    assert re.search(r"Ascend950PR_9589: 32 AIC \+ 64 AIV", out)
     sub = cli.build_parser()._subparsers._group_actions[0].choices
     assert set(sub) == {"predict", "record", "sweep", "compare", "calibrate", "plot", "list"}
     assert all(p.description for p in sub.values())
