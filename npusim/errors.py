@@ -12,9 +12,11 @@ ACLNN_ERR_PARAM_INVALID = 161002
 ACLNN_ERR_INNER_TILING_ERROR = 561002     # a rule the operator's tiling checks (where its aclnn doc says so)
 
 
-class AclnnError(ValueError):
+class AclnnError(ValueError, RuntimeError):
     """An aclnn call rejected its arguments. `.status` is the aclnn status code; `.op`, `.param`, `.product`
-    and `.rule` (the message without them) are the parts of the message. `.not_emulated` is True when the NPU
+    and `.rule` (the message without them) are the parts of the message. A ValueError, and a RuntimeError too:
+    what torch_npu raises when an aclnn call fails ("... error code is 161002"), so that tests written against
+    torch_npu catch it where they expect it. `.not_emulated` is True when the NPU
     may take the call and npusim does not model it (the rule says what); the torch face raises those as
     npusim.torch_npu.NotEmulatedError."""
 
