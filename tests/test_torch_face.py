@@ -730,6 +730,32 @@ def test_formats_live_with_the_storage_as_on_the_npu():
 
 
 
+def test_atlas_inference_takes_an_nz_weight_only_transposed():
+    """310P's QuantBatchMatmulV3 tiling takes transpose_x2 true only; the aclnn layer transposes an ND x2 to fit but
+    not an NZ one (ops-nn AnalyzeAttrs without L0C2OUT; vllm-ascend issue #1736, where the 300I Duo refused a
+    [k, n] NZ weight): 561002, after the parameter checks. A2 has no such rule."""
+    x1 = torch.from_numpy(i8(8, 64))
+    w_nk = torch.from_numpy(i8(128, 64))
+    scale = tnpu.npu_trans_quant_param(torch.rand(128) * 0.01)
+    with tnpu.install("atlas-inference"):
+        kn_nz = tnpu.npu_format_cast(w_nk.t().contiguous(), 29)
+        with pytest.raises(AclnnError, match="transpose_x2 true") as e:
+            tnpu.npu_quant_matmul(x1, kn_nz, scale, output_dtype=torch.float16)
+        assert e.value.status == 561002 and e.value.param == "x2" and e.value.product == "Ascend310P3"
+        with pytest.raises(AclnnError) as e:            # a parameter check fails first: 161002
+            tnpu.npu_quant_matmul(x1, kn_nz, scale, output_dtype=torch.bfloat16)
+        assert e.value.status == 161002
+        compiled = torch.compile(lambda a, b, c: tnpu.npu_quant_matmul(a, b, c, output_dtype=torch.float16),
+                                 fullgraph=True)
+        with pytest.raises(RuntimeError, match="transpose_x2 true"):      # traced too
+            compiled(x1, kn_nz, scale)
+        ref = tnpu.npu_quant_matmul(x1, w_nk.t().contiguous(), scale, output_dtype=torch.float16)   # ND: fine
+        assert torch.equal(tnpu.npu_quant_matmul(x1, tnpu.npu_format_cast(w_nk, 29).t(), scale,
+                                                 output_dtype=torch.float16), ref)
+    with tnpu.install("atlas-a2"):
+        assert torch.equal(tnpu.npu_quant_matmul(x1, kn_nz, scale, output_dtype=torch.float16), ref)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_torch_compile_calls_the_stand_in_eagerly(dtype):
     """Code under torch.compile (vllm-ascend compiles its model code) gets the emulator's bits: the compute ops are

@@ -45,8 +45,8 @@ from torch._subclasses.fake_tensor import is_fake as _torch_is_fake
 
 import npusim
 from npusim import quant_matmul
-from npusim.errors import AclnnError, invalid, params_named
-from npusim.plan import TensorSpec, launch_details, make_plan
+from npusim.errors import ACLNN_ERR_INNER_TILING_ERROR, AclnnError, invalid, params_named
+from npusim.plan import TensorSpec, is_transposed, launch_details, make_plan
 from npusim.quant_matmul import ACL_FORMAT_ND
 
 __all__ = ["install", "current_product", "to_numpy", "from_numpy", "NotEmulatedError", "NotEmulatedAttributeError",
@@ -591,17 +591,35 @@ def _quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=None,
                                                           scale=scale, offset=offset, pertoken_scale=pertoken_scale,
                                                           bias=bias)
     out = _dtype_name(op, "output_dtype", output_dtype)
+    product = current_product()
+    if _format_name(x2_t) == "NZ" and npusim.get_product(product).family == "310p910" and not is_transposed(x2):
+        # the aclnn checks come first (the plan makes them), then this tiling check
+        make_plan(op, product=product, x1=x1, x2=x2, scale=scale, offset=offset, pertoken_scale=pertoken_scale,
+                  bias=bias, output_dtype=out)
+        raise _nz_weight_not_transposed_on_310p(op, product)
     if meta:      # y: the broadcast batch, x1's m, x2's n (int4: as the plan reads x2's layout)
         _meta_only_rules(op, scale, out)
-        plan = make_plan(op, product=current_product(), x1=x1, x2=x2, scale=scale, offset=offset,
+        plan = make_plan(op, product=product, x1=x1, x2=x2, scale=scale, offset=offset,
                          pertoken_scale=pertoken_scale, bias=bias, output_dtype=out)
         lead = _matmul_lead(x1_t, x2_t)
         return _meta_outputs(plan, ("y",), lambda planned: [
             lead + (_from_input(planned[0][-1], x2_t.shape[-1]),)])[0]
     with launch_details(x2_format=_format_name(x2_t)):
         y = npusim.npu_quant_matmul(x1, x2, scale, offset=offset, pertoken_scale=pertoken_scale, bias=bias,
-                                    output_dtype=out, product=current_product())
+                                    output_dtype=out, product=product)
     return from_numpy(y)
+
+
+def _nz_weight_not_transposed_on_310p(op, product) -> AclnnError:
+    """Atlas inference (310P, no L0C->GM path) runs QuantBatchMatmulV3 with x1 as given and x2 transposed only:
+    its tiling refuses anything else (hicann/ops-nn quant_batch_matmul_v3_tiling_base.cpp AnalyzeAttrs, without
+    supportL0c2Out). The aclnn layer transposes x1 and an ND x2 to fit (aclnn_quant_matmul_v4.cpp
+    TransposeAndTransDataForInputs, on 310P), but leaves an NZ x2 as it is (vllm-ascend issue #1736)."""
+    return invalid(op, "x2", "on Atlas inference products an NZ (npu_format_cast(w, 29)) weight must be passed "
+                   "transposed, transpose_x2 true: the [n, k] weight's .t() view (or keep the weight ND, which "
+                   "the aclnn layer transposes itself); the tiling says 'This platform only support output "
+                   "transpose_x1 false and transpose_x2 true, actual [false, false]'",
+                   npusim.get_product(product).soc, status=ACLNN_ERR_INNER_TILING_ERROR)
 
 
 def _meta_only_rules(op, scale, out):
