@@ -730,6 +730,23 @@ def test_formats_live_with_the_storage_as_on_the_npu():
 
 
 
+def test_operators_not_emulated_can_be_mocked_with_create():
+    """vllm-ascend's unit tests mock what npusim does not emulate; the names are absent (hasattr() guards take their
+    fallback), so mock.patch needs create=True, and the name is absent again afterwards (README)."""
+    from unittest import mock
+    with tnpu.install("atlas-a2"):
+        import torch_npu
+        with pytest.raises(AttributeError):
+            with mock.patch("torch_npu.npu_swiglu"):
+                pass
+        with mock.patch("torch_npu.npu_swiglu", create=True) as swiglu:
+            swiglu.return_value = torch.zeros(2)
+            assert torch.equal(torch_npu.npu_swiglu(torch.ones(2, 4)), torch.zeros(2))
+            x = torch.from_numpy(RNG.standard_normal((2, 64)).astype(np.float32)).to(torch.bfloat16)
+            assert torch_npu.npu_dynamic_quant(x)[0].dtype == torch.int8        # emulated ones still run
+        assert not hasattr(torch_npu, "npu_swiglu")
+
+
 def test_atlas_inference_takes_an_nz_weight_only_transposed():
     """310P's QuantBatchMatmulV3 tiling takes transpose_x2 true only; the aclnn layer transposes an ND x2 to fit but
     not an NZ one (ops-nn AnalyzeAttrs without L0C2OUT; vllm-ascend issue #1736, where the 300I Duo refused a
