@@ -1104,6 +1104,13 @@ def test_npu_device_mode_runs_npu_code_unchanged_on_the_cpu():
         with pytest.raises(tnpu.NotEmulatedError, match="torch.npu.Stream is not emulated"):
             torch.npu.Stream
         assert not hasattr(torch.npu, "Event")
+        # torch_npu's SocVersion numbers (NpuVariables.h), as vllm-ascend's check_ascend_device_type reads them:
+        # 220-225 A2, 250-255 A3, 200-205 310P, 260 Ascend 950 (its A5)
+        assert torch.npu.get_soc_version() == 221
+        for product, lo, hi in (("atlas-a3", 250, 255), ("Ascend910B4", 224, 224), ("atlas-inference", 200, 205),
+                                ("ascend-950dt", 260, 260)):
+            with tnpu.install(product):
+                assert lo <= torch_npu.npu.get_soc_version() <= hi, product
         with tnpu.install("ascend-950pr"):               # a nested block keeps the npu device
             assert x.npu() is x and torch.npu.get_device_name() == "Ascend950PR_9589"
         assert torch.npu.get_device_name() == "Ascend910B2"

@@ -301,6 +301,22 @@ _IS_NPU_CPU = property(lambda self: self.device.type == "cpu", doc="True: the 'n
 _IS_NPU_NEVER = property(lambda self: False, doc="False: npusim's stand-in has no npu device (npu_device=False)")
 
 
+# torch_npu.npu.get_soc_version(): c10_npu::SocVersion of the SoC (Ascend/pytorch torch_npu/csrc/core/npu/
+# NpuVariables.h; vllm-ascend's check_ascend_device_type reads 220-225 as A2, 250-255 as A3, 200-205 as 310P).
+# Ascend 950 is 260, the value vllm-ascend reads as A5: the header we read does not list it yet.
+_SOC_VERSION = {"Ascend910PremiumA": 100, "Ascend910ProA": 101, "Ascend910A": 102, "Ascend910ProB": 103,
+                "Ascend310P1": 200, "Ascend310P3": 202, "Ascend310P5": 204, "Ascend310P7": 205,
+                "Ascend910B1": 220, "Ascend910B2": 221, "Ascend910B2C": 222, "Ascend910B3": 223, "Ascend910B4": 224,
+                "Ascend910B4-1": 225, "Ascend310B1": 240, "Ascend310B4": 243,
+                "Ascend910_9391": 250, "Ascend910_9392": 251, "Ascend910_9381": 252, "Ascend910_9382": 253,
+                "Ascend910_9372": 254, "Ascend910_9362": 255}
+
+
+def _soc_version() -> int:
+    soc = _product_named("torch.npu.get_soc_version")
+    return 260 if soc.startswith("Ascend950") else _SOC_VERSION[soc]
+
+
 def _npu_module() -> types.ModuleType:
     """torch.npu (and torch_npu.npu) with install(npu_device=True): one device, the CPU; its housekeeping calls
     do nothing; anything else is not emulated."""
@@ -314,10 +330,11 @@ def _npu_module() -> types.ModuleType:
     m.empty_cache = lambda: None
     m.manual_seed = m.manual_seed_all = lambda seed: torch.manual_seed(seed)
     m.get_device_name = lambda device=None: _product_named("torch.npu.get_device_name")
+    m.get_soc_version = _soc_version
 
     m.__getattr__ = _missing_names("torch.npu", "with npu_device=True it has is_available, is_initialized, "
                                    "device_count, current_device, set_device, synchronize, empty_cache, "
-                                   "manual_seed, manual_seed_all and get_device_name")
+                                   "manual_seed, manual_seed_all, get_device_name and get_soc_version")
     return m
 
 
