@@ -470,6 +470,12 @@ def test_linear_a8w8_quant_int64_scale_state_dict_and_errors():
         layer(tensor(x))
     with pytest.raises(tnpu.NotEmulatedError):
         tnpu.contrib.module.LinearA8W8Quant(16, 8, device="meta")
+    # torch_npu starts the weight as a float32 torch.empty: a forward before an int8 weight is set fails, as there
+    for cls, error in ((tnpu.contrib.module.LinearA8W8Quant, AclnnError), (tnpu.contrib.module.LinearQuant, ValueError)):
+        fresh = cls(16, 8, bias=False, output_dtype=torch.float16)
+        assert fresh.weight.dtype == torch.float32
+        with pytest.raises(error, match="x2|weight"):
+            fresh(tensor(x))
 
 
 @pytest.mark.parametrize("out,offset,pertoken", [(None, True, False), (torch.float16, False, False),

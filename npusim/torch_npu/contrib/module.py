@@ -22,8 +22,9 @@ class LinearA8W8Quant(torch.nn.Module):
     pertoken_scale is set or the output is bfloat16, then npu_quant_matmul(x1, weight^T, ...) runs on the
     product npusim.torch_npu.current_product() names (npusim.quant_matmul.linear_a8w8_quant_forward); under
     torch.compile inside install() the forward is one op, torch.ops.npu.npusim_linear_a8w8_quant.
-    Initial values (torch_npu leaves them uninitialised): weight 0 int8, scale 1, offset 0, pertoken_scale
-    1 (shape (out,), as torch_npu), bias 0 int32. Loading a state dict adopts the saved tensors' dtypes and
+    Initial values (torch_npu leaves them uninitialised; the dtypes are its): weight 0 float32, so that a forward
+    before an int8 weight is set fails as on the NPU, scale 1, offset 0, pertoken_scale 1 (shape (out,), as
+    torch_npu), bias 0 int32. Loading a state dict adopts the saved tensors' dtypes and
     shapes (an int8 weight, an int64 scale), where torch's default copy would convert them into these.
     device: CPU only (another device raises NotEmulatedError); dtype is accepted and unused, as in torch_npu.
     """
@@ -37,7 +38,7 @@ class LinearA8W8Quant(torch.nn.Module):
         self.in_features = in_features
         self.out_features = out_features
         self.output_dtype = output_dtype
-        self.weight = Parameter(torch.zeros((out_features, in_features), dtype=torch.int8), False)
+        self.weight = Parameter(torch.zeros((out_features, in_features), dtype=torch.float32), False)
         self.scale = Parameter(torch.ones(out_features, dtype=torch.float32), False)
         for name, wanted, init in (("offset", offset, torch.zeros), ("pertoken_scale", pertoken_scale, torch.ones)):
             if wanted:
