@@ -5,6 +5,7 @@ import difflib
 import functools
 import gc
 import inspect
+import os
 
 import npusim  # noqa: F401  (importing the package registers every planner)
 from npusim.plan import PLANNERS, PRODUCTS_OF, Plan, TensorSpec, spec_of
@@ -235,9 +236,11 @@ def build_work(op: str, product: str = "atlas-a2", *, l2: str = "cold", **args):
 
 def _params(calibration, family):
     from perfmodel.calibration import Calibration, default_calibration
+    if isinstance(calibration, (str, os.PathLike)):     # a calibration JSON, as the CLI's --calibration takes
+        calibration = Calibration.load(calibration)
     if calibration is not None and not isinstance(calibration, Calibration):
-        raise TypeError(f"calibration must be a perfmodel.calibration.Calibration or None, "
-                        f"got {type(calibration).__name__}")
+        raise TypeError(f"calibration must be a perfmodel.calibration.Calibration, the path of a calibration JSON "
+                        f"or None, got {type(calibration).__name__}")
     return (calibration or default_calibration()).params_for(family)
 
 
@@ -250,7 +253,8 @@ def predict(op: str, product: str = "atlas-a2", *, calibration=None, l2: str = "
     arguments, tensors as TensorSpec, arrays or torch tensors (only their shape, dtype and layout are read: whether
     a tensor is the transpose of a contiguous one, as `w.T` or TensorSpec's transposed, and a torch weight's
     format when npusim.torch_npu.npu_format_cast made it FRACTAL_NZ). product: product id or SoC name.
-    calibration: a perfmodel.calibration.Calibration (default: the shipped one).
+    calibration: a perfmodel.calibration.Calibration or the path of a calibration JSON (`npusim calibrate`
+    writes one; default: the shipped calibration).
     l2: 'cold' (inputs come from HBM, as after an L2 flush: the profilers' benchmark setting) or 'warm'
     (inputs already in L2 as far as they fit, e.g. written by the kernel before).
     Generic kernels take options: add(block_dim, tile_bytes=32768, double_buffer=True, l2_bypass=False,

@@ -634,6 +634,11 @@ def test_calibration_round_trip(tmp_path):
     r = rows.iloc[3]
     assert perfmodel.predict(r["op"], r["product"], calibration=back, **r["args"]).latency_us == pytest.approx(
         perfmodel.predict(r["op"], r["product"], calibration=cal, **r["args"]).latency_us)
+    for given in (path, str(path)):         # the file's path, as the CLI's --calibration takes it
+        assert (perfmodel.predict(r["op"], r["product"], calibration=given, **r["args"]).latency_us
+                == perfmodel.predict(r["op"], r["product"], calibration=back, **r["args"]).latency_us)
+    with pytest.raises(ValueError, match="cannot be read"):
+        perfmodel.predict(r["op"], r["product"], calibration=str(tmp_path / "missing.json"), **r["args"])
 
 
 # -- the batched sweep path ---------------------------------------------------------------------------
