@@ -5,6 +5,7 @@ import difflib
 import functools
 import gc
 import inspect
+import numbers
 import os
 
 import npusim  # noqa: F401  (importing the package registers every planner)
@@ -171,6 +172,9 @@ def op_parameters(op: str) -> list[str]:
     return list(_parameters(check_operator(op))[0])
 
 
+OWN_KEYWORDS = ("product", "calibration", "l2")       # predict's keywords besides the operator's arguments
+
+
 def check_arguments(op: str, args) -> None:
     """A TypeError naming `op`, the unknown (or missing) argument, the closest name and the arguments `op`
     takes, when `args` (names) do not fit it; predict, predict_many, build_work and `npusim predict` check
@@ -180,8 +184,13 @@ def check_arguments(op: str, args) -> None:
     unknown = [a for a in args if a not in names]
     if unknown:
         u = unknown[0]
-        raise TypeError(f"{op}: unknown argument {u!r};{did_you_mean(u, [n for n in names if n not in given])} "
-                        f"its arguments: {', '.join(names)}")
+        near = did_you_mean(u, [n for n in names if n not in given] + list(OWN_KEYWORDS))
+        raise TypeError(f"{op}: unknown argument {u!r};{near} its arguments: {', '.join(names)}")
+    for name, value in args.items():        # a shape where a tensor belongs: a likely slip, refused plainly
+        if name != "group_list" and type(value) is tuple and value and all(
+                isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in value):
+            raise TypeError(f"{op}: {name}={value!r} is a shape; pass the tensor as TensorSpec({value!r}, dtype) "
+                            f"(perfmodel.TensorSpec), an array or a torch tensor")
     missing = [n for n in names if n in required and n not in given]
     if missing:
         raise TypeError(f"{op}: missing argument{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}; "

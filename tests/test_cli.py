@@ -231,6 +231,10 @@ def test_python_api_names_an_unknown_argument_like_the_cli(capsys):
     with pytest.raises(TypeError, match=r"indexer_compress_epilog: unknown argument 'cache'; did you mean "
                                         r"'indexer_compress_cache'\? its arguments: indexer_compress_cache"):
         perfmodel.predict("indexer_compress_epilog", "ascend-950pr", cache=T((8, 128), "float8_e4m3fn"))
+    with pytest.raises(TypeError, match=r"unknown argument 'prodct'; did you mean 'product'\?"):    # predict's own
+        perfmodel.predict("npu_dynamic_quant", prodct="atlas-a3", x=x)
+    with pytest.raises(TypeError, match=r"x=\(4, 7168\) is a shape; pass the tensor as TensorSpec"):
+        perfmodel.predict("npu_dynamic_quant", "atlas-a2", x=(4, 7168))
     with pytest.raises(TypeError, match=r"^matmul: missing argument 'b'; its arguments: a, b, block_dim, tiling$"):
         perfmodel.predict("matmul", "atlas-a2", a=T((8, 64), "float16"))
     rc, out, err = run(capsys, "predict", "npu_dynamic_quant", "X=4x7168:bf16")
