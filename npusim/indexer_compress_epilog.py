@@ -17,7 +17,7 @@ from npusim import _checks, formats
 from npusim._kernels import indexer_compress_epilog as _kernel
 from npusim.aclnn import aclnn_api, get_workspace_size, run_executor
 from npusim.errors import invalid, not_emulated
-from npusim.plan import Plan, TensorSpec, launched, planner, spec_of
+from npusim.plan import Plan, launched, planner, spec_of
 
 __all__ = ["indexer_compress_epilog"]
 

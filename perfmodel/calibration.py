@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -149,3 +150,11 @@ def default_calibration() -> Calibration:
         d = json.loads(res.read_text())
         return Calibration(params=d.get("params", {}), source=d.get("source", SHIPPED), report=d.get("report", []))
     return Calibration.defaults()
+
+
+def load_calibration(cal):
+    """A Calibration from the path of a calibration JSON (as `npusim calibrate` writes it; validated on load), or
+    `cal` itself (a Calibration, or None for the shipped one)."""
+    if isinstance(cal, (str, os.PathLike)):
+        return Calibration.load(cal)
+    return cal

@@ -39,7 +39,7 @@ from perfmodel.model import PIPES
 from perfmodel.predict import OPERATORS, check_operator, check_product, op_parameters, predict, supported_products
 from perfmodel.profiles import skipped_files_summary, skipped_summary
 from perfmodel.published import FITTED_TRUST, measured_coverage
-from perfmodel.rows import load_calibration
+from perfmodel.calibration import load_calibration
 
 __all__ = ["main", "build_parser"]
 

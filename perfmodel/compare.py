@@ -20,7 +20,8 @@ from perfmodel.model import PIPES
 from perfmodel.predict import L2_STATES, check_product
 from perfmodel.profiles import EXAMPLES_PER_REASON, read_profiles, to_predict_args
 from perfmodel.published import MEASURED_COLUMNS, calibration_set, default_published_path, read_published
-from perfmodel.rows import load_calibration, predict_rows
+from perfmodel.calibration import load_calibration
+from perfmodel.rows import predict_rows
 
 __all__ = ["MEASURED_COLUMNS", "calibration_set", "default_published_path", "read_published", "measured_from_profiles",
            "compare", "summarize", "by_launch", "worst", "ape_pct", "per_row", "args_text"]

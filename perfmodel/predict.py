@@ -6,7 +6,6 @@ import functools
 import gc
 import inspect
 import numbers
-import os
 
 import npusim  # noqa: F401  (importing the package registers every planner)
 from npusim.plan import PLANNERS, PRODUCTS_OF, Plan, TensorSpec, spec_of
@@ -244,9 +243,8 @@ def build_work(op: str, product: str = "atlas-a2", *, l2: str = "cold", **args):
 
 
 def _params(calibration, family):
-    from perfmodel.calibration import Calibration, default_calibration
-    if isinstance(calibration, (str, os.PathLike)):     # a calibration JSON, as the CLI's --calibration takes
-        calibration = Calibration.load(calibration)
+    from perfmodel.calibration import Calibration, default_calibration, load_calibration
+    calibration = load_calibration(calibration)         # a calibration JSON's path, as the CLI's --calibration
     if calibration is not None and not isinstance(calibration, Calibration):
         raise TypeError(f"calibration must be a perfmodel.calibration.Calibration, the path of a calibration JSON "
                         f"or None, got {type(calibration).__name__}")

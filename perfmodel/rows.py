@@ -7,24 +7,15 @@ with the reason. One bad point never stops a sweep or a comparison.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
-from perfmodel.calibration import Calibration
 from perfmodel.model import PIPES
 from perfmodel.predict import predict_many
 
-__all__ = ["ROW_COLUMNS", "load_calibration", "predict_rows"]
+__all__ = ["ROW_COLUMNS", "predict_rows"]
 
 ROW_COLUMNS = ["status", "reason", "soc", "latency_us", "head_us", "core_us", "chip_us", "bound", "bytes_read",
                "bytes_written", "flops", "block_dim", "tiling_key", "achieved_GBps", "achieved_TOPS"] + \
               [f"pipe_{p}_us" for p in PIPES]
-
-
-def load_calibration(cal):
-    """A Calibration from a path (a JSON written by `npusim calibrate`, validated on load), or cal itself."""
-    if cal is None or not isinstance(cal, (str, Path)):
-        return cal
-    return Calibration.load(cal)
 
 
 def _row(pred) -> dict:

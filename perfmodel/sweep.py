@@ -47,7 +47,8 @@ from npusim.formats import as_dtype, dtype_name
 from npusim.plan import TensorSpec
 from perfmodel.ops import ELEMENTWISE, WEIGHT_FORMAT_OPTIONS, even_group_list
 from perfmodel.predict import check_operator, check_product, did_you_mean, supported_products
-from perfmodel.rows import ROW_COLUMNS, load_calibration, predict_rows
+from perfmodel.calibration import load_calibration
+from perfmodel.rows import ROW_COLUMNS, predict_rows
 
 __all__ = ["OPERATORS", "EXTRA_OPERATORS", "DEFAULT_TOKENS", "DEFAULT_DTYPES", "DTYPES", "EPILOGUES",
            "WEIGHT_FORMATS", "AXES",

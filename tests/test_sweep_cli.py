@@ -84,7 +84,9 @@ def fake_model(monkeypatch):
     """The fake model in place of perfmodel.predict_many (in the rows layer, which sweep and compare share)."""
     from perfmodel import rows
     monkeypatch.setattr(rows, "predict_many", fake_predict_many)
-    monkeypatch.setattr(rows, "Calibration", FakeCalibration)
+    fake_load = lambda c: FakeCalibration.load(c) if isinstance(c, (str, Path)) else c   # noqa: E731
+    for module in (sweep, cmp, cli):               # where the commands read a calibration file
+        monkeypatch.setattr(module, "load_calibration", fake_load)
     monkeypatch.setattr(sweep, "supported_products", lambda op: list(SUPPORTED))
     cal = types.ModuleType("perfmodel.calibration")
     cal.Calibration, cal.PARAMS = FakeCalibration, ("factor",)
