@@ -843,7 +843,11 @@ def test_torch_compile_fullgraph_traces_the_compute_ops(product):
             torch.ops.npu.npu_quant_matmul(torch.empty(5, 64, dtype=torch.int8, device="meta"), w, w_scale)
         with FakeTensorMode() as mode:        # a graph break's function on fake tensors: not emulated, clearly
             with pytest.raises(tnpu.NotEmulatedError, match="fake tensor"):
-                torch_npu.npu_trans_quant_param(mode.from_tensor(w_scale))
+                torch_npu.npu_convert_weight_to_int4pack(mode.from_tensor(torch.zeros(8, 16, dtype=torch.int32)))
+            # npu_trans_quant_param is traced (torch_npu has its meta function): the plan's shape, a longer
+            # offset's when the scale is one value
+            packed = torch_npu.npu_trans_quant_param(mode.from_tensor(torch.ones(1)), mode.from_tensor(torch.ones(1, 16)))
+            assert (packed.shape, packed.dtype) == ((1, 16), torch.int64)
         # the tensor methods install() adds are graph breaks as well, on inputs and on tensors made inside
         for cast in (lambda t: t.npu_format_cast(29) * 1, lambda t: (t * 1).npu_format_cast(29),
                      lambda t: t.clone().npu_format_cast_(29)):
@@ -852,8 +856,8 @@ def test_torch_compile_fullgraph_traces_the_compute_ops(product):
             assert torch.equal(nz, w_scale) and torch_npu.get_npu_format(w_scale) == 2
         assert torch_npu.get_npu_format(nz) == 29
         torch._dynamo.reset()
-        # LinearA8W8Quant's forward is one op (its scale packed inside, as torch_npu's module does); the
-        # weight-preparation ops are graph breaks: they run eagerly
+        # LinearA8W8Quant's forward is one op (its scale packed inside, as torch_npu's module does); LinearQuant's
+        # packs with the traced npu_trans_quant_param
         for out in (None, torch.bfloat16):
             m = torch_npu.contrib.module.LinearA8W8Quant(64, 32, offset=out is None, output_dtype=out)
             m.weight.data, m.scale.data, m.bias.data = tensor(i8(32, 64)), w_scale, torch.arange(32, dtype=torch.int32)
@@ -862,7 +866,12 @@ def test_torch_compile_fullgraph_traces_the_compute_ops(product):
                 q = tensor(i8(2, rows, 64))
                 got, want = torch.compile(m, backend="aot_eager", fullgraph=True)(q), m(q)
                 assert got.dtype == want.dtype and torch.equal(got.view(torch.int8), want.view(torch.int8))
-        prep = torch.compile(lambda s: torch_npu.npu_trans_quant_param(s), backend="aot_eager")
+        lq = torch_npu.contrib.module.LinearQuant(64, 32, bias=False, output_dtype=torch.float16)
+        lq.weight.data, lq.scale.data = tensor(i8(32, 64)), w_scale
+        torch._dynamo.reset()
+        q = tensor(i8(4, 64))
+        assert torch.equal(torch.compile(lq, backend="aot_eager", fullgraph=True)(q), lq(q))
+        prep = torch.compile(lambda s: torch_npu.npu_trans_quant_param(s), backend="aot_eager", fullgraph=True)
         assert torch.equal(prep(w_scale), torch_npu.npu_trans_quant_param(w_scale))
         torch._dynamo.reset()
         rule = r"parameter 'x2': shape\[-2\] \(63\) must equal"                     # npusim's rule

@@ -779,12 +779,26 @@ def _npu_format_cast__method(self, acl_format):
     return npu_format_cast_(self, acl_format)
 
 
-@_eager
 def npu_trans_quant_param(scale, offset=None, round_mode=0):
-    """torch_npu.npu_trans_quant_param -> int64 tensor: npusim.npu_trans_quant_param. round_mode None is 0."""
-    scale, offset = _arrays("npu_trans_quant_param", scale=scale, offset=offset)
+    """torch_npu.npu_trans_quant_param -> int64 tensor: npusim.npu_trans_quant_param. round_mode None is 0.
+    Traced as its torch.ops.npu op, as torch_npu's has a meta function (a compiled forward may pack its scale)."""
+    if _traced((scale, offset)):
+        return torch.ops.npu.npu_trans_quant_param(scale, offset, round_mode)
+    return _trans_quant_param(scale, offset, round_mode)
+
+
+@_eager
+def _trans_quant_param(scale, offset=None, round_mode=0, meta=False):
+    """npu_trans_quant_param on the current product (meta: the output's shape only); its torch.ops.npu kernels."""
+    op = "npu_trans_quant_param"
+    scale_t, offset_t = scale, offset
+    scale, offset = _arrays(op, _spec if meta else to_numpy, scale=scale, offset=offset)
     if round_mode is None:      # op-plugin's schema: int? round_mode=0; its kernel takes round_mode.value_or(0)
         round_mode = 0          # (Ascend/op-plugin@d1eaa64e, op_plugin/ops/opapi/TransQuantParamKernelNpuOpApi.cpp)
+    if meta:      # y: the scale's shape, or a longer offset's when the scale is one value (symbolic as theirs)
+        plan = make_plan(op, product=current_product(), scale=scale, offset=offset, round_mode=round_mode)
+        src = offset_t if offset is not None and plan.outputs["y"].shape == offset.shape else scale_t
+        return _meta_outputs(plan, ("y",), lambda planned: [tuple(src.shape)])[0]
     return from_numpy(npusim.npu_trans_quant_param(scale, offset, round_mode, product=current_product()))
 
 
@@ -877,8 +891,8 @@ _NPU_OPS = (
      "Tensor? bias=None, ScalarType? output_dtype=None, int? x1_dtype=None, int? x2_dtype=None, "
      "int? pertoken_scale_dtype=None, int? scale_dtype=None, SymInt[]? group_sizes=None, Tensor? y_scale=None) "
      "-> Tensor", _quant_matmul, functools.partial(_quant_matmul, meta=True)),
-    ("npu_trans_quant_param(Tensor scale, Tensor? offset=None, int? round_mode=0) -> Tensor", npu_trans_quant_param,
-     None),
+    ("npu_trans_quant_param(Tensor scale, Tensor? offset=None, int? round_mode=0) -> Tensor", _trans_quant_param,
+     functools.partial(_trans_quant_param, meta=True)),
     # npusim's own: contrib.module.LinearA8W8Quant's forward as one op, for torch.compile
     ("npusim_linear_a8w8_quant(Tensor x1, Tensor weight, Tensor scale, Tensor? offset=None, "
      "Tensor? pertoken_scale=None, Tensor? bias=None, ScalarType? output_dtype=None) -> Tensor", _linear_a8w8_quant,

@@ -82,8 +82,7 @@ class LinearQuant(LinearA8W8Quant):
     Ascend/pytorch@1373806): x1 and weight must both be int8 or both int32 (ValueError, a Python check before any
     kernel); a float32 scale without pertoken_scale is packed with npu_trans_quant_param(scale, offset) whatever
     the output dtype (LinearA8W8Quant leaves it float for bfloat16 output); then npu_quant_matmul(x1,
-    weight.transpose(-2, -1), ...). It runs the stand-in's two functions, so under torch.compile the packing is a
-    graph break."""
+    weight.transpose(-2, -1), ...). It runs the stand-in's two functions, both traced by torch.compile."""
 
     def __init__(self, in_features: int, out_features: int, *, bias: bool = True, offset: bool = False,
                  pertoken_scale: bool = False, device=None, dtype=None, output_dtype=None) -> None:
