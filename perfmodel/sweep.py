@@ -45,9 +45,10 @@ import pandas as pd
 
 from npusim.formats import as_dtype, dtype_name
 from npusim.plan import TensorSpec
+from perfmodel.calibration import load_calibration
 from perfmodel.ops import ELEMENTWISE, WEIGHT_FORMAT_OPTIONS, even_group_list
 from perfmodel.predict import check_operator, check_product, did_you_mean, supported_products
-from perfmodel.calibration import load_calibration
+from perfmodel.published import FITTED_TRUST, measured_coverage
 from perfmodel.rows import ROW_COLUMNS, predict_rows
 
 __all__ = ["OPERATORS", "EXTRA_OPERATORS", "DEFAULT_TOKENS", "DEFAULT_DTYPES", "DTYPES", "EPILOGUES",
@@ -332,7 +333,16 @@ def load_config(path) -> dict:
     return out
 
 
-SWEEP_COLUMNS = list(Point.__dataclass_fields__) + ["in_dtype", "out_dtype"] + ROW_COLUMNS + ["kernels"]
+# how far to trust a point: the packaged calibration set's timings of its operator on its SoC, fitted and held out
+COVERAGE_COLUMNS = ["fitted_rows", "held_out_rows"]
+SWEEP_COLUMNS = (list(Point.__dataclass_fields__) + ["in_dtype", "out_dtype"] + ROW_COLUMNS + ["kernels"]
+                 + COVERAGE_COLUMNS)
+
+
+@functools.cache
+def _coverage(op: str, soc: str) -> dict:
+    n = measured_coverage(op, soc)
+    return {"fitted_rows": n[FITTED_TRUST], "held_out_rows": n["holdout"]}
 
 
 class Progress:
@@ -367,7 +377,10 @@ class Progress:
 def run_sweep(points, calibration=None, progress: bool | None = None) -> pd.DataFrame:
     """Predict every point. Columns (SWEEP_COLUMNS): the Point fields, in_dtype, out_dtype, status, reason,
     soc, latency_us, head_us, core_us, chip_us, bound, bytes_read, bytes_written, flops, block_dim, tiling_key,
-    achieved_GBps, achieved_TOPS, pipe_<pipe>_us, kernels (each kernel launched and its time). progress: None = show a bar when there are 50 points or more."""
+    achieved_GBps, achieved_TOPS, pipe_<pipe>_us, kernels (each kernel launched and its time), fitted_rows and
+    held_out_rows (the packaged calibration set's timings of the operator on that SoC: fitted, and kept out of the
+    fit as checks; 0 and 0: no measurement behind the point). progress: None = show a bar when there are 50 points
+    or more."""
     points = list(points)
     calibration = load_calibration(calibration)
     bar = Progress(len(points), enabled=(len(points) >= 50) if progress is None else progress)
@@ -388,6 +401,8 @@ def run_sweep(points, calibration=None, progress: bool | None = None) -> pd.Data
             for i, _ in part:
                 bar.step(f"{op} {product} {points[i].tokens}")
     for p, row in zip(points, rows):
+        if row.get("status") == "ok":
+            row.update(_coverage(p.op, row["soc"]))
         if row.get("kernels"):              # the kernels launched, as `npusim predict` prints them
             row["kernels"] = "; ".join(f"{k} {t:.4g} us" for k, t in row["kernels"])
         # a quant matmul's scale is the sweep's, built for its epilogue: say so
@@ -396,6 +411,6 @@ def run_sweep(points, calibration=None, progress: bool | None = None) -> pd.Data
             row["reason"] = f"{e} epilogue, {EPILOGUES[e]}: {row['reason']}"
     rows = [{**asdict(p), **dict(zip(("in_dtype", "out_dtype"), io_dtypes(p))), **row} for p, row in zip(points, rows)]
     df = pd.DataFrame(rows).reindex(columns=SWEEP_COLUMNS)
-    for c in ("n", "topk"):         # blank where the axis does not apply, integers elsewhere
+    for c in ("n", "topk", *COVERAGE_COLUMNS):     # blank where the axis does not apply, integers elsewhere
         df[c] = df[c].astype("Int64")
     return df

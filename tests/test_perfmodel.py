@@ -788,6 +788,24 @@ def test_sweep_uses_predict_many_and_matches_predict():
         assert row.latency_us == one.latency_us and row.block_dim == one.block_dim
 
 
+def test_sweep_rows_say_how_many_measurements_stand_behind_them():
+    """fitted_rows / held_out_rows: the calibration set's rows of the operator on the point's SoC, by trust."""
+    from perfmodel import sweep
+    from npusim.products import get_product
+    from perfmodel.published import calibration_set
+    rows = calibration_set()
+    rows = rows.assign(soc=[get_product(t).soc for t in rows.target])
+    pts = sweep.grid(ops=["npu_dynamic_quant", "npu_quant_matmul"], products=["atlas-a2", "ascend-950pr", "atlas-a3"],
+                     tokens=[16])
+    df = sweep.run_sweep(pts, progress=False)
+    for row in df.itertuples():
+        mine = rows[(rows.op == row.op) & (rows.soc == row.soc)]
+        assert (row.fitted_rows, row.held_out_rows) == ((mine.trust == "measured").sum(), (mine.trust == "holdout").sum())
+    by = df.groupby("product")[["fitted_rows", "held_out_rows"]].min()
+    assert by.loc["atlas-a2", "fitted_rows"] > 0 and by.loc["ascend-950pr", "held_out_rows"] > 0   # 950: checks only
+    assert by.loc["atlas-a3"].sum() == 0 and by.loc["ascend-950pr", "fitted_rows"] == 0
+
+
 def test_a_row_that_names_its_kernels_is_compared_with_those_alone():
     from perfmodel.compare import compare
     from perfmodel.fitting import works_of
