@@ -34,12 +34,12 @@ from npusim.plan import TensorSpec
 from npusim.products import PRODUCTS, get_product, socs_of
 from perfmodel import compare as cmp
 from perfmodel import plots, sweep
+from perfmodel.calibration import load_calibration
 from perfmodel.hw import hardware
 from perfmodel.model import PIPES
 from perfmodel.predict import OPERATORS, check_operator, check_product, op_parameters, predict, supported_products
 from perfmodel.profiles import skipped_files_summary, skipped_summary
 from perfmodel.published import FITTED_TRUST, measured_coverage
-from perfmodel.calibration import load_calibration
 
 __all__ = ["main", "build_parser"]
 

@@ -16,11 +16,11 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
+from perfmodel.calibration import load_calibration
 from perfmodel.model import PIPES
 from perfmodel.predict import L2_STATES, check_product
 from perfmodel.profiles import EXAMPLES_PER_REASON, read_profiles, to_predict_args
 from perfmodel.published import MEASURED_COLUMNS, calibration_set, default_published_path, read_published
-from perfmodel.calibration import load_calibration
 from perfmodel.rows import predict_rows
 
 __all__ = ["MEASURED_COLUMNS", "calibration_set", "default_published_path", "read_published", "measured_from_profiles",
