@@ -183,11 +183,12 @@ def _int32_mm(x1, x2):
     return npusim.npu_quant_matmul(x1, x2, np.ones(1, np.float32), output_dtype="int32")
 
 
-# Shapes that reach every kernel branch of every path: M <= 32 (dot kernel for [N, K] weights), small M
+# Shapes that reach every kernel branch of every path: M <= 32 (dot kernel for [N, K] weights), M <= 4 (AVX2's
+# fused kernel for [K, N] weights: two tasks, k not a multiple of 4, a column tail), small M
 # with short k blocks (128), M above the row block (96 / 128) with several k blocks (512 / 1024), and
 # tails in M (register tile 4 / 8 rows), N (16 / 32 columns) and K (pairs, quads, 16- and 64-byte steps).
 GEMM_SHAPES = [(1, 1, 1), (1, 67, 33), (2, 5, 2000), (3, 130, 50), (32, 300, 100), (40, 1100, 70),
-               (130, 1100, 47), (250, 130, 31), (99, 2049, 17)]
+               (130, 1100, 47), (250, 130, 31), (99, 2049, 17), (4, 1027, 4110)]
 
 
 @pytest.mark.parametrize("m,k,n", GEMM_SHAPES)
