@@ -5,6 +5,7 @@ the parameter, the rule broken and the product, so a user can act on it without 
 """
 
 import contextlib
+import re
 
 ACLNN_SUCCESS = 0
 ACLNN_ERR_PARAM_NULLPTR = 161001
@@ -60,13 +61,19 @@ def not_emulated(op: str, param: str, rule: str, product: str | None = None) -> 
 
 
 @contextlib.contextmanager
-def params_named(names: dict):
+def params_named(names: dict, in_rules: bool = False):
     """AclnnErrors raised inside name their parameter as `names` maps it (a face's own names for the core's, e.g.
-    aclnn's smoothScalesOptional for smooth_scales); rule, status, product and not_emulated stay."""
+    aclnn's smoothScalesOptional for smooth_scales); status, product and not_emulated stay, and so does the rule,
+    unless in_rules: then the names it mentions as whole words are the face's too ('the dtype of x' -> 'of
+    input'; for names no rule uses in another sense)."""
     try:
         yield
     except AclnnError as exc:
-        if exc.param not in names:
+        if exc.param not in names and not in_rules:
             raise
-        raise AclnnError(exc.rule, exc.status, op=exc.op, param=names[exc.param], product=exc.product,
+        rule = exc.rule
+        if in_rules:
+            for core, face in names.items():
+                rule = re.sub(rf"(?<![\w'.]){re.escape(core)}(?![\w'(])", face, rule)
+        raise AclnnError(rule, exc.status, op=exc.op, param=names.get(exc.param, exc.param), product=exc.product,
                          not_emulated=exc.not_emulated).with_traceback(exc.__traceback__) from None

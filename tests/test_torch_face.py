@@ -136,6 +136,9 @@ def test_dynamic_quant_errors_name_torch_npus_input():
     with tnpu.install("atlas-a2"):
         with pytest.raises(AclnnError, match="npu_dynamic_quant, parameter 'input': last dimension must be"):
             torch.ops.npu.npu_dynamic_quant(tensor(x), dst_type=torch.quint4x2)
+        # rules that mention the input name it as torch_npu does too
+        with pytest.raises(AclnnError, match=r"parameter 'smooth_scales': dtype must equal the dtype of input \("):
+            tnpu.npu_dynamic_quant(torch.zeros(4, 64, dtype=torch.bfloat16), smooth_scales=torch.ones(64, dtype=torch.float16))
 
 
 def test_dynamic_quant_hifloat8_on_950():

@@ -522,7 +522,7 @@ def _dynamic_quant(op, input, smooth_scales, group_index, dst_type, quant_mode, 
     x, smooth_scales, group_index = _arrays(op, _spec if meta else to_numpy, input=input,
                                             smooth_scales=smooth_scales, group_index=group_index)
     dst = _dst_type(op, dst_type)
-    with params_named({"x": "input"}):    # torch_npu's name for the numpy face's x
+    with params_named({"x": "input"}, in_rules=True):    # torch_npu's name for the numpy face's x
         if meta:      # y: input's rows and H (or H / 8 int4 words); the scales: input's rows
             rows = tuple(input.shape[:-1])
             plan = make_plan(op, product=current_product(), x=x, smooth_scales=smooth_scales,
