@@ -589,13 +589,24 @@ def cmd_list(a) -> int:
     return 0
 
 
+class _Once(argparse.Action):
+    """An option that may be given once: a second value is an error, not silently the one used."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, f"_{self.dest}_given", False):
+            parser.error(f"{option_string} takes one value, given twice ({getattr(namespace, self.dest)} and "
+                         f"{values}); for several products: `npusim sweep --products A B`, `npusim record --also P`")
+        setattr(namespace, f"_{self.dest}_given", True)
+        setattr(namespace, self.dest, values)
+
+
 def _add_measured_args(p):
     p.add_argument("--published", metavar="CSV",
                    help="published timings CSV (default when no --profiles: the packaged calibration set, "
                         "perfmodel/data/measured_timings.csv and published_timings.csv)")
     p.add_argument("--profiles", nargs="+", metavar="PATH",
                    help="msprof op_summary_*.csv / torch_npu kernel_details.csv files, or directories holding them")
-    p.add_argument("--product", metavar="P",
+    p.add_argument("--product", metavar="P", action=_Once,
                    help="product (or SoC) the profiles were taken on: required with --profiles, since a profile "
                         "does not say (`npusim list` shows the names)")
     p.add_argument("--calibration", metavar="JSON", help="calibration to apply to the predictions")
@@ -626,7 +637,7 @@ def build_parser() -> argparse.ArgumentParser:
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     pr.add_argument("op", metavar="OP", help="operator (`npusim list`)")
     pr.add_argument("args", nargs="*", metavar="NAME=VALUE", help="the operator's arguments")
-    pr.add_argument("--product", default="atlas-a2", metavar="P", help="product id or SoC name (default atlas-a2)")
+    pr.add_argument("--product", default="atlas-a2", metavar="P", action=_Once, help="product id or SoC name (default atlas-a2)")
     pr.add_argument("--calibration", metavar="JSON", help="calibration written by `npusim calibrate`")
     pr.add_argument("--l2", choices=("cold", "warm"), default="cold",
                     help="inputs read from HBM (cold, the profilers' setting; default) or from L2 where they fit")
@@ -655,7 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run it with npusim's torch_npu stand-in installed (`import torch_npu` gives it; needs torch)")
     r.add_argument("--npu-device", action="store_true",
                    help="the stand-in with install(npu_device=True): .npu(), device='npu' run on the CPU")
-    r.add_argument("--product", metavar="P", help="the torch_npu stand-in's product where the script names none: "
+    r.add_argument("--product", metavar="P", action=_Once, help="the torch_npu stand-in's product where the script names none: "
                    "with --torch-npu / --npu-device the installed one, else $NPUSIM_PRODUCT, which the script's own "
                    "install() reads; numpy-face and aclnn calls name theirs in each call (product=, default "
                    "atlas-a2) and do not change")

@@ -284,6 +284,17 @@ def test_version_list_and_help(capsys):
     assert all(p.description for p in sub.values())
 
 
+def test_product_given_twice_is_an_error(capsys):
+    """--product takes one product: a second one is refused, not silently the one used (capacity-planning probe)."""
+    with pytest.raises(SystemExit) as e:            # argparse's usage error
+        cli.main(["predict", "npu_dynamic_quant", "x=16x7168:bf16", "--product", "atlas-a2", "--product",
+                  "ascend-950pr"])
+    out, err = capsys.readouterr()
+    assert e.value.code == 2 and "--product takes one value, given twice (atlas-a2 and ascend-950pr)" in err
+    rc, out, _ = run(capsys, "predict", "npu_dynamic_quant", "x=16x7168:bf16", "--product", "ascend-950pr")
+    assert rc == 0 and "Ascend950PR" in out
+
+
 def test_dtype_alias_and_config_mistakes(tmp_path, capsys):
     rc, _, _ = run(capsys, "sweep", "--ops", "npu_dynamic_quant", "--products", "atlas-a2", "--tokens", "4",
                    "--dtypes", "bf16", "--no-plots", "--quiet", "--out", tmp_path)
