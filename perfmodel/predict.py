@@ -6,6 +6,7 @@ import functools
 import gc
 import inspect
 import numbers
+import re
 
 import npusim  # noqa: F401  (importing the package registers every planner)
 from npusim.plan import PLANNERS, PRODUCTS_OF, Plan, TensorSpec, spec_of
@@ -63,7 +64,14 @@ def check_product(name):
         return get_product(name)            # (a TypeError for a non-string passes through)
     except ValueError:
         pass
-    raise ValueError(f"unknown product {name!r};{did_you_mean(name, list(PRODUCTS) + list(SOCS))} products: "
+    near = did_you_mean(name, list(PRODUCTS) + list(SOCS))
+    if not near:        # a chip named as people say it ('950', '910C'): the products whose id or name has it
+        word = str(name).strip().lower()
+        hits = [pid for pid, prod in PRODUCTS.items() if word and (
+            any(part.startswith(word) for part in pid.split("-"))
+            or re.search(rf"\b{re.escape(word)}\b", prod.name.lower()))]
+        near = f" did you mean {' or '.join(map(repr, hits))}?" if hits else ""
+    raise ValueError(f"unknown product {name!r};{near} products: "
                      f"{', '.join(PRODUCTS)} (or one of their SoC names, see `npusim list`)") from None
 
 

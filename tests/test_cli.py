@@ -295,6 +295,13 @@ def test_product_given_twice_is_an_error(capsys):
     assert rc == 0 and "Ascend950PR" in out
 
 
+def test_chip_names_as_people_say_them_get_the_products_that_have_them():
+    from perfmodel.predict import check_product
+    for name, want in (("950", "'ascend-950pr' or 'ascend-950dt'"), ("910C", "'atlas-a3'")):
+        with pytest.raises(ValueError, match=f"unknown product '{name}'; did you mean {want}\\?"):
+            check_product(name)
+
+
 def test_dtype_alias_and_config_mistakes(tmp_path, capsys):
     rc, _, _ = run(capsys, "sweep", "--ops", "npu_dynamic_quant", "--products", "atlas-a2", "--tokens", "4",
                    "--dtypes", "bf16", "--no-plots", "--quiet", "--out", tmp_path)
