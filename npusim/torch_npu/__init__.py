@@ -608,12 +608,12 @@ def _quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=None,
                                                           scale=scale, offset=offset, pertoken_scale=pertoken_scale,
                                                           bias=bias)
     out = _dtype_name(op, "output_dtype", output_dtype)
-    product = current_product()
-    if _format_name(x2_t) == "NZ" and npusim.get_product(product).family == "310p910" and not is_transposed(x2):
+    product, x2_format = current_product(), _format_name(x2_t)
+    if x2_format == "NZ" and npusim.get_product(product).family == "310p910" and not is_transposed(x2):
         # the aclnn checks come first (the plan makes them), then this tiling check
-        make_plan(op, product=product, x1=x1, x2=x2, scale=scale, offset=offset, pertoken_scale=pertoken_scale,
-                  bias=bias, output_dtype=out)
-        raise _nz_weight_not_transposed_on_310p(op, product)
+        plan = make_plan(op, product=product, x1=x1, x2=x2, scale=scale, offset=offset,
+                         pertoken_scale=pertoken_scale, bias=bias, output_dtype=out)
+        raise _nz_weight_not_transposed_on_310p(op, plan.soc.soc)
     if meta:      # y: the broadcast batch, x1's m, x2's n (int4: as the plan reads x2's layout)
         _meta_only_rules(op, scale, out)
         plan = make_plan(op, product=product, x1=x1, x2=x2, scale=scale, offset=offset,
@@ -621,13 +621,13 @@ def _quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=None,
         lead = _matmul_lead(x1_t, x2_t)
         return _meta_outputs(plan, ("y",), lambda planned: [
             lead + (_from_input(planned[0][-1], x2_t.shape[-1]),)])[0]
-    with launch_details(x2_format=_format_name(x2_t)):
+    with launch_details(x2_format=x2_format):
         y = npusim.npu_quant_matmul(x1, x2, scale, offset=offset, pertoken_scale=pertoken_scale, bias=bias,
                                     output_dtype=out, product=product)
     return from_numpy(y)
 
 
-def _nz_weight_not_transposed_on_310p(op, product) -> AclnnError:
+def _nz_weight_not_transposed_on_310p(op, soc: str) -> AclnnError:
     """Atlas inference (310P, no L0C->GM path) runs QuantBatchMatmulV3 with x1 as given and x2 transposed only:
     its tiling refuses anything else (hicann/ops-nn quant_batch_matmul_v3_tiling_base.cpp AnalyzeAttrs, without
     supportL0c2Out). The aclnn layer transposes x1 and an ND x2 to fit (aclnn_quant_matmul_v4.cpp
@@ -636,7 +636,7 @@ def _nz_weight_not_transposed_on_310p(op, product) -> AclnnError:
                    "transposed, transpose_x2 true: the [n, k] weight's .t() view (or keep the weight ND, which "
                    "the aclnn layer transposes itself); the tiling says 'This platform only support output "
                    "transpose_x1 false and transpose_x2 true, actual [false, false]'",
-                   npusim.get_product(product).soc, status=ACLNN_ERR_INNER_TILING_ERROR)
+                   soc, status=ACLNN_ERR_INNER_TILING_ERROR)
 
 
 def _meta_only_rules(op, scale, out):
