@@ -597,9 +597,11 @@ cdef inline uint32_t f32_to_fp8_rne(uint32_t u, Fp8RneParams p) noexcept nogil:
     cdef uint32_t sign = (u >> 24) & 0x80
     cdef uint32_t code = ((a + ((<uint32_t>1 << (p.shift - 1)) - 1) + ((a >> p.shift) & 1)) >> p.shift) - p.bias_adjust
     cdef uint32_t sub = f32_bits(bits_f32(a) * p.sub_scale + <float>8388608.0) - 0x4B000000
-    code = code if a >= p.norm_min else sub
-    code = code if a < p.overflow else (p.nan_code if a > 0x7F800000 else p.overflow_code)
-    return code | sel_u32(a > 0x7F800000, sign & p.nan_sign, sign)
+    cdef uint32_t nan = a > 0x7F800000
+    # sel_u32, not `?:`: GCC if-converts these only with AVX-512 masks; on AVX2 the loop stayed scalar
+    code = sel_u32(a >= p.norm_min, code, sub)
+    code = sel_u32(a < p.overflow, code, sel_u32(nan, p.nan_code, p.overflow_code))
+    return code | sel_u32(nan, sign & p.nan_sign, sign)
 
 cdef inline uint32_t f32_narrow_bits(uint32_t u, int fmt, int mode, bint sat) noexcept nogil:
     """round_to_fmt(bits_f32(u), fmt, mode, sat) for fmt in F_FP16, F_BF16, F_E4M3, F_E5M2.

@@ -10,7 +10,7 @@ from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t
 from ascend_cast cimport (f32_bits, bits_f32, half_to_f32, F_E4M3, F_E5M2, Fp8RneParams, fp8_rne_params,
-                          f32_to_fp8_rne, round_to_hif8)
+                          f32_to_fp8_rne, round_to_hif8, sel_u32, sel_f32)
 
 cdef enum:
     BLOCK = 128                     # elements per quantization block (one scale each)
@@ -42,9 +42,8 @@ cdef inline uint8_t fp8_encode(uint32_t q, Fp8RneParams p, bint nan_positive) no
     """fp8 code of the fp32 bit pattern q (the shared Ascend cast); a NaN keeps its sign unless
     nan_positive (MX mode stores the format's positive NaN code)."""
     cdef uint32_t code = f32_to_fp8_rne(q, p)
-    if nan_positive:
-        code = p.nan_code if (q & 0x7FFFFFFF) > 0x7F800000 else code
-    return <uint8_t>code
+    # sel_u32, not a branch: AVX2 loops over this stay vectorised (ascend_cast.pxd, f32_to_fp8_rne)
+    return <uint8_t>sel_u32(nan_positive & ((q & 0x7FFFFFFF) > 0x7F800000), p.nan_code, code)
 
 
 cdef inline void load_block(const uint16_t* src, bint bf16, uint32_t* dst) noexcept nogil:
@@ -99,7 +98,7 @@ cdef void block_quant_row(const uint16_t* x, bint bf16, Py_ssize_t d, uint8_t* y
         scale[b] = s
         for j in range(BLOCK):
             q = f32_bits(xf[j] / s)               # IEEE; the NPU's Div is documented <= 1 ulp
-            out[j] = fp8_encode(q if (q & 0x7FFFFFFF) < 0x7F800000 else xb[j], p, False)   # inf/NaN: x
+            out[j] = fp8_encode(sel_u32((q & 0x7FFFFFFF) < 0x7F800000, q, xb[j]), p, False)   # inf/NaN: x
         memcpy(y + b * BLOCK, out, BLOCK)
 
 
@@ -132,8 +131,8 @@ cdef void mx_quant_row(const uint16_t* x, bint bf16, Py_ssize_t d, uint8_t* y, u
         scale[b] = <uint8_t>(f32_bits(s) >> 23)  # u32 -> u8 without saturation keeps the low byte
         for j in range(BLOCK):
             q = xf[j] / s
-            q = -fmax if q < -fmax else q         # Maxs / Mins clamp; NaN passes through
-            q = fmax if q > fmax else q
+            q = sel_f32(q < -fmax, -fmax, q)      # Maxs / Mins clamp; NaN passes through
+            q = sel_f32(q > fmax, fmax, q)
             out[j] = fp8_encode(f32_bits(q), p, True)
         memcpy(y + b * BLOCK, out, BLOCK)
 
