@@ -58,14 +58,15 @@ def data_tensors(op: str, product=None, **tensors) -> None:
                           "(npusim.make_plan and perfmodel.predict take TensorSpecs)", str(product) if product else None)
 
 
-def dtype_in(op: str, name: str, a: np.ndarray, allowed, product=None) -> str:
-    """Check a.dtype is one of `allowed` (dtype names); return its canonical name."""
+def dtype_in(op: str, name: str, a: np.ndarray, allowed, product=None, when: str = "") -> str:
+    """Check a.dtype is one of `allowed` (dtype names); return its canonical name. `when`: the condition under
+    which these are the allowed ones, where other arguments decide it ('with float16 output'), for the message."""
     got = formats.dtype_name(a.dtype)
     if got in allowed:          # already canonical names (the usual call): nothing to convert
         return got
     allowed = tuple(formats.dtype_name(d) for d in allowed)
     if got not in allowed:
-        raise invalid(op, name, f"dtype must be one of {', '.join(allowed)}, got {got}",
+        raise invalid(op, name, f"dtype must be one of {', '.join(allowed)}{' ' + when if when else ''}, got {got}",
                       str(product) if product else None)
     return got
 

@@ -425,37 +425,41 @@ def _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product
         _checks.dtype_in(op, "offset", offset, ("float32",), p)
         if out != "int8":
             raise invalid(op, "offset", f"is only allowed with int8 output, got output {out}", p)
+    bf16_hint = " (a bfloat16 scale needs bfloat16 or int32 output)" if s_t == "bfloat16" else ""
     if out in ("int8",) or (out == "float16" and not has_pt):
-        _checks.dtype_in(op, "scale", scale, ("int64", np.dtype(np.uint64), "float32"), p)
+        when = "with int8 output" if out == "int8" else "with float16 output and no pertoken_scale"
+        _checks.dtype_in(op, "scale", scale, ("int64", np.dtype(np.uint64), "float32"), p,
+                         when + bf16_hint)
         if has_pt:
             raise invalid(op, "pertoken_scale", f"is not allowed with {out} output", p)
         if b_t is not None:
-            _checks.dtype_in(op, "bias", bias, ("int32",), p)
+            _checks.dtype_in(op, "bias", bias, ("int32",), p, when)
         epi = "req8" if out == "int8" else "deqf16"
     elif out == "float16":          # fp16 with pertoken: vector epilogue
-        _checks.dtype_in(op, "scale", scale, ("float32",), p)
+        when = "with float16 output and pertoken_scale"
+        _checks.dtype_in(op, "scale", scale, ("float32",), p, when + bf16_hint)
         if b_t is not None:
-            _checks.dtype_in(op, "bias", bias, ("int32", "float16", "float32"), p)
+            _checks.dtype_in(op, "bias", bias, ("int32", "float16", "float32"), p, when)
         epi = "vec_fp16"
     elif out == "bfloat16":
         fixpipe_scales = ("int64", np.dtype(np.uint64)) if arch35 else ()    # 950 V4 table: int64 -> bf16 too
-        _checks.dtype_in(op, "scale", scale, ("float32", "bfloat16") + fixpipe_scales, p)
+        _checks.dtype_in(op, "scale", scale, ("float32", "bfloat16") + fixpipe_scales, p, "with bfloat16 output")
         if s_t in ("int64", "uint64"):
             if has_pt:
                 raise invalid(op, "pertoken_scale", "is not allowed with an int64 scale", p)
             if b_t is not None:
-                _checks.dtype_in(op, "bias", bias, ("int32",), p)
+                _checks.dtype_in(op, "bias", bias, ("int32",), p, "with an int64 scale")
             epi = "deqbf16"
         else:
             if b_t is not None:
-                _checks.dtype_in(op, "bias", bias, ("int32", "bfloat16", "float32"), p)
+                _checks.dtype_in(op, "bias", bias, ("int32", "bfloat16", "float32"), p, "with bfloat16 output")
             epi = _arch35_epilogue(scale, has_pt, b_t) if arch35 else "vec_bf16"
     else:                            # int32
-        _checks.dtype_in(op, "scale", scale, ("float32", "bfloat16"), p)
+        _checks.dtype_in(op, "scale", scale, ("float32", "bfloat16"), p, "with int32 output")
         if has_pt:
             raise invalid(op, "pertoken_scale", "is not allowed with int32 output", p)
         if b_t is not None:
-            _checks.dtype_in(op, "bias", bias, ("int32",), p)
+            _checks.dtype_in(op, "bias", bias, ("int32",), p, "with int32 output")
         epi = "int32"
 
     plan = _make_plan(soc, x1, x2, scale, offset, pertoken_scale, bias, M, K, N, batch, out_shape, out, epi, int4)

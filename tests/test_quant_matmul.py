@@ -566,6 +566,28 @@ def test_invalid_combinations(kw, param):
     assert ei.value.status == (161001 if kw.get(param, 0) is None else 161002)
 
 
+@pytest.mark.parametrize("kw, param, condition", [
+    # the same bf16 scale is fine with bf16 output: the message says which rule refused it
+    (dict(output_dtype="float16"), "scale", "with float16 output and no pertoken_scale"),
+    (dict(output_dtype="float16", pertoken_scale=np.ones(3, np.float32)), "scale",
+     "with float16 output and pertoken_scale"),
+    (dict(output_dtype="int32"), None, None),
+    (dict(output_dtype="bfloat16"), None, None),
+])
+def test_dtype_rules_name_their_condition(kw, param, condition):
+    scale = np.ones(4, ml_dtypes.bfloat16)
+    if param is None:
+        npusim.npu_quant_matmul(i8(3, 8), i8(8, 4), scale, **kw)
+        return
+    with pytest.raises(AclnnError) as ei:
+        npusim.npu_quant_matmul(i8(3, 8), i8(8, 4), scale, **kw)
+    assert ei.value.param == param and ei.value.status == 161002
+    assert condition in str(ei.value) and "bfloat16 or int32 output" in str(ei.value), str(ei.value)
+    with pytest.raises(AclnnError) as ei:       # int8 output: an int32 bias only, and the message says why
+        npusim.npu_quant_matmul(i8(3, 8), i8(8, 4), S32, bias=np.ones(4, np.float32))
+    assert ei.value.param == "bias" and "with int8 output" in str(ei.value)
+
+
 def test_last_dim_limit():
     with pytest.raises(AclnnError, match="65535"):
         npusim.npu_quant_matmul(i8(1, 65536), i8(65536, 1), np.ones(1, np.float32))
