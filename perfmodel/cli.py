@@ -27,6 +27,7 @@ import sys
 import traceback
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 import npusim
@@ -366,20 +367,29 @@ def _profile_paths(paths) -> list:
     return paths
 
 
+SKIP_EXAMPLES = 3          # unusable profile rows shown per reason, as file:line
+
+
 def _measured(a) -> pd.DataFrame:
     frames = []
     if a.profiles:
         if not a.product:
             raise UsageError("--product is required with --profiles: a profile does not say which chip it was "
                              f"taken on (products: {', '.join(PRODUCTS)}, or an SoC name; see `npusim list`)")
-        m = cmp.measured_from_profiles(_profile_paths(a.profiles), a.product)
-        print(f"profiles: {len(m)} usable rows from {len(a.profiles)} path(s)")
+        m = cmp.measured_from_profiles(_profile_paths(a.profiles), a.product, unitless_unit=a.time_unit)
+        print(f"profiles: {len(m)} usable rows from {len(m.attrs['files'])} file(s) in {len(a.profiles)} path(s) "
+              "(a file named more than once is read once)")
+        for u in m.attrs["unitless_durations"]:     # the file cannot say; a wrong guess is off by 1000x
+            print(f"note: {u['source']}: {u['header']!r} has no unit; read as {u['unit']} (--time-unit us|ns sets it)")
         if m.attrs.get("skipped_files"):
             print("profile files that gave no row (file: reason):")
             print(skipped_files_summary(m))
         if m.attrs.get("skipped"):
-            print("unusable profile rows (count, reason):")
-            print(skipped_summary(m))
+            print(f"unusable profile rows (count, reason; up to {SKIP_EXAMPLES} examples as file:line):")
+            print(skipped_summary(m, examples=SKIP_EXAMPLES))
+        hint = cmp.core_count_hint(m, a.product)
+        if hint:
+            print(f"hint: {hint}")
         frames.append(m)
     elif a.product:
         raise UsageError("--product applies to --profiles only (the published set names its products)")
@@ -409,9 +419,10 @@ def cmd_compare(a) -> int:
     ok = joined["status"] == "ok"
     summary = cmp.summarize(joined)
     launches = cmp.by_launch(joined)
-    _print_table(summary, "MAPE per operator and product (APE = |predicted - measured| / measured; bias_pct: mean "
-                 "signed error; within_*: rows within 10% / 25%; *_same_launch: the rows measured on the plan's "
-                 "core count):", float_format="{:.1f}")
+    _print_table(summary, "MAPE per operator and product, over launches (a launch's measured time: the median of "
+                 "its rows; APE = |predicted - measured| / measured; bias_pct: mean signed error; within_*_launches: "
+                 "launches within 10% / 25%; same_launch_*: the launches measured on the plan's core count; "
+                 "mape_over_rows_pct: over every row, warm-ups and repeats included):", float_format="{:.1f}")
     if a.published is None and not a.profiles:
         print("(in-sample: the shipped calibration was fitted to the 'measured' rows; doubtful, analogue and holdout\n"
               " rows are predicted, never fitted. Cross-validated errors: python -m perfmodel.fit_report --cv)")
@@ -423,8 +434,10 @@ def cmd_compare(a) -> int:
         _print_table(cmp.worst(launches, a.worst), f"worst {a.worst} launches (measured = median of its rows):")
     failed = launches[launches["status"] != "ok"]
     if len(failed):
-        _print_table(failed[["op", "product", "label", "rows", "reason"]], "launches the model could not predict:",
-                     limit=LIST_MAX)
+        first_row = [f"{src}:{line}" if not pd.isna(line) else str(src)
+                     for src, line in zip(failed["source"], failed["line"])]
+        _print_table(failed.assign(first_row=first_row)[["op", "product", "label", "rows", "first_row", "reason"]],
+                     "launches the model could not predict (first_row: where its first row is):", limit=LIST_MAX)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     paths = [str(out / "compare.csv"), str(out / "compare_summary.csv")]
@@ -452,9 +465,43 @@ def _before_after(rows: pd.DataFrame, cal, title: str) -> None:
     before = cmp.summarize(cmp.compare(rows))
     after = cmp.summarize(cmp.compare(rows, calibration=cal))
     cols = ["op", "product", "mape_pct", "max_ape_pct"]
-    table = before[cols[:2] + ["n"] + cols[2:]].merge(after[cols], on=["op", "product"], how="outer",
+    table = before[cols[:2] + ["launches"] + cols[2:]].merge(after[cols], on=["op", "product"], how="outer",
                                                       suffixes=("_before", "_after"))
     _print_table(table, title)
+
+
+def _launch_medians(rows: pd.DataFrame, launch) -> pd.DataFrame:
+    """One row per launch (compare's launch: the same call; and the same measured block dim), its first, with the
+    median of the launch's measured times, as `npusim compare` reports a launch. A profile repeats each launch
+    many times: fitted row by row, a kernel's warm-up rows (a first call loads its binary, on cold caches) pull
+    every constant, and the fit's cost grows with the profile's rows instead of its launches."""
+    bd = pd.to_numeric(rows["block_dim"], errors="coerce").fillna(-1).to_numpy() if "block_dim" in rows \
+        else np.zeros(len(rows))
+    key = pd.MultiIndex.from_arrays([launch, bd])
+    median = pd.Series(pd.to_numeric(rows["measured_us"], errors="coerce").to_numpy()).groupby(key).transform("median")
+    first = ~key.duplicated()
+    out = rows.reset_index(drop=True).assign(measured_us=median.to_numpy())[first].reset_index(drop=True)
+    if len(out) < len(rows):
+        print(f"fitting {len(out)} launch{'es' if len(out) != 1 else ''}: the median of their {len(rows)} rows "
+              f"(as `npusim compare` reports "
+              f"them; a launch's warm-up or outlier rows do not move the fit)")
+    return out
+
+
+def _underdetermined(rows: pd.DataFrame, params) -> list:
+    """Per family, a sentence when `rows` (one per launch) are fewer than the parameters fit() would fit."""
+    from perfmodel import fitting
+    by_family: dict = {}
+    for w, *_ in fitting.works_of(rows):
+        by_family.setdefault(w.hw.family, []).append(w)
+    out = []
+    for fam, works in by_family.items():
+        names = fitting.parameter_names(fam, works, params)
+        if len(works) < len(names):
+            out.append(f"{len(works)} launch{' of the ' + fam + ' family informs' if len(works) == 1 else 'es of the ' + fam + ' family inform'} "
+                       f"{len(names)} parameters ({', '.join(names)}): the fit is under-determined, and the "
+                       f"prior (the shipped calibration) holds the rest only weakly")
+    return out
 
 
 def cmd_calibrate(a) -> int:
@@ -470,7 +517,7 @@ def cmd_calibrate(a) -> int:
               "doubtful or analogue rows are never fitted)")
     before_rows = cmp.compare(measured)
     if a.all_rows:
-        fit_rows = measured[(before_rows["status"] == "ok").to_numpy()]
+        keep = before_rows["status"] == "ok"
     else:
         # a measured launch other than the planned one (e.g. a 1-core demo of a 48-core kernel) is a
         # different kernel, not a model error: fitting to it would distort every other prediction
@@ -481,8 +528,8 @@ def cmd_calibrate(a) -> int:
         _print_table(dropped[["op", "product", "label", "rows", "block_dim", "predicted_block_dim", "reason"]],
                      "launches left out of the fit (launch differs from the plan, or not predictable; "
                      "--all-rows keeps the predictable ones):", limit=LIST_MAX)
-        fit_rows = measured[keep.to_numpy()]
-    fit_rows = fit_rows.reset_index(drop=True)
+    keep = keep.to_numpy()
+    fit_rows = _launch_medians(measured[keep], before_rows["launch"].to_numpy()[keep])
     if not len(fit_rows):
         raise NothingUsable("no rows left to fit")
     if a.fit_product:
@@ -499,8 +546,12 @@ def cmd_calibrate(a) -> int:
     packaged = None
     if given and not a.only_given_rows:
         packaged = _fitted_packaged_rows(cmp.calibration_set())
-        print(f"fitting your {len(fit_rows)} rows together with the packaged set's {len(packaged)} "
+        print(f"fitting your {len(fit_rows)} launches together with the packaged set's {len(packaged)} "
               f"'{FITTED_TRUST}' rows (--only-given-rows fits yours alone)")
+    if packaged is None and given:
+        for text in _underdetermined(fit_rows, params):
+            print(f"warning: {text}; fit with the packaged set (without --only-given-rows), or name fewer "
+                  f"parameters with --params", file=sys.stderr)
     pooled = fit_rows if packaged is None else pd.concat([fit_rows, packaged], ignore_index=True)
     cal = fitting.calibrate(pooled, product=a.fit_product, params=params,
                             base=calibration.default_calibration())
@@ -609,6 +660,8 @@ def _add_measured_args(p):
     p.add_argument("--product", metavar="P", action=_Once,
                    help="product (or SoC) the profiles were taken on: required with --profiles, since a profile "
                         "does not say (`npusim list` shows the names)")
+    p.add_argument("--time-unit", choices=("us", "ns"), default="us",
+                   help="unit of a profile's duration header that has none (older CANN 'Task Duration'; default us)")
     p.add_argument("--calibration", metavar="JSON", help="calibration to apply to the predictions")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
 

@@ -13,7 +13,7 @@ import math
 from perfmodel.calibration import BOUNDS, FAMILIES, PARAMS, Calibration
 from perfmodel.predict import build_work
 
-__all__ = ["FIT_PARAMS", "INHERITED", "NOT_INHERITED", "fit", "works_of", "predicted_us", "report", "calibrate"]
+__all__ = ["FIT_PARAMS", "INHERITED", "NOT_INHERITED", "parameter_names", "fit", "works_of", "predicted_us", "report", "calibrate"]
 
 # -- fitting ----------------------------------------------------------------------------------------
 
@@ -46,6 +46,17 @@ def works_of(measured) -> list:
     return out
 
 
+def parameter_names(family: str, works, params=None) -> list:
+    """The parameters fit() fits for one family's Works: `params`, or the family's FIT_PARAMS plus each
+    launched kernel's own start costs (launch_us@<kernel>, launch_per_core_us@<kernel>)."""
+    names = [n for n in (params or FIT_PARAMS.get(family, PARAMS)) if n.split("@")[0] in BOUNDS]
+    for base_name in ("launch_us", "launch_per_core_us"):
+        if params is None and base_name in names:
+            # each kernel's own start costs (fixed, and per core), where its rows can say
+            names += sorted({f"{base_name}@{w.launch_class or w.kernel}" for w in works})
+    return names
+
+
 def fit(measured, product=None, params=None, base: Calibration | None = None, prior_weight: float = 0.03,
         iterations: int = 60, works=None) -> Calibration:
     """Fit the calibration parameters to measured rows (columns op, product, args, measured_us).
@@ -72,11 +83,7 @@ def fit(measured, product=None, params=None, base: Calibration | None = None, pr
         frows = by_family[fam]
         if fam != "a2a3" and "a2a3" in by_family:
             _inherit(base, fam)
-        names = [n for n in (params or FIT_PARAMS.get(fam, PARAMS)) if n.split("@")[0] in BOUNDS]
-        for base_name in ("launch_us", "launch_per_core_us"):
-            if params is None and base_name in names:
-                # each kernel's own start costs (fixed, and per core), where its rows can say
-                names += sorted({f"{base_name}@{w.launch_class or w.kernel}" for w, *_ in frows})
+        names = parameter_names(fam, [w for w, *_ in frows], params)
         if not names:
             continue
         prior = base.params_for(fam)

@@ -744,3 +744,46 @@ def test_calibrating_a_few_profile_rows_leaves_the_other_operators_alone(tmp_pat
     dq = mine[mine["op"] == "npu_dynamic_quant"]
     assert len(dq) == 4 and (dq["error_pct"] > -27.0).all()      # the 40% gap (-28.6% before) shrank
     assert "MAPE on the packaged set's measured rows, before and after" in out
+
+
+def _dq_profile(path, times, m=64):
+    """An op_summary CSV of one DynamicQuant launch (x [m, 7168] bf16 on the plan's block dim), one row per time."""
+    import perfmodel
+    from perfmodel import TensorSpec as T
+    bd = perfmodel.predict("npu_dynamic_quant", "atlas-a2", x=T((m, 7168), "bfloat16")).block_dim
+    head = ("Device_id,Model ID,Task ID,Stream ID,Op Name,OP Type,OP State,Task Type,Task Start Time(us),"
+            "Task Duration(us),Task Wait Time(us),Block Num,HF32 Eligible,Mix Block Num,Input Shapes,"
+            "Input Data Types,Input Formats,Output Shapes,Output Data Types,Output Formats")
+    lines = [head] + [f'0,1,{i},2,DQ,DynamicQuant,dynamic,AI_VECTOR_CORE,{i}.0,{t:.3f},0,{bd},NO,0,"{m},7168",'
+                      f'DT_BF16,ND,"{m},7168;{m}",INT8;FLOAT,ND;ND' for i, t in enumerate(times)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_calibrate_fits_each_launch_once_at_its_median(tmp_path, capsys):
+    """Twenty runs of one launch, the first a 6x slower warm-up, calibrate to exactly what the launch's steady
+    time alone gives (the median of its rows): a warm-up row does not move the fit."""
+    import json
+    steady, rows = 9.5, [57.0] + [9.5] * 19
+    cals = []
+    for name, times in (("one", [steady]), ("warm", rows)):
+        prof = _dq_profile(tmp_path / f"op_summary_{name}.csv", times)
+        cal = tmp_path / f"{name}.json"
+        rc, out, err = run(capsys, "calibrate", "--profiles", prof, "--product", "atlas-a2", "--output", cal,
+                           "--out", tmp_path)
+        assert rc == 0, err
+        cals.append(json.loads(cal.read_text())["params"])
+    assert "fitting 1 launch: the median of their 20 rows" in out
+    assert cals[0] == cals[1]
+
+
+def test_calibrate_warns_when_few_launches_inform_many_parameters(tmp_path, capsys):
+    prof = _dq_profile(tmp_path / "op_summary_0.csv", [9.0, 9.1, 8.9])
+    rc, out, err = run(capsys, "calibrate", "--profiles", prof, "--product", "atlas-a2", "--only-given-rows",
+                       "--output", tmp_path / "cal.json", "--out", tmp_path)
+    assert rc == 0, err
+    assert "fitting 1 launch: the median of their 3 rows" in out
+    assert re.search(r"warning: 1 launch of the a2a3 family informs \d+ parameters .*under-determined", err)
+    rc, out, err = run(capsys, "calibrate", "--profiles", prof, "--product", "atlas-a2",       # pooled: no warning
+                       "--output", tmp_path / "cal2.json", "--out", tmp_path)
+    assert rc == 0 and "under-determined" not in err

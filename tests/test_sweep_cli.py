@@ -94,6 +94,7 @@ def fake_model(monkeypatch):
     fitting = types.ModuleType("perfmodel.fitting")
     fitting.fit = fake_fit
     fitting.calibrate = lambda measured, path=None, product=None, params=None, **kw: fake_fit(measured, product)
+    fitting.works_of = lambda measured: []          # (no Works: nothing for the under-determined check to count)
     monkeypatch.setattr(perfmodel, "calibration", cal)
     monkeypatch.setattr(perfmodel, "fitting", fitting)
     sweep._runs.cache_clear()          # dtype support probes ran against the fake
