@@ -222,10 +222,18 @@ def elementwise_work(hw, op: str, x, y=None, *, block_dim=None, tile_bytes=None,
             raise ValueError(f"{op}: tile_bytes must hold at least one element, got {tile_bytes}")
         tile_elems = max(1, int(tile_bytes) // isz)
     per_core = _cdiv(n, bd) if n else 0
+    # a broadcast input (a bias row, a scalar) that fits one tile: each core loads it once and streams the
+    # other input alone [E: how CANN's broadcast tilings place it is not published]; a larger one is
+    # re-read with every tile, from L2 after its first touch
+    small = None
+    if n_in == 2 and x.shape != y.shape and n in (math.prod(x.shape), math.prod(y.shape)):
+        small = y if math.prod(y.shape) < n else x
+    once = small is not None and _nbytes(small) <= tile_elems * isz
+    streamed = 1 if once else n_in
 
     def calls_of(v, elems):
         if widen:
-            v("cast_f16_f32", "float16", elems, n_in)
+            v("cast_f16_f32", "float16", elems, streamed)
         for c in calls:
             v(c, cdt, elems)
         if widen:
@@ -234,10 +242,16 @@ def elementwise_work(hw, op: str, x, y=None, *, block_dim=None, tile_bytes=None,
             v.s *= hw.bank_conflict_free_factor
 
     full, rem = divmod(per_core, tile_elems)
-    loops = streamed_loops(hw, [(tile_elems, full), (rem, 1)], calls_of, in_bytes=isz, out_bytes=isz, n_in=n_in,
-                           double_buffer=double_buffer)
+    loops = streamed_loops(hw, [(tile_elems, full), (rem, 1)], calls_of, in_bytes=isz, out_bytes=isz,
+                           n_in=streamed, double_buffer=double_buffer)
     rd = sum(_nbytes(s) for s in (x, y) if s is not None)
+    loaded = float(n_in * n * isz)          # what the cores load in all: each input's full size ...
+    if once:                                # ... but a broadcast input once per core
+        b = _nbytes(small)
+        loops.insert(0, Loop(n=1, pipes={"mte2": hw.dma("gm_to_ub", b)}, read_bytes=b, overlap="none"))
+        loaded = n * isz + bd * b
     return Work(hw=hw, core_type=_vector_core_type(hw), block_dim=bd, loops=loops, bytes_read=rd,
+                hbm_read_fraction=min(1.0, rd / loaded) if loaded else 1.0,
                 bytes_written=n * isz, l2_bypass_bytes=rd if l2_bypass else 0.0, flops=n * len(calls),
                 kernel=op.title(), launch_class="Elementwise",
                 tiles={"tile_bytes": tile_elems * isz, "tiles_per_core": full + (1 if rem else 0),

@@ -921,6 +921,27 @@ def test_sigmoid_and_gelu_compute_fp16_in_fp32_as_bf16_while_add_stays_fp16():
     assert add16.loops[0].pipes["vector"] < addb.loops[0].pipes["vector"]
 
 
+def test_a_broadcast_add_streams_one_input_not_two():
+    # a bias row or a scalar is loaded once per core: the tiles move x alone, so the loads take about half the
+    # time of a same-shape add, and the HBM traffic counts y once; either operand may be the small one
+    x = T((4096, 7168), "bfloat16")
+    full = perfmodel.predict("add", "atlas-a2", x=x, y=x)
+    for y in (T((7168,), "bfloat16"), T((), "bfloat16"), T((4096, 1), "bfloat16")):
+        for a, b in ((x, y), (y, x)):
+            p = perfmodel.predict("add", "atlas-a2", x=a, y=b)
+            assert p.bytes_read == x.nbytes + y.nbytes
+            assert 0.45 < p.pipes_us["mte2"] / full.pipes_us["mte2"] < 0.6, (y.shape, p.pipes_us, full.pipes_us)
+            assert p.latency_us < full.latency_us
+    # a broadcast input larger than a tile is re-read with every tile, from L2 after its first touch: loads as
+    # many as a same-shape add's, HBM traffic as the unique bytes
+    hw = hardware("atlas-a2")
+    x, y = T((8, 1 << 20), "float16"), T((1 << 20,), "float16")
+    big, same = ops.add_work(hw, x, y), ops.add_work(hw, x, x)
+    assert [lp.read_bytes for lp in big.loops] == [lp.read_bytes for lp in same.loops]
+    assert big.hbm_read_fraction == pytest.approx((x.nbytes + y.nbytes) / (2 * x.nbytes))
+    assert same.hbm_read_fraction == 1.0
+
+
 def test_rows_held_out_of_the_fit_are_shown_not_fitted():
     from perfmodel.fit_report import evaluate
     from perfmodel.published import calibration_set, trust
