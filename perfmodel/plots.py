@@ -533,8 +533,11 @@ def plot_pred_vs_measured(joined: pd.DataFrame, stem, title: str = "Predicted vs
     fig = Figure(figsize=(9.6, 6.4))
     ax = fig.add_subplot()
     m, p = _num(df, "measured_us"), _num(df, "predicted_us")
-    lo = min(m.min(), p.min()) / 2 if len(df) else 1.0
-    hi = max(m.max(), p.max()) * 2 if len(df) else 1e4
+    # the axes hold each launch's fastest and slowest run too: a warm-up bar must end inside, with its cap
+    m_lo = _num(df, "measured_min_us").fillna(m) if "measured_min_us" in df else m
+    m_hi = _num(df, "measured_max_us").fillna(m) if "measured_max_us" in df else m
+    lo = min(m_lo.min(), m.min(), p.min()) / 2 if len(df) else 1.0
+    hi = max(m_hi.max(), m.max(), p.max()) * 2 if len(df) else 1e4
     x = np.logspace(math.log10(lo), math.log10(hi), 50)
     _bands(ax, x)
     handles, labels = ax.get_legend_handles_labels()

@@ -195,6 +195,18 @@ def test_compare_run_legend_shows_the_run_counts_drawn(figures):
     assert labels == ["3 runs (marker size)"]
 
 
+def test_compare_axes_hold_the_slowest_and_fastest_run(figures):
+    """A launch whose warm-up ran 9x its median: its bar ends inside the axes, with its cap (it ran off the
+    right edge when the limits followed the medians alone)."""
+    joined = pd.DataFrame({"op": ["add", "matmul"], "product": ["atlas-a2"] * 2, "status": ["ok"] * 2,
+                           "measured_us": [60.0, 100.0], "predicted_us": [58.0, 104.0], "rows": [20, 20],
+                           "measured_min_us": [2.0, 98.0], "measured_max_us": [540.0, 900.0]})
+    plots.plot_pred_vs_measured(joined, "cmp", title="t")
+    (_, fig), = figures
+    lo, hi = fig.axes[0].get_xlim()
+    assert lo < 2.0 and hi > 900.0
+
+
 def _validation_rows() -> pd.DataFrame:
     rows = []
     for i, (op, soc, trust) in enumerate([("npu_dynamic_quant", "Ascend910B2", "measured"),
