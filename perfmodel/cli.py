@@ -377,8 +377,9 @@ def _measured(a) -> pd.DataFrame:
             raise UsageError("--product is required with --profiles: a profile does not say which chip it was "
                              f"taken on (products: {', '.join(PRODUCTS)}, or an SoC name; see `npusim list`)")
         m = cmp.measured_from_profiles(_profile_paths(a.profiles), a.product, unitless_unit=a.time_unit)
-        print(f"profiles: {len(m)} usable rows from {len(m.attrs['files'])} file(s) in {len(a.profiles)} path(s) "
-              "(a file named more than once is read once)")
+        print(f"profiles: {len(m)} usable rows from {len(m.attrs['files'])} file(s) in {len(a.profiles)} path(s)")
+        for f in m.attrs["repeated_files"]:
+            print(f"note: {f} was named more than once in --profiles (a directory and a file in it?); read once")
         for u in m.attrs["unitless_durations"]:     # the file cannot say; a wrong guess is off by 1000x
             print(f"note: {u['source']}: {u['header']!r} has no unit; read as {u['unit']} (--time-unit us|ns sets it)")
         if m.attrs.get("skipped_files"):
@@ -531,7 +532,8 @@ def cmd_calibrate(a) -> int:
     keep = keep.to_numpy()
     fit_rows = _launch_medians(measured[keep], before_rows["launch"].to_numpy()[keep])
     if not len(fit_rows):
-        raise NothingUsable("no rows left to fit")
+        hint = cmp.core_count_hint(measured, a.product) if a.profiles else ""
+        raise NothingUsable("no rows left to fit" + (f": {hint}" if hint else ""))
     if a.fit_product:
         check_product(a.fit_product)
     params = a.params               # None: the parameters each family's rows can inform (fitting.FIT_PARAMS)

@@ -16,6 +16,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
+from npusim.products import socs_of
 from perfmodel.calibration import load_calibration
 from perfmodel.model import PIPES
 from perfmodel.predict import L2_STATES, check_product
@@ -24,17 +25,21 @@ from perfmodel.published import MEASURED_COLUMNS, calibration_set, default_publi
 from perfmodel.rows import predict_rows
 
 __all__ = ["MEASURED_COLUMNS", "calibration_set", "default_published_path", "read_published", "measured_from_profiles",
-           "compare", "summarize", "by_launch", "worst", "ape_pct", "per_row", "args_text"]
+           "compare", "summarize", "by_launch", "worst", "ape_pct", "per_row", "args_text", "core_count_hint"]
 
 
-def measured_from_profiles(paths_or_df, product: str) -> pd.DataFrame:
+def measured_from_profiles(paths_or_df, product: str, unitless_unit: str = "us") -> pd.DataFrame:
     """Measured rows from profiler CSVs (or a read_profiles DataFrame), all taken on `product` (a product id
     or SoC name: the profiles do not name the chip). Each distinct call is mapped to predict arguments once;
     its rows share that dict (do not mutate it). Rows whose call cannot be reconstructed are skipped
-    (counted by reason in attrs['skipped']); files that gave no row are in attrs['skipped_files'] (source,
-    reason), as read_profiles lists them. Columns: MEASURED_COLUMNS, with source = the file, plus line."""
+    (counted by reason in attrs['skipped'], examples in attrs['skipped_rows']); files that gave no row are in
+    attrs['skipped_files'] (source, reason), the files read in attrs['files'] (those named more than once in
+    attrs['repeated_files']) and those read in `unitless_unit` in attrs['unitless_durations'], as read_profiles
+    lists them. Columns: MEASURED_COLUMNS, with source = the
+    file, plus line and task_type (the profile's Task Type / Accelerator Core)."""
     soc = check_product(product)
-    df = paths_or_df if isinstance(paths_or_df, pd.DataFrame) else read_profiles(paths_or_df)
+    df = paths_or_df if isinstance(paths_or_df, pd.DataFrame) else read_profiles(paths_or_df,
+                                                                                  unitless_unit=unitless_unit)
     if soc.family == "950" and len(df) and "op_type" in df:
         # Ascend 950 launches DynamicQuantV2, with its three outputs, for the symmetric call too (ops-nn
         # l0op::DynamicQuantV2 always declares the offset): the profile cannot tell them apart; take the
@@ -67,8 +72,8 @@ def measured_from_profiles(paths_or_df, product: str) -> pd.DataFrame:
         except ValueError as exc:
             reason = f"arguments: {exc}"
             if skipped[reason] < EXAMPLES_PER_REASON:
-                examples.append({"source": r.get("source", ""), "line": r.get("line", 0), "op_type": r["op_type"],
-                                 "reason": reason})
+                examples.append({"source": r.get("source", ""), "line": int(r.get("line", 0)),
+                                 "op_type": r["op_type"], "reason": reason})
             skipped[reason] += int(counts[k])
     keep = usable[pos]
     pos = pos[keep]
@@ -78,13 +83,52 @@ def measured_from_profiles(paths_or_df, product: str) -> pd.DataFrame:
 
     out = pd.DataFrame({"op": col("op"), "product": soc.product, "target": str(product), "args": args_of[pos],
                         "measured_us": col("duration_us"), "block_dim": col("block_dim"), "label": label_of[pos],
-                        "config": None, "source": col("source"), "line": col("line"),
+                        "config": None, "source": col("source"), "line": col("line"), "task_type": col("task_type"),
                         **{f"pipe_{p}_us": col(f"pipe_{p}_us") for p in PIPES}})
-    out = out.reindex(columns=MEASURED_COLUMNS + ["line"])
+    out = out.reindex(columns=MEASURED_COLUMNS + ["line", "task_type"])
     out.attrs["skipped"] = dict(skipped)
     out.attrs["skipped_rows"] = examples
-    out.attrs["skipped_files"] = list(df.attrs.get("skipped_files", []))
+    for name in ("skipped_files", "files", "repeated_files", "unitless_durations"):
+        out.attrs[name] = list(df.attrs.get(name, []))
     return out
+
+
+# which core count bounds a task's block dim, by Task Type (op_summary doc atlasprofiling_16_0067: a MIX_AIC
+# task's Block Num counts its AIC cores, its Mix Block Num the AIV ones); Soc attribute and how to say it
+_CORES_OF_TASK = {"AI_CORE": ("aic", "AIC"), "MIX_AIC": ("aic", "AIC"), "AI_VECTOR_CORE": ("aiv", "AIV"),
+                  "MIX_AIV": ("aiv", "AIV")}
+
+
+def core_count_hint(measured: pd.DataFrame, product: str) -> str:
+    """A hint when the profile seems taken on another SoC of `product` than the one predicted for ('' if not):
+    the largest measured block dim per core type (from the Task Type) is below the SoC's core count and equals
+    another SoC's of the same product (a 20 AIC / 40 AIV 910B3 or 910B4 profiled with --product atlas-a2, whose
+    default SoC Ascend910B2 has 24 / 48). Rows without a task type or block dim (the packaged set) are ignored,
+    so a calibration's 'no rows left to fit' error can add it too."""
+    if not len(measured) or "task_type" not in measured or "block_dim" not in measured:
+        return ""
+    soc = check_product(product)
+    task = measured["task_type"].astype(str).str.strip().str.upper()
+    block_dim = pd.to_numeric(measured["block_dim"], errors="coerce")
+    largest = {}                        # Soc attribute -> (largest block dim, how to say the core type)
+    for task_type, (attr, label) in _CORES_OF_TASK.items():
+        if attr == "aiv" and soc.core_layout != "split":
+            continue                    # coupled chips: no AIV cores to compare a vector task with
+        dims = block_dim[(task == task_type).to_numpy()].dropna()
+        if len(dims):
+            largest[attr] = (max(int(dims.max()), largest.get(attr, (0, label))[0]), label)
+    if not largest or all(getattr(soc, attr) == n for attr, (n, _) in largest.items()):
+        return ""
+    if any(n > getattr(soc, attr) for attr, (n, _) in largest.items()):
+        return ""                       # more blocks than cores: a kernel that loops, not a smaller chip
+    matching = [s.soc for s in socs_of(soc.product) if all(getattr(s, a) == n for a, (n, _) in largest.items())]
+    if not matching:
+        return ""
+    seen = " / ".join(f"{n} {label}" for _, (n, label) in largest.items())
+    has = " / ".join(f"{getattr(soc, attr)} {label}" for attr, (_, label) in largest.items())
+    return (f"block dims in the profile (max {seen}) never reach {soc.soc}'s {has} cores ({product!r} was taken "
+            f"as {soc.soc}); SoCs of {soc.product} with {seen} cores: {', '.join(matching)}. If the profile was taken "
+            f"on one of them, pass --product <SoC> (e.g. --product {matching[0]})")
 
 
 def ape_pct(predicted, measured):
@@ -149,24 +193,38 @@ def compare(measured: pd.DataFrame, calibration=None, l2: str = "cold") -> pd.Da
     return df
 
 
+SUMMARY_COLUMNS = ["op", "product", "trust", "launches", "rows", "mape_pct", "median_ape_pct", "max_ape_pct",
+                   "bias_pct", "within_10pct_launches", "within_25pct_launches", "same_launch_launches",
+                   "mape_same_launch_pct", "mape_over_rows_pct"]
+
+
 def summarize(joined: pd.DataFrame) -> pd.DataFrame:
-    """Per operator, product and trust (the packaged set's column; else 'measured') over the predicted rows:
-    n, MAPE (%), median and max APE (%), mean signed error (%), rows within 10% and 25%, and MAPE over the
-    same-launch rows only."""
+    """Per operator, product and trust (the packaged set's column; else 'measured') over the predicted launches
+    (by_launch: a launch's measured time is the median of its rows, so a warm-up row or a launch repeated
+    1,000 times does not outweigh the others; the figure's MAPE is the same): launches, rows (the profile rows
+    behind them), MAPE (%), median and max APE (%), mean signed error (%), launches within 10% and 25%, the
+    launches measured on the plan's core count (same_launch) and their MAPE; and, apart, mape_over_rows_pct:
+    the mean APE over every row (warm-ups and repeats included)."""
     ok = joined[joined["status"] == "ok"] if len(joined) else joined
-    # the packaged set says how far each row can be trusted (measured, doubtful, analogue, holdout): kept apart
-    trust = ok["trust"].astype(object).fillna("measured") if "trust" in ok else pd.Series("measured", index=ok.index)
+    launches = by_launch(ok)
     rows = []
-    for (op, product, tr), g in ok.groupby([ok["op"], ok["product"], trust], sort=True):
-        same = g[g["same_launch"]]
-        rows.append({"op": op, "product": product, "trust": tr, "n": len(g), "mape_pct": g["ape_pct"].mean(),
-                     "median_ape_pct": g["ape_pct"].median(), "max_ape_pct": g["ape_pct"].max(),
-                     "bias_pct": g["error_pct"].mean(), "within_10pct": int((g["ape_pct"] <= 10).sum()),
-                     "within_25pct": int((g["ape_pct"] <= 25).sum()), "n_same_launch": len(same),
-                     "mape_same_launch_pct": same["ape_pct"].mean() if len(same) else math.nan})
-    return pd.DataFrame(rows, columns=["op", "product", "trust", "n", "mape_pct", "median_ape_pct", "max_ape_pct",
-                                       "bias_pct", "within_10pct", "within_25pct", "n_same_launch",
-                                       "mape_same_launch_pct"])
+    for (op, product, tr), g in launches.groupby(["op", "product", "trust"], sort=True):
+        same = g[g["same_launch"].astype(bool)]
+        over_rows = ok[(ok["op"] == op).to_numpy() & (ok["product"] == product).to_numpy()
+                       & _trust(ok).eq(tr).to_numpy()]
+        rows.append({"op": op, "product": product, "trust": tr, "launches": len(g), "rows": int(g["rows"].sum()),
+                     "mape_pct": g["ape_pct"].mean(), "median_ape_pct": g["ape_pct"].median(),
+                     "max_ape_pct": g["ape_pct"].max(), "bias_pct": g["error_pct"].mean(),
+                     "within_10pct_launches": int((g["ape_pct"] <= 10).sum()),
+                     "within_25pct_launches": int((g["ape_pct"] <= 25).sum()), "same_launch_launches": len(same),
+                     "mape_same_launch_pct": same["ape_pct"].mean() if len(same) else math.nan,
+                     "mape_over_rows_pct": over_rows["ape_pct"].mean()})
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def _trust(df: pd.DataFrame) -> pd.Series:
+    """The packaged set's trust column; user profiles have none: their rows are measurements."""
+    return df["trust"].astype(object).fillna("measured") if "trust" in df else pd.Series("measured", index=df.index)
 
 
 def args_text(args) -> str:
@@ -185,21 +243,22 @@ def args_text(args) -> str:
 
 LAUNCH_COLUMNS = ["op", "product", "soc", "trust", "label", "args", "block_dim", "predicted_block_dim", "rows",
                   "measured_us", "measured_min_us", "measured_max_us", "predicted_us", "error_pct", "ape_pct",
-                  "same_launch", "bound", "status", "reason"] + \
+                  "same_launch", "bound", "status", "reason", "source", "line"] + \
                  [f"{w}pipe_{p}_us" for p in PIPES for w in ("", "pred_")]
 
 
 def by_launch(joined: pd.DataFrame) -> pd.DataFrame:
     """One row per distinct measured launch (same call and measured block dim): the number of rows, the
-    median, min and max measured time (and median measured pipe times), the prediction, and the error of
-    the median. A model-run profile repeats each launch many times; this is the table to read."""
+    median, min and max measured time (and median measured pipe times), the prediction, the error of
+    the median, and where its first row is (source, line: the profile file and line; line empty for rows
+    that have none). A model-run profile repeats each launch many times; this is the table to read."""
     if not len(joined):
         return pd.DataFrame(columns=LAUNCH_COLUMNS)
     measured_bd = pd.to_numeric(joined["block_dim"], errors="coerce").fillna(-1).rename("measured_block_dim")
     g = joined.groupby([joined["launch"], measured_bd], sort=False)
     keep = [c for c in ("op", "product", "soc", "trust", "label", "args", "predicted_block_dim", "predicted_us",
-                        "same_launch", "bound", "status", "reason", *[f"pred_pipe_{p}_us" for p in PIPES])
-            if c in joined]
+                        "same_launch", "bound", "status", "reason", "source", "line",
+                        *[f"pred_pipe_{p}_us" for p in PIPES]) if c in joined]
     meas = g["measured_us"]
     out = g[keep].first().assign(
         rows=g.size(), measured_us=meas.median(), measured_min_us=meas.min(), measured_max_us=meas.max(),
@@ -208,8 +267,9 @@ def by_launch(joined: pd.DataFrame) -> pd.DataFrame:
     out["error_pct"] = 100.0 * (out["predicted_us"] - out["measured_us"]) / out["measured_us"]
     out["ape_pct"] = out["error_pct"].abs()
     out["args"] = out["args"].map(args_text)
-    # user profiles have no trust column: their rows are measurements, as summarize() calls them
-    out["trust"] = out["trust"].astype(object).fillna("measured") if "trust" in out else "measured"
+    out["trust"] = _trust(out)
+    if "line" in out:                   # a plain integer, also beside rows without one (the packaged set's)
+        out["line"] = pd.to_numeric(out["line"], errors="coerce").astype("Int64")
     return out.reindex(columns=LAUNCH_COLUMNS)
 
 

@@ -9,9 +9,11 @@ Both files and both header generations are read (HARDWARE.md section 6, after As
   `aicore_time`, `total_cycles`, unprefixed pipe times on coupled chips (`vec_time`, `mac_time`, ...).
 
 A header without a unit is read in `unitless_unit` (microseconds unless told otherwise): the older
-CANN releases wrote either ns or us there, and the file itself does not say which.
+CANN releases wrote either ns or us there, and the file itself does not say which; the files whose
+duration header had none are listed in `df.attrs["unitless_durations"]`.
 
-Rows the model cannot use (operators it does not cost, N/A, infinite or non-positive durations,
+Rows the model cannot use (tasks that are no AI Core kernel by their Task Type: AI_CPU, AICPU, HCCL,
+COMMUNICATION, MEMCPY_*; operators it does not cost, N/A, infinite or non-positive durations,
 malformed or missing shapes, ragged CSV lines) are skipped and counted by reason in
 `df.attrs["skipped"]`; `df.attrs["skipped_rows"]` keeps the first examples of each reason. Files that
 give no row at all (missing, unreadable, empty, header only, no operator type or duration column) are
@@ -177,10 +179,12 @@ def _split(text) -> list[str]:
     return [] if _missing(text) else [p.strip() for p in str(text).strip().strip('"').split(";")]
 
 
-def _expand(paths) -> list[Path]:
-    """Files named, plus op_summary_*.csv / kernel_details*.csv found under directories named. A torch_npu result
-    directory (*_ascend_pt) holds the same launches twice: ASCEND_PROFILER_OUTPUT/kernel_details.csv and, derived
-    from the same data, PROF_*/mindstudio_profiler_output/op_summary_*.csv; only the first is read there."""
+def _expand(paths) -> tuple[list[Path], list[Path]]:
+    """Files named, plus op_summary_*.csv / kernel_details*.csv found under directories named, each once (by
+    resolved path, in the order first met). A torch_npu result directory (*_ascend_pt) holds the same launches
+    twice: ASCEND_PROFILER_OUTPUT/kernel_details.csv and, derived from the same data,
+    PROF_*/mindstudio_profiler_output/op_summary_*.csv; only the first is read there. Returns the files to read
+    and the files that were named again (as first named)."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     files = []
@@ -192,7 +196,14 @@ def _expand(paths) -> list[Path]:
             files.extend(sorted(details | summaries))
         else:
             files.append(p)
-    return files
+    # a file named twice (a directory and a file in it, or overlapping shell globs) is read once, where it
+    # first came, under the name first given
+    first, repeated = {}, []
+    for f in files:
+        seen = first.setdefault(f.resolve(), f)
+        if seen is not f and seen not in repeated:
+            repeated.append(seen)
+    return list(first.values()), repeated
 
 
 def _op_of(op_type: str, n_outputs: int) -> str | None:
@@ -223,13 +234,16 @@ def read_profiles(paths, *, unitless_unit: str = "us") -> pd.DataFrame:
     the profile has no such column), and call (an id shared by the rows of one distinct call).
     `df.attrs['skipped']` counts the unusable rows by reason, `df.attrs['skipped_rows']` lists the
     first EXAMPLES_PER_REASON of each (source, line, op_type, reason), `df.attrs['files']` the files
-    read, `df.attrs['skipped_files']` the files that gave no row (source, reason): missing, unreadable,
-    empty, header only, or without an operator type or duration column. None of these is an error.
+    read (each once, however often it was named; `df.attrs['repeated_files']` those named more than once),
+    `df.attrs['skipped_files']` the files that gave no row
+    (source, reason): missing, unreadable, empty, header only, or without an operator type or duration column.
+    `df.attrs['unitless_durations']` lists the files whose duration header had no unit (source, header, unit:
+    the `unitless_unit` they were read in). None of these is an error.
     """
     if unitless_unit not in _TIME_UNITS:
         raise ValueError(f"unitless_unit must be one of {sorted(_TIME_UNITS)}, got {unitless_unit!r}")
     acc = _Accumulator()
-    files = _expand(paths)
+    files, repeated = _expand(paths)
     for path in files:
         try:
             with open(path, newline="", encoding="utf-8-sig") as fh:
@@ -238,6 +252,8 @@ def read_profiles(paths, *, unitless_unit: str = "us") -> pd.DataFrame:
             acc.skip_file(str(path), f"unreadable file: {type(exc).__name__}: {exc}"[:200])
     df = acc.frame()
     df.attrs["files"] = [str(f) for f in files]
+    df.attrs["repeated_files"] = [str(f) for f in repeated]
+    df.attrs["unitless_durations"] = [{**u, "unit": unitless_unit} for u in acc.unitless_durations]
     return df
 
 
@@ -253,8 +269,7 @@ class _Call:
         self.output_dtypes = parse_dtypes(out_dtypes)
         self.op = _op_of(self.op_type, max(len(self.output_dtypes), len(_split(out_shapes))))
         if self.op is None:             # named per type, so that a user sees which operators went unused
-            self.reason = (f"{_NOT_MODELLED}: {self.op_type}" if not _missing(self.op_type) else
-                           "no OP Type (N/A): a profile taken with --task-time l0 records no operator types")
+            self.reason = f"{_NOT_MODELLED}: {self.op_type}" if not _missing(self.op_type) else _NO_OP_TYPE
             return
         try:
             self.input_shapes = parse_shapes(in_shapes)
@@ -277,6 +292,7 @@ class _Accumulator:
         self.skipped: Counter = Counter()
         self.examples: list = []
         self.files: list = []           # (source, reason) of the files that gave no row
+        self.unitless_durations: list = []      # (source, header) of the files whose duration header has no unit
 
     def skip(self, source, line, op_type, reason, count=1):
         """Count `count` rows skipped for `reason`; the first of them (at `line`) may serve as an example."""
@@ -372,8 +388,14 @@ def _read_records(source: str, records, unitless_scale: float, acc: _Accumulator
     pipe_cols = {p: [index[n] for n in names if n in index] for p, names in _PIPE_COLUMNS.items()}
     absent = [_no_column(name, header) for name in ("op_type", "duration") if cols[name] is None]
     if absent:
-        acc.skip_file(source, f"not a profiler CSV: {'; '.join(absent)}")
+        # a spreadsheet in a comma-decimal locale re-saves the file with ';' between fields: one long header field
+        looks_semicolon = sum(h.count(";") for h in header) >= len(header)
+        hint = (" (the header looks ';'-separated: re-saved by a spreadsheet? Save it comma-separated)"
+                if looks_semicolon else "")
+        acc.skip_file(source, f"not a profiler CSV: {'; '.join(absent)}{hint}")
         return
+    if cols["duration"][1] is None:     # read in unitless_unit; said so, since the file cannot tell
+        acc.unitless_durations.append({"source": source, "header": header[cols["duration"][0]].strip().strip('"')})
     fmt = "op_summary" if "op_type" in index else "kernel_details"
     generation = "new" if ("block_num" in index or "mix_block_num" in index) else "old"
 
@@ -425,6 +447,23 @@ def _same(n: int, value) -> np.ndarray:
 _READ = {"op_name", "task_type", "block_dim", "mix_block_dim", "input_shapes", "input_dtypes", "input_formats",
          "output_shapes", "output_dtypes", "aicore_time", "aiv_time"}
 _NOT_MODELLED, _BAD_DURATION = "operator not modelled", "duration missing, N/A, not finite or not positive"
+# torch_npu's option is spelled profiler_level=torch_npu.profiler.ProfilerLevel.Level0 (its default); its doc says
+# Level0 leaves part of the operator information out, and Level1 adds it (hiascend Pytorch apiref
+# torch_npu-profiler-ProfilerLevel, 6.0/7.1.0)
+_NO_OP_TYPE = ("no OP Type (N/A): a profile taken with msprof --task-time l0 records no operator types (with "
+               "torch_npu's profiler, profiler_level=ProfilerLevel.Level0 leaves operator information out: take it "
+               "at Level1)")
+# Task Types that are not an AI Core / AI Vector Core kernel (op_summary doc atlasprofiling_16_0067; HARDWARE.md
+# section 6): an Add that GE sent to the AI CPU, a communication or a copy task is no kernel the model costs
+_OFF_CORE_TASK_TYPES = ("AI_CPU", "AICPU", "HCCL", "COMMUNICATION")
+
+
+def _off_core_reason(task_type) -> str:
+    """'ran on AI_CPU; ...' for a task that is not an AI Core kernel; '' for the others (and an unknown type)."""
+    t = str(task_type).strip().strip('"').strip().upper()
+    if t in _OFF_CORE_TASK_TYPES or t.startswith("MEMCPY"):
+        return f"ran on {t}; the model costs the AI Core kernel"
+    return ""
 
 
 def _convert(chunk, lines, wanted, shared, acc: _Accumulator):
@@ -451,20 +490,25 @@ def _convert(chunk, lines, wanted, shared, acc: _Accumulator):
     call_reason = np.array([c.reason for c in calls] + [""], dtype=object)[combo]
     if shared["no_shapes"]:
         call_reason[~not_modelled] = shared["no_shapes"]
+    # the task type first: an AI_CPU Add is no AI Core kernel, whatever its operator type and cells say
+    tt_codes, tt_uniques = pd.factorize(column("task_type"))
+    off_core_reason = np.array([_off_core_reason(u) for u in tt_uniques] + [""], dtype=object)[tt_codes]
+    off_core = off_core_reason != ""
+    not_modelled &= ~off_core
     duration = _number_array(table[:, 0], wanted[0][2])
-    bad_duration = ~not_modelled & ~(np.isfinite(duration) & (duration > 0))
-    bad_call = ~not_modelled & ~bad_duration & (call_reason != "")
+    bad_duration = ~off_core & ~not_modelled & ~(np.isfinite(duration) & (duration > 0))
+    bad_call = ~off_core & ~not_modelled & ~bad_duration & (call_reason != "")
     lines = np.asarray(lines, dtype=np.int64)
     op_types = column("op_type")
-    for mask, reason in ((not_modelled, None), (bad_duration, _BAD_DURATION), (bad_call, None)):
+    for mask, reasons in ((off_core, off_core_reason), (not_modelled, call_reason),
+                          (bad_duration, _same(n, _BAD_DURATION)), (bad_call, call_reason)):
         rows = np.flatnonzero(mask)
         if not len(rows):
             continue
-        texts = call_reason[rows] if reason is None else _same(len(rows), reason)
-        found, at_row, counts = np.unique(texts, return_index=True, return_counts=True)
+        found, at_row, counts = np.unique(reasons[rows], return_index=True, return_counts=True)
         for text, i, count in zip(found, at_row, counts):
             acc.skip(shared["source"], int(lines[rows[i]]), str(op_types[rows[i]]).strip(), text, int(count))
-    idx = np.flatnonzero(~(not_modelled | bad_duration | bad_call))
+    idx = np.flatnonzero(~(off_core | not_modelled | bad_duration | bad_call))
     if not len(idx):
         return
 
@@ -496,10 +540,21 @@ def _convert(chunk, lines, wanted, shared, acc: _Accumulator):
     acc.parts.append(out)
 
 
-def skipped_summary(df: pd.DataFrame) -> str:
-    """One line per skip reason with its count of rows ('' when every row was usable)."""
+def skipped_summary(df: pd.DataFrame, examples: int = 0) -> str:
+    """One line per skip reason with its count of rows ('' when every row was usable); with `examples`, up to
+    that many of the rows kept in attrs['skipped_rows'] under each, as 'e.g. <file>:<line> (<op type>)', so that
+    the user can find them."""
     skipped = df.attrs.get("skipped", {})
-    return "\n".join(f"  {n:6d}  {reason}" for reason, n in sorted(skipped.items(), key=lambda kv: -kv[1]))
+    where: dict = {}
+    for ex in df.attrs.get("skipped_rows", []):
+        where.setdefault(ex["reason"], []).append(ex)
+    lines = []
+    for reason, n in sorted(skipped.items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {n:6d}  {reason}")
+        for ex in where.get(reason, [])[:examples]:
+            op_type = f" ({ex['op_type']})" if ex.get("op_type") else ""
+            lines.append(f"          e.g. {ex['source']}:{ex['line']}{op_type}")
+    return "\n".join(lines)
 
 
 def skipped_files_summary(df: pd.DataFrame) -> str:
@@ -553,8 +608,9 @@ def to_predict_args(row) -> dict:
     dynamic quant: inputs told apart by dtype (float 1-D/2-D = smooth_scales, int = group_index),
     dst_type from y's dtype (int4, or int32 = packed int4 -> 'int4'); fake quant: axis = the first
     dimension whose size equals len(scale), quant range int8 [-128, 127] (latency does not depend
-    on it); quant matmul: K from x1, N from the output (so NZ or transposed weights give the same
-    x2 [K, N]; a FRACTAL_NZ input format sets x2_format), optional inputs by position when the profile keeps
+    on it); quant matmul: K from x1, N from the output (an x2 recorded [N, K] in ND format, N != K, is the
+    transpose of a contiguous [N, K] weight: TensorSpec((N, K)).T; a FRACTAL_NZ input format sets x2_format and
+    x2 [K, N]), optional inputs by position when the profile keeps
     empty slots (QuantBatchMatmulV3: offset, bias, pertoken_scale), else by dtype/length (the last float32
     (m,) input with a float output is the per-token scale), output_dtype from the output; moe routing:
     active_num from the expanded_x rows, scale 1.0, offset 0.0; TransQuantParamV2: the scale and an offset
@@ -627,7 +683,13 @@ def to_predict_args(row) -> dict:
                 raise ValueError(f"only int8 x int8 is mapped, got {x1d} x {x2d}")
             nz = _nz(row, 1)             # stored FRACTAL_NZ: the profile shows the fractal storage shape
             x2_batch = () if nz or len(x2s) <= 2 else tuple(batch)
-            args = {"x1": _spec(x1s, x1d), "x2": _spec(x2_batch + (k, n), x2d), "scale": _spec(ss, sd)}
+            # The profile records the kernel's input descriptor. aclnn's QuantMatmul passes a transposed x2 (w.T
+            # of a contiguous [n, k] weight, as LinearA8W8Quant does) as its [n, k] storage with transpose_x2 set,
+            # so an ND x2 recorded [n, k] is that transpose (it changes the Ascend 950 tiling). When n == k the
+            # shape cannot tell the two layouts apart: read as contiguous [k, n], as before.
+            transposed = not nz and len(x2s) >= 2 and tuple(x2s[-2:]) == (n, k) and n != k
+            x2 = _spec(x2_batch + (n, k), x2d).T if transposed else _spec(x2_batch + (k, n), x2d)
+            args = {"x1": _spec(x1s, x1d), "x2": x2, "scale": _spec(ss, sd)}
             if nz:
                 args["x2_format"] = "NZ"
             slots = _slots(row)[3:]
@@ -645,6 +707,15 @@ def to_predict_args(row) -> dict:
                 if rest and rest[-1][1] == "float32" and len(rest[-1][0]) == 1 and rest[-1][0][0] == m \
                         and out_dtype in ("float16", "bfloat16"):
                     args["pertoken_scale"] = _spec(*rest.pop())
+                rows = math.prod(x1s[:-1])
+                if rest and len(x1s) > 2 and rest[-1][1] == "float32" and tuple(rest[-1][0]) == (rows,) \
+                        and rows != n and out_dtype in ("float16", "bfloat16"):
+                    # one scale per row of a batched x1 (b*m) looks like a per-token scale, but
+                    # npusim.npu_quant_matmul takes pertoken_scale as (m,) only; read as a bias it would fail
+                    # naming a bias the profile may not hold, so say which input it is
+                    raise ValueError(f"the last input {tuple(rest[-1][0])} float32 would be read as bias (n = {n}): "
+                                     f"its length is x1's b*m = {rows}, a per-token scale of the batched x1 "
+                                     f"{list(x1s)}, which npusim.npu_quant_matmul takes as (m,) = ({m},) only")
                 for s, d in rest:
                     if d == "float32" and out_dtype == "int8" and "offset" not in args:
                         args["offset"] = _spec(s, d)

@@ -746,11 +746,12 @@ def test_calibrating_a_few_profile_rows_leaves_the_other_operators_alone(tmp_pat
     assert "MAPE on the packaged set's measured rows, before and after" in out
 
 
-def _dq_profile(path, times, m=64):
-    """An op_summary CSV of one DynamicQuant launch (x [m, 7168] bf16 on the plan's block dim), one row per time."""
+def _dq_profile(path, times, m=64, bd=None):
+    """An op_summary CSV of one DynamicQuant launch (x [m, 7168] bf16 on block dim bd, default the plan's), one row
+    per time."""
     import perfmodel
     from perfmodel import TensorSpec as T
-    bd = perfmodel.predict("npu_dynamic_quant", "atlas-a2", x=T((m, 7168), "bfloat16")).block_dim
+    bd = bd or perfmodel.predict("npu_dynamic_quant", "atlas-a2", x=T((m, 7168), "bfloat16")).block_dim
     head = ("Device_id,Model ID,Task ID,Stream ID,Op Name,OP Type,OP State,Task Type,Task Start Time(us),"
             "Task Duration(us),Task Wait Time(us),Block Num,HF32 Eligible,Mix Block Num,Input Shapes,"
             "Input Data Types,Input Formats,Output Shapes,Output Data Types,Output Formats")
@@ -787,3 +788,13 @@ def test_calibrate_warns_when_few_launches_inform_many_parameters(tmp_path, caps
     rc, out, err = run(capsys, "calibrate", "--profiles", prof, "--product", "atlas-a2",       # pooled: no warning
                        "--output", tmp_path / "cal2.json", "--out", tmp_path)
     assert rc == 0 and "under-determined" not in err
+
+
+def test_calibrate_with_nothing_to_fit_names_the_smaller_socs_of_the_product(tmp_path, capsys):
+    """A 910B4 profile (40 AIV) calibrated as atlas-a2 (Ascend910B2, 48 AIV): nothing is on the plan's core count,
+    and the error says which SoCs of the product have the cores the profile used."""
+    prof = _dq_profile(tmp_path / "op_summary_0.csv", [90.0, 91.0], m=4096, bd=40)
+    rc, out, err = run(capsys, "calibrate", "--profiles", prof, "--product", "atlas-a2", "--output",
+                       tmp_path / "cal.json", "--out", tmp_path)
+    assert rc != 0 and "no rows left to fit" in err
+    assert "Ascend910B4" in err and "--product" in err, err

@@ -6,6 +6,7 @@ values below are read off those files by hand.
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from perfmodel.profiles import OP_TYPES, parse_dtypes, parse_shapes, read_profiles, to_predict_args
@@ -266,8 +267,9 @@ def test_dynamic_quant_v2_on_950_is_the_symmetric_call_and_skips_name_the_operat
         if name in cols:
             row[cols.index(name)] = value
     (tmp_path / "kernel_details.csv").write_text(header + "\n" + ",".join(row) + "\n")
-    assert list(read_profiles(tmp_path).attrs["skipped"]) == [
-        "no OP Type (N/A): a profile taken with --task-time l0 records no operator types"]
+    [reason] = read_profiles(tmp_path).attrs["skipped"]
+    assert reason.startswith("no OP Type (N/A): a profile taken with msprof --task-time l0 records no operator types")
+    assert "torch_npu's profiler, profiler_level=ProfilerLevel.Level0" in reason
 
 
 def test_matmul_rows_the_generic_model_cannot_cost_are_skipped_with_the_reason():
@@ -298,3 +300,155 @@ def test_launch_table_of_user_profiles_calls_their_rows_measured():
     launches = cmp.by_launch(joined)
     assert len(launches) and (launches["trust"] == "measured").all()
     assert set(cmp.summarize(joined)["trust"]) == {"measured"}
+
+
+# -- profile-ingestion probe (reports/profile_probe.md findings 3-12) -----------------------------------------
+
+_MINI_HEADER = ("Op Name,OP Type,Task Type,{duration},Block Num,Input Shapes,Input Data Types,Input Formats,"
+                "Output Shapes,Output Data Types")
+
+
+def _mini_profile(path, rows, duration="Task Duration(us)"):
+    """A small op_summary: rows of (op type, task type, duration, block num, input shapes, input dtypes, formats,
+    output shapes, output dtypes), each cell as the CSV holds it."""
+    lines = [_MINI_HEADER.format(duration=duration)]
+    lines += [",".join([f"op{i}", *map(str, r)]) for i, r in enumerate(rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+_ADD = ("Add", "AI_VECTOR_CORE", 100.0, 40, '"4096,7168;4096,7168"', "DT_BF16;DT_BF16", "ND;ND", '"4096,7168"',
+        "DT_BF16")
+_MATMUL = ("MatMulV2", "AI_CORE", 170.0, 20, '"1024,4096;4096,4096"', "FLOAT16;FLOAT16", "ND;ND", '"1024,4096"',
+           "FLOAT16")
+
+
+def test_a_file_named_twice_is_read_once(tmp_path):
+    """Finding 9: a directory and a file inside it (or the same file twice) give its rows once, in the order
+    first named; the file named again is listed."""
+    d = tmp_path / "prof"
+    d.mkdir()
+    f = _mini_profile(d / "op_summary_1.csv", [_ADD, _ADD])
+    other = _mini_profile(tmp_path / "op_summary_2.csv", [_MATMUL])
+    df = read_profiles([d, other, f, tmp_path / "prof" / ".." / "prof" / "op_summary_1.csv"])
+    assert len(df) == 3 and df.attrs["files"] == [str(f), str(other)]
+    assert df.attrs["repeated_files"] == [str(f)]
+    assert list(df["op"]) == ["add", "add", "matmul"]
+
+
+def test_tasks_off_the_ai_core_are_skipped_with_the_task_type(tmp_path):
+    """Finding 10: an Add on the AI CPU, communication and copy tasks are no AI Core kernel: skipped, named by
+    their Task Type (also in a kernel_details file's Accelerator Core column), before any other reason."""
+    rows = [tuple(t if i != 1 else task for i, t in enumerate(_ADD))
+            for task in ("AI_CPU", "AICPU", "HCCL", "COMMUNICATION", "MEMCPY_ASYNC", "AI_VECTOR_CORE")]
+    rows.append(("hcom_allReduce_", "HCCL", 50.0, "N/A", "", "", "", "", ""))
+    df = read_profiles(_mini_profile(tmp_path / "op_summary_1.csv", rows))
+    assert list(df["line"]) == [7]
+    assert df.attrs["skipped"] == {f"ran on {t}; the model costs the AI Core kernel": n for t, n in (
+        ("AI_CPU", 1), ("AICPU", 1), ("HCCL", 2), ("COMMUNICATION", 1), ("MEMCPY_ASYNC", 1))}
+    kd = tmp_path / "kernel_details.csv"
+    kd.write_text("Name,Type,Accelerator Core,Duration(us),Block Dim,Input Shapes,Input Data Types,Output Shapes,"
+                  'Output Data Types\na,Add,AI_CPU,850,N/A,"64,32;64,32",FLOAT;FLOAT,"64,32",FLOAT\n')
+    assert read_profiles(kd).attrs["skipped"] == {"ran on AI_CPU; the model costs the AI Core kernel": 1}
+
+
+def test_unitless_duration_is_noted_and_the_cli_reads_it_in_the_unit_given(tmp_path, capsys):
+    """Finding 11: a duration header without a unit is listed (file, header, unit read in); `--time-unit ns`
+    reads it in ns, and the command prints a note naming the file and the unit."""
+    from perfmodel import cli
+    f = _mini_profile(tmp_path / "op_summary_1.csv", [_ADD[:2] + (105000.0,) + _ADD[3:]], duration="Task Duration")
+    assert read_profiles(f).attrs["unitless_durations"] == [{"source": str(f), "header": "Task Duration",
+                                                              "unit": "us"}]
+    unit_given = tmp_path / "op_summary_2.csv"
+    _mini_profile(unit_given, [_ADD])
+    assert read_profiles(unit_given).attrs["unitless_durations"] == []
+    for unit, measured in (("us", 105000.0), ("ns", 105.0)):
+        out = tmp_path / unit
+        assert cli.main(["compare", "--profiles", str(f), "--product", "Ascend910B4", "--time-unit", unit,
+                         "--no-plots", "--out", str(out)]) == 0
+        text = capsys.readouterr().out
+        assert f"note: {f}: 'Task Duration' has no unit; read as {unit}" in text
+        assert pd.read_csv(out / "compare.csv")["measured_us"][0] == pytest.approx(measured)
+    with pytest.raises(SystemExit):             # argparse's choices: us or ns
+        cli.main(["compare", "--profiles", str(f), "--product", "Ascend910B4", "--time-unit", "ms"])
+    assert "invalid choice: 'ms'" in capsys.readouterr().err
+
+
+def test_semicolon_separated_header_gets_a_hint(tmp_path):
+    """Finding 12: a file a spreadsheet re-saved with ';' between fields says so."""
+    f = tmp_path / "op_summary_1.csv"
+    f.write_text(_MINI_HEADER.format(duration="Task Duration(us)").replace(",", ";") + "\n"
+                 "a;Add;AI_VECTOR_CORE;100.0;40;\"4096,7168;4096,7168\";DT_BF16;DT_BF16;ND;ND;\"4096,7168\";DT_BF16\n")
+    [skipped] = read_profiles(f).attrs["skipped_files"]
+    assert "looks ';'-separated" in skipped["reason"] and "re-saved by a spreadsheet?" in skipped["reason"]
+    typo = _edited(tmp_path, "typ.csv", "OP Type", "OP Typ")         # a comma-separated header: no such hint
+    assert "';'" not in read_profiles(typo).attrs["skipped_files"][0]["reason"]
+
+
+def test_batched_per_token_scale_says_which_input_would_be_the_bias():
+    """Finding 12: npusim.npu_quant_matmul takes pertoken_scale as (m,) only (x1's second-last dimension); a
+    batched x1's one-scale-per-row input (b*m) is not silently passed as a bias: the reason names it."""
+    row = _row("npu_quant_matmul", "QuantBatchMatmulV3", "4,1024,7168;7168,2048;2048;4096", "INT8;INT8;DT_BF16;FLOAT",
+               "4,1024,2048", "DT_BF16")
+    with pytest.raises(ValueError, match=r"the last input \(4096,\) float32 would be read as bias .* b\*m = 4096"):
+        to_predict_args(row)
+    # its (m,) per-token scale is read as such
+    ok = to_predict_args(_row("npu_quant_matmul", "QuantBatchMatmulV3", "4,1024,7168;7168,2048;2048;1024",
+                              "INT8;INT8;DT_BF16;FLOAT", "4,1024,2048", "DT_BF16"))
+    assert spec(ok, "pertoken_scale") == ((1024,), "float32") and "bias" not in ok
+
+
+def test_quant_matmul_x2_recorded_n_by_k_is_the_transposed_weight():
+    """Finding 7: an ND x2 recorded [n, k] (n != k) is the transpose of a contiguous [n, k] weight, as aclnn passes
+    w.T; [k, n], an NZ weight and n == k (undecidable) stay contiguous [k, n]."""
+    from npusim.plan import TensorSpec
+
+    def x2_of(shapes, out, formats=None):
+        return to_predict_args(_row("npu_quant_matmul", "QuantBatchMatmulV3", shapes, "INT8;INT8;FLOAT", out,
+                                    "DT_BF16", formats=formats))["x2"]
+    assert x2_of("1,7168;576,7168;576", "1,576") == TensorSpec((576, 7168), "int8").T
+    assert x2_of("1,7168;576,7168;576", "1,576").transposed
+    assert x2_of("1,7168;7168,576;576", "1,576") == TensorSpec((7168, 576), "int8")
+    assert x2_of("1,4096;4096,4096;4096", "1,4096") == TensorSpec((4096, 4096), "int8")
+    assert x2_of("1,7168;18,224,16,32;576", "1,576", "ND;FRACTAL_NZ;ND") == TensorSpec((7168, 576), "int8")
+
+
+def test_core_count_hint_names_the_smaller_socs_of_the_product():
+    """Finding 4: block dims that never pass 20 AIC / 40 AIV under --product atlas-a2 (Ascend910B2: 24 / 48, per
+    npusim/data/socs.csv) name the 20/40 SoCs of atlas-a2; a profile that fills 24 / 48, or the SoC named, none."""
+    from perfmodel.compare import core_count_hint
+    measured = pd.DataFrame({"task_type": ["AI_VECTOR_CORE", "AI_CORE", "MIX_AIC", None],
+                             "block_dim": [40.0, 20.0, 8.0, 48.0]})       # the last: a packaged row, no task type
+    hint = core_count_hint(measured, "atlas-a2")
+    assert "max 20 AIC / 40 AIV" in hint and "Ascend910B2's 24 AIC / 48 AIV" in hint
+    assert "Ascend910B3, Ascend910B4, Ascend910B4-1" in hint and "--product <SoC>" in hint
+    assert core_count_hint(measured, "Ascend910B4") == ""
+    full = measured.assign(block_dim=[48.0, 24.0, 8.0, 48.0])
+    assert core_count_hint(full, "atlas-a2") == ""
+    small = measured.assign(block_dim=[8.0, 4.0, 4.0, 48.0])                # fits any SoC: nothing to say
+    assert core_count_hint(small, "atlas-a2") == ""
+
+
+def test_cli_prints_the_core_count_hint_skipped_row_places_and_failed_launch_places(tmp_path, capsys):
+    """Findings 4 and 5: `compare` prints the core-count hint, up to 3 file:line examples per skip reason, and the
+    first file:line of each launch it could not predict; line numbers are plain ints."""
+    from perfmodel import cli
+    from perfmodel import compare as cmp
+    from perfmodel.profiles import skipped_summary
+    bad_add = ("Add", "AI_VECTOR_CORE", 30.0, 40, '"64,32;64,33"', "FLOAT16;FLOAT16", "ND;ND", '"64,33"', "FLOAT16")
+    na = _ADD[:2] + ("N/A",) + _ADD[3:]
+    f = _mini_profile(tmp_path / "op_summary_1.csv", [_ADD, _MATMUL, na, na, na, na, bad_add, bad_add])
+    m = cmp.measured_from_profiles(f, "atlas-a2")
+    assert [type(ex["line"]) for ex in m.attrs["skipped_rows"]] == [int]
+    text = skipped_summary(m, examples=3)
+    assert f"e.g. {f}:4 (Add)" in text and text.count("e.g.") == 1     # one example per reason and chunk
+    launches = cmp.by_launch(cmp.compare(m))
+    failed = launches[launches["status"] != "ok"].iloc[0]
+    assert (failed["source"], failed["line"], failed["rows"]) == (str(f), 8, 2)
+    assert cli.main(["compare", "--profiles", str(f), "--product", "atlas-a2", "--no-plots",
+                     "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "SoCs of atlas-a2 with 20 AIC / 40 AIV cores: Ascend910B3, Ascend910B4, Ascend910B4-1" in out
+    assert f"e.g. {f}:4 (Add)" in out
+    could_not = out[out.index("launches the model could not predict"):]
+    assert f"{f}:8" in could_not

@@ -276,21 +276,26 @@ def test_compare_numbers_by_hand(fake_model, tmp_path):
     xy = {"x": TensorSpec((1000, 1000), "float16"), "y": TensorSpec((1000, 1000), "float16")}   # predicted 6 us
     measured = pd.DataFrame([
         {"op": "add", "product": "atlas-a2", "args": xy, "measured_us": 5.0, "block_dim": 48.0},
+        {"op": "add", "product": "atlas-a2", "args": xy, "measured_us": 30.0, "block_dim": 48.0},   # a warm-up
+        {"op": "add", "product": "atlas-a2", "args": xy, "measured_us": 5.0, "block_dim": 48.0},
         {"op": "add", "product": "atlas-a2", "args": xy, "measured_us": 6.0, "block_dim": math.nan},
         {"op": "add", "product": "atlas-a2", "args": xy, "measured_us": 12.0, "block_dim": 1.0},
         {"op": "add", "product": "atlas-inference", "args": xy, "measured_us": 6.0, "block_dim": math.nan},
     ])
     joined = cmp.compare(measured)
-    assert list(joined["status"]) == ["ok", "ok", "ok", "skipped"]
-    assert list(joined["error_pct"][:3]) == pytest.approx([20.0, 0.0, -50.0])
-    assert list(joined["same_launch"][:3]) == [True, True, False]
+    assert list(joined["status"]) == ["ok"] * 5 + ["skipped"]
+    assert list(joined["error_pct"][:5]) == pytest.approx([20.0, -80.0, 20.0, 0.0, -50.0])
+    assert list(joined["same_launch"][:5]) == [True, True, True, True, False]
+    # the headline is over launches (block dim 48: median 5 us, +20%; unknown: 0%; 1 core: -50%), the rows
+    # apart: (20 + 80 + 20 + 0 + 50) / 5
     s = cmp.summarize(joined).iloc[0]
-    assert (s["op"], s["product"], s["n"]) == ("add", "atlas-a2", 3)
+    assert (s["op"], s["product"], s["launches"], s["rows"]) == ("add", "atlas-a2", 3, 5)
     assert s["mape_pct"] == pytest.approx(70 / 3) and s["median_ape_pct"] == pytest.approx(20.0)
     assert s["max_ape_pct"] == pytest.approx(50.0) and s["bias_pct"] == pytest.approx(-10.0)
-    assert (s["within_10pct"], s["within_25pct"], s["n_same_launch"]) == (1, 2, 2)
+    assert (s["within_10pct_launches"], s["within_25pct_launches"], s["same_launch_launches"]) == (1, 2, 2)
     assert s["mape_same_launch_pct"] == pytest.approx(10.0)
-    assert list(cmp.worst(joined, 2)["measured_us"]) == [12.0, 5.0]
+    assert s["mape_over_rows_pct"] == pytest.approx(170 / 5)
+    assert list(cmp.worst(joined, 2)["measured_us"]) == [30.0, 12.0]
 
 
 def test_read_published_hand_made(tmp_path):
@@ -360,7 +365,7 @@ def test_cli_compare_profiles_and_published(fake_model, tmp_path, capsys):
     add = summary[summary["op"] == "add"].iloc[0]
     # published: 6 us predicted vs 5 and 12 (20%, 50%); profile Add 4096x4096 fp16: 2+33.554432 vs 70
     prof = abs(2 + 4096 * 4096 * 4 / 1e6 - 70) / 70 * 100
-    assert add["n"] == 3 and add["mape_pct"] == pytest.approx((20 + 50 + prof) / 3)
+    assert (add["launches"], add["rows"]) == (3, 3) and add["mape_pct"] == pytest.approx((20 + 50 + prof) / 3)
     assert "MAPE per operator and product" in text and "per row" in text
     for f in ("pred_vs_measured.png", "pred_vs_measured.svg", "pipes_pred_vs_measured.png"):
         assert nonempty(tmp_path / "figures" / f) and str(tmp_path / "figures" / f) in text
