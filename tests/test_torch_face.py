@@ -141,6 +141,45 @@ def test_dynamic_quant_errors_name_torch_npus_input():
             tnpu.npu_dynamic_quant(torch.zeros(4, 64, dtype=torch.bfloat16), smooth_scales=torch.ones(64, dtype=torch.float16))
 
 
+def test_group_index_hint_is_in_torchs_words_in_the_torch_face():
+    x = np.ones((8, 64), np.float16)
+    smooth, counts = np.ones((2, 64), np.float16), np.array([5, 3], np.int32)     # counts, not cumulative ends
+    with pytest.raises(AclnnError, match=r"e\.g\. np\.cumsum\(tokens_per_expert\)"):
+        npusim.npu_dynamic_quant(x, smooth, counts)
+    with pytest.raises(AclnnError, match=r"'group_index': .*\(e\.g\. torch\.cumsum\(tokens_per_expert, 0\)\)"):
+        tnpu.npu_dynamic_quant(tensor(x), smooth_scales=tensor(smooth), group_index=tensor(counts))
+
+
+def test_none_for_a_required_tensor_is_a_type_error_in_the_torch_face_only():
+    """torch's argument parser refuses None for a Tensor (and a non-dtype for a ScalarType) with a TypeError
+    before any kernel: the torch face's AclnnError is a TypeError there too, with its status and text; the numpy
+    face's stays a plain AclnnError."""
+    x1, x2 = i8(2, 64), i8(64, 8)
+    calls = [(lambda: tnpu.npu_quant_matmul(tensor(x1), tensor(x2), None, output_dtype=torch.float16),
+              "npu_quant_matmul, parameter 'scale'"),
+             (lambda: tnpu.npu_dynamic_quant(None), "npu_dynamic_quant, parameter 'input'"),
+             (lambda: tnpu.npu_trans_quant_param(None), "npu_trans_quant_param, parameter 'scale'"),
+             (lambda: tnpu.fake_quantize_per_channel_affine(None, torch.ones(1), torch.zeros(1, dtype=torch.int32),
+                                                            0, -128, 127),
+              "fake_quantize_per_channel_affine_cachemask, parameter 'input'")]
+    with tnpu.install("atlas-a2"):
+        calls.append((lambda: torch.ops.npu.npu_quant_matmul(tensor(x1), tensor(x2), None,
+                                                             output_dtype=torch.float16),
+                      "npu_quant_matmul, parameter 'scale'"))
+        for call, where in calls:
+            with pytest.raises(TypeError, match=rf"\[aclnn 161001\] {where}: is required but got None") as e:
+                call()
+            assert isinstance(e.value, AclnnError) and e.value.status == 161001
+        with pytest.raises(TypeError, match=r"\[aclnn 161002\] npu_dynamic_quant, parameter 'dst_type': .* got 2"):
+            tnpu.npu_dynamic_quant(torch.ones(2, 64, dtype=torch.float16), dst_type=2)
+        with pytest.raises(AclnnError) as e:                       # a dtype the NPU refuses: the aclnn error
+            tnpu.npu_dynamic_quant(torch.ones(2, 64, dtype=torch.float16), dst_type=torch.int16)
+        assert not isinstance(e.value, TypeError)
+    with pytest.raises(AclnnError) as e:
+        npusim.npu_quant_matmul(x1, x2, None, output_dtype="float16")
+    assert e.value.status == 161001 and not isinstance(e.value, TypeError)
+
+
 def test_dynamic_quant_hifloat8_on_950():
     # torch_npu.hifloat8 (torch_npu's dtype code, 290): uint8 HiFloat8 codes, the numpy face's bits
     x = (RNG.standard_normal((5, 96)) * 4).astype(ml_dtypes.bfloat16)
@@ -481,6 +520,66 @@ def test_linear_a8w8_quant_int64_scale_state_dict_and_errors():
             fresh(tensor(x))
 
 
+def test_linear_a8w8_quant_forward_calls_torch_npus_operators_so_mocks_see_them():
+    """torch_npu's forward calls torch_npu.npu_trans_quant_param / npu_quant_matmul through the module: patches and
+    wraps= spies on those names see the stand-in's calls too (vllm-ascend's tests are mostly such patches)."""
+    w, x = tensor(i8(32, 64)), tensor(i8(4, 64))
+    scale = torch.tensor(RNG.uniform(1e-3, 1e-2, 32), dtype=torch.float32)
+    with tnpu.install("atlas-a3"):
+        import torch_npu
+        from torch_npu.contrib.module import LinearA8W8Quant
+        model = LinearA8W8Quant(64, 32, bias=False, output_dtype=torch.float16)
+        model.weight.data, model.scale.data = w, scale
+        with mock.patch("torch_npu.npu_quant_matmul", wraps=torch_npu.npu_quant_matmul) as qmm, \
+                mock.patch("torch_npu.npu_trans_quant_param", wraps=torch_npu.npu_trans_quant_param) as tqp:
+            spied = model(x)
+        tqp.assert_called_once()
+        qmm.assert_called_once()
+        assert qmm.call_args.args[1].shape == (64, 32)         # weight^T, as torch_npu passes it
+        packed = npusim.npu_trans_quant_param(scale.numpy())
+        assert_same(spied, npusim.npu_quant_matmul(x.numpy(), w.numpy().T, packed, output_dtype="float16"))
+        sentinel = torch.full((4, 32), 7.0, dtype=torch.float16)
+        with mock.patch("torch_npu.npu_quant_matmul", return_value=sentinel) as qmm:
+            assert model(x) is sentinel
+        # no packing with pertoken_scale (the vector epilogue takes the float scale)
+        pt = LinearA8W8Quant(64, 32, bias=False, pertoken_scale=True, output_dtype=torch.bfloat16)
+        pt.weight.data, pt.scale.data, pt.pertoken_scale.data = w, scale, torch.ones(4)
+        with mock.patch("torch_npu.npu_trans_quant_param") as tqp, \
+                mock.patch("torch_npu.npu_quant_matmul", return_value=sentinel) as qmm:
+            pt(x)
+        tqp.assert_not_called()
+        assert qmm.call_args.args[2] is pt.scale
+        # the module's own rules still come first (seed 003: no int32 output for LinearA8W8Quant)
+        model.output_dtype = torch.int32
+        with mock.patch("torch_npu.npu_quant_matmul") as qmm, pytest.raises(AclnnError, match="LinearA8W8Quant"):
+            model(x)
+        qmm.assert_not_called()
+
+
+def test_linear_a8w8_quant_load_state_dict_takes_the_dtype_and_checks_the_shape():
+    """A checkpoint of another layer size is torch's size-mismatch error, as for any nn.Module (torch_npu's module
+    has no loader of its own); the saved dtypes are adopted; per-tensor (1,) scales and any pertoken_scale load."""
+    src = tnpu.contrib.module.LinearA8W8Quant(64, 32)
+    src.weight.data = tensor(i8(32, 64))
+    dst = tnpu.contrib.module.LinearA8W8Quant(128, 64)
+    with pytest.raises(RuntimeError, match=r"size mismatch for weight: copying a param with shape "
+                                           r"torch.Size\(\[32, 64\]\) from checkpoint"):
+        dst.load_state_dict(src.state_dict())
+    assert dst.weight.shape == (64, 128)
+    same = tnpu.contrib.module.LinearA8W8Quant(64, 32)
+    same.load_state_dict(src.state_dict())
+    assert same.weight.dtype == torch.int8 and torch.equal(same.weight, src.weight)
+    per_tensor = tnpu.contrib.module.LinearA8W8Quant(64, 32, offset=True, pertoken_scale=True)
+    per_tensor.scale.data, per_tensor.offset.data = torch.tensor([0.5]), torch.tensor([2.0])
+    per_tensor.pertoken_scale.data = torch.rand(5)
+    again = tnpu.contrib.module.LinearA8W8Quant(64, 32, offset=True, pertoken_scale=True)
+    again.load_state_dict(per_tensor.state_dict())
+    assert (again.scale.shape, again.offset.shape, again.pertoken_scale.shape) == ((1,), (1,), (5,))
+    wrong_scale = {**src.state_dict(), "scale": torch.ones(31)}
+    with pytest.raises(RuntimeError, match="size mismatch for scale"):
+        tnpu.contrib.module.LinearA8W8Quant(64, 32).load_state_dict(wrong_scale)
+
+
 @pytest.mark.parametrize("out,offset,pertoken", [(None, True, False), (torch.float16, False, False),
                                                  (torch.bfloat16, False, True), (torch.float16, False, True)])
 def test_linear_quant_module(out, offset, pertoken):
@@ -566,6 +665,62 @@ def test_fake_quant_gradient_is_torchs_straight_through(dtype):
     assert not tnpu.fake_quantize_per_channel_affine(x, scale, zp, 1, -128, 127).requires_grad
     with torch.no_grad():
         assert not tnpu.fake_quantize_per_channel_affine(x_npu, scale, zp, 1, -128, 127).requires_grad
+
+
+def test_npu_device_runs_torchs_fake_quant_with_the_npu_kernel():
+    """Inside install(npu_device=True) tensors are on the 'npu' device, where torch_npu runs aten's
+    fake_quantize_per_channel_affine_cachemask with aclnnFakeQuantPerChannelAffineCachemask: torch's own calls
+    give the stand-in's NPU arithmetic there (checked against the numpy face), torch's CPU kernel outside."""
+    x = np.array([[np.inf, 1.0, -3.7], [2.5, -np.inf, 130.0]], np.float32)
+    scale, zp = np.ones(2, np.float32), np.zeros(2, np.int32)
+    npu_out, npu_mask = npusim.fake_quantize_per_channel_affine_cachemask(x, scale, zp, 0, -128, 127)
+    cpu_out = torch.fake_quantize_per_channel_affine(tensor(x), tensor(scale), tensor(zp), 0, -128, 127)
+    assert not torch.equal(cpu_out, tensor(npu_out))         # the case tells the two kernels apart (inf)
+    with tnpu.install("atlas-a2", npu_device=True):
+        xt = tensor(x).npu()
+        assert_same(torch.fake_quantize_per_channel_affine(xt, tensor(scale), tensor(zp), 0, -128, 127), npu_out)
+        assert_same(torch.fake_quantize_per_channel_affine(input=xt, scale=tensor(scale), zero_point=tensor(zp),
+                                                           axis=0, quant_min=-128, quant_max=127), npu_out)
+        assert_same(torch.ops.aten.fake_quantize_per_channel_affine(xt, tensor(scale), tensor(zp), 0, -128, 127),
+                    npu_out)
+        for op in (torch.ops.aten.fake_quantize_per_channel_affine_cachemask,
+                   torch.ops.aten.fake_quantize_per_channel_affine_cachemask.default):
+            out, mask = op(xt, tensor(scale), tensor(zp), 0, -128, 127)
+            assert_same(out, npu_out)
+            assert_same(mask, npu_mask)
+        # float16, which the NPU kernel takes and torch's CPU kernel refuses
+        xh = np.array([[1.3, 2.6]], np.float16)
+        sh = np.ones(1, np.float16)
+        want = npusim.fake_quantize_per_channel_affine_cachemask(xh, sh, zp[:1], 0, -128, 127)[0]
+        assert_same(torch.fake_quantize_per_channel_affine(tensor(xh), tensor(sh), tensor(zp[:1]), 0, -128, 127),
+                    want)
+        # QAT code: torch.ao's FakeQuantize calls torch.fake_quantize_per_channel_affine, with torch's gradient
+        fq = torch.ao.quantization.FakeQuantize(observer=torch.ao.quantization.MovingAveragePerChannelMinMaxObserver,
+                                                quant_min=-128, quant_max=127, dtype=torch.qint8,
+                                                qscheme=torch.per_channel_symmetric, ch_axis=0)
+        xs = torch.randn(3, 8).npu().requires_grad_()
+        y = fq(xs)
+        y.sum().backward()
+        want = npusim.fake_quantize_per_channel_affine_cachemask(xs.detach().numpy(), fq.scale.numpy(),
+                                                                 fq.zero_point.numpy(), 0, -128, 127)
+        assert_same(y.detach(), want[0])
+        assert torch.equal(xs.grad, torch.from_numpy(want[1]).float())
+    # outside the block torch's own CPU kernel runs again (the golden a test compares with)
+    assert torch.equal(torch.fake_quantize_per_channel_affine(tensor(x), tensor(scale), tensor(zp), 0, -128, 127),
+                       cpu_out)
+
+
+def test_fake_quant_errors_name_torchs_input():
+    x = torch.randn(2, 3)
+    scale, zp = torch.ones(3), torch.zeros(3, dtype=torch.int32)
+    with tnpu.install("atlas-a2"):
+        with pytest.raises(AclnnError, match=r"parameter 'input': dtype must be one of float16, float32, got "
+                                             r"bfloat16"):
+            tnpu.fake_quantize_per_channel_affine(x.bfloat16(), scale, zp, 1, -128, 127)
+        with pytest.raises(AclnnError, match=r"parameter 'axis': must be in \[-2, 1\] for a 2-D input, got 2"):
+            tnpu.fake_quantize_per_channel_affine(x, scale, zp, 2, -128, 127)
+        with pytest.raises(AclnnError, match=r"parameter 'scale': must have input.shape\[1\] = 3 elements"):
+            tnpu.fake_quantize_per_channel_affine_cachemask(x, torch.ones(2), zp[:2], 1, -128, 127)
 
 
 def test_fake_quant_scale_and_zero_point_are_not_differentiable_as_in_torch():
@@ -1119,9 +1274,9 @@ def test_npu_device_mode_runs_npu_code_unchanged_on_the_cpu():
         torch.npu.synchronize()
         for y, scale in (torch_npu.npu_dynamic_quant(x.npu()), torch.ops.npu.npu_dynamic_quant(x.to("npu"))):
             assert torch.equal(y, want_y) and torch.equal(scale, want_scale)
-        with pytest.raises(tnpu.NotEmulatedError, match="torch.npu.Stream is not emulated"):
-            torch.npu.Stream
-        assert not hasattr(torch.npu, "Event")
+        with pytest.raises(tnpu.NotEmulatedError, match="torch.npu.memory_summary is not emulated"):
+            torch.npu.memory_summary
+        assert not hasattr(torch.npu, "NPUGraph")
         # torch_npu's SocVersion numbers (NpuVariables.h), as vllm-ascend's check_ascend_device_type reads them:
         # 220-225 A2, 250-255 A3, 200-205 310P, 260 Ascend 950 (its A5)
         assert torch.npu.get_soc_version() == 221
@@ -1142,6 +1297,58 @@ def test_npu_device_mode_runs_npu_code_unchanged_on_the_cpu():
     with pytest.raises(TypeError, match="npu_device"):
         with tnpu.install(npu_device="yes"):
             pass
+
+
+def test_npu_device_mode_has_the_torch_npu_calls_tests_and_harnesses_make():
+    """Streams and events are synchronous on the CPU (exact as no-ops), events time with perf_counter, memory is
+    the host's (the allocator counters 0), bfloat16 is per product; `import torch_npu.npu` works; transfer_to_npu
+    says it is not emulated."""
+    import time
+    before = sys.modules.get("torch_npu.npu")
+    with tnpu.install("atlas-a2", npu_device=True):
+        import torch_npu.npu
+        assert torch_npu.npu is torch.npu is sys.modules["torch_npu.npu"]
+        s = torch.npu.current_stream()
+        assert s is torch.npu.default_stream() and s.query()
+        s.synchronize()
+        side = torch.npu.Stream()
+        side.wait_stream(s)
+        with torch.npu.stream(side):
+            assert torch.npu.current_stream() is side
+        assert torch.npu.current_stream() is s
+        start, end = torch.npu.Event(enable_timing=True), torch.npu.Event(enable_timing=True)
+        start.record()
+        time.sleep(0.02)
+        end.record(s)
+        end.synchronize()
+        assert 15 <= start.elapsed_time(end) < 2000 and end.query()
+        side.wait_event(side.record_event())
+        with pytest.raises(RuntimeError, match="enable_timing=True"):
+            torch.npu.Event().elapsed_time(end)
+        with torch.npu.device(0):
+            assert torch.zeros(1, device="npu").is_npu
+        torch.npu.config.allow_internal_format = False
+        assert torch.npu.config.allow_internal_format is False
+        free, total = torch.npu.mem_get_info()
+        assert 0 <= free <= total and torch.npu.get_device_properties(0).total_memory == total
+        assert torch.npu.get_device_properties(0).name == "Ascend910B2"
+        assert torch.npu.memory_allocated() == torch.npu.max_memory_allocated() == 0
+        torch.npu.reset_peak_memory_stats()
+        assert torch.npu.is_bf16_supported()
+        for product, bf16 in (("atlas-inference", False), ("atlas-training", False), ("atlas-a3", True),
+                              ("ascend-950pr", True)):
+            with tnpu.install(product):
+                assert torch.npu.is_bf16_supported() is bf16, product
+        for import_it in (lambda: __import__("torch_npu.contrib.transfer_to_npu"),
+                          lambda: exec("from torch_npu.contrib import transfer_to_npu", {})):
+            with pytest.raises(tnpu.NotEmulatedError, match="transfer_to_npu is not emulated.*npu_device=True") as e:
+                import_it()
+            assert isinstance(e.value, ImportError)          # `except ImportError` guards take their fallback
+        assert not hasattr(torch_npu.contrib, "transfer_to_npu")
+    assert sys.modules.get("torch_npu.npu") is before
+    with tnpu.install("atlas-a2"):                           # without npu_device there is no torch_npu.npu
+        with pytest.raises(ImportError):
+            import torch_npu.npu  # noqa: F401
 
 
 def test_import_npusim_does_not_import_torch():

@@ -20,7 +20,8 @@ with the tensor's storage; no value changes; the casts also as Tensor methods), 
 torch.ops.npu.<name> while install() is in force, contrib.module.LinearA8W8Quant and LinearQuant,
 torch.ops.custom.indexer_compress_epilog (registered on import, in place), and, under names a torch user
 looks for: fake_quantize_per_channel_affine_cachemask / fake_quantize_per_channel_affine (torch's own op
-names and straight-through gradient, here with the NPU kernel's forward; torch itself is not patched).
+names and straight-through gradient, here with the NPU kernel's forward; torch itself is not patched, except
+that install(npu_device=True) runs torch's own fake quant calls with them, as torch_npu runs them on npu tensors).
 npusim_moe_init_routing_quant is aclnnMoeInitRoutingQuant (V1) under npusim's own name: torch_npu's
 npu_moe_init_routing_quant is the V2 op, which is not emulated. Anything else torch_npu has (other
 operators, torch_npu.npu, .npu() devices, other formats) raises an error that says it is not emulated;
@@ -36,6 +37,7 @@ import os
 import re
 import sys
 import threading
+import time
 import types
 
 import ml_dtypes
@@ -45,11 +47,13 @@ from torch._subclasses.fake_tensor import is_fake as _torch_is_fake
 
 import npusim
 from npusim import quant_matmul
-from npusim.errors import ACLNN_ERR_INNER_TILING_ERROR, AclnnError, invalid, params_named
+from npusim.errors import (ACLNN_ERR_INNER_TILING_ERROR, ACLNN_ERR_PARAM_INVALID, ACLNN_ERR_PARAM_NULLPTR,
+                           AclnnError, invalid, params_named)
 from npusim.plan import TensorSpec, is_transposed, launch_details, make_plan
 from npusim.quant_matmul import ACL_FORMAT_ND
 
 __all__ = ["install", "current_product", "to_numpy", "from_numpy", "NotEmulatedError", "NotEmulatedAttributeError",
+           "NotEmulatedImportError", "AclnnTypeError",
            "DEFAULT_PRODUCT", "PRODUCT_ENV", "npu_dynamic_quant", "npu_dynamic_quant_asymmetric", "npu_quant_matmul",
            "npu_trans_quant_param", "npu_convert_weight_to_int4pack", "npu_format_cast", "npu_format_cast_",
            "get_npu_format",
@@ -67,6 +71,17 @@ class NotEmulatedError(NotImplementedError):
 class NotEmulatedAttributeError(NotEmulatedError, AttributeError):
     """A torch_npu attribute the stand-in lacks: still an AttributeError, so hasattr() and getattr(m, name,
     default) behave as for any module."""
+
+
+class NotEmulatedImportError(NotEmulatedError, ImportError):
+    """A torch_npu module the stand-in lacks (torch_npu.contrib.transfer_to_npu): still an ImportError, so
+    `try: import ... except ImportError` guards take their fallback."""
+
+
+class AclnnTypeError(AclnnError, TypeError):
+    """An AclnnError of the torch face that torch's argument parser raises as a TypeError before any kernel runs
+    (a None for a required Tensor, a dst_type that is no dtype): tests written against torch_npu expect a
+    TypeError there. Status, message and parts are the AclnnError's; the numpy and aclnn faces keep AclnnError."""
 
 
 def _missing_names(module: str, emulates: str):
@@ -92,6 +107,9 @@ def _eager(fn):
         except AclnnError as exc:
             if exc.not_emulated:
                 raise NotEmulatedError(str(exc)) from exc
+            if exc.status == ACLNN_ERR_PARAM_NULLPTR and not isinstance(exc, TypeError):   # a None for a Tensor
+                raise AclnnTypeError(exc.rule, exc.status, op=exc.op, param=exc.param,
+                                     product=exc.product).with_traceback(exc.__traceback__) from None
             raise
     return torch.compiler.disable(run)
 
@@ -176,6 +194,11 @@ def _spec(t: torch.Tensor) -> TensorSpec:
     if t.device.type != "meta" and not _is_fake(t):
         raise NotEmulatedError(f"meta tensors mixed with a tensor on '{t.device}' are not emulated (torch's own "
                                "operators refuse such a mix too)")
+    return _shape_and_dtype(t)
+
+
+def _shape_and_dtype(t: torch.Tensor) -> TensorSpec:
+    """Any tensor's shape (symbolic sizes by their traced values) and dtype as npusim's TensorSpec."""
     narrow = _NARROW.get(t.dtype)
     return TensorSpec(tuple(_size_hint(d) for d in t.shape),
                       narrow[1] if narrow else torch.empty(0, dtype=t.dtype).numpy().dtype)
@@ -259,7 +282,7 @@ def _product_named(op: str) -> str:
         raise AclnnError(str(exc), op=op, param="product") from None
 
 
-_MODULE_NAMES = ("torch_npu", "torch_npu.contrib", "torch_npu.contrib.module")
+_MODULE_NAMES = ("torch_npu", "torch_npu.contrib", "torch_npu.contrib.module", "torch_npu.npu")
 _MISSING = object()
 
 
@@ -280,14 +303,15 @@ def _cpu_if_npu(value):
 class _NpuIsCpu(torch.overrides.TorchFunctionMode):
     """Every torch call sees 'npu' / 'npu:N' (a device argument, or the string torch.device parses) as 'cpu'.
     torch itself has no npu device without the real torch_npu; only strings that are exactly a device name
-    change."""
+    change. torch's ops that torch_npu runs with an emulated NPU kernel run the stand-in's (_TORCH_OPS_ON_NPU)."""
 
     def __torch_function__(self, func, _types, args=(), kwargs=None):
         kwargs = kwargs or {}
         args = tuple(_cpu_if_npu(a) for a in args)
         if "device" in kwargs or "type" in kwargs:
             kwargs = {k: _cpu_if_npu(v) if k in ("device", "type") else v for k, v in kwargs.items()}
-        return func(*args, **kwargs)
+        on_npu = _TORCH_OPS_ON_NPU.get(id(func))      # (by id: some callables torch passes are not hashable)
+        return (on_npu[1] if on_npu else func)(*args, **kwargs)
 
 
 def _to_cpu(self, *args, **kwargs):
@@ -317,24 +341,112 @@ def _soc_version() -> int:
     return 260 if soc.startswith("Ascend950") else _SOC_VERSION[soc]
 
 
+# torch.npu's streams and events with install(npu_device=True): the CPU runs each operator before its call
+# returns, so work is always complete and there is never anything to wait for; the calls are exact as no-ops.
+class _Stream:
+    """torch.npu.Stream on the CPU: synchronous (query() is True, the waits return at once)."""
+
+    def __init__(self, device=None, priority=0, **kwargs):
+        self.device, self.priority = torch.device("cpu"), priority
+
+    def synchronize(self) -> None:
+        pass
+
+    def wait_stream(self, stream) -> None:
+        pass
+
+    def wait_event(self, event) -> None:
+        pass
+
+    def query(self) -> bool:
+        return True
+
+    def record_event(self, event=None):
+        event = _Event() if event is None else event
+        event.record(self)
+        return event
+
+
+class _Event:
+    """torch.npu.Event on the CPU: record() notes time.perf_counter(), so elapsed_time() is the host time between
+    two records, which is where the emulated operators ran."""
+
+    def __init__(self, enable_timing=False, blocking=False, interprocess=False):
+        self.enable_timing, self._recorded_at = enable_timing, None
+
+    def record(self, stream=None) -> None:
+        self._recorded_at = time.perf_counter()
+
+    def wait(self, stream=None) -> None:
+        pass
+
+    def synchronize(self) -> None:
+        pass
+
+    def query(self) -> bool:
+        return True
+
+    def elapsed_time(self, end_event) -> float:
+        """Milliseconds from this event's record() to end_event's, as torch's Event.elapsed_time."""
+        if not (self.enable_timing and end_event.enable_timing):
+            raise RuntimeError("torch.npu.Event.elapsed_time: both events must be created with enable_timing=True")
+        if self._recorded_at is None or end_event._recorded_at is None:
+            raise RuntimeError("torch.npu.Event.elapsed_time: both events must be recorded first")
+        return (end_event._recorded_at - self._recorded_at) * 1e3
+
+
+def _host_memory() -> tuple[int, int]:
+    """(free, total) bytes of the host's RAM, the 'npu' device's memory here; (0, 0) where the OS does not say."""
+    try:
+        page = os.sysconf("SC_PAGE_SIZE")
+        return os.sysconf("SC_AVPHYS_PAGES") * page, os.sysconf("SC_PHYS_PAGES") * page
+    except (ValueError, OSError, AttributeError):
+        return 0, 0
+
+
 def _npu_module() -> types.ModuleType:
     """torch.npu (and torch_npu.npu) with install(npu_device=True): one device, the CPU; its housekeeping calls
-    do nothing; anything else is not emulated."""
+    do nothing, its streams and events are synchronous, its memory is the host's (the allocator counters 0:
+    torch's CPU allocator keeps none); anything else is not emulated."""
     m = types.ModuleType("torch.npu", "npusim's stand-in for torch.npu: one 'npu' device, which is the CPU")
     m.is_available = lambda: True
     m.is_initialized = lambda: True
     m.device_count = lambda: 1
     m.current_device = lambda: 0
     m.set_device = lambda device: None
+    m.device = lambda device: contextlib.nullcontext()         # `with torch.npu.device(i):`, the one device
     m.synchronize = lambda device=None: None
     m.empty_cache = lambda: None
     m.manual_seed = m.manual_seed_all = lambda seed: torch.manual_seed(seed)
     m.get_device_name = lambda device=None: _product_named("torch.npu.get_device_name")
     m.get_soc_version = _soc_version
+    # bfloat16: not on the 310p910 family (Atlas inference 310P, Atlas training 910A), whose npu_dynamic_quant
+    # takes float16 only
+    m.is_bf16_supported = lambda including_emulation=True: npusim.get_product(
+        _product_named("torch.npu.is_bf16_supported")).family != "310p910"
+    m.config = types.SimpleNamespace(allow_internal_format=False)    # a flag to set; npusim's formats ignore it
+    m.mem_get_info = lambda device=None: _host_memory()
+    m.get_device_properties = lambda device=None: types.SimpleNamespace(
+        name=_product_named("torch.npu.get_device_properties"), total_memory=_host_memory()[1])
+    m.memory_allocated = m.max_memory_allocated = lambda device=None: 0
+    m.reset_peak_memory_stats = lambda device=None: None
+    m.Stream, m.Event = _Stream, _Event
+    streams = [_Stream()]                 # the default stream, then those torch.npu.stream(s) blocks made current
+    m.default_stream = lambda device=None: streams[0]
+    m.current_stream = lambda device=None: streams[-1]
 
-    m.__getattr__ = _missing_names("torch.npu", "with npu_device=True it has is_available, is_initialized, "
-                                   "device_count, current_device, set_device, synchronize, empty_cache, "
-                                   "manual_seed, manual_seed_all, get_device_name and get_soc_version")
+    @contextlib.contextmanager
+    def stream(s):
+        """torch.npu.stream(s): current_stream() is s inside the block (None: the current one stays)."""
+        streams.append(streams[-1] if s is None else s)
+        try:
+            yield
+        finally:
+            streams.pop()
+    m.stream = stream
+
+    m.__getattr__ = _missing_names("torch.npu", "with npu_device=True it has "
+                                   + ", ".join(sorted(n for n in vars(m) if not n.startswith("_"))))
     return m
 
 
@@ -355,9 +467,11 @@ def install(product: str | None = None, *, npu_device: bool = False):
 
     npu_device=True: code written for the NPU runs unchanged on the CPU. The 'npu' device is the CPU
     (x.npu(), x.to("npu"), torch.randn(..., device="npu:0"), torch.device("npu"), module.npu() leave the
-    tensors on the CPU, and x.is_npu is True for CPU tensors), and torch.npu / torch_npu.npu answer
-    is_available() etc. for one device. Every torch call in the block then goes through a TorchFunctionMode
-    that rewrites those device names. A block nested in one with npu_device=True keeps it."""
+    tensors on the CPU, and x.is_npu is True for CPU tensors), and torch.npu / torch_npu.npu (`import
+    torch_npu.npu` too) answer is_available() etc. for one device, with synchronous streams and events. Every
+    torch call in the block then goes through a TorchFunctionMode that rewrites those device names and runs
+    torch's fake quant ops with the NPU kernel (_TORCH_OPS_ON_NPU). A block nested in one with npu_device=True
+    keeps it."""
     if product is not None:
         npusim.get_product(product)          # an unknown product fails here, not at the first call
     if not isinstance(npu_device, bool):
@@ -380,9 +494,10 @@ def install(product: str | None = None, *, npu_device: bool = False):
             torch.Tensor.is_npu = _IS_NPU_CPU if npu_device else _IS_NPU_NEVER
             torch.Tensor.npu_format_cast, torch.Tensor.npu_format_cast_ = (_npu_format_cast_method,
                                                                              _npu_format_cast__method)
+            sys.modules.pop("torch_npu.npu", None)          # (a real torch_npu's, unless npu_device sets it)
             if npu_device:
                 torch.nn.Module.npu = _to_cpu
-                torch.npu = _npu_module()
+                torch.npu = sys.modules["torch_npu.npu"] = _npu_module()     # `import torch_npu.npu` works too
                 mode = _NpuIsCpu()
                 mode.__enter__()
                 _npu_device.append(mode)
@@ -467,9 +582,11 @@ def _dst_type(op: str, dst_type) -> str:
         hint = "" if dst_type is not torch.uint5 else (
             " (torch_npu.hifloat8 arrives as torch.uint5 through torch.ops.npu's ScalarType argument, which cannot "
             "carry its code 290: call torch_npu.npu_dynamic_quant for it)")
-        raise invalid(op, "dst_type", f"must be None, torch.int8, torch.quint4x2 (int4 packed eight per int32) or, "
-                      f"on Ascend 950, torch.float8_e4m3fn / torch.float8_e5m2 / torch_npu.hifloat8; got {dst_type!r}"
-                      + hint, _product_named(op))
+        rule = (f"must be None, torch.int8, torch.quint4x2 (int4 packed eight per int32) or, on Ascend 950, "
+                f"torch.float8_e4m3fn / torch.float8_e5m2 / torch_npu.hifloat8; got {dst_type!r}" + hint)
+        if not isinstance(dst_type, torch.dtype):     # torch's parser refuses a non-dtype ScalarType: a TypeError
+            raise AclnnTypeError(rule, ACLNN_ERR_PARAM_INVALID, op=op, param="dst_type", product=_product_named(op))
+        raise invalid(op, "dst_type", rule, _product_named(op))
     return allowed[dst_type]
 
 
@@ -522,7 +639,9 @@ def _dynamic_quant(op, input, smooth_scales, group_index, dst_type, quant_mode, 
     x, smooth_scales, group_index = _arrays(op, _spec if meta else to_numpy, input=input,
                                             smooth_scales=smooth_scales, group_index=group_index)
     dst = _dst_type(op, dst_type)
-    with params_named({"x": "input"}, in_rules=True):    # torch_npu's name for the numpy face's x
+    # torch_npu's name for the numpy face's x, and group_index's hint in torch's words
+    with params_named({"x": "input", "np.cumsum(tokens_per_expert)": "torch.cumsum(tokens_per_expert, 0)"},
+                      in_rules=True):
         if meta:      # y: input's rows and H (or H / 8 int4 words); the scales: input's rows
             rows = tuple(input.shape[:-1])
             plan = make_plan(op, product=current_product(), x=x, smooth_scales=smooth_scales,
@@ -752,10 +871,23 @@ def npu_format_cast_(input, acl_format):
 
 
 @_eager
+def _linear_a8w8_quant_packs_scale(x1, weight, scale, offset, pertoken_scale, output_dtype) -> bool:
+    """LinearA8W8Quant's own rules on the current product (npusim.quant_matmul's, checked on shapes and dtypes:
+    nothing runs) and whether its forward packs the scale with npu_trans_quant_param (npusim's packing rule)."""
+    op = "LinearA8W8Quant"
+    x1, weight, scale, offset, pertoken_scale = _arrays(op, _shape_and_dtype, x1=x1, weight=weight, scale=scale,
+                                                        offset=offset, pertoken_scale=pertoken_scale)
+    _, matmul_scale = quant_matmul._linear_a8w8_quant_args(x1, weight, scale, offset, pertoken_scale,
+                                                           _dtype_name(op, "output_dtype", output_dtype),
+                                                           current_product())
+    return matmul_scale is not scale          # (packed: the int64 scale npu_trans_quant_param's plan gives)
+
+
+@_eager
 def _linear_a8w8_quant(x1, weight, scale, offset=None, pertoken_scale=None, bias=None, output_dtype=None,
                        meta=False):
-    """contrib.module.LinearA8W8Quant's forward on the current product (meta: the output's shape only): the
-    kernels of torch.ops.npu.npusim_linear_a8w8_quant, which the module calls while torch.compile traces."""
+    """contrib.module.LinearA8W8Quant's forward on the current product as one op (meta: the output's shape only):
+    the kernels of torch.ops.npu.npusim_linear_a8w8_quant, which the module calls while torch.compile traces."""
     op = "LinearA8W8Quant"
     args = _arrays(op, _spec if meta else to_numpy, x1=x1, weight=weight, scale=scale, offset=offset,
                    pertoken_scale=pertoken_scale, bias=bias)
@@ -815,8 +947,9 @@ class _FakeQuantPerChannel(torch.autograd.Function):
                 raise RuntimeError(f"{op}: not differentiable with respect to '{name}' (as in torch); "
                                    f"'{name}' must not require grad")
         x, scale, zero_point = _arrays(op, input=input, scale=scale, zero_point=zero_point)
-        out, mask = npusim.fake_quantize_per_channel_affine_cachemask(x, scale, zero_point, axis, quant_min,
-                                                                      quant_max, product=current_product())
+        with params_named({"x": "input"}, in_rules=True):      # torch's name for the numpy face's x
+            out, mask = npusim.fake_quantize_per_channel_affine_cachemask(x, scale, zero_point, axis, quant_min,
+                                                                          quant_max, product=current_product())
         out, mask = from_numpy(out), from_numpy(mask)
         ctx.mark_non_differentiable(mask)
         ctx.save_for_backward(mask)
@@ -832,7 +965,7 @@ class _FakeQuantPerChannel(torch.autograd.Function):
 def fake_quantize_per_channel_affine_cachemask(input, scale, zero_point, axis, quant_min, quant_max):
     """torch.fake_quantize_per_channel_affine_cachemask's signature with the NPU kernel's arithmetic
     (aclnnFakeQuantPerChannelAffineCachemask): returns (out, mask). out carries torch's straight-through
-    gradient (grad * mask) when input requires grad. torch itself is not patched."""
+    gradient (grad * mask) when input requires grad. torch itself is not patched (but see _TORCH_OPS_ON_NPU)."""
     return _FakeQuantPerChannel.apply(input, scale, zero_point, axis, quant_min, quant_max)
 
 
@@ -840,6 +973,18 @@ def fake_quantize_per_channel_affine_cachemask(input, scale, zero_point, axis, q
 def fake_quantize_per_channel_affine(input, scale, zero_point, axis, quant_min, quant_max):
     """torch.fake_quantize_per_channel_affine on the NPU: the cachemask kernel's out (the mask is dropped)."""
     return fake_quantize_per_channel_affine_cachemask(input, scale, zero_point, axis, quant_min, quant_max)[0]
+
+
+# torch's own ops that NPU code reaches an emulated kernel through: torch_npu registers op-plugin's
+# fake_quantize_per_channel_affine_cachemask (aclnnFakeQuantPerChannelAffineCachemask) for aten's op, which
+# torch.fake_quantize_per_channel_affine calls. Inside install(npu_device=True) every tensor is on the 'npu'
+# device, so _NpuIsCpu runs these there: {id(torch's op): (torch's op, the stand-in's)}
+_TORCH_OPS_ON_NPU = {id(torch_op): (torch_op, stand_in) for torch_op, stand_in in (
+    (torch.fake_quantize_per_channel_affine, fake_quantize_per_channel_affine),
+    (torch.ops.aten.fake_quantize_per_channel_affine, fake_quantize_per_channel_affine),
+    (torch.ops.aten.fake_quantize_per_channel_affine.default, fake_quantize_per_channel_affine),
+    (torch.ops.aten.fake_quantize_per_channel_affine_cachemask, fake_quantize_per_channel_affine_cachemask),
+    (torch.ops.aten.fake_quantize_per_channel_affine_cachemask.default, fake_quantize_per_channel_affine_cachemask))}
 
 
 @_eager

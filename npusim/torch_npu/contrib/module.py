@@ -11,6 +11,12 @@ __all__ = ["LinearA8W8Quant", "LinearQuant"]
 _PARAMS = ("weight", "scale", "offset", "pertoken_scale", "bias")
 
 
+def _takes_saved_shape(name: str, saved: torch.Tensor) -> bool:
+    """Whether a saved parameter's shape may replace the layer's own: a 1-D pertoken_scale (m rows of the input
+    it was set for), a per-tensor (1,) scale or offset."""
+    return saved.dim() == 1 and (name == "pertoken_scale" or (name in ("scale", "offset") and saved.numel() == 1))
+
+
 class LinearA8W8Quant(torch.nn.Module):
     """torch_npu.contrib.module.LinearA8W8Quant(in_features, out_features, *, bias=True, offset=False,
     pertoken_scale=False, output_dtype=None) on CPU tensors, bit-exact to npusim's numpy face.
@@ -18,14 +24,18 @@ class LinearA8W8Quant(torch.nn.Module):
     Parameters (requires_grad False), set through `.data` as torch_npu's tests do: weight (out, in) int8,
     scale (out,) float32 / int64 (npu_trans_quant_param) / bfloat16, offset (out,) float32, pertoken_scale
     (m,) float32 of the input to come, bias (out,) int32 (or a float bias where npu_quant_matmul takes one).
-    forward(x1) follows torch_npu: a float32 scale is packed with npu_trans_quant_param(scale, offset) unless
-    pertoken_scale is set or the output is bfloat16, then npu_quant_matmul(x1, weight^T, ...) runs on the
-    product npusim.torch_npu.current_product() names (npusim.quant_matmul.linear_a8w8_quant_forward); under
-    torch.compile inside install() the forward is one op, torch.ops.npu.npusim_linear_a8w8_quant.
+    forward(x1) follows torch_npu: after the module's own rules (npusim.quant_matmul's), a float32 scale is
+    packed with torch_npu.npu_trans_quant_param(scale, offset) unless pertoken_scale is set or the output is
+    bfloat16, then torch_npu.npu_quant_matmul(x1, weight^T, ...) runs on the product
+    npusim.torch_npu.current_product() names; both are looked up on the stand-in module when called, as torch_npu's
+    forward does, so mock.patch("torch_npu.<name>") sees them. Under torch.compile inside install() the forward is
+    one op, torch.ops.npu.npusim_linear_a8w8_quant (npusim.quant_matmul.linear_a8w8_quant_forward).
     Initial values (torch_npu leaves them uninitialised; the dtypes are its): weight 0 float32, so that a forward
     before an int8 weight is set fails as on the NPU, scale 1, offset 0, pertoken_scale 1 (shape (out,), as
-    torch_npu), bias 0 int32. Loading a state dict adopts the saved tensors' dtypes and
-    shapes (an int8 weight, an int64 scale), where torch's default copy would convert them into these.
+    torch_npu), bias 0 int32. Loading a state dict adopts the saved tensors' dtypes (an int8 weight, an int64
+    scale), where torch's default copy would convert them into these; shapes are checked as torch checks them
+    (a size mismatch is an error), except a per-tensor (1,) scale or offset and a pertoken_scale of the
+    checkpoint's own length.
     device: CPU only (another device raises NotEmulatedError); dtype is accepted and unused, as in torch_npu.
     """
 
@@ -55,16 +65,26 @@ class LinearA8W8Quant(torch.nn.Module):
         params = [getattr(self, name) for name in _PARAMS]
         if stand_in._traced([x1, *params]):      # torch.compile, or meta / fake tensors: the op, as one node
             return torch.ops.npu.npusim_linear_a8w8_quant(x1, *params, output_dtype=self.output_dtype)
-        return stand_in._linear_a8w8_quant(x1, *params, output_dtype=self.output_dtype)
+        # torch_npu's forward: the two operators, looked up on the torch_npu module as they are called, so that
+        # mock.patch("torch_npu.npu_quant_matmul") and wraps= spies see these calls; the module's own rules first
+        weight, scale, offset, pertoken_scale, bias = params
+        if stand_in._linear_a8w8_quant_packs_scale(x1, weight, scale, offset, pertoken_scale, self.output_dtype):
+            scale = stand_in.npu_trans_quant_param(scale, offset)
+        return stand_in.npu_quant_matmul(x1, weight.transpose(-2, -1), scale, offset=offset,
+                                         pertoken_scale=pertoken_scale, bias=bias, output_dtype=self.output_dtype)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
-        # quantized layers hold int8/int64/... tensors: take the saved dtype and shape instead of casting
+        # quantized layers hold int8/int64/... tensors: take the saved dtype instead of casting to the initial
+        # one. The shape stays, so torch reports a checkpoint of another layer size, except where this layer's
+        # shape may differ: a per-tensor scale / offset (1,), and pertoken_scale (one per row of the input)
         for name in _PARAMS:
             param, saved = getattr(self, name), state_dict.get(prefix + name)
-            if param is not None and isinstance(saved, torch.Tensor) and (
-                    saved.dtype != param.dtype or saved.shape != param.shape):
-                param.data = torch.empty_like(saved)
+            if param is None or not isinstance(saved, torch.Tensor):
+                continue
+            shape = saved.shape if _takes_saved_shape(name, saved) else param.shape
+            if (saved.dtype, shape) != (param.dtype, param.shape):
+                param.data = torch.empty(shape, dtype=saved.dtype)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 
