@@ -178,23 +178,32 @@ def make_plan(op: str, **kwargs) -> Plan:
 
 # -- launches: each plan the emulator runs, told to whoever listens (perfmodel.record) ------------------
 
-_LAUNCH_HOOKS: list[Callable[[Plan, dict], None]] = []
+_LAUNCH_HOOKS: list[tuple] = []     # (hook, missing) of each launch_hook block in force
 _HOOKS_LOCK = threading.Lock()
 _DETAILS = threading.local()        # what a face knows of the current call that its arrays do not show
 
 
 @contextmanager
-def launch_hook(hook: Callable[[Plan, dict], None]):
+def launch_hook(hook: Callable[[Plan, dict], None], missing: Callable[[str], None] | None = None):
     """Call hook(plan, details) after every kernel launch of the emulator (numpy, torch and aclnn faces, any
     thread) while the block runs. details: what the calling face knew beyond the arrays, e.g. a torch weight's
-    storage format ({"x2_format": "NZ"})."""
+    storage format ({"x2_format": "NZ"}). missing(name): the code asked a face for an operator npusim does not
+    emulate (the torch face's torch_npu.<name>, also through hasattr): whatever ran instead is no launch."""
+    entry = (hook, missing)
     with _HOOKS_LOCK:
-        _LAUNCH_HOOKS.append(hook)
+        _LAUNCH_HOOKS.append(entry)
     try:
         yield hook
     finally:
         with _HOOKS_LOCK:
-            _LAUNCH_HOOKS.remove(hook)
+            _LAUNCH_HOOKS.remove(entry)
+
+
+def asked_missing(name: str) -> None:
+    """Code asked for operator `name`, which npusim does not emulate; tells the hooks that listen for it."""
+    for _hook, missing in list(_LAUNCH_HOOKS):
+        if missing is not None:
+            missing(name)
 
 
 @contextmanager
@@ -216,5 +225,5 @@ def launched(plan) -> None:
     if callable(plan):
         plan = plan()
     details = dict(getattr(_DETAILS, "value", None) or {})
-    for hook in hooks:
+    for hook, _missing in hooks:
         hook(plan, details)

@@ -35,7 +35,7 @@ import numpy as np
 
 from npusim import _checks, formats
 from npusim._kernels import quant_matmul as _k
-from npusim.errors import invalid, not_emulated, nullptr
+from npusim.errors import ACLNN_ERR_INNER_TILING_ERROR, invalid, not_emulated, nullptr
 from npusim.plan import Plan, TensorSpec, is_transposed, launched, planner, spec_of
 
 __all__ = ["npu_trans_quant_param", "npu_quant_matmul", "LinearA8W8Quant", "npu_convert_weight_to_int4pack",
@@ -609,6 +609,21 @@ def plan_npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bi
     epilogue on the AIVs), 'aicore' on coupled parts (310P).
     """
     return _validate(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, product).plan
+
+
+def check_weight_format(plan: Plan, x2_format: str) -> None:
+    """The tiling's check of a weight cast to FRACTAL_NZ (x2_format 'NZ', which the torch face knows and numpy
+    arrays do not carry) against a plan: Atlas inference (310P, no L0C->GM path) runs QuantBatchMatmulV3 with x1
+    as given and x2 transposed only, and its tiling refuses anything else (hicann/ops-nn
+    quant_batch_matmul_v3_tiling_base.cpp AnalyzeAttrs, without supportL0c2Out). The aclnn layer transposes x1
+    and an ND x2 to fit (aclnn_quant_matmul_v4.cpp TransposeAndTransDataForInputs, on 310P), but leaves an NZ x2
+    as it is (vllm-ascend issue #1736). An AclnnError 561002 when the plan's x2 is not a transposed view."""
+    if x2_format == "NZ" and plan.soc.family == "310p910" and not plan.inputs["x2"].transposed:
+        raise invalid(OP_QMM, "x2", "on Atlas inference products an NZ (npu_format_cast(w, 29)) weight must be "
+                      "passed transposed, transpose_x2 true: the [n, k] weight's .t() view (or keep the weight ND, "
+                      "which the aclnn layer transposes itself); the tiling says 'This platform only support output "
+                      "transpose_x1 false and transpose_x2 true, actual [false, false]'",
+                      plan.soc.soc, status=ACLNN_ERR_INNER_TILING_ERROR)
 
 
 # --------------------------------------------------------------------------- emulator

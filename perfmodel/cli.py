@@ -239,7 +239,14 @@ def cmd_record(a) -> int:
     cal = load_calibration(a.calibration)
     # SoC names are kept as given (a product id means its default SoC): Ascend910B4 is not atlas-a2's 910B2
     product = check_product(a.product).soc if a.product else None
-    also = [check_product(p.strip()).soc for item in a.also or [] for p in item.split(",") if p.strip()]
+    also = list(dict.fromkeys(check_product(p.strip()).soc for item in a.also or [] for p in item.split(",")
+                              if p.strip()))      # each SoC once
+    # record's own options after SCRIPT went to the script (argv after it is the script's): say so, since a script
+    # that tolerates unknown arguments runs on without them
+    own = sorted({arg.split("=")[0] for arg in a.script_args} & _RECORD_OPTIONS)
+    if own:
+        print(f"npusim record: note: {', '.join(own)} came after SCRIPT, so {'it goes' if len(own) == 1 else 'they go'} "
+              f"to the script; put record's options before SCRIPT", file=sys.stderr)
     with contextlib.ExitStack() as stack:
         if a.torch_npu or a.npu_device:
             try:
@@ -252,21 +259,37 @@ def cmd_record(a) -> int:
         rec = stack.enter_context(record())
         status = _run_script(script, a.script_args) if script else _run_module(a.module[0], a.module[1:])
     print(f"\nnpusim record: {script or '-m ' + ' '.join(a.module)}")
+    if status:
+        print(f"the run stopped with exit status {status} (its error is above): what follows is what it launched "
+              f"before, a partial record")
     others = []
     if not len(rec):
         print("no launches recorded: the run made no call through npusim (only its operators are recorded: other "
               "torch_npu operators are not emulated)")
+        asked = rec.report(calibration=cal, l2=a.l2).splitlines()[1:]     # what it asked for and npusim lacks
+        if asked:
+            print("\n".join(asked))
     else:
         print(rec.report(calibration=cal, l2=a.l2))
+        recorded = {plan.soc.soc for plan, _details in rec.launches}
+        if product and product not in recorded:
+            print(f"note: --product {a.product} was not used by these launches (a script calling npusim's numpy "
+                  f"functions names its product itself); --also {a.product} plans them for it")
+        also = [soc for soc in also if soc not in recorded]      # (already reported above)
         others = [rec.on(soc) for soc in also]
         for soc, other in zip(also, others):
             print(f"\nthe same launches planned for {soc} ({check_product(soc).product}):")
             print(other.report(calibration=cal, l2=a.l2))
     if a.csv:
+        # (l2 named in the file: a warm and a cold CSV are otherwise alike)
         pd.concat([r.table(calibration=cal, l2=a.l2, include_refused=True) for r in [rec, *others]],
-                  ignore_index=True).to_csv(a.csv, index=False)
+                  ignore_index=True).assign(l2=a.l2).to_csv(a.csv, index=False)
         _print_paths([a.csv])
     return status
+
+
+# record's options (a script's arguments that look like them were probably meant for record)
+_RECORD_OPTIONS = {"--torch-npu", "--npu-device", "--product", "--also", "--csv", "--l2", "--calibration"}
 
 
 @contextlib.contextmanager
@@ -730,7 +753,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "from the launches' shapes and attributes; a launch a product refuses is listed)")
     r.add_argument("--calibration", metavar="JSON", help="calibration written by `npusim calibrate`")
     r.add_argument("--l2", choices=("cold", "warm"), default="cold",
-                   help="inputs read from HBM (cold, the profilers' setting; default) or from L2 where they fit")
+                   help="inputs read from HBM (cold, the profilers' setting; default) or from L2 where they fit "
+                   "(warm: weights too, which a real model step gets only with a weight prefetch)")
     r.add_argument("--csv", metavar="PATH", help="also write one row per launch (and per --also product), with the "
                    "pipes' breakdown")
     r.set_defaults(func=cmd_record)

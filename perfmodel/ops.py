@@ -16,7 +16,7 @@ import numpy as np
 
 from npusim import _checks, formats
 from npusim.plan import spec_of
-from npusim.quant_matmul import ACL_FORMAT_FRACTAL_NZ, ACL_FORMAT_ND
+from npusim.quant_matmul import ACL_FORMAT_FRACTAL_NZ, ACL_FORMAT_ND, check_weight_format
 
 from perfmodel.model import Loop, Work
 
@@ -1172,6 +1172,7 @@ def quant_matmul_work(plan, hw, x2_format="ND"):
     (msKPP's ND->NZ curve prices the smaller x2 copies far slower per byte) and the overlap 8.2%, against
     5.8%: the copy curve and the mix kernels' own start, not these structures, are the likely misfits."""
     nz = storage_format("npu_quant_matmul", "x2_format", x2_format) == "NZ"
+    check_weight_format(plan, "NZ" if nz else "ND")        # the product's tiling may refuse an NZ weight
     x1, x2 = plan.inputs["x1"], plan.inputs["x2"]
     out = next(iter(plan.outputs.values()))
     int4 = _dt(x1) in ("int32", "int4")

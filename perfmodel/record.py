@@ -14,12 +14,15 @@ order they end; child processes (multiprocessing, pytest-xdist workers) are not.
 from __future__ import annotations
 
 import threading
+import warnings
+from collections import Counter
 from contextlib import contextmanager
 
 import pandas as pd
 
 from npusim import formats
 from npusim.plan import PLANNERS, PRODUCTS_OF, launch_hook
+from npusim.quant_matmul import check_weight_format
 from perfmodel.model import PIPES
 from perfmodel.ops import BUILDER_OPTIONS
 from perfmodel.predict import check_product, op_parameters, predict_plan
@@ -78,7 +81,14 @@ class Recording:
         self.numbers: list[int] = []
         self.planned_for = planned_for
         self.refused: list[tuple] = []
+        # operators the run asked for that npusim does not emulate (torch_npu.<name>: a call, or a hasattr guard
+        # that then ran something else), how often: their kernels are in no total
+        self.missing: Counter = Counter()
         self._lock = threading.Lock()
+
+    def _asked(self, name: str) -> None:
+        with self._lock:
+            self.missing[name] += 1
 
     def _add(self, plan, details) -> None:
         # the details this operator's cost builder takes (a block's details reach every launch made in it)
@@ -97,16 +107,21 @@ class Recording:
         the class)."""
         soc = check_product(product)
         out = Recording(planned_for=soc.soc)
+        out.missing = Counter(self.missing)
         for i, (plan, details) in zip(list(self.numbers), list(self.launches)):
             if soc.product not in PRODUCTS_OF[plan.op]:
                 out.refused.append((i, plan.op, f"{plan.op} does not run on {soc.product}", "absent"))
                 continue
             try:
-                out.launches.append((PLANNERS[plan.op](product=soc.soc, **_call_args(plan)), details))
+                planned = PLANNERS[plan.op](product=soc.soc, **_call_args(plan))
+                if plan.op == "npu_quant_matmul":      # what the face told of the weight: its tiling may refuse it
+                    check_weight_format(planned, details.get("x2_format", "ND"))
+                out.launches.append((planned, details))
                 out.numbers.append(i)
             except (ValueError, TypeError) as exc:       # AclnnError is a ValueError: the product's own rules
                 kind = "not emulated" if getattr(exc, "not_emulated", False) else "refused"
-                out.refused.append((i, plan.op, str(exc).splitlines()[0][:300], kind))
+                why = str(exc).splitlines()[0]
+                out.refused.append((i, plan.op, why if len(why) <= 300 else why[:299] + "…", kind))
         return out
 
     def _distinct(self, calibration, l2) -> tuple[list, list]:
@@ -150,16 +165,26 @@ class Recording:
             rows += [{"launch": i, "source": source, "op": op, "product": soc.product, "soc": soc.soc,
                       "refused": f"{kind}: {why}"} for i, op, why, kind in self.refused]
             rows.sort(key=lambda r: r["launch"])
-        return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+        df = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+        for col in ("tiling_key", "block_dim"):         # integers, also beside a refused row's blank
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
+        return df
 
     def total_us(self, *, calibration=None, l2: str = "cold") -> float:
-        """The launches' predicted latencies added up (each launch alone; see report())."""
+        """The launches' predicted latencies added up (each launch alone; see report()). A warning says when it
+        leaves launches out: those this product refused (on()), and operators npusim does not emulate."""
+        left_out = [f"{len(self.refused)} launch{'' if len(self.refused) == 1 else 'es'} {self.planned_for} "
+                    f"cannot run (.refused)"] if self.refused else []
+        if self.missing:
+            left_out.append(f"the operators npusim does not emulate ({', '.join(sorted(self.missing))})")
+        if left_out:
+            warnings.warn(f"total_us() leaves out {' and '.join(left_out)}", stacklevel=2)
         return float(sum(p.latency_us for p in self.predictions(calibration=calibration, l2=l2)))
 
     def summary(self, *, calibration=None, l2: str = "cold") -> pd.DataFrame:
         """One row per distinct launch (all it is predicted from: operator, SoC, plan, tensors, attributes, the
         face's details), the costliest first (SUMMARY_COLUMNS): calls, us_each, us_total, share_pct of its
-        product's total, bound. kernel names every kernel the launch runs
+        SoC's total, bound. kernel names every kernel the launch runs
         ('QuantBatchMatmulV3+TransQuantParamV2')."""
         which, distinct = self._distinct(calibration, l2)
         if not distinct:
@@ -176,8 +201,8 @@ class Recording:
                          "call": f"{_call_text(plan)} [{tag}]" if tag else _call_text(plan), "calls": n,
                          "us_each": p.latency_us, "us_total": n * p.latency_us, "bound": p.bound})
         s = pd.DataFrame(rows)
-        per_product = s.groupby("product")["us_total"].transform("sum")
-        s["share_pct"] = (100.0 * s["us_total"] / per_product).where(per_product > 0, 0.0)
+        per_soc = s.groupby("soc")["us_total"].transform("sum")       # the SoC is what a planner chose
+        s["share_pct"] = (100.0 * s["us_total"] / per_soc).where(per_soc > 0, 0.0)
         return s.sort_values("us_total", ascending=False, kind="stable")[SUMMARY_COLUMNS].reset_index(drop=True)
 
     def _refused_lines(self) -> list[str]:
@@ -194,27 +219,37 @@ class Recording:
                          f"{_KIND_TEXT[kind]}: {why}")
         return lines
 
+    def _missing_lines(self) -> list[str]:
+        if not self.missing:
+            return []
+        names = ", ".join(f"{name} x{n}" for name, n in sorted(self.missing.items(), key=lambda kv: (-kv[1], kv[0])))
+        return [f"operators the run asked for that npusim does not emulate (what ran instead is not in the total): "
+                f"{names}"]
+
     def report(self, *, calibration=None, l2: str = "cold") -> str:
-        """The summary as text, then the total of each product (shares are of their product's total), the
-        L2 setting and the calibration used."""
+        """The summary as text, then the total on each SoC (shares are of their SoC's total), the L2 setting
+        and the calibration used, and what is not in the totals: launches this product refused (on()), and the
+        operators the run asked for that npusim does not emulate."""
         s = self.summary(calibration=calibration, l2=l2)
-        refused = self._refused_lines()
+        refused, missing = self._refused_lines(), self._missing_lines()
         if s.empty:
             head = "no launches recorded" if self.planned_for is None else f"no launch planned for {self.planned_for}"
-            return "\n".join([head, *refused])
+            return "\n".join([head, *refused, *missing])
         shown = s.assign(us_each=s["us_each"].map("{:.2f}".format), us_total=s["us_total"].map("{:.2f}".format),
                          share_pct=s["share_pct"].map("{:.1f}".format))
         lines = _aligned(shown, left=("op", "product", "soc", "kernel", "call", "bound"))
         left_out = f" (the run's other {len(self.refused)} not planned here, below: not counted)" if self.refused \
             else ""
-        for product, part in s.groupby("product", sort=False):
+        for (soc, product), part in s.groupby(["soc", "product"], sort=False):
             n = int(part["calls"].sum())
-            lines.append(f"{n} launch{'' if n == 1 else 'es'} on {product}: {part['us_total'].sum():.2f} us "
+            lines.append(f"{n} launch{'' if n == 1 else 'es'} on {product} ({soc}): {part['us_total'].sum():.2f} us "
                          f"predicted in all{left_out}")
-        inputs = "from HBM (l2='cold')" if l2 == "cold" else "from L2 where they fit (l2='warm')"
-        lines.append(f"(each launch's device time alone, added up: no overlap between launches, no host time; inputs "
-                     f"read {inputs}; {'the given' if calibration is not None else 'the packaged'} calibration)")
-        return "\n".join(lines + refused)
+        inputs = ("from HBM (l2='cold')" if l2 == "cold" else
+                  "from L2 where they fit (l2='warm'; weights too, which only a prefetch gives a real model step)")
+        lines.append(f"(npusim's operators only; each launch's device time alone, added up: no overlap between "
+                     f"launches, no host time; inputs read {inputs}; "
+                     f"{'the given' if calibration is not None else 'the packaged'} calibration)")
+        return "\n".join(lines + refused + missing)
 
 
 _KIND_TEXT = {"absent": "its operator is not on this product", "refused": "this product's rules refuse the call",
@@ -249,5 +284,5 @@ def record():
     yields the Recording, whose predictions are made when asked for (report(), summary(), table(),
     total_us())."""
     rec = Recording()
-    with launch_hook(rec._add):
+    with launch_hook(rec._add, missing=rec._asked):
         yield rec

@@ -152,15 +152,19 @@ def test_launches_that_differ_in_an_output_dtype_an_attribute_or_the_soc_are_not
     assert qmm["kernel"].tolist() == ["QuantBatchMatmulV3+TransQuantParamV2"] * 2
 
 
-def test_each_product_gets_its_own_total_and_shares():
+def test_each_soc_gets_its_own_total_and_shares():
+    # two SoCs of one product (a planner's two choices) are two totals, not one sum
     x = np.ones((64, 512), np.float16)
     with perfmodel.record() as rec:
         npusim.npu_dynamic_quant(x, product="atlas-a2")
         npusim.npu_dynamic_quant(x, product="ascend-950pr")
+        npusim.npu_dynamic_quant(x, product="Ascend910B4")
     s, text = rec.summary(), rec.report(l2="warm")
-    assert s["share_pct"].tolist() == [100.0, 100.0]
-    assert "1 launch on atlas-a2:" in text and "1 launch on ascend-950pr:" in text
-    assert "inputs read from L2 where they fit" in text
+    assert s["share_pct"].tolist() == [100.0, 100.0, 100.0]
+    for line in ("1 launch on atlas-a2 (Ascend910B2):", "1 launch on atlas-a2 (Ascend910B4):",
+                 "1 launch on ascend-950pr (Ascend950PR"):
+        assert line in text, text
+    assert "inputs read from L2 where they fit" in text and "npusim's operators only" in text
 
 
 def test_launch_details_reach_the_prediction():
@@ -355,11 +359,65 @@ def test_npusim_record_also_reports_other_products(tmp_path, capsys):
     text = capsys.readouterr().out
     for soc, product in (("Ascend910_9391", "atlas-a3"), ("Ascend950PR_9589", "ascend-950pr"),
                          ("Ascend910B4", "atlas-a2")):            # a SoC name stays that SoC
-        assert f"the same launches planned for {soc} ({product}):" in text and f"1 launch on {product}:" in text
+        assert f"the same launches planned for {soc} ({product}):" in text and f"1 launch on {product} ({soc}):" in text
     t = pd.read_csv(out_csv)
     assert t["soc"].tolist() == ["Ascend910B2", "Ascend910_9391", "Ascend950PR_9589", "Ascend910B4"]
     assert t["source"].tolist() == ["recorded"] + ["planned"] * 3
     # nothing recorded: the CSV is written all the same (its header), as a pipeline expects a file
     script.write_text("pass\n")
     assert cli.main(["record", "--csv", str(out_csv), str(script)]) == 0
-    assert pd.read_csv(out_csv).columns.tolist() == TABLE_COLUMNS and "wrote:" in capsys.readouterr().out
+    assert pd.read_csv(out_csv).columns.tolist() == TABLE_COLUMNS + ["l2"] and "wrote:" in capsys.readouterr().out
+
+
+def test_npusim_record_says_what_is_left_out(tmp_path, capsys):
+    """What a planner would otherwise take for the whole layer's time: a run that failed says it is partial,
+    --also the recorded SoC is not reported twice, record's options after SCRIPT are pointed out."""
+    script = tmp_path / "layer.py"
+    script.write_text("import numpy as np\nimport npusim\nnpusim.npu_dynamic_quant(np.ones((8, 256), np.float16))\n"
+                      "raise SystemExit(3)\n")
+    out_csv = tmp_path / "launches.csv"
+    assert cli.main(["record", "--also", "atlas-a2,atlas-a3", str(script), "--csv", str(out_csv)]) == 3
+    out, err = capsys.readouterr()
+    assert "exit status 3" in out and "partial" in out
+    assert out.count("1 launch on atlas-a2 (Ascend910B2)") == 1 and "planned for Ascend910_9391" in out
+    assert "--csv came after SCRIPT" in err and not out_csv.exists()
+
+
+def test_operators_the_run_asked_for_and_npusim_lacks_are_listed():
+    torch = pytest.importorskip("torch")
+    import npusim.torch_npu as stand_in
+    x = torch.ones((8, 256), dtype=torch.float16)
+    with perfmodel.record() as rec, stand_in.install("atlas-a2"):
+        import torch_npu
+        for _ in range(2):
+            if not hasattr(torch_npu, "npu_rms_norm"):      # the guard real code writes, then its fallback
+                x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+            torch_npu.npu_dynamic_quant(x)
+    assert rec.missing == {"torch_npu.npu_rms_norm": 2} and len(rec) == 2
+    text = rec.report()
+    assert "does not emulate" in text and "torch_npu.npu_rms_norm x2" in text
+    with pytest.warns(UserWarning, match="npu_rms_norm"):
+        rec.total_us()
+    assert rec.on("atlas-a3").missing == rec.missing
+
+
+def test_an_nz_weight_310p_refuses_is_refused_when_planned_and_predicted_too():
+    """Atlas inference takes an NZ weight only transposed (the emulator's torch face refuses it with 561002): a
+    run on A2 planned for it lists the launch as refused, and predict() refuses it, naming x2; the transposed
+    view is planned and predicted."""
+    torch = pytest.importorskip("torch")
+    import npusim.torch_npu as stand_in
+    from perfmodel import TensorSpec as T
+    with perfmodel.record() as rec, stand_in.install("atlas-a2"):
+        import torch_npu
+        w = torch_npu.npu_format_cast(torch.randint(-128, 128, (1024, 512), dtype=torch.int8), 29)
+        torch_npu.npu_quant_matmul(torch.ones((16, 1024), dtype=torch.int8), w, torch.rand(512),
+                                   output_dtype=torch.float16)
+    planned = rec.on("atlas-inference")
+    assert len(planned) == 0 and [(i, kind) for i, _op, _why, kind in planned.refused] == [(0, "refused")]
+    assert "561002" in planned.refused[0][2] and "transposed" in planned.refused[0][2]
+    args = dict(x1=T((16, 1024), "int8"), scale=T((512,), "float32"), output_dtype="float16", x2_format="NZ")
+    with pytest.raises(AclnnError) as ei:
+        perfmodel.predict("npu_quant_matmul", "atlas-inference", x2=T((1024, 512), "int8"), **args)
+    assert ei.value.status == 561002 and ei.value.param == "x2"
+    assert perfmodel.predict("npu_quant_matmul", "atlas-inference", x2=T((512, 1024), "int8").T, **args).latency_us > 0

@@ -47,9 +47,9 @@ from torch._subclasses.fake_tensor import is_fake as _torch_is_fake
 
 import npusim
 from npusim import quant_matmul
-from npusim.errors import (ACLNN_ERR_INNER_TILING_ERROR, ACLNN_ERR_PARAM_INVALID, ACLNN_ERR_PARAM_NULLPTR,
+from npusim.errors import (ACLNN_ERR_PARAM_INVALID, ACLNN_ERR_PARAM_NULLPTR,
                            AclnnError, invalid, params_named)
-from npusim.plan import TensorSpec, is_transposed, launch_details, make_plan
+from npusim.plan import TensorSpec, asked_missing, is_transposed, launch_details, make_plan
 from npusim.quant_matmul import ACL_FORMAT_ND
 
 __all__ = ["install", "current_product", "to_numpy", "from_numpy", "NotEmulatedError", "NotEmulatedAttributeError",
@@ -729,10 +729,10 @@ def _quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=None,
     out = _dtype_name(op, "output_dtype", output_dtype)
     product, x2_format = current_product(), _format_name(x2_t)
     if x2_format == "NZ" and npusim.get_product(product).family == "310p910" and not is_transposed(x2):
-        # the aclnn checks come first (the plan makes them), then this tiling check
-        plan = make_plan(op, product=product, x1=x1, x2=x2, scale=scale, offset=offset,
-                         pertoken_scale=pertoken_scale, bias=bias, output_dtype=out)
-        raise _nz_weight_not_transposed_on_310p(op, plan.soc.soc)
+        # the aclnn checks come first (the plan makes them), then the tiling's check of an NZ weight
+        quant_matmul.check_weight_format(make_plan(op, product=product, x1=x1, x2=x2, scale=scale, offset=offset,
+                                                   pertoken_scale=pertoken_scale, bias=bias, output_dtype=out),
+                                         x2_format)
     if meta:      # y: the broadcast batch, x1's m, x2's n (int4: as the plan reads x2's layout)
         _meta_only_rules(op, scale, out)
         plan = make_plan(op, product=product, x1=x1, x2=x2, scale=scale, offset=offset,
@@ -744,18 +744,6 @@ def _quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=None,
         y = npusim.npu_quant_matmul(x1, x2, scale, offset=offset, pertoken_scale=pertoken_scale, bias=bias,
                                     output_dtype=out, product=product)
     return from_numpy(y)
-
-
-def _nz_weight_not_transposed_on_310p(op, soc: str) -> AclnnError:
-    """Atlas inference (310P, no L0C->GM path) runs QuantBatchMatmulV3 with x1 as given and x2 transposed only:
-    its tiling refuses anything else (hicann/ops-nn quant_batch_matmul_v3_tiling_base.cpp AnalyzeAttrs, without
-    supportL0c2Out). The aclnn layer transposes x1 and an ND x2 to fit (aclnn_quant_matmul_v4.cpp
-    TransposeAndTransDataForInputs, on 310P), but leaves an NZ x2 as it is (vllm-ascend issue #1736)."""
-    return invalid(op, "x2", "on Atlas inference products an NZ (npu_format_cast(w, 29)) weight must be passed "
-                   "transposed, transpose_x2 true: the [n, k] weight's .t() view (or keep the weight ND, which "
-                   "the aclnn layer transposes itself); the tiling says 'This platform only support output "
-                   "transpose_x1 false and transpose_x2 true, actual [false, false]'",
-                   soc, status=ACLNN_ERR_INNER_TILING_ERROR)
 
 
 def _meta_only_rules(op, scale, out):
@@ -1090,6 +1078,7 @@ def __getattr__(name: str):
         raise AttributeError(name)
     if name == "npu" and _npu_device:
         return torch.npu
+    asked_missing(f"torch_npu.{name}")          # perfmodel.record lists what the run used and npusim lacks
     if name == "npu_moe_init_routing_quant":
         raise NotEmulatedAttributeError(_V2_ROUTING)
     raise NotEmulatedAttributeError(
