@@ -318,7 +318,7 @@ def _stored_kn(hw, dtype, K, N, nz) -> tuple[int, int]:
 def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim=None, base=None,
                tiling="best", l0c_out_bytes=2.0, depth_a=None, depth_b=None, a_row_bytes=None, b_row_bytes=None,
                b_transposed=False, b_streamed=False, b_nz=False, c_row_bytes=None, core_share=None,
-               block_loads=(), group_rows=None):
+               block_loads=(), group_rows=None, unit_flag=False):
     """Loops of a tiled cube matmul on its critical core, and what the kernel moves.
 
     Output blocks baseM x baseN are dealt to the AICs (the critical core gets ceil(blocks / cores)); each
@@ -348,6 +348,10 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
     b_nz: B is stored FRACTAL_NZ in GM (npu_format_cast(w, 29), as vllm-ascend's static W8A8 method does):
     its tiles are whole fractals laid out as in L1, so they move as plain GM->L1 copies (msKPP's gm_to_l1
     curve, not the ND->NZ one) and no B row is off the grid (NZ pads K and N to the fractal).
+
+    unit_flag: the kernel's MatmulConfig sets enUnitFlag (GroupedMatmul on A2: matmulCFGUnitFlag): the FixPipe
+    drains L0C fractal by fractal behind the last k-step's mmad, so only what it takes beyond that mmad is
+    exposed.
 
     core_share: (rows, cols) of one core's share of C; base blocks are no larger. block_loads: bytes per output
     column of each load a block makes from GM, unprefetched, besides its A and B tiles (a per-channel dequant's
@@ -408,6 +412,8 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
         active=blocks / per_core, offgrid_rows=offgrid_rows)
     c_off = (N * l0c_out_bytes if c_row_bytes is None else c_row_bytes) % 32
     fix_pipes = {"fixpipe": hw.dma("l0c_to_gm", (2 if c_off else 1) * bm * bn * l0c_out_bytes)}
+    if unit_flag:
+        fix_pipes["fixpipe"] = max(0.0, fix_pipes["fixpipe"] - hw.mmad(bm, bk, bn, dtype))
     if block_loads:
         fix_pipes["mte2"] = sum(hw.dma("gm_to_l1", bn * b) for b in block_loads)
     fix = Loop(n=per_core, pipes=fix_pipes, read_bytes=n_blk * sum(block_loads),
@@ -506,7 +512,8 @@ def grouped_matmul_work(hw, x, weight, group_list, bias=None, *, transpose_weigh
     """y = x @ weight[g] for the rows of each group g (GroupedMatmul, torch_npu.npu_grouped_matmul with one x,
     one weight tensor and group_type 0): x [M,K] and weight [E,K,N] ([E,N,K] with transpose_weight) fp16 or
     bf16, group_list the E cumulative row counts (group_list_type 0), bias [E,N] optional; y [M,N] in x's
-    dtype. ops-transformer's GroupedMatmul on A2 (AIC only): 128 x 256 x 64 base blocks (the kernel sizes a
+    dtype. ops-transformer's GroupedMatmul on A2 (AIC only, MDL with enUnitFlag: grouped_matmul.cpp GMM_CUBE_IMP
+    with matmulCFGUnitFlag, grouped_matmul_utils.h): 128 x 256 x 64 base blocks (the kernel sizes a
     group's last block to its rows; here no block is taller than the largest group), numbered across the
     groups and dealt to the AICs in turn, each a fresh full-K matmul with the bias loaded into the bias
     table first (cube_loops group_rows, block_loads). Empty groups are skipped. weight_format 'NZ': the
@@ -564,7 +571,7 @@ def grouped_matmul_work(hw, x, weight, group_list, bias=None, *, transpose_weigh
                     kernel="GroupedMatmul", launch_class=MATMUL_API)
     loops, bd, hbm_frac, info = cube_loops(hw, M=max(rows), K=K, N=N, dtype=dt, in_bytes=in_b, block_dim=block_dim,
                                            b_transposed=transpose_weight, b_nz=nz, group_rows=rows,
-                                           depth_a=a_steps, depth_b=b_steps,
+                                           depth_a=a_steps, depth_b=b_steps, unit_flag=not arch35,
                                            block_loads=(bias.dtype.itemsize,) if bias is not None else ())
     used = sum(1 for m in rows if m)
     kb, nb = _stored_kn(hw, dt, K, N, nz)
