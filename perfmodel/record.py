@@ -27,10 +27,10 @@ from perfmodel.model import PIPES
 from perfmodel.ops import BUILDER_OPTIONS
 from perfmodel.predict import check_product, op_parameters, predict_plan
 
-TABLE_COLUMNS = ["launch", "source", "op", "product", "soc", "kernel", "kernels", "tiling_key", "block_dim", "call",
+TABLE_COLUMNS = ["launch", "section", "source", "op", "product", "soc", "kernel", "kernels", "tiling_key", "block_dim", "call",
                  "details", "refused", "latency_us", "bound", "head_us", "core_us", "chip_us",
                  *[f"{p}_us" for p in PIPES], "bytes_read", "bytes_written", "flops", "achieved_GBps", "achieved_TOPS"]
-SUMMARY_COLUMNS = ["op", "product", "soc", "kernel", "tiling_key", "block_dim", "calls", "us_each", "us_total",
+SUMMARY_COLUMNS = ["section", "op", "product", "soc", "kernel", "tiling_key", "block_dim", "calls", "us_each", "us_total",
                    "share_pct", "bound", "call"]
 
 
@@ -68,6 +68,24 @@ def _call_args(plan) -> dict:
     return {k: v for k, v in given.items() if k in names}
 
 
+_SECTION = threading.local()          # the labels of the section() blocks this thread is in, outermost first
+
+
+@contextmanager
+def section(label: str):
+    """Label the launches made in this block (this thread) in every recording: a planner's steps of one run
+    ('decode b=16', 'prefill 4k'), each with its own total in report() and its `section` in table() and
+    summary(). Nested sections join with ' / '. A script under `npusim record` labels its steps so."""
+    if not isinstance(label, str) or not label.strip():
+        raise ValueError(f"section(): label must be a non-empty string, got {label!r}"[:200])
+    labels = getattr(_SECTION, "labels", ())
+    _SECTION.labels = (*labels, label.strip())
+    try:
+        yield
+    finally:
+        _SECTION.labels = labels
+
+
 class Recording:
     """The launches recorded (plan and details, in order) and their predictions on demand.
 
@@ -79,6 +97,7 @@ class Recording:
     def __init__(self, planned_for=None):
         self.launches: list[tuple] = []          # (plan, details)
         self.numbers: list[int] = []
+        self.sections: list[str] = []            # each launch's section() label ('' outside one)
         self.planned_for = planned_for
         self.refused: list[tuple] = []
         # operators the run asked for that npusim does not emulate (torch_npu.<name>: a call, or a hasattr guard
@@ -93,9 +112,11 @@ class Recording:
     def _add(self, plan, details) -> None:
         # the details this operator's cost builder takes (a block's details reach every launch made in it)
         details = {k: v for k, v in details.items() if k in BUILDER_OPTIONS.get(plan.op, ())}
+        label = " / ".join(getattr(_SECTION, "labels", ()))        # (the launching thread's)
         with self._lock:
             self.numbers.append(len(self.launches))
             self.launches.append((plan, details))
+            self.sections.append(label)
 
     def __len__(self) -> int:
         return len(self.launches)
@@ -108,7 +129,7 @@ class Recording:
         soc = check_product(product)
         out = Recording(planned_for=soc.soc)
         out.missing = Counter(self.missing)
-        for i, (plan, details) in zip(list(self.numbers), list(self.launches)):
+        for i, label, (plan, details) in zip(list(self.numbers), list(self.sections), list(self.launches)):
             if soc.product not in PRODUCTS_OF[plan.op]:
                 out.refused.append((i, plan.op, f"{plan.op} does not run on {soc.product}", "absent"))
                 continue
@@ -118,6 +139,7 @@ class Recording:
                     check_weight_format(planned, details.get("x2_format", "ND"))
                 out.launches.append((planned, details))
                 out.numbers.append(i)
+                out.sections.append(label)
             except (ValueError, TypeError) as exc:       # AclnnError is a ValueError: the product's own rules
                 kind = "not emulated" if getattr(exc, "not_emulated", False) else "refused"
                 why = str(exc).splitlines()[0]
@@ -155,9 +177,10 @@ class Recording:
         in 'refused'."""
         source = "recorded" if self.planned_for is None else "planned"
         rows = []
-        for i, (plan, details, p) in zip(list(self.numbers), self._launch_predictions(calibration, l2)):
+        for i, label, (plan, details, p) in zip(list(self.numbers), list(self.sections),
+                                                self._launch_predictions(calibration, l2)):
             row = {k: v for k, v in p.to_row().items() if not k.startswith("tile_")}
-            rows.append({**row, "launch": i, "source": source, "kernel": plan.kernel, "call": _call_text(plan),
+            rows.append({**row, "launch": i, "section": label, "source": source, "kernel": plan.kernel, "call": _call_text(plan),
                          "kernels": " + ".join(f"{name} {us:.2f}" for name, us in p.kernels),
                          "details": ", ".join(f"{k}={v}" for k, v in sorted(details.items())), "refused": ""})
         if include_refused and self.refused:
@@ -184,24 +207,24 @@ class Recording:
     def summary(self, *, calibration=None, l2: str = "cold") -> pd.DataFrame:
         """One row per distinct launch (all it is predicted from: operator, SoC, plan, tensors, attributes, the
         face's details), the costliest first (SUMMARY_COLUMNS): calls, us_each, us_total, share_pct of its
-        SoC's total, bound. kernel names every kernel the launch runs
-        ('QuantBatchMatmulV3+TransQuantParamV2')."""
+        SoC's total (in its section), bound. kernel names every kernel the launch runs
+        ('QuantBatchMatmulV3+TransQuantParamV2'); section: the section() the launches were made in ('' outside
+        one; a launch made in two sections is a row in each)."""
         which, distinct = self._distinct(calibration, l2)
         if not distinct:
             return pd.DataFrame(columns=SUMMARY_COLUMNS)
-        calls = [0] * len(distinct)
-        for i in which:
-            calls[i] += 1
+        calls: Counter = Counter(zip(list(self.sections), which))     # (section, distinct launch) -> calls
         rows = []
-        for (plan, details, p), n in zip(distinct, calls):
+        for (label, i), n in calls.items():
+            plan, details, p = distinct[i]
             tag = ", ".join(f"{k}={v}" for k, v in sorted(details.items()))
-            rows.append({"op": plan.op, "product": plan.soc.product, "soc": plan.soc.soc,
+            rows.append({"section": label, "op": plan.op, "product": plan.soc.product, "soc": plan.soc.soc,
                          "kernel": "+".join(name for name, _ in p.kernels) or plan.kernel,
                          "tiling_key": plan.tiling_key, "block_dim": p.block_dim,
                          "call": f"{_call_text(plan)} [{tag}]" if tag else _call_text(plan), "calls": n,
                          "us_each": p.latency_us, "us_total": n * p.latency_us, "bound": p.bound})
         s = pd.DataFrame(rows)
-        per_soc = s.groupby("soc")["us_total"].transform("sum")       # the SoC is what a planner chose
+        per_soc = s.groupby(["section", "soc"])["us_total"].transform("sum")    # the SoC: what a planner chose
         s["share_pct"] = (100.0 * s["us_total"] / per_soc).where(per_soc > 0, 0.0)
         return s.sort_values("us_total", ascending=False, kind="stable")[SUMMARY_COLUMNS].reset_index(drop=True)
 
@@ -237,13 +260,17 @@ class Recording:
             return "\n".join([head, *refused, *missing])
         shown = s.assign(us_each=s["us_each"].map("{:.2f}".format), us_total=s["us_total"].map("{:.2f}".format),
                          share_pct=s["share_pct"].map("{:.1f}".format))
-        lines = _aligned(shown, left=("op", "product", "soc", "kernel", "call", "bound"))
+        sectioned = bool((s["section"] != "").any())
+        if not sectioned:
+            shown = shown.drop(columns="section")
+        lines = _aligned(shown, left=("section", "op", "product", "soc", "kernel", "call", "bound"))
         left_out = f" (the run's other {len(self.refused)} not planned here, below: not counted)" if self.refused \
             else ""
-        for (soc, product), part in s.groupby(["soc", "product"], sort=False):
+        for (label, soc, product), part in s.groupby(["section", "soc", "product"], sort=False):
             n = int(part["calls"].sum())
-            lines.append(f"{n} launch{'' if n == 1 else 'es'} on {product} ({soc}): {part['us_total'].sum():.2f} us "
-                         f"predicted in all{left_out}")
+            where = f" in section {label!r}" if label else (" outside any section" if sectioned else "")
+            lines.append(f"{n} launch{'' if n == 1 else 'es'} on {product} ({soc}){where}: "
+                         f"{part['us_total'].sum():.2f} us predicted in all{left_out}")
         inputs = ("from HBM (l2='cold')" if l2 == "cold" else
                   "from L2 where they fit (l2='warm'; weights too, which only a prefetch gives a real model step)")
         lines.append(f"(npusim's operators only; each launch's device time alone, added up: no overlap between "

@@ -421,3 +421,32 @@ def test_an_nz_weight_310p_refuses_is_refused_when_planned_and_predicted_too():
         perfmodel.predict("npu_quant_matmul", "atlas-inference", x2=T((1024, 512), "int8"), **args)
     assert ei.value.status == 561002 and ei.value.param == "x2"
     assert perfmodel.predict("npu_quant_matmul", "atlas-inference", x2=T((512, 1024), "int8").T, **args).latency_us > 0
+
+
+def test_sections_give_each_step_its_own_total():
+    """A planner's steps in one run (decode and prefill): each section's launches, calls and total apart, in
+    the report, summary and table; the launches outside any section are a total of their own."""
+    x = np.ones((16, 512), np.float16)
+    big = np.ones((1024, 512), np.float16)
+    with perfmodel.record() as rec:
+        with perfmodel.section("decode"):
+            for _ in range(3):
+                npusim.npu_dynamic_quant(x)
+        with perfmodel.section("prefill"), perfmodel.section("layer 0"):
+            npusim.npu_dynamic_quant(big)
+            npusim.npu_dynamic_quant(x)
+        npusim.npu_dynamic_quant(x)
+    assert rec.sections == ["decode"] * 3 + ["prefill / layer 0"] * 2 + [""]
+    s = rec.summary()
+    calls = {(r.section, r.call.split(" -> ")[0]): r.calls for r in s.itertuples()}
+    assert calls == {("decode", "x 16x512 float16"): 3, ("prefill / layer 0", "x 1024x512 float16"): 1,
+                     ("prefill / layer 0", "x 16x512 float16"): 1, ("", "x 16x512 float16"): 1}
+    one = s[s["section"] == ""]["us_each"].iloc[0]
+    text = rec.report()
+    assert f"3 launches on atlas-a2 (Ascend910B2) in section 'decode': {3 * one:.2f} us" in text
+    assert "in section 'prefill / layer 0'" in text and "outside any section" in text
+    assert rec.table()["section"].tolist() == rec.sections
+    assert rec.on("atlas-a3").sections == rec.sections
+    with pytest.raises(ValueError, match="label"):
+        with perfmodel.section(""):
+            pass
