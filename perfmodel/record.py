@@ -28,7 +28,7 @@ from perfmodel.ops import BUILDER_OPTIONS
 from perfmodel.predict import check_product, op_parameters, predict_plan
 
 TABLE_COLUMNS = ["launch", "section", "source", "op", "product", "soc", "kernel", "kernels", "tiling_key", "block_dim", "call",
-                 "details", "refused", "latency_us", "bound", "head_us", "core_us", "chip_us",
+                 "details", "notes", "refused", "latency_us", "bound", "head_us", "core_us", "chip_us",
                  *[f"{p}_us" for p in PIPES], "bytes_read", "bytes_written", "flops", "achieved_GBps", "achieved_TOPS"]
 SUMMARY_COLUMNS = ["section", "op", "product", "soc", "kernel", "tiling_key", "block_dim", "calls", "us_each", "us_total",
                    "share_pct", "bound", "call"]
@@ -173,7 +173,8 @@ class Recording:
         'planned' by on()), op, product, soc, kernel, kernels (each kernel the operator launches with its time,
         e.g. a quant matmul's TransQuantParamV2), call (inputs, the outputs' dtypes, the plan's attributes),
         details (what the face told, e.g. x2_format=NZ) and the prediction: latency, bound, head, pipes, bytes,
-        rates. include_refused: also a row for each launch of the run this product refused, its kind and reason
+        rates; notes: the plan's own (the tiling it follows, what it does not model, e.g. why a decode runs on 3
+        of 32 cores). include_refused: also a row for each launch of the run this product refused, its kind and reason
         in 'refused'."""
         source = "recorded" if self.planned_for is None else "planned"
         rows = []
@@ -182,7 +183,8 @@ class Recording:
             row = {k: v for k, v in p.to_row().items() if not k.startswith("tile_")}
             rows.append({**row, "launch": i, "section": label, "source": source, "kernel": plan.kernel, "call": _call_text(plan),
                          "kernels": " + ".join(f"{name} {us:.2f}" for name, us in p.kernels),
-                         "details": ", ".join(f"{k}={v}" for k, v in sorted(details.items())), "refused": ""})
+                         "details": ", ".join(f"{k}={v}" for k, v in sorted(details.items())),
+                         "notes": plan.notes, "refused": ""})
         if include_refused and self.refused:
             soc = check_product(self.planned_for)
             rows += [{"launch": i, "source": source, "op": op, "product": soc.product, "soc": soc.soc,

@@ -446,6 +446,7 @@ def test_sections_give_each_step_its_own_total():
     assert f"3 launches on atlas-a2 (Ascend910B2) in section 'decode': {3 * one:.2f} us" in text
     assert "in section 'prefill / layer 0'" in text and "outside any section" in text
     assert rec.table()["section"].tolist() == rec.sections
+    assert rec.table()["notes"].tolist() == [plan.notes for plan, _ in rec.launches] and rec.launches[0][0].notes
     assert rec.on("atlas-a3").sections == rec.sections
     with pytest.raises(ValueError, match="label"):
         with perfmodel.section(""):
