@@ -1376,3 +1376,10 @@ def test_unknown_product_from_the_environment_is_the_error_reported(monkeypatch)
         with pytest.raises(AclnnError, match="unknown product 'bogus'") as e:
             call()
         assert e.value.param == "product"
+
+
+def test_dir_of_the_stand_in_lists_what_it_offers_not_its_imports():
+    import npusim.torch_npu as stand_in
+    names = dir(stand_in)
+    assert "npu_quant_matmul" in names and "contrib" in names and "install" in names
+    assert not {"np", "os", "sys", "torch", "functools", "make_plan"} & set(names)

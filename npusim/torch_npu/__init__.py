@@ -1073,6 +1073,11 @@ _npu_lib: list = []                                   # torch.ops.npu.*: the Lib
 from npusim.torch_npu import contrib  # noqa: E402  (contrib.module uses the operators above)
 
 
+def __dir__():
+    """What the stand-in offers (not its imports and helpers): code that lists torch_npu's names sees these."""
+    return sorted({*__all__, *(["npu"] if _npu_device else [])})
+
+
 def __getattr__(name: str):
     if name.startswith("__") and name != "__version__":     # dunders: what tools probe for, left plain
         raise AttributeError(name)
