@@ -178,18 +178,21 @@ def make_plan(op: str, **kwargs) -> Plan:
 
 # -- launches: each plan the emulator runs, told to whoever listens (perfmodel.record) ------------------
 
-_LAUNCH_HOOKS: list[tuple] = []     # (hook, missing) of each launch_hook block in force
+_LAUNCH_HOOKS: list[tuple] = []     # (hook, missing, meta) of each launch_hook block in force
 _HOOKS_LOCK = threading.Lock()
 _DETAILS = threading.local()        # what a face knows of the current call that its arrays do not show
 
 
 @contextmanager
-def launch_hook(hook: Callable[[Plan, dict], None], missing: Callable[[str], None] | None = None):
+def launch_hook(hook: Callable[[Plan, dict], None], missing: Callable[[str], None] | None = None,
+                meta: Callable[[Plan, dict], None] | None = None):
     """Call hook(plan, details) after every kernel launch of the emulator (numpy, torch and aclnn faces, any
     thread) while the block runs. details: what the calling face knew beyond the arrays, e.g. a torch weight's
     storage format ({"x2_format": "NZ"}). missing(name): the code asked a face for an operator npusim does not
-    emulate (the torch face's torch_npu.<name>, also through hasattr): whatever ran instead is no launch."""
-    entry = (hook, missing)
+    emulate (the torch face's torch_npu.<name>, also through hasattr): whatever ran instead is no launch.
+    meta(plan, details): a call made on meta tensors (device='meta'), which the torch face plans from their
+    shapes and dtypes without computing anything (launched(plan, meta=True)): no launch, but what it would be."""
+    entry = (hook, missing, meta)
     with _HOOKS_LOCK:
         _LAUNCH_HOOKS.append(entry)
     try:
@@ -201,7 +204,7 @@ def launch_hook(hook: Callable[[Plan, dict], None], missing: Callable[[str], Non
 
 def asked_missing(name: str) -> None:
     """Code asked for operator `name`, which npusim does not emulate; tells the hooks that listen for it."""
-    for _hook, missing in list(_LAUNCH_HOOKS):
+    for _hook, missing, _meta in list(_LAUNCH_HOOKS):
         if missing is not None:
             missing(name)
 
@@ -217,13 +220,15 @@ def launch_details(**details):
         _DETAILS.value = before
 
 
-def launched(plan) -> None:
-    """An operator ran `plan` (or a function making it: made only when a hook listens); tells the hooks."""
-    hooks = list(_LAUNCH_HOOKS)
+def launched(plan, meta: bool = False) -> None:
+    """An operator ran `plan` (or a function making it: made only when a hook listens); tells the hooks.
+    meta: the call was made on meta tensors, planned and not computed: the hooks' meta functions hear of it."""
+    hooks = [on_meta if meta else hook for hook, _missing, on_meta in list(_LAUNCH_HOOKS)]
+    hooks = [h for h in hooks if h is not None]
     if not hooks:
         return
     if callable(plan):
         plan = plan()
     details = dict(getattr(_DETAILS, "value", None) or {})
-    for hook, _missing in hooks:
+    for hook in hooks:
         hook(plan, details)

@@ -256,7 +256,7 @@ def cmd_record(a) -> int:
             stack.enter_context(stand_in.install(product=product, npu_device=a.npu_device))
         elif product:
             stack.enter_context(_environ("NPUSIM_PRODUCT", product))
-        rec = stack.enter_context(record())
+        rec = stack.enter_context(record(meta=a.meta))
         status = _run_script(script, a.script_args) if script else _run_module(a.module[0], a.module[1:])
     print(f"\nnpusim record: {script or '-m ' + ' '.join(a.module)}")
     if status:
@@ -289,7 +289,7 @@ def cmd_record(a) -> int:
 
 
 # record's options (a script's arguments that look like them were probably meant for record)
-_RECORD_OPTIONS = {"--torch-npu", "--npu-device", "--product", "--also", "--csv", "--l2", "--calibration"}
+_RECORD_OPTIONS = {"--torch-npu", "--npu-device", "--product", "--also", "--csv", "--l2", "--calibration", "--meta"}
 
 
 @contextlib.contextmanager
@@ -733,6 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "  npusim record --torch-npu --product ascend-950pr --csv launches.csv w8a8_layer.py\n"
                        "  npusim record --npu-device run_layer.py --batch 16\n"
                        "  npusim record --torch-npu --also atlas-a3,ascend-950pr w8a8_layer.py   # other products\n"
+                       "  npusim record --torch-npu --meta prefill_on_meta.py --seq 32768   # shapes only, no compute\n"
                        "  npusim record --torch-npu -m pytest -q tests/test_w8a8.py   # what a test suite launches",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("script", nargs="?", metavar="SCRIPT", help="the Python file to run")
@@ -751,6 +752,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--also", action="append", metavar="P[,P...]",
                    help="also plan every launch for these products and report them (perfmodel's Recording.on: "
                    "from the launches' shapes and attributes; a launch a product refuses is listed)")
+    r.add_argument("--meta", action="store_true",
+                   help="also record the stand-in's calls on meta tensors (device='meta'): planned from shapes, "
+                   "nothing computed, so a script can size a model at any batch in no time (perfmodel.record(meta=True))")
     r.add_argument("--calibration", metavar="JSON", help="calibration written by `npusim calibrate`")
     r.add_argument("--l2", choices=("cold", "warm"), default="cold",
                    help="inputs read from HBM (cold, the profilers' setting; default) or from L2 where they fit "

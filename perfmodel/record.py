@@ -103,7 +103,12 @@ class Recording:
         # operators the run asked for that npusim does not emulate (torch_npu.<name>: a call, or a hasattr guard
         # that then ran something else), how often: their kernels are in no total
         self.missing: Counter = Counter()
+        self.meta_left_out = 0                   # calls on meta tensors not recorded (record(meta=False))
         self._lock = threading.Lock()
+
+    def _meta_left_out(self, plan, details) -> None:
+        with self._lock:
+            self.meta_left_out += 1
 
     def _asked(self, name: str) -> None:
         with self._lock:
@@ -129,6 +134,7 @@ class Recording:
         soc = check_product(product)
         out = Recording(planned_for=soc.soc)
         out.missing = Counter(self.missing)
+        out.meta_left_out = self.meta_left_out
         for i, label, (plan, details) in zip(list(self.numbers), list(self.sections), list(self.launches)):
             if soc.product not in PRODUCTS_OF[plan.op]:
                 out.refused.append((i, plan.op, f"{plan.op} does not run on {soc.product}", "absent"))
@@ -251,6 +257,11 @@ class Recording:
         return [f"operators the run asked for that npusim does not emulate (what ran instead is not in the total): "
                 f"{names}"]
 
+    def _meta_lines(self) -> list[str]:
+        n = self.meta_left_out
+        return [f"{n} call{'' if n == 1 else 's'} on meta tensors not recorded (shapes only, nothing computed): "
+                "perfmodel.record(meta=True) or `npusim record --meta` records them"] if n else []
+
     def report(self, *, calibration=None, l2: str = "cold") -> str:
         """The summary as text, then the total on each SoC (shares are of their SoC's total), the L2 setting
         and the calibration used, and what is not in the totals: launches this product refused (on()), and the
@@ -259,7 +270,7 @@ class Recording:
         refused, missing = self._refused_lines(), self._missing_lines()
         if s.empty:
             head = "no launches recorded" if self.planned_for is None else f"no launch planned for {self.planned_for}"
-            return "\n".join([head, *refused, *missing])
+            return "\n".join([head, *refused, *missing, *self._meta_lines()])
         shown = s.assign(us_each=s["us_each"].map("{:.2f}".format), us_total=s["us_total"].map("{:.2f}".format),
                          share_pct=s["share_pct"].map("{:.1f}".format))
         sectioned = bool((s["section"] != "").any())
@@ -278,7 +289,7 @@ class Recording:
         lines.append(f"(npusim's operators only; each launch's device time alone, added up: no overlap between "
                      f"launches, no host time; inputs read {inputs}; "
                      f"{'the given' if calibration is not None else 'the packaged'} calibration)")
-        return "\n".join(lines + refused + missing)
+        return "\n".join(lines + refused + missing + self._meta_lines())
 
 
 _KIND_TEXT = {"absent": "its operator is not on this product", "refused": "this product's rules refuse the call",
@@ -308,10 +319,14 @@ def _aligned(df: pd.DataFrame, left) -> list[str]:
 
 
 @contextmanager
-def record():
+def record(meta: bool = False):
     """Record every kernel launch npusim makes while the block runs (any face, any thread of this process);
     yields the Recording, whose predictions are made when asked for (report(), summary(), table(),
-    total_us())."""
+    total_us()).
+
+    meta: also record the torch face's calls on meta tensors (device='meta', inside install()), which it plans
+    from their shapes and dtypes without computing: a model's launches at any size in no time. torch.compile's
+    tracing (fake tensors) is never recorded: the compiled graph's calls are, when it runs."""
     rec = Recording()
-    with launch_hook(rec._add, missing=rec._asked):
+    with launch_hook(rec._add, missing=rec._asked, meta=rec._add if meta else rec._meta_left_out):
         yield rec

@@ -451,3 +451,83 @@ def test_sections_give_each_step_its_own_total():
     with pytest.raises(ValueError, match="label"):
         with perfmodel.section(""):
             pass
+
+
+def _layer_launches(torch, tnpu, device, rec, moe=True):
+    """A W8A8 layer's calls (dynamic quant, LinearA8W8Quant, a pertoken quant matmul, MoE routing) on `device`,
+    recorded."""
+    x = torch.ones((48, 512), dtype=torch.bfloat16, device=device)
+    y, s = tnpu.npu_dynamic_quant(x)
+    linear = tnpu.contrib.module.LinearA8W8Quant(512, 256, bias=False, output_dtype=torch.float16).to(device)
+    linear.weight.data = tnpu.npu_format_cast(torch.ones((256, 512), dtype=torch.int8, device=device), 29)
+    linear.scale.data = torch.ones(256, device=device)
+    linear(y)
+    tnpu.npu_quant_matmul(y, torch.ones((512, 384), dtype=torch.int8, device=device), torch.ones(384, device=device),
+                          pertoken_scale=s, output_dtype=torch.bfloat16)
+    if moe:
+        tnpu.npusim_moe_init_routing_quant(torch.ones((8, 64), dtype=torch.float16, device=device),
+                                           torch.arange(16, dtype=torch.int32, device=device).reshape(2, 8).T
+                                           .contiguous(), torch.zeros((8, 2), dtype=torch.int32, device=device),
+                                           8, 1.0, 0.0)
+    return [p.op for p, _ in rec.launches]
+
+
+@pytest.mark.parametrize("product", ["atlas-a2", "ascend-950pr"])
+def test_a_shapes_only_record_of_meta_tensors_plans_what_a_run_on_data_launches(product):
+    """record(meta=True): calls on meta tensors are planned, not computed, and recorded as the same launches, with
+    the same predictions, as the same code on CPU tensors (MoE routing on A2; the indexer's in-place op on Ascend
+    950)."""
+    torch = pytest.importorskip("torch")
+    from npusim import torch_npu as tnpu
+    tables = {}
+    for device in ("cpu", "meta"):
+        with perfmodel.record(meta=True) as rec, tnpu.install(product=product):
+            ops = _layer_launches(torch, tnpu, device, rec, moe=product == "atlas-a2")
+            if product == "ascend-950pr":
+                torch.ops.custom.indexer_compress_epilog(
+                    torch.zeros((16, 128), dtype=torch.float8_e4m3fn, device=device),
+                    torch.zeros((16, 1), dtype=torch.float32, device=device),
+                    torch.ones((4, 128), dtype=torch.bfloat16, device=device),
+                    torch.arange(4, dtype=torch.int32, device=device))
+        tables[device] = rec.table().drop(columns=["launch"])
+    assert ops[:4] == ["npu_dynamic_quant", "npu_trans_quant_param", "npu_quant_matmul", "npu_quant_matmul"]
+    assert tables["meta"]["details"].tolist()[2:4] == ["x2_format=NZ", "x2_format=ND"]     # the NZ weight's mark
+    assert len(tables["cpu"]) == 5
+    pd.testing.assert_frame_equal(tables["meta"], tables["cpu"])
+
+
+def test_meta_calls_are_left_out_unless_asked_for_and_the_report_says_so():
+    torch = pytest.importorskip("torch")
+    from npusim import torch_npu as tnpu
+    with perfmodel.record() as rec, tnpu.install(product="atlas-a2"):
+        _layer_launches(torch, tnpu, "meta", rec)
+    assert len(rec) == 0 and rec.meta_left_out == 5
+    assert "5 calls on meta tensors not recorded" in rec.report() and "record(meta=True)" in rec.report()
+
+
+def test_torch_compile_tracing_is_not_a_launch_even_in_a_shapes_only_record():
+    """torch.compile traces on fake tensors (their Meta kernels plan the shapes) and then runs the graph on data:
+    only the runs are launches."""
+    torch = pytest.importorskip("torch")
+    from npusim import torch_npu as tnpu
+    x = torch.ones((16, 256), dtype=torch.float16)
+    with perfmodel.record(meta=True) as rec, tnpu.install(product="atlas-a2"):
+        step = torch.compile(lambda t: tnpu.npu_dynamic_quant(t * 2), fullgraph=True, backend="eager")
+        for _ in range(3):
+            step(x)
+    assert [p.op for p, _ in rec.launches] == ["npu_dynamic_quant"] * 3
+
+
+def test_npusim_record_meta_records_a_script_on_meta_tensors(tmp_path, capsys):
+    pytest.importorskip("torch")
+    script = tmp_path / "prefill.py"
+    script.write_text("import torch\nimport torch_npu\n"
+                      "x = torch.empty(32768, 7168, dtype=torch.bfloat16, device='meta')\n"
+                      "y, s = torch_npu.npu_dynamic_quant(x)\n"
+                      "torch_npu.npu_quant_matmul(y, torch.empty(7168, 4096, dtype=torch.int8, device='meta'),\n"
+                      "    torch.empty(4096, device='meta'), pertoken_scale=s, output_dtype=torch.bfloat16)\n")
+    assert cli.main(["record", "--torch-npu", str(script)]) == 0
+    out = capsys.readouterr().out
+    assert "no launches recorded" in out and "2 calls on meta tensors not recorded" in out and "--meta" in out
+    assert cli.main(["record", "--torch-npu", "--meta", str(script)]) == 0
+    assert "2 launches on atlas-a2" in capsys.readouterr().out

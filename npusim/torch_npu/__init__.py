@@ -49,7 +49,7 @@ import npusim
 from npusim import quant_matmul
 from npusim.errors import (ACLNN_ERR_PARAM_INVALID, ACLNN_ERR_PARAM_NULLPTR,
                            AclnnError, invalid, params_named)
-from npusim.plan import TensorSpec, asked_missing, is_transposed, launch_details, make_plan
+from npusim.plan import TensorSpec, asked_missing, is_transposed, launch_details, launched, make_plan
 from npusim.quant_matmul import ACL_FORMAT_ND
 
 __all__ = ["install", "current_product", "to_numpy", "from_numpy", "NotEmulatedError", "NotEmulatedAttributeError",
@@ -198,10 +198,13 @@ def _spec(t: torch.Tensor) -> TensorSpec:
 
 
 def _shape_and_dtype(t: torch.Tensor) -> TensorSpec:
-    """Any tensor's shape (symbolic sizes by their traced values) and dtype as npusim's TensorSpec."""
+    """Any tensor's shape (symbolic sizes by their traced values) and dtype as npusim's TensorSpec, and its
+    layout (w.T of a contiguous weight, as some tilings see it) where its strides are plain numbers (not
+    torch.compile's fake tensors, whose symbolic strides a test would guard on)."""
     narrow = _NARROW.get(t.dtype)
     return TensorSpec(tuple(_size_hint(d) for d in t.shape),
-                      narrow[1] if narrow else torch.empty(0, dtype=t.dtype).numpy().dtype)
+                      narrow[1] if narrow else torch.empty(0, dtype=t.dtype).numpy().dtype,
+                      not _is_fake(t) and is_transposed(t))
 
 
 def _torch_dtype(dt: np.dtype) -> torch.dtype:
@@ -624,6 +627,19 @@ def _meta_outputs(plan, names, shapes) -> tuple:
                  for shape, o in zip(shapes([o.shape for o in planned]), planned))
 
 
+def _on_meta(t) -> bool:
+    """t is a tensor on the meta device, not one of torch.compile's fake tensors."""
+    return isinstance(t, torch.Tensor) and t.device.type == "meta" and not _is_fake(t)
+
+
+def _meta_launch(plan, tensor) -> None:
+    """A call on meta tensors (`tensor`, its first, on the meta device; not torch.compile's tracing, whose
+    fake tensors run again when the graph runs): a launch planned from shapes alone, which the recorders that
+    ask for such calls hear of (perfmodel.record(meta=True))."""
+    if _on_meta(tensor) and not torch.compiler.is_compiling():
+        launched(plan, meta=True)
+
+
 def _matmul_lead(x1, x2) -> tuple:
     """A matmul output's sizes but n: the broadcast batch and x1's m (symbolic where theirs are)."""
     return tuple(torch.broadcast_shapes(x1.shape[:-2], x2.shape[:-2])) + (x1.shape[-2],)
@@ -646,6 +662,7 @@ def _dynamic_quant(op, input, smooth_scales, group_index, dst_type, quant_mode, 
             rows = tuple(input.shape[:-1])
             plan = make_plan(op, product=current_product(), x=x, smooth_scales=smooth_scales,
                              group_index=group_index, dst_type=dst)
+            _meta_launch(plan, input)
             return _meta_outputs(plan, _DQ_OUTPUTS[op], lambda planned: [
                 rows + (_from_input(planned[0][-1], input.shape[-1]),)] + [rows] * (len(planned) - 1))
         outs = getattr(npusim, op)(x, smooth_scales, group_index, dst, product=current_product())
@@ -737,6 +754,8 @@ def _quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=None,
         _meta_only_rules(op, scale, out)
         plan = make_plan(op, product=product, x1=x1, x2=x2, scale=scale, offset=offset,
                          pertoken_scale=pertoken_scale, bias=bias, output_dtype=out)
+        with launch_details(x2_format=x2_format):
+            _meta_launch(plan, x1_t)
         lead = _matmul_lead(x1_t, x2_t)
         return _meta_outputs(plan, ("y",), lambda planned: [
             lead + (_from_input(planned[0][-1], x2_t.shape[-1]),)])[0]
@@ -809,7 +828,7 @@ _FORMAT_ATTR = "_npusim_acl_format"
 
 def _acl_format(op: str, tensor, acl_format) -> int:
     """The checked ACL format code of a cast (an int, or a tensor whose format is taken), npusim's rule."""
-    (x,) = _arrays(op, input=tensor)
+    (x,) = _arrays(op, _spec if _on_meta(tensor) else to_numpy, input=tensor)
     if isinstance(acl_format, torch.Tensor):
         acl_format = get_npu_format(acl_format)
     npusim.npu_format_cast(x, acl_format)          # 2 (ND) or 29 (FRACTAL_NZ), else an AclnnError
@@ -829,7 +848,8 @@ def _format_name(t: torch.Tensor) -> str:
 def get_npu_format(input) -> int:
     """torch_npu.get_npu_format: the ACL format of the tensor's storage, 29 (FRACTAL_NZ) when npu_format_cast
     made it or npu_format_cast_ set it, else 2 (ND)."""
-    _arrays("get_npu_format", input=input)          # a dense CPU tensor, else a clear error
+    # a dense CPU tensor (or a meta one: its storage carries the mark too), else a clear error
+    _arrays("get_npu_format", _spec if _on_meta(input) else to_numpy, input=input)
     return _format_of(input)
 
 
@@ -847,7 +867,8 @@ def npu_format_cast(input, acl_format, customize_dtype=None):
     # the whole storage is cast and the view keeps its sizes, strides and offset (FormatCast.cpp: set_)
     storage = input.untyped_storage().clone()
     setattr(storage, _FORMAT_ATTR, fmt)
-    return torch.empty(0, dtype=input.dtype).set_(storage, input.storage_offset(), input.size(), input.stride())
+    return torch.empty(0, dtype=input.dtype, device=input.device).set_(storage, input.storage_offset(), input.size(),
+                                                                        input.stride())
 
 
 @_eager
@@ -917,6 +938,7 @@ def _trans_quant_param(scale, offset=None, round_mode=0, meta=False):
         round_mode = 0          # (Ascend/op-plugin@d1eaa64e, op_plugin/ops/opapi/TransQuantParamKernelNpuOpApi.cpp)
     if meta:      # y: the scale's shape, or a longer offset's when the scale is one value (symbolic as theirs)
         plan = make_plan(op, product=current_product(), scale=scale, offset=offset, round_mode=round_mode)
+        _meta_launch(plan, scale_t)
         src = offset_t if offset is not None and plan.outputs["y"].shape == offset.shape else scale_t
         return _meta_outputs(plan, ("y",), lambda planned: [tuple(src.shape)])[0]
     return from_numpy(npusim.npu_trans_quant_param(scale, offset, round_mode, product=current_product()))
@@ -980,7 +1002,15 @@ def npusim_moe_init_routing_quant(x, row_idx, expert_idx, active_num, scale, off
     """aclnnMoeInitRoutingQuant (V1) on tensors, under npusim's own name (torch_npu has no binding for V1)
     -> (expanded_x int8, expanded_row_idx, expanded_expert_idx). scale and offset are Python numbers (the
     kernel's float attributes). The numpy face is npusim.moe_init_routing_quant."""
-    x, row_idx, expert_idx = _arrays("npusim_moe_init_routing_quant", x=x, row_idx=row_idx, expert_idx=expert_idx)
+    op = "npusim_moe_init_routing_quant"
+    if _on_meta(x):     # shapes only: the outputs as planned (for a shapes-only record, perfmodel.record(meta=True))
+        x, row_idx, expert_idx = _arrays(op, _spec, x=x, row_idx=row_idx, expert_idx=expert_idx)
+        plan = make_plan("moe_init_routing_quant", x=x, row_idx=row_idx, expert_idx=expert_idx, active_num=active_num,
+                         scale=scale, offset=offset, product=current_product())
+        launched(plan, meta=True)
+        return _meta_outputs(plan, ("expanded_x", "expanded_row_idx", "expanded_expert_idx"),
+                             lambda planned: planned)
+    x, row_idx, expert_idx = _arrays(op, x=x, row_idx=row_idx, expert_idx=expert_idx)
     outs = npusim.moe_init_routing_quant(x, row_idx, expert_idx, active_num, scale, offset, product=current_product())
     return tuple(from_numpy(a) for a in outs)
 
@@ -1036,8 +1066,19 @@ _NPU_OPS = (
     ("npu_format_cast_(Tensor(a!) self, int acl_format) -> Tensor(a!)", npu_format_cast_, None),
     ("get_npu_format(Tensor self) -> int", get_npu_format, None),
 )
-# its Meta kernel does nothing, as the vendor's (an in-place op: no output to shape)
-_CUSTOM_OPS = ((_INDEXER_SCHEMA, _indexer_compress_epilog, lambda *args, **kwargs: None),)
+def _indexer_compress_epilog_meta(indexer_compress_cache, indexer_compress_scale, x, slot_mapping, *, quant_mode=1,
+                                  round_scale=True, scale=1.0):
+    """Its Meta kernel: nothing to shape (in place), as the vendor's; on meta tensors outside torch.compile,
+    a launch planned from shapes for the recorders that ask for them (perfmodel.record(meta=True))."""
+    if _on_meta(x) and not torch.compiler.is_compiling():
+        launched(lambda: make_plan("indexer_compress_epilog", product=current_product(), **dict(zip(
+            ("indexer_compress_cache", "indexer_compress_scale", "x", "slot_mapping"),
+            _arrays("indexer_compress_epilog", _spec, indexer_compress_cache=indexer_compress_cache,
+                    indexer_compress_scale=indexer_compress_scale, x=x, slot_mapping=slot_mapping))),
+            quant_mode=quant_mode, round_scale=round_scale, scale=scale), meta=True)
+
+
+_CUSTOM_OPS = ((_INDEXER_SCHEMA, _indexer_compress_epilog, _indexer_compress_epilog_meta),)
 
 
 def _no_fake_shapes(*args, **kwargs):

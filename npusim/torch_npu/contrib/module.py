@@ -63,7 +63,9 @@ class LinearA8W8Quant(torch.nn.Module):
     def forward(self, x1: torch.Tensor) -> torch.Tensor:
         from npusim import torch_npu as stand_in
         params = [getattr(self, name) for name in _PARAMS]
-        if stand_in._traced([x1, *params]):      # torch.compile, or meta / fake tensors: the op, as one node
+        # torch.compile (and fake tensors): the op, as one node. Meta tensors take the two operators as eager
+        # tensors do (each shapes its output), so that a shapes-only record hears of both launches
+        if stand_in._traced([x1, *params]) and not stand_in._on_meta(x1):
             return torch.ops.npu.npusim_linear_a8w8_quant(x1, *params, output_dtype=self.output_dtype)
         # torch_npu's forward: the two operators, looked up on the torch_npu module as they are called, so that
         # mock.patch("torch_npu.npu_quant_matmul") and wraps= spies see these calls; the module's own rules first
