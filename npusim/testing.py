@@ -55,10 +55,12 @@ def _largest_difference(a: np.ndarray, e: np.ndarray, diff: np.ndarray) -> str:
     if a.dtype == np.bool_:
         return ""
     try:
-        av, ev = a[diff].astype(np.float64), e[diff].astype(np.float64)
+        # signalling NaNs raise 'invalid' when widened and inf - inf does too: both are reported as not finite
+        with np.errstate(invalid="ignore", over="ignore"):
+            av, ev = a[diff].astype(np.float64), e[diff].astype(np.float64)
+            d = np.abs(av - ev)
     except (TypeError, ValueError):
         return ""
-    d = np.abs(av - ev)
     ok = np.isfinite(av) & np.isfinite(ev)
     others = f"{d.size - int(ok.sum())} differing pairs not both finite" if not ok.all() else ""
     if not ok.any():

@@ -1,4 +1,6 @@
 """npusim.testing.assert_bitexact: what users put in their own unit tests."""
+import warnings
+
 import numpy as np
 import pytest
 
@@ -23,6 +25,18 @@ def test_nan_compares_by_bit_pattern():
     for other in (q2, neg):
         with pytest.raises(AssertionError, match="0x7fc00000"):
             assert_bitexact(q, other)
+
+
+def test_signalling_nan_and_infinities_report_without_warnings():
+    """A signalling NaN widened to float64, and inf - inf, raise numpy's 'invalid' warning: the report must not
+    (users run their tests with -W error)."""
+    snan = np.array([0x7F800001, 0x3F800000], np.uint32).view(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(AssertionError, match="1 differing pairs not both finite"):
+            assert_bitexact(np.float32([np.inf, 1.0]), snan)
+        with pytest.raises(AssertionError, match=r"largest finite \|actual - expected\| = 1 "):
+            assert_bitexact(np.float32([np.inf, 2.0]), np.float32([-np.inf, 1.0]))
 
 
 def test_signed_zero_differs():
