@@ -393,7 +393,10 @@ def test_operators_the_run_asked_for_and_npusim_lacks_are_listed():
             if not hasattr(torch_npu, "npu_rms_norm"):      # the guard real code writes, then its fallback
                 x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
             torch_npu.npu_dynamic_quant(x)
-    assert rec.missing == {"torch_npu.npu_rms_norm": 2} and len(rec) == 2
+        # what tools probe for (unittest.mock, pytest) is not an operator the run lacks; torch_npu's own
+        # private operators (_npu_*) are
+        assert not hasattr(torch_npu, "_mock_name") and not hasattr(torch_npu, "_npu_dropout")
+    assert rec.missing == {"torch_npu.npu_rms_norm": 2, "torch_npu._npu_dropout": 1} and len(rec) == 2
     text = rec.report()
     assert "does not emulate" in text and "torch_npu.npu_rms_norm x2" in text
     with pytest.warns(UserWarning, match="npu_rms_norm"):

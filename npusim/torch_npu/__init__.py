@@ -1124,6 +1124,8 @@ def __getattr__(name: str):
         raise AttributeError(name)
     if name == "npu" and _npu_device:
         return torch.npu
+    if name.startswith("_") and not name.startswith("_npu"):     # tools' probes (mock's _mock_name), not ops
+        raise AttributeError(f"module 'torch_npu' has no attribute {name!r}")
     asked_missing(f"torch_npu.{name}")          # perfmodel.record lists what the run used and npusim lacks
     if name == "npu_moe_init_routing_quant":
         raise NotEmulatedAttributeError(_V2_ROUTING)
