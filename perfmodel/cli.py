@@ -58,7 +58,7 @@ class NothingUsable(ValueError):
 
 
 def _sizes(text: str) -> list[int]:
-    """'1,4,16' -> [1, 4, 16]; 'a:b' -> the powers of two from a up to b."""
+    """'1,4,16' -> [1, 4, 16]; 'a:b' -> a, 2a, 4a, ... up to b (the powers of two when a is one)."""
     out = []
     try:
         for part in text.split(","):
@@ -75,8 +75,8 @@ def _sizes(text: str) -> list[int]:
     except ValueError:
         out = []
     if not out or min(out) < 1 or max(out) > sweep.MAX_DIM:
-        raise argparse.ArgumentTypeError(f"expected positive integers ('1 16 256', '1,16,256' or '1:4096' for the "
-                                         f"powers of two from 1 to 4096), got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected positive integers ('1 16 256', '1,16,256' or '1:4096' for "
+                                         f"1, 2, 4, ..., 4096), got {text!r}")
     return out
 
 
@@ -361,7 +361,7 @@ def cmd_sweep(a) -> int:
             raise UsageError(f"{a.config}: {exc}") from None
         raise
     df = sweep.run_sweep(points, calibration=a.calibration or cfg.get("calibration"),
-                         progress=False if a.quiet else None)
+                         progress=False if a.quiet else None, l2=a.l2 or cfg.get("l2", "cold"))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "sweep.csv"
@@ -774,8 +774,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--products", nargs="+", metavar="P", help="product ids or SoC names (default: every product that "
                    "runs the operator; `npusim list`)")
     s.add_argument("--tokens", nargs="+", type=_sizes, metavar="T",
-                   help="token counts: '1 16 256', '1,16,256' or '1:4096' (the powers of two from 1 to 4096); "
-                        "default 1:16384")
+                   help="token counts: '1 16 256', '1,16,256' or 'A:B' (A, 2A, 4A, ... up to B: '1:4096' gives the "
+                        "powers of two from 1 to 4096); default 1:16384")
     s.add_argument("--hidden", nargs="+", type=_sizes, metavar="H",
                    help=f"hidden size / K (default {sweep.DEFAULT_HIDDEN})")
     s.add_argument("--dtypes", nargs="+", metavar="D", help=f"model dtypes: {', '.join(sweep.DTYPES)} (bf16, fp16, "
@@ -790,6 +790,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"how npu_quant_matmul's and grouped_matmul's weight is stored: "
                    f"{', '.join(sweep.WEIGHT_FORMATS)} (default ND)")
     s.add_argument("--calibration", metavar="JSON", help="calibration written by `npusim calibrate`")
+    s.add_argument("--l2", choices=("cold", "warm"), help="inputs read from HBM (cold, the profilers' setting; "
+                   "default) or from L2 where they fit")
     s.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
     s.add_argument("--pipe-tokens", type=_positive, metavar="T", help="token count of the per-pipe bars (default 1024)")
     s.add_argument("--no-plots", action="store_true", help="write the CSV only")

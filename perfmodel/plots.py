@@ -13,6 +13,7 @@ cores x vector clock from the SoC's INI facts.
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 import zlib
 from pathlib import Path
@@ -25,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from npusim.products import get_product
+from npusim.products import PRODUCTS, get_product
 from perfmodel.hw import hardware
 from perfmodel.model import PIPES
 
@@ -461,8 +462,12 @@ def plot_pipe_bars(sweep: pd.DataFrame, outdir, tokens: int | None = None) -> li
     return paths
 
 
+_SWEEP_FIGURE_PREFIX = {"latency": "latency_vs_tokens", "roofline": "roofline", "pipes": "pipes"}
+
+
 def plot_sweep(sweep: pd.DataFrame, outdir, kinds=("latency", "roofline", "pipes"), tokens=None) -> list[str]:
-    """Every figure kind asked for, from one sweep DataFrame."""
+    """Every figure kind asked for, from one sweep DataFrame. The figures of those kinds that an earlier sweep
+    left in outdir (another product or dtype) are removed, so that the folder shows this sweep only."""
     paths = []
     if "latency" in kinds:
         paths += plot_latency_vs_tokens(sweep, outdir)
@@ -470,6 +475,13 @@ def plot_sweep(sweep: pd.DataFrame, outdir, kinds=("latency", "roofline", "pipes
         paths += plot_roofline(sweep, outdir)
     if "pipes" in kinds:
         paths += plot_pipe_bars(sweep, outdir, tokens)
+    # <prefix>_<product id>[_<dtype>].png|svg: compare's figures (pipes_pred_vs_measured) are not sweep figures
+    ids = "|".join(re.escape(p) for p in sorted(PRODUCTS, key=len, reverse=True))
+    ours = re.compile(rf"({'|'.join(_SWEEP_FIGURE_PREFIX[k] for k in kinds)})_({ids})(_[a-z0-9]+)?\.(png|svg)")
+    if Path(outdir).is_dir():
+        for old in Path(outdir).iterdir():
+            if ours.fullmatch(old.name) and str(old) not in paths:
+                old.unlink()
     return paths
 
 

@@ -47,7 +47,7 @@ from npusim.formats import as_dtype, dtype_name
 from npusim.plan import TensorSpec
 from perfmodel.calibration import load_calibration
 from perfmodel.ops import ELEMENTWISE, WEIGHT_FORMAT_OPTIONS, even_group_list
-from perfmodel.predict import check_operator, check_product, did_you_mean, supported_products
+from perfmodel.predict import L2_STATES, check_operator, check_product, did_you_mean, supported_products
 from perfmodel.published import FITTED_TRUST, measured_coverage
 from perfmodel.rows import ROW_COLUMNS, predict_rows
 
@@ -302,12 +302,12 @@ def _check_overrides(overrides) -> dict:
     return out
 
 
-_CONFIG_KEYS = AXES + ("calibration", "op")
+_CONFIG_KEYS = AXES + ("calibration", "l2", "op")
 
 
 def load_config(path) -> dict:
     """Read and validate a sweep TOML file: top-level axes (AXES), calibration (a path, relative to the config
-    file), and optional [op.<name>] tables overriding axes for one operator. Raises ValueError naming the file
+    file), l2 ('cold' or 'warm'), and optional [op.<name>] tables overriding axes for one operator. Raises ValueError naming the file
     and the key."""
     try:
         with open(path, "rb") as fh:
@@ -323,6 +323,10 @@ def load_config(path) -> dict:
         out["overrides"] = _check_overrides(cfg.get("op"))
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
+    if "l2" in cfg:
+        if cfg["l2"] not in L2_STATES:
+            raise ValueError(f"{path}: l2 must be one of {', '.join(L2_STATES)}, got {cfg['l2']!r}"[:300])
+        out["l2"] = cfg["l2"]
     if "calibration" in cfg:
         if not isinstance(cfg["calibration"], str):
             raise ValueError(f"{path}: calibration must be a path (string), got {cfg['calibration']!r}"[:300])
@@ -336,7 +340,7 @@ def load_config(path) -> dict:
 # how far to trust a point: the packaged calibration set's timings of its operator on its SoC, fitted and held out
 COVERAGE_COLUMNS = ["fitted_rows", "held_out_rows"]
 SWEEP_COLUMNS = (list(Point.__dataclass_fields__) + ["in_dtype", "out_dtype"] + ROW_COLUMNS + ["kernels"]
-                 + COVERAGE_COLUMNS)
+                 + COVERAGE_COLUMNS + ["l2"])
 
 
 @functools.cache
@@ -374,13 +378,16 @@ class Progress:
         self.stream.flush()
 
 
-def run_sweep(points, calibration=None, progress: bool | None = None) -> pd.DataFrame:
+def run_sweep(points, calibration=None, progress: bool | None = None, l2: str = "cold") -> pd.DataFrame:
     """Predict every point. Columns (SWEEP_COLUMNS): the Point fields, in_dtype, out_dtype, status, reason,
     soc, latency_us, head_us, core_us, chip_us, bound, bytes_read, bytes_written, flops, block_dim, tiling_key,
     achieved_GBps, achieved_TOPS, pipe_<pipe>_us, kernels (each kernel launched and its time), fitted_rows and
     held_out_rows (the packaged calibration set's timings of the operator on that SoC: fitted, and kept out of the
-    fit as checks; 0 and 0: no measurement behind the point). progress: None = show a bar when there are 50 points
-    or more."""
+    fit as checks; 0 and 0: no measurement behind the point) and l2 (inputs from HBM, 'cold', as the profilers
+    measure, or from L2 where they fit, 'warm': named in the CSV, as a warm and a cold sweep are otherwise alike).
+    progress: None = show a bar when there are 50 points or more."""
+    if l2 not in L2_STATES:
+        raise ValueError(f"l2 must be one of {', '.join(L2_STATES)}, got {l2!r}")
     points = list(points)
     calibration = load_calibration(calibration)
     bar = Progress(len(points), enabled=(len(points) >= 50) if progress is None else progress)
@@ -396,7 +403,7 @@ def run_sweep(points, calibration=None, progress: bool | None = None) -> pd.Data
     for (op, product), items in groups.items():
         for s0 in range(0, len(items), chunk):
             part = items[s0:s0 + chunk]
-            for (i, _), row in zip(part, predict_rows(op, product, [a for _, a in part], calibration)):
+            for (i, _), row in zip(part, predict_rows(op, product, [a for _, a in part], calibration, l2)):
                 rows[i] = row
             for i, _ in part:
                 bar.step(f"{op} {product} {points[i].tokens}")
@@ -409,7 +416,8 @@ def run_sweep(points, calibration=None, progress: bool | None = None) -> pd.Data
         if row.get("status") == "skipped" and p.op == "npu_quant_matmul":
             e = _epilogue(p)
             row["reason"] = f"{e} epilogue, {EPILOGUES[e]}: {row['reason']}"
-    rows = [{**asdict(p), **dict(zip(("in_dtype", "out_dtype"), io_dtypes(p))), **row} for p, row in zip(points, rows)]
+    rows = [{**asdict(p), **dict(zip(("in_dtype", "out_dtype"), io_dtypes(p))), **row, "l2": l2}
+            for p, row in zip(points, rows)]
     df = pd.DataFrame(rows).reindex(columns=SWEEP_COLUMNS)
     for c in ("n", "topk", *COVERAGE_COLUMNS):     # blank where the axis does not apply, integers elsewhere
         df[c] = df[c].astype("Int64")

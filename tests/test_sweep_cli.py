@@ -498,3 +498,52 @@ def test_a_skipped_quant_matmul_names_the_epilogue_whose_scale_the_sweep_built()
                                     epilogues=["fixpipe"], tokens=[16]), progress=False)
     assert (df["status"] == "skipped").all()
     assert df["reason"].iloc[0].startswith("fixpipe epilogue, int64 per-channel scale") and "'scale'" in df["reason"].iloc[0]
+
+
+def test_sweep_l2_warm_from_the_flag_and_the_file(tmp_path, capsys):
+    """`npusim sweep --l2 warm` (or `l2 = "warm"` in the TOML file) predicts with inputs read from L2, as
+    `npusim predict --l2 warm` does, and the CSV says which it was: never slower than cold, faster where the
+    inputs fit in L2 and the kernel waits on them."""
+    base = ["sweep", "--ops", "npu_dynamic_quant", "--products", "atlas-a2", "--tokens", "64", "1024",
+            "--dtypes", "bf16", "--no-plots", "--quiet"]
+    assert cli.main(base + ["--out", str(tmp_path / "cold")]) == 0
+    assert cli.main(base + ["--l2", "warm", "--out", str(tmp_path / "warm")]) == 0
+    cold, warm = (pd.read_csv(tmp_path / d / "sweep.csv") for d in ("cold", "warm"))
+    assert set(cold["l2"]) == {"cold"} and set(warm["l2"]) == {"warm"}
+    assert (warm["latency_us"] <= cold["latency_us"]).all() and (warm["latency_us"] < cold["latency_us"]).any()
+    for t in (64, 1024):             # the same as predict's
+        args = dict(x=TensorSpec((t, 7168), "bfloat16"))
+        assert warm.set_index("tokens").loc[t, "latency_us"] == pytest.approx(
+            perfmodel.predict("npu_dynamic_quant", "atlas-a2", l2="warm", **args).latency_us)
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('ops = ["npu_dynamic_quant"]\nproducts = ["atlas-a2"]\ntokens = [64, 1024]\ndtypes = ["bf16"]\n'
+                   'l2 = "warm"\n')
+    assert cli.main(["sweep", "--config", str(cfg), "--out", str(tmp_path / "file"), "--no-plots", "--quiet"]) == 0
+    assert pd.read_csv(tmp_path / "file" / "sweep.csv")["latency_us"].tolist() == warm["latency_us"].tolist()
+    cfg.write_text('ops = ["npu_dynamic_quant"]\nl2 = "hot"\n')
+    capsys.readouterr()
+    assert cli.main(["sweep", "--config", str(cfg), "--out", str(tmp_path / "bad")]) == 2
+    assert "l2 must be one of cold, warm" in capsys.readouterr().err
+
+
+def test_token_ranges_double_from_their_start():
+    assert cli._sizes("1:64") == [1, 2, 4, 8, 16, 32, 64]
+    assert cli._sizes("3:100") == [3, 6, 12, 24, 48, 96]
+    assert cli._sizes("1,4,5:20") == [1, 4, 5, 10, 20]
+
+
+def test_a_second_sweep_removes_the_figures_the_first_left(fake_model, tmp_path):
+    """The figures folder shows the sweep in sweep.csv: a product or dtype the new sweep dropped loses its
+    figures; what is not a sweep figure (compare's, the user's own) stays."""
+    out = tmp_path / "out"
+    base = ["sweep", "--ops", "npu_dynamic_quant", "--tokens", "1:8", "--out", str(out), "--quiet"]
+    assert cli.main(base + ["--products", "atlas-a2", "ascend-950pr"]) == 0
+    figs = out / "figures"
+    assert (figs / "roofline_ascend-950pr.png").exists() and (figs / "latency_vs_tokens_atlas-a2_float16.svg").exists()
+    for keep in ("pipes_pred_vs_measured.png", "my_notes.png", "roofline_atlas-a2_old.txt"):
+        (figs / keep).write_text("not a sweep figure")
+    assert cli.main(base + ["--products", "atlas-a2", "--dtypes", "bf16"]) == 0
+    names = {p.name for p in figs.iterdir()}
+    assert not any("950" in n for n in names) and not any(n.endswith(("_float16.png", "_float16.svg")) for n in names)
+    assert {"roofline_atlas-a2.png", "latency_vs_tokens_atlas-a2_bfloat16.png", "pipes_atlas-a2_bfloat16.svg",
+            "pipes_pred_vs_measured.png", "my_notes.png", "roofline_atlas-a2_old.txt"} <= names
