@@ -168,17 +168,19 @@ def roofs(soc) -> dict:
 
 def _log_axes(ax, xlabel: str, ylabel: str, title: str, *, legend_size: int, legend_loc: str, xbase: int = 10,
               handles=None):
-    """The finish every log-log figure shares: scales, labels with units, title, grid, legend."""
+    """The finish every log-log figure shares: scales, labels with units, title, grid, legend. legend_loc
+    'below': under the axes, where a long legend covers no curve (save's tight bounding box makes room)."""
     ax.set_xscale("log", base=xbase)
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
+    where = dict(loc="upper center", bbox_to_anchor=(0.5, -0.13)) if legend_loc == "below" else dict(loc=legend_loc)
     if handles is not None:
-        ax.legend(handles=handles, fontsize=legend_size, loc=legend_loc)
+        ax.legend(handles=handles, fontsize=legend_size, **where)
     else:
-        ax.legend(fontsize=legend_size, loc=legend_loc)
+        ax.legend(fontsize=legend_size, **where)
 
 
 # -- sweeps -------------------------------------------------------------------------------------------
@@ -239,11 +241,15 @@ def plot_latency_vs_tokens(sweep: pd.DataFrame, outdir) -> list[str]:
         ax = fig.add_subplot()
         keys = [c for c in ("op", "epilogue", "weight_format", "hidden", "n", "topk") if c in g]
         lines = list(g.groupby(keys, sort=True, dropna=False))
-        handles = []
+        handles, drawn = [], {}         # drawn: each line's points -> its label, to name lines drawn over others
         for (key, line), (color, marker, style) in zip(lines, _styles([k for k, _ in lines])):
             line = line.sort_values("tokens").drop_duplicates("tokens")
             shape = _shape_text(line)
             label = _what(line) + (f" ({shape})" if shape else "")
+            points = tuple(zip(line["tokens"], line["latency_us"]))
+            if points in drawn:         # e.g. ND and NZ weights where HBM, not the copy, sets the time
+                label += f"; the same as {drawn[points]}"
+            drawn.setdefault(points, _what(line))
             h, = ax.plot(line["tokens"], line["latency_us"], marker=marker, ls=style, color=color, label=label,
                          lw=1.6, ms=4)
             handles.append(h)
@@ -257,7 +263,7 @@ def plot_latency_vs_tokens(sweep: pd.DataFrame, outdir) -> list[str]:
         title = f"Predicted latency vs tokens — {_soc_text(product, g)}" + (f", model dtype {dtype}" if dtype else "")
         title += "\ntokens = rows of activations (M of a matmul); fixed shapes in each label"
         _log_axes(ax, "tokens (rows of activations)", "predicted latency (µs)", title, legend_size=7.5,
-                  legend_loc="upper left", xbase=2, handles=handles)
+                  legend_loc="upper left" if len(handles) <= 6 else "below", xbase=2, handles=handles)
         paths += save(fig, Path(outdir) / f"latency_vs_tokens_{product}{'_' + dtype if dtype else ''}")
     return paths
 

@@ -160,6 +160,27 @@ def test_latency_legend_names_the_fixed_shapes(figures):
     assert any(label.startswith("npu_dynamic_quant") and "hidden=7168" in label for label in labels)
 
 
+def test_a_line_drawn_over_another_says_so_and_a_long_legend_goes_below(figures):
+    """ND and NZ weights predict the same where HBM sets the time: the later line would hide under the first, so
+    its label names the line it lies on. With more than six lines the legend leaves the axes."""
+    nd = _sweep(["grouped_matmul"], weight_format="ND", n=4096.0)
+    nz = nd.assign(weight_format="NZ")
+    nzt = nd.assign(weight_format="ND-T", latency_us=nd["latency_us"] * 1.5)
+    plots.plot_latency_vs_tokens(pd.concat([nd, nz, nzt], ignore_index=True), "out")
+    (_, fig), = figures
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    same = [label for label in labels if "the same as" in label]
+    assert len(same) == 1 and "NZ weight" in same[0] and same[0].endswith("the same as grouped_matmul float16→int8")
+    assert fig.axes[0].get_legend()._loc == 2                   # upper left, inside the axes
+    figures.clear()
+    many = pd.concat([_sweep(["npu_dynamic_quant"], hidden=h) for h in (512, 1024, 2048, 4096, 7168, 8192, 16384)],
+                     ignore_index=True)
+    plots.plot_latency_vs_tokens(many, "out")
+    (_, fig), = figures
+    legend = fig.axes[0].get_legend()
+    assert len(legend.get_texts()) == 7 and legend.get_bbox_to_anchor().y1 < fig.axes[0].get_window_extent().y0
+
+
 def test_compare_figure_shows_trust_levels_mape_and_the_run_legend(figures):
     joined = pd.DataFrame({
         "op": ["matmul", "matmul", "moe_init_routing_quant", "grouped_matmul", "add"],

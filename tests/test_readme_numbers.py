@@ -54,3 +54,15 @@ def test_record_example_total(readme):
             scale=T((n,), "bfloat16"), pertoken_scale=T((tokens,), "float32"), output_dtype="bfloat16",
             x2_format="NZ").latency_us
     assert f"8 launches on atlas-a2 (Ascend910B2): {total:.2f} us predicted in all" in readme
+
+
+def test_grouped_matmul_nz_prose(readme):
+    from perfmodel.ops import even_group_list
+    for tokens in (16, 8192):
+        nd, nz = (perfmodel.predict("grouped_matmul", "atlas-a2", x=T((tokens, 7168), "bfloat16"),
+                                    weight=T((8, 7168, 2048), "bfloat16"), group_list=even_group_list(tokens, 8),
+                                    weight_format=f).latency_us for f in ("ND", "NZ"))
+        if tokens == 16:
+            assert nd == nz and f"{nd:.1f} µs either way for\n16 tokens" in readme
+        else:
+            assert f"NZ gives {nz:.1f} µs, ND {nd:.1f} µs" in readme
