@@ -1124,7 +1124,7 @@ def __getattr__(name: str):
         raise AttributeError(name)
     if name == "npu" and _npu_device:
         return torch.npu
-    if name.startswith("_") and not name.startswith("_npu"):     # tools' probes (mock's _mock_name), not ops
+    if name.startswith("_") and not name.startswith(("_npu", "__version__")):  # tools' probes (_mock_name)
         raise AttributeError(f"module 'torch_npu' has no attribute {name!r}")
     asked_missing(f"torch_npu.{name}")          # perfmodel.record lists what the run used and npusim lacks
     if name == "npu_moe_init_routing_quant":
