@@ -813,8 +813,9 @@ def _linear_a8w8_quant_args(x1, weight, scale, offset, pertoken_scale, output_dt
     a1 = _checks.tensor(op, "x1", x1, soc)
     _checks.dtype_in(op, "x1", a1, ("int8",), soc.soc)
     _checks.dtype_in(op, "weight", w, ("int8",), soc.soc)
-    if w.ndim != 2:              # seed 003: weight [out_features, in_features]
-        raise invalid(op, "weight", f"must be 2-D [out_features, in_features], got shape {tuple(w.shape)}", soc.soc)
+    if not 2 <= w.ndim <= 6:     # seed 003: weight (batch, n, k), 2 to 6 dimensions
+        raise invalid(op, "weight", f"must have 2 to 6 dimensions ([batch..., out_features, in_features]), got "
+                      f"shape {tuple(w.shape)}", soc.soc)
     if a1.ndim >= 1 and a1.shape[-1] != w.shape[-1]:
         raise invalid(op, "weight", f"in_features (shape[-1] = {w.shape[-1]}) must equal x1.shape[-1] = "
                       f"{a1.shape[-1]}", soc.soc)
@@ -826,7 +827,7 @@ def _linear_a8w8_quant_args(x1, weight, scale, offset, pertoken_scale, output_dt
     if out == "int32":   # seed 003 output_dtype: int8/float16/bfloat16 (npu_quant_matmul adds int32)
         raise invalid(op, "output_dtype", "must be int8, float16 or bfloat16 for LinearA8W8Quant, got int32",
                       soc.soc)
-    w_t = w.T
+    w_t = w.T if isinstance(w, TensorSpec) else np.swapaxes(w, -1, -2)     # the last two dimensions
     if pertoken_scale is None and scale.dtype == np.float32 and out in ("int8", "float16"):
         if isinstance(scale, TensorSpec):      # the packing's checks and shape (a plan: nothing runs)
             scale = plan_npu_trans_quant_param(scale, offset, product=product).outputs["y"]
@@ -839,7 +840,8 @@ class LinearA8W8Quant:
     """torch_npu.contrib.module.LinearA8W8Quant on numpy arrays (the torch module is
     npusim.torch_npu.contrib.module.LinearA8W8Quant).
 
-    Holds weight [out_features, in_features] int8, scale [out_features] float32, offset [out_features]
+    Holds weight [out_features, in_features] int8 (or [batch..., out_features, in_features], up to 6
+    dimensions, seed 003; the batch broadcasts against x1's), scale [out_features] float32, offset [out_features]
     float32 (if offset=True), pertoken_scale float32 (if pertoken_scale=True; set it to the [m] per-token
     scale of the next input, as torch_npu's module keeps it as a parameter), bias [out_features] int32 (if
     bias=True); set them as arrays (any dtype npu_quant_matmul accepts for that role). layer(x1) runs

@@ -711,9 +711,27 @@ def test_linear_a8w8_quant_scale_is_1d_and_weight_errors_name_the_weight():
     layer.weight = np.ones((32, 63), np.int8)
     with pytest.raises(AclnnError, match=r"'weight': in_features \(shape\[-1\] = 63\) must equal x1.shape\[-1\] = 64"):
         layer(np.ones((4, 64), np.int8))
-    layer.weight = np.ones((2, 32, 64), np.int8)
-    with pytest.raises(AclnnError, match="'weight': must be 2-D"):
+    layer.weight = np.ones((1, 1, 1, 1, 1, 2, 32, 64), np.int8)
+    with pytest.raises(AclnnError, match="'weight': must have 2 to 6 dimensions"):
         layer(np.ones((4, 64), np.int8))
+
+
+@pytest.mark.parametrize("out", ["int8", "float16", "bfloat16"])
+def test_linear_a8w8_quant_takes_a_batched_weight(out):
+    """Seed 003: weight (batch, n, k), 2 to 6 dimensions; the forward is npu_quant_matmul(x1, weight^T over its
+    last two dimensions): each batch is the 2-D layer of that batch's weight, and the batch broadcasts."""
+    w = RNG.integers(-128, 128, (3, 32, 64)).astype(np.int8)
+    x = RNG.integers(-128, 128, (3, 5, 64)).astype(np.int8)
+    scale = RNG.uniform(1e-3, 1e-2, 32).astype(np.float32)
+    layer = npusim.LinearA8W8Quant(64, 32, bias=False, output_dtype=out)
+    layer.weight, layer.scale = w, scale
+    y = layer(x)
+    assert y.shape == (3, 5, 32)
+    for b in range(3):
+        one = npusim.LinearA8W8Quant(64, 32, bias=False, output_dtype=out)
+        one.weight, one.scale = w[b], scale
+        assert_bitexact(y[b], one(x[b]))
+        assert_bitexact(layer(x[b])[b], y[b])          # a 2-D x1 broadcasts over the weight's batch
 
 
 # ------------------------------------------------------------------ plan

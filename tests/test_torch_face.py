@@ -498,6 +498,20 @@ def test_linear_a8w8_quant_module(out, offset, pertoken):
     assert_same(again(tensor(x)), ref)
 
 
+def test_linear_a8w8_quant_module_takes_a_batched_weight():
+    """Seed 003's weight (batch, n, k) through the module, eager and compiled, as the numpy layer computes it."""
+    k, n, m = 32, 12, 6
+    w, x = i8(2, n, k), i8(2, m, k)
+    scale = RNG.uniform(1e-3, 1e-2, n).astype(np.float32)
+    layer = tnpu.contrib.module.LinearA8W8Quant(k, n, bias=False, output_dtype=torch.float16)
+    layer.weight.data, layer.scale.data = tensor(w), tensor(scale)
+    ref_layer = npusim.LinearA8W8Quant(k, n, bias=False, output_dtype="float16")
+    ref_layer.weight, ref_layer.scale = w, scale
+    assert_same(layer(tensor(x)), ref_layer(x))
+    torch._dynamo.reset()
+    assert_same(torch.compile(layer, fullgraph=True)(tensor(x)), ref_layer(x))
+
+
 def test_linear_a8w8_quant_int64_scale_state_dict_and_errors():
     layer = tnpu.contrib.module.LinearA8W8Quant(16, 8, bias=False)
     layer.weight.data = tensor(i8(8, 16))
