@@ -108,10 +108,18 @@ def _check_specs(cache, scale, x, slot_mapping, quant_mode, product, op=OP, name
     T = int(slot_mapping.shape[0])
     x_rows = math.prod(x.shape) // d
     cols = d // QUANT_BLOCK
-    if math.prod(cache.shape) % d:
-        raise invalid(op, n_cache, f"must hold whole rows of d = {d} elements (it is read as [-1, {d}]), got shape "
-                      f"{tuple(cache.shape)}", product)
+    if T < x_rows:      # the kernel reads T rows: x's rows past T would be dropped without a word
+        raise invalid(op, n_slot, f"must hold a slot for every row of {n_x} (-1 skips a row): {n_x} has {x_rows} "
+                      f"rows of d = {d}, {n_slot} has {T} entries", product)
+    # the seed's [T, d] and [T, d / 128], DeepSeek-V4's [blocks, 128, 1, 128] and [blocks, 128, 1, 1]: the last
+    # dimension is a whole row (any other shape the kernel would read across rows)
+    if not cache.shape or cache.shape[-1] != d:
+        raise invalid(op, n_cache, f"last dimension must be d = {d} ({n_x}'s; the kernel reads the cache as "
+                      f"[-1, {d}]), got shape {tuple(cache.shape)}", product)
     rows = math.prod(cache.shape) // d
+    if not scale.shape or scale.shape[-1] != cols:
+        raise invalid(op, n_scale, f"last dimension must be d / {QUANT_BLOCK} = {cols} (one scale per "
+                      f"{QUANT_BLOCK}-element block of a row), got shape {tuple(scale.shape)}", product)
     if math.prod(scale.shape) != rows * cols:
         raise invalid(op, n_scale, f"must hold {cols} scale(s) per cache row: {rows} x {cols} = {rows * cols} "
                       f"elements ([rows of the cache, d / {QUANT_BLOCK}]), got shape {tuple(scale.shape)}", product)
@@ -329,7 +337,9 @@ def indexer_compress_epilog(indexer_compress_cache, indexer_compress_scale, x, s
     x [B, S, 128], cache [blocks, 128, 1, 128] and scale [blocks, 128, 1, 1], and a slot_mapping longer than
     x's rows whose extra entries are -1. npusim takes the same: any d that is a multiple of 128 (another d runs
     a tail loop that differs between the kernel's published versions: not emulated) and whose row fits in the
-    UB; row i of x for slot_mapping[i], i < T.
+    UB; row i of x for slot_mapping[i], i < T. It refuses what the kernel would misread without an error: a
+    cache whose last dimension is not d or a scale whose last is not d / 128 (the seed's [T, d] and
+    [T, d / 128]; rows would be read across), and a slot_mapping shorter than x's rows (rows dropped).
 
     Validation (all before any write; a rejected call changes nothing): product Ascend 950PR/950DT;
     x fp16/bf16 with at least 2 dimensions; slot_mapping int32 [T] with values in [-1, rows of the cache),

@@ -1,5 +1,7 @@
 """indexer_compress_epilog: bit-exact against a slow NumPy reference written from ARITHMETIC.md section 2,
 plus ml_dtypes / PyTorch casts and a DeepGEMM-style ceil_to_ue8m0 (PEERS.md 2b) as independent oracles."""
+import re
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -380,6 +382,34 @@ def test_rejected_call_changes_nothing(case):
         assert_bitexact(after, before)
 
 
+def test_shapes_the_kernel_would_misread_are_refused_and_nothing_is_written():
+    """The kernel reads T = len(slot_mapping) rows of x and the cache as flat [-1, d] rows: a shorter
+    slot_mapping would drop x's last rows, and a cache (or scale) whose last dimension is not d (d / 128) would
+    take rows across its own; the seed gives all of them as [T, ...]. Each is a 161002 naming the tensor."""
+    rng = np.random.default_rng(11)
+    x = random_x(rng, 4, np.float16)
+    cache, scale = filled(rng, 8, E4M3, 1)
+    slots = np.array([3, 1, 0, 2], np.int32)
+    d = x.shape[-1]
+    cases = [("slot_mapping", "must hold a slot for every row of x", cache, scale, slots[:2]),
+             ("indexer_compress_cache", f"last dimension must be d = {d}", cache.reshape(4, 2 * d), scale, slots),
+             ("indexer_compress_cache", f"last dimension must be d = {d}", cache.reshape(-1), scale, slots),
+             ("indexer_compress_cache", f"last dimension must be d = {d}", cache.reshape(16, d // 2), scale, slots),
+             ("indexer_compress_scale", f"last dimension must be d / 128 = {d // 128}", cache,
+              scale.reshape(-1, 2 * (d // 128)), slots)]
+    for param, rule, c, s_, sl in cases:
+        before = (c.copy(), s_.copy())
+        with pytest.raises(AclnnError, match=re.escape(rule)) as e:
+            npusim.indexer_compress_epilog(c, s_, x, sl)
+        assert e.value.param == param and e.value.status == 161002
+        assert_bitexact(c, before[0])
+        assert_bitexact(s_, before[1])
+        with pytest.raises(AclnnError, match=re.escape(rule)):        # the plan refuses it too
+            npusim.make_plan("indexer_compress_epilog", indexer_compress_cache=TensorSpec(c.shape, E4M3),
+                             indexer_compress_scale=TensorSpec(s_.shape, "float32"),
+                             x=TensorSpec(x.shape, x.dtype), slot_mapping=TensorSpec(sl.shape, "int32"))
+
+
 def test_any_d_of_whole_blocks_and_flat_shapes_as_the_kernel_reads_them():
     """The doc fixes d at 4096; the vendor tiling takes d from x's last dimension and T from slot_mapping, and the
     kernel reads x, cache and scale as flat rows. DeepSeek-V4's indexer (cann-recipes-infer Compressor) passes
@@ -406,13 +436,7 @@ def test_any_d_of_whole_blocks_and_flat_shapes_as_the_kernel_reads_them():
         npusim.indexer_compress_epilog(cache, scale, x, slots, **kw)
         assert_bitexact(cache.reshape(rows, d), exp_c)
         assert_bitexact(scale.reshape(rows, -1), exp_s)
-    # a shorter slot_mapping: only its rows run (the tiling's T); the plan says d and T
-    x = random_x(rng, 4, np.float16)
-    cache, scale = filled(rng, 6, E4M3, 1)
-    exp_c, exp_s = reference(cache, scale, x[:2], np.array([3, 1], np.int32))
-    npusim.indexer_compress_epilog(cache, scale, x, np.array([3, 1], np.int32))
-    assert_bitexact(cache, exp_c)
-    assert_bitexact(scale, exp_s)
+    # the plan says d and T
     plan = npusim.make_plan("indexer_compress_epilog", indexer_compress_cache=TensorSpec((64, 1, 128), E4M3),
                             indexer_compress_scale=TensorSpec((64, 1, 1), "float32"), x=TensorSpec((2, 3, 128), BF16),
                             slot_mapping=TensorSpec((12,), "int32"))
