@@ -118,6 +118,10 @@ def _validate(op, names, x, scale, zero_point, axis, quant_min, quant_max, produ
     if check_outputs:
         _checks.out_tensor(op, "out", out, x.shape, out_dtype, p)
         _checks.out_tensor(op, "mask", mask, x.shape, np.bool_, p)
+    for name, v in (("quant_min", qmin), ("quant_max", qmax)):
+        if not -2**31 <= v < 2**31:      # the kernel reads them as int32_t: a wider value would wrap
+            raise invalid(op, names[name], f"must fit in int32 (the kernel reads it as int32_t, so a wider value "
+                          f"would wrap to another range), got {v}", p)
     if qmin > qmax:
         raise invalid(op, names["quant_min"], f"must be <= {names['quant_max']}, got {qmin} > {qmax}", p)
     return _Checked(soc, x, scale, zero_point, axis, qmin, qmax, x_dtype, kernel_dtype, out_dtype,
@@ -224,7 +228,7 @@ def _compute(ck: _Checked, out: np.ndarray, mask: np.ndarray) -> None:
     m = mask if mask.flags.c_contiguous else np.empty(mask.shape, np.bool_)
     _kernel.fake_quant_per_channel(
         x.reshape(-1).view(np.uint8), scale, zp, y.reshape(-1).view(np.uint8), m.reshape(-1).view(np.uint8),
-        outer, shape[ck.axis], inner, _int32_wrap(ck.qmin), _int32_wrap(ck.qmax),
+        outer, shape[ck.axis], inner, ck.qmin, ck.qmax,
         ck.x_dtype == "float16", ck.kernel_dtype == "float16", ck.out_dtype == "float16")
     if ck.soc.family == "310p910":
         # Atlas training products have only the saturation overflow mode (CANN aclrtFloatOverflowMode doc): an
@@ -235,11 +239,6 @@ def _compute(ck: _Checked, out: np.ndarray, mask: np.ndarray) -> None:
         out[...] = y
     if m is not mask:
         mask[...] = m
-
-
-def _int32_wrap(v: int) -> int:
-    """The kernel reads quantMin/quantMax as static_cast<int32_t> of the int64 tiling value."""
-    return (v + 2**31) % 2**32 - 2**31
 
 
 def fake_quantize_per_channel_affine_cachemask(x, scale, zero_point, axis, quant_min, quant_max,
@@ -265,7 +264,8 @@ def fake_quantize_per_channel_affine_cachemask(x, scale, zero_point, axis, quant
     kernel's Cast NaN -> int32 is taken as 0, undocumented); +-inf saturate (+inf -> quant_max,
     -inf -> quant_min, mask False), where PyTorch on x86 gives quant_min for both.
     Other documented deviations from PyTorch: zero points outside [quant_min, quant_max] are
-    accepted (PyTorch raises); quant_min/quant_max are truncated to int32 as the kernel reads them.
+    accepted (PyTorch raises); quant_min/quant_max must fit in int32, as the kernel reads them (the aclnn
+    attributes are int64: a wider value, which the NPU would wrap, is refused).
     Version note: an older ops-nn kernel (int32 zero points only) selected quant_min instead of 0 for
     NaN and for +inf; this emulator follows the version ARITHMETIC.md was read from.
     """

@@ -159,11 +159,11 @@ def test_non_finite_follow_the_kernel(xd, sd):
 
 
 def test_wide_quant_ranges_take_the_exact_path():
-    """Ranges beyond 2^24 (fp32) and 2048 (fp16 kernel: half compare) and beyond int32 (truncated)."""
+    """Ranges beyond 2^24 (fp32) and 2048 (fp16 kernel: half compare), up to int32's ends."""
     rng = np.random.default_rng(3)
     for xd, sd, qr, scale_hi in [(F32, F32, (-2**30, 2**30), 1e-6), (F32, F32, (-2**24 - 5, 2**24 + 5), 1e-5),
                                  (F16, F16, (-70000, 70000), 0.001), (F16, F16, (-3000, 2500), 0.01),
-                                 (F32, F32, (-2**31 - 8, 2**33 + 3), 1e-7)]:
+                                 (F32, F32, (-2**31, 2**31 - 1), 1e-7)]:
         x = rng.uniform(-100, 100, (33, 7)).astype(xd)
         s = rng.uniform(scale_hi / 10, scale_hi, 7).astype(sd)
         zp = rng.integers(-1000, 1000, 7).astype(np.int32)
@@ -171,6 +171,23 @@ def test_wide_quant_ranges_take_the_exact_path():
         ro, rm = reference(x, s, zp, 1, *qr)
         assert_bitexact(out, ro, err_msg=str(qr))
         assert_bitexact(mask, rm, err_msg=str(qr))
+
+
+def test_quant_range_beyond_int32_is_refused_on_every_face():
+    """The aclnn attributes are int64 but the kernel reads them as int32_t: [-128, 2**31] would run as
+    [-128, -2**31] on the NPU, every output garbage. A 161002 naming the attribute instead; out untouched."""
+    x = np.ones((4, 3), F32)
+    s, zp = np.full(3, 0.1, F32), np.zeros(3, np.int32)
+    for qr, name in (((-128, 2**31), "quant_max"), ((-2**31 - 1, 10), "quant_min"), ((0, 2**32), "quant_max")):
+        with pytest.raises(npusim.AclnnError, match="must fit in int32") as e:
+            fq(x, s, zp, 1, *qr)
+        assert e.value.param == name and e.value.status == 161002
+        out, mask = np.full((4, 3), 7, F32), np.zeros((4, 3), bool)
+        aclnn_name = {"quant_min": "quantMin", "quant_max": "quantMax"}[name]
+        with pytest.raises(npusim.AclnnError, match="must fit in int32") as e:
+            npusim.aclnn.aclnnFakeQuantPerChannelAffineCachemaskGetWorkspaceSize(x, s, zp, 1, *qr, out, mask)
+        assert e.value.param == aclnn_name
+        assert (out == 7).all() and not mask.any()
 
 
 def test_every_fp16_input_pattern():
