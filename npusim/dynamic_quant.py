@@ -557,6 +557,8 @@ def aclnnDynamicQuantV2GetWorkspaceSize(x, smoothScalesOptional, groupIndexOptio
 
 _ACLNN_NAMES = {"smooth_scales": "smoothScalesOptional", "group_index": "groupIndexOptional", "dst_type": "dstType",
                 "y": "yOut", "scale": "scaleOut", "offset": "offsetOut"}
+# names the core's rules mention that have no other sense there: the aclnn face's in its messages too
+_ACLNN_RULE_NAMES = {k: _ACLNN_NAMES[k] for k in ("smooth_scales", "group_index", "dst_type")}
 
 
 def _aclnn_prepare(x, smoothScalesOptional, groupIndexOptional, dstType, yOut, scaleOut, offsetOut, product):
@@ -573,7 +575,8 @@ def _aclnn_prepare(x, smoothScalesOptional, groupIndexOptional, dstType, yOut, s
         raise invalid(op, "dstType", f"{dst_code} ({ACLNN_DST_TYPES[dst_code]}) is not supported on this product; "
                       f"allowed outputs: {', '.join(_Y_BY_FAMILY[soc.family])}", soc.soc)
     symmetric = offsetOut is None
-    with params_named(_ACLNN_NAMES):           # the core's checks, with the aclnn doc's parameter names
+    # the core's checks, with the aclnn doc's parameter names
+    with params_named(_ACLNN_NAMES), params_named(_ACLNN_RULE_NAMES, in_rules=True):
         plan, ctx = _make_plan(op, x, smoothScalesOptional, groupIndexOptional, ACLNN_DST_TYPES[dst_code],
                                symmetric, product)
     y = _checks.out_tensor(op, "yOut", yOut, plan.outputs["y"].shape, plan.outputs["y"].dtype, soc.soc)
@@ -583,7 +586,7 @@ def _aclnn_prepare(x, smoothScalesOptional, groupIndexOptional, dstType, yOut, s
         offset = _checks.out_tensor(op, "offsetOut", offsetOut, plan.outputs["offset"].shape, np.float32, soc.soc)
     _checks.written_apart(op, soc.soc, yOut=y, scaleOut=scale, offsetOut=offset)
     if ctx[2] is not None:
-        with params_named(_ACLNN_NAMES):
+        with params_named(_ACLNN_NAMES), params_named(_ACLNN_RULE_NAMES, in_rules=True):
             _check_group_values(op, ctx[2], ctx[3], soc.soc)
     return plan, lambda: _execute(plan, ctx, y, scale, offset)
 

@@ -498,6 +498,11 @@ def test_aclnn_errors_leave_outputs_untouched():
     # the aclnn doc's parameter names (seed 000), not the numpy face's
     _err(gws, x, np.ones(65, np.float16), None, 2, y, sc, None, match="'smoothScalesOptional'")
     _err(gws, x, sm, np.array([3, 2], np.int32), 2, y, sc, None, match="'groupIndexOptional'")
+    # in the rule too: a group index without smooth scales names the aclnn parameter it needs
+    _err(gws, x, None, np.array([4], np.int32), 2, y, sc, None,
+         match="'groupIndexOptional': requires smoothScalesOptional")
+    _err(gws, x, sm[:1], np.array([4], np.int32).reshape(1, 1), 2, y, sc, None,
+         match="'groupIndexOptional': must be 1-D")
     assert (y == 7).all() and (sc == 3).all()
     ws, ex = gws(x, None, None, 2, y, sc, None)
     npusim.aclnn.aclnnDynamicQuantV2(npusim.aclnn.workspace(ws), ws, ex)
