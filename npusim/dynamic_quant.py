@@ -138,7 +138,8 @@ def _validate(op, x, smooth, group, dst, symmetric, soc):
     H = int(x.shape[-1])
     R = math.prod(int(d) for d in x.shape[:-1])
     if dst not in _Y_BY_FAMILY[fam]:
-        raise invalid(op, "dst_type", f"output {dst} is not supported; allowed: {', '.join(_Y_BY_FAMILY[fam])}",
+        what = "int32 (8 packed int4: torch.quint4x2)" if dst == "int32" else dst
+        raise invalid(op, "dst_type", f"output {what} is not supported; allowed: {', '.join(_Y_BY_FAMILY[fam])}",
                       prod)
     if dst == "int4" and H % 2:
         raise invalid(op, "x", f"last dimension must be even for int4 output, got {H}", prod)

@@ -498,6 +498,9 @@ def test_aclnn_errors_leave_outputs_untouched():
     # the aclnn doc's parameter names (seed 000), not the numpy face's
     _err(gws, x, np.ones(65, np.float16), None, 2, y, sc, None, match="'smoothScalesOptional'")
     _err(gws, x, sm, np.array([3, 2], np.int32), 2, y, sc, None, match="'groupIndexOptional'")
+    # packed int4 on a product without it says what the user asked for, not only its int32 container
+    with pytest.raises(AclnnError, match=r"output int32 \(8 packed int4: torch.quint4x2\) is not supported"):
+        npusim.npu_dynamic_quant(x, dst_type="quint4x2", product="atlas-inference")
     # in the rule too: a group index without smooth scales names the aclnn parameter it needs
     _err(gws, x, None, np.array([4], np.int32), 2, y, sc, None,
          match="'groupIndexOptional': requires smoothScalesOptional")
