@@ -338,15 +338,26 @@ def plot_roofline(sweep: pd.DataFrame, outdir) -> list[str]:
         pts = g[good]
         keys = ["op", *[c for c in ("epilogue", "weight_format") if c in pts]]
         groups = list(pts.groupby(keys, sort=True))
+        labelled = []           # (log x, log y) of the token labels placed: series that coincide get one
         for (_, sel), (color, marker, _) in zip(groups, _styles([k for k, _ in groups])):
             handles.append(ax.scatter(ai[sel.index], perf[sel.index] / 1e12, color=color, s=22, zorder=3,
                                       marker=marker, label=_what(sel)))
+            # which end of a series is which: its fewest and most tokens, beside their points
+            for t in sorted({int(sel["tokens"].min()), int(sel["tokens"].max())}):
+                i = sel.index[sel["tokens"] == t][0]
+                at = (math.log10(ai[i]), math.log10(perf[i] / 1e12))
+                if any(abs(at[0] - u) < 0.15 and abs(at[1] - v) < 0.15 for u, v in labelled):
+                    continue
+                labelled.append(at)
+                ax.annotate(f"{t} tok", (ai[i], perf[i] / 1e12), xytext=(5, -3), textcoords="offset points",
+                            fontsize=6, color=color)
         above = int((perf[good] > r["mem_Bps"] * ai[good] * 1.0001).sum())
         dts = sorted({d for d in pts["dtype"] if d}) if "dtype" in pts else []
         title = (f"Roofline — {_soc_text(product, g)}" + (f", model dtypes {'/'.join(dts)}" if dts else "")
                  + "\nx counts every byte the kernel reads and writes; written bytes that stay in L2 never reach "
                  "HBM,\nso a point above the HBM roof is a kernel whose writes stay in L2"
-                 + (f" ({above} point{'s' if above > 1 else ''} here)" if above else " (none here)"))
+                 + (f" ({above} point{'s' if above > 1 else ''} here)" if above else " (none here)")
+                 + "; one point per token count, the ends labelled")
         ax.set_xlabel(XLABEL_ROOFLINE)
         ax.set_ylabel("achieved throughput (T ops/s)")
         ax.set_title(title, fontsize=10)
@@ -448,8 +459,13 @@ def plot_pipe_bars(sweep: pd.DataFrame, outdir, tokens: int | None = None) -> li
                 if np.isfinite(chip) and chip > 0:
                     title += f", HBM alone {chip:.1f} µs"
                 if len(kernels) > 1:
-                    title += "\n" + textwrap.fill(f"{len(kernels)} kernels in sequence: " + " + ".join(
+                    title += "\n" + textwrap.fill(f"{len(kernels)} kernels (the operator's own first): " + " + ".join(
                         f"{kname} {us:.3g}" for kname, us in kernels) + " µs", 62)
+                core = r.get("core_us", np.nan)
+                if len(kernels) <= 1 and np.isfinite(core) and core > 1.05 * max(vals, default=0.0):
+                    # the gap the bars leave: single-buffered tiles, or serial phases (MoE: sort, then gather)
+                    title += "\n" + textwrap.fill(f"loops {core:.3g} µs, more than the busiest pipe: pipes "
+                                                   "overlap only in part, or phases run in turn", 62)
                 ax.set_title(title, fontsize=7.5)
                 ax.grid(True, axis="x", alpha=0.3)
             fig.suptitle(

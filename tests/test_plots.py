@@ -132,11 +132,40 @@ def test_pipe_figure_names_the_kernels_of_a_multi_kernel_operator(figures):
     axes, fig = _pipes_axes(figures, [row])
     ax, = axes
     title = " ".join(ax.get_title().split())
-    assert "4 kernels in sequence" in title and "Transpose 13.8" in title and "FakeQuantAffineCachemask 301" in title
+    # the operator's own kernel is listed first (Prediction.kernels' order), not in launch order: say so
+    assert "4 kernels (the operator's own first)" in title and "Transpose 13.8" in title
+    assert "FakeQuantAffineCachemask 301" in title
     names = [t.get_text() for t in ax.get_yticklabels()]
     assert names[-1] == "kernels"
     segments = [b for c in ax.containers[1:] for b in c]
     assert sum(b.get_width() for b in segments) == pytest.approx(336.6, abs=0.05)
+
+
+def test_pipe_figure_explains_loops_longer_than_the_busiest_pipe(figures):
+    """MoE routing's sort and gather phases run in turn (and single-buffered tiles overlap in part): the loops
+    outlast every bar, which the panel says rather than leaving a gap unexplained; where a pipe fills the
+    loops, no such line."""
+    gap = _row("moe_init_routing_quant", latency=59.8, head_us=6.4, core_us=53.4,
+               pipes={"mte2": 25.4, "mte3": 41.0, "vector": 5.5})
+    full = _row("npu_dynamic_quant", latency=26.0, head_us=8.0, core_us=18.0, pipes={"mte2": 9.0, "vector": 17.9})
+    axes, _ = _pipes_axes(figures, [gap, full])
+    titles = {" ".join(ax.get_title().split()).split()[0]: " ".join(ax.get_title().split()) for ax in axes}
+    assert "loops 53.4 µs, more than the busiest pipe" in titles["moe_init_routing_quant"]
+    assert "more than the busiest pipe" not in titles["npu_dynamic_quant"]
+
+
+def test_roofline_labels_the_token_ends_of_each_series_once(figures):
+    """Every swept point is one token count; the ends of each operator's series say which (1 and 1024 here), and
+    two series on the same points (the two dynamic quants) are labelled once."""
+    sweep = pd.concat([_sweep(["npu_dynamic_quant"]), _sweep(["npu_dynamic_quant_asymmetric"]),
+                       _sweep(["moe_init_routing_quant"])], ignore_index=True)
+    sweep.loc[sweep["op"] == "npu_dynamic_quant_asymmetric", "latency_us"] = \
+        sweep.loc[sweep["op"] == "npu_dynamic_quant", "latency_us"].to_numpy()
+    sweep.loc[sweep["op"] == "moe_init_routing_quant", "bytes_read"] *= 50       # elsewhere on the plot
+    plots.plot_roofline(sweep, "out")
+    (_, fig), = figures
+    texts = [t.get_text() for t in fig.axes[0].texts if t.get_text().endswith(" tok")]
+    assert sorted(texts) == ["1 tok", "1 tok", "1024 tok", "1024 tok"]
 
 
 def test_roofline_axis_says_what_it_counts(figures):
