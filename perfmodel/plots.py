@@ -660,7 +660,16 @@ def plot_pipe_compare(joined: pd.DataFrame, stem, max_rows: int = 12, title: str
         label = f"{r['product']}: {r.get('label', r['op'])}"
         if "rows" in r and pd.notna(r["rows"]) and r["rows"] > 1:
             label += f" ({int(r['rows'])} rows)"
-        ax.set_title(textwrap.fill(label, 52), fontsize=7.5)
+        # the latencies the busy times sit under (pipes overlap: the longest bar is at most the latency)
+        m_us, p_us = (pd.to_numeric(r.get(c, np.nan), errors="coerce") for c in ("measured_us", "predicted_us"))
+        lat = ""
+        for us, color, who in ((m_us, "#1f77b4", "measured"), (p_us, "#ff7f0e", "predicted")):
+            if np.isfinite(us) and us > 0:
+                ax.axhline(us, color=color, ls="--", lw=1)
+                lat += f"{', ' if lat else ''}{who} {us:.4g} µs"
+        if np.isfinite(m_us) and np.isfinite(p_us) and m_us > 0:
+            lat += f" ({100 * (p_us - m_us) / m_us:+.1f}%)"
+        ax.set_title(textwrap.fill(label, 52) + (f"\nlatency (dashed): {lat}" if lat else ""), fontsize=7.5)
         ax.grid(True, axis="y", alpha=0.3)
         if k == 0:
             ax.legend(fontsize=8)

@@ -285,3 +285,19 @@ def test_validation_figure_titles_legend_and_bands(figures):
     # not-fitted crosses are grey; no operator is
     (cross,) = [c for c in first.collections if c.get_label().startswith("not fitted")]
     assert _is_grey(cross.get_facecolor()[0])
+
+
+def test_measured_vs_predicted_pipes_show_the_two_latencies(figures):
+    """Busy times alone do not say which side is slower: each panel gives both latencies (dashed lines and
+    the title) and the error."""
+    row = {"op": "add", "product": "atlas-a2", "label": "add 8192x8192 fp16", "status": "ok",
+           "measured_us": 200.0, "predicted_us": 230.0}
+    for p in PIPES:
+        row[f"pipe_{p}_us"] = {"mte2": 180.0, "vector": 10.0}.get(p, np.nan)
+        row[f"pred_pipe_{p}_us"] = {"mte2": 210.0, "mte3": 20.0, "vector": 9.0}.get(p, 0.0)
+    plots.plot_pipe_compare(pd.DataFrame([row]), "out")
+    (_, fig), = figures
+    ax = fig.axes[0]
+    assert "latency (dashed): measured 200 µs, predicted 230 µs (+15.0%)" in ax.get_title()
+    dashed = sorted(line.get_ydata()[0] for line in ax.get_lines() if line.get_linestyle() == "--")
+    assert dashed == [200.0, 230.0]
