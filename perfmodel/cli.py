@@ -24,6 +24,7 @@ import os
 import re
 import runpy
 import sys
+import textwrap
 import traceback
 from pathlib import Path
 
@@ -105,6 +106,19 @@ def _print_table(df: pd.DataFrame, title: str, float_format="{:.4g}", limit: int
         print(shown.to_string(index=False, na_rep=""))        # blank, not NaN, where a value does not apply
     if limit and len(df) > limit:
         print(f"  ... and {len(df) - limit} more")
+
+
+def _print_skipped(skipped: pd.DataFrame) -> None:
+    """A sweep's skipped points, one wrapped entry per operator, product and reason (the reasons are sentences: a
+    table of them runs hundreds of characters wide)."""
+    print("\nskipped points (operator on product, how many: reason):")
+    groups = skipped.fillna({"reason": ""}).groupby(["op", "product", "reason"], sort=True).size()
+    for k, ((op, product, reason), n) in enumerate(groups.items()):
+        if k == LIST_MAX:
+            print(f"  ... and {len(groups) - LIST_MAX} more")
+            break
+        print(textwrap.fill(f"{op} on {product}, {n} point{'s' if n > 1 else ''}: {reason}", 110,
+                            initial_indent="  - ", subsequent_indent="    "))
 
 
 def _print_paths(paths):
@@ -369,8 +383,7 @@ def cmd_sweep(a) -> int:
     ok = df[df["status"] == "ok"]
     print(f"sweep: {len(df)} points, {len(ok)} predicted, {len(df) - len(ok)} skipped")
     if len(df) - len(ok):
-        reasons = df.loc[df["status"] != "ok"].groupby(["op", "reason"]).size().reset_index(name="points")
-        _print_table(reasons, "skipped points (operator, reason):", limit=LIST_MAX)
+        _print_skipped(df.loc[df["status"] != "ok"])
     paths = [str(csv_path)]
     if not a.no_plots and len(ok):
         paths += plots.plot_sweep(df, out / "figures", tokens=a.pipe_tokens)

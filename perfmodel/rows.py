@@ -30,7 +30,9 @@ def _row(pred) -> dict:
 
 
 def _failed(exc) -> dict:
-    return {"status": "skipped", "reason": f"{type(exc).__name__}: {exc}".splitlines()[0][:300]}
+    reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    # the first line, whole unless a hostile value makes it huge (a cell of the CSV, a line of the report)
+    return {"status": "skipped", "reason": reason if len(reason) <= 600 else reason[:599] + "…"}
 
 
 def predict_rows(op: str, product: str, args_list: list, calibration=None, l2: str = "cold") -> list[dict]:

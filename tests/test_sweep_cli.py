@@ -325,6 +325,9 @@ def test_cli_sweep_end_to_end(fake_model, tmp_path, capsys):
     # runs nothing on atlas-inference: one combination per operator, kept as skipped rows that say why
     assert len(df) == (6 + 2) * 7 and (df["status"] == "ok").sum() == 6 * 7
     assert "not supported" in text
+    # the skipped points, one wrapped entry per operator, product and reason (not a table hundreds wide)
+    assert "npu_dynamic_quant on atlas-inference, 7 points: " in text
+    assert max(len(line) for line in text.splitlines() if not line.startswith("  /")) <= 110
     figs = sorted((out / "figures").iterdir())
     names = {p.name for p in figs}
     for stem in ("latency_vs_tokens_atlas-a2_float16", "latency_vs_tokens_atlas-a2_bfloat16", "roofline_atlas-a2",
