@@ -13,6 +13,17 @@ from npusim.plan import TensorSpec
 from npusim.products import PRODUCTS, Soc, get_product
 
 
+def _soc_name(product) -> str | None:
+    """How an error names the product: its SoC, as the errors raised after resolve_product do (a product id
+    checked before it, e.g. a None tensor, would otherwise be named differently); an unknown name as given."""
+    if not product:
+        return None
+    try:
+        return get_product(product).soc
+    except (TypeError, ValueError):
+        return str(product)
+
+
 def resolve_product(op: str, product, supported: tuple[str, ...]) -> Soc:
     """The Soc for `product`, which must belong to one of the `supported` product ids."""
     try:
@@ -36,13 +47,13 @@ def tensor(op: str, name: str, x, product=None, *, optional: bool = False):
     if x is None:
         if optional:
             return None
-        raise nullptr(op, name, str(product) if product else None)
+        raise nullptr(op, name, _soc_name(product))
     try:
         a = np.asarray(x)
     except Exception as exc:  # ragged lists and the like
-        raise invalid(op, name, f"cannot be read as an array: {exc}", str(product) if product else None) from None
+        raise invalid(op, name, f"cannot be read as an array: {exc}", _soc_name(product)) from None
     if a.dtype == object:
-        raise invalid(op, name, "must be a numeric array, got an object array", str(product) if product else None)
+        raise invalid(op, name, "must be a numeric array, got an object array", _soc_name(product))
     if a.dtype.byteorder == ">":
         a = a.astype(a.dtype.newbyteorder("="))
     if not a.flags.aligned:    # e.g. np.frombuffer at an odd offset: kernels read through typed pointers
@@ -55,7 +66,7 @@ def data_tensors(op: str, product=None, **tensors) -> None:
     for name, x in tensors.items():
         if isinstance(x, TensorSpec):
             raise invalid(op, name, "must be an array with data; a TensorSpec only describes shape and dtype "
-                          "(npusim.make_plan and perfmodel.predict take TensorSpecs)", str(product) if product else None)
+                          "(npusim.make_plan and perfmodel.predict take TensorSpecs)", _soc_name(product))
 
 
 def dtype_in(op: str, name: str, a: np.ndarray, allowed, product=None, when: str = "") -> str:
@@ -67,7 +78,7 @@ def dtype_in(op: str, name: str, a: np.ndarray, allowed, product=None, when: str
     allowed = tuple(formats.dtype_name(d) for d in allowed)
     if got not in allowed:
         raise invalid(op, name, f"dtype must be one of {', '.join(allowed)}{' ' + when if when else ''}, got {got}",
-                      str(product) if product else None)
+                      _soc_name(product))
     return got
 
 
@@ -75,7 +86,7 @@ def out_tensor(op: str, name: str, out, shape: tuple, dtype, product=None,
                shape_status: int = ACLNN_ERR_PARAM_INVALID) -> np.ndarray:
     """An in-place output: a writable, native-byte-order ndarray of exactly `shape` and `dtype` (a wrong shape
     is `shape_status`: the operator's aclnn doc may list it as a tiling error)."""
-    prod = str(product) if product else None
+    prod = _soc_name(product)
     if out is None:
         raise nullptr(op, name, prod)
     if not isinstance(out, np.ndarray):
@@ -100,7 +111,7 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 def int_attr(op: str, name: str, v, product=None) -> int:
     """A host-side integer attribute: an int64 (aclnn attributes are int64_t; PyTorch's are int64 too).
     bools, floats, strings and values beyond int64 are rejected, never truncated or wrapped."""
-    prod = str(product) if product else None
+    prod = _soc_name(product)
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
         raise invalid(op, name, f"must be an integer, got {v!r}", prod)
     v = int(v)
@@ -116,7 +127,7 @@ def out_spec(op: str, name: str, shape, dtype, product=None) -> TensorSpec:
         return TensorSpec(shape, dtype)
     except ValueError:
         raise invalid(op, name, f"would have shape {tuple(shape)} of {formats.dtype_name(dtype)}, beyond the "
-                      "int64 size limit", str(product) if product else None) from None
+                      "int64 size limit", _soc_name(product)) from None
 
 
 def index_tensor(op: str, name: str, x, product=None, *, optional: bool = False):
@@ -163,7 +174,7 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> bool:
 def written_apart(op: str, product=None, **written) -> None:
     """The arrays a call writes (by parameter name; None skipped) must not overlap themselves or each
     other: the result would depend on the order of the writes (PyTorch refuses such outputs too)."""
-    prod = str(product) if product else None
+    prod = _soc_name(product)
     names = [name for name, a in written.items() if a is not None]
     for i, name in enumerate(names):
         a = written[name]

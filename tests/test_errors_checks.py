@@ -58,7 +58,10 @@ def test_tensor():
     assert _checks.tensor(OP, "x", None, optional=True) is None
     with pytest.raises(AclnnError) as exc:
         _checks.tensor(OP, "x", None, "atlas-a2")
-    assert exc.value.status == 161001 and exc.value.param == "x" and "atlas-a2" in str(exc.value)
+    # named by its SoC, as every error raised after the product is resolved names it
+    assert exc.value.status == 161001 and exc.value.param == "x" and "(product Ascend910B2)" in str(exc.value)
+    with pytest.raises(AclnnError, match=r"\(product my-npu\)"):       # a name npusim does not know: as given
+        _checks.tensor(OP, "x", None, "my-npu")
     with pytest.raises(AclnnError) as exc:
         _checks.tensor(OP, "x", [[1, 2], [3]])
     assert exc.value.status == 161002
