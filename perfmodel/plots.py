@@ -128,9 +128,12 @@ def _usable(df: pd.DataFrame, kind: str) -> pd.DataFrame:
 
 
 def _soc_text(product: str, df: pd.DataFrame | None = None) -> str:
+    """'atlas-a2 (Ascend910B2)', and ', inputs warm in L2' for a sweep run with --l2 warm (the figures of a warm
+    and a cold sweep otherwise look alike)."""
     socs = sorted({s for s in (df["soc"] if df is not None and "soc" in df else []) if s})
     soc = ", ".join(socs) if socs else get_product(product).soc
-    return f"{product} ({soc})"
+    warm = df is not None and "l2" in df and (df["l2"] == "warm").any()
+    return f"{product} ({soc})" + (", inputs warm in L2" if warm else "")
 
 
 def _dtype_groups(df: pd.DataFrame):

@@ -301,3 +301,14 @@ def test_measured_vs_predicted_pipes_show_the_two_latencies(figures):
     assert "latency (dashed): measured 200 µs, predicted 230 µs (+15.0%)" in ax.get_title()
     dashed = sorted(line.get_ydata()[0] for line in ax.get_lines() if line.get_linestyle() == "--")
     assert dashed == [200.0, 230.0]
+
+
+def test_a_warm_sweep_says_so_in_its_figures(figures):
+    warm = _sweep(["npu_dynamic_quant"]).assign(l2="warm")
+    for draw in (plots.plot_latency_vs_tokens, plots.plot_roofline, plots.plot_pipe_bars):
+        figures.clear()
+        draw(warm, "out")
+        draw(warm.assign(l2="cold"), "out")
+        (_, w), (_, c) = figures
+        titles = [" ".join([f.get_suptitle(), *(ax.get_title() for ax in f.axes)]) for f in (w, c)]
+        assert "inputs warm in L2" in titles[0] and "warm" not in titles[1]
