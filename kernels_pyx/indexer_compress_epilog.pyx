@@ -38,12 +38,12 @@ cdef inline Fp8RneParams fp8_params(bint e5m2) noexcept nogil:
     return fp8_rne_params(F_E5M2 if e5m2 else F_E4M3, False)
 
 
-cdef inline uint8_t fp8_encode(uint32_t q, Fp8RneParams p, bint nan_positive) noexcept nogil:
-    """fp8 code of the fp32 bit pattern q (the shared Ascend cast); a NaN keeps its sign unless
-    nan_positive (MX mode stores the format's positive NaN code)."""
+cdef inline uint32_t fp8_encode32(uint32_t q, Fp8RneParams p, bint nan_positive) noexcept nogil:
+    """fp8 code of the fp32 bit pattern q (the shared Ascend cast), in a 32-bit lane; a NaN keeps its
+    sign unless nan_positive (MX mode stores the format's positive NaN code)."""
     cdef uint32_t code = f32_to_fp8_rne(q, p)
     # sel_u32, not a branch: AVX2 loops over this stay vectorised (ascend_cast.pxd, f32_to_fp8_rne)
-    return <uint8_t>sel_u32(nan_positive & ((q & 0x7FFFFFFF) > 0x7F800000), p.nan_code, code)
+    return sel_u32(nan_positive & ((q & 0x7FFFFFFF) > 0x7F800000), p.nan_code, code)
 
 
 cdef inline void load_block(const uint16_t* src, bint bf16, uint32_t* dst) noexcept nogil:
@@ -79,7 +79,7 @@ cdef void block_quant_row(const uint16_t* x, bint bf16, Py_ssize_t d, uint8_t* y
     """quant_mode 1 (VFProcessDynamicBlockQuant) on one row."""
     cdef uint32_t xb[BLOCK]
     cdef float* xf = <float*>xb
-    cdef uint8_t out[BLOCK]
+    cdef uint32_t codes[BLOCK]
     cdef Fp8RneParams p = fp8_params(e5m2)
     cdef float coeff = bits_f32(INV_E5M2_MAX if e5m2 else INV_E4M3_MAX)
     cdef float s
@@ -96,10 +96,13 @@ cdef void block_quant_row(const uint16_t* x, bint bf16, Py_ssize_t d, uint8_t* y
             amax = a if a > amax else amax
         s = bits_f32(amax) * coeff if amax != 0 else <float>0.0
         scale[b] = s
+        # codes stay in 32-bit lanes here and are narrowed in a loop of their own: with a uint8 store
+        # in this loop GCC narrows every select to bytes and spends most of the time packing (AVX2)
         for j in range(BLOCK):
             q = f32_bits(xf[j] / s)               # IEEE; the NPU's Div is documented <= 1 ulp
-            out[j] = fp8_encode(sel_u32((q & 0x7FFFFFFF) < 0x7F800000, q, xb[j]), p, False)   # inf/NaN: x
-        memcpy(y + b * BLOCK, out, BLOCK)
+            codes[j] = fp8_encode32(sel_u32((q & 0x7FFFFFFF) < 0x7F800000, q, xb[j]), p, False)   # inf/NaN: x
+        for j in range(BLOCK):
+            y[b * BLOCK + j] = <uint8_t>codes[j]
 
 
 cdef void mx_quant_row(const uint16_t* x, bint bf16, Py_ssize_t d, uint8_t* y, uint8_t* scale,
@@ -107,7 +110,7 @@ cdef void mx_quant_row(const uint16_t* x, bint bf16, Py_ssize_t d, uint8_t* y, u
     """quant_mode 0 (VFProcessDynamicMxFp8Quant) on one row."""
     cdef uint32_t xb[BLOCK]
     cdef float* xf = <float*>xb
-    cdef uint8_t out[BLOCK]
+    cdef uint32_t codes[BLOCK]
     cdef Fp8RneParams p = fp8_params(e5m2)
     cdef float coeff = bits_f32(INV_E5M2_MAX if e5m2 else INV_E4M3_MAX)
     cdef float fmax = <float>57344.0 if e5m2 else <float>448.0
@@ -133,8 +136,9 @@ cdef void mx_quant_row(const uint16_t* x, bint bf16, Py_ssize_t d, uint8_t* y, u
             q = xf[j] / s
             q = sel_f32(q < -fmax, -fmax, q)      # Maxs / Mins clamp; NaN passes through
             q = sel_f32(q > fmax, fmax, q)
-            out[j] = fp8_encode(f32_bits(q), p, True)
-        memcpy(y + b * BLOCK, out, BLOCK)
+            codes[j] = fp8_encode32(f32_bits(q), p, True)
+        for j in range(BLOCK):                    # narrowed apart, as in block_quant_row
+            y[b * BLOCK + j] = <uint8_t>codes[j]
 
 
 cdef void hif8_row(const uint16_t* x, bint bf16, Py_ssize_t d, uint8_t* y, float scale) noexcept nogil:
@@ -203,6 +207,6 @@ def fp8_codes(const float[::1] q, int cache_fmt, bint nan_positive=False):
         memset(qb, 0, sizeof(qb))
         memcpy(qb, &q[i], k * 4)
         for j in range(BLOCK):
-            codes[j] = fp8_encode(qb[j], p, nan_positive)
+            codes[j] = <uint8_t>fp8_encode32(qb[j], p, nan_positive)
         memcpy(&o[i], codes, k)
     return out
