@@ -338,12 +338,26 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
     calibration's offgrid_row_cycles); rows already in L2 (the operand's re-reads by the other blocks) pay
     none, and b_streamed B (read past L2) is all HBM. Per row, not per byte: GroupedMatmul's off-grid blocks
     cost about the same at K = 127 and K = 511, and QuantBatchMatmulV3 1024x4096x1025, whose weight rows
-    eight row blocks re-read, is far cheaper than a per-row cost of every read. Counted otherwise the measured
+    eight row blocks re-read, is far cheaper than a per-row cost of every read. Once per row and block, not
+    per copy: a row the block copies in several k-chunks (A in depth_a k-steps, [N,K] B in depth_b) takes
+    one extra sector from HBM in all (its unaligned start; each chunk's first sector is the one the chunk
+    before ended in, already in L2). Counted otherwise the measured
     set fitted worse when tried: per doubled sector, in and out with one fitted factor, GroupedMatmul 12.8% in-sample
     (11.9% per row) and a worst row of 32% (23%); per 32-byte piece of each HBM row (the work unit of the
     ND2NZ instruction's definition), 14.2% in-sample and 26% held out (15.5%); with any row not a multiple
     of 256 bytes off-grid, as the vendor's ND2NZ best-practice page calls them slow, small fp16 MatMuls lost
     their start cost to the penalty.
+
+    Whole rows (families whose [dma] sets offgrid_whole_rows): an operand whose copies take every element of
+    its rows, laid back to back in GM (A with K within one copy of depth_a k-steps, [K,N] B and C with N
+    within one block, [N,K] B with K within one copy of depth_b k-steps: one ND2NZ DataCopy of nValue rows
+    with dValue == srcDValue, asc-devkit data_copy_wrapper_nd.h CopyND2NZ) moves one contiguous range: its
+    rows share their boundary sectors with their neighbours, so no sector is fetched twice and the HBM cost
+    above does not apply. What such a copy pays instead is on the core: off the grid it cannot stream the
+    rows as one burst, each row is a request of its own, a load head (load_head_cycles, ATT) per row on
+    every copy, from L2 or HBM alike. C in whole rows (the FixPipe's one NZ->ND store of the block,
+    copy_cube_out_fixpipe.h CopyOutNZ2ND) is one range as well, not twice the sectors, but each row starts
+    and ends mid-sector and shares that sector with the next row: two requests a row.
 
     b_nz: B is stored FRACTAL_NZ in GM (npu_format_cast(w, 29), as vllm-ascend's static W8A8 method does):
     its tiles are whole fractals laid out as in L1, so they move as plain GM->L1 copies (msKPP's gm_to_l1
@@ -396,24 +410,41 @@ def cube_loops(hw, *, M, K, N, batch=1, dtype="float16", in_bytes=2.0, block_dim
     unique_a = sum(group_rows) * K * in_bytes
     kb, nb = _stored_kn(hw, dtype, K, N, b_nz)
     unique_b = sum(1 for m in group_rows if m) * kb * nb * in_bytes
-    # off-grid source rows per k-step that come from HBM: A fills of bm rows; B fills of bk K-rows ([K,N]) or
-    # of bn rows ([N,K]); each operand's first touches over all the blocks load of it (the rest are L2 hits)
-    offgrid_rows = 0.0
-    if (K * in_bytes if a_row_bytes is None else a_row_bytes) % 32:
-        first = min(1.0, unique_a / (blocks * ksteps * a_blk_step))
-        offgrid_rows += first * bm * _cdiv(ksteps, depth) / ksteps
-    if not b_nz and ((K if b_transposed else N) * in_bytes if b_row_bytes is None else b_row_bytes) % 32:
-        first = 1.0 if b_streamed else min(1.0, unique_b / (blocks * ksteps * b_blk_step))
-        offgrid_rows += first * (bn * _cdiv(ksteps, depth_b) / ksteps if b_transposed else bk)
+    # off-grid source rows per k-step that come from HBM: a block's bm A rows and bn [N,K] B rows once each
+    # (however many k-chunks copy them), bk K-rows of [K,N] B a k-step; each operand's first touches over all
+    # the blocks load of it (the rest are L2 hits). Whole rows laid back to back pay a load head per row and
+    # copy instead (docstring)
+    whole_rows = bool(hw.data["dma"].get("offgrid_whole_rows", False))
+    a_len, b_len = K * in_bytes, (K if b_transposed else N) * in_bytes
+    a_row = a_len if a_row_bytes is None else a_row_bytes
+    b_row = b_len if b_row_bytes is None else b_row_bytes
+    offgrid_rows = heads = 0.0
+    if a_row % 32:
+        if whole_rows and a_row == a_len and K <= depth * bk:
+            heads += bm / ksteps
+        else:
+            first = min(1.0, unique_a / (blocks * ksteps * a_blk_step))
+            offgrid_rows += first * bm / ksteps
+    if not b_nz and b_row % 32:
+        if whole_rows and b_row == b_len and (K <= depth_b * bk if b_transposed else N <= bn):
+            heads += (bn if b_transposed else K) / ksteps
+        else:
+            first = 1.0 if b_streamed else min(1.0, unique_b / (blocks * ksteps * b_blk_step))
+            offgrid_rows += first * (bn / ksteps if b_transposed else bk)
     kloop = Loop(n=per_core * ksteps, pipes={
-        "mte2": a_load + b_load,
+        "mte2": a_load + b_load + heads * hw.load_head_s,
         "mte1": hw.dma("l1_to_l0a", a_step) + hw.dma("l1_to_l0b", b_step),
         "cube": hw.mmad(bm, bk, bn, dtype)}, read_bytes=step_bytes, overlap="double",
         active=blocks / per_core, offgrid_rows=offgrid_rows)
-    c_off = (N * l0c_out_bytes if c_row_bytes is None else c_row_bytes) % 32
-    fix_pipes = {"fixpipe": hw.dma("l0c_to_gm", (2 if c_off else 1) * bm * bn * l0c_out_bytes)}
+    c_len = N * l0c_out_bytes
+    c_row = c_len if c_row_bytes is None else c_row_bytes
+    c_off = c_row % 32
+    c_whole = whole_rows and c_off and c_row == c_len and N <= bn
+    fix_pipes = {"fixpipe": hw.dma("l0c_to_gm", (2 if c_off and not c_whole else 1) * bm * bn * l0c_out_bytes)}
     if unit_flag:
         fix_pipes["fixpipe"] = max(0.0, fix_pipes["fixpipe"] - hw.mmad(bm, bk, bn, dtype))
+    if c_whole:
+        fix_pipes["fixpipe"] += 2 * bm * hw.load_head_s
     if block_loads:
         fix_pipes["mte2"] = sum(hw.dma("gm_to_l1", bn * b) for b in block_loads)
     fix = Loop(n=per_core, pipes=fix_pipes, read_bytes=n_blk * sum(block_loads),

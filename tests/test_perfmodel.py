@@ -1085,22 +1085,64 @@ def test_grouped_matmul_bias_is_loaded_per_block_and_off_grid_rows_cost_more():
     b = hw.dma("gm_to_l1_trans", 4 * b_step) / 4
     assert plain.loops[0].pipes["mte2"] == pytest.approx(hw.dma("gm_to_l1", 8 * a_step) / 8 + b)
     assert biased.loops[0].pipes["mte2"] == pytest.approx(hw.dma("gm_to_l1", 4 * a_step) / 4 + b)
-    # N = 255: C's rows (510 bytes) are off the 32-byte grid, like B's: the FixPipe store writes twice the sectors.
-    # The kernel's Matmul sets enUnitFlag (matmulCFGUnitFlag): the FixPipe drains L0C behind the last k-step's
-    # mmad, so only what it takes beyond that mmad is left
-    off = ops.grouped_matmul_work(hw, x, T((4, 512, 255), "float16"), (256, 512, 768, 1024))
+    # N = 511: C's rows (1022 bytes) are off the 32-byte grid, like B's, and a row takes two blocks: the FixPipe
+    # store of a block's pieces of them writes twice the sectors. The kernel's Matmul sets enUnitFlag
+    # (matmulCFGUnitFlag): the FixPipe drains L0C behind the last k-step's mmad, so only what it takes beyond
+    # that mmad is left
+    off = ops.grouped_matmul_work(hw, x, T((4, 512, 511), "float16"), (256, 512, 768, 1024))
     mmad = hw.mmad(128, 64, 256, "float16")
     assert plain.loops[1].pipes["fixpipe"] == pytest.approx(max(0.0, hw.dma("l0c_to_gm", 128 * 256 * 2) - mmad))
     assert off.loops[1].pipes["fixpipe"] == pytest.approx(max(0.0, hw.dma("l0c_to_gm", 2 * 128 * 256 * 2) - mmad))
     assert off.loops[1].pipes["fixpipe"] > plain.loops[1].pipes["fixpipe"] > 0
     assert "mte2" not in off.loops[1].pipes         # a store loads nothing: no GM load latency
-    # B [K,N] rows of 510 bytes: each k-step's 64 K-rows (fp16 baseK); each group's B is read by its two row
-    # blocks, so of the 8 blocks x 8 k-steps of 64 x 255 they load (a block is 255 columns wide: N's tail),
-    # the 4 weights' 512 x 255 come from HBM: half
+    # B [K,N] rows of 1022 bytes: each k-step's 64 K-rows (fp16 baseK); each group's B is read by its two row
+    # blocks, so of the 16 blocks x 8 k-steps of 64 x 255.5 they load, the 4 weights' 512 x 511 come from HBM:
+    # half
     assert plain.loops[0].offgrid_rows == 0
-    assert off.loops[0].offgrid_rows == pytest.approx(64 * (4 * 512 * 255) / (8 * 8 * 64 * 255)) == 32
+    assert off.loops[0].offgrid_rows == pytest.approx(64 * (4 * 512 * 511) / (16 * 8 * 64 * 255.5)) == 32
     t = [combine(off, _params(offgrid_row_cycles=c), "g", "atlas-a2").latency_us for c in (30.0, 90.0)]
     assert t[1] > t[0]
+
+
+def test_off_grid_rows_whole_or_strided():
+    """cube_loops: an off-grid operand copied as whole rows laid back to back (A with K within one copy of
+    depth_a k-steps, [K,N] B and C with N within a block, [N,K] B with K within one copy) pays a load head a
+    row and copy (two a C row) and no HBM row cost; a strided off-grid row pays the HBM row cost once per
+    block, however many k-chunks copy it. Ascend 950's DMA does not take the whole-row rule (950.toml)."""
+    hw = hardware("Ascend910B2")
+    assert hw.data["dma"]["offgrid_whole_rows"] is True
+    gl = (256, 512, 768, 1024)
+    plain = ops.grouped_matmul_work(hw, T((1024, 128), "float16"), T((4, 128, 256), "float16"), gl)
+    # K = 127: A's rows (254 bytes) are whole in each block's one copy of them (stepKa 8 x 64 >= 127)
+    a_whole = ops.grouped_matmul_work(hw, T((1024, 127), "float16"), T((4, 127, 256), "float16"), gl)
+    assert a_whole.tiles["k_steps"] == plain.tiles["k_steps"] == 2
+    assert a_whole.loops[0].offgrid_rows == 0
+    assert a_whole.loops[0].pipes["mte2"] == pytest.approx(plain.loops[0].pipes["mte2"] + 128 / 2 * hw.load_head_s)
+    # N = 255 with [K,N] B: B's and C's rows are whole (a block is all 255 columns): a head per B row (its 64
+    # K-rows a k-step) and two per C row, one FixPipe pass (not twice the sectors)
+    nw = ops.grouped_matmul_work(hw, T((1024, 512), "float16"), T((4, 512, 255), "float16"), gl)
+    n256 = ops.grouped_matmul_work(hw, T((1024, 512), "float16"), T((4, 512, 256), "float16"), gl)
+    assert nw.loops[0].offgrid_rows == 0
+    assert nw.loops[0].pipes["mte2"] == pytest.approx(n256.loops[0].pipes["mte2"] + 64 * hw.load_head_s)
+    assert nw.loops[1].pipes["fixpipe"] == pytest.approx(n256.loops[1].pipes["fixpipe"] + 2 * 128 * hw.load_head_s)
+    # [N,K] B (transpose_weight) with K = 127: its 256 rows a block, one copy, and A's 128
+    tw = ops.grouped_matmul_work(hw, T((1024, 127), "float16"), T((4, 256, 127), "float16"), gl,
+                                 transpose_weight=True)
+    tw128 = ops.grouped_matmul_work(hw, T((1024, 128), "float16"), T((4, 256, 128), "float16"), gl,
+                                    transpose_weight=True)
+    assert tw.loops[0].offgrid_rows == 0
+    assert tw.loops[0].pipes["mte2"] == pytest.approx(tw128.loops[0].pipes["mte2"] + (128 + 256) / 2 * hw.load_head_s)
+    # K = 1023: A's rows (2046 bytes) are copied in two chunks of 8 k-steps (512 columns): strided, from HBM once
+    # per block (the one n-block reads x once: all of it first touches, 1023 of the 16 x 64 columns its k-steps
+    # load): bm rows over the 16 k-steps, not bm a chunk
+    strided = ops.grouped_matmul_work(hw, T((1024, 1023), "float16"), T((4, 1023, 256), "float16"), gl)
+    assert strided.tiles["k_steps"] == 16
+    assert strided.loops[0].offgrid_rows == pytest.approx(128 / 16 * 1023 / 1024)
+    # 950 (arch35): no whole-row rule, its K = 127 rows pay the HBM row cost
+    hw950 = hardware("Ascend950PR_9589")
+    assert not hw950.data["dma"].get("offgrid_whole_rows", False)
+    w950 = ops.grouped_matmul_work(hw950, T((1024, 127), "float16"), T((4, 127, 256), "float16"), gl)
+    assert w950.loops[0].offgrid_rows > 0
 
 
 @pytest.mark.parametrize("kw,rule", [
