@@ -66,3 +66,44 @@ def test_grouped_matmul_nz_prose(readme):
             assert nd == nz and f"{nd:.1f} µs either way for\n16 tokens" in readme
         else:
             assert f"NZ gives {nz:.1f} µs, ND {nd:.1f} µs" in readme
+
+
+def test_transposed_weight_on_950dt(readme):
+    x1 = T((1, 7168), "int8")
+    t, nd = (perfmodel.predict("npu_quant_matmul", "ascend-950dt", x1=x1, x2=x2, scale=T((576,), "float32"),
+                               output_dtype="bfloat16") for x2 in (T((576, 7168), "int8").T, T((7168, 576), "int8")))
+    assert (f"runs on ascend-950dt on {t.block_dim} cores ({t.latency_us:.1f} µs) with\n`w.T`, against "
+            f"{nd.block_dim} cores ({nd.latency_us:.1f} µs)") in readme
+
+
+def test_nz_mark_in_the_record_prose(readme):
+    nd, nz = (perfmodel.predict("npu_quant_matmul", "atlas-a2", x1=T((16, 7168), "int8"), x2=T((7168, 2048), "int8"),
+                                scale=T((2048,), "bfloat16"), pertoken_scale=T((16,), "float32"),
+                                output_dtype="bfloat16", x2_format=f).latency_us for f in ("ND", "NZ"))
+    assert f"predicted at {nd:.1f} µs, not {nz:.1f})" in readme
+
+
+def test_fake_quant_prose(readme):
+    def fq(shape, x_dt, s_dt, axis):
+        return perfmodel.predict("fake_quantize_per_channel_affine_cachemask", "atlas-a2", x=T(shape, x_dt),
+                                 scale=T((shape[axis],), s_dt), zero_point=T((shape[axis],), "int32"), axis=axis,
+                                 quant_min=-128, quant_max=127)
+    a0, a1 = fq((4096, 4096), "float32", "float32", 0), fq((4096, 4096), "float32", "float32", 1)
+    transposes = sum(us for k, us in a1.kernels if k == "Transpose")
+    assert (f"that is {a0.latency_us:.0f} µs\n  for axis 0 and {a1.latency_us:.0f} µs for axis 1, of which "
+            f"{transposes:.0f} µs are the three Transposes") in readme
+    h1, h0, f1, f0 = (fq((1, 7168), "float16", s, axis).latency_us
+                      for s in ("float16", "float32") for axis in (1, 0))
+    assert f"is predicted at {h1:.0f} µs, along axis 0 (one channel) at {h0:.1f} µs" in readme
+    assert f"{f1:.0f} µs and {f0:.1f} µs)" in readme
+
+
+def test_moe_routing_steps_and_310p_matmul(readme):
+    from perfmodel.sweep import Point, build_args
+    lat = {t: perfmodel.predict("moe_init_routing_quant", "atlas-a2",
+                                **build_args(Point("moe_init_routing_quant", "atlas-a2", t, dtype="bfloat16"))).latency_us
+           for t in (4, 7, 8)}
+    assert f"({lat[7]:.1f} µs, against {lat[4]:.1f} µs at 4 and {lat[8]:.1f} µs at 8" in readme
+    p = perfmodel.predict("npu_quant_matmul", "atlas-inference", x1=T((8192, 8192), "int8"),
+                          x2=T((8192, 8192), "int8"), scale=T((8192,), "int64"), output_dtype="float16")
+    assert f"takes {p.latency_us / 1000:.1f} ms" in readme
