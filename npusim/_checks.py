@@ -86,22 +86,23 @@ def out_tensor(op: str, name: str, out, shape: tuple, dtype, product=None,
                shape_status: int = ACLNN_ERR_PARAM_INVALID) -> np.ndarray:
     """An in-place output: a writable, native-byte-order ndarray of exactly `shape` and `dtype` (a wrong shape
     is `shape_status`: the operator's aclnn doc may list it as a tiling error)."""
-    prod = _soc_name(product)
     if out is None:
-        raise nullptr(op, name, prod)
+        raise nullptr(op, name, _soc_name(product))
     if not isinstance(out, np.ndarray):
-        raise invalid(op, name, f"must be a numpy array (it is written in place), got {type(out).__name__}", prod)
+        raise invalid(op, name, f"must be a numpy array (it is written in place), got {type(out).__name__}",
+                      _soc_name(product))
     if out.dtype.byteorder == ">":
         raise invalid(op, name, f"must be in native byte order (it is written in place), got big-endian "
-                      f"{formats.dtype_name(out.dtype)}", prod)
+                      f"{formats.dtype_name(out.dtype)}", _soc_name(product))
     want = formats.as_dtype(dtype)
     if out.dtype != want:
         raise invalid(op, name, f"dtype must be {formats.dtype_name(want)}, got {formats.dtype_name(out.dtype)}",
-                      prod)
+                      _soc_name(product))
     if tuple(out.shape) != tuple(shape):
-        raise invalid(op, name, f"shape must be {tuple(shape)}, got {tuple(out.shape)}", prod, shape_status)
+        raise invalid(op, name, f"shape must be {tuple(shape)}, got {tuple(out.shape)}", _soc_name(product),
+                      shape_status)
     if not out.flags.writeable:
-        raise invalid(op, name, "must be writable (it is written in place)", prod)
+        raise invalid(op, name, "must be writable (it is written in place)", _soc_name(product))
     return out
 
 
@@ -111,12 +112,11 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 def int_attr(op: str, name: str, v, product=None) -> int:
     """A host-side integer attribute: an int64 (aclnn attributes are int64_t; PyTorch's are int64 too).
     bools, floats, strings and values beyond int64 are rejected, never truncated or wrapped."""
-    prod = _soc_name(product)
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-        raise invalid(op, name, f"must be an integer, got {v!r}", prod)
+        raise invalid(op, name, f"must be an integer, got {v!r}", _soc_name(product))
     v = int(v)
     if not INT64_MIN <= v <= INT64_MAX:
-        raise invalid(op, name, f"must fit in int64 [-2**63, 2**63 - 1], got {v}", prod)
+        raise invalid(op, name, f"must fit in int64 [-2**63, 2**63 - 1], got {v}", _soc_name(product))
     return v
 
 
@@ -174,17 +174,16 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> bool:
 def written_apart(op: str, product=None, **written) -> None:
     """The arrays a call writes (by parameter name; None skipped) must not overlap themselves or each
     other: the result would depend on the order of the writes (PyTorch refuses such outputs too)."""
-    prod = _soc_name(product)
     names = [name for name, a in written.items() if a is not None]
     for i, name in enumerate(names):
         a = written[name]
         if _overlaps_itself(a):
             raise invalid(op, name, f"must not overlap itself (every element is written), got strides "
                           f"{a.strides} for shape {a.shape}: pass an array without zero or interleaved strides",
-                          prod)
+                          _soc_name(product))
         for other in names[:i]:
             if _overlap(written[other], a):
-                raise invalid(op, name, f"must not overlap {other} (both are written)", prod)
+                raise invalid(op, name, f"must not overlap {other} (both are written)", _soc_name(product))
 
 
 def unshared(inputs, written) -> tuple:

@@ -39,7 +39,8 @@ from perfmodel import plots, sweep
 from perfmodel.calibration import load_calibration
 from perfmodel.hw import hardware
 from perfmodel.model import PIPES
-from perfmodel.predict import OPERATORS, check_operator, check_product, op_parameters, predict, supported_products
+from perfmodel.predict import (L2_STATES, OPERATORS, check_operator, check_product, op_parameters, predict,
+                               supported_products)
 from perfmodel.profiles import skipped_files_summary, skipped_summary
 from perfmodel.published import FITTED_TRUST, measured_coverage
 
@@ -730,7 +731,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("args", nargs="*", metavar="NAME=VALUE", help="the operator's arguments")
     pr.add_argument("--product", default="atlas-a2", metavar="P", action=_Once, help="product id or SoC name (default atlas-a2)")
     pr.add_argument("--calibration", metavar="JSON", help="calibration written by `npusim calibrate`")
-    pr.add_argument("--l2", choices=("cold", "warm"), default="cold",
+    pr.add_argument("--l2", choices=L2_STATES, default="cold",
                     help="inputs read from HBM (cold, the profilers' setting; default) or from L2 where they fit")
     pr.set_defaults(func=cmd_predict)
 
@@ -769,7 +770,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also record the stand-in's calls on meta tensors (device='meta'): planned from shapes, "
                    "nothing computed, so a script can size a model at any batch in no time (perfmodel.record(meta=True))")
     r.add_argument("--calibration", metavar="JSON", help="calibration written by `npusim calibrate`")
-    r.add_argument("--l2", choices=("cold", "warm"), default="cold",
+    r.add_argument("--l2", choices=L2_STATES, default="cold",
                    help="inputs read from HBM (cold, the profilers' setting; default) or from L2 where they fit "
                    "(warm: weights too, which a real model step gets only with a weight prefetch)")
     r.add_argument("--csv", metavar="PATH", help="also write one row per launch (and per --also product), with the "
@@ -803,7 +804,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"how npu_quant_matmul's and grouped_matmul's weight is stored: "
                    f"{', '.join(sweep.WEIGHT_FORMATS)} (default ND)")
     s.add_argument("--calibration", metavar="JSON", help="calibration written by `npusim calibrate`")
-    s.add_argument("--l2", choices=("cold", "warm"), help="inputs read from HBM (cold, the profilers' setting; "
+    s.add_argument("--l2", choices=L2_STATES, help="inputs read from HBM (cold, the profilers' setting; "
                    "default) or from L2 where they fit")
     s.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
     s.add_argument("--pipe-tokens", type=_positive, metavar="T", help="token count of the per-pipe bars (default 1024)")
@@ -817,7 +818,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "launch) and compare_summary.csv, and figures. With no --profiles or --published: the "
                        "packaged calibration set.")
     _add_measured_args(c)
-    c.add_argument("--l2", choices=("cold", "warm"), default="cold",
+    c.add_argument("--l2", choices=L2_STATES, default="cold",
                    help="inputs read from HBM (cold: what benchmarks that flush L2 measure; default) or from L2 "
                    "where they fit (warm: a model run, where the kernel before wrote them)")
     c.add_argument("--worst", type=_positive, default=5, metavar="K",

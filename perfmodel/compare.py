@@ -19,7 +19,7 @@ import pandas as pd
 from npusim.products import socs_of
 from perfmodel.calibration import load_calibration
 from perfmodel.model import PIPES
-from perfmodel.predict import L2_STATES, check_product
+from perfmodel.predict import check_l2, check_product
 from perfmodel.profiles import EXAMPLES_PER_REASON, read_profiles, to_predict_args
 from perfmodel.published import MEASURED_COLUMNS, calibration_set, default_published_path, read_published
 from perfmodel.rows import predict_rows
@@ -144,8 +144,7 @@ def compare(measured: pd.DataFrame, calibration=None, l2: str = "cold") -> pd.Da
     status ('skipped' also when the measured time is not a finite positive number), reason, soc,
     predicted_us, predicted_block_dim, bound, error_pct (signed, 100*(pred-meas)/meas), ape_pct, same_launch
     (measured block_dim unknown or equal to the predicted one), pred_pipe_<pipe>_us."""
-    if l2 not in L2_STATES:
-        raise ValueError(f"l2 must be one of {L2_STATES}, got {l2!r}")
+    check_l2(l2)
     calibration = load_calibration(calibration)
     n = len(measured)
     ops = measured["op"].fillna("").to_numpy()

@@ -53,6 +53,8 @@ OP_COLORS = {
     "moe_init_routing_quant": "#ff7f0e", "fake_quantize_per_channel_affine_cachemask": "#9467bd",
     "indexer_compress_epilog": "#2ca02c", "matmul": "#8c564b", "grouped_matmul": "#e377c2", "add": "#bcbd22",
     "sigmoid": "#393b79", "gelu": "#c51b7d", "maximum": "#00897b", "sqrt": "#637939"}
+# file names of the sweep figures: <prefix>_<product>[_<dtype>] (plot_sweep also removes stale ones by them)
+_SWEEP_FIGURE_PREFIX = {"latency": "latency_vs_tokens", "roofline": "roofline", "pipes": "pipes"}
 _SPARE_COLORS = ("#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5")
 NOT_FITTED_COLOR = "0.45"
 # one marker per product (compare) and per SoC (validation: a product's SoCs differ; its default SoC takes the
@@ -267,7 +269,8 @@ def plot_latency_vs_tokens(sweep: pd.DataFrame, outdir) -> list[str]:
         title += "\ntokens = rows of activations (M of a matmul); fixed shapes in each label"
         _log_axes(ax, "tokens (rows of activations)", "predicted latency (µs)", title, legend_size=7.5,
                   legend_loc="upper left" if len(handles) <= 6 else "below", xbase=2, handles=handles)
-        paths += save(fig, Path(outdir) / f"latency_vs_tokens_{product}{'_' + dtype if dtype else ''}")
+        stem = f"{_SWEEP_FIGURE_PREFIX['latency']}_{product}{'_' + dtype if dtype else ''}"
+        paths += save(fig, Path(outdir) / stem)
     return paths
 
 
@@ -366,7 +369,7 @@ def plot_roofline(sweep: pd.DataFrame, outdir) -> list[str]:
         ax.set_title(title, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
-        paths += save(fig, Path(outdir) / f"roofline_{product}")
+        paths += save(fig, Path(outdir) / f"{_SWEEP_FIGURE_PREFIX['roofline']}_{product}")
     return paths
 
 
@@ -483,11 +486,9 @@ def plot_pipe_bars(sweep: pd.DataFrame, outdir, tokens: int | None = None) -> li
                 + ("\nan operator launching several kernels runs them one after another: its 'kernels' row splits the "
                    "latency, and each pipe bar adds up over them" if multi else ""), fontsize=8.5)
             fig.tight_layout()
-            paths += save(fig, Path(outdir) / f"pipes_{product}{'_' + dtype if dtype else ''}")
+            stem = f"{_SWEEP_FIGURE_PREFIX['pipes']}_{product}{'_' + dtype if dtype else ''}"
+            paths += save(fig, Path(outdir) / stem)
     return paths
-
-
-_SWEEP_FIGURE_PREFIX = {"latency": "latency_vs_tokens", "roofline": "roofline", "pipes": "pipes"}
 
 
 def plot_sweep(sweep: pd.DataFrame, outdir, kinds=("latency", "roofline", "pipes"), tokens=None) -> list[str]:

@@ -207,9 +207,9 @@ def check_arguments(op: str, args) -> None:
 L2_STATES = ("cold", "warm")
 
 
-def _check_l2(l2) -> None:
+def check_l2(l2) -> None:
     if l2 not in L2_STATES:
-        raise ValueError(f"perfmodel: l2 must be one of {L2_STATES}, got {l2!r}")
+        raise ValueError(f"perfmodel: l2 must be one of {', '.join(L2_STATES)}, got {l2!r}")
 
 
 def _in_l2(work, hw, l2):
@@ -222,7 +222,7 @@ def _in_l2(work, hw, l2):
 
 
 def _work(op, soc, hw, args, l2="cold"):
-    _check_l2(l2)
+    check_l2(l2)
     check_arguments(op, args)
     weight, option = ops.WEIGHT_FORMAT_OPTIONS.get(op, (None, None))
     if option is not None and option not in args:
@@ -296,7 +296,7 @@ def predict_plan(plan, *, calibration=None, l2: str = "cold", **options) -> Pred
     for name in options:
         if name not in allowed:
             raise TypeError(f"{op}: unknown option {name!r}; its options: {', '.join(allowed) or 'none'}")
-    _check_l2(l2)
+    check_l2(l2)
     hw = hardware(plan.soc)
     work = _in_l2(ops.PLAN_BUILDERS[op](plan, hw, **options), hw, l2)
     return combine(work, _params(calibration, hw.family), op, plan.soc.product)

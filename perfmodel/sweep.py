@@ -47,7 +47,7 @@ from npusim.formats import as_dtype, dtype_name
 from npusim.plan import TensorSpec
 from perfmodel.calibration import load_calibration
 from perfmodel.ops import ELEMENTWISE, WEIGHT_FORMAT_OPTIONS, even_group_list
-from perfmodel.predict import L2_STATES, check_operator, check_product, did_you_mean, supported_products
+from perfmodel.predict import check_l2, check_operator, check_product, did_you_mean, supported_products
 from perfmodel.published import FITTED_TRUST, measured_coverage
 from perfmodel.rows import ROW_COLUMNS, predict_rows
 
@@ -324,8 +324,10 @@ def load_config(path) -> dict:
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
     if "l2" in cfg:
-        if cfg["l2"] not in L2_STATES:
-            raise ValueError(f"{path}: l2 must be one of {', '.join(L2_STATES)}, got {cfg['l2']!r}"[:300])
+        try:
+            check_l2(cfg["l2"])
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}"[:300]) from None
         out["l2"] = cfg["l2"]
     if "calibration" in cfg:
         if not isinstance(cfg["calibration"], str):
@@ -386,8 +388,7 @@ def run_sweep(points, calibration=None, progress: bool | None = None, l2: str = 
     fit as checks; 0 and 0: no measurement behind the point) and l2 (inputs from HBM, 'cold', as the profilers
     measure, or from L2 where they fit, 'warm': named in the CSV, as a warm and a cold sweep are otherwise alike).
     progress: None = show a bar when there are 50 points or more."""
-    if l2 not in L2_STATES:
-        raise ValueError(f"l2 must be one of {', '.join(L2_STATES)}, got {l2!r}")
+    check_l2(l2)
     points = list(points)
     calibration = load_calibration(calibration)
     bar = Progress(len(points), enabled=(len(points) >= 50) if progress is None else progress)
