@@ -186,8 +186,12 @@ def _print_prediction(p) -> None:
              "the critical cube core and its vector cores"
              if p.plan is not None and p.plan.core_type == "mix" else "the critical core")
     print(f"  pipes on {where} (us): " + ", ".join(f"{k} {v:.4g}" for k, v in p.pipes_us.items() if v))
+    peak = hardware(get_product(p.soc)).hbm_peak_Bps / 1e9
+    # bytes read + written per second: written bytes that stay in L2 never reach HBM, so this may pass HBM's peak
+    above = f" (above the {peak:.0f} GB/s HBM peak: written bytes that stay in L2 never reach HBM)" \
+        if p.achieved_GBps > peak else ""
     print(f"  read {p.bytes_read / 1e6:.4g} MB, written {p.bytes_written / 1e6:.4g} MB, {p.flops / 1e9:.4g} GFLOP; "
-          f"{p.achieved_GBps:.4g} GB/s, {p.achieved_TOPS:.4g} TOPS")
+          f"{p.achieved_GBps:.4g} GB/s read + written{above}, {p.achieved_TOPS:.4g} TOPS")
 
 
 def _coverage_text(op: str, soc: str, own_calibration: bool = False) -> str:

@@ -107,7 +107,7 @@ class Prediction:
     block_dim: int
     tiling_key: int | None
     tiles: dict
-    achieved_GBps: float
+    achieved_GBps: float              # bytes read + written per second (past the HBM peak where writes stay in L2)
     achieved_TOPS: float
     plan: object = None
     chip_us: float = 0.0              # HBM traffic at the chip's effective rate alone (the memory roofline)

@@ -99,6 +99,21 @@ def test_predict_prints_the_breakdown_of_perfmodel_predict(capsys):
     assert rc == 0 and f": {g.latency_us:.4g} us" in out.splitlines()[0]
 
 
+def test_predict_says_when_its_bytes_per_second_pass_the_hbm_peak(capsys):
+    # achieved GB/s counts bytes read + written; written bytes that stay in L2 let it pass HBM's peak
+    import perfmodel
+    from perfmodel import TensorSpec as T
+    from perfmodel.hw import hardware
+    from npusim.products import get_product
+    for product in ("ascend-950pr", "atlas-a2"):
+        rc, out, err = run(capsys, "predict", "npu_dynamic_quant", "x=4096x7168:bfloat16", "--product", product)
+        assert rc == 0, err
+        p = perfmodel.predict("npu_dynamic_quant", product, x=T((4096, 7168), "bfloat16"))
+        peak = hardware(get_product(product)).hbm_peak_Bps / 1e9
+        assert f"{p.achieved_GBps:.4g} GB/s read + written" in out
+        assert (f"above the {peak:.0f} GB/s HBM peak" in out) == (p.achieved_GBps > peak), (product, out)
+
+
 def test_predict_says_what_measurements_stand_behind_it(capsys):
     """The breakdown ends with the packaged calibration set's timings of the operator on that SoC: fitted, held
     out, or none (an estimate from hardware facts), so that an unvalidated product does not look as trusted as a
