@@ -151,8 +151,12 @@ def compare(measured: pd.DataFrame, calibration=None, l2: str = "cold") -> pd.Da
     target = measured["target"].to_numpy() if "target" in measured else np.full(n, None)
     target = np.where([isinstance(t, str) and t != "" for t in target], target, measured["product"].fillna(""))
     args = measured["args"].to_numpy()
-    launch = pd.factorize(pd.MultiIndex.from_arrays([ops, target, [id(a) for a in args]]))[0] if n \
-        else np.zeros(0, dtype=np.int64)
+    # the same call spelled two ways in a profile (DT_BF16 and BF16) is one launch: keyed by its arguments' repr
+    # (TensorSpecs show canonical dtype names and the layout), once per argument dict (a call's rows share theirs)
+    text: dict = {}
+    keys = [text.get(id(a)) or text.setdefault(id(a), repr(sorted(a.items())) if isinstance(a, dict) else repr(a))
+            for a in args]
+    launch = pd.factorize(pd.MultiIndex.from_arrays([ops, target, keys]))[0] if n else np.zeros(0, dtype=np.int64)
     first = np.unique(launch, return_index=True)[1]         # codes are 0..U-1: first row of each launch
     results = [None] * len(first)
     groups: dict = {}

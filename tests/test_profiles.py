@@ -452,3 +452,14 @@ def test_cli_prints_the_core_count_hint_skipped_row_places_and_failed_launch_pla
     assert f"e.g. {f}:4 (Add)" in out
     could_not = out[out.index("launches the model could not predict"):]
     assert f"{f}:8" in could_not
+
+
+def test_one_call_with_its_dtypes_spelled_two_ways_is_one_launch(tmp_path):
+    # msprof writes DT_BF16 in one version and BF16 in another: the same call, counted once in the launch table
+    from perfmodel import compare as cmp
+    spelled = _ADD[:5] + ("BF16;BF16",) + _ADD[6:]
+    path = _mini_profile(tmp_path / "op_summary_0.csv", [_ADD, spelled, _MATMUL])
+    joined = cmp.compare(cmp.measured_from_profiles([path], "atlas-a2"))
+    launches = cmp.by_launch(joined)
+    assert len(joined) == 3 and len(launches) == 2
+    assert sorted(launches["rows"]) == [1, 2]
