@@ -140,7 +140,7 @@ def ape_pct(predicted, measured):
 def compare(measured: pd.DataFrame, calibration=None, l2: str = "cold") -> pd.DataFrame:
     """Predict every measured row (l2: 'cold', inputs from HBM as a benchmark that flushes L2 measures, or
     'warm', inputs from L2 as far as they fit, as in a model run where the previous kernel wrote them).
-    Adds: launch (rows with the same op, product/SoC and argument dict share it: each is predicted once),
+    Adds: launch (rows with the same op, product/SoC and arguments share it: each is predicted once),
     status ('skipped' also when the measured time is not a finite positive number), reason, soc,
     predicted_us, predicted_block_dim, bound, error_pct (signed, 100*(pred-meas)/meas), ape_pct, same_launch
     (measured block_dim unknown or equal to the predicted one), pred_pipe_<pipe>_us."""

@@ -573,7 +573,9 @@ def _slots(row) -> list:
     input: no shape and no dtype, or DT_UNDEFINED). An empty shape with a dtype stays: a 0-d tensor to an
     elementwise op, an absent optional input to the others (they take no 0-d one)."""
     shapes = list(row["input_shapes"])
-    dtypes = list(row["input_dtypes"]) + [""] * max(0, len(row["input_shapes"]) - len(row["input_dtypes"]))
+    if len(row["input_dtypes"]) > len(shapes):     # which dtype belongs to which input is then a guess
+        raise ValueError(f"{len(row['input_dtypes'])} input dtypes for {len(shapes)} input shapes")
+    dtypes = list(row["input_dtypes"]) + [""] * (len(shapes) - len(row["input_dtypes"]))
     return [None if s == () and d in _ABSENT_DTYPES else (s, d) for s, d in zip(shapes, dtypes)]
 
 
@@ -682,6 +684,15 @@ def to_predict_args(row) -> dict:
             if x1d != "int8" or x2d != "int8":
                 raise ValueError(f"only int8 x int8 is mapped, got {x1d} x {x2d}")
             nz = _nz(row, 1)             # stored FRACTAL_NZ: the profile shows the fractal storage shape
+            # x2 is rebuilt from x1's K and the output's N: its recorded shape must agree, else the row is refused
+            # (an NZ weight may be recorded in its fractal storage shape or, by some versions, its ND one)
+            plain = len(x2s) >= 2 and tuple(x2s[-2:]) in ((k, n), (n, k))
+            fractal = nz and len(x2s) >= 4 and min(x2s[-2:]) > 0 and x2s[-4] == -(-n // x2s[-1]) \
+                and x2s[-3] == -(-k // x2s[-2])
+            if not (plain or fractal):
+                raise ValueError(f"x2 shape {x2s} is not [K, N] or [N, K]" + (
+                    ", nor the FRACTAL_NZ storage (ceil(N/n0), ceil(K/k0), k0, n0)," if nz else "")
+                    + f" of K = {k} (x1) and N = {n} (the output)")
             x2_batch = () if nz or len(x2s) <= 2 else tuple(batch)
             # The profile records the kernel's input descriptor. aclnn's QuantMatmul passes a transposed x2 (w.T
             # of a contiguous [n, k] weight, as LinearA8W8Quant does) as its [n, k] storage with transpose_x2 set,

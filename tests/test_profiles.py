@@ -410,7 +410,7 @@ def test_quant_matmul_x2_recorded_n_by_k_is_the_transposed_weight():
     assert x2_of("1,7168;576,7168;576", "1,576").transposed
     assert x2_of("1,7168;7168,576;576", "1,576") == TensorSpec((7168, 576), "int8")
     assert x2_of("1,4096;4096,4096;4096", "1,4096") == TensorSpec((4096, 4096), "int8")
-    assert x2_of("1,7168;18,224,16,32;576", "1,576", "ND;FRACTAL_NZ;ND") == TensorSpec((7168, 576), "int8")
+    assert x2_of("1,7168;18,448,16,32;576", "1,576", "ND;FRACTAL_NZ;ND") == TensorSpec((7168, 576), "int8")
 
 
 def test_core_count_hint_names_the_smaller_socs_of_the_product():
@@ -463,3 +463,19 @@ def test_one_call_with_its_dtypes_spelled_two_ways_is_one_launch(tmp_path):
     launches = cmp.by_launch(joined)
     assert len(joined) == 3 and len(launches) == 2
     assert sorted(launches["rows"]) == [1, 2]
+
+
+def test_a_row_whose_shapes_disagree_is_refused_with_its_reason():
+    # x2 is rebuilt from x1's K and the output's N: a recorded x2 that fits neither layout (nor the NZ storage
+    # of K x N), or more dtypes than shapes, is refused rather than predicted as some other call
+    def args(shapes, dtypes="INT8;INT8;FLOAT", formats=None):
+        return to_predict_args(_row("npu_quant_matmul", "QuantBatchMatmulV3", shapes, dtypes, "16,2048", "DT_BF16",
+                                    formats=formats))
+    assert args('"16,7168;7168,2048;2048"')["x2"].shape == (7168, 2048)
+    assert args('"16,7168;64,448,16,32;2048"', formats="ND;FRACTAL_NZ;ND")["x2_format"] == "NZ"
+    with pytest.raises(ValueError, match=r"x2 shape \(4096, 2048\) is not \[K, N\] or \[N, K\] of K = 7168"):
+        args('"16,7168;4096,2048;2048"')
+    with pytest.raises(ValueError, match="nor the FRACTAL_NZ storage"):
+        args('"16,7168;5,5,5,5;2048"', formats="ND;FRACTAL_NZ;ND")
+    with pytest.raises(ValueError, match="4 input dtypes for 3 input shapes"):
+        args('"16,7168;7168,2048;2048"', dtypes="INT8;INT8;FLOAT;FLOAT")
