@@ -246,9 +246,11 @@ def read_profiles(paths, *, unitless_unit: str = "us") -> pd.DataFrame:
     files, repeated = _expand(paths)
     for path in files:
         try:
-            with open(path, newline="", encoding="utf-8-sig") as fh:
+            # a byte that is not UTF-8 (e.g. a GBK op name from a Windows export) becomes U+FFFD: the columns
+            # read (types, shapes, dtypes, times) are ASCII, and a row it does garble is skipped with its line
+            with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
                 _read_records(str(path), csv.reader(fh), _TIME_UNITS[unitless_unit], acc)
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        except (OSError, csv.Error) as exc:
             acc.skip_file(str(path), f"unreadable file: {type(exc).__name__}: {exc}"[:200])
     df = acc.frame()
     df.attrs["files"] = [str(f) for f in files]

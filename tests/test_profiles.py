@@ -479,3 +479,14 @@ def test_a_row_whose_shapes_disagree_is_refused_with_its_reason():
         args('"16,7168;5,5,5,5;2048"', formats="ND;FRACTAL_NZ;ND")
     with pytest.raises(ValueError, match="4 input dtypes for 3 input shapes"):
         args('"16,7168;7168,2048;2048"', dtypes="INT8;INT8;FLOAT;FLOAT")
+
+
+def test_a_byte_that_is_not_utf8_costs_no_row(tmp_path):
+    # a GBK op name (a Windows export) is not UTF-8: the rows are still read; the op name is not needed
+    path = _mini_profile(tmp_path / "op_summary_0.csv", [_ADD, _MATMUL])
+    raw = path.read_bytes().replace(b"op0,", "\u91cf\u5316,".encode("gbk"))
+    path.write_bytes(raw)
+    with pytest.raises(UnicodeDecodeError):
+        raw.decode("utf-8")
+    df = read_profiles(path)
+    assert len(df) == 2 and not df.attrs["skipped_files"]
