@@ -19,6 +19,8 @@ of the fitted rows and predicts those:
 from __future__ import annotations
 
 import argparse
+import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +84,26 @@ def summary(per_row: pd.DataFrame, trust: str = FITTED) -> pd.DataFrame:
                              "cv_group_pct": "logo_mape", "cv_family_pct": "family_mape"})
 
 
+ROW_LEGEND = ("per row: predicted_us against measured_us (the packaged calibration set), error_pct = 100 x "
+              "(predicted - measured) / measured in-sample; trust: measured (fitted), or analogue / doubtful / holdout "
+              "(predicted, never fitted); family: the row's shape family")
+CV_LEGEND = ("; cv_group_pct: the error when the calibration is refitted without the row's group (operator x SoC); "
+             "cv_family_pct: refitted without the row's shape family")
+
+
+def _same_params(cal, path) -> bool:
+    """Whether the calibration JSON at `path` holds `cal`'s parameters (relative 1e-6: the last digits of a fit
+    move with the machine's BLAS, and a rewrite would only churn the shipped file)."""
+    from perfmodel.calibration import Calibration
+    try:
+        old = Calibration.load(path).params
+    except ValueError:
+        return False
+    return old.keys() == cal.params.keys() and all(
+        old[f].keys() == cal.params[f].keys() and all(math.isclose(old[f][k], v, rel_tol=1e-6, abs_tol=1e-12)
+                                                      for k, v in cal.params[f].items()) for f in old)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m perfmodel.fit_report",
                                  description="Fit the model to the packaged measurements and report its errors.")
@@ -99,23 +121,31 @@ def main(argv=None) -> int:
             show[c] = show[c].round(1)
     cols = ["group", "label", "predicted_us", "measured_us", "error_pct"] + \
         [c for c in ("cv_group_pct", "cv_family_pct") if c in show] + ["trust", "family"]
-    # labels left-aligned and cut to a terminal's width (validation.csv, written with --figure, keeps them whole)
+    # labels left-aligned and cut in the middle to a terminal's width, keeping their ends (output dtypes tell
+    # calls apart there); validation.csv, written with --figure, keeps them whole
     width = {"group": max(map(len, show["group"])), "label": 72}
-    cut = {c: (lambda v, w=w: (v if len(v) <= w else v[:w - 3] + "...").ljust(w)) for c, w in width.items()}
+    cut = {c: (lambda v, w=w: (v if len(v) <= w else v[:w - 28] + "..." + v[-25:]).ljust(w))
+           for c, w in width.items()}
+    print(textwrap.fill(ROW_LEGEND + (CV_LEGEND if a.cv else ""), 110))
     with pd.option_context("display.width", 250, "display.max_rows", 1000):
         print(show[cols].to_string(index=False, formatters=cut, justify="left"))
-        print()
+        print("\n" + textwrap.fill("MAPE per group (operator x SoC) over the fitted rows: in_sample_mape"
+              + (", logo_mape (each group refitted without itself), family_mape (each shape family refitted "
+                 "without itself)" if a.cv else "") + "; worst_pct: the largest in-sample |error|", 110))
         print(summary(rows).round(1).to_string())
         print("\nheld out of the fit on purpose (never fitted: the model's error where it was not fitted):")
         print(summary(rows, "holdout").round(1).to_string())
+    print("\nfitted calibration parameters per kernel family (perfmodel/data/<family>.toml says what each means):")
     for fam in sorted(cal.params):
         if fitting.FIT_PARAMS.get(fam):
-            print(fam, {k: round(v, 4) for k, v in cal.params[fam].items()})
+            print(f"  {fam}:", {k: round(v, 4) for k, v in cal.params[fam].items()})
     if a.figure:
         wrote = plots.plot_validation(rows, a.figure)
         rows.round(3).to_csv(Path(a.figure).with_suffix(".csv"), index=False)
         print("wrote " + ", ".join(wrote + [str(Path(a.figure).with_suffix(".csv"))]))
-    if not a.no_write:
+    if not a.no_write and _same_params(cal, a.out):
+        print(f"{a.out} already holds this fit (every parameter within 1e-6): not rewritten")
+    elif not a.no_write:
         # the per-row errors are printed above and kept in the --figure table (perfmodel/validation/), not here
         cal.source = ("perfmodel.fit_report: fit of the packaged calibration set (perfmodel/data/measured_timings.csv "
                       "and published_timings.csv, trusted rows); per-row errors: perfmodel/validation/validation.csv")

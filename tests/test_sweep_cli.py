@@ -484,6 +484,27 @@ def test_fit_report_figure_and_table(tmp_path, monkeypatch, capsys):
     assert (abs(err - table["error_pct"]) <= 0.05 / table["measured_us"] + 0.001).all()
 
 
+def test_fit_report_explains_its_columns_and_rewrites_only_a_changed_calibration(tmp_path, monkeypatch, capsys):
+    import json
+    from perfmodel import fit_report
+    from perfmodel.published import calibration_set
+    rows = calibration_set()
+    monkeypatch.setattr(fit_report, "calibration_set", lambda: rows[rows["op"] == "add"].reset_index(drop=True))
+    out = tmp_path / "cal.json"
+    assert fit_report.main(["--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "error_pct = 100 x (predicted -" in text and "worst_pct" in text and f"wrote {out}" in text
+    assert "fitted calibration parameters per kernel family" in text
+    fitted = json.loads(out.read_text())["params"]
+    assert fit_report.main(["--out", str(out)]) == 0
+    assert "already holds this fit" in capsys.readouterr().out
+    fitted["a2a3"]["launch_us"] *= 1.01             # a calibration that differs is rewritten
+    out.write_text(json.dumps({"source": "s", "params": fitted, "report": []}))
+    assert fit_report.main(["--out", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    assert json.loads(out.read_text())["params"]["a2a3"]["launch_us"] != fitted["a2a3"]["launch_us"]
+
+
 def test_published_config_mapping():
     from perfmodel.published import config_args, published_args
     assert config_args("add", "48 AIV, L2 bypass, UB bank-conflict fix") == dict(
