@@ -87,7 +87,8 @@ def _validate(op, names, x, scale, zero_point, axis, quant_min, quant_max, produ
     if zp_name in ("float16", "float32"):
         raise invalid(op, names["zero_point"],
                       f"float zero points ({zp_name}) are not supported: aclnn intercepts them until the kernel "
-                      "supports them (seed 002 constraint); pass int32", p)
+                      "supports them (the aclnn doc's constraint up to CANN 8.x; CANN 9.2's doc adds a float path, "
+                      "qval = lrintf(x / scale + zero_point), which npusim does not emulate); pass int32", p)
     _checks.dtype_in(op, names["zero_point"], zero_point, ("int32",), p)
     kernel_dtype = "float16" if (x_dtype == "float16" and s_dtype == "float16") else "float32"
     if check_outputs:
