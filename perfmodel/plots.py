@@ -192,17 +192,22 @@ def _log_axes(ax, xlabel: str, ylabel: str, title: str, *, legend_size: int, leg
 
 def _regimes(line: pd.DataFrame) -> list[tuple[float, float, str]]:
     """Points of a latency curve where the kernel's launch changes in a way the curve shows: the tiling key
-    changes, or the latency drops although the tokens grew (more cores launched). (tokens, latency, label)."""
+    changes, the latency drops although the tokens grew because more cores launched, or the kernel variant
+    changes (a plan's or the cost model's named variant: e.g. the quant matmul's weight copies past M = 128).
+    (tokens, latency, label)."""
     out = []
     t, lat = line["tokens"].to_numpy(), line["latency_us"].to_numpy()
     bd = line["block_dim"].to_numpy() if "block_dim" in line else np.full(len(line), np.nan)
     key = line["tiling_key"].to_numpy() if "tiling_key" in line else np.full(len(line), np.nan)
+    var = line["variant"].fillna("").astype(str).to_numpy() if "variant" in line else np.full(len(line), "")
     for i in range(1, len(line)):
         parts = []
         if key[i] != key[i - 1] and np.isfinite(key[i]) and np.isfinite(key[i - 1]):
             parts.append(f"key {key[i - 1]:.0f}→{key[i]:.0f}")
         if lat[i] < lat[i - 1] and bd[i] != bd[i - 1] and np.isfinite(bd[i]) and np.isfinite(bd[i - 1]):
             parts.append(f"{bd[i - 1]:.0f}→{bd[i]:.0f} cores")
+        if var[i] != var[i - 1] and var[i] and var[i - 1]:
+            parts.append(var[i])
         if parts:
             out.append((t[i], lat[i], ", ".join(parts)))
     return out
@@ -238,7 +243,8 @@ def plot_latency_vs_tokens(sweep: pd.DataFrame, outdir) -> list[str]:
     """One figure per product and model dtype: predicted latency (µs) against tokens, log-log, one line per
     operator and shape, labelled with the fixed shapes (hidden, or K and N; topk). Colour = operator (the same in
     every figure); an operator's variants differ in marker and line style. Regime changes are ringed and
-    labelled: a new tiling key, or fewer µs at more tokens because the kernel launches more cores."""
+    labelled: a new tiling key or kernel variant, or fewer µs at more tokens because the kernel launches more
+    cores."""
     df, paths = _usable(sweep, "latency"), []
     for (product, dtype), g in [((prod, d), dg) for prod, pg in df.groupby("product", sort=True)
                                 for d, dg in _dtype_groups(pg)]:
@@ -264,7 +270,7 @@ def plot_latency_vs_tokens(sweep: pd.DataFrame, outdir) -> list[str]:
                             color=color, bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
         if any(len(_regimes(line)) for _, line in lines):
             handles.append(Line2D([], [], ls="none", marker="o", ms=9, mfc="none", mec="k",
-                                  label="regime change: tiling key, or more cores"))
+                                  label="regime change: tiling key, kernel variant, or more cores"))
         title = f"Predicted latency vs tokens — {_soc_text(product, g)}" + (f", model dtype {dtype}" if dtype else "")
         title += "\ntokens = rows of activations (M of a matmul); fixed shapes in each label"
         _log_axes(ax, "tokens (rows of activations)", "predicted latency (µs)", title, legend_size=7.5,

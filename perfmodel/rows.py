@@ -26,6 +26,7 @@ def _row(pred) -> dict:
     for p in PIPES:
         row[f"pipe_{p}_us"] = pipes.get(p, math.nan)
     row["kernels"] = list(getattr(pred, "kernels", None) or [])    # (name, latency_us) per launched kernel
+    row["variant"] = str((getattr(pred, "tiles", None) or {}).get("variant", ""))   # the kernel variant, if named
     return row
 
 

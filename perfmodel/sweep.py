@@ -341,7 +341,7 @@ def load_config(path) -> dict:
 
 # how far to trust a point: the packaged calibration set's timings of its operator on its SoC, fitted and held out
 COVERAGE_COLUMNS = ["fitted_rows", "held_out_rows"]
-SWEEP_COLUMNS = (list(Point.__dataclass_fields__) + ["in_dtype", "out_dtype"] + ROW_COLUMNS + ["kernels"]
+SWEEP_COLUMNS = (list(Point.__dataclass_fields__) + ["in_dtype", "out_dtype"] + ROW_COLUMNS + ["kernels", "variant"]
                  + COVERAGE_COLUMNS + ["l2"])
 
 
@@ -383,7 +383,8 @@ class Progress:
 def run_sweep(points, calibration=None, progress: bool | None = None, l2: str = "cold") -> pd.DataFrame:
     """Predict every point. Columns (SWEEP_COLUMNS): the Point fields, in_dtype, out_dtype, status, reason,
     soc, latency_us, head_us, core_us, chip_us, bound, bytes_read, bytes_written, flops, block_dim, tiling_key,
-    achieved_GBps, achieved_TOPS, pipe_<pipe>_us, kernels (each kernel launched and its time), fitted_rows and
+    achieved_GBps, achieved_TOPS, pipe_<pipe>_us, kernels (each kernel launched and its time), variant (the
+    kernel variant the plan or the cost model names, e.g. how the quant matmul copies its weight), fitted_rows and
     held_out_rows (the packaged calibration set's timings of the operator on that SoC: fitted, and kept out of the
     fit as checks; 0 and 0: no measurement behind the point) and l2 (inputs from HBM, 'cold', as the profilers
     measure, or from L2 where they fit, 'warm': named in the CSV, as a warm and a cold sweep are otherwise alike).

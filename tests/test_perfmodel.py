@@ -312,12 +312,13 @@ def test_dtype_options_may_be_numpy_and_ml_dtypes_types():
 def _regime(p):
     """The launch's tiling regime: key, cores, for moe routing the gather split (the vendor kernel changes its
     loop structure there: SPLIT_K copies every source row on every core, SPLIT_N one each) and the cores that
-    sort (each sorts less when there are more, with one more merge stage after), and a cube kernel's base
-    block (a GEMV's one fractal row streams its weight differently)."""
+    sort (each sorts less when there are more, with one more merge stage after), a cube kernel's base
+    block (a GEMV's one fractal row streams its weight differently) and the named kernel variant (the quant
+    matmul's weight copies: past L2 one k-step at a time up to M = 128)."""
     gather = p.tiles.get("gather") if isinstance(p.tiles.get("gather"), dict) else {}
     vbs = p.tiles.get("vbs") if isinstance(p.tiles.get("vbs"), dict) else {}
     return (p.tiling_key, p.block_dim, gather.get("split"), vbs.get("needCoreNum"), p.tiles.get("base_m"),
-            p.tiles.get("base_n"))
+            p.tiles.get("base_n"), p.tiles.get("variant"))
 
 
 TOKENS_DENSE = sorted(set(range(1, 70)) | {96, 97, 100, 127, 128, 129, 255, 256, 257, 511, 512, 513, 1000, 1024, 2047,

@@ -107,3 +107,22 @@ def test_moe_routing_steps_and_310p_matmul(readme):
     p = perfmodel.predict("npu_quant_matmul", "atlas-inference", x1=T((8192, 8192), "int8"),
                           x2=T((8192, 8192), "int8"), scale=T((8192,), "int64"), output_dtype="float16")
     assert f"takes {p.latency_us / 1000:.1f} ms" in readme
+
+
+def test_quant_matmul_weight_copy_step_at_m_129(readme):
+    # the README names the step where the weight's copies change (same cores, fewer µs), and sweeps ring it
+    import pandas as pd
+    from perfmodel.plots import _regimes
+
+    def p(m):
+        return perfmodel.predict("npu_quant_matmul", "atlas-a2", x1=T((m, 29568), "int8"), x2=T((29568, 8192), "int8"),
+                                 scale=T((8192,), "float32"), pertoken_scale=T((m,), "float32"),
+                                 output_dtype="bfloat16")
+    a, b = p(128), p(129)
+    assert a.block_dim == b.block_dim and b.latency_us < a.latency_us
+    assert f"atlas-a2: {a.latency_us:.0f} µs, then {b.latency_us:.0f} µs" in readme
+    assert f'("{b.tiles["variant"]}")' in readme and a.tiles["variant"] != b.tiles["variant"]
+    line = pd.DataFrame({"tokens": [128, 129], "latency_us": [a.latency_us, b.latency_us],
+                         "block_dim": [a.block_dim, b.block_dim], "tiling_key": [a.tiling_key, b.tiling_key],
+                         "variant": [a.tiles["variant"], b.tiles["variant"]]})
+    assert _regimes(line) == [(129, b.latency_us, b.tiles["variant"])]
