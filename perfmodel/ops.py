@@ -1286,7 +1286,7 @@ def quant_matmul_work(plan, hw, x2_format="ND"):
     core_type = "mix" if epi == "vector" else _cube_core_type(hw)
     # named, so that a sweep shows where it changes: past M = 128 the weight's copies are 4 times larger and
     # faster a byte, so more rows can take less time on the same cores
-    info["variant"] = "x2 past L2, 1 k-step copies" if streamed else "x2 via L2, 4 k-step copies"
+    info["variant"] = "x2 past L2" if streamed else "x2 via L2"
     w = _work(plan, hw, loops, flops=2.0 * batch * M * N * K, tiles=info, core_type=core_type, block_dim=bd,
               hbm_read_fraction=hbm_frac, extra=extra, launch_class=MATMUL_API)
     if M <= info["base_m"]:
