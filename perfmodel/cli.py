@@ -122,6 +122,14 @@ def _print_skipped(skipped: pd.DataFrame) -> None:
                             initial_indent="  - ", subsequent_indent="    "))
 
 
+def _note_pipe_tokens(df: pd.DataFrame, tokens) -> None:
+    """Say so when --pipe-tokens names a token count the sweep does not hold: the bars show the nearest one."""
+    swept = pd.to_numeric(df.loc[df["status"] == "ok", "tokens"], errors="coerce").dropna()
+    if tokens is not None and len(swept) and tokens not in set(swept):
+        print(f"note: --pipe-tokens {tokens} is not a swept token count; the pipe bars show the nearest one swept "
+              f"(each figure's title names it)")
+
+
 def _print_paths(paths):
     print("\nwrote:")
     for p in paths:
@@ -391,6 +399,7 @@ def cmd_sweep(a) -> int:
         _print_skipped(df.loc[df["status"] != "ok"])
     paths = [str(csv_path)]
     if not a.no_plots and len(ok):
+        _note_pipe_tokens(df, a.pipe_tokens)
         paths += plots.plot_sweep(df, out / "figures", tokens=a.pipe_tokens)
     _print_paths(paths)
     if not len(ok):
@@ -634,6 +643,8 @@ def cmd_plot(a) -> int:
     if missing:
         raise UsageError(f"--sweep: {src}: not a sweep CSV (`npusim sweep` writes one): missing columns "
                          f"{', '.join(missing)}")
+    if "pipes" in kinds and "status" in df:
+        _note_pipe_tokens(df, a.pipe_tokens)
     paths = plots.plot_sweep(df, out / "figures", kinds=kinds, tokens=a.pipe_tokens)
     if not paths:
         raise NothingUsable(f"{src}: no predicted row with a usable product, operator, tokens and latency to plot")

@@ -154,8 +154,10 @@ def compare(measured: pd.DataFrame, calibration=None, l2: str = "cold") -> pd.Da
     # the same call spelled two ways in a profile (DT_BF16 and BF16) is one launch: keyed by its arguments' repr
     # (TensorSpecs show canonical dtype names and the layout), once per argument dict (a call's rows share theirs)
     text: dict = {}
-    keys = [text.get(id(a)) or text.setdefault(id(a), repr(sorted(a.items())) if isinstance(a, dict) else repr(a))
-            for a in args]
+    for a in args:
+        if id(a) not in text:
+            text[id(a)] = repr(sorted(a.items())) if isinstance(a, dict) else repr(a)
+    keys = [text[id(a)] for a in args]
     launch = pd.factorize(pd.MultiIndex.from_arrays([ops, target, keys]))[0] if n else np.zeros(0, dtype=np.int64)
     first = np.unique(launch, return_index=True)[1]         # codes are 0..U-1: first row of each launch
     results = [None] * len(first)

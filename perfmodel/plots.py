@@ -199,7 +199,7 @@ def _regimes(line: pd.DataFrame) -> list[tuple[float, float, str]]:
     t, lat = line["tokens"].to_numpy(), line["latency_us"].to_numpy()
     bd = line["block_dim"].to_numpy() if "block_dim" in line else np.full(len(line), np.nan)
     key = line["tiling_key"].to_numpy() if "tiling_key" in line else np.full(len(line), np.nan)
-    var = line["variant"].fillna("").astype(str).to_numpy() if "variant" in line else np.full(len(line), "")
+    var = [("" if pd.isna(v) else str(v)) for v in line["variant"]] if "variant" in line else [""] * len(line)
     for i in range(1, len(line)):
         parts = []
         if key[i] != key[i - 1] and np.isfinite(key[i]) and np.isfinite(key[i - 1]):

@@ -573,3 +573,14 @@ def test_a_second_sweep_removes_the_figures_the_first_left(fake_model, tmp_path)
     assert not any("950" in n for n in names) and not any(n.endswith(("_float16.png", "_float16.svg")) for n in names)
     assert {"roofline_atlas-a2.png", "latency_vs_tokens_atlas-a2_bfloat16.png", "pipes_atlas-a2_bfloat16.svg",
             "pipes_pred_vs_measured.png", "my_notes.png", "roofline_atlas-a2_old.txt"} <= names
+
+
+def test_pipe_tokens_not_swept_says_which_are_drawn(tmp_path, capsys):
+    args = ["sweep", "--ops", "add", "--products", "atlas-a2", "--tokens", "4", "--dtypes", "fp16", "--quiet",
+            "--out", str(tmp_path)]
+    assert cli.main(args + ["--pipe-tokens", "3"]) == 0
+    assert "--pipe-tokens 3 is not a swept token count" in capsys.readouterr().out
+    assert cli.main(args + ["--pipe-tokens", "4"]) == 0
+    assert "is not a swept token count" not in capsys.readouterr().out
+    assert cli.main(["plot", "--sweep", str(tmp_path / "sweep.csv"), "--kind", "pipes", "--pipe-tokens", "5"]) == 0
+    assert "--pipe-tokens 5 is not a swept token count" in capsys.readouterr().out
