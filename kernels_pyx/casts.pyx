@@ -307,3 +307,35 @@ def set_openmp_threads(int n):
     """The calling thread's OpenMP team size for the parallel regions that do not name one (every kernel's but
     DynamicQuant's, which npusim/_parallel.py sizes). In this module because every operator imports it."""
     npusim_set_omp_threads(n)
+
+
+# ================================================================ what this build was compiled for
+cdef extern from *:
+    """
+    /* the widest vector instruction set the compiler was allowed (its predefined macros): what the
+       auto-vectorised kernels run on; the int8 GEMM picks its own path at run time */
+    static const char* npusim_build_isa(void) {
+    #if defined(__AVX512F__) && defined(__AVX512BW__)
+        return "AVX-512";
+    #elif defined(__AVX2__)
+        return "AVX2";
+    #elif defined(__AVX__)
+        return "AVX";
+    #elif defined(__SSE2__)
+        return "SSE2";
+    #elif defined(__ARM_FEATURE_SVE)
+        return "SVE";
+    #elif defined(__ARM_NEON)
+        return "NEON";
+    #else
+        return "scalar";
+    #endif
+    }
+    """
+    const char* npusim_build_isa() noexcept nogil
+
+
+def build_isa() -> str:
+    """The widest SIMD instruction set this build's kernels were compiled for (AVX-512, AVX2, AVX, SSE2,
+    SVE, NEON or scalar): the path their auto-vectorised loops run on."""
+    return npusim_build_isa().decode()

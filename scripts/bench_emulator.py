@@ -20,12 +20,12 @@ def main(argv=None):
     ap.add_argument("--csv", help="also write the table to this CSV file")
     args = ap.parse_args(argv)
     df = benchmarks.run(args.select, args.repeat)
-    print(f"CPU: {df.attrs['cpu']}, {os.cpu_count()} logical cores")
+    print(f"CPU: {df.attrs['cpu']}, {os.cpu_count()} logical cores; SIMD: {df.attrs['simd']}")
     print(f"memory-copy bandwidth of this machine (measured now): {df.attrs['copy_GBps']:.2f} GB/s")
     with pd.option_context("display.max_columns", None, "display.width", 200, "display.float_format", "{:.3g}".format):
         print(df.to_string(index=False))
-    if args.csv:
-        df.to_csv(args.csv, index=False)
+    if args.csv:        # each row names the machine it ran on
+        df.assign(cpu=df.attrs["cpu"], simd=df.attrs["simd"]).to_csv(args.csv, index=False)
         print(f"wrote {args.csv}")
 
 

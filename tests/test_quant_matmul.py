@@ -247,6 +247,22 @@ def test_simd_switch(monkeypatch):
     monkeypatch.setenv("NPUSIM_GEMM_SIMD", "sse9")
     with pytest.raises(ValueError, match="NPUSIM_GEMM_SIMD"):
         _int32_mm(i8(2, 8), i8(8, 3))
+
+
+def test_benchmarks_name_the_simd_paths_they_run_on(monkeypatch):
+    # every benchmark figure names the CPU and the SIMD paths: the build's vector ISA and the GEMM path in force
+    import platform
+    from npusim._kernels import casts
+    from npusim.benchmarks import simd_text
+    isa = casts.build_isa()
+    assert isa in ("AVX-512", "AVX2", "AVX", "SSE2", "SVE", "NEON", "scalar")
+    if platform.machine() in ("x86_64", "AMD64"):
+        assert isa in ("AVX-512", "AVX2", "AVX", "SSE2")        # SSE2 is x86-64's baseline
+    if isa == "AVX-512":            # compiled for it, so this CPU has it: the VNNI GEMM path may exist
+        assert "avx2" in qmm_kernels.simd_paths()
+    assert simd_text() == f"kernels compiled for {isa}, int8 GEMM path {qmm_kernels.simd_paths()[-1]}"
+    monkeypatch.setenv("NPUSIM_GEMM_SIMD", "c")
+    assert simd_text().endswith("int8 GEMM path c")
 # ------------------------------------------------------------------ int4: support matrix, transposed weights
 @pytest.mark.parametrize("product", ["atlas-a2", "atlas-a3"])
 @pytest.mark.parametrize("out,scale_dt,bias_dt", [

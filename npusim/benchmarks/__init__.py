@@ -144,4 +144,14 @@ def run(select: str | None = None, repeat: int = 5) -> "pandas.DataFrame":
     df = pd.DataFrame(rows)
     df.attrs["copy_GBps"] = bw / 1e9
     df.attrs["cpu"] = cpu_model()
+    df.attrs["simd"] = simd_text()
     return df
+
+
+def simd_text() -> str:
+    """The SIMD paths the kernels run on here: the instruction set the build compiled the vectorised loops for,
+    and the int8 GEMM path npu_quant_matmul picks at run time (NPUSIM_GEMM_SIMD overrides it)."""
+    import os
+    from npusim._kernels import casts, quant_matmul
+    gemm = os.environ.get("NPUSIM_GEMM_SIMD") or quant_matmul.simd_paths()[-1]
+    return f"kernels compiled for {casts.build_isa()}, int8 GEMM path {gemm}"
