@@ -467,9 +467,9 @@ def plot_pipe_bars(sweep: pd.DataFrame, outdir, tokens: int | None = None) -> li
                 name = textwrap.fill(_what(r), 48)
                 shape = _shape_text(r)
                 title = f"{name}" + (f" ({shape})" if shape else "")
-                title += f"\nlatency {r['latency_us']:.1f} µs" + (f", bound {r['bound']}" if r.get("bound") else "")
-                if np.isfinite(chip) and chip > 0:
-                    title += f", HBM alone {chip:.1f} µs"
+                title += f"\nlatency {r['latency_us']:.3g} µs" + (f", bound {r['bound']}" if r.get("bound") else "")
+                if np.isfinite(chip) and chip > 0:        # (3 digits: a tiny kernel's HBM time is not 0.0)
+                    title += f", HBM alone {chip:.3g} µs"
                 if len(kernels) > 1:
                     title += "\n" + textwrap.fill(f"{len(kernels)} kernels (the operator's own first): " + " + ".join(
                         f"{kname} {us:.3g}" for kname, us in kernels) + " µs", 62)
