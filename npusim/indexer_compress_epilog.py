@@ -59,6 +59,9 @@ _CAMEL = {**_SNAKE, "cache": "indexerCompressCache", "scale": "indexerCompressSc
           "slot_mapping": "slotMapping", "quant_mode": "quantMode", "round_scale": "roundScale"}
 
 
+F32_OVERFLOW = 2.0**128 - 2.0**103     # the smallest magnitude a float32 rounds (to nearest even) to infinity
+
+
 def _check_attrs(quant_mode, round_scale, mx_scale_rule, product, scale=1.0, op=OP,
                  names=_SNAKE) -> tuple[int, bool]:
     quant_mode = _checks.int_attr(op, names["quant_mode"], quant_mode, product)
@@ -68,6 +71,15 @@ def _check_attrs(quant_mode, round_scale, mx_scale_rule, product, scale=1.0, op=
     if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, (int, float, np.integer, np.floating)):
         raise invalid(op, names["hif8_scale"], f"must be a float (the hifloat8 multiplier of quant_mode 2), got "
                       f"{scale!r}", product)
+    # the attribute is a float32: a finite value past its range (it would round to inf) is refused in every mode
+    try:
+        value = float(scale)
+    except OverflowError:           # an integer past float64's range
+        value = math.inf
+    given_finite = not isinstance(scale, (float, np.floating)) or math.isfinite(scale)
+    if given_finite and abs(value) >= F32_OVERFLOW:
+        raise invalid(op, names["hif8_scale"], f"must fit a float32 (the attribute's type): |scale| < "
+                      f"2^128 - 2^103 (about 3.4e38), got {scale!r:.40}", product)
     if not isinstance(round_scale, (bool, np.bool_)):
         raise invalid(op, names["round_scale"], f"must be a bool, got {round_scale!r}", product)
     if not isinstance(mx_scale_rule, str) or mx_scale_rule not in MX_SCALE_RULES:

@@ -562,3 +562,26 @@ def test_hifloat8_mode_plan_and_aclnn():
                                    scale=0.25)
     assert_bitexact(cache, want)
     assert not scale.any()
+
+
+@pytest.mark.parametrize("quant_mode", [0, 1, 2])
+def test_a_scale_attribute_past_float32_is_refused_and_outputs_stay(quant_mode):
+    # the attribute is a float32: 2^128 - 2^103 and beyond round to inf (a Python int past float64 too), in every
+    # mode; FLT_MAX itself, inf and nan are float32 values and pass the check (the NPU would take them too)
+    cdt = np.uint8 if quant_mode == 2 else E4M3
+    sdt = E8M0 if quant_mode == 0 else np.float32
+    cache, scale = np.zeros((4, D), cdt), np.ones((4, NB), sdt)
+    x, slots = np.ones((4, D), BF16), np.arange(4, dtype=np.int32)
+    before = cache.tobytes(), scale.tobytes()
+    for bad in (10**400, 1e300, -3.5e38, np.float64(1e39), 2.0**128 - 2.0**103):
+        with pytest.raises(AclnnError, match="scale.*must fit a float32") as ei:
+            npusim.indexer_compress_epilog(cache, scale, x, slots, quant_mode=quant_mode, scale=bad,
+                                           product="ascend-950pr")
+        assert ei.value.status == 161002
+        with pytest.raises(AclnnError, match="must fit a float32"):
+            npusim.aclnn.aclnnIndexerCompressEpilogGetWorkspaceSize(cache, scale, x, slots, quant_mode, True, bad,
+                                                                      product="ascend-950pr")
+    assert (cache.tobytes(), scale.tobytes()) == before
+    for fine in (2.0**128 - 2.0**104, float("inf"), 0.5):
+        npusim.make_plan("indexer_compress_epilog", indexer_compress_cache=cache, indexer_compress_scale=scale, x=x,
+                         slot_mapping=slots, quant_mode=quant_mode, scale=fine, product="ascend-950pr")
