@@ -80,7 +80,11 @@ def aclSetAclOpExecutorRepeatable(executor: Executor) -> int:
     if not isinstance(executor, Executor):
         raise AclnnError(f"executor must be one made by an aclnn...GetWorkspaceSize, got {type(executor).__name__}",
                          ACLNN_ERR_PARAM_INVALID, op="aclSetAclOpExecutorRepeatable", param="executor")
-    executor.repeatable = True
+    with executor.lock:
+        if executor.used:       # CANN has destroyed a single-use executor once it ran: there is nothing to mark
+            raise AclnnError("executor has already run: mark it repeatable before its first launch",
+                             ACLNN_ERR_PARAM_INVALID, op="aclSetAclOpExecutorRepeatable", param="executor")
+        executor.repeatable = True
     return ACLNN_SUCCESS
 
 

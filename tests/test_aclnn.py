@@ -68,6 +68,16 @@ def test_a_repeatable_executor_runs_again_on_the_values_of_the_time():
     assert e.value.status == ACLNN_ERR_PARAM_NULLPTR
 
 
+def test_an_executor_that_has_run_cannot_be_marked_repeatable():
+    x, y, s, ws, ex = _dq()
+    assert aclnn.aclnnDynamicQuantV2(aclnn.workspace(ws), ws, ex) == 0
+    with pytest.raises(AclnnError, match="already run: mark it repeatable before its first launch") as e:
+        aclnn.aclSetAclOpExecutorRepeatable(ex)
+    assert e.value.status == ACLNN_ERR_PARAM_INVALID
+    with pytest.raises(AclnnError, match="already run"):
+        aclnn.aclnnDynamicQuantV2(aclnn.workspace(ws), ws, ex)
+
+
 def test_workspace_stand_in():
     assert aclnn.workspace(0) is None and aclnn.workspace(32).nbytes == 32
     with pytest.raises(TypeError):
