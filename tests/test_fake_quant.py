@@ -412,6 +412,21 @@ def test_grid_vs_pytorch(xd, sd):
                 assert_bitexact(mask, tm, err_msg=f"{shape} axis {ax} {qr}")
 
 
+def test_past_2_to_24_the_kernel_rounds_in_float32_where_pytorch_uses_double():
+    # the README's example: a quotient of about -3.4e8 over int32's range; the kernel (and the spec reference)
+    # computes (c - zp) * s in float32, PyTorch in double: one ulp apart
+    x = np.array([0xCBDB3D7B], np.uint32).view(F32)
+    s, zp = np.array([0x3DAB1D1D], np.uint32).view(F32), np.array([-45], np.int32)
+    out, mask = fq(x, s, zp, 0, -2**31, 2**31 - 1)
+    ro, rm = reference(x, s, zp, 0, -2**31, 2**31 - 1)
+    assert_bitexact(out, ro)
+    assert_bitexact(mask, rm)
+    assert out.view(np.uint32)[0] == 0xCBDB3D7B and mask[0]
+    torch = pytest.importorskip("torch")
+    to, tm = _torch_op(torch, x, s, zp, 0, -2**31, 2**31 - 1)
+    assert to.view(np.uint32)[0] == 0xCBDB3D7A and tm[0]
+
+
 def test_vs_pytorch_larger_and_clipping():
     """Scales small enough that ~half the values clip; ties included; multi-threaded size."""
     torch = pytest.importorskip("torch")
