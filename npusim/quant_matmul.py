@@ -769,13 +769,19 @@ def _accumulate(x1, x2, call: _Call, nbatch: int) -> np.ndarray:
     return acc
 
 
-def _gemm_path() -> int:
-    """Id of the GEMM path to run: NPUSIM_GEMM_SIMD if set, else the fastest this build has for this CPU."""
+def gemm_path_name() -> str:
+    """The GEMM path npu_quant_matmul runs: NPUSIM_GEMM_SIMD if set, else the fastest this build has for this
+    CPU."""
     avail = _k.simd_paths()
     want = os.environ.get("NPUSIM_GEMM_SIMD", "") or avail[-1]
     if want not in avail:
         raise ValueError(f"NPUSIM_GEMM_SIMD={want!r}: this build and CPU offer {', '.join(avail)}")
-    return _k.SIMD_PATHS.index(want)
+    return want
+
+
+def _gemm_path() -> int:
+    """Id of the GEMM path to run (gemm_path_name's)."""
+    return _k.SIMD_PATHS.index(gemm_path_name())
 
 
 # --------------------------------------------------------------------------- LinearA8W8Quant

@@ -151,7 +151,6 @@ def run(select: str | None = None, repeat: int = 5) -> "pandas.DataFrame":
 def simd_text() -> str:
     """The SIMD paths the kernels run on here: the instruction set the build compiled the vectorised loops for,
     and the int8 GEMM path npu_quant_matmul picks at run time (NPUSIM_GEMM_SIMD overrides it)."""
-    import os
-    from npusim._kernels import casts, quant_matmul
-    gemm = os.environ.get("NPUSIM_GEMM_SIMD") or quant_matmul.simd_paths()[-1]
-    return f"kernels compiled for {casts.build_isa()}, int8 GEMM path {gemm}"
+    from npusim._kernels import casts
+    from npusim.quant_matmul import gemm_path_name
+    return f"kernels compiled for {casts.build_isa()}, int8 GEMM path {gemm_path_name()}"
