@@ -8,7 +8,8 @@ quant/fake_quant_affine_cachemask/op_kernel/fake_quant_affine_cachemask_fp32.h /
     r   = CAST_RINT(t) -> int32            saturating; NaN -> 0 (npusim convention)
     t2  = f32(float(r) + float(zp))        Cast int32->float, Adds
     mask: fp32 kernel  t2 >= float(qmin) and t2 <= float(qmax)
-          fp16 kernel  half(t2) >= half(qmin) and half(t2) <= half(qmax)
+          fp16 kernel  half(t2) >= half(qmin) and half(t2) <= half(qmax); on products whose only
+                       overflow mode is saturation (Atlas training) these casts saturate to +-65504
     q   = CAST_RINT(t2) -> int32, clamped to [qmin, qmax] (int32 Maxs/Mins)
     c   = CAST_ROUND(q) -> float;  c = 0 where x is NaN
     y   = f32(f32(c - float(zp)) * s)      fp16 kernel: then CAST_RINT to half
@@ -120,9 +121,10 @@ cdef inline void _row_fast_channels(const uint8_t* xb, uint8_t* yb, uint8_t* m, 
 
 
 cdef inline float _elem(float xv, float inv, float zpf, float s, int64_t qmin, int64_t qmax,
-                        float lo, float hi, bint half_kernel, uint8_t* mk) noexcept nogil:
+                        float lo, float hi, bint half_kernel, bint saturate, uint8_t* mk) noexcept nogil:
     """One element, exact for any quant range and both kernels; returns the fp32 value before
-    the fp16 kernel's final CAST_RINT. lo/hi: the mask bounds as the kernel holds them."""
+    the fp16 kernel's final CAST_RINT. lo/hi: the mask bounds as the kernel holds them; saturate:
+    the mask's half cast saturates (the product's only overflow mode)."""
     cdef float t = xv * inv
     cdef int64_t r = to_int32(t, RM_RINT)
     cdef float t2 = (<float>r) + zpf      # int32 -> float conversion in C: nearest-even
@@ -130,7 +132,7 @@ cdef inline float _elem(float xv, float inv, float zpf, float s, int64_t qmin, i
     cdef int64_t q
     cdef float c
     if half_kernel:
-        h = half_to_f32(<uint16_t>round_to_fmt(t2, F_FP16, RM_RINT, False))
+        h = half_to_f32(<uint16_t>round_to_fmt(t2, F_FP16, RM_RINT, saturate))
         mk[0] = (h >= lo) & (h <= hi)
     else:
         mk[0] = (t2 >= lo) & (t2 <= hi)
@@ -148,7 +150,7 @@ cdef inline float _elem(float xv, float inv, float zpf, float s, int64_t qmin, i
 cdef inline void _row_generic(const uint8_t* xb, uint8_t* yb, uint8_t* m, Py_ssize_t start, Py_ssize_t n,
                               const float* inv, const float* zpf, const float* s,
                               Py_ssize_t c0, Py_ssize_t cstep, int64_t qmin, int64_t qmax, float lo, float hi,
-                              bint x_half, bint half_kernel, bint out_half) noexcept nogil:
+                              bint x_half, bint half_kernel, bint out_half, bint saturate) noexcept nogil:
     """Elements start, start+1, ..., n of them; the channel of element k is c0 + k*cstep."""
     cdef Py_ssize_t k, i, c
     cdef float xv, v
@@ -156,20 +158,23 @@ cdef inline void _row_generic(const uint8_t* xb, uint8_t* yb, uint8_t* m, Py_ssi
         i = start + k
         c = c0 + k * cstep
         xv = _load(xb, i, x_half)
-        _store(yb, i, _elem(xv, inv[c], zpf[c], s[c], qmin, qmax, lo, hi, half_kernel, &m[i]),
+        _store(yb, i, _elem(xv, inv[c], zpf[c], s[c], qmin, qmax, lo, hi, half_kernel, saturate, &m[i]),
                half_kernel, out_half)
 
 
 def fake_quant_per_channel(const uint8_t[::1] x, const float[::1] scale, const int32_t[::1] zero_point,
                            uint8_t[::1] out, uint8_t[::1] mask,
                            Py_ssize_t outer, Py_ssize_t channels, Py_ssize_t inner,
-                           int64_t qmin, int64_t qmax, bint x_half, bint half_kernel, bint out_half):
+                           int64_t qmin, int64_t qmax, bint x_half, bint half_kernel, bint out_half,
+                           bint saturate):
     """Fake-quantize x viewed as [outer, channels, inner] (channel = middle axis) into out and mask.
 
     x: raw bytes of fp32 or fp16 (x_half) data; scale: fp32 per channel (fp16 scales widened
     exactly); out: raw bytes of fp32 or fp16 (out_half); mask: one byte per element (0/1).
     half_kernel selects the fp16 kernel (tiling key 2: x and scale both fp16), whose mask compares
     in half precision. qmin/qmax: the int32 values the kernel reads from its tiling data.
+    saturate: the product's only overflow mode is saturation (Atlas training): the mask's half casts
+    give +-65504 instead of +-inf (out is the caller's to clip).
     """
     cdef Py_ssize_t total = outer * channels * inner
     if total == 0:
@@ -185,13 +190,16 @@ def fake_quant_per_channel(const uint8_t[::1] x, const float[::1] scale, const i
         inv[c] = ONE / s[c]
         zpf[c] = <float>zero_point[c]
     if half_kernel:   # the kernel duplicates (half)(float)qmin into a half tensor
-        lo = half_to_f32(<uint16_t>round_to_fmt(<float>qmin, F_FP16, RM_RINT, False))
-        hi = half_to_f32(<uint16_t>round_to_fmt(<float>qmax, F_FP16, RM_RINT, False))
+        # (saturating too under saturation mode: assumed for this scalar cast, which matters only when
+        # the whole quant range lies beyond +-65504)
+        lo = half_to_f32(<uint16_t>round_to_fmt(<float>qmin, F_FP16, RM_RINT, saturate))
+        hi = half_to_f32(<uint16_t>round_to_fmt(<float>qmax, F_FP16, RM_RINT, saturate))
     else:
         lo = <float>qmin
         hi = <float>qmax
     # fast path: float compares/clamps are exact while qmin-1 .. qmax+1 are representable in the
-    # compare's precision (fp32: 2^24; the fp16 kernel compares half(t2): 2047)
+    # compare's precision (fp32: 2^24; the fp16 kernel compares half(t2): 2047); there a half(t2) past
+    # +-65504, inf or saturated, is outside the range either way
     cdef int64_t exact = 2047 if half_kernel else 16777216
     cdef bint fast = -exact <= qmin <= exact and -exact <= qmax <= exact
     cdef const uint8_t* xb = &x[0]
@@ -205,17 +213,17 @@ def fake_quant_per_channel(const uint8_t[::1] x, const float[::1] scale, const i
         if total < PARALLEL_MIN:
             for rr in range(nrows):
                 _one_row(rr, by_channel_rows, fast, xb, yb, mb, channels, inner, inv, zpf, s,
-                         qmin, qmax, lo, hi, x_half, half_kernel, out_half)
+                         qmin, qmax, lo, hi, x_half, half_kernel, out_half, saturate)
         else:
             for rr in prange(nrows, schedule="static"):
                 _one_row(rr, by_channel_rows, fast, xb, yb, mb, channels, inner, inv, zpf, s,
-                         qmin, qmax, lo, hi, x_half, half_kernel, out_half)
+                         qmin, qmax, lo, hi, x_half, half_kernel, out_half, saturate)
 
 
 cdef inline void _one_row(Py_ssize_t rr, bint by_channel_rows, bint fast, const uint8_t* xb, uint8_t* yb,
                           uint8_t* mb, Py_ssize_t channels, Py_ssize_t inner, const float* inv,
                           const float* zpf, const float* s, int64_t qmin, int64_t qmax, float lo, float hi,
-                          bint x_half, bint half_kernel, bint out_half) noexcept nogil:
+                          bint x_half, bint half_kernel, bint out_half, bint saturate) noexcept nogil:
     cdef Py_ssize_t c
     if by_channel_rows:
         c = rr % channels
@@ -223,13 +231,13 @@ cdef inline void _one_row(Py_ssize_t rr, bint by_channel_rows, bint fast, const 
             _row_fast(xb, yb, mb, rr * inner, inner, inv[c], zpf[c], s[c], lo, hi, x_half, half_kernel, out_half)
         else:
             _row_generic(xb, yb, mb, rr * inner, inner, inv, zpf, s, c, 0, qmin, qmax, lo, hi,
-                         x_half, half_kernel, out_half)
+                         x_half, half_kernel, out_half, saturate)
     elif fast:
         _row_fast_channels(xb, yb, mb, rr * channels, channels, inv, zpf, s, lo, hi, x_half, half_kernel,
                            out_half)
     else:
         _row_generic(xb, yb, mb, rr * channels, channels, inv, zpf, s, 0, 1, qmin, qmax, lo, hi,
-                     x_half, half_kernel, out_half)
+                     x_half, half_kernel, out_half, saturate)
 
 
 def _floats(Py_ssize_t n):

@@ -227,13 +227,15 @@ def _compute(ck: _Checked, out: np.ndarray, mask: np.ndarray) -> None:
     inner = int(np.prod(shape[ck.axis + 1:], dtype=np.int64))
     y = out if out.flags.c_contiguous and out.flags.aligned else np.empty(out.shape, out.dtype)
     m = mask if mask.flags.c_contiguous else np.empty(mask.shape, np.bool_)
+    # Atlas training products have only the saturation overflow mode (CANN aclrtFloatOverflowMode doc): a
+    # cast or product that overflows gives the largest finite value, not inf, in the fp16 kernel's mask
+    # (half(t2)) as in out (x near the fp16 limit with a large scale)
+    saturate = ck.soc.family == "310p910"
     _kernel.fake_quant_per_channel(
         x.reshape(-1).view(np.uint8), scale, zp, y.reshape(-1).view(np.uint8), m.reshape(-1).view(np.uint8),
         outer, shape[ck.axis], inner, ck.qmin, ck.qmax,
-        ck.x_dtype == "float16", ck.kernel_dtype == "float16", ck.out_dtype == "float16")
-    if ck.soc.family == "310p910":
-        # Atlas training products have only the saturation overflow mode (CANN aclrtFloatOverflowMode doc): an
-        # out that overflows (x near the fp16 limit with a large scale) is the largest finite value, not inf
+        ck.x_dtype == "float16", ck.kernel_dtype == "float16", ck.out_dtype == "float16", saturate)
+    if saturate:
         big = np.finfo(y.dtype).max
         np.clip(y, -big, big, out=y)
     if y is not out:
@@ -255,7 +257,8 @@ def fake_quantize_per_channel_affine_cachemask(x, scale, zero_point, axis, quant
     kernel, tiling key 2, runs only when both are fp16, else the fp32 kernel, key 1), then per
     channel: t = f32(x * f32(1/s)); q = rint(rint(t) + zp) with int32 saturation;
     mask = qmin <= q <= qmax (the fp16 kernel compares half(q), which differs from the integer
-    compare only when quant_min or quant_max lies outside +-2047); out = f32(f32(clamp(q) - zp) * s), rounded to
+    compare only when quant_min or quant_max lies outside +-2047; on Atlas training products that half
+    cast saturates, so a q beyond +-65504 counts as +-65504); out = f32(f32(clamp(q) - zp) * s), rounded to
     the output dtype (RNE, overflow to inf; on Atlas training products, whose only overflow mode is
     saturation, to the largest finite value).
     This equals PyTorch's CPU op bit for bit for finite x and scale with |x / scale| < 2**63 (fp16

@@ -38,8 +38,12 @@ def _sat_int32(a):
     return r.astype(np.int64)
 
 
-def reference(x, scale, zp, axis, qmin, qmax, out_dtype=None):
-    """The A2/A3 kernel, channel by channel, in numpy float32/float16 arithmetic."""
+def reference(x, scale, zp, axis, qmin, qmax, out_dtype=None, saturate=False):
+    """The A2/A3 kernel, channel by channel, in numpy float32/float16 arithmetic. saturate: the product's
+    only overflow mode is saturation (Atlas training): casts and products that overflow give the largest
+    finite value instead of inf."""
+    def to_half(v):
+        return (np.clip(v, -65504, 65504) if saturate else v).astype(F16)
     x = np.asarray(x)
     scale = np.asarray(scale)
     half_kernel = x.dtype == F16 and scale.dtype == F16
@@ -59,15 +63,18 @@ def reference(x, scale, zp, axis, qmin, qmax, out_dtype=None):
             t = xc * inv
             t2 = _sat_int32(t).astype(F32) + zpf
             if half_kernel:
-                h = t2.astype(F16)
-                mask[c] = (h >= F16(F32(qmin32))) & (h <= F16(F32(qmax32)))
+                h = to_half(t2)
+                mask[c] = (h >= to_half(F32(qmin32))) & (h <= to_half(F32(qmax32)))
             else:
                 mask[c] = (t2 >= F32(qmin32)) & (t2 <= F32(qmax32))
             q = np.minimum(np.maximum(_sat_int32(t2), qmin32), qmax32)
             cf = np.where(np.isnan(xc), F32(0), _to_f32_ties_away(q))
             v = (cf - zpf) * s
-            out[c] = v.astype(F16).astype(F32) if half_kernel else v
+            out[c] = to_half(v).astype(F32) if half_kernel else v
     with np.errstate(over="ignore"):
+        if saturate:
+            big = np.finfo(out_dtype).max
+            out = np.clip(out, -big, big)
         out = np.moveaxis(out, 0, axis).astype(out_dtype).reshape(x.shape)
     return out, np.moveaxis(mask, 0, axis).reshape(x.shape)
 
@@ -236,6 +243,34 @@ def test_atlas_training_saturates_an_overflowing_out():
     assert npusim.fake_quantize_per_channel_affine_cachemask(*args, product="atlas-a2")[0][0, 0] == np.inf
     assert npusim.fake_quantize_per_channel_affine_cachemask(*args, product="atlas-training")[0][0, 0] == \
         np.finfo(F32).max
+
+
+def test_atlas_training_saturates_the_half_kernels_mask_cast():
+    """The fp16 kernel's mask casts t2 to half with the same instruction as its out: by hand, x = 65504, scale 1,
+    zero_point 16 give t2 = 65520, half(t2) = inf on A2 (outside [0, 65500], mask False) and 65504 on Atlas
+    training (saturation mode), which equals half(65500) = 65504: mask True. The out (65504 - 16 = 65488 rounds
+    to half 65472 with RINT, the tie going to the even 65472) does not overflow on either product."""
+    args = (np.array([65504.0], F16), np.array([1.0], F16), np.array([16], np.int32), 0, 0, 65500)
+    out_a2, m_a2 = npusim.fake_quantize_per_channel_affine_cachemask(*args, product="atlas-a2")
+    out_t, m_t = npusim.fake_quantize_per_channel_affine_cachemask(*args, product="atlas-training")
+    assert (not m_a2[0]) and m_t[0]
+    assert out_a2[0] == out_t[0] == 65472.0
+
+
+@pytest.mark.parametrize("qr", [(0, 65500), (-65519, 65519), (-70000, 70000), (-65500, 0), (-2**31, 2**31 - 1)])
+def test_atlas_training_wide_ranges_vs_saturating_reference(qr):
+    """fp16 x and scale (the fp16 kernel) near and past the fp16 limit, quant ranges around +-65504: Atlas
+    training follows the reference with saturation, A2 the one without."""
+    rng = np.random.default_rng(11)
+    big = np.array([65504, -65504, 65472, -65472, 65000, np.inf, -np.inf, 60000, 0.5, -3], F16)
+    x = rng.choice(big, size=(4, 64)).astype(F16)
+    s = np.array([1.0, 0.5, 2.0, 1.0], F16)
+    zp = np.array([16, -16, 0, 40], np.int32)
+    for product, sat in (("atlas-training", True), ("atlas-a2", False)):
+        out, mask = fq(x, s, zp, 0, *qr, product=product)
+        ro, rm = reference(x, s, zp, 0, *qr, saturate=sat)
+        assert_bitexact(out, ro)
+        assert_bitexact(mask, rm)
 
 
 def test_half_kernel_mask_compares_in_half():
