@@ -1365,6 +1365,56 @@ def test_npu_device_mode_has_the_torch_npu_calls_tests_and_harnesses_make():
             import torch_npu.npu  # noqa: F401
 
 
+def test_npu_device_mode_has_the_compile_mode_options_and_utils_real_scripts_set():
+    """MindIE and torchair scripts call torch_npu.npu.set_compile_mode / set_option at import and read the SoC through
+    torch_npu.npu.utils: with npu_device=True they run. is_jit_compile_false's default is torch_npu's doc's
+    ("(beta)torch_npu.npu.set_compile_mode": jit_compile=True on Atlas training / inference, False on A2/A3)."""
+    before = sys.modules.get("torch_npu.npu.utils")
+    with tnpu.install("atlas-a2", npu_device=True):
+        import torch_npu
+        import torch_npu.npu.utils as npu_utils
+        assert torch.npu.is_jit_compile_false()
+        with tnpu.install("atlas-inference"):
+            assert not torch.npu.is_jit_compile_false()
+        torch_npu.npu.set_compile_mode(jit_compile=True)
+        assert not torch.npu.is_jit_compile_false()
+        torch.npu.set_compile_mode(jit_compile=False)
+        assert torch_npu.npu.is_jit_compile_false()
+        torch.npu.set_option({"ACL_OP_COMPILER_CACHE_MODE": "enable"})
+        with pytest.raises(TypeError, match="must be a dict"):
+            torch.npu.set_option("enable")
+        assert npu_utils.get_soc_version() == torch.npu.utils.get_soc_version() == 221
+        npu_utils.set_device(0)
+        with pytest.raises(tnpu.NotEmulatedError, match="memory_summary is not emulated"):
+            npu_utils.memory_summary()
+    assert sys.modules.get("torch_npu.npu.utils") is before
+
+
+def test_without_npu_device_device_calls_say_how_to_get_one():
+    """Without npu_device=True: Module.npu() as Tensor.npu() (NotEmulatedError naming the option), torch_npu.npu
+    likewise; op-plugin's torch_npu.testing says what to use instead; all still the error types guards expect."""
+    before = torch.nn.Module.__dict__.get("npu")
+    with tnpu.install("atlas-a2"):
+        import torch_npu
+        layer = torch.nn.Linear(4, 2)
+        with pytest.raises(tnpu.NotEmulatedError, match=r"Linear.npu\(\).*npu_device=True"):
+            layer.npu()
+        with pytest.raises(AttributeError, match="npu_device=True"):
+            torch_npu.npu.set_device(0)
+        assert not hasattr(torch_npu, "npu")
+        for stmt in ("from torch_npu.testing.testcase import TestCase, run_tests", "import torch_npu.testing"):
+            with pytest.raises(ImportError, match="torch_npu.testing is not emulated.*assert_bitexact"):
+                exec(stmt, {})
+    assert torch.nn.Module.__dict__.get("npu") is before
+
+
+def test_quant_matmul_output_dtype_of_another_kind_names_the_allowed_ones():
+    """torch.qint8 is a torch dtype npusim has no name for: refused with the product's list, as any other."""
+    x1, x2, s = tensor(i8(4, 32)), tensor(i8(32, 8)), torch.ones(8)
+    with pytest.raises(AclnnError, match="'output_dtype': must be one of int8, float16, bfloat16, int32, got qint8"):
+        tnpu.npu_quant_matmul(x1, x2, s, output_dtype=torch.qint8)
+
+
 def test_import_npusim_does_not_import_torch():
     code = ("import sys, npusim, npusim.pytest_plugin, npusim.testing; "
             "assert 'torch' not in sys.modules, 'torch imported'")

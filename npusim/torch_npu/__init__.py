@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.abc
+import importlib.util
 import numbers
 import os
 import re
@@ -285,14 +287,21 @@ def _product_named(op: str) -> str:
         raise AclnnError(str(exc), op=op, param="product") from None
 
 
-_MODULE_NAMES = ("torch_npu", "torch_npu.contrib", "torch_npu.contrib.module", "torch_npu.npu")
+_MODULE_NAMES = ("torch_npu", "torch_npu.contrib", "torch_npu.contrib.module", "torch_npu.npu", "torch_npu.npu.utils")
 _MISSING = object()
 
 
+_NO_NPU_DEVICE = ("npusim's torch_npu stand-in emulates NPU operators on CPU tensors; NPU devices are not "
+                  "emulated (keep the tensors on the CPU and drop .npu(), or install(npu_device=True), pytest "
+                  "--npusim-npu-device, to have the 'npu' device mean the CPU)")
+
+
 def _tensor_npu(self, *args, **kwargs):
-    raise NotEmulatedError("Tensor.npu(): npusim's torch_npu stand-in emulates NPU operators on CPU tensors; "
-                           "NPU devices are not emulated (keep the tensors on the CPU and drop .npu(), or "
-                           "install(npu_device=True) to have the 'npu' device mean the CPU)")
+    raise NotEmulatedError(f"Tensor.npu(): {_NO_NPU_DEVICE}")
+
+
+def _module_npu(self, *args, **kwargs):
+    raise NotEmulatedError(f"{type(self).__name__}.npu() (Module.npu): {_NO_NPU_DEVICE}")
 
 
 # ------------------------------------------------------------------ install(npu_device=True): 'npu' is the CPU
@@ -434,6 +443,23 @@ def _npu_module() -> types.ModuleType:
     m.memory_allocated = m.max_memory_allocated = lambda device=None: 0
     m.reset_peak_memory_stats = lambda device=None: None
     m.Stream, m.Event = _Stream, _Event
+    # set_compile_mode chooses how the NPU builds its operators (jit or prebuilt binaries), which the emulator does
+    # not do: the setting is only kept for is_jit_compile_false. Default (torch_npu's "(beta)
+    # torch_npu.npu.set_compile_mode" doc): jit_compile=True on Atlas training / inference products, False on A2/A3
+    jit = []
+
+    def set_compile_mode(jit_compile=False):
+        jit[:] = [bool(jit_compile)]
+
+    def is_jit_compile_false():
+        fam = npusim.get_product(_product_named("torch.npu.is_jit_compile_false")).family
+        return not (jit[0] if jit else fam == "310p910")
+
+    def set_option(option):
+        """torch.npu.set_option({...}): NPU runtime options, none of which the emulator has."""
+        if not isinstance(option, dict):
+            raise TypeError("npu option must be a dict.")      # torch_npu's own check
+    m.set_compile_mode, m.is_jit_compile_false, m.set_option = set_compile_mode, is_jit_compile_false, set_option
     streams = [_Stream()]                 # the default stream, then those torch.npu.stream(s) blocks made current
     m.default_stream = lambda device=None: streams[0]
     m.current_stream = lambda device=None: streams[-1]
@@ -450,6 +476,10 @@ def _npu_module() -> types.ModuleType:
 
     m.__getattr__ = _missing_names("torch.npu", "with npu_device=True it has "
                                    + ", ".join(sorted(n for n in vars(m) if not n.startswith("_"))))
+    # torch_npu.npu.utils (`import torch_npu.npu.utils as npu_utils`, torch.npu.utils.get_soc_version()): torch_npu
+    # defines the device calls there and re-exports them from torch.npu; here the same functions
+    m.utils = types.ModuleType("torch.npu.utils", "npusim's stand-in for torch_npu.npu.utils: torch.npu's calls")
+    m.utils.__getattr__ = lambda name: getattr(m, name)
     return m
 
 
@@ -497,10 +527,12 @@ def install(product: str | None = None, *, npu_device: bool = False):
             torch.Tensor.is_npu = _IS_NPU_CPU if npu_device else _IS_NPU_NEVER
             torch.Tensor.npu_format_cast, torch.Tensor.npu_format_cast_ = (_npu_format_cast_method,
                                                                              _npu_format_cast__method)
-            sys.modules.pop("torch_npu.npu", None)          # (a real torch_npu's, unless npu_device sets it)
+            for name in ("torch_npu.npu", "torch_npu.npu.utils"):     # (a real torch_npu's, unless npu_device
+                sys.modules.pop(name, None)                               # sets them)
+            torch.nn.Module.npu = _to_cpu if npu_device else _module_npu
             if npu_device:
-                torch.nn.Module.npu = _to_cpu
                 torch.npu = sys.modules["torch_npu.npu"] = _npu_module()     # `import torch_npu.npu` works too
+                sys.modules["torch_npu.npu.utils"] = torch.npu.utils
                 mode = _NpuIsCpu()
                 mode.__enter__()
                 _npu_device.append(mode)
@@ -1114,6 +1146,44 @@ _npu_lib: list = []                                   # torch.ops.npu.*: the Lib
 from npusim.torch_npu import contrib  # noqa: E402  (contrib.module uses the operators above)
 
 
+class _NotEmulatedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """torch_npu's modules that code imports and the stand-in lacks: importing one (`from torch_npu.contrib import
+    transfer_to_npu`) raises NotEmulatedImportError saying so, not a bare "No module named". It answers only
+    when the parent package is the stand-in's (never for a real torch_npu), after every other finder."""
+    WHY = {"torch_npu.contrib.transfer_to_npu":
+           "it maps CUDA device calls to the NPU; for code written for the NPU, install(npu_device=True) (pytest "
+           "--npusim-npu-device) makes the 'npu' device the CPU",
+           "torch_npu.testing":
+           "op-plugin's TestCase, run_tests, SupportedDevices and create_common_tensor need an NPU; write the test "
+           "with pytest or unittest.TestCase, compare with npusim.testing.assert_bitexact or "
+           "torch.testing.assert_close, and run it under install() (pytest --npusim-torch-npu)",
+           "torch_npu.npu":
+           "NPU devices exist only with install(npu_device=True) (pytest --npusim-npu-device), where torch_npu.npu "
+           "answers for one device, the CPU"}
+
+    @staticmethod
+    def _name(fullname: str) -> str:
+        # `from torch_npu.contrib import x` asks for the stand-in's own name, npusim.torch_npu.contrib.x
+        return fullname.removeprefix("npusim.")
+
+    def find_spec(self, fullname, path, target=None):
+        name = self._name(fullname)
+        parent = sys.modules.get("npusim." + name.rpartition(".")[0])
+        if name in self.WHY and parent is not None and path is getattr(parent, "__path__", None):
+            return importlib.util.spec_from_loader(fullname, self)
+        return None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, mod):
+        name = self._name(mod.__name__)
+        raise NotEmulatedImportError(f"{name} is not emulated by npusim's torch_npu stand-in ({self.WHY[name]})")
+
+
+sys.meta_path.append(_NotEmulatedModules())
+
+
 def __dir__():
     """What the stand-in offers (not its imports and helpers): code that lists torch_npu's names sees these."""
     return sorted({*__all__, *(["npu"] if _npu_device else [])})
@@ -1127,6 +1197,10 @@ def __getattr__(name: str):
     if name.startswith("_") and not name.startswith(("_npu", "__version__")):  # tools' probes (_mock_name)
         raise AttributeError(f"module 'torch_npu' has no attribute {name!r}")
     asked_missing(f"torch_npu.{name}")          # perfmodel.record lists what the run used and npusim lacks
+    if name == "npu":
+        raise NotEmulatedAttributeError(
+            "torch_npu.npu (set_device, synchronize, streams, ...) is not emulated here: NPU devices exist only with "
+            "install(npu_device=True) (pytest --npusim-npu-device), where the 'npu' device is the CPU")
     if name == "npu_moe_init_routing_quant":
         raise NotEmulatedAttributeError(_V2_ROUTING)
     raise NotEmulatedAttributeError(
