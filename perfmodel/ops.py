@@ -1278,6 +1278,7 @@ def quant_matmul_work(plan, hw, x2_format="ND"):
             epi_loop.behind = (pertoken and M <= bm) or ub_c
         if ub_c:
             loops[1].write_bytes = 0.0          # the FixPipe's copy stays on chip
+            epi_loop.active = 2.0 * bd          # both AIVs of every AIC store their halves at once
         loops.append(epi_loop)
     extra = []
     if (scale is not None and _dt(scale) == "float32" and not pertoken and out_name in ("float16", "int8")

@@ -241,6 +241,7 @@ def test_every_op_every_product(op, product):
     params = perfmodel.calibration.default_calibration().params_for(hw.family)
     assert p.latency_us * 1e-6 >= p.bytes_read / hw.hbm_peak_Bps
     assert p.chip_us * 1e-6 >= p.bytes_read / hw.hbm_peak_Bps        # cold: every input byte comes from HBM once
+    assert p.latency_us >= p.chip_us * (1 - 1e-9)                     # nor faster than its own HBM traffic
     if op in ("matmul", "npu_quant_matmul"):
         dt = "int8" if op == "npu_quant_matmul" else "float16"
         assert p.latency_us * 1e-6 >= p.flops / hw.cube_peak_ops(dt)
@@ -249,6 +250,15 @@ def test_every_op_every_product(op, product):
     assert row["latency_us"] == p.latency_us and "mte2_us" in row and row["soc"] == hw.soc.soc
     if p.plan is not None:
         assert p.tiling_key == p.plan.tiling_key and p.block_dim == p.plan.block_dim
+
+
+def test_950_vector_epilogue_is_never_faster_than_its_hbm_writes():
+    """Ascend 950's per-token quant matmul with K = 128 writes 940 MB of bf16, 7x its L2: both AIVs of each AIC
+    store at once, so the stores share HBM among 64 vector cores (it once counted 32 and came out at 528 us,
+    below its own 593 us of HBM traffic)."""
+    p = perfmodel.predict("npu_quant_matmul", "ascend-950pr", x1=T((65536, 128), "int8"), x2=T((128, 7168), "int8"),
+                          scale=T((7168,), "float32"), pertoken_scale=T((65536,), "float32"), output_dtype="bfloat16")
+    assert p.bytes_written == 65536 * 7168 * 2 and p.latency_us >= p.chip_us
 
 
 def test_pipes_within_the_loops_when_cores_drift():
