@@ -209,6 +209,10 @@ def elementwise_work(hw, op: str, x, y=None, *, block_dim=None, tile_bytes=None,
     for name, t in (("x", x), ("y", y)):
         if t is not None and _dt(t) not in allowed:
             raise ValueError(f"{op}: {name} dtype must be one of {', '.join(allowed)}, got {_dt(t)}")
+    if y is not None and _dt(y) != dt:
+        # aclnn promotes a mixed pair with Cast kernels of its own first; perfmodel models the one kernel
+        raise ValueError(f"{op}: x and y must have the same dtype (a mixed pair is cast first, by kernels "
+                         f"perfmodel does not model; predict the cast input's dtype), got {dt} and {_dt(y)}")
     isz = x.dtype.itemsize
     widen = dt == "bfloat16" or (dt == "float16" and widens_fp16)      # computed in fp32, Cast in and out
     cdt = "float32" if widen or dt in ("float32", "int32") else "float16"

@@ -252,6 +252,13 @@ def test_every_op_every_product(op, product):
         assert p.tiling_key == p.plan.tiling_key and p.block_dim == p.plan.block_dim
 
 
+@pytest.mark.parametrize("op", ["add", "maximum"])
+def test_mixed_input_dtypes_are_refused_not_costed_at_xs_size(op):
+    """aclnn casts a mixed pair first, with kernels of its own; costing y at x's element size was too fast."""
+    with pytest.raises(ValueError, match=f"{op}: x and y must have the same dtype.*got bfloat16 and float32"):
+        perfmodel.predict(op, "atlas-a2", x=T((4096, 7168), "bfloat16"), y=T((4096, 7168), "float32"))
+
+
 def test_950_vector_epilogue_is_never_faster_than_its_hbm_writes():
     """Ascend 950's per-token quant matmul with K = 128 writes 940 MB of bf16, 7x its L2: both AIVs of each AIC
     store at once, so the stores share HBM among 64 vector cores (it once counted 32 and came out at 528 us,
