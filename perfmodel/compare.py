@@ -61,11 +61,15 @@ def measured_from_profiles(paths_or_df, product: str, unitless_unit: str = "us")
     pos = np.searchsorted(uniq, calls)
     counts = np.bincount(pos, minlength=len(uniq))
     args_of, label_of = np.empty(len(uniq), dtype=object), np.empty(len(uniq), dtype=object)
+    # a profile row times one kernel: its own (the operator's further launches, e.g. TransQuantParamV2 before
+    # QuantBatchMatmulV3, are rows of their own)
+    kernels_of = np.empty(len(uniq), dtype=object)
     usable = np.zeros(len(uniq), dtype=bool)
     for k, i in enumerate(first):
         r = df.iloc[i]
         shapes = ";".join(",".join(map(str, s)) for s in r["input_shapes"])
         label_of[k] = f"{r['op_type']} [{shapes}] {';'.join(r['input_dtypes'])}"
+        kernels_of[k] = (str(r["op_type"]).strip(),)
         try:
             args_of[k] = to_predict_args(r)
             usable[k] = True
@@ -84,6 +88,7 @@ def measured_from_profiles(paths_or_df, product: str, unitless_unit: str = "us")
     out = pd.DataFrame({"op": col("op"), "product": soc.product, "target": str(product), "args": args_of[pos],
                         "measured_us": col("duration_us"), "block_dim": col("block_dim"), "label": label_of[pos],
                         "config": None, "source": col("source"), "line": col("line"), "task_type": col("task_type"),
+                        "kernels": kernels_of[pos],
                         **{f"pipe_{p}_us": col(f"pipe_{p}_us") for p in PIPES}})
     out = out.reindex(columns=MEASURED_COLUMNS + ["line", "task_type"])
     out.attrs["skipped"] = dict(skipped)

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pandas as pd
+import perfmodel
 import pytest
 
 from perfmodel.profiles import OP_TYPES, parse_dtypes, parse_shapes, read_profiles, to_predict_args
@@ -490,3 +491,21 @@ def test_a_byte_that_is_not_utf8_costs_no_row(tmp_path):
         raw.decode("utf-8")
     df = read_profiles(path)
     assert len(df) == 2 and not df.attrs["skipped_files"]
+
+
+def test_a_profile_row_is_compared_with_its_own_kernel_only(tmp_path):
+    """A float32 scale with float16 output launches TransQuantParamV2, then QuantBatchMatmulV3: the profile has a
+    row for each, so the QuantBatchMatmulV3 row is predicted as that kernel alone (as the packaged set's rows
+    that name their kernels), the TransQuantParamV2 row as its own."""
+    from perfmodel import compare as cmp
+    from npusim.plan import TensorSpec as T
+    qbmm = ("QuantBatchMatmulV3", "AI_CORE", 93.0, 24, '"1024,4096;4096,4096;4096"', "INT8;INT8;FLOAT", "ND;ND;ND",
+            '"1024,4096"', "FLOAT16")
+    tqp = ("TransQuantParamV2", "AI_VECTOR_CORE", 3.0, 1, '"4096"', "FLOAT", "ND", '"4096"', "UINT64")
+    joined = cmp.compare(cmp.measured_from_profiles([_mini_profile(tmp_path / "op_summary_0.csv", [qbmm, tqp])],
+                                                    "atlas-a2"))
+    whole = perfmodel.predict("npu_quant_matmul", "atlas-a2", x1=T((1024, 4096), "int8"), x2=T((4096, 4096), "int8"),
+                              scale=T((4096,), "float32"), output_dtype="float16")
+    (name, own), (extra, extra_us) = whole.kernels
+    assert name.startswith("QuantBatchMatmulV3") and extra == "TransQuantParamV2"
+    assert joined["predicted_us"].tolist() == pytest.approx([own, extra_us])
