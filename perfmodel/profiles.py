@@ -676,11 +676,16 @@ def to_predict_args(row) -> dict:
                 raise ValueError(f"x1 shape {x1s} is not a matrix")
             k = x1s[-1]
             m = x1s[-2]
-            if outs and len(outs[0][0]) >= 2:
-                n, out_dtype = outs[0][0][-1], outs[0][1]
-                batch = outs[0][0][:-2]
+            if not outs or not outs[0][1]:
+                # npu_quant_matmul's default (int8) would be a guess that misreads a per-token scale as a bias
+                raise ValueError("the output is not recorded (the Output Shapes and Output Data Types columns): its "
+                                 "dtype decides the quant matmul's epilogue and which inputs are the per-token scale "
+                                 "or the bias")
+            out_dtype = outs[0][1]
+            if len(outs[0][0]) >= 2:
+                n, batch = outs[0][0][-1], outs[0][0][:-2]
             elif len(x2s) >= 2 and x2s[-2] == k:
-                n, out_dtype, batch = x2s[-1], None, x2s[:-2]
+                n, batch = x2s[-1], x2s[:-2]
             else:
                 raise ValueError("cannot tell N without the output shape")
             if x1d != "int8" or x2d != "int8":
@@ -734,8 +739,7 @@ def to_predict_args(row) -> dict:
                         args["offset"] = _spec(s, d)
                     elif "bias" not in args:
                         args["bias"] = _spec(s, d)
-            if out_dtype is not None:
-                args["output_dtype"] = out_dtype
+            args["output_dtype"] = out_dtype
             return args
         if op == "npu_trans_quant_param":        # scale, then the optional offset, both float32
             (ss, sd), rest = specs[0], _tensors(specs[1:])

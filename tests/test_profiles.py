@@ -509,3 +509,16 @@ def test_a_profile_row_is_compared_with_its_own_kernel_only(tmp_path):
     (name, own), (extra, extra_us) = whole.kernels
     assert name.startswith("QuantBatchMatmulV3") and extra == "TransQuantParamV2"
     assert joined["predicted_us"].tolist() == pytest.approx([own, extra_us])
+
+
+def test_a_quant_matmul_row_without_its_output_is_skipped_with_the_reason(tmp_path):
+    """Without the output columns a quant matmul's output dtype would default to int8, which reads a per-token
+    scale as a bias (and fails naming the bias): the row is skipped, saying what is missing."""
+    from perfmodel import compare as cmp
+    path = tmp_path / "op_summary_0.csv"
+    path.write_text("Op Name,OP Type,Task Type,Task Duration(us),Block Num,Input Shapes,Input Data Types\n"
+                    'q,QuantBatchMatmulV3,MIX_AIC,170,24,"1024,7168;7168,4096;4096;1024","INT8;INT8;BF16;FLOAT"\n')
+    measured = cmp.measured_from_profiles([path], "atlas-a2")
+    assert len(measured) == 0
+    (reason,) = measured.attrs["skipped"]
+    assert "output is not recorded" in reason and "Output Data Types" in reason
