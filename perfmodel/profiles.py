@@ -773,7 +773,11 @@ def to_predict_args(row) -> dict:
             m, n = outs[0][0]
             if len(as_) != 2:
                 raise ValueError(f"a shape {as_} is not 2-D")
+            if _nz(row, 1):
+                raise ValueError("the generic matmul model costs an ND weight; b is recorded FRACTAL_NZ")
             k = as_[1] if as_[0] == m else as_[0]
+            if tuple(bs) not in ((k, n), (n, k)):       # b rebuilt from a's K and the output's N must agree
+                raise ValueError(f"b shape {tuple(bs)} is not [K, N] or [N, K] of K = {k} (a) and N = {n} (the output)")
             return {"a": _spec((m, k), ad), "b": _spec((k, n), bd)}
         if op == "grouped_matmul":
             nz = _nz(row, 1)             # an NZ weight [E, N/n0, K/k0, k0, n0] as stored; N from the output

@@ -280,6 +280,14 @@ def test_matmul_rows_the_generic_model_cannot_cost_are_skipped_with_the_reason()
                                 ("64,32;32,16", "FLOAT16;FLOAT16", "FLOAT")):
         with pytest.raises(ValueError, match="no bias and a float16/bfloat16 output"):
             to_predict_args(_row("matmul", "MatMulV2", shapes, dtypes, "64,16", out))
+    # b is rebuilt from a's K and the output's N: a b that contradicts them, or an NZ b, is not costed as ND
+    assert spec(to_predict_args(_row("matmul", "MatMulV2", "64,32;16,32", "FLOAT16;FLOAT16", "64,16", "FLOAT16")),
+                "b") == ((32, 16), "float16")
+    with pytest.raises(ValueError, match=r"b shape \(48, 48\) is not \[K, N\] or \[N, K\] of K = 32"):
+        to_predict_args(_row("matmul", "MatMulV2", "64,32;48,48", "FLOAT16;FLOAT16", "64,16", "FLOAT16"))
+    with pytest.raises(ValueError, match="ND weight; b is recorded FRACTAL_NZ"):
+        to_predict_args(_row("matmul", "MatMulV2", "64,32;1,2,16,16", "FLOAT16;FLOAT16", "64,16", "FLOAT16",
+                             formats="ND;FRACTAL_NZ"))
 
 
 def test_compare_with_inputs_warm_in_l2():
