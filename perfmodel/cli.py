@@ -42,7 +42,7 @@ from perfmodel.model import PIPES
 from perfmodel.predict import (L2_STATES, OPERATORS, check_operator, check_product, op_parameters, predict,
                                supported_products)
 from perfmodel.profiles import skipped_files_summary, skipped_summary
-from perfmodel.published import FITTED_TRUST, measured_coverage
+from perfmodel.published import FITTED_TRUST, measured_coverage, read_timings
 
 __all__ = ["main", "build_parser"]
 
@@ -450,7 +450,10 @@ def _measured(a) -> pd.DataFrame:
             print(f"packaged calibration set (measured_timings.csv + published_timings.csv in "
                   f"{cmp.default_published_path().parent}): {len(m)} usable rows")
         elif Path(a.published).is_file():
-            m = cmp.read_published(a.published)
+            try:
+                m = read_timings(a.published)
+            except ValueError as exc:
+                raise UsageError(f"--published: {exc}") from None
             print(f"published set {a.published}: {len(m)} usable rows")
         else:
             raise UsageError(f"--published: {a.published}: no such file")
@@ -707,8 +710,8 @@ class _Once(argparse.Action):
 
 def _add_measured_args(p):
     p.add_argument("--published", metavar="CSV",
-                   help="published timings CSV (default when no --profiles: the packaged calibration set, "
-                        "perfmodel/data/measured_timings.csv and published_timings.csv)")
+                   help="a timings CSV in the format of either packaged file, perfmodel/data/published_timings.csv "
+                        "or measured_timings.csv (default when no --profiles: the packaged calibration set, both)")
     p.add_argument("--profiles", nargs="+", metavar="PATH",
                    help="msprof op_summary_*.csv / torch_npu kernel_details.csv files, or directories holding them")
     p.add_argument("--product", metavar="P", action=_Once,

@@ -27,8 +27,8 @@ from perfmodel.ops import group_sizes
 from perfmodel.profiles import PIPES
 
 __all__ = ["MEASURED_COLUMNS", "SAMPLE_CONFIGS", "default_published_path", "default_measured_path",
-           "published_args", "config_args", "read_published", "read_measured", "calibration_set", "shape_family",
-           "measured_kernels"]
+           "published_args", "config_args", "read_published", "read_measured", "read_timings", "calibration_set",
+           "shape_family", "measured_kernels"]
 
 MEASURED_COLUMNS = ["op", "product", "target", "args", "measured_us", "block_dim", "label", "config", "source",
                     "family", "trust", "kernels"] + [f"pipe_{p}_us" for p in PIPES]
@@ -321,6 +321,26 @@ def read_measured(path=None) -> pd.DataFrame:
     df.attrs["skipped"] = dict(Counter(s["reason"] for s in skipped))
     df.attrs["skipped_rows"] = skipped
     return df
+
+
+# the columns that tell the two packaged formats apart (a file of either kind may be given as --published)
+_PUBLISHED_KEYS = ("kernel", "config", "task_duration_us")
+_MEASURED_KEYS = ("op", "soc", "shape", "measured_us")
+
+
+def read_timings(path) -> pd.DataFrame:
+    """Measured rows from a timings CSV of either packaged format: published_timings.csv's (kernel, config,
+    task_duration_us, ...: read_published) or measured_timings.csv's (op, soc, shape, measured_us, ...:
+    read_measured); any other header is a ValueError naming both."""
+    header = set(pd.read_csv(path, dtype=str, nrows=0).columns.str.strip())
+    if all(k in header for k in _PUBLISHED_KEYS):
+        return read_published(path)
+    if all(k in header for k in _MEASURED_KEYS):
+        return read_measured(path)
+    raise ValueError(f"{path}: neither timings format: a published-timings CSV has the columns "
+                     f"{', '.join(_PUBLISHED_KEYS)} (perfmodel/data/published_timings.csv), a measured-timings CSV "
+                     f"{', '.join(_MEASURED_KEYS)} (perfmodel/data/measured_timings.csv); got "
+                     f"{', '.join(sorted(header))[:300]}")
 
 
 def calibration_set() -> pd.DataFrame:

@@ -377,6 +377,20 @@ def test_cli_compare_profiles_and_published(fake_model, tmp_path, capsys):
     assert "unusable profile rows" in text
 
 
+def test_cli_published_takes_either_packaged_format(tmp_path, capsys):
+    """--help names both packaged files: a measured-timings CSV is read as one (it once failed row by row with
+    "kernel '' has no perfmodel operator"); a file of neither format says which columns each has."""
+    from perfmodel.published import default_measured_path, read_measured
+    assert cli.main(["compare", "--published", str(default_measured_path()), "--no-plots", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(read_measured())} usable rows" in out and "has no perfmodel operator" not in out
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,y\n1,2\n")
+    assert cli.main(["compare", "--published", str(bad), "--no-plots", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "neither timings format" in err and "kernel, config, task_duration_us" in err and "measured_us" in err
+
+
 def test_cli_calibrate_then_use(fake_model, tmp_path, capsys, monkeypatch):
     pub = tmp_path / "pub.csv"
     pub.write_text("kernel,product,soc,shape,dtype,config,task_duration_us,aiv_or_aic_time_us,vec_or_mac_time_us,"
