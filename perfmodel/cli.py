@@ -594,10 +594,9 @@ def cmd_calibrate(a) -> int:
         if name not in calibration.PARAMS:
             raise UsageError(f"--params: unknown calibration parameter {name!r}; "
                              f"known: {', '.join(calibration.PARAMS)}")
-    # start from (and stay near) the shipped calibration, and fit your rows together with the packaged set's:
-    # a few rows then move what they inform, and the constants they cannot pin down stay where the packaged
-    # measurements hold them (fitted alone, ten rows of two operators moved shared constants and tripled
-    # another operator's error)
+    # fit your rows together with the packaged set's: a few rows then move what they inform, and the constants they
+    # cannot pin down stay where the packaged measurements hold them (fitted alone, ten rows of two operators
+    # moved shared constants and tripled another operator's error)
     packaged = None
     if given and not a.only_given_rows:
         packaged = _fitted_packaged_rows(cmp.calibration_set())
@@ -608,8 +607,10 @@ def cmd_calibrate(a) -> int:
             print(f"warning: {text}; fit with the packaged set (without --only-given-rows), or name fewer "
                   f"parameters with --params", file=sys.stderr)
     pooled = fit_rows if packaged is None else pd.concat([fit_rows, packaged], ignore_index=True)
-    cal = fitting.calibrate(pooled, product=a.fit_product, params=params,
-                            base=calibration.default_calibration())
+    # with the packaged set, fitted as the shipped calibration was (python -m perfmodel.fit_report: from the TOML
+    # defaults, base None), so that without rows of yours it is reproduced; your rows alone: near the shipped one
+    base = calibration.default_calibration() if packaged is None and given else None
+    cal = fitting.calibrate(pooled, product=a.fit_product, params=params, base=base)
     path = Path(a.output) if a.output else Path(a.out) / "calibration.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     cal.save(path)
