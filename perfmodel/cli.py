@@ -485,7 +485,9 @@ def cmd_compare(a) -> int:
                      float_format="{:.2f}")
     else:
         print(f"\n{len(joined)} rows: {len(launches)} distinct launches (call and measured block dim)")
-        _print_table(cmp.worst(launches, a.worst), f"worst {a.worst} launches (measured = median of its rows):")
+    if len(joined) > PER_ROW_MAX or a.worst is not None:        # a --worst asked for is listed in any case
+        k = a.worst or 5
+        _print_table(cmp.worst(launches, k), f"worst {k} launches (measured = median of its rows):")
     failed = launches[launches["status"] != "ok"]
     if len(failed):
         first_row = [f"{src}:{line}" if not pd.isna(line) else str(src)
@@ -840,8 +842,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--l2", choices=L2_STATES, default="cold",
                    help="inputs read from HBM (cold: what benchmarks that flush L2 measure; default) or from L2 "
                    "where they fit (warm: a model run, where the kernel before wrote them)")
-    c.add_argument("--worst", type=_positive, default=5, metavar="K",
-                   help="how many worst launches to list (default 5)")
+    c.add_argument("--worst", type=_positive, default=None, metavar="K",
+                   help=f"how many worst launches to list (default 5, listed when there are more than {PER_ROW_MAX} "
+                        "rows, which are not printed one by one)")
     c.add_argument("--no-plots", action="store_true", help="tables and CSVs only")
     c.set_defaults(func=cmd_compare)
 

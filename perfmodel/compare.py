@@ -68,7 +68,10 @@ def measured_from_profiles(paths_or_df, product: str, unitless_unit: str = "us")
     for k, i in enumerate(first):
         r = df.iloc[i]
         shapes = ";".join(",".join(map(str, s)) for s in r["input_shapes"])
-        label_of[k] = f"{r['op_type']} [{shapes}] {';'.join(r['input_dtypes'])}"
+        outs = r.get("output_dtypes")           # (an int8 and an int4 launch differ only there)
+        outs = outs if isinstance(outs, (list, tuple)) else []
+        label_of[k] = f"{r['op_type']} [{shapes}] {';'.join(r['input_dtypes'])}" + (f" -> {';'.join(outs)}"
+                                                                                      if outs else "")
         kernels_of[k] = (str(r["op_type"]).strip(),)
         try:
             args_of[k] = to_predict_args(r)

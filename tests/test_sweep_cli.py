@@ -391,6 +391,20 @@ def test_cli_published_takes_either_packaged_format(tmp_path, capsys):
     assert "neither timings format" in err and "kernel, config, task_duration_us" in err and "measured_us" in err
 
 
+def test_cli_compare_lists_the_worst_launches_asked_for_even_when_it_prints_every_row(tmp_path, capsys):
+    pub = tmp_path / "pub.csv"
+    pub.write_text("kernel,product,soc,shape,dtype,config,task_duration_us,aiv_or_aic_time_us,vec_or_mac_time_us,"
+                   "mte2_time_us,mte3_or_fixpipe_time_us,source\n"
+                   'add,atlas-a2,x,"1000x1000",fp16,"48 AIV",5.0,,,,,s\n'
+                   'add,atlas-a2,x,"2000x1000",fp16,"48 AIV",50.0,,,,,s\n')
+    base = ["compare", "--published", str(pub), "--no-plots", "--out", str(tmp_path)]
+    assert cli.main(base) == 0
+    assert "per row" in (text := capsys.readouterr().out) and "worst" not in text
+    assert cli.main(base + ["--worst", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "per row" in text and "worst 1 launches" in text
+
+
 def test_cli_calibrate_then_use(fake_model, tmp_path, capsys, monkeypatch):
     pub = tmp_path / "pub.csv"
     pub.write_text("kernel,product,soc,shape,dtype,config,task_duration_us,aiv_or_aic_time_us,vec_or_mac_time_us,"
