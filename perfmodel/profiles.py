@@ -628,7 +628,7 @@ def to_predict_args(row) -> dict:
     op = row["op"]
     specs = _specs(row)
     if not specs:
-        raise ValueError("no input shapes")
+        raise ValueError("no input shapes (torch_npu's profiler records them with record_shapes=True)")
     outs = list(zip(row.get("output_shapes") or [], row.get("output_dtypes") or []))
     try:
         if op in ("npu_dynamic_quant", "npu_dynamic_quant_asymmetric"):
