@@ -71,6 +71,26 @@ def pytest_load_initial_conftests(early_config, parser, args):
     installed = stand_in.install(product, npu_device=_npu_device(early_config, early_config.known_args_namespace))
     installed.__enter__()
     early_config.add_cleanup(lambda: installed.__exit__(None, None, None))
+    early_config.stash[_SESSION_STAND_IN] = stand_in
+
+
+_SESSION_STAND_IN = pytest.StashKey()
+
+
+def pytest_collection_finish(session):
+    """With the session-wide stand-in, say so when collection left another torch_npu in sys.modules: a conftest.py
+    that stubs torch_npu on machines without an NPU (vllm-ascend's tests/ut/conftest.py does) silently undoes the
+    option for every test module that imports torch_npu after it."""
+    import sys
+    stand_in = session.config.stash.get(_SESSION_STAND_IN, None)
+    found = sys.modules.get("torch_npu")
+    if stand_in is not None and found is not stand_in:
+        import warnings
+        warnings.warn(pytest.PytestWarning(
+            f"--npusim-torch-npu installed npusim's torch_npu stand-in, but after collection sys.modules['torch_npu'] "
+            f"is {type(found).__module__}.{type(found).__name__} {str(found)[:80]!r}: a conftest.py or test module "
+            f"replaced it (e.g. a stub for machines without an NPU), so the tests that import torch_npu got that, "
+            f"not the stand-in; remove the stub, or keep it only where npusim is not installed"))
 
 
 def pytest_configure(config):

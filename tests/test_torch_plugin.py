@@ -91,3 +91,17 @@ def test_npu_device_option_runs_npu_code_unchanged(pytester):
     # the ini setting does what the option does
     pytester.makeini("[pytest]\nnpusim_npu_device = true\n")
     pytester.runpytest_subprocess("--npusim-torch-npu", "-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_session_option_says_when_a_conftest_replaced_torch_npu(pytester):
+    """vllm-ascend's tests/ut/conftest.py puts a stub into sys.modules['torch_npu'] on machines without an NPU,
+    which silently undoes --npusim-torch-npu: the plugin warns after collection, naming what is there."""
+    pytester.makeconftest("import sys\nfrom unittest import mock\nsys.modules['torch_npu'] = mock.MagicMock()\n")
+    pytester.makepyfile(test_stubbed="import torch_npu\n\ndef test_stub():\n    assert torch_npu\n")
+    result = pytester.runpytest_subprocess("--npusim-torch-npu", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(["*sys.modules?'torch_npu'? is unittest.mock.MagicMock*replaced it*"])
+    # without the stub: no warning
+    pytester.makeconftest("")
+    result = pytester.runpytest_subprocess("--npusim-torch-npu", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
