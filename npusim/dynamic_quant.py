@@ -196,7 +196,7 @@ def _check_group_values(op, group, R, prod):
 # ------------------------------------------------------------------ tiling
 def _tiling_a2(soc, R, H, xdt, has_smooth, E, dst, symmetric):
     """A2/A3 tiling, dynamic_quant_tiling.cpp RunFusionKernelTiling: key 100, 10, else 0/1/2/3/6/7/8."""
-    V, ub = soc.aiv, soc.ub_bytes
+    V, ub = soc.aiv, soc.tiling_ub_bytes
     t = dict(rowNum=R, rowLen=H, groupNum=E, hasSmooth=int(has_smooth or E > 0), ubSize=ub,
              innerLoopEle=0, innerLoopTimes=0, innerLoopTail=0, useDb=0)
     # key 100 (SetSpecialTilingForDs): symmetric int8, no group, rowLen in {4096, 5120, 10240}, rows in [4, 384]
@@ -279,7 +279,7 @@ def _tiling_950(soc, R, H, has_smooth, E, symmetric):
     widths 1/4/1/1 of dynamic_quant_struct.h; the packing order is our assumption).
     PERTEN_LARGE_MULTICORE (a few huge rows split across cores) keeps the row split of the others here:
     its own split is not modelled (documented estimate)."""
-    V, ub = soc.aiv, soc.ub_bytes
+    V, ub = soc.aiv, soc.tiling_ub_bytes
     smooth = int(has_smooth or E > 0)
     t = dict(rowNum=R, rowLen=H, groupNum=E, hasSmooth=smooth, ubSize=ub, innerLoopEle=0, innerLoopTimes=0,
              innerLoopTail=0)
@@ -321,7 +321,7 @@ def _tiling_310p(soc, R, H):
     the ops-nn doc for both), and so does npusim."""
     cores = soc.aiv
     size_x = _align(H, 16)
-    copy_rows = (soc.ub_bytes - size_x * 2 - 10240) // (size_x * 5)
+    copy_rows = (soc.tiling_ub_bytes - size_x * 2 - 10240) // (size_x * 5)
     row_suit = (213 - size_x * 2 // 7) % (1 << 32)        # uint32 arithmetic (wraps for wide rows)
     row_suit -= row_suit % 8
     if copy_rows > 64 and size_x >= 512:

@@ -140,7 +140,7 @@ def _plan(ck: _Checked) -> Plan:
     per_repeat = BYTE_REPEAT // item
     # tileLength: the tiling's 910 branch (no SELECT_TMP_UB) is dead code (socVersion is fixed to
     # ASCEND910B there), so every product keeps the 8000 B back.
-    tile = (soc.ub_bytes - SELECT_TMP_UB) // UB_BYTES_PER_ELEMENT[kd] // per_repeat * per_repeat
+    tile = (soc.tiling_ub_bytes - SELECT_TMP_UB) // UB_BYTES_PER_ELEMENT[kd] // per_repeat * per_repeat
     cores = min(head, soc.aiv) if numel else 0
     loop_num, remain = (head // cores, head % cores) if cores else (0, 0)
     aligned = -(-calc // align) * align

@@ -209,10 +209,10 @@ def plan_indexer_compress_epilog(indexer_compress_cache, indexer_compress_scale,
               ("slot_mapping", slot_mapping))}
     info = _check_specs(specs["cache"], specs["scale"], specs["x"], specs["slot_mapping"], quant_mode, soc.soc,
                         _op, _names)
-    tiles = _tiling(info["T"], info["d"], quant_mode, soc.aiv, soc.ub_bytes)
+    tiles = _tiling(info["T"], info["d"], quant_mode, soc.aiv, soc.tiling_ub_bytes)
     if info["T"] and not tiles["rowFactor"]:      # the vendor tiling would divide by zero
         raise invalid(_op, _names["x"], f"last dimension d = {info['d']} is too large: one row of x, its fp8 values "
-                      f"and scales (double-buffered) must fit in the {soc.ub_bytes}-byte UB", soc.soc)
+                      f"and scales (double-buffered) must fit in the {soc.tiling_ub_bytes}-byte UB", soc.soc)
     key = _TILING_KEYS[(tiles["rowFactor"] != 1, quant_mode)]
     return Plan(
         op=OP, soc=soc, kernel="IndexerCompressEpilog", tiling_key=key, block_dim=tiles["usedCoreNum"],

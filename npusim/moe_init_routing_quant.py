@@ -260,7 +260,7 @@ def plan_moe_init_routing_quant(x, row_idx, expert_idx, active_num, scale=1.0, o
     xsize = formats.as_dtype(x_dtype).itemsize
     total = n * k
     aiv = 1 if total <= _SORT32_ALIGN else soc.aiv
-    ub = soc.ub_bytes
+    ub = soc.tiling_ub_bytes
     sort_loop_max = (ub - aiv * _ONE_BLOCK_BYTE) // 32 // _SORT32_ALIGN * _SORT32_ALIGN
     one_core = total <= sort_loop_max
     if one_core:

@@ -90,6 +90,15 @@ class Soc:
         return PRODUCTS[self.product].family
 
     @property
+    def tiling_ub_bytes(self) -> int:
+        """UB bytes as the vendor's tiling code sees them (PlatformAscendC::GetCoreMemSize(UB)): on the SoCs whose
+        short version is Ascend910B (Atlas A2, and A3's Ascend910_93) 256 B fewer than the INI's, reserved for
+        the matmul's kfc (LOCAL_RESERV_SIZE; hicann/ascend-transformer-boost
+        src/kernels/tbe_adapter/platform/platform_ascendc.cpp, whose SocVersionStrMap maps both to ASCEND910B);
+        elsewhere the INI's."""
+        return self.ub_bytes - 256 if self.family == "a2a3" else self.ub_bytes
+
+    @property
     def vector_mhz(self) -> int:
         return self.vec_mhz or self.cube_mhz
 

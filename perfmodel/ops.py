@@ -1175,7 +1175,7 @@ def _dequant_epilogue(hw, plan, *, bm, bn, M, out_b, pertoken, c_in_ub=False):
     per_row = 20 * bn + 2 * s_b * bn + (4 * bn if (pertoken or float_bias) else 0) \
         + (8 + 4 * bn if pertoken else 0) + (4 * bn if float_bias else 0)
     fixed = (bm * 32 + 56 if pertoken else 0) + ((2 * bias.dtype.itemsize * bn + 4 * bn) if float_bias else 0)
-    rows = max(1, min((hw.soc.ub_bytes - fixed) // per_row, bm, M))
+    rows = max(1, min((hw.soc.tiling_ub_bytes - fixed) // per_row, bm, M))
     if c_in_ub:         # the 950 kernel's AIV splits its rows into (at most) four chunks
         rows = _cdiv(min(bm, M), min(4, min(bm, M)))
     e = rows * bn

@@ -161,6 +161,19 @@ def test_a2_symmetric_int8(product, dt, shape, use_smooth):
     _check(got, reference(x, sm, scale_form=form), "int8")
 
 
+@pytest.mark.parametrize("product", ["atlas-a2", "atlas-a3"])
+def test_rows_past_key_10_by_the_reserved_ub_take_the_split_rows_scale(product):
+    """H = 12800 with smooth scales fits key 10 (scale m * (1/127)) in the INI's UB but not in the 256 B smaller
+    UB the tiling sees (test_a2_tiling_keys): the kernel splits the row (key 6, scale 1 / (127 / m)). The two
+    forms differ on this data, so the output tells which kernel ran."""
+    rng = np.random.default_rng(12800)
+    x = _data(8, 12800, BF16, rng)
+    sm = rng.uniform(0.25, 4, 12800).astype(BF16)
+    split, multi = reference(x, sm, scale_form="1/q"), reference(x, sm, scale_form="m*C")
+    assert not np.array_equal(split[1], multi[1])
+    _check(npusim.npu_dynamic_quant(x, sm, product=product), split, "int8")
+
+
 @pytest.mark.parametrize("dst", ["int4", "int32"])
 @pytest.mark.parametrize("dt", [np.float16, BF16], ids=["fp16", "bf16"])
 def test_a2_symmetric_int4_and_packed(dst, dt):
@@ -400,9 +413,15 @@ def test_vendor_golden_agreement(dt):
     ((2, 18000), BF16, False, False, 6, 2),
     ((64, 256), BF16, True, True, 7, 48),
     ((64, 18000), BF16, True, True, 8, 48),
+    # the UB the tiling sees is GetCoreMemSize's, 196608 - 256 = 196352 B: key 10's longest row with smooth is
+    # (196352 - 1024 - 3392) // 15 // 64 * 64 = 12736 < 12800 (12800 with the INI's 196608), and a 17 x 12800 B
+    # row does not fit the 195328 B left: the row is split, key 6
+    ((64, 12800), BF16, True, False, 6, 48),
+    ((64, 12736), BF16, True, False, 10, 48),
 ])
 def test_a2_tiling_keys(shape, dt, smooth, group, key, block_dim):
-    """Keys and block dims derived by hand from dynamic_quant_tiling.cpp for Ascend910B2 (48 AIV, 192 KiB UB)."""
+    """Keys and block dims derived by hand from dynamic_quant_tiling.cpp for Ascend910B2 (48 AIV, 192 KiB UB of
+    which the tiling sees 256 B fewer, PlatformAscendC::GetCoreMemSize)."""
     from npusim.plan import TensorSpec
     H = shape[-1]
     sm = TensorSpec((4, H) if group else (H,), dt) if smooth else None
