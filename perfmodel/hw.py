@@ -121,7 +121,10 @@ class Hardware:
         self.family = soc.family
         d = family_data(self.family)
         self.data = d
-        self.vec_hz = soc.vector_mhz * 1e6
+        # the vector pipes of the modelled kernels: on coupled parts they run on the AI Cores (vector_cores()), at
+        # the AI Core's clock; the INI's vec_freq there is the 310P's standalone Vector Cores' (HARDWARE.md sec. 0),
+        # where no modelled kernel runs
+        self.vec_hz = (soc.cube_mhz if soc.core_layout == "coupled" else soc.vector_mhz) * 1e6
         self.cube_hz = soc.cube_mhz * 1e6
         dma = d["dma"]
         table_soc = dma["curve_soc_by_soc"].get(soc.soc, dma["curve_soc"])

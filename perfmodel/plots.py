@@ -166,9 +166,11 @@ def roofs(soc) -> dict:
     """Ceilings of one SoC (product id or SoC name): {'mem_Bps', 'cube_fp16', 'cube_int8', 'vector_fp16'}
     (bytes/s and ops/s)."""
     hw, s = hardware(soc), get_product(soc)
-    vec_units = s.aiv if s.core_layout == "split" else s.aic + s.vector_cores
+    # 128 fp16 lanes a cycle per vector unit: the AIVs on split parts; on coupled parts the AI Cores' at their
+    # clock and the standalone Vector Cores' (310P) at theirs
+    lane_mhz = s.aiv * s.vector_mhz if s.core_layout == "split" else s.aic * s.cube_mhz + s.vector_cores * s.vector_mhz
     return {"mem_Bps": float(hw.hbm_peak_Bps), "cube_fp16": float(hw.cube_peak_ops("float16")),
-            "cube_int8": float(hw.cube_peak_ops("int8")), "vector_fp16": 128.0 * vec_units * s.vector_mhz * 1e6}
+            "cube_int8": float(hw.cube_peak_ops("int8")), "vector_fp16": 128.0 * lane_mhz * 1e6}
 
 
 def _log_axes(ax, xlabel: str, ylabel: str, title: str, *, legend_size: int, legend_loc: str, xbase: int = 10,

@@ -1368,3 +1368,14 @@ def test_sweep_rows_carry_core_chip_and_kernels():
                                                          dtype="float16")))
     assert (row["core_us"], row["chip_us"], row["latency_us"]) == (p.core_us, p.chip_us, p.latency_us)
     assert row["kernels"] == "; ".join(f"{k} {t:.4g} us" for k, t in p.kernels) and "Transpose" in row["kernels"]
+
+
+def test_310p_vector_work_runs_at_the_ai_core_clock():
+    """On 310P the kernels run on the AI Cores (coupled), whose vector unit runs at the AI Core's clock (1060, 800
+    and 550 MHz on P3, P5, P7); the INI's vec_freq (1000 MHz) is the standalone Vector Cores'. The same
+    DynamicQuant's vector pipe scales with the AI Core clock."""
+    x = T((8192, 4096), "float16")
+    vec = {s: perfmodel.predict("npu_dynamic_quant", s, x=x).pipes_us["vector"] for s in
+           ("Ascend310P3", "Ascend310P5", "Ascend310P7")}
+    assert vec["Ascend310P7"] / vec["Ascend310P3"] == pytest.approx(1060 / 550)
+    assert vec["Ascend310P5"] / vec["Ascend310P3"] == pytest.approx(1060 / 800)
