@@ -277,8 +277,12 @@ def _tiling_950(soc, R, H, has_smooth, E, symmetric):
     The tiling key is a template key of (useDb, quantMode, hasSmooth, isSymmetrical); it is encoded
     here as useDb | quantMode << 1 | hasSmooth << 5 | isSymmetrical << 6 (declaration order and bit
     widths 1/4/1/1 of dynamic_quant_struct.h; the packing order is our assumption).
-    PERTEN_LARGE_MULTICORE (a few huge rows split across cores) keeps the row split of the others here:
-    its own split is not modelled (documented estimate)."""
+    PERTEN_LARGE_MULTICORE (at most V / 2 rows, each too long for 4 UBs): every row is split over V // R
+    cores (dynamic_quant_regbase_perten_large_multicore.h: block b takes slice b % headCoreNum of row
+    b // headCoreNum; the partial maxima meet in a workspace after a SyncAll); rowPerHeadCore /
+    rowPerTailCore are then a slice's elements and multiRowNumHeadCore the slices of the longer length, as
+    that kernel reads them. The slice lengths are ours (even, 16-element aligned): the tiling function that
+    sets them was not read [E]."""
     V, ub = soc.aiv, soc.tiling_ub_bytes
     smooth = int(has_smooth or E > 0)
     t = dict(rowNum=R, rowLen=H, groupNum=E, hasSmooth=smooth, ubSize=ub, innerLoopEle=0, innerLoopTimes=0,
@@ -308,6 +312,12 @@ def _tiling_950(soc, R, H, has_smooth, E, symmetric):
     t.update(coreNum=cores, headCoreNum=head, rowPerHeadCore=per_head, rowPerTailCore=per_tail,
              multiRowNumHeadCore=rows_h, multiRowNumTailCore=rows_t, useDb=use_db, quantMode=_TPL_950[mode],
              ubBytesPerRow=bytes_row)
+    if mode == 12:              # each row's slices on cores of their own (see the docstring)
+        per_token = V // R
+        slice_len = _align(_ceil(H, per_token), 16)
+        cores = per_token * R
+        t.update(coreNum=cores, headCoreNum=per_token, multiRowNumHeadCore=per_token - 1,
+                 rowPerHeadCore=slice_len, rowPerTailCore=H - (per_token - 1) * slice_len)
     key = use_db | mode << 1 | smooth << 5 | int(symmetric) << 6
     return key, cores, t
 

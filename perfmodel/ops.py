@@ -956,6 +956,10 @@ def dynamic_quant_work(plan, hw, asymmetric=False):
         return _work(plan, hw, _dq_310p_loops(hw, t, H) if R else [], flops=R * H * 5.0,
                      tiles={"rows_per_pass": int(t["numCopyRow"])}, launch_class="dynamic_quant")
     rows, per = (_rows_of_core(t) if R else 0), max(1, int(t.get("multiRowNumHeadCore", 1) or 1))
+    if t.get("quantMode") == "PERTEN_LARGE_MULTICORE":
+        # 950: each core one slice of one row (the tiling's rowPerHeadCore elements), its max pass and its
+        # quantize pass; the SyncAll between them is not costed
+        rows, per, H = 1, 1, int(t["rowPerHeadCore"])
     if fam == "a2a3" and key in (6, 8) and not asymmetric:
         return _work(plan, hw, _dq_large_loops(hw, t, rows, H, isz, out_b, smooth, key == 8),
                      flops=R * H * 5.0, tiles={"rows_per_core": rows, "rows_per_pass": 1},

@@ -431,6 +431,22 @@ def test_a2_tiling_keys(shape, dt, smooth, group, key, block_dim):
     assert p.tiles["coreNum"] == block_dim
 
 
+def test_950_few_huge_rows_are_split_over_every_core():
+    """PERTEN_LARGE_MULTICORE (R <= 64 / 2 rows, each over 4 UBs): block b takes slice b % (64 // R) of row
+    b // (64 // R), so all 64 AIVs work (dynamic_quant_regbase_perten_large_multicore.h); by hand, one row of
+    131072 is 64 slices of 2048, two rows 2 x 32 slices of 4096. The 1-row case, which once ran on one core,
+    now takes less than a row of half its length that fits the common template (one core)."""
+    from npusim.plan import TensorSpec
+    for rows, per_token, slice_len in ((1, 64, 2048), (2, 32, 4096)):
+        p = make_plan("npu_dynamic_quant", x=TensorSpec((rows, 131072), BF16), product="ascend-950pr")
+        assert p.tiles["quantMode"] == "PERTEN_LARGE_MULTICORE"
+        assert (p.block_dim, p.tiles["headCoreNum"], p.tiles["rowPerHeadCore"]) == (64, per_token, slice_len)
+    import perfmodel
+    split, whole = (perfmodel.predict("npu_dynamic_quant", "ascend-950pr", x=TensorSpec((1, h), BF16))
+                    for h in (131072, 65536))
+    assert whole.block_dim == 1 and split.latency_us < whole.latency_us
+
+
 def test_plans_other_families():
     from npusim.plan import TensorSpec
     p = make_plan("npu_dynamic_quant_asymmetric", x=TensorSpec((100, 4096), BF16), product="atlas-a2")
