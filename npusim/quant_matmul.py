@@ -478,7 +478,8 @@ def _make_plan(soc, x1, x2, scale, offset, pertoken, bias, M, K, N, batch, out_s
         if M == 0 or N == 0:                                  # an empty output: one launch, no work
             base_m, base_n, base_k = 16, 16, 32
         else:
-            base_m, base_n, base_k = _arch35_base_block(M, K, N, soc.aic, soc.l0a_bytes, trans_b)
+            base_m, base_n, base_k = _arch35_base_block(M, K, N, soc.aic, soc.l0a_bytes, trans_b,
+                                                        batch_cores=nbatch if fixpipe else 1)
     else:
         # Base blocks: documented estimate after QuantBatchMatmulV3BasicTiling (ops-nn
         # matmul/quant_batch_matmul_v3/op_host/op_tiling/quant_batch_matmul_v3_basic_tiling.cpp): basic block
@@ -552,39 +553,44 @@ def _arch35_epilogue(scale, has_pertoken: bool, bias_dtype) -> str:
 _CUBE_BLOCK, _L1_ALIGN, _L2_ALIGN, _BASEK_LIMIT = 16, 32, 128, 4095
 
 
-def _arch35_base_block(M: int, K: int, N: int, aic: int, l0a_bytes: int, trans_b: bool) -> tuple[int, int, int]:
+def _arch35_base_block(M: int, K: int, N: int, aic: int, l0a_bytes: int, trans_b: bool,
+                       batch_cores: int = 1) -> tuple[int, int, int]:
     """(baseM, baseN, baseK) of BaseBlockCalculator::ComputeBaseBlockDefault followed by
     AdjustBaseBlockDefault (ops-nn matmul/quant_batch_matmul_v3/op_host/op_tiling/arch35/
     base_block_calculator.cpp), for int8 and transA = false: start from min(256, dim) tiles, and when
-    they leave cores idle re-split M and N over the cores (keeping baseM/baseN within a factor 2)."""
+    they leave cores idle re-split M and N over the cores (keeping baseM/baseN within a factor 2).
+    batch_cores: the template's GetBatchCoreCnt(), the batch for the cube (FixPipe) template
+    (AdaptiveSlidingWindowCubeBasicAPITiling), 1 for the mix template (AdaptiveSlidingWindowTiling's): the
+    batches count as blocks, and the M x N split gets aic // batch_cores cores."""
     base_m = _ceil_to(min(M, 256), _CUBE_BLOCK)
     base_n = _ceil_to(min(N, 256), _CUBE_BLOCK if trans_b else _L1_ALIGN)
     base_k = _ceil_to(min(128, K), 32)
-    if -(-M // base_m) * -(-N // base_n) >= aic:
+    if batch_cores * -(-M // base_m) * -(-N // base_n) >= aic:
         return base_m, base_n, base_k
+    cores = aic // batch_cores          # >= the M x N blocks here, so every division below is by >= 1
     m_align, n_align, k_align = _CUBE_BLOCK, (_CUBE_BLOCK if trans_b else _L2_ALIGN), _L2_ALIGN
     m_max, n_max = -(-M // m_align), -(-N // n_align)
-    if m_max * n_max < aic and not trans_b:
+    if m_max * n_max < cores and not trans_b:
         return base_m, base_n, base_k
     m_core, n_core = -(-M // base_m), -(-N // base_n)
     if m_max < n_max or (m_max == n_max and n_align == _CUBE_BLOCK):
         tm = _ceil_to(-(-M // m_core), m_align)
         m_core = -(-M // tm)
-        n_core = aic // m_core
+        n_core = cores // m_core
         tn = _ceil_to(-(-N // n_core), n_align)
     else:
         tn = _ceil_to(-(-N // n_core), n_align)
         n_core = -(-N // tn)
-        m_core = aic // n_core
+        m_core = cores // n_core
         tm = _ceil_to(-(-M // m_core), m_align)
-    while tn >= tm * 2 and n_core < aic // 2 and tn != n_align:
+    while tn >= tm * 2 and n_core < cores // 2 and tn != n_align:
         n_core *= 2
-        m_core = aic // n_core
+        m_core = cores // n_core
         tm, tn = _ceil_to(-(-M // m_core), m_align), _ceil_to(-(-N // n_core), n_align)
         m_core, n_core = -(-M // tm), -(-N // tn)
-    while tm >= tn * 2 and m_core < aic // 2 and tm != m_align:
+    while tm >= tn * 2 and m_core < cores // 2 and tm != m_align:
         m_core *= 2
-        n_core = aic // m_core
+        n_core = cores // m_core
         tm, tn = _ceil_to(-(-M // m_core), m_align), _ceil_to(-(-N // n_core), n_align)
         m_core, n_core = -(-M // tm), -(-N // tn)
     k_max = l0a_bytes // 2 // max(tm, tn)

@@ -333,3 +333,23 @@ def test_perfmodel_costs_every_shape_the_950_emulator_accepts():
                 if m * n and p.tiles["epilogue_unit"] == "vector":
                     assert p.pipes_us["vector"] > 0
     assert set(perfmodel.supported_products("npu_quant_matmul")) >= {"ascend-950pr", "ascend-950dt"}
+
+
+def test_cube_template_counts_the_batch_as_blocks_and_the_mix_template_does_not():
+    """base_block_calculator.cpp: oriBlock = batchCoreCnt * mCnt * nCnt; batchCoreCnt is the batch in the cube
+    (FixPipe) template (AdaptiveSlidingWindowCubeBasicAPITiling::GetBatchCoreCnt) and 1 in the mix template
+    (AdaptiveSlidingWindowTiling's). By hand, x1 8x128x4096 and x2 4096x4096 on 32 AICs: default blocks
+    128 x 256 x 128, 1 x 16 of them a batch; with the batch 8 x 16 = 128 >= 32, so the cube template keeps
+    them, while the mix template (16 < 32) re-splits M x N as for a 2-D 128 x 4096 call."""
+    from npusim.plan import make_plan
+    T = TensorSpec
+    kw = dict(x1=T((8, 128, 4096), "int8"), x2=T((4096, 4096), "int8"))
+    cube = make_plan("npu_quant_matmul", product="ascend-950pr", scale=T((4096,), "int64"), output_dtype="float16",
+                     **kw)
+    assert (cube.tiles["baseM"], cube.tiles["baseN"], cube.tiles["baseK"]) == (128, 256, 128)
+    mix = make_plan("npu_quant_matmul", product="ascend-950pr", scale=T((4096,), "float32"),
+                    pertoken_scale=T((128,), "float32"), output_dtype="bfloat16", **kw)
+    flat = make_plan("npu_quant_matmul", product="ascend-950pr", x1=T((128, 4096), "int8"), x2=T((4096, 4096), "int8"),
+                     scale=T((4096,), "float32"), pertoken_scale=T((128,), "float32"), output_dtype="bfloat16")
+    assert [mix.tiles[k] for k in ("baseM", "baseN", "baseK")] == [flat.tiles[k] for k in ("baseM", "baseN", "baseK")]
+    assert (mix.tiles["baseM"], mix.tiles["baseN"]) != (128, 256)
