@@ -952,8 +952,9 @@ def dynamic_quant_work(plan, hw, asymmetric=False):
     smooth = plan.inputs.get("smooth_scales") is not None or plan.inputs.get("group_index") is not None
     key, fam = plan.tiling_key, hw.family
     scale_bytes = 8.0 if asymmetric else 4.0
+    flops = R * H * 5.0                 # of the whole call (H may become one core's slice below)
     if fam == "310p910":
-        return _work(plan, hw, _dq_310p_loops(hw, t, H) if R else [], flops=R * H * 5.0,
+        return _work(plan, hw, _dq_310p_loops(hw, t, H) if R else [], flops=flops,
                      tiles={"rows_per_pass": int(t["numCopyRow"])}, launch_class="dynamic_quant")
     rows, per = (_rows_of_core(t) if R else 0), max(1, int(t.get("multiRowNumHeadCore", 1) or 1))
     if t.get("quantMode") == "PERTEN_LARGE_MULTICORE":
@@ -962,7 +963,7 @@ def dynamic_quant_work(plan, hw, asymmetric=False):
         rows, per, H = 1, 1, int(t["rowPerHeadCore"])
     if fam == "a2a3" and key in (6, 8) and not asymmetric:
         return _work(plan, hw, _dq_large_loops(hw, t, rows, H, isz, out_b, smooth, key == 8),
-                     flops=R * H * 5.0, tiles={"rows_per_core": rows, "rows_per_pass": 1},
+                     flops=flops, tiles={"rows_per_core": rows, "rows_per_pass": 1},
                      launch_class="dynamic_quant")
     if fam == "950":
         overlap = "double" if t.get("useDb") else "serial"
@@ -1008,7 +1009,7 @@ def dynamic_quant_work(plan, hw, asymmetric=False):
                           scalar_reads=v.scalar_reads, overlap=overlap, early=early, late=late, cont=bool(loops)))
     # the DynamicQuantV2 kernel runs the DynamicQuant templates (dynamic_quant.h, dynamic_quant_db.h;
     # ARITHMETIC.md sec. 1.2): both start alike, so they share the measured start cost per core
-    return _work(plan, hw, loops, flops=R * H * 5.0, tiles={"rows_per_core": rows, "rows_per_pass": per},
+    return _work(plan, hw, loops, flops=flops, tiles={"rows_per_core": rows, "rows_per_pass": per},
                  launch_class="dynamic_quant")
 
 
