@@ -17,9 +17,13 @@ Importing this module does not import torch; the fixture skips the test when tor
 """
 from __future__ import annotations
 
+import sys
+import warnings
+
 import pytest
 
 _STAND_IN = "npusim.torch_npu"
+_SESSION_STAND_IN = pytest.StashKey()          # the stand-in --npusim-torch-npu installed for the session
 _SKIP_REASON = "npusim's torch_npu stand-in needs torch (pip install 'npusim[torch]')"
 
 
@@ -74,18 +78,13 @@ def pytest_load_initial_conftests(early_config, parser, args):
     early_config.stash[_SESSION_STAND_IN] = stand_in
 
 
-_SESSION_STAND_IN = pytest.StashKey()
-
-
 def pytest_collection_finish(session):
     """With the session-wide stand-in, say so when collection left another torch_npu in sys.modules: a conftest.py
     that stubs torch_npu on machines without an NPU (vllm-ascend's tests/ut/conftest.py does) silently undoes the
     option for every test module that imports torch_npu after it."""
-    import sys
     stand_in = session.config.stash.get(_SESSION_STAND_IN, None)
     found = sys.modules.get("torch_npu")
     if stand_in is not None and found is not stand_in:
-        import warnings
         warnings.warn(pytest.PytestWarning(
             f"--npusim-torch-npu installed npusim's torch_npu stand-in, but after collection sys.modules['torch_npu'] "
             f"is {type(found).__module__}.{type(found).__name__} {str(found)[:80]!r}: a conftest.py or test module "

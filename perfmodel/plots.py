@@ -166,11 +166,13 @@ def roofs(soc) -> dict:
     """Ceilings of one SoC (product id or SoC name): {'mem_Bps', 'cube_fp16', 'cube_int8', 'vector_fp16'}
     (bytes/s and ops/s)."""
     hw, s = hardware(soc), get_product(soc)
-    # 128 fp16 lanes a cycle per vector unit: the AIVs on split parts; on coupled parts the AI Cores' at their
-    # clock and the standalone Vector Cores' (310P) at theirs
-    lane_mhz = s.aiv * s.vector_mhz if s.core_layout == "split" else s.aic * s.cube_mhz + s.vector_cores * s.vector_mhz
+    # 128 fp16 lanes a cycle per vector unit: the cores the kernels' vector work runs on, at its clock (hw.vec_hz),
+    # and on coupled parts also the standalone Vector Cores (310P) at theirs
+    lanes_hz = hw.vector_cores() * hw.vec_hz
+    if s.core_layout == "coupled":
+        lanes_hz += s.vector_cores * s.vector_mhz * 1e6
     return {"mem_Bps": float(hw.hbm_peak_Bps), "cube_fp16": float(hw.cube_peak_ops("float16")),
-            "cube_int8": float(hw.cube_peak_ops("int8")), "vector_fp16": 128.0 * lane_mhz * 1e6}
+            "cube_int8": float(hw.cube_peak_ops("int8")), "vector_fp16": 128.0 * lanes_hz}
 
 
 def _log_axes(ax, xlabel: str, ylabel: str, title: str, *, legend_size: int, legend_loc: str, xbase: int = 10,
