@@ -11,9 +11,10 @@ import copy
 import math
 
 from perfmodel.calibration import BOUNDS, FAMILIES, PARAMS, Calibration
+from perfmodel.hw import family_data
 from perfmodel.predict import build_work
 
-__all__ = ["FIT_PARAMS", "INHERITED", "NOT_INHERITED", "parameter_names", "fit", "works_of", "predicted_us", "report", "calibrate"]
+__all__ = ["FIT_PARAMS", "INHERITED", "NOT_INHERITED", "SCALED", "parameter_names", "fit", "works_of", "predicted_us", "report", "calibrate"]
 
 # -- fitting ----------------------------------------------------------------------------------------
 
@@ -155,11 +156,19 @@ INHERITED = ("launch_us", "launch_per_core_us", "barrier_cycles", "scalar_read_c
 NOT_INHERITED = {"950": ("launch_per_core_us",)}
 
 
+# ... and what the A2/A3 rows teach about a cost that a vendor measurement of both chips scales: the fitted
+# value times the family's [dma] ratio (950.toml offgrid_cost_vs_a2a3: the vendor's ND2NZ copy sample timed on
+# both chips)
+SCALED = {"offgrid_row_cycles": "offgrid_cost_vs_a2a3"}
+
+
 def _inherit(cal: Calibration, fam: str) -> None:
     src = cal.params.get("a2a3", {})
     own = set(FIT_PARAMS.get(fam, ()))
     keep = {k: v for k, v in src.items() if k.split("@")[0] in INHERITED and k not in own
             and k.split("@")[0] not in NOT_INHERITED.get(fam, ())}
+    dma = family_data(fam)["dma"]
+    keep.update({k: src[k] * dma[ratio] for k, ratio in SCALED.items() if k in src and ratio in dma and k not in own})
     cal.params[fam] = {**cal.params.get(fam, {}), **keep}
 
 

@@ -621,6 +621,27 @@ def test_ascend_950_takes_the_a2_fits_kernel_starts_but_not_their_growth_with_co
     assert full.head_us - one.head_us == pytest.approx((full.block_dim - 1) * a2["launch_per_core_us@dynamic_quant"])
 
 
+def test_ascend_950_off_grid_row_cost_is_the_a2_fits_scaled_by_the_vendors_copy_sample():
+    # asc-devkit's DataCopy sample (optimisation point 2) times one GM->L1 ND2NZ copy of half [12288, 12288]
+    # and [12288, 12287] in [64, 256] tiles: aic_mte2_time 214.519 -> 422.515 us on A2/A3 (24 AIC at 1.8 GHz),
+    # 187.19 -> 202.97 us on 950 (32 AIC at 1.65 GHz); each core copies its rows in 48 column tiles
+    per_piece = [(slow - fast) * 1e-6 / (12288 // cores * 48) * hz
+                 for fast, slow, cores, hz in ((214.519, 422.515, 24, 1.8e9), (187.19, 202.97, 32, 1.65e9))]
+    ratio = perfmodel.hw.family_data("950")["dma"]["offgrid_cost_vs_a2a3"]
+    assert ratio == pytest.approx(per_piece[1] / per_piece[0], rel=1e-3)
+    cal = perfmodel.calibration.default_calibration()
+    assert cal.params_for("950")["offgrid_row_cycles"] == pytest.approx(
+        cal.params_for("a2a3")["offgrid_row_cycles"] * ratio)
+    # a refit carries it over: whatever the A2/A3 rows make of the cost, 950 takes that share of it
+    base = perfmodel.calibration.Calibration.defaults()
+    base.params["a2a3"]["offgrid_row_cycles"] = 100.0
+    perfmodel.fitting._inherit(base, "950")
+    assert base.params["950"]["offgrid_row_cycles"] == pytest.approx(100.0 * ratio)
+    perfmodel.fitting._inherit(base, "310p910")        # no vendor figure for 310P/910: its own estimate stays
+    assert base.params["310p910"]["offgrid_row_cycles"] == perfmodel.hw.family_data("310p910")["calibration"][
+        "offgrid_row_cycles"]
+
+
 def _synthetic_rows():
     rows = []
     for n in (64, 1024, 4096, 16384, 65536):
