@@ -43,6 +43,12 @@ SAMPLE_CONFIGS = {
                                                       l2_bypass=True),
     ("add", "48 AIV, L2 bypass, UB bank-conflict fix"): dict(block_dim=48, tile_bytes=32512, double_buffer=True,
                                                              l2_bypass=True, bank_conflict_free=True),
+    # the same sample on Ascend 950 (its README's 950 table: 64 AIV, dataCopyLen 4096 or 21760 fp16 elements)
+    ("add", "64 AIV, 8 KB DataCopy"): dict(block_dim=64, tile_bytes=8192, double_buffer=False),
+    ("add", "64 AIV, 43520 B DataCopy"): dict(block_dim=64, tile_bytes=43520, double_buffer=False),
+    ("add", "64 AIV, 43520 B, double buffer"): dict(block_dim=64, tile_bytes=43520, double_buffer=True),
+    ("add", "64 AIV, 43520 B, double buffer, L2 bypass"): dict(block_dim=64, tile_bytes=43520, double_buffer=True,
+                                                               l2_bypass=True),
     ("matmul", "24 AIC, best tiling (MDL + L1/L2 tiling + UnitFlag)"): dict(block_dim=24, tiling="best"),
     ("matmul", "32 AIC, best tiling"): dict(block_dim=32, tiling="best"),
     ("matmul", "32 AIC, naive split"): dict(block_dim=32, tiling="naive"),
@@ -117,7 +123,8 @@ def read_published(path=None) -> pd.DataFrame:
     Column use: task_duration_us -> measured_us; vec_or_mac_time_us -> pipe_vector_us (add) or
     pipe_cube_us (matmul); mte2_time_us -> pipe_mte2_us; mte3_or_fixpipe_time_us -> pipe_mte3_us
     (add) or pipe_fixpipe_us (matmul); block_dim = the launch the config names; target = the soc
-    column when it names a known SoC, else the product. Rows without a known product or operator are
+    column when it names a known SoC, else the product; trust = trust(note) (a row whose note says it is
+    held out of the fit is predicted and shown, not fitted). Rows without a known product or operator are
     skipped: attrs['skipped'] counts them by reason, attrs['skipped_rows'] lists them.
     """
     path = default_published_path() if path is None else path
@@ -140,7 +147,8 @@ def read_published(path=None) -> pd.DataFrame:
         row = {"op": kernel, "product": product, "target": soc if soc in SOCS else product, "args": args,
                "measured_us": measured, "block_dim": float(args.get("block_dim", math.nan)),
                "label": f"{kernel} {r.get('shape', '')} {r.get('dtype', '')}: {config}", "config": config,
-               "source": r.get("source", ""), "family": "sample", "trust": "measured", "kernels": ()}
+               "source": r.get("source", ""), "family": "sample", "trust": trust(r.get("note", "")),
+               "kernels": ()}
         vec_or_mac = "pipe_cube_us" if kernel == "matmul" else "pipe_vector_us"
         out_pipe = "pipe_fixpipe_us" if kernel == "matmul" else "pipe_mte3_us"
         for col, pipe in (("vec_or_mac_time_us", vec_or_mac), ("mte2_time_us", "pipe_mte2_us"),
@@ -243,7 +251,8 @@ def trust(params: str) -> str:
 
 def measured_coverage(op: str, soc: str) -> Counter:
     """How many rows of the packaged calibration set (the measured set and the published samples) time operator
-    `op` (perfmodel's name) on SoC `soc`, by trust level (see trust(); published samples are all fitted). Read
+    `op` (perfmodel's name) on SoC `soc`, by trust level (see trust(): a measured row's params, a published row's
+    note). Read
     from the files' own columns, without building the rows (calibration_set() takes a second)."""
     def soc_of(named: str, product: str) -> str:     # as the rows' target: the SoC named exactly, else the product's
         return named if named in SOCS else get_product(product).soc if product in PRODUCTS else ""
@@ -253,10 +262,11 @@ def measured_coverage(op: str, soc: str) -> Counter:
     for name, product, named, params in raw.itertuples(index=False):
         if _MEASURED_OPS.get(name.strip()) == op and soc_of(named.strip(), product.strip()) == soc:
             out[trust(params)] += 1
-    raw = pd.read_csv(default_published_path(), dtype=str, keep_default_na=False, usecols=["kernel", "product", "soc"])
-    for name, product, named in raw.itertuples(index=False):
+    raw = pd.read_csv(default_published_path(), dtype=str, keep_default_na=False,
+                      usecols=["kernel", "product", "soc", "note"])
+    for name, product, named, note in raw.itertuples(index=False):
         if name.strip() == op and soc_of(named.strip(), product.strip()) == soc:
-            out[FITTED_TRUST] += 1
+            out[trust(note)] += 1
     return out
 
 

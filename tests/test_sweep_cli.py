@@ -312,6 +312,23 @@ def test_read_published_hand_made(tmp_path):
     assert list(df["block_dim"]) == [48.0, 32.0] and df["target"][1] == "Ascend950PR_9589"
     assert (df["pipe_vector_us"][0], df["pipe_mte3_us"][0], df["pipe_cube_us"][1]) == (1.5, 2.0, 18.0)
     assert sum(df.attrs["skipped"].values()) == 2
+    assert set(df["trust"]) == {"measured"}         # no note column: every row is fitted
+
+
+def test_a_published_row_whose_note_holds_it_out_is_shown_not_fitted(tmp_path):
+    f = tmp_path / "pub.csv"
+    f.write_text("kernel,product,soc,shape,dtype,config,task_duration_us,aiv_or_aic_time_us,vec_or_mac_time_us,"
+                 "mte2_time_us,mte3_or_fixpipe_time_us,source,note\n"
+                 'add,atlas-a2,x,"64x32 (z=x+y)",fp16,"48 AIV, 8 KB",10.5,,,,,s1,\n'
+                 'add,ascend-950pr,x,"64x32 (z=x+y)",fp16,"64 AIV, 8 KB",9.5,,,,,s2,"held out of the fit: a check"\n')
+    df = cmp.read_published(f)
+    assert list(df["trust"]) == ["measured", "holdout"]
+    # the packaged set: Ascend 950's Add sample rows are checks, its two MatMul rows the only fitted 950 rows
+    from perfmodel.published import FITTED_TRUST, read_published
+    pub = read_published()
+    on950 = pub[pub["product"] == "ascend-950pr"]
+    assert set(on950[on950["op"] == "add"]["trust"]) == {"holdout"} and len(on950[on950["op"] == "add"]) == 5
+    assert set(on950[on950["op"] == "matmul"]["trust"]) == {FITTED_TRUST}
 
 
 def test_cli_sweep_end_to_end(fake_model, tmp_path, capsys):
@@ -487,7 +504,8 @@ def test_compare_and_fit_report_agree_on_the_calibration_set(capsys):
     _cal, per_row = fit_report.evaluate(rows)
     assert list(joined["predicted_us"].round(6)) == list(per_row["predicted_us"].round(6))
     # the published configuration reaches the model: 1-core and 48-core Add differ ~25x
-    add = joined[(joined["op"] == "add") & joined["config"].str.contains("DataCopy")].set_index("config")["predicted_us"]
+    add = joined[(joined["op"] == "add") & (joined["product"] == "atlas-a2")
+                 & joined["config"].str.contains("DataCopy")].set_index("config")["predicted_us"]
     assert add["1 AIV, 8 KB DataCopy"] / add["48 AIV, 8 KB DataCopy"] > 15
 
 
@@ -538,6 +556,10 @@ def test_published_config_mapping():
     assert config_args("add", "48 AIV, L2 bypass, UB bank-conflict fix") == dict(
         block_dim=48, tile_bytes=32512, double_buffer=True, l2_bypass=True, bank_conflict_free=True)
     assert config_args("add", "1 AIV, 8 KB DataCopy")["double_buffer"] is False
+    # the 950 table of the same sample: dataCopyLen 21760 fp16 elements, cases 3-4 single- then double-buffered
+    assert config_args("add", "64 AIV, 43520 B DataCopy") == dict(block_dim=64, tile_bytes=43520, double_buffer=False)
+    assert config_args("add", "64 AIV, 43520 B, double buffer, L2 bypass") == dict(
+        block_dim=64, tile_bytes=43520, double_buffer=True, l2_bypass=True)
     # rows outside the samples: what the text states
     assert config_args("add", "16 AIV, 64 KB, double buffer, L2 bypass") == dict(
         block_dim=16, tile_bytes=65536, double_buffer=True, l2_bypass=True)
