@@ -252,8 +252,7 @@ def trust(params: str) -> str:
 def measured_coverage(op: str, soc: str) -> Counter:
     """How many rows of the packaged calibration set (the measured set and the published samples) time operator
     `op` (perfmodel's name) on SoC `soc`, by trust level (see trust(): a measured row's params, a published row's
-    note). Read
-    from the files' own columns, without building the rows (calibration_set() takes a second)."""
+    note). Read from the files' own columns, without building the rows (calibration_set() takes a second)."""
     def soc_of(named: str, product: str) -> str:     # as the rows' target: the SoC named exactly, else the product's
         return named if named in SOCS else get_product(product).soc if product in PRODUCTS else ""
     out = Counter()
