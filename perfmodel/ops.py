@@ -1346,7 +1346,9 @@ def moe_init_routing_quant_work(plan, hw):
       then per column tile (colsLoops - 1 of maxColsOneLoop and the rest) the rows loaded, quantized (fp16
       Muls, Adds, Cast to int8; bf16 through fp32, fp16 and int32 first) and stored once per destination row:
       one input and one output buffer ('in1out1'); activate_row (_small_activate_row.h), one output row and
-      column tile at a time, loaded from its source row.
+      column tile at a time, loaded from its source row. Each of those stores (split N/K) and loads
+      (activate_row) is set up by the scalar as src_to_dst's are: a GetValue of its row index, the offset, an
+      S->MTE3 (S->MTE2) flag, the copy issued (scalar_element_cycles each, as a src_to_dst row).
     Not costed, for want of any number: the SyncAll between phases on more than one core (two to five a
     launch), the three TPipe set-ups, Concat and Extract."""
     x = plan.inputs["x"]
@@ -1437,7 +1439,7 @@ def moe_init_routing_quant_work(plan, hw):
                 "mte2": hw.dma("gm_to_ub", per_loop_rows * cols * isz) + (index_load if count == 1 else 0.0),
                 "vector": v.s, "mte3": hw.dma("ub_to_gm", cols, stores)},
                 read_bytes=per_loop_rows * cols * isz, write_bytes=stores * cols, barriers=v.barriers,
-                overlap="in1out1", cont=i > 0))
+                scalar_elements=stores, overlap="in1out1", cont=i > 0))
         rpt = per_loop_rows
     else:
         rows_core = int(g.get("perCoreRows") or _cdiv(out_rows, bd))
@@ -1446,7 +1448,8 @@ def moe_init_routing_quant_work(plan, hw):
             _each(v, quant, cols)
             loops.append(Loop(n=rows_core * count, pipes={
                 "mte2": hw.dma("gm_to_ub", cols * isz), "vector": v.s, "mte3": hw.dma("ub_to_gm", cols)},
-                read_bytes=cols * isz, write_bytes=cols, barriers=v.barriers, overlap="serial", cont=i > 0))
+                read_bytes=cols * isz, write_bytes=cols, barriers=v.barriers, scalar_elements=1, overlap="serial",
+                cont=i > 0))
         rpt = 1
     return _work(plan, hw, loops, flops=out_rows * H * 3.0 + nk * 8,
                  tiles={"rows_per_tile": rpt, "sort_passes": passes})

@@ -388,6 +388,30 @@ def test_moe_routing_scatter_and_gather_follow_the_plan():
     assert preds[jump].latency_us == pytest.approx(preds[jump - 1].latency_us, rel=0.05)
 
 
+def test_moe_routing_scalar_sets_up_every_scattered_store():
+    """moe_quant_src_to_dst_op.h stores each expanded row index, and moe_quant_gather_out.h each quantized row
+    at its destination, behind a GetValue of the index, the offset arithmetic and an S->MTE3 flag: the
+    critical core's scalar time is scalar_element_cycles for each of its src_to_dst rows and for each gather
+    store (its blocks of perCorePerLoopRows rows, k stores a row in each column tile), and grows with k at the
+    same tokens."""
+    from perfmodel.calibration import default_calibration
+    from perfmodel.hw import hardware
+
+    def moe(k):
+        n = 4096
+        return perfmodel.predict("moe_init_routing_quant", "atlas-a2", x=T((n, 7168), "float16"),
+                                 row_idx=T((n, k), "int32"), expert_idx=T((n, k), "int32"), active_num=n * k)
+    p = moe(8)
+    s2d, g = p.tiles["src_to_dst"], p.tiles["gather"]
+    assert g["split"] == "n" and g["perCoreK"] == 8
+    assert g["colsLoops"] == 2          # 7168 columns in tiles of at most 4094: each row is stored twice
+    gather_stores = -(-g["perCoreRows"] // g["perCorePerLoopRows"]) * g["perCorePerLoopRows"] * 8 * g["colsLoops"]
+    cycles = default_calibration().params_for("a2a3")["scalar_element_cycles"]
+    hz = hardware("atlas-a2").vec_hz
+    assert p.pipes_us["scalar"] == pytest.approx((s2d["perCoreRows"] + gather_stores) * cycles / hz * 1e6, rel=1e-9)
+    assert moe(4).pipes_us["scalar"] < p.pipes_us["scalar"]
+
+
 def test_moe_routing_bf16_gather_rounds_through_int32():
     """moe_quant_gather_out.h quantizes bf16 rows as bf16 -> fp32 -> fp16, Muls, Adds, then fp16 -> int32 (rint)
     -> fp16 -> int8: seven vector calls where fp16 rows take three (Muls, Adds, Cast), so the same rows cost
