@@ -1304,30 +1304,50 @@ def quant_matmul_work(plan, hw, x2_format="ND"):
     return w
 
 
-# elements one MrgSort iteration of the MoeInitRoutingQuant merges yields, per list merged: each list's
-# loaded chunk is mrgSortListMaxElement (1024) elements and the merge stops when one is used up (exhausted
-# suspension); with similar runs (typical routing) each iteration consumes about all of them [E]
+# MoeInitRoutingQuant's merges (moe_quant_mrgsort.h): each iteration loads up to mrgSortListMaxElement (1024)
+# (key, row) pairs of every list not yet used up, and MrgSort<float, true> (exhausted suspension) stops when one
+# of those chunks is used up; the next iteration reloads what is left of the others
 MOE_MERGE_CHUNK = 1024
+# ... so an iteration yields less than all it loaded: merging routings of uniform random expert ids that way
+# (tests/test_perfmodel.py simulates it) takes about elements / (0.9 x lists x 1024) iterations, plus one more
+# for each list that runs out before the last [D]. With few experts (one expert's pairs in a run filling a
+# chunk, e.g. 8 experts) equal keys go to the lower list first and an iteration yields little more than a
+# chunk: up to `lists` times as many iterations (MoeInitRoutingQuant takes no expert count to tell by)
+MOE_MERGE_YIELD = 0.9
+
+
+def moe_merge_iterations(elements: int, lists: int) -> int:
+    """Iterations of one core's merge of `lists` sorted runs, `elements` pairs in all (MOE_MERGE_YIELD)."""
+    if elements <= 0:
+        return 0
+    if lists <= 1:                             # a single run is copied through UB a chunk at a time
+        return _cdiv(elements, MOE_MERGE_CHUNK)
+    return math.ceil(elements / (MOE_MERGE_YIELD * MOE_MERGE_CHUNK * lists)) + lists - 1
 
 
 def _moe_merge_loop(hw, elements, lists, *, final=False):
     """One core merging `lists` sorted runs of (key, row) pairs, `elements` in all (moe_quant_mrgsort.h,
-    _mrgsort_out.h): iterations of up to lists x 1024 elements, each load, MrgSort and store one after the
-    other (MTE3->MTE2, MTE2->V, V->MTE3 flags), the merge counts read back by the scalar; a single run is
-    copied through UB. The final merge (core 0) also negates and casts the keys (Extract has no cost row) and
-    stores keys and rows apart, 4 bytes each."""
+    _mrgsort_out.h): moe_merge_iterations iterations, each loading a chunk of every list (up to 1024 pairs)
+    and merging and storing its share of the elements, one after the other (MTE3->MTE2, MTE2->V, V->MTE3
+    flags), the merge counts read back by the scalar; a single run is copied through UB. The final merge
+    (core 0) also negates and casts the keys (Extract has no cost row) and stores keys and rows apart, 4 bytes
+    each."""
     f32 = "float32"
-    per_iter = MOE_MERGE_CHUNK * max(1, lists)
+    lists = max(1, lists)
+    its = moe_merge_iterations(elements, lists)
+    if its == 0:
+        return Loop(n=0, pipes={})
+    chunk = min(MOE_MERGE_CHUNK, _cdiv(elements, lists))      # pairs loaded a list and iteration
+    out = elements / its                                       # pairs merged and stored an iteration
     v = Vec(hw)
     if lists > 1:
-        v("merge_sort", f32, per_iter)
+        v("merge_sort", f32, out)
     if final:
-        v("muls", f32, per_iter)
-        v("cast_f32_i32", f32, per_iter)
-    store = hw.dma("ub_to_gm", per_iter * 4, 2) if final else hw.dma("ub_to_gm", per_iter * 8)
-    return Loop(n=_cdiv(elements, per_iter), pipes={"mte2": hw.dma("gm_to_ub", MOE_MERGE_CHUNK * 8, max(1, lists)),
-                                                    "vector": v.s, "mte3": store},
-                read_bytes=per_iter * 8, write_bytes=per_iter * 8, barriers=v.barriers,
+        v("muls", f32, out)
+        v("cast_f32_i32", f32, out)
+    store = hw.dma("ub_to_gm", out * 4, 2) if final else hw.dma("ub_to_gm", out * 8)
+    return Loop(n=its, pipes={"mte2": hw.dma("gm_to_ub", chunk * 8, lists), "vector": v.s, "mte3": store},
+                read_bytes=chunk * 8 * lists, write_bytes=out * 8, barriers=v.barriers,
                 scalar_reads=1 if lists > 1 else 0, overlap="none", active=1 if final else 0)
 
 

@@ -412,6 +412,40 @@ def test_moe_routing_scalar_sets_up_every_scattered_store():
     assert moe(4).pipes_us["scalar"] < p.pipes_us["scalar"]
 
 
+def _exhausted_suspension_merge(runs, chunk=1024):
+    """Iterations of moe_quant_mrgsort.h's merge, slowly: every iteration takes up to `chunk` of what is left
+    of each run, merges them (equal keys: the lower run first) and stops as soon as one of those chunks is
+    used up; what it did not take is loaded again next time."""
+    offs, its = [0] * len(runs), 0
+    while any(o < len(r) for o, r in zip(offs, runs)):
+        live = [i for i, r in enumerate(runs) if offs[i] < len(r)]
+        ends = {i: min(offs[i] + chunk, len(runs[i])) for i in live}
+        pos = dict((i, offs[i]) for i in live)
+        if len(live) == 1:
+            pos[live[0]] = ends[live[0]]
+        while all(pos[i] < ends[i] for i in live) and len(live) > 1:
+            i = min(live, key=lambda j: (runs[j][pos[j]], j))
+            pos[i] += 1
+        for i in live:
+            offs[i] = pos[i]
+        its += 1
+    return its
+
+
+@pytest.mark.parametrize("elements,lists,experts", [(8192, 4, 256), (32768, 4, 256), (32768, 4, 128),
+                                                     (6144, 3, 448), (16384, 2, 64), (65536, 4, 256)])
+def test_moe_merge_iterations_match_a_simulated_merge_of_random_routing(elements, lists, experts):
+    """An exhausted-suspension MrgSort iteration yields less than the 4 x 1024 pairs it loads; the model's
+    iteration count (MOE_MERGE_YIELD, and one more per run that ends early) is within 15% of the vendor's
+    merge loop run on uniform random expert ids (of enough experts that one expert's pairs in a run are fewer
+    than a chunk: with 8 experts, 32768 pairs take 22 iterations, not 12, as every chunk is one expert's)."""
+    rng = np.random.default_rng(elements + lists)
+    runs = [np.sort(rng.integers(0, experts, elements // lists)).tolist() for _ in range(lists)]
+    simulated = _exhausted_suspension_merge(runs)
+    assert ops.moe_merge_iterations(elements, lists) == pytest.approx(simulated, rel=0.15)
+    assert simulated > elements / (1024 * lists)       # more than the chunks' count: no iteration takes all
+
+
 def test_moe_routing_bf16_gather_rounds_through_int32():
     """moe_quant_gather_out.h quantizes bf16 rows as bf16 -> fp32 -> fp16, Muls, Adds, then fp16 -> int32 (rint)
     -> fp16 -> int8: seven vector calls where fp16 rows take three (Muls, Adds, Cast), so the same rows cost
