@@ -47,11 +47,19 @@ def did_you_mean(name, choices) -> str:
     return f" did you mean {norm[close[0]]!r}?" if close else ""
 
 
+# torch_npu modules a user may look for among the operators: what their forward launches
+MODULES = {name: ("a torch_npu module, not one launch: its forward launches npu_quant_matmul, after "
+                  "npu_trans_quant_param when it packs a float32 scale; predict those, or record the forward "
+                  "(`npusim record --torch-npu --meta script.py`)") for name in ("LinearA8W8Quant", "LinearQuant")}
+
+
 def check_operator(op) -> str:
     """`op` when perfmodel models it, else a ValueError naming it, the closest name and the choices
     (TypeError when it is not a string)."""
     if not isinstance(op, str):
         raise TypeError(f"operator must be a name (str), got {type(op).__name__}")
+    if op in MODULES:
+        raise ValueError(f"{op!r} is {MODULES[op]}")
     if op not in SUPPORTED:
         raise ValueError(f"unknown operator {op!r};{did_you_mean(op, OPERATORS)} operators: {', '.join(OPERATORS)}")
     return op

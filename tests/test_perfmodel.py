@@ -298,6 +298,9 @@ def test_unsupported_combinations_are_clear_errors():
         perfmodel.predict("moe_init_routing_quant", "ascend-950pr", **op_args("moe_init_routing_quant", "x"))
     with pytest.raises(ValueError, match="unknown operator"):
         perfmodel.predict("softmax", "atlas-a2")
+    # the seed's module: what its forward launches, and how to cost it
+    with pytest.raises(ValueError, match=r"torch_npu module.*npu_quant_matmul.*npu_trans_quant_param.*record"):
+        perfmodel.predict("LinearA8W8Quant", "atlas-inference")
     with pytest.raises(ValueError, match="unknown product"):
         perfmodel.predict("add", "h100", **op_args("add", "x"))
     with pytest.raises(ValueError, match="float16 or bfloat16"):
