@@ -1202,6 +1202,16 @@ def _dequant_epilogue(hw, plan, *, bm, bn, M, out_b, pertoken, c_in_ub=False):
                 overlap="serial")
 
 
+def _quant_matmul_launch_class(family: str, core_type: str) -> str:
+    """The start costs a quant matmul kernel shares. The A2/A3 templates and 950's mix template build a Matmul
+    API object (MatmulImpl, TCubeTiling read): MATMUL_API, fitted on GroupedMatmul and QuantBatchMatmulV3.
+    950's cube template (QbmmCubeBasicApiKernel / QbmmCubeTensorApiKernel, AIC only) builds none and reads a
+    ~150-byte tiling without TCubeTiling (ops-nn@0a20ef97 matmul/quant_batch_matmul_v3/op_kernel/arch35/
+    quant_batch_matmul_v3_apt_tiling_key.h, quant_batch_matmul_v3.cpp): it starts as a kernel of no fitted
+    class does, on the family's launch_us and launch_per_core_us."""
+    return "" if family == "950" and core_type != "mix" else MATMUL_API
+
+
 def quant_matmul_work(plan, hw, x2_format="ND"):
     """npu_quant_matmul (ARITHMETIC.md sec. 4.3): int8 (or packed int4) cube matmul with the dequant in the
     FixPipe (fp16/int8/int32 output without a per-token scale) or on the AIVs (bf16 output or a per-token
@@ -1298,7 +1308,7 @@ def quant_matmul_work(plan, hw, x2_format="ND"):
     # faster a byte, so more rows can take less time on the same cores
     info["variant"] = "x2 past L2" if streamed else "x2 via L2"
     w = _work(plan, hw, loops, flops=2.0 * batch * M * N * K, tiles=info, core_type=core_type, block_dim=bd,
-              hbm_read_fraction=hbm_frac, extra=extra, launch_class=MATMUL_API)
+              hbm_read_fraction=hbm_frac, extra=extra, launch_class=_quant_matmul_launch_class(fam, core_type))
     if M <= info["base_m"]:
         w.l2_bypass_bytes = _nbytes(x2)
     return w

@@ -291,6 +291,24 @@ def test_an_epilogue_under_the_cube_does_not_add_its_pipes_to_the_cubes():
                 assert max(q.pipes_us.values()) <= q.core_us * (1 + 1e-12), (op, product, m, q.pipes_us, q.core_us)
 
 
+def test_quant_matmul_start_follows_the_kernel_template():
+    """Ascend 950's cube template (fp16 output, no per-token scale: AIC only) builds no Matmul API object and
+    starts on the family's launch costs; its mix template (bf16 output) and every A2 template do build one
+    and take the Matmul-API start fitted on GroupedMatmul and QuantBatchMatmulV3."""
+    def work(product, out):
+        w, _ = build_work("npu_quant_matmul", product, x1=T((32, 256), "int8"), x2=T((256, 512), "int8"),
+                          scale=T((512,), "float32"), output_dtype=out)
+        return w
+    cube, mix = work("ascend-950pr", "float16"), work("ascend-950pr", "bfloat16")
+    assert cube.core_type != "mix" and cube.launch_class == ""
+    assert mix.core_type == "mix" and mix.launch_class == ops.MATMUL_API
+    assert work("atlas-a2", "float16").launch_class == work("atlas-a2", "bfloat16").launch_class == ops.MATMUL_API
+    def head(out, scale):     # an int64 scale: no TransQuantParamV2 launch (and its start) before the matmul
+        return perfmodel.predict("npu_quant_matmul", "ascend-950pr", x1=T((32, 256), "int8"),
+                                 x2=T((256, 512), "int8"), scale=T((512,), scale), output_dtype=out).head_us
+    assert head("float16", "int64") < head("bfloat16", "float32") - 2.0      # the shipped fit: 2.0 us against 5.5
+
+
 def test_unsupported_combinations_are_clear_errors():
     with pytest.raises(ValueError, match="does not run on atlas-a2"):
         perfmodel.predict("indexer_compress_epilog", "atlas-a2", **op_args("indexer_compress_epilog", "atlas-a2"))
