@@ -303,6 +303,7 @@ def test_quant_matmul_start_follows_the_kernel_template():
     assert cube.core_type != "mix" and cube.launch_class == ""
     assert mix.core_type == "mix" and mix.launch_class == ops.MATMUL_API
     assert work("atlas-a2", "float16").launch_class == work("atlas-a2", "bfloat16").launch_class == ops.MATMUL_API
+
     def head(out, scale):     # an int64 scale: no TransQuantParamV2 launch (and its start) before the matmul
         return perfmodel.predict("npu_quant_matmul", "ascend-950pr", x1=T((32, 256), "int8"),
                                  x2=T((256, 512), "int8"), scale=T((512,), scale), output_dtype=out).head_us
@@ -441,12 +442,13 @@ def _exhausted_suspension_merge(runs, chunk=1024):
     while any(o < len(r) for o, r in zip(offs, runs)):
         live = [i for i, r in enumerate(runs) if offs[i] < len(r)]
         ends = {i: min(offs[i] + chunk, len(runs[i])) for i in live}
-        pos = dict((i, offs[i]) for i in live)
-        if len(live) == 1:
+        pos = {i: offs[i] for i in live}
+        if len(live) == 1:               # a lone run is copied a chunk at a time
             pos[live[0]] = ends[live[0]]
-        while all(pos[i] < ends[i] for i in live) and len(live) > 1:
-            i = min(live, key=lambda j: (runs[j][pos[j]], j))
-            pos[i] += 1
+        else:
+            while all(pos[i] < ends[i] for i in live):
+                i = min(live, key=lambda j: (runs[j][pos[j]], j))
+                pos[i] += 1
         for i in live:
             offs[i] = pos[i]
         its += 1
