@@ -1409,18 +1409,22 @@ def moe_init_routing_quant_work(plan, hw):
     store = hw.dma("ub_to_gm", per_loop * 8) if multi else hw.dma("ub_to_gm", per_loop * 4, 2)
     loops = [Loop(n=ub_loops, pipes={"mte2": hw.dma("gm_to_ub", per_loop * 4, 2), "vector": v.s, "mte3": store},
                   read_bytes=per_loop * 8, write_bytes=per_loop * 8, barriers=v.barriers, overlap="none")]
+    merges = []                            # MrgSort iterations of each merge stage on its core (a tile shown)
     if multi:
+        stages = []
         lists = ub_loops                   # the core's UB passes merged 4 at a time (a single one copied)
         while True:
-            loops.append(_moe_merge_loop(hw, per_core, min(4, lists)))
+            stages.append(_moe_merge_loop(hw, per_core, min(4, lists)))
             if lists <= 4:
                 break
             lists = _cdiv(lists, 4)
         runs, run = sort_cores, per_core
         while runs > 4:
-            loops.append(_moe_merge_loop(hw, min(nk, 4 * run), 4))
+            stages.append(_moe_merge_loop(hw, min(nk, 4 * run), 4))
             runs, run = _cdiv(runs, 4), 4 * run
-        loops.append(_moe_merge_loop(hw, nk, runs, final=True))
+        stages.append(_moe_merge_loop(hw, nk, runs, final=True))
+        loops += stages
+        merges = [int(lp.n) for lp in stages]
     # expanded_row_idx: per loop the sorted row ids in, an Adds per 32 of them, one scattered 4-byte store per
     # row after the scalar reads where it goes
     s2d = tiles.get("src_to_dst") if isinstance(tiles.get("src_to_dst"), dict) else {}
@@ -1482,7 +1486,8 @@ def moe_init_routing_quant_work(plan, hw):
                 cont=i > 0))
         rpt = 1
     return _work(plan, hw, loops, flops=out_rows * H * 3.0 + nk * 8,
-                 tiles={"rows_per_tile": rpt, "sort_passes": passes})
+                 tiles={"rows_per_tile": rpt, "sort_passes": passes,
+                        "merge_iterations": merges})
 
 
 # op -> (its weight argument, the option that names how that weight is stored: 'ND' or 'NZ'); predict reads

@@ -469,6 +469,16 @@ def test_moe_merge_iterations_match_a_simulated_merge_of_random_routing(elements
     assert simulated > elements / (1024 * lists)       # more than the chunks' count: no iteration takes all
 
 
+def test_moe_routing_shows_its_merge_iterations():
+    """The prediction's tiles list each merge stage's MrgSort iterations: 4096 tokens x top-8 on A2 sort on
+    16 cores (2048 pairs each, one UB pass: copied), merge 4 runs at a time on 4 cores, then 4 on core 0."""
+    p = perfmodel.predict("moe_init_routing_quant", "atlas-a2", x=T((4096, 2048), "float16"),
+                          row_idx=T((4096, 8), "int32"), expert_idx=T((4096, 8), "int32"), active_num=4096)
+    assert p.tiles["vbs"]["needCoreNum"] == 16 and p.tiles["vbs"]["perCoreLoops"] == 1
+    assert p.tiles["merge_iterations"] == [ops.moe_merge_iterations(2048, 1), ops.moe_merge_iterations(8192, 4),
+                                           ops.moe_merge_iterations(32768, 4)] == [2, 6, 12]
+
+
 def test_moe_routing_bf16_gather_rounds_through_int32():
     """moe_quant_gather_out.h quantizes bf16 rows as bf16 -> fp32 -> fp16, Muls, Adds, then fp16 -> int32 (rint)
     -> fp16 -> int8: seven vector calls where fp16 rows take three (Muls, Adds, Cast), so the same rows cost
