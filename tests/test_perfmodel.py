@@ -10,7 +10,7 @@ import pytest
 
 import perfmodel
 from perfmodel import TensorSpec as T, ops
-from perfmodel.calibration import Calibration
+from perfmodel.calibration import Calibration, default_calibration
 from perfmodel.fitting import fit, report
 from perfmodel.hw import hardware
 from perfmodel.model import Loop, Work, _write_hbm_fraction, combine
@@ -416,9 +416,6 @@ def test_moe_routing_scalar_sets_up_every_scattered_store():
     critical core's scalar time is scalar_element_cycles for each of its src_to_dst rows and for each gather
     store (its blocks of perCorePerLoopRows rows, k stores a row in each column tile), and grows with k at the
     same tokens."""
-    from perfmodel.calibration import default_calibration
-    from perfmodel.hw import hardware
-
     def moe(k):
         n = 4096
         return perfmodel.predict("moe_init_routing_quant", "atlas-a2", x=T((n, 7168), "float16"),
